@@ -1,0 +1,115 @@
+"""``doorman``: run a service, migrate, or run everything locally."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import structlog
+from pydantic import ValidationError
+
+from shared.logging import configure
+
+
+def _settings(cls: type) -> object:
+    try:
+        return cls()
+    except ValidationError as exc:
+        for e in exc.errors(include_url=False, include_input=False):
+            field = ".".join(str(p) for p in e["loc"]) or "settings"
+            print(f"doorman: bad setting {field}: {e['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_migrate(_: argparse.Namespace) -> None:
+    from doorman.migrate import migrate
+    from shared.settings import DoormanSettings
+
+    s = _settings(DoormanSettings)
+    applied = asyncio.run(migrate(s.database_url.get_secret_value()))  # type: ignore[attr-defined]
+    print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
+
+
+def cmd_gateway(_: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from services.gateway.app import init_app
+    from services.gateway.settings import GatewaySettings
+
+    s = _settings(GatewaySettings)
+    web.run_app(init_app(s), host=s.gateway_host, port=s.gateway_port, access_log=None,  # type: ignore[attr-defined]
+                shutdown_timeout=10, print=None)
+
+
+def _run_worker(module: str, settings_cls: str) -> None:
+    import importlib
+
+    from shared.service import run_until_signalled
+
+    mod = importlib.import_module(f"services.{module}.main")
+    cls = getattr(importlib.import_module(f"services.{module}.settings"), settings_cls)
+    s = _settings(cls)
+    asyncio.run(run_until_signalled(lambda: mod.running(s), module))
+
+
+def cmd_verifier(_: argparse.Namespace) -> None:
+    _run_worker("verifier", "VerifierSettings")
+
+
+def cmd_contacts(_: argparse.Namespace) -> None:
+    _run_worker("contacts", "ContactsSettings")
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    from doorman.up import up
+
+    asyncio.run(up(demo_port=args.demo_port))
+
+
+def cmd_queues(_: argparse.Namespace) -> None:
+    from doorman.ops import queues
+    from shared.settings import DoormanSettings
+
+    s = _settings(DoormanSettings)
+    asyncio.run(queues(s))  # type: ignore[arg-type]
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> None:
+    from doorman.ops import replay
+    from shared.settings import DoormanSettings
+
+    s = _settings(DoormanSettings)
+    asyncio.run(replay(s, args.queue))  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="doorman", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply the database schema").set_defaults(func=cmd_migrate)
+    sub.add_parser("gateway", help="run the HTTP gateway").set_defaults(func=cmd_gateway)
+    sub.add_parser("verifier", help="run a verifier worker").set_defaults(func=cmd_verifier)
+    sub.add_parser("contacts", help="run a contacts worker").set_defaults(func=cmd_contacts)
+    up = sub.add_parser("up", help="run everything locally with a demo customer API")
+    up.add_argument("--demo-port", type=int, default=8090)
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("queues", help="show queue depths and dead letters").set_defaults(func=cmd_queues)
+    dlq = sub.add_parser("dlq", help="dead-letter queues").add_subparsers(dest="dlq_command", required=True)
+    replay = dlq.add_parser("replay", help="move a queue's dead letters back onto it")
+    replay.add_argument("queue", help="work queue name, e.g. verifier.widget-opened")
+    replay.set_defaults(func=cmd_dlq_replay)
+
+    args = parser.parse_args(argv)
+    from shared.settings import DoormanSettings
+
+    try:
+        base = DoormanSettings()
+        configure(base.log_level, base.log_json)
+    except ValidationError:
+        configure()
+    structlog.contextvars.clear_contextvars()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

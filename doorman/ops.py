@@ -1,0 +1,48 @@
+"""Operator commands: queue depths, dead-letter replay."""
+
+from __future__ import annotations
+
+import aio_pika
+
+from shared import messaging
+from shared.settings import DoormanSettings
+
+
+async def queues(settings: DoormanSettings) -> None:
+    topology = messaging.Topology(settings.amqp_prefix)
+    async with messaging.connection(settings.amqp_url.get_secret_value(), "doorman-queues") as conn:
+        channel = await conn.channel()
+        await messaging.declare(channel, topology)
+        print(f"{'queue':<45} {'ready':>8} {'consumers':>10} {'dead letters':>13}")
+        for name in messaging.WORK_QUEUES:
+            q = await channel.declare_queue(topology.queue(name), passive=True)
+            d = await channel.declare_queue(topology.dead_letter_queue(name), passive=True)
+            ready = q.declaration_result.message_count
+            consumers = q.declaration_result.consumer_count
+            dead = d.declaration_result.message_count
+            print(f"{topology.queue(name):<45} {ready:>8} {consumers:>10} {dead:>13}")
+
+
+async def replay(settings: DoormanSettings, queue: str) -> None:
+    """Move every message of ``queue``'s dead-letter queue back onto ``queue``, confirmed one by one."""
+    topology = messaging.Topology(settings.amqp_prefix)
+    name = queue.removeprefix(f"{settings.amqp_prefix}.")
+    if name not in messaging.WORK_QUEUES:
+        raise SystemExit(f"doorman: unknown queue {queue!r}; one of {', '.join(messaging.WORK_QUEUES)}")
+    moved = 0
+    async with messaging.connection(settings.amqp_url.get_secret_value(), "doorman-dlq-replay") as conn:
+        channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
+        dlq = await channel.declare_queue(topology.dead_letter_queue(name), passive=True)
+        while (message := await dlq.get(fail=False)) is not None:
+            headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    body=message.body, headers=headers, content_type=message.content_type, type=message.type,
+                    message_id=message.message_id, correlation_id=message.correlation_id,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT, timestamp=message.timestamp,
+                ),
+                routing_key=topology.queue(name),
+            )
+            await message.ack()
+            moved += 1
+    print(f"replayed {moved} message(s) onto {topology.queue(name)}")

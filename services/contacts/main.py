@@ -1,0 +1,38 @@
+"""The contacts service's composition root."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from shared import db, messaging
+from shared.service import health_server
+
+from .handler import fall_back_on_failure, record, record_one
+from .settings import ContactsSettings
+
+
+@asynccontextmanager
+async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1") -> AsyncIterator[int]:
+    """Consume verified identities and fallbacks until the context exits; yields the health port."""
+    topology = messaging.Topology(settings.amqp_prefix)
+    async with (
+        db.pool(settings.database_url.get_secret_value(), min_size=settings.db_pool_min, max_size=settings.db_pool_max) as pool,
+        messaging.connection(settings.amqp_url.get_secret_value(), "doorman-contacts") as conn,
+        messaging.publisher(conn, topology) as publish,
+    ):
+        async def ready() -> dict[str, bool]:
+            return {"database": await db.answers(pool), "broker": publish.ready}
+
+        async with (
+            health_server(health_host, settings.contacts_port, ready=ready) as port,
+            messaging.consuming(
+                conn, topology, messaging.CONTACTS_QUEUE, prefetch=settings.contacts_batch_size * 2,
+                handler=partial(record_one, pool=pool, publish=publish),
+                batch_handler=partial(record, pool=pool, publish=publish),
+                batch_size=settings.contacts_batch_size, linger=settings.contacts_linger_ms / 1000,
+                on_failure=partial(fall_back_on_failure, pool=pool, publish=publish),
+            ),
+        ):
+            yield port

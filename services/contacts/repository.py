@@ -1,0 +1,108 @@
+"""Contacts and session outcomes in PostgreSQL.
+
+Upserts are idempotent by construction: a contact row carries the version
+``(version_at, version_event)`` of the event that last wrote it, and an update
+applies only when the incoming version is strictly newer. Replays and
+out-of-order events therefore change nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+
+from shared.events import IdentityVerified
+
+UPSERT_VERIFIED = """
+INSERT INTO contacts AS c (
+    bot_id, identify_method, identifier, external_id, name, email, phone_number, country_code,
+    avatar, label, metadata, verified, version_at, version_event, last_verified_at
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $13, $12)
+ON CONFLICT (bot_id, identify_method, identifier) DO UPDATE SET
+    external_id      = COALESCE(EXCLUDED.external_id, c.external_id),
+    name             = COALESCE(EXCLUDED.name, c.name),
+    email            = COALESCE(EXCLUDED.email, c.email),
+    phone_number     = COALESCE(EXCLUDED.phone_number, c.phone_number),
+    country_code     = COALESCE(EXCLUDED.country_code, c.country_code),
+    avatar           = COALESCE(EXCLUDED.avatar, c.avatar),
+    label            = COALESCE(EXCLUDED.label, c.label),
+    metadata         = c.metadata || EXCLUDED.metadata,
+    verified         = true,
+    version_at       = EXCLUDED.version_at,
+    version_event    = EXCLUDED.version_event,
+    last_verified_at = EXCLUDED.last_verified_at,
+    updated_at       = now()
+WHERE (c.version_at, c.version_event) < (EXCLUDED.version_at, EXCLUDED.version_event)
+"""
+
+CONTACT_IDS = """
+SELECT c.contact_id, c.bot_id, c.identify_method, c.identifier
+FROM contacts c
+JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS k(bot_id, identify_method, identifier)
+  ON (c.bot_id, c.identify_method, c.identifier) = (k.bot_id, k.identify_method, k.identifier)
+"""
+
+RESOLVE_SESSIONS = """
+UPDATE widget_sessions s SET
+    status = u.status, reason = u.reason, detail = u.detail, contact_id = u.contact_id, resolved_at = now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[]) AS u(session_id, status, reason, detail, contact_id)
+WHERE s.session_id = u.session_id AND s.status = 'pending'
+RETURNING s.session_id, s.bot_id, s.status, s.watcher
+"""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    session_id: str
+    status: str  # verified | fallback
+    reason: str | None = None
+    detail: str | None = None
+    contact_id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    session_id: str
+    bot_id: UUID
+    status: str
+    watcher: str | None
+
+
+def _key(event: IdentityVerified) -> tuple[UUID, str, str]:
+    return (event.bot_id, event.identify_method.value, event.identity.identifier)
+
+
+async def upsert_verified(conn: asyncpg.Connection, events: Sequence[IdentityVerified]) -> dict[tuple[UUID, str, str], UUID]:
+    """Apply verified identities oldest first; returns each key's contact id."""
+    if not events:
+        return {}
+    ordered = sorted(events, key=lambda e: (e.observed_at, str(e.event_id)))
+    await conn.executemany(UPSERT_VERIFIED, [
+        (
+            e.bot_id, e.identify_method.value, e.identity.identifier, e.identity.id, e.identity.name,
+            e.identity.email, e.identity.phone_number, e.identity.country_code, e.identity.avatar,
+            e.identity.label, e.identity.metadata, e.observed_at, e.event_id,
+        )
+        for e in ordered
+    ])
+    keys = list({_key(e) for e in events})
+    rows = await conn.fetch(CONTACT_IDS, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
+    return {(r["bot_id"], r["identify_method"], r["identifier"]): r["contact_id"] for r in rows}
+
+
+async def resolve_sessions(conn: asyncpg.Connection, outcomes: Sequence[Outcome]) -> list[Resolved]:
+    """Record each session's first outcome; later ones (replays, racers) change nothing."""
+    first: dict[str, Outcome] = {}
+    for outcome in outcomes:
+        first.setdefault(outcome.session_id, outcome)
+    if not first:
+        return []
+    rows = await conn.fetch(
+        RESOLVE_SESSIONS,
+        list(first), [o.status for o in first.values()], [o.reason for o in first.values()],
+        [o.detail for o in first.values()], [o.contact_id for o in first.values()],
+    )
+    return [Resolved(r["session_id"], r["bot_id"], r["status"], r["watcher"]) for r in rows]

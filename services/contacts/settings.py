@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import DoormanSettings
+
+
+class ContactsSettings(DoormanSettings):
+    contacts_port: int = Field(8082, ge=0, le=65535, description="/healthz, /readyz; 0 picks a free port")
+    contacts_batch_size: int = Field(100, ge=1, le=1000, description="events written in one transaction")
+    contacts_linger_ms: float = Field(5.0, ge=0, le=1000, description="how long a batch waits to fill")

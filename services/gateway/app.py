@@ -1,0 +1,77 @@
+"""The gateway's composition root: ``init_app(settings)`` wires everything, nothing at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from shared import db, messaging
+from shared.health import health_routes
+
+from . import admin, widget
+from .http_errors import json_errors
+from .keys import HUB, POOL, PUBLISH, SECRETS, SETTINGS
+from .outcomes import OutcomeHub, consume_outcomes, new_replica_id
+from .settings import GatewaySettings
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+@web.middleware
+async def widget_cors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The widget API is called from any site; nothing else is."""
+    if not request.path.startswith("/v1/widget/"):
+        return await handler(request)
+    if request.method == "OPTIONS":
+        return web.Response(status=204, headers=CORS_HEADERS)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(CORS_HEADERS)
+        raise
+    if not response.prepared:
+        response.headers.update(CORS_HEADERS)
+    return response
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    s = app[SETTINGS]
+    async with db.pool(s.database_url.get_secret_value(), min_size=s.db_pool_min, max_size=s.db_pool_max) as pool:
+        app[POOL] = pool
+        yield
+
+
+async def _broker(app: web.Application) -> AsyncIterator[None]:
+    s = app[SETTINGS]
+    topology = messaging.Topology(s.amqp_prefix)
+    hub = app[HUB]
+    async with (
+        messaging.connection(s.amqp_url.get_secret_value(), f"doorman-gateway-{hub.replica}") as conn,
+        messaging.publisher(conn, topology) as publish,
+        consume_outcomes(conn, topology, hub),
+    ):
+        app[PUBLISH] = publish
+        yield
+
+
+def init_app(settings: GatewaySettings) -> web.Application:
+    app = web.Application(middlewares=[widget_cors, json_errors, admin.require_admin], client_max_size=1024 * 1024)
+    app[SETTINGS] = settings
+    app[SECRETS] = settings.secrets()
+    app[HUB] = OutcomeHub(new_replica_id())
+    app.cleanup_ctx.extend([_database, _broker])
+    app.add_routes(widget.routes)
+    app.add_routes(admin.routes)
+    app.add_routes(health_routes(ready=lambda: _ready(app)))
+    return app
+
+
+async def _ready(app: web.Application) -> dict[str, bool]:
+    return {"database": await db.answers(app[POOL]), "broker": app[PUBLISH].ready}

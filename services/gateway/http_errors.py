@@ -1,0 +1,84 @@
+"""Every error the gateway returns is JSON: a status, a code and, for bad input, field errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from uuid import UUID
+from typing import Any, TypeVar
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+log = structlog.get_logger("doorman.gateway")
+M = TypeVar("M", bound=BaseModel)
+
+
+def error(status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> web.HTTPException:
+    """An HTTP error whose body is ``{"error": {"code", "message", ...}}``."""
+    return _STATUS_CLASSES.get(status, web.HTTPInternalServerError)(
+        text=json.dumps({"error": {"code": code, "message": message, **extra}}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+_STATUS_CLASSES: dict[int, type[web.HTTPException]] = {
+    400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 404: web.HTTPNotFound, 409: web.HTTPConflict,
+    413: web.HTTPRequestEntityTooLarge, 415: web.HTTPUnsupportedMediaType, 422: web.HTTPUnprocessableEntity,
+    429: web.HTTPTooManyRequests, 500: web.HTTPInternalServerError, 503: web.HTTPServiceUnavailable,
+}
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    errors = []
+    for e in exc.errors(include_url=False, include_input=False, include_context=False):
+        field = ".".join(str(p) for p in e["loc"]) or "body"
+        errors.append({"field": field, "message": e["msg"]})
+    return errors
+
+
+async def read_model(request: web.Request, model: type[M], *, max_bytes: int) -> M:
+    """Parse a JSON body into ``model``: 413 when too big, 422 with field errors when bad."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise error(413, "body_too_large", f"request body is larger than {max_bytes} bytes")
+    body = await request.content.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise error(413, "body_too_large", f"request body is larger than {max_bytes} bytes")
+    if request.content_type != "application/json":
+        raise error(415, "unsupported_media_type", "send the body as application/json")
+    try:
+        return model.model_validate_json(body or b"null")
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        raise error(422, "invalid_body", "the request body is not valid", fields=errors) from None
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json" or exc.status < 400:
+            raise
+        raise error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason) from None
+    except Exception:
+        log.exception("unhandled error", path=request.path)
+        raise error(500, "internal_error", "something went wrong on our side") from None
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, default=_default)
+
+
+def json_response(data: Any, *, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=dumps)

@@ -1,0 +1,18 @@
+"""Typed application state."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from shared.crypto import Secrets
+from shared.messaging import Publisher
+
+from .outcomes import OutcomeHub
+from .settings import GatewaySettings
+
+SETTINGS = web.AppKey("settings", GatewaySettings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+PUBLISH = web.AppKey("publish", Publisher)
+HUB = web.AppKey("hub", OutcomeHub)
+SECRETS = web.AppKey("secrets", Secrets)

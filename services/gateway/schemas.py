@@ -1,0 +1,80 @@
+"""Request bodies the gateway accepts. Unknown fields are refused (422), so typos are seen."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from yarl import URL
+
+from shared.domains import normalise_domain_entry
+from shared.events import IdentifyMethod
+
+RequestField = Literal["user_id", "email", "name", "phone_number"]
+Short = Annotated[str, Field(max_length=256)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _http_url(value: str) -> str:
+    url = URL(value)
+    if url.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not url.host:
+        raise ValueError("must include a host name")
+    if url.user or url.password:
+        raise ValueError("must not carry a user name or password; use the header token")
+    return value
+
+
+HttpUrl = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_http_url)]
+DomainEntry = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(normalise_domain_entry)]
+
+
+class OpenSession(Strict):
+    bot_id: UUID
+    access_token: Annotated[str, Field(max_length=8192)] | None = None
+    user_id: Short | None = None
+    email: Short | None = None
+    name: Short | None = None
+    phone_number: Short | None = None
+    lang: Annotated[str, Field(max_length=16)] | None = None
+
+
+class NewBot(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class DomainWhitelist(Strict):
+    enabled: bool = False
+    source: Literal["manual", "api"] = "manual"
+    domains: Annotated[list[DomainEntry], Field(max_length=1000)] = []
+    api_url: HttpUrl | None = None
+
+    @model_validator(mode="after")
+    def _api_needs_url(self) -> "DomainWhitelist":
+        if self.enabled and self.source == "api" and not self.api_url:
+            raise ValueError("api_url is required when the whitelist source is 'api'")
+        return self
+
+
+class CustomAuthSettingsIn(Strict):
+    """PUT body. ``header_token`` is write-only: absent keeps the stored one, null clears it."""
+
+    enabled: bool
+    auth_url: HttpUrl | None = None
+    header_token: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    identify_method: IdentifyMethod = IdentifyMethod.id
+    request_fields: Annotated[list[RequestField], Field(max_length=4)] = []
+    domain_whitelist: DomainWhitelist = DomainWhitelist()
+
+    @model_validator(mode="after")
+    def _enabled_needs_url(self) -> "CustomAuthSettingsIn":
+        if self.enabled and not self.auth_url:
+            raise ValueError("auth_url is required when Custom Authentication is enabled")
+        if len(set(self.request_fields)) != len(self.request_fields):
+            raise ValueError("request_fields must not repeat a field")
+        return self

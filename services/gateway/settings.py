@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+
+from shared.settings import PLACEHOLDER, SecretKeySettings
+
+
+class GatewaySettings(SecretKeySettings):
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(8080, ge=0, le=65535)
+    admin_token: SecretStr = SecretStr(PLACEHOLDER)
+    session_deadline_seconds: float = Field(15.0, gt=0, le=300, description="a visitor waits at most this long")
+    sse_poll_seconds: float = Field(2.0, gt=0, description="safety re-read of a waited-on session")
+    widget_body_max_bytes: int = 16 * 1024
+
+    @model_validator(mode="after")
+    def _admin_token_set(self) -> "GatewaySettings":
+        token = self.admin_token.get_secret_value()
+        if token == PLACEHOLDER and not self.development:
+            raise ValueError("DOORMAN_ADMIN_TOKEN is not set")
+        if token != PLACEHOLDER and len(token) < 16:
+            raise ValueError("DOORMAN_ADMIN_TOKEN must be at least 16 characters")
+        return self

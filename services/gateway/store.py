@@ -1,0 +1,156 @@
+"""The gateway's reads and writes in PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from shared.crypto import Secrets
+from shared.events import FallbackReason
+
+from .schemas import CustomAuthSettingsIn
+
+# What a visitor's browser may learn about its own contact; label and metadata are for agents.
+WIDGET_CONTACT_FIELDS = ("contact_id", "name", "email", "phone_number", "avatar", "verified")
+
+
+async def bot_exists(conn: asyncpg.Connection | asyncpg.Pool, bot_id: UUID) -> bool:
+    return await conn.fetchval("SELECT true FROM bots WHERE bot_id = $1", bot_id) is not None
+
+
+async def create_bot(pool: asyncpg.Pool, name: str) -> dict[str, Any]:
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "INSERT INTO bots (bot_id, name) VALUES ($1, $2) RETURNING bot_id, name, created_at, updated_at",
+            uuid4(), name,
+        )
+        await conn.execute("INSERT INTO custom_auth_settings (bot_id) VALUES ($1)", row["bot_id"])
+    return dict(row)
+
+
+async def get_bot(pool: asyncpg.Pool, bot_id: UUID) -> dict[str, Any] | None:
+    row = await pool.fetchrow("SELECT bot_id, name, created_at, updated_at FROM bots WHERE bot_id = $1", bot_id)
+    return dict(row) if row else None
+
+
+_SETTINGS_COLUMNS = """
+    enabled, auth_url, header_token_cipher IS NOT NULL AS header_token_set, identify_method,
+    request_fields, whitelist_enabled, whitelist_source, whitelist_domains, whitelist_api_url, revision, updated_at
+"""
+
+
+def _settings_view(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "enabled": row["enabled"],
+        "auth_url": row["auth_url"],
+        "header_token_set": row["header_token_set"],
+        "identify_method": row["identify_method"],
+        "request_fields": list(row["request_fields"]),
+        "domain_whitelist": {
+            "enabled": row["whitelist_enabled"],
+            "source": row["whitelist_source"],
+            "domains": list(row["whitelist_domains"]),
+            "api_url": row["whitelist_api_url"],
+        },
+        "revision": row["revision"],
+        "updated_at": row["updated_at"],
+    }
+
+
+async def get_custom_auth(pool: asyncpg.Pool, bot_id: UUID) -> dict[str, Any] | None:
+    row = await pool.fetchrow(f"SELECT {_SETTINGS_COLUMNS} FROM custom_auth_settings WHERE bot_id = $1", bot_id)
+    return _settings_view(row) if row else None
+
+
+async def put_custom_auth(
+    pool: asyncpg.Pool, bot_id: UUID, body: CustomAuthSettingsIn, secrets: Secrets,
+) -> dict[str, Any] | None:
+    keep_token = "header_token" not in body.model_fields_set
+    cipher = secrets.encrypt(body.header_token) if body.header_token else None
+    whitelist = body.domain_whitelist
+    row = await pool.fetchrow(
+        f"""
+        UPDATE custom_auth_settings SET
+            enabled = $2, auth_url = $3,
+            header_token_cipher = CASE WHEN $4 THEN header_token_cipher ELSE $5 END,
+            identify_method = $6, request_fields = $7,
+            whitelist_enabled = $8, whitelist_source = $9, whitelist_domains = $10, whitelist_api_url = $11,
+            revision = revision + 1, updated_at = now()
+        WHERE bot_id = $1
+        RETURNING {_SETTINGS_COLUMNS}
+        """,
+        bot_id, body.enabled, body.auth_url, keep_token, cipher, body.identify_method.value,
+        list(body.request_fields), whitelist.enabled, whitelist.source, list(whitelist.domains), whitelist.api_url,
+    )
+    return _settings_view(row) if row else None
+
+
+async def open_session(
+    pool: asyncpg.Pool, *, session_id: str, bot_id: UUID, origin: str | None, deadline_at: datetime,
+) -> bool:
+    """Record a pending session; False when the bot does not exist."""
+    try:
+        await pool.execute(
+            "INSERT INTO widget_sessions (session_id, bot_id, origin, deadline_at) VALUES ($1, $2, $3, $4)",
+            session_id, bot_id, origin, deadline_at,
+        )
+    except asyncpg.ForeignKeyViolationError:
+        return False
+    return True
+
+
+async def forget_session(pool: asyncpg.Pool, session_id: str) -> None:
+    """Undo :func:`open_session` when the event could not be published: nothing half-accepted."""
+    await pool.execute("DELETE FROM widget_sessions WHERE session_id = $1 AND status = 'pending'", session_id)
+
+
+_SESSION_VIEW = """
+    SELECT s.session_id, s.status, s.reason, s.detail, s.deadline_at,
+           c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified
+    FROM widget_sessions s LEFT JOIN contacts c USING (contact_id)
+    WHERE s.session_id = $1
+"""
+
+
+async def session_view(conn: asyncpg.Connection | asyncpg.Pool, session_id: str, *, expire_grace: float) -> dict[str, Any] | None:
+    """The widget's view of a session.
+
+    A session still pending ``expire_grace`` seconds after its deadline lost a
+    message somewhere; it is ended here as ``fallback(internal_error)`` so no
+    visitor waits forever (the conditional update keeps it to one outcome).
+    """
+    row = await conn.fetchrow(_SESSION_VIEW, session_id)
+    if row is None:
+        return None
+    if row["status"] == "pending":
+        expired = await conn.fetchval(
+            """
+            UPDATE widget_sessions SET status = 'fallback', reason = $2, detail = $3, resolved_at = now()
+            WHERE session_id = $1 AND status = 'pending' AND deadline_at + make_interval(secs => $4) < now()
+            RETURNING true
+            """,
+            session_id, FallbackReason.internal_error.value, "the session was not resolved in time", expire_grace,
+        )
+        if expired:
+            row = await conn.fetchrow(_SESSION_VIEW, session_id)
+    return _widget_view(row)
+
+
+def _widget_view(row: asyncpg.Record) -> dict[str, Any]:
+    contact = {k: row[k] for k in WIDGET_CONTACT_FIELDS} if row["contact_id"] else None
+    fallback = {"reason": row["reason"], "detail": row["detail"]} if row["status"] == "fallback" else None
+    return {"session_id": row["session_id"], "status": row["status"], "contact": contact, "fallback": fallback}
+
+
+async def watch_session(pool: asyncpg.Pool, session_id: str, replica: str) -> str | None:
+    """Say this replica holds the session's stream; returns the status (None: no such session).
+
+    The row lock orders this against the contacts service's resolve: either it
+    sees our replica and notifies us, or we see the resolved status here.
+    """
+    return await pool.fetchval(
+        "UPDATE widget_sessions SET watcher = $2 WHERE session_id = $1 RETURNING status", session_id, replica,
+    )

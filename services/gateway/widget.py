@@ -1,0 +1,86 @@
+"""The widget API: open a session, read it, stream its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import timedelta
+from uuid import uuid4
+
+import structlog
+from aiohttp import web
+from aiohttp_sse import sse_response
+
+from shared.events import WidgetOpened, utcnow
+
+from . import store
+from .http_errors import dumps, error, json_response, read_model
+from .keys import HUB, POOL, PUBLISH, SETTINGS
+from .schemas import OpenSession
+
+log = structlog.get_logger("doorman.gateway.widget")
+routes = web.RouteTableDef()
+
+# A session past its deadline by this much has lost a message: it is ended as internal_error.
+EXPIRE_GRACE_SECONDS = 5.0
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(32)  # 256 bits: the id is the only key to the outcome
+
+
+@routes.post("/v1/widget/sessions")
+async def open_session(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    body = await read_model(request, OpenSession, max_bytes=settings.widget_body_max_bytes)
+    pool = request.app[POOL]
+    session_id = new_session_id()
+    origin = request.headers.get("Origin")
+    deadline_at = utcnow() + timedelta(seconds=settings.session_deadline_seconds)
+    if not await store.open_session(pool, session_id=session_id, bot_id=body.bot_id, origin=origin, deadline_at=deadline_at):
+        raise error(404, "bot_not_found", "no bot has this bot_id")
+    event = WidgetOpened(
+        correlation_id=uuid4().hex[:16], session_id=session_id, bot_id=body.bot_id, origin=origin,
+        access_token=body.access_token, user_id=body.user_id, email=body.email, name=body.name,
+        phone_number=body.phone_number, deadline_at=deadline_at,
+    )
+    try:
+        await request.app[PUBLISH](event)
+    except Exception as exc:
+        await store.forget_session(pool, session_id)
+        log.error("widget open not published", error=type(exc).__name__, bot_id=str(body.bot_id))
+        raise error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"}) from None
+    log.info("widget opened", session_id=session_id, bot_id=str(body.bot_id), correlation_id=event.correlation_id)
+    return web.json_response({"session_id": session_id, "status": "pending"}, status=202)
+
+
+@routes.get("/v1/widget/sessions/{session_id}")
+async def read_session(request: web.Request) -> web.Response:
+    view = await store.session_view(request.app[POOL], request.match_info["session_id"], expire_grace=EXPIRE_GRACE_SECONDS)
+    if view is None:
+        raise error(404, "session_not_found", "no session has this id")
+    return json_response(view)
+
+
+@routes.get("/v1/widget/sessions/{session_id}/events")
+async def stream_session(request: web.Request) -> web.StreamResponse:
+    """One ``outcome`` event when the session resolves, then the stream ends."""
+    session_id = request.match_info["session_id"]
+    pool, hub, settings = request.app[POOL], request.app[HUB], request.app[SETTINGS]
+    with hub.waiting(session_id) as signal:
+        if await store.watch_session(pool, session_id, hub.replica) is None:
+            raise error(404, "session_not_found", "no session has this id")
+        async with sse_response(request, headers={"Access-Control-Allow-Origin": "*"}) as stream:
+            stream.ping_interval = 15
+            view = await store.session_view(pool, session_id, expire_grace=EXPIRE_GRACE_SECONDS)
+            while view is not None and view["status"] == "pending":
+                # Woken by the outcome notification; re-read now and then in case it was lost.
+                try:
+                    await asyncio.wait_for(signal.wait(), settings.sse_poll_seconds)
+                except TimeoutError:
+                    pass
+                signal.clear()
+                view = await store.session_view(pool, session_id, expire_grace=EXPIRE_GRACE_SECONDS)
+            if view is not None:
+                await stream.send(dumps(view), event="outcome")
+        return stream

@@ -1,0 +1,43 @@
+"""The verifier's composition root."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from shared import db, messaging
+from shared.http import outbound_client
+from shared.service import health_server
+
+from . import config
+from .handler import fall_back_on_failure, verify
+from .settings import VerifierSettings
+
+
+@asynccontextmanager
+async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1") -> AsyncIterator[int]:
+    """Consume widget-opened events until the context exits; yields the health port."""
+    secrets = settings.secrets()
+    topology = messaging.Topology(settings.amqp_prefix)
+    async with (
+        db.pool(settings.database_url.get_secret_value(), min_size=settings.db_pool_min, max_size=settings.db_pool_max) as pool,
+        messaging.connection(settings.amqp_url.get_secret_value(), "doorman-verifier") as conn,
+        messaging.publisher(conn, topology) as publish,
+        outbound_client(
+            allow_private=settings.allow_private_networks, timeout=settings.auth_timeout_seconds,
+            max_body=settings.auth_max_body_bytes, limit_per_host=settings.auth_max_connections_per_host,
+        ) as http,
+    ):
+        async def ready() -> dict[str, bool]:
+            return {"database": await db.answers(pool), "broker": publish.ready}
+
+        async with (
+            health_server(health_host, settings.verifier_port, ready=ready) as port,
+            messaging.consuming(
+                conn, topology, messaging.VERIFIER_QUEUE, prefetch=settings.verifier_prefetch,
+                handler=partial(verify, load_config=partial(config.load, pool, secrets), http=http, publish=publish),
+                on_failure=partial(fall_back_on_failure, publish=publish),
+            ),
+        ):
+            yield port

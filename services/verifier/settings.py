@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import OutboundSettings, SecretKeySettings
+
+
+class VerifierSettings(SecretKeySettings, OutboundSettings):
+    verifier_port: int = Field(8081, ge=0, le=65535, description="/healthz, /readyz; 0 picks a free port")
+    verifier_prefetch: int = Field(128, ge=1, le=10_000, description="identity calls in flight per replica")

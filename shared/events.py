@@ -1,0 +1,116 @@
+"""Every message Doorman sends between its services, in one file.
+
+Events are named in the past tense for what happened. Each is a small frozen
+pydantic model over a common envelope (id, type, version, occurred-at,
+correlation id). The routing key of an event is its ``event_type``.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class IdentifyMethod(str, enum.Enum):
+    id = "id"
+    email = "email"
+    phone_number = "phone_number"
+
+
+class FallbackReason(str, enum.Enum):
+    ca_disabled = "ca_disabled"
+    domain_not_allowed = "domain_not_allowed"
+    missing_token = "missing_token"
+    auth_rejected = "auth_rejected"
+    auth_unavailable = "auth_unavailable"
+    invalid_response = "invalid_response"
+    destination_blocked = "destination_blocked"
+    internal_error = "internal_error"
+
+
+class Identity(BaseModel):
+    """The visitor's profile as the business's Authentication URL answered it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    identifier: str  # normalised value of the identify method's field
+    id: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone_number: str | None = None
+    country_code: str | None = None
+    avatar: str | None = None
+    label: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+    event_id: UUID = Field(default_factory=uuid4)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    correlation_id: str
+    session_id: str
+    bot_id: UUID
+
+
+class WidgetOpened(Event):
+    event_type: ClassVar[str] = "widget.opened"
+
+    origin: str | None = None
+    access_token: SecretStr | None = None
+    user_id: str | None = None
+    email: str | None = None
+    name: str | None = None
+    phone_number: str | None = None
+    deadline_at: datetime
+
+    @field_serializer("access_token", when_used="json")
+    def _reveal_on_the_wire(self, token: SecretStr | None) -> str | None:
+        # The token travels to the verifier and nowhere else; repr() and logs
+        # only ever see SecretStr('**********').
+        return token.get_secret_value() if token is not None else None
+
+
+class IdentityVerified(Event):
+    event_type: ClassVar[str] = "identity.verified"
+
+    identify_method: IdentifyMethod
+    identity: Identity
+    observed_at: datetime  # when the business answered: orders updates of one contact
+
+
+class SessionFellBack(Event):
+    event_type: ClassVar[str] = "session.fell_back"
+
+    reason: FallbackReason
+    detail: str
+    stage: str
+
+
+class SessionResolved(Event):
+    """Told to the one gateway replica whose client is waiting on the session."""
+
+    event_type: ClassVar[str] = "session.resolved"
+
+    status: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.event_type: cls for cls in (WidgetOpened, IdentityVerified, SessionFellBack, SessionResolved)
+}
+
+
+def decode(event_type: str, body: bytes) -> Event:
+    return EVENT_TYPES[event_type].model_validate_json(body)

@@ -1,0 +1,43 @@
+"""Running a service process: logging, the health server, SIGTERM -> graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import structlog
+from aiohttp import web
+
+from shared.health import Check, health_routes
+
+log = structlog.get_logger("doorman.service")
+
+
+@asynccontextmanager
+async def health_server(host: str, port: int, *, ready: Check) -> AsyncIterator[int]:
+    """Serve /healthz and /readyz; yields the bound port (useful when ``port`` is 0)."""
+    app = web.Application()
+    app.add_routes(health_routes(ready=ready))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0][1]
+        yield bound
+    finally:
+        await runner.cleanup()
+
+
+async def run_until_signalled(service: Callable[[], AbstractAsyncContextManager[object]], name: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with service():
+        log.info("service started", service=name)
+        await stop.wait()
+        log.info("service stopping", service=name)
+    log.info("service stopped", service=name)

@@ -1,0 +1,70 @@
+"""Typed, fail-fast settings: one pydantic-settings class per service over this base."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.crypto import Secrets, validate_keys
+
+PLACEHOLDER = "change-me"
+
+
+class DoormanSettings(BaseSettings):
+    """Settings every service reads. Environment variables are prefixed ``DOORMAN_``."""
+
+    model_config = SettingsConfigDict(env_prefix="DOORMAN_", extra="ignore", frozen=True)
+
+    environment: str = Field("production", description="'development' relaxes the secret checks")
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    amqp_prefix: str = Field(
+        "doorman", pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="prefix of every exchange and queue; lets environments share a broker",
+    )
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/doorman")
+    db_pool_min: int = Field(1, ge=0)
+    db_pool_max: int = Field(10, ge=1)
+    log_level: str = "info"
+    log_json: bool | None = None  # None: JSON unless stderr is a terminal
+
+    @property
+    def development(self) -> bool:
+        return self.environment == "development"
+
+
+class SecretKeySettings(DoormanSettings):
+    """Services that read or write header tokens need the encryption key(s)."""
+
+    secret_key: SecretStr = SecretStr(PLACEHOLDER)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder(self) -> "SecretKeySettings":
+        if self.secret_key.get_secret_value() == PLACEHOLDER:
+            if not self.development:
+                raise ValueError(
+                    "DOORMAN_SECRET_KEY is not set: generate one with "
+                    "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
+                )
+        else:
+            validate_keys(self.secret_key.get_secret_value())
+        return self
+
+    def secrets(self) -> Secrets:
+        keys = self.secret_key.get_secret_value()
+        if keys == PLACEHOLDER:  # development only, enforced above
+            keys = base64.urlsafe_b64encode(hashlib.sha256(b"doorman-development").digest()).decode()
+        return Secrets(keys)
+
+
+class OutboundSettings(BaseSettings):
+    """How Doorman calls a business's Authentication URL."""
+
+    model_config = SettingsConfigDict(env_prefix="DOORMAN_", extra="ignore", frozen=True)
+
+    allow_private_networks: bool = False
+    auth_timeout_seconds: float = Field(5.0, gt=0, le=30)
+    auth_max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
+    auth_max_connections_per_host: int = Field(32, ge=1)
