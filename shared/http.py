@@ -102,7 +102,7 @@ class OutboundClient:
 async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     declared = resp.content_length
     if declared is not None and declared > limit:
-        raise ResponseTooLarge(f"response declares {declared} bytes, more than {limit}")
+        raise ResponseTooLarge(f"response is longer than {limit} bytes (it declares {declared})")
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(16 * 1024):

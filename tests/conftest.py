@@ -1,0 +1,192 @@
+"""Fixtures: a throwaway database and broker namespace per run, the real services, a fake business."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+from cryptography.fernet import Fernet
+
+from doorman.migrate import migrate
+from services.contacts.main import running as contacts_running
+from services.contacts.settings import ContactsSettings
+from services.gateway.app import init_app
+from services.gateway.settings import GatewaySettings
+from services.verifier.main import running as verifier_running
+from services.verifier.settings import VerifierSettings
+from shared import db, messaging
+from shared.logging import configure
+from tests.fake_customer import FakeCustomerAPI
+
+ADMIN_TOKEN = "test-admin-token-" + secrets.token_hex(8)
+AMQP_URL = os.environ.get("DOORMAN_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+PG_ROOT = os.environ.get("DOORMAN_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+AUTH_TIMEOUT = 1.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logging() -> None:
+    configure("info", json=True)
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    name = f"doorman_test_{secrets.token_hex(4)}"
+    url = f"{PG_ROOT}/{name}"
+    await migrate(url)
+    yield url
+    admin = await asyncpg.connect(f"{PG_ROOT}/postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def _delete_topology(prefix: str) -> None:
+    topology = messaging.Topology(prefix)
+    conn = await aio_pika.connect(AMQP_URL)
+    async with conn:
+        channel = await conn.channel()
+        for queue in topology.all_queues():
+            await channel.queue_delete(queue)
+        for exchange in (topology.exchange, topology.dead_letter_exchange):
+            await channel.exchange_delete(exchange)
+
+
+@pytest.fixture(scope="session")
+async def broker_prefix() -> AsyncIterator[Callable[[], str]]:
+    """Hands out fresh queue-name prefixes; deletes their queues and exchanges at the end."""
+    made: list[str] = []
+
+    def new() -> str:
+        made.append(f"test-{secrets.token_hex(4)}")
+        return made[-1]
+
+    yield new
+    for prefix in made:
+        await _delete_topology(prefix)
+
+
+@pytest.fixture(scope="session")
+def secret_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+@pytest.fixture(scope="session")
+async def customer_api() -> AsyncIterator[FakeCustomerAPI]:
+    api = FakeCustomerAPI()
+    runner = web.AppRunner(api.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    api.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield api
+    await runner.cleanup()
+
+
+def service_config(database_url: str, prefix: str, secret_key: str) -> dict[str, Any]:
+    """Settings shared by every service of one stack (as keyword arguments)."""
+    return {
+        "environment": "test", "database_url": database_url, "amqp_url": AMQP_URL, "amqp_prefix": prefix,
+        "secret_key": secret_key, "admin_token": ADMIN_TOKEN, "allow_private_networks": True,
+        "auth_timeout_seconds": AUTH_TIMEOUT, "verifier_port": 0, "contacts_port": 0, "db_pool_max": 5,
+    }
+
+
+def service_env(config: dict[str, Any]) -> dict[str, str]:
+    """The same settings as environment variables, for services run as processes."""
+    return {**os.environ, **{f"DOORMAN_{k.upper()}": str(v) for k, v in config.items()}, "DOORMAN_LOG_JSON": "true"}
+
+
+@dataclass
+class Gateway:
+    url: str
+    app: web.Application
+
+
+async def start_gateway(stack: AsyncExitStack, config: dict[str, Any]) -> Gateway:
+    app = init_app(GatewaySettings(**config))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return Gateway(f"http://127.0.0.1:{runner.addresses[0][1]}", app)
+
+
+@dataclass
+class Stack:
+    config: dict[str, Any]
+    gateway: Gateway
+    pool: asyncpg.Pool
+    http: aiohttp.ClientSession
+
+
+@pytest.fixture(scope="session")
+async def stack(database_url: str, broker_prefix: Callable[[], str], secret_key: str) -> AsyncIterator[Stack]:
+    """Gateway, verifier and contacts in this process, on the real broker and database."""
+    config = service_config(database_url, broker_prefix(), secret_key)
+    async with AsyncExitStack() as es:
+        gateway = await start_gateway(es, config)
+        await es.enter_async_context(verifier_running(VerifierSettings(**config)))
+        await es.enter_async_context(contacts_running(ContactsSettings(**config)))
+        pool = await es.enter_async_context(db.pool(database_url, max_size=4))
+        http = await es.enter_async_context(aiohttp.ClientSession())
+        yield Stack(config, gateway, pool, http)
+
+
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def create_bot(http: aiohttp.ClientSession, gateway_url: str, **custom_auth: Any) -> str:
+    """A new bot; with ``custom_auth`` given, its settings are PUT too."""
+    async with http.post(f"{gateway_url}/v1/bots", json={"name": "test bot"}, headers=admin_headers()) as resp:
+        assert resp.status == 201, await resp.text()
+        bot_id = (await resp.json())["bot_id"]
+    if custom_auth:
+        async with http.put(f"{gateway_url}/v1/bots/{bot_id}/custom-auth", json=custom_auth, headers=admin_headers()) as resp:
+            assert resp.status == 200, await resp.text()
+    return bot_id
+
+
+async def open_session(http: aiohttp.ClientSession, gateway_url: str, body: dict[str, Any], origin: str | None = None) -> str:
+    headers = {"Origin": origin} if origin else {}
+    async with http.post(f"{gateway_url}/v1/widget/sessions", json=body, headers=headers) as resp:
+        assert resp.status == 202, await resp.text()
+        data = await resp.json()
+    assert data["status"] == "pending"
+    return data["session_id"]
+
+
+async def await_outcome(http: aiohttp.ClientSession, gateway_url: str, session_id: str, timeout: float = 15) -> dict[str, Any]:
+    """Read the session's SSE stream: exactly one ``outcome`` event, then the stream ends."""
+    events: list[tuple[str, str]] = []
+    event_name = ""
+    async with http.get(f"{gateway_url}/v1/widget/sessions/{session_id}/events",
+                        timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        assert resp.status == 200, await resp.text()
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\r\n")
+            if line.startswith("event:"):
+                event_name = line.partition(":")[2].strip()
+            elif line.startswith("data:"):
+                events.append((event_name, line.partition(":")[2].strip()))
+    assert [name for name, _ in events] == ["outcome"], events
+    return json.loads(events[0][1])
+
+
+async def verify_once(stack: Stack, bot_id: str, *, origin: str | None = None, **fields: Any) -> dict[str, Any]:
+    session_id = await open_session(stack.http, stack.gateway.url, {"bot_id": bot_id, **fields}, origin=origin)
+    return await await_outcome(stack.http, stack.gateway.url, session_id)
