@@ -15,20 +15,16 @@ log = structlog.get_logger("doorman.gateway")
 M = TypeVar("M", bound=BaseModel)
 
 
-def error(status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> web.HTTPException:
+class ApiError(web.HTTPException):
     """An HTTP error whose body is ``{"error": {"code", "message", ...}}``."""
-    return _STATUS_CLASSES.get(status, web.HTTPInternalServerError)(
-        text=json.dumps({"error": {"code": code, "message": message, **extra}}),
-        content_type="application/json",
-        headers=headers,
-    )
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self.status_code = status
+        super().__init__(text=json.dumps(body), content_type="application/json", headers=headers)
 
 
-_STATUS_CLASSES: dict[int, type[web.HTTPException]] = {
-    400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 404: web.HTTPNotFound, 409: web.HTTPConflict,
-    413: web.HTTPRequestEntityTooLarge, 415: web.HTTPUnsupportedMediaType, 422: web.HTTPUnprocessableEntity,
-    429: web.HTTPTooManyRequests, 500: web.HTTPInternalServerError, 503: web.HTTPServiceUnavailable,
-}
+def error(status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> ApiError:
+    return ApiError(status, {"error": {"code": code, "message": message, **extra}}, headers)
 
 
 def field_errors(exc: ValidationError) -> list[dict[str, str]]:
