@@ -11,7 +11,13 @@ import json
 from typing import Any, NoReturn
 
 from shared.events import FallbackReason, Identity, IdentifyMethod
-from shared.identifiers import IDENTIFIER_FIELDS, InvalidIdentifier, normalise_identifier
+from shared.identifiers import (
+    IDENTIFIER_FIELDS,
+    InvalidIdentifier,
+    normalise_email,
+    normalise_identifier,
+    normalise_phone,
+)
 
 MAX_STRING = 2048  # characters, for each profile field
 MAX_METADATA_BYTES = 16384  # size of data.metadata re-serialised as compact UTF-8 JSON
@@ -143,8 +149,24 @@ def parse_identity_response(status: int, body: bytes, method: IdentifyMethod) ->
     profile: dict[str, str | None] = {
         field: None if value is None else str(value) for field, value in fields.items()
     }
+    _tidy_contact_fields(profile)
     profile[IDENTIFIER_FIELDS[method]] = identifier
     return Identity(identifier=identifier, metadata=metadata, **profile)
+
+
+def _tidy_contact_fields(profile: dict[str, str | None]) -> None:
+    """Store email and phone in their normal form when they have one, so agents can search
+    them; a value that does not normalise is kept as received (it is not the identifier)."""
+    if profile["email"]:
+        try:
+            profile["email"] = normalise_email(profile["email"])
+        except InvalidIdentifier:
+            pass
+    if profile["phone_number"]:
+        try:
+            profile["phone_number"] = normalise_phone(profile["phone_number"], profile["country_code"])
+        except InvalidIdentifier:
+            pass
 
 
 _DESCRIPTIONS: dict[FallbackReason, str] = {

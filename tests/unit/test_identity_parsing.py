@@ -57,8 +57,8 @@ def test_design_example_by_id() -> None:
         identifier="2",
         id="2",
         name="Lan Nguyen",
-        email="Lan@Example.com",  # not the identify method: kept as received
-        phone_number="0912345678",
+        email="lan@example.com",  # not the identifier, but stored in normal form for search
+        phone_number="+84912345678",
         country_code="+84",
         avatar="https://example.com/lan.png",
         label="VIP",
@@ -208,3 +208,15 @@ def test_every_reason_is_described() -> None:
     for reason in FallbackReason:
         assert describe(reason).endswith(".")
     assert "check it is up and fast" in describe(FallbackReason.auth_unavailable)
+
+
+def test_email_and_phone_are_tidied_when_not_the_identifier() -> None:
+    body = json.dumps({"data": {"id": "7", "email": " Mixed@Example.COM ", "phone_number": "0912345678", "country_code": "+84"}})
+    identity = parse_identity_response(200, body.encode(), IdentifyMethod.id)
+    assert (identity.email, identity.phone_number) == ("mixed@example.com", "+84912345678")
+
+
+def test_unnormalisable_phone_is_kept_as_received_when_not_the_identifier() -> None:
+    body = json.dumps({"data": {"id": "7", "phone_number": "ext. 12", "email": "not-an-email"}})
+    identity = parse_identity_response(200, body.encode(), IdentifyMethod.id)
+    assert (identity.phone_number, identity.email) == ("ext. 12", "not-an-email")

@@ -1,0 +1,80 @@
+"""Failures inside Doorman still end the session; poison messages land in the dead-letter queue."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from uuid import uuid4
+
+import aio_pika
+
+from services.verifier.config import AuthConfig
+from services.verifier.handler import decide
+from shared import messaging
+from shared.events import IdentifyMethod, WidgetOpened, utcnow
+from shared.http import outbound_client
+from tests.conftest import AMQP_URL, Stack, create_bot, verify_once
+from tests.fake_customer import FakeCustomerAPI, verified
+
+
+async def dead_letters(prefix: str, queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    topology = messaging.Topology(prefix)
+    async with await aio_pika.connect(AMQP_URL) as conn:
+        channel = await conn.channel()
+        dlq = await channel.declare_queue(topology.dead_letter_queue(queue), passive=True)
+        found = []
+        deadline = asyncio.get_running_loop().time() + 10
+        while not found and asyncio.get_running_loop().time() < deadline:
+            while (message := await dlq.get(fail=False)) is not None:
+                await message.ack()
+                found.append(message)
+            if not found:
+                await asyncio.sleep(0.05)
+        return found
+
+
+async def test_unreadable_header_token_ends_in_internal_error_and_dead_letter(stack: Stack, customer_api: FakeCustomerAPI) -> None:
+    url = customer_api.endpoint(verified(id="1"))
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url, header_token="t0ken")
+    # As if the key that encrypted it had been dropped from DOORMAN_SECRET_KEY.
+    await stack.pool.execute("UPDATE custom_auth_settings SET header_token_cipher = $2 WHERE bot_id = $1", bot, b"garbage")
+
+    outcome = await verify_once(stack, bot, access_token="t")
+
+    assert outcome["fallback"]["reason"] == "internal_error"
+    [dead] = await dead_letters(stack.config["amqp_prefix"], messaging.VERIFIER_QUEUE)
+    assert dead.type == "widget.opened"
+    assert customer_api.received(url) == []
+
+
+async def test_undecodable_message_is_dead_lettered(stack: Stack) -> None:
+    topology = messaging.Topology(stack.config["amqp_prefix"])
+    async with await aio_pika.connect(AMQP_URL) as conn:
+        channel = await conn.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(topology.exchange)
+        await exchange.publish(aio_pika.Message(b"{not json", type="widget.opened", message_id=str(uuid4())),
+                               routing_key="widget.opened", mandatory=True)
+
+    [dead] = await dead_letters(stack.config["amqp_prefix"], messaging.VERIFIER_QUEUE)
+    assert dead.body == b"{not json"
+
+
+def _config(auth_url: str) -> AuthConfig:
+    return AuthConfig(enabled=True, auth_url=auth_url, header_token=None, identify_method=IdentifyMethod.id,
+                      request_fields=(), whitelist_enabled=False, whitelist_source="manual", whitelist_domains=(),
+                      whitelist_api_url=None)
+
+
+async def test_private_destinations_refused_unless_allowed(customer_api: FakeCustomerAPI) -> None:
+    event = WidgetOpened(correlation_id="c", session_id="s", bot_id=uuid4(), access_token="t",
+                         deadline_at=utcnow() + timedelta(seconds=5))
+    url = customer_api.endpoint(verified(id="1"))
+    localhost_url = url.replace("127.0.0.1", "localhost")
+    async with outbound_client(allow_private=False, timeout=1, max_body=65536, limit_per_host=4) as http:
+        for target in (url, localhost_url, "http://10.0.0.1/auth", "http://169.254.169.254/latest/meta-data"):
+            outcome = await decide(event, _config(target), http=http)
+            assert outcome.reason.value == "destination_blocked", target
+    assert customer_api.received(url) == []
+    async with outbound_client(allow_private=True, timeout=1, max_body=65536, limit_per_host=4) as http:
+        outcome = await decide(event, _config(url), http=http)
+    assert outcome.event_type == "identity.verified"
