@@ -279,6 +279,8 @@ class Consumer:
                     break
             try:
                 await self._handle_batch(batch)
+            except Exception as exc:  # e.g. the channel closed under an ack: the broker redelivers
+                log.warning("batch not settled; the broker will redeliver it", size=len(batch), error=repr(exc))
             finally:
                 for _ in batch:
                     self._in_flight.leave()
