@@ -13,7 +13,7 @@ from services.verifier.handler import decide
 from shared import messaging
 from shared.events import IdentifyMethod, WidgetOpened, utcnow
 from shared.http import outbound_client
-from tests.conftest import AMQP_URL, Stack, create_bot, verify_once
+from tests.conftest import AMQP_URL, Stack, await_outcome, create_bot, verify_once
 from tests.fake_customer import FakeCustomerAPI, verified
 
 
@@ -78,3 +78,29 @@ async def test_private_destinations_refused_unless_allowed(customer_api: FakeCus
     async with outbound_client(allow_private=True, timeout=1, max_body=65536, limit_per_host=4) as http:
         outcome = await decide(event, _config(url), http=http)
     assert outcome.event_type == "identity.verified"
+
+
+async def test_dlq_replay_puts_dead_letters_back_to_work(stack: Stack, customer_api: FakeCustomerAPI, capsys) -> None:
+    from doorman.ops import replay
+    from services.gateway import store
+    from shared.settings import DoormanSettings
+
+    url = customer_api.endpoint(verified(id="replayed"))
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url)
+    session_id = f"replay-{uuid4()}"
+    deadline = utcnow() + timedelta(seconds=30)
+    assert await store.open_session(stack.pool, session_id=session_id, bot_id=bot, origin=None, deadline_at=deadline)
+    event = WidgetOpened(correlation_id="c", session_id=session_id, bot_id=bot, access_token="t", deadline_at=deadline)
+    prefix = stack.config["amqp_prefix"]
+    async with await aio_pika.connect(AMQP_URL) as conn:
+        channel = await conn.channel(publisher_confirms=True)
+        await channel.default_exchange.publish(
+            aio_pika.Message(event.model_dump_json().encode(), type=event.event_type, content_type="application/json"),
+            routing_key=messaging.Topology(prefix).dead_letter_queue(messaging.VERIFIER_QUEUE),
+        )
+
+    await replay(DoormanSettings(amqp_url=AMQP_URL, amqp_prefix=prefix), messaging.VERIFIER_QUEUE)
+
+    assert "replayed 1 message(s)" in capsys.readouterr().out
+    outcome = await await_outcome(stack.http, stack.gateway.url, session_id)
+    assert outcome["status"] == "verified" and len(customer_api.received(url)) == 1
