@@ -83,6 +83,14 @@ def cmd_dlq_replay(args: argparse.Namespace) -> None:
     asyncio.run(replay(s, args.queue))  # type: ignore[arg-type]
 
 
+def cmd_secrets_rotate(_: argparse.Namespace) -> None:
+    from doorman.ops import rotate_secrets
+    from shared.settings import SecretKeySettings
+
+    s = _settings(SecretKeySettings)
+    print(f"re-encrypted {asyncio.run(rotate_secrets(s))} header token(s) with the first key")  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="doorman", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +106,10 @@ def main(argv: list[str] | None = None) -> None:
     replay = dlq.add_parser("replay", help="move a queue's dead letters back onto it")
     replay.add_argument("queue", help="work queue name, e.g. verifier.widget-opened")
     replay.set_defaults(func=cmd_dlq_replay)
+
+    keys = sub.add_parser("secrets", help="encryption keys").add_subparsers(dest="secrets_command", required=True)
+    keys.add_parser("rotate", help="re-encrypt header tokens with the first DOORMAN_SECRET_KEY key").set_defaults(
+        func=cmd_secrets_rotate)
 
     args = parser.parse_args(argv)
     from shared.settings import DoormanSettings

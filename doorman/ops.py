@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import aio_pika
+import asyncpg
 
 from shared import messaging
-from shared.settings import DoormanSettings
+from shared.settings import DoormanSettings, SecretKeySettings
 
 
 async def queues(settings: DoormanSettings) -> None:
@@ -46,3 +47,30 @@ async def replay(settings: DoormanSettings, queue: str) -> None:
             await message.ack()
             moved += 1
     print(f"replayed {moved} message(s) onto {topology.queue(name)}")
+
+
+async def rotate_secrets(settings: SecretKeySettings) -> int:
+    """Re-encrypt every stored header token with the first key of DOORMAN_SECRET_KEY.
+
+    Row by row, each under its own lock, so services keep running; safe to run again.
+    """
+    secrets = settings.secrets()
+    rotated = 0
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        bot_ids = await conn.fetch("SELECT bot_id FROM custom_auth_settings WHERE header_token_cipher IS NOT NULL")
+        for row in bot_ids:
+            async with conn.transaction():
+                cipher = await conn.fetchval(
+                    "SELECT header_token_cipher FROM custom_auth_settings WHERE bot_id = $1 FOR UPDATE", row["bot_id"],
+                )
+                if cipher is None:
+                    continue
+                await conn.execute(
+                    "UPDATE custom_auth_settings SET header_token_cipher = $2 WHERE bot_id = $1",
+                    row["bot_id"], secrets.rotate(cipher),
+                )
+                rotated += 1
+    finally:
+        await conn.close()
+    return rotated

@@ -37,5 +37,9 @@ class Secrets:
     def decrypt(self, ciphertext: bytes) -> str:
         return self._fernet.decrypt(ciphertext).decode()
 
+    def rotate(self, ciphertext: bytes) -> bytes:
+        """Re-encrypt under the first key (the token's timestamp is kept)."""
+        return self._fernet.rotate(ciphertext)
+
     def __repr__(self) -> str:
         return "Secrets(<redacted>)"

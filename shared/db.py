@@ -8,6 +8,9 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+# NOTIFYed with a bot id when its settings change (gateway); LISTENed to by every verifier.
+CONFIG_CHANNEL = "doorman_config_changed"
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")

@@ -83,12 +83,23 @@ class WidgetOpened(Event):
         return token.get_secret_value() if token is not None else None
 
 
+class CallFacts(BaseModel):
+    """What the activity log shows about how a session was decided."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    auth_http_status: int | None = None  # the Authentication URL's HTTP status, if it answered
+    auth_latency_ms: float | None = None  # duration of the identity call
+    whitelist_note: str | None = None  # e.g. "stale: the whitelist API answered HTTP 500"
+
+
 class IdentityVerified(Event):
     event_type: ClassVar[str] = "identity.verified"
 
     identify_method: IdentifyMethod
     identity: Identity
     observed_at: datetime  # when the business answered: orders updates of one contact
+    facts: CallFacts = CallFacts()
 
 
 class SessionFellBack(Event):
@@ -97,6 +108,7 @@ class SessionFellBack(Event):
     reason: FallbackReason
     detail: str
     stage: str
+    facts: CallFacts = CallFacts()
 
 
 class SessionResolved(Event):

@@ -26,9 +26,9 @@ async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publis
         for e in events:
             if isinstance(e, IdentityVerified):
                 key = (e.bot_id, e.identify_method.value, e.identity.identifier)
-                outcomes.append(Outcome(e.session_id, "verified", contact_id=contact_ids[key]))
+                outcomes.append(Outcome(e.session_id, "verified", contact_id=contact_ids[key], facts=e.facts))
             elif isinstance(e, SessionFellBack):
-                outcomes.append(Outcome(e.session_id, "fallback", reason=e.reason.value, detail=e.detail))
+                outcomes.append(Outcome(e.session_id, "fallback", reason=e.reason.value, detail=e.detail, facts=e.facts))
         resolved = await resolve_sessions(conn, outcomes)
     by_session = {e.session_id: e for e in events}
     for r in resolved:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from functools import partial
 
 from shared import db, messaging
 from shared.service import health_server
 
+from .retention import pruning
 from .handler import fall_back_on_failure, record, record_one
 from .settings import ContactsSettings
 
@@ -26,6 +28,7 @@ async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1")
             return {"database": await db.answers(pool), "broker": publish.ready}
 
         async with (
+            pruning(pool, timedelta(hours=settings.session_retention_hours)),
             health_server(health_host, settings.contacts_port, ready=ready) as port,
             messaging.consuming(
                 conn, topology, messaging.CONTACTS_QUEUE, prefetch=settings.contacts_batch_size * 2,

@@ -14,13 +14,13 @@ from uuid import UUID
 
 import asyncpg
 
-from shared.events import IdentityVerified
+from shared.events import CallFacts, IdentityVerified
 
 UPSERT_VERIFIED = """
 INSERT INTO contacts AS c (
     bot_id, identify_method, identifier, external_id, name, email, phone_number, country_code,
-    avatar, label, metadata, verified, version_at, version_event, last_verified_at
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $13, $12)
+    avatar, label, metadata, verified, version_at, version_event, last_verified_at, field_sources
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $13, $12, $14)
 ON CONFLICT (bot_id, identify_method, identifier) DO UPDATE SET
     external_id      = COALESCE(EXCLUDED.external_id, c.external_id),
     name             = COALESCE(EXCLUDED.name, c.name),
@@ -34,6 +34,7 @@ ON CONFLICT (bot_id, identify_method, identifier) DO UPDATE SET
     version_at       = EXCLUDED.version_at,
     version_event    = EXCLUDED.version_event,
     last_verified_at = EXCLUDED.last_verified_at,
+    field_sources    = c.field_sources || EXCLUDED.field_sources,
     updated_at       = now()
 WHERE (c.version_at, c.version_event) < (EXCLUDED.version_at, EXCLUDED.version_event)
 """
@@ -47,8 +48,10 @@ JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS k(bot_id, identify_method, id
 
 RESOLVE_SESSIONS = """
 UPDATE widget_sessions s SET
-    status = u.status, reason = u.reason, detail = u.detail, contact_id = u.contact_id, resolved_at = now()
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[]) AS u(session_id, status, reason, detail, contact_id)
+    status = u.status, reason = u.reason, detail = u.detail, contact_id = u.contact_id, resolved_at = now(),
+    auth_http_status = u.auth_http_status, auth_latency_ms = u.auth_latency_ms, whitelist_note = u.whitelist_note
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::int[], $7::real[], $8::text[])
+    AS u(session_id, status, reason, detail, contact_id, auth_http_status, auth_latency_ms, whitelist_note)
 WHERE s.session_id = u.session_id AND s.status = 'pending'
 RETURNING s.session_id, s.bot_id, s.status, s.watcher
 """
@@ -61,6 +64,7 @@ class Outcome:
     reason: str | None = None
     detail: str | None = None
     contact_id: UUID | None = None
+    facts: CallFacts = CallFacts()
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,19 @@ class Resolved:
     bot_id: UUID
     status: str
     watcher: str | None
+
+
+CONTACT_FIELDS = ("external_id", "name", "email", "phone_number", "country_code", "avatar", "label")
+
+
+def _sources(event: IdentityVerified) -> dict[str, str]:
+    """Which fields this event sets: they came from the business's API."""
+    values = event.identity.model_dump()
+    values["external_id"] = values.pop("id")
+    sources = {field: "api" for field in CONTACT_FIELDS if values.get(field) is not None}
+    if event.identity.metadata:
+        sources["metadata"] = "api"
+    return sources
 
 
 def _key(event: IdentityVerified) -> tuple[UUID, str, str]:
@@ -84,7 +101,7 @@ async def upsert_verified(conn: asyncpg.Connection, events: Sequence[IdentityVer
         (
             e.bot_id, e.identify_method.value, e.identity.identifier, e.identity.id, e.identity.name,
             e.identity.email, e.identity.phone_number, e.identity.country_code, e.identity.avatar,
-            e.identity.label, e.identity.metadata, e.observed_at, e.event_id,
+            e.identity.label, e.identity.metadata, e.observed_at, e.event_id, _sources(e),
         )
         for e in ordered
     ])
@@ -104,5 +121,7 @@ async def resolve_sessions(conn: asyncpg.Connection, outcomes: Sequence[Outcome]
         RESOLVE_SESSIONS,
         list(first), [o.status for o in first.values()], [o.reason for o in first.values()],
         [o.detail for o in first.values()], [o.contact_id for o in first.values()],
+        [o.facts.auth_http_status for o in first.values()], [o.facts.auth_latency_ms for o in first.values()],
+        [o.facts.whitelist_note for o in first.values()],
     )
     return [Resolved(r["session_id"], r["bot_id"], r["status"], r["watcher"]) for r in rows]

@@ -1,4 +1,5 @@
-"""The admin API: bots and their Custom Authentication settings (bearer admin token)."""
+"""The admin API (bearer admin token): bots, Custom Authentication settings, the Testing panel,
+contacts and the authentication activity log."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from uuid import UUID
 
 from aiohttp import web
 
-from . import store
-from .http_errors import error, json_response, read_model
-from .keys import POOL, SECRETS, SETTINGS
-from .schemas import CustomAuthSettingsIn, NewBot
+from shared.auth_config import load as load_auth_config
+
+from . import directory, pagination, store, testing
+from .http_errors import error, json_response, read_model, read_query
+from .keys import HTTP, POOL, SECRETS, SETTINGS
+from .schemas import AuthEventQuery, ContactQuery, CustomAuthSettingsIn, NewBot, TestRequest
 
 routes = web.RouteTableDef()
 ADMIN_BODY_MAX_BYTES = 256 * 1024
@@ -66,3 +69,62 @@ async def put_custom_auth(request: web.Request) -> web.Response:
     if settings is None:
         raise error(404, "bot_not_found", "no bot has this bot_id")
     return json_response(settings)
+
+
+@routes.post("/v1/bots/{bot_id}/custom-auth/test")
+async def test_custom_auth(request: web.Request) -> web.Response:
+    bot_id = _bot_id(request)
+    sample = await read_model(request, TestRequest, max_bytes=ADMIN_BODY_MAX_BYTES)
+    pool = request.app[POOL]
+    config = await load_auth_config(pool, request.app[SECRETS], bot_id)
+    if config is None:
+        raise error(404, "bot_not_found", "no bot has this bot_id")
+    if not config.auth_url:
+        raise error(422, "invalid_settings", "set the bot's auth_url before testing",
+                    fields=[{"field": "auth_url", "message": "not set"}])
+    return json_response(await testing.run_test(pool, request.app[HTTP], bot_id, config, sample))
+
+
+async def _existing_bot(request: web.Request) -> UUID:
+    bot_id = _bot_id(request)
+    if not await store.bot_exists(request.app[POOL], bot_id):
+        raise error(404, "bot_not_found", "no bot has this bot_id")
+    return bot_id
+
+
+@routes.get("/v1/bots/{bot_id}/contacts")
+async def list_contacts(request: web.Request) -> web.Response:
+    bot_id = await _existing_bot(request)
+    query = read_query(request, ContactQuery)
+    try:
+        page = await directory.list_contacts(request.app[POOL], bot_id, q=query.q, limit=query.limit, cursor=query.cursor)
+    except pagination.BadCursor as exc:
+        raise error(422, "invalid_query", "the query parameters are not valid", fields=[{"field": "cursor", "message": str(exc)}]) from None
+    return json_response(page)
+
+
+@routes.get("/v1/bots/{bot_id}/contacts/{contact_id}")
+async def get_contact(request: web.Request) -> web.Response:
+    bot_id = await _existing_bot(request)
+    try:
+        contact_id = UUID(request.match_info["contact_id"])
+    except ValueError:
+        raise error(404, "contact_not_found", "no contact has this id") from None
+    contact = await directory.get_contact(request.app[POOL], bot_id, contact_id)
+    if contact is None:
+        raise error(404, "contact_not_found", "no contact has this id")
+    return json_response(contact)
+
+
+@routes.get("/v1/bots/{bot_id}/auth-events")
+async def auth_events(request: web.Request) -> web.Response:
+    bot_id = await _existing_bot(request)
+    query = read_query(request, AuthEventQuery)
+    try:
+        page = await directory.auth_events(
+            request.app[POOL], bot_id, reason=query.reason.value if query.reason else None, status=query.status,
+            limit=query.limit, cursor=query.cursor,
+        )
+    except pagination.BadCursor as exc:
+        raise error(422, "invalid_query", "the query parameters are not valid", fields=[{"field": "cursor", "message": str(exc)}]) from None
+    return json_response(page)

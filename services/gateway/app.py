@@ -9,10 +9,11 @@ from aiohttp import web
 
 from shared import db, messaging
 from shared.health import health_routes
+from shared.http import outbound_client
 
 from . import admin, widget
 from .http_errors import json_errors
-from .keys import HUB, POOL, PUBLISH, SECRETS, SETTINGS
+from .keys import HTTP, HUB, POOL, PUBLISH, SECRETS, SETTINGS
 from .outcomes import OutcomeHub, consume_outcomes, new_replica_id
 from .settings import GatewaySettings
 
@@ -61,12 +62,23 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _outbound(app: web.Application) -> AsyncIterator[None]:
+    """The Testing panel calls businesses' URLs under the same guard as the verifier."""
+    s = app[SETTINGS]
+    async with outbound_client(
+        allow_private=s.allow_private_networks, timeout=s.auth_timeout_seconds,
+        max_body=s.auth_max_body_bytes, limit_per_host=s.auth_max_connections_per_host,
+    ) as http:
+        app[HTTP] = http
+        yield
+
+
 def init_app(settings: GatewaySettings) -> web.Application:
     app = web.Application(middlewares=[widget_cors, json_errors, admin.require_admin], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[SECRETS] = settings.secrets()
     app[HUB] = OutcomeHub(new_replica_id())
-    app.cleanup_ctx.extend([_database, _broker])
+    app.cleanup_ctx.extend([_database, _broker, _outbound])
     app.add_routes(widget.routes)
     app.add_routes(admin.routes)
     app.add_routes(health_routes(ready=lambda: _ready(app)))

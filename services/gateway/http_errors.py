@@ -51,6 +51,14 @@ async def read_model(request: web.Request, model: type[M], *, max_bytes: int) ->
         raise error(422, "invalid_body", "the request body is not valid", fields=errors) from None
 
 
+def read_query(request: web.Request, model: type[M]) -> M:
+    """Parse query parameters into ``model``: 422 with field errors when bad."""
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise error(422, "invalid_query", "the query parameters are not valid", fields=field_errors(exc)) from None
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:

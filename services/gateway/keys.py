@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 
 from shared.crypto import Secrets
+from shared.http import OutboundClient
 from shared.messaging import Publisher
 
 from .outcomes import OutcomeHub
@@ -16,3 +17,4 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 PUBLISH = web.AppKey("publish", Publisher)
 HUB = web.AppKey("hub", OutcomeHub)
 SECRETS = web.AppKey("secrets", Secrets)
+HTTP = web.AppKey("http", OutboundClient)

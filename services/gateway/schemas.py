@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from yarl import URL
 
 from shared.domains import normalise_domain_entry
-from shared.events import IdentifyMethod
+from shared.events import FallbackReason, IdentifyMethod
 
 RequestField = Literal["user_id", "email", "name", "phone_number"]
 Short = Annotated[str, Field(max_length=256)]
@@ -78,3 +78,26 @@ class CustomAuthSettingsIn(Strict):
         if len(set(self.request_fields)) != len(self.request_fields):
             raise ValueError("request_fields must not repeat a field")
         return self
+
+
+class ContactQuery(Strict):
+    q: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 25
+    cursor: Annotated[str, Field(max_length=500)] | None = None
+
+
+class AuthEventQuery(Strict):
+    reason: FallbackReason | None = None
+    status: Literal["pending", "verified", "fallback"] | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+    cursor: Annotated[str, Field(max_length=500)] | None = None
+
+
+class TestRequest(Strict):
+    """The Testing panel: a sample visitor, sent with the bot's current settings."""
+
+    access_token: Annotated[str, Field(min_length=1, max_length=8192)]
+    user_id: Short | None = None
+    email: Short | None = None
+    name: Short | None = None
+    phone_number: Short | None = None

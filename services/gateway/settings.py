@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, model_validator
 
-from shared.settings import PLACEHOLDER, SecretKeySettings
+from shared.settings import PLACEHOLDER, OutboundSettings, SecretKeySettings
 
 
-class GatewaySettings(SecretKeySettings):
+class GatewaySettings(SecretKeySettings, OutboundSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=0, le=65535)
     admin_token: SecretStr = SecretStr(PLACEHOLDER)

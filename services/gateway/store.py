@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from shared.crypto import Secrets
+from shared.db import CONFIG_CHANNEL
 from shared.events import FallbackReason
 
 from .schemas import CustomAuthSettingsIn
@@ -65,27 +66,34 @@ async def get_custom_auth(pool: asyncpg.Pool, bot_id: UUID) -> dict[str, Any] | 
     return _settings_view(row) if row else None
 
 
+_PUT_SETTINGS = f"""
+    UPDATE custom_auth_settings SET
+        enabled = $2, auth_url = $3,
+        header_token_cipher = CASE WHEN $4 THEN header_token_cipher ELSE $5 END,
+        identify_method = $6, request_fields = $7,
+        whitelist_enabled = $8, whitelist_source = $9, whitelist_domains = $10, whitelist_api_url = $11,
+        revision = revision + 1, updated_at = now()
+    WHERE bot_id = $1
+    RETURNING {_SETTINGS_COLUMNS}
+"""
+
+
 async def put_custom_auth(
     pool: asyncpg.Pool, bot_id: UUID, body: CustomAuthSettingsIn, secrets: Secrets,
 ) -> dict[str, Any] | None:
     keep_token = "header_token" not in body.model_fields_set
     cipher = secrets.encrypt(body.header_token) if body.header_token else None
     whitelist = body.domain_whitelist
-    row = await pool.fetchrow(
-        f"""
-        UPDATE custom_auth_settings SET
-            enabled = $2, auth_url = $3,
-            header_token_cipher = CASE WHEN $4 THEN header_token_cipher ELSE $5 END,
-            identify_method = $6, request_fields = $7,
-            whitelist_enabled = $8, whitelist_source = $9, whitelist_domains = $10, whitelist_api_url = $11,
-            revision = revision + 1, updated_at = now()
-        WHERE bot_id = $1
-        RETURNING {_SETTINGS_COLUMNS}
-        """,
-        bot_id, body.enabled, body.auth_url, keep_token, cipher, body.identify_method.value,
-        list(body.request_fields), whitelist.enabled, whitelist.source, list(whitelist.domains), whitelist.api_url,
-    )
-    return _settings_view(row) if row else None
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            _PUT_SETTINGS, bot_id, body.enabled, body.auth_url, keep_token, cipher, body.identify_method.value,
+            list(body.request_fields), whitelist.enabled, whitelist.source, list(whitelist.domains), whitelist.api_url,
+        )
+        if row is None:
+            return None
+        # Delivered to every verifier replica when this transaction commits.
+        await conn.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(bot_id))
+    return _settings_view(row)
 
 
 async def open_session(

@@ -2,94 +2,87 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from uuid import UUID
 
-import aiohttp
 import structlog
 
 from shared.domains import origin_allowed
-from shared.events import FallbackReason, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
-from shared.http import DestinationBlocked, OutboundClient, ResponseTooLarge
+from shared.events import CallFacts, FallbackReason, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
+from shared.http import OutboundClient
+from shared.identity import call_identity
 from shared.messaging import Publish
 
-from .config import AuthConfig
-from .identity import AuthFailure, parse_identity_response
+from shared.auth_config import AuthConfig
+from .whitelist import ApiWhitelist
 
 log = structlog.get_logger("doorman.verifier")
 
 LoadConfig = Callable[[UUID], Awaitable[AuthConfig | None]]
+VISITOR_FIELDS = ("user_id", "email", "name", "phone_number")
 
 
-def identity_request(config: AuthConfig, event: WidgetOpened) -> tuple[dict[str, str], dict[str, str | None]]:
-    """Headers and body of the identity call: the header token verbatim, the access token and
-    exactly the selected fields (null when the embed did not give one), nothing else."""
-    headers = {"Content-Type": "application/json"}
-    if config.header_token is not None:
-        headers["Authorization"] = config.header_token.get_secret_value()
-    assert event.access_token is not None
-    body: dict[str, str | None] = {"access_token": event.access_token.get_secret_value()}
-    for field in config.request_fields:
-        body[field] = getattr(event, field)
-    return headers, body
-
-
-async def call_identity(config: AuthConfig, event: WidgetOpened, *, http: OutboundClient) -> tuple[IdentityVerified, int]:
-    """The outbound call; raises :class:`AuthFailure` with the precise fallback reason."""
-    assert config.auth_url is not None
-    headers, body = identity_request(config, event)
-    try:
-        response = await http.request("POST", config.auth_url, headers=headers, json=body)
-    except DestinationBlocked as exc:
-        raise AuthFailure(FallbackReason.destination_blocked, str(exc)) from None
-    except ResponseTooLarge as exc:
-        raise AuthFailure(FallbackReason.invalid_response, str(exc)) from None
-    except (TimeoutError, asyncio.TimeoutError):
-        raise AuthFailure(FallbackReason.auth_unavailable, "the Authentication URL did not answer in time") from None
-    except aiohttp.ClientError as exc:
-        raise AuthFailure(FallbackReason.auth_unavailable, f"could not reach the Authentication URL ({type(exc).__name__})") from None
-    identity = parse_identity_response(response.status, response.body, config.identify_method)
-    verified = IdentityVerified(
-        correlation_id=event.correlation_id, session_id=event.session_id, bot_id=event.bot_id,
-        identify_method=config.identify_method, identity=identity, observed_at=utcnow(),
-    )
-    return verified, response.status
-
-
-def _fallback(event: WidgetOpened, reason: FallbackReason, detail: str) -> SessionFellBack:
+def _fallback(event: WidgetOpened, reason: FallbackReason, detail: str, facts: CallFacts | None = None) -> SessionFellBack:
     return SessionFellBack(
         correlation_id=event.correlation_id, session_id=event.session_id, bot_id=event.bot_id,
-        reason=reason, detail=detail, stage="verifier",
+        reason=reason, detail=detail, stage="verifier", facts=facts or CallFacts(),
     )
 
 
-async def decide(event: WidgetOpened, config: AuthConfig | None, *, http: OutboundClient) -> IdentityVerified | SessionFellBack:
+async def _whitelist_check(event: WidgetOpened, config: AuthConfig, whitelist: ApiWhitelist) -> tuple[bool, str | None, str]:
+    """(allowed, note for the activity log, detail when refused)."""
+    if config.whitelist_source == "manual":
+        return origin_allowed(event.origin, config.whitelist_domains), None, "this site's domain is not on the bot's whitelist"
+    assert config.whitelist_api_url is not None
+    lookup = await whitelist.lookup(event.bot_id, config.whitelist_api_url, config.header_token)
+    if lookup.domains is None:
+        return False, lookup.note, f"the domain whitelist API could not be read ({lookup.note})"
+    return origin_allowed(event.origin, lookup.domains), lookup.note, "this site's domain is not on the whitelist your API returned"
+
+
+async def decide(
+    event: WidgetOpened, config: AuthConfig | None, *, http: OutboundClient, whitelist: ApiWhitelist,
+) -> IdentityVerified | SessionFellBack:
     if config is None or not config.enabled:
         return _fallback(event, FallbackReason.ca_disabled, "Custom Authentication is off for this bot")
+    note = None
     if config.whitelist_enabled:
-        if config.whitelist_source != "manual":
-            # The API-sourced whitelist (cached, refreshed in the background) is not built yet.
-            return _fallback(event, FallbackReason.domain_not_allowed, "the API-sourced domain whitelist is not supported yet")
-        if not origin_allowed(event.origin, config.whitelist_domains):
-            return _fallback(event, FallbackReason.domain_not_allowed, "this site's domain is not on the bot's whitelist")
+        allowed, note, refusal = await _whitelist_check(event, config, whitelist)
+        if not allowed:
+            return _fallback(event, FallbackReason.domain_not_allowed, refusal, CallFacts(whitelist_note=note))
     if event.access_token is None or not event.access_token.get_secret_value().strip():
-        return _fallback(event, FallbackReason.missing_token, "the widget was opened without an access token")
-    try:
-        verified, _status = await call_identity(config, event, http=http)
-    except AuthFailure as failure:
-        return _fallback(event, failure.reason, failure.detail)
-    return verified
+        return _fallback(event, FallbackReason.missing_token, "the widget was opened without an access token",
+                         CallFacts(whitelist_note=note))
+    assert config.auth_url is not None
+    call = await call_identity(
+        http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
+        access_token=event.access_token.get_secret_value(), request_fields=config.request_fields,
+        visitor={f: getattr(event, f) for f in VISITOR_FIELDS},
+    )
+    facts = CallFacts(
+        auth_http_status=call.response.status if call.response else None,
+        auth_latency_ms=round(call.elapsed_ms, 1), whitelist_note=note,
+    )
+    if call.failure is not None:
+        return _fallback(event, call.failure.reason, call.failure.detail, facts)
+    assert call.identity is not None
+    return IdentityVerified(
+        correlation_id=event.correlation_id, session_id=event.session_id, bot_id=event.bot_id,
+        identify_method=config.identify_method, identity=call.identity, observed_at=utcnow(), facts=facts,
+    )
 
 
-async def verify(event: WidgetOpened, *, load_config: LoadConfig, http: OutboundClient, publish: Publish) -> None:
-    started = asyncio.get_running_loop().time()
-    outcome = await decide(event, await load_config(event.bot_id), http=http)
+async def verify(
+    event: WidgetOpened, *, load_config: LoadConfig, http: OutboundClient, whitelist: ApiWhitelist, publish: Publish,
+) -> None:
+    started = time.perf_counter()
+    outcome = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist)
     await publish(outcome)
     log.info(
         "session verified" if isinstance(outcome, IdentityVerified) else "session fell back",
-        reason=getattr(outcome, "reason", None),
-        latency_ms=round((asyncio.get_running_loop().time() - started) * 1000, 1),
+        reason=getattr(outcome, "reason", None), auth_http_status=outcome.facts.auth_http_status,
+        auth_latency_ms=outcome.facts.auth_latency_ms, latency_ms=round((time.perf_counter() - started) * 1000, 1),
     )
 
 

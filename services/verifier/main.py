@@ -10,9 +10,10 @@ from shared import db, messaging
 from shared.http import outbound_client
 from shared.service import health_server
 
-from . import config
+from .config import cached_config
 from .handler import fall_back_on_failure, verify
 from .settings import VerifierSettings
+from .whitelist import ApiWhitelist
 
 
 @asynccontextmanager
@@ -20,8 +21,10 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
     """Consume widget-opened events until the context exits; yields the health port."""
     secrets = settings.secrets()
     topology = messaging.Topology(settings.amqp_prefix)
+    dsn = settings.database_url.get_secret_value()
     async with (
-        db.pool(settings.database_url.get_secret_value(), min_size=settings.db_pool_min, max_size=settings.db_pool_max) as pool,
+        db.pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max) as pool,
+        cached_config(pool, secrets, dsn) as config,
         messaging.connection(settings.amqp_url.get_secret_value(), "doorman-verifier") as conn,
         messaging.publisher(conn, topology) as publish,
         outbound_client(
@@ -29,6 +32,9 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
             max_body=settings.auth_max_body_bytes, limit_per_host=settings.auth_max_connections_per_host,
         ) as http,
     ):
+        whitelist = ApiWhitelist(http, ttl=settings.whitelist_ttl_seconds)
+        config.on_change.append(lambda bot_id: whitelist.forget(bot_id) if bot_id else None)
+
         async def ready() -> dict[str, bool]:
             return {"database": await db.answers(pool), "broker": publish.ready}
 
@@ -36,8 +42,11 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
             health_server(health_host, settings.verifier_port, ready=ready) as port,
             messaging.consuming(
                 conn, topology, messaging.VERIFIER_QUEUE, prefetch=settings.verifier_prefetch,
-                handler=partial(verify, load_config=partial(config.load, pool, secrets), http=http, publish=publish),
+                handler=partial(verify, load_config=config.get, http=http, whitelist=whitelist, publish=publish),
                 on_failure=partial(fall_back_on_failure, publish=publish),
             ),
         ):
-            yield port
+            try:
+                yield port
+            finally:
+                await whitelist.close()

@@ -8,8 +8,9 @@ from uuid import uuid4
 
 import aio_pika
 
-from services.verifier.config import AuthConfig
+from shared.auth_config import AuthConfig
 from services.verifier.handler import decide
+from services.verifier.whitelist import ApiWhitelist
 from shared import messaging
 from shared.events import IdentifyMethod, WidgetOpened, utcnow
 from shared.http import outbound_client
@@ -72,11 +73,11 @@ async def test_private_destinations_refused_unless_allowed(customer_api: FakeCus
     localhost_url = url.replace("127.0.0.1", "localhost")
     async with outbound_client(allow_private=False, timeout=1, max_body=65536, limit_per_host=4) as http:
         for target in (url, localhost_url, "http://10.0.0.1/auth", "http://169.254.169.254/latest/meta-data"):
-            outcome = await decide(event, _config(target), http=http)
+            outcome = await decide(event, _config(target), http=http, whitelist=ApiWhitelist(http))
             assert outcome.reason.value == "destination_blocked", target
     assert customer_api.received(url) == []
     async with outbound_client(allow_private=True, timeout=1, max_body=65536, limit_per_host=4) as http:
-        outcome = await decide(event, _config(url), http=http)
+        outcome = await decide(event, _config(url), http=http, whitelist=ApiWhitelist(http))
     assert outcome.event_type == "identity.verified"
 
 

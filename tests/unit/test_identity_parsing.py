@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.verifier.identity import (
+from shared.identity import (
     MAX_JSON_DEPTH,
     MAX_METADATA_BYTES,
     MAX_STRING,

@@ -1,16 +1,25 @@
-"""Parsing the business's answer to the outbound identity call. Pure, no I/O.
+"""The outbound identity call: what is sent, and how the business's answer is read.
 
+Used by the verifier for every widget open and by the gateway's Testing panel.
 Success means HTTP 2xx, a UTF-8 JSON object, ``status`` absent or true, and a
 ``data`` object holding the identify method's field, non-empty. Anything else
-raises :class:`AuthFailure` with the fallback reason and a precise detail.
+is an :class:`AuthFailure` with the fallback reason and a precise detail.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import aiohttp
+from pydantic import SecretStr
+
 from shared.events import FallbackReason, Identity, IdentifyMethod
+from shared.http import DestinationBlocked, OutboundClient, OutboundResponse, ResponseTooLarge
 from shared.identifiers import (
     IDENTIFIER_FIELDS,
     InvalidIdentifier,
@@ -203,3 +212,60 @@ _DESCRIPTIONS: dict[FallbackReason, str] = {
 def describe(reason: FallbackReason) -> str:
     """One sentence telling the business what to fix for a fallback ``reason``."""
     return _DESCRIPTIONS[reason]
+
+
+def identity_request(
+    *, header_token: SecretStr | None, access_token: str, request_fields: Sequence[str],
+    visitor: Mapping[str, str | None],
+) -> tuple[dict[str, str], dict[str, str | None]]:
+    """Headers and body of the identity call: the header token verbatim, the access token and
+    exactly the selected fields (null when the embed did not give one), nothing else."""
+    headers = {"Content-Type": "application/json"}
+    if header_token is not None:
+        headers["Authorization"] = header_token.get_secret_value()
+    body: dict[str, str | None] = {"access_token": access_token}
+    for field in request_fields:
+        body[field] = visitor.get(field)
+    return headers, body
+
+
+@dataclass(frozen=True)
+class IdentityCall:
+    """One identity call, whatever happened: what was sent, what came back, what it means."""
+
+    headers: dict[str, str]
+    body: dict[str, str | None]
+    response: OutboundResponse | None
+    identity: Identity | None
+    failure: AuthFailure | None
+    elapsed_ms: float
+
+
+async def call_identity(
+    http: OutboundClient, *, auth_url: str, identify_method: IdentifyMethod, header_token: SecretStr | None,
+    access_token: str, request_fields: Sequence[str], visitor: Mapping[str, str | None],
+) -> IdentityCall:
+    headers, body = identity_request(
+        header_token=header_token, access_token=access_token, request_fields=request_fields, visitor=visitor,
+    )
+    started = time.perf_counter()
+    response: OutboundResponse | None = None
+    identity: Identity | None = None
+    failure: AuthFailure | None = None
+    try:
+        response = await http.request("POST", auth_url, headers=headers, json=body)
+        identity = parse_identity_response(response.status, response.body, identify_method)
+    except AuthFailure as exc:
+        failure = exc
+    except DestinationBlocked as exc:
+        failure = AuthFailure(FallbackReason.destination_blocked, str(exc))
+    except ResponseTooLarge as exc:
+        failure = AuthFailure(FallbackReason.invalid_response, str(exc))
+    except (TimeoutError, asyncio.TimeoutError):
+        failure = AuthFailure(FallbackReason.auth_unavailable, "the Authentication URL did not answer in time")
+    except aiohttp.ClientError as exc:
+        failure = AuthFailure(
+            FallbackReason.auth_unavailable, f"could not reach the Authentication URL ({type(exc).__name__})",
+        )
+    elapsed = (time.perf_counter() - started) * 1000
+    return IdentityCall(headers, body, response, identity, failure, elapsed)

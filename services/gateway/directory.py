@@ -1,0 +1,80 @@
+"""Reads for agents and businesses: contacts and the authentication activity log."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from . import pagination
+
+CONTACT_SUMMARY = """contact_id, identify_method, identifier, external_id, name, email, phone_number, country_code,
+    avatar, label, verified, created_at, updated_at, last_verified_at"""
+SEARCH_TEXT = "(coalesce(name, '') || ' ' || coalesce(email, '') || ' ' || coalesce(phone_number, '') || ' ' || identifier)"
+
+
+def _like(q: str) -> str:
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def list_contacts(pool: asyncpg.Pool, bot_id: UUID, *, q: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
+    """Newest first; ``q`` matches name, email, phone or identifier (substring, any case)."""
+    after = pagination.decode(cursor) if cursor else None
+    try:
+        after_id = UUID(after[1]) if after else None
+    except ValueError:
+        raise pagination.BadCursor("not a cursor this API returned") from None
+    rows = await pool.fetch(
+        f"""SELECT {CONTACT_SUMMARY} FROM contacts
+            WHERE bot_id = $1
+              AND ($2::text IS NULL OR {SEARCH_TEXT} ILIKE $2)
+              AND ($3::timestamptz IS NULL OR (created_at, contact_id) < ($3, $4::uuid))
+            ORDER BY created_at DESC, contact_id DESC
+            LIMIT $5""",
+        bot_id, _like(q) if q else None, after[0] if after else None, after_id, limit + 1,
+    )
+    page = [dict(r) for r in rows[:limit]]
+    next_cursor = pagination.encode(page[-1]["created_at"], page[-1]["contact_id"]) if len(rows) > limit else None
+    return {"contacts": page, "next_cursor": next_cursor}
+
+
+async def get_contact(pool: asyncpg.Pool, bot_id: UUID, contact_id: UUID) -> dict[str, Any] | None:
+    row = await pool.fetchrow(
+        f"SELECT {CONTACT_SUMMARY}, metadata, field_sources FROM contacts WHERE bot_id = $1 AND contact_id = $2",
+        bot_id, contact_id,
+    )
+    if row is None:
+        return None
+    contact = dict(row)
+    contact["sources"] = contact.pop("field_sources")
+    return contact
+
+
+async def find_contact(pool: asyncpg.Pool, bot_id: UUID, identify_method: str, identifier: str) -> UUID | None:
+    return await pool.fetchval(
+        "SELECT contact_id FROM contacts WHERE bot_id = $1 AND identify_method = $2 AND identifier = $3",
+        bot_id, identify_method, identifier,
+    )
+
+
+async def auth_events(
+    pool: asyncpg.Pool, bot_id: UUID, *, reason: str | None, status: str | None, limit: int, cursor: str | None,
+) -> dict[str, Any]:
+    """Recent sessions, newest first, with why they ended as they did."""
+    after = pagination.decode(cursor) if cursor else None
+    rows = await pool.fetch(
+        """SELECT session_id, origin, status, reason, detail, contact_id, created_at, resolved_at,
+                  round(extract(epoch FROM resolved_at - created_at) * 1000)::int AS latency_ms,
+                  auth_http_status, auth_latency_ms, whitelist_note
+           FROM widget_sessions
+           WHERE bot_id = $1 AND ($2::text IS NULL OR reason = $2) AND ($3::text IS NULL OR status = $3)
+             AND ($4::timestamptz IS NULL OR (created_at, session_id) < ($4, $5::text))
+           ORDER BY created_at DESC, session_id DESC
+           LIMIT $6""",
+        bot_id, reason, status, after[0] if after else None, after[1] if after else None, limit + 1,
+    )
+    page = [dict(r) for r in rows[:limit]]
+    next_cursor = pagination.encode(page[-1]["created_at"], page[-1]["session_id"]) if len(rows) > limit else None
+    return {"events": page, "next_cursor": next_cursor}

@@ -1,0 +1,51 @@
+"""A bot's Custom Authentication settings, decrypted, as the identity call needs them.
+
+Read by the verifier (through its cache) and by the gateway's Testing panel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+from pydantic import SecretStr
+
+from shared.crypto import Secrets
+from shared.events import IdentifyMethod
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    enabled: bool
+    auth_url: str | None
+    header_token: SecretStr | None
+    identify_method: IdentifyMethod
+    request_fields: tuple[str, ...]
+    whitelist_enabled: bool
+    whitelist_source: str
+    whitelist_domains: tuple[str, ...]
+    whitelist_api_url: str | None
+
+
+async def load(pool: asyncpg.Pool, secrets: Secrets, bot_id: UUID) -> AuthConfig | None:
+    row = await pool.fetchrow(
+        """SELECT enabled, auth_url, header_token_cipher, identify_method, request_fields,
+                  whitelist_enabled, whitelist_source, whitelist_domains, whitelist_api_url
+           FROM custom_auth_settings WHERE bot_id = $1""",
+        bot_id,
+    )
+    if row is None:
+        return None
+    cipher = row["header_token_cipher"]
+    return AuthConfig(
+        enabled=row["enabled"],
+        auth_url=row["auth_url"],
+        header_token=SecretStr(secrets.decrypt(cipher)) if cipher is not None else None,
+        identify_method=IdentifyMethod(row["identify_method"]),
+        request_fields=tuple(row["request_fields"]),
+        whitelist_enabled=row["whitelist_enabled"],
+        whitelist_source=row["whitelist_source"],
+        whitelist_domains=tuple(row["whitelist_domains"]),
+        whitelist_api_url=row["whitelist_api_url"],
+    )
