@@ -1,0 +1,196 @@
+"""``GET /openapi.json`` stays true: a valid OpenAPI 3.1 document, the same routes as the app,
+and live responses that validate against the schema documented for their status."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from uuid import uuid4
+
+import jsonschema
+import pytest
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate as validate_openapi
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from tests.conftest import Stack, admin_headers, await_outcome, create_bot, open_session
+from tests.fake_customer import Answer, FakeCustomerAPI, verified
+
+DOC_URI = "urn:doorman:openapi"
+SKIPPED_METHODS = {"HEAD", "OPTIONS", "*"}
+
+
+@pytest.fixture(scope="module")
+async def doc(stack: Stack) -> dict[str, Any]:
+    async with stack.http.get(f"{stack.gateway.url}/openapi.json") as resp:  # no admin token: it is public
+        assert resp.status == 200 and resp.content_type == "application/json"
+        return await resp.json()
+
+
+def _pointer(*parts: str) -> str:
+    return "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def assert_documented(doc: dict[str, Any], method: str, path: str, status: int, body: Any,
+                      media: str = "application/json", *, at: tuple[str, ...] = ("schema",)) -> None:
+    """``body`` validates against the schema ``doc`` gives for ``method path`` answering ``status``."""
+    responses = doc["paths"][path][method.lower()]["responses"]
+    assert str(status) in responses, f"{method} {path} answered {status}, which is not documented"
+    assert media in responses[str(status)].get("content", {}), f"{method} {path} {status} documents no {media}"
+    ref = f"{DOC_URI}#/" + _pointer("paths", path, method.lower(), "responses", str(status), "content", media, *at)
+    registry = Registry().with_resource(DOC_URI, Resource.from_contents(doc, default_specification=DRAFT202012))
+    Draft202012Validator({"$ref": ref}, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER).validate(body)
+
+
+async def call(stack: Stack, doc: dict[str, Any], method: str, template: str, status: int, *,
+               admin: bool = True, **params: Any) -> Any:
+    """Call ``template`` filled with ``params`` (``json``/``data``/``query``/``headers`` are the request's);
+    assert the status and that the body is as documented; return the body."""
+    kwargs = {k: params.pop(k) for k in ("json", "data", "headers") if k in params}
+    query = params.pop("query", None)
+    headers = {**(admin_headers() if admin else {}), **kwargs.pop("headers", {})}
+    url = stack.gateway.url + template.format(**params)
+    async with stack.http.request(method, url, headers=headers, params=query, **kwargs) as resp:
+        assert resp.status == status, await resp.text()
+        assert resp.content_type == "application/json"
+        body = await resp.json()
+    assert_documented(doc, method, template, status, body)
+    return body
+
+
+# --- the document ---------------------------------------------------------------------------------
+
+
+async def test_document_is_valid_openapi_3_1(doc: dict[str, Any]) -> None:
+    validate_openapi(doc)
+    assert doc["openapi"].startswith("3.1")
+    ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+
+
+def _normalise(path: str) -> str:
+    return re.sub(r"\{([^}:]+)(?::[^}]*)?\}", r"{\1}", path)
+
+
+async def test_every_route_is_documented_and_every_operation_routed(stack: Stack, doc: dict[str, Any]) -> None:
+    routed = {
+        (route.method, _normalise(route.resource.canonical))
+        for route in stack.gateway.app.router.routes()
+        if route.method not in SKIPPED_METHODS and route.resource is not None
+    }
+    documented = {(method.upper(), path) for path, item in doc["paths"].items() for method in item}
+    assert routed - documented == set(), "routes missing from /openapi.json"
+    assert documented - routed == set(), "documented operations the app does not route"
+
+
+async def test_path_parameters_are_documented(doc: dict[str, Any]) -> None:
+    for path, item in doc["paths"].items():
+        for op in item.values():
+            declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+            assert declared == set(re.findall(r"\{([^}]+)\}", path)), path
+
+
+async def test_admin_operations_need_the_token_and_say_401(doc: dict[str, Any]) -> None:
+    for path, item in doc["paths"].items():
+        for op in item.values():
+            admin = path.startswith("/v1/bots")
+            assert (op["security"] == [{"adminToken": []}]) is admin, path
+            assert ("401" in op["responses"]) is admin, path
+
+
+async def test_a_drifted_response_fails_validation(doc: dict[str, Any]) -> None:
+    bot = {"bot_id": str(uuid4()), "name": "x", "created_at": "2024-01-01T00:00:00+00:00",
+           "updated_at": "2024-01-01T00:00:00+00:00"}
+    assert_documented(doc, "GET", "/v1/bots/{bot_id}", 200, bot)
+    for drifted in ({**bot, "renamed": 1}, {k: v for k, v in bot.items() if k != "name"}, {**bot, "bot_id": "nope"}):
+        with pytest.raises(jsonschema.ValidationError):
+            assert_documented(doc, "GET", "/v1/bots/{bot_id}", 200, drifted)
+
+
+# --- live responses match -------------------------------------------------------------------------
+
+
+async def test_bots_and_settings_match(stack: Stack, doc: dict[str, Any]) -> None:
+    bot = await call(stack, doc, "POST", "/v1/bots", 201, json={"name": "OpenAPI"})
+    bot_id = bot["bot_id"]
+    await call(stack, doc, "GET", "/v1/bots/{bot_id}", 200, bot_id=bot_id)
+    await call(stack, doc, "GET", "/v1/bots/{bot_id}/custom-auth", 200, bot_id=bot_id)
+    settings = {
+        "enabled": True, "auth_url": "https://shop.example.com/doorman/auth", "header_token": "Bearer s3cret",
+        "identify_method": "email", "request_fields": ["user_id", "email"],
+        "domain_whitelist": {"enabled": True, "source": "manual", "domains": ["shop.example.com", "*.example.com"]},
+    }
+    await call(stack, doc, "PUT", "/v1/bots/{bot_id}/custom-auth", 200, bot_id=bot_id, json=settings)
+    view = await call(stack, doc, "GET", "/v1/bots/{bot_id}/custom-auth", 200, bot_id=bot_id)
+    assert view["header_token_set"] is True
+
+
+async def test_errors_match(stack: Stack, doc: dict[str, Any]) -> None:
+    bot_id = await create_bot(stack.http, stack.gateway.url)
+    body = await call(stack, doc, "PUT", "/v1/bots/{bot_id}/custom-auth", 422, bot_id=bot_id,
+                      json={"enabled": True, "identify_method": "nope"})
+    assert body["error"]["fields"]
+    await call(stack, doc, "GET", "/v1/bots/{bot_id}/contacts", 422, bot_id=bot_id, query={"limit": "0"})
+    await call(stack, doc, "POST", "/v1/bots/{bot_id}/custom-auth/test", 422, bot_id=bot_id, json={"access_token": "t"})
+    await call(stack, doc, "GET", "/v1/bots/{bot_id}", 401, admin=False, bot_id=bot_id)
+    await call(stack, doc, "GET", "/v1/bots/{bot_id}", 404, bot_id=uuid4())
+    await call(stack, doc, "GET", "/v1/bots/{bot_id}/contacts/{contact_id}", 404, bot_id=bot_id, contact_id=uuid4())
+    await call(stack, doc, "GET", "/v1/widget/sessions/{session_id}", 404, admin=False, session_id="no-such-session")
+    await call(stack, doc, "POST", "/v1/bots", 415, data="name=x", headers={"Content-Type": "text/plain"})
+    await call(stack, doc, "POST", "/v1/widget/sessions", 413, admin=False,
+               json={"bot_id": bot_id, "access_token": "x" * 20_000})
+    await call(stack, doc, "POST", "/v1/widget/sessions", 404, admin=False, json={"bot_id": str(uuid4())})
+
+
+async def test_widget_contacts_and_activity_match(stack: Stack, doc: dict[str, Any], customer_api: FakeCustomerAPI) -> None:
+    url = customer_api.endpoint(verified(id="oa-1", name="Open API", email="OA@example.com", phone_number="0912345678",
+                                         country_code="+84", avatar="https://img.example.com/a.png", label="vip",
+                                         metadata={"order_id": "ORD-1"}))
+    bot_id = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url, header_token="Bearer k")
+
+    created = await call(stack, doc, "POST", "/v1/widget/sessions", 202, admin=False,
+                         json={"bot_id": bot_id, "access_token": "tok"})
+    outcome = await await_outcome(stack.http, stack.gateway.url, created["session_id"])
+    assert outcome["status"] == "verified"
+    assert_documented(doc, "GET", "/v1/widget/sessions/{session_id}/events", 200, outcome, "text/event-stream",
+                      at=("x-events", "outcome"))
+    await call(stack, doc, "GET", "/v1/widget/sessions/{session_id}", 200, admin=False, session_id=created["session_id"])
+
+    # A fallback session too (Custom Authentication off).
+    off = await create_bot(stack.http, stack.gateway.url)
+    session_id = await open_session(stack.http, stack.gateway.url, {"bot_id": off})
+    assert (await await_outcome(stack.http, stack.gateway.url, session_id))["status"] == "fallback"
+    view = await call(stack, doc, "GET", "/v1/widget/sessions/{session_id}", 200, admin=False, session_id=session_id)
+    assert view["fallback"]["reason"] == "ca_disabled"
+
+    page = await call(stack, doc, "GET", "/v1/bots/{bot_id}/contacts", 200, bot_id=bot_id, query={"q": "open", "limit": "5"})
+    [contact] = page["contacts"]
+    detail = await call(stack, doc, "GET", "/v1/bots/{bot_id}/contacts/{contact_id}", 200,
+                        bot_id=bot_id, contact_id=contact["contact_id"])
+    assert detail["metadata"] == {"order_id": "ORD-1"} and detail["sources"]
+    events = await call(stack, doc, "GET", "/v1/bots/{bot_id}/auth-events", 200, bot_id=bot_id)
+    assert events["events"][0]["status"] == "verified"
+    await call(stack, doc, "GET", "/v1/bots/{bot_id}/auth-events", 200, bot_id=off,
+               query={"reason": "ca_disabled", "status": "fallback", "limit": "1"})
+
+
+async def test_testing_panel_matches(stack: Stack, doc: dict[str, Any], customer_api: FakeCustomerAPI) -> None:
+    url = customer_api.endpoint(verified(id="oa-2", name="Panel", metadata={"plan": "pro"}))
+    bot_id = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url, header_token="Bearer k",
+                              request_fields=["email"])
+    result = await call(stack, doc, "POST", "/v1/bots/{bot_id}/custom-auth/test", 200, bot_id=bot_id,
+                        json={"access_token": "t", "email": "a@example.com"})
+    assert result["ok"] is True and result["match"]["action"] == "create"
+
+    rejected = await create_bot(stack.http, stack.gateway.url, enabled=True,
+                                auth_url=customer_api.endpoint(Answer(status=401, body=b"no", content_type="text/plain")))
+    result = await call(stack, doc, "POST", "/v1/bots/{bot_id}/custom-auth/test", 200, bot_id=rejected,
+                        json={"access_token": "t"})
+    assert result["ok"] is False and result["failure"]["reason"] == "auth_rejected"
+
+
+async def test_operations_endpoints_match(stack: Stack, doc: dict[str, Any]) -> None:
+    await call(stack, doc, "GET", "/healthz", 200, admin=False)
+    await call(stack, doc, "GET", "/readyz", 200, admin=False)
+    await call(stack, doc, "GET", "/openapi.json", 200, admin=False)
