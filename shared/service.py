@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import structlog
@@ -29,6 +30,20 @@ async def health_server(host: str, port: int, *, ready: Check) -> AsyncIterator[
         yield bound
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def background(coro: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``coro`` as a task for the life of the context; cancel and await it on exit."""
+    task = asyncio.create_task(coro)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
 
 
 async def run_until_signalled(service: Callable[[], AbstractAsyncContextManager[object]], name: str) -> None:

@@ -10,6 +10,8 @@ from datetime import timedelta
 import asyncpg
 import structlog
 
+from shared.service import background
+
 log = structlog.get_logger("doorman.contacts.retention")
 CHUNK = 5000
 
@@ -43,12 +45,5 @@ async def pruning(pool: asyncpg.Pool, older_than: timedelta, *, every: float = 3
                 log.warning("session pruning failed", error=repr(exc))
             await asyncio.sleep(every)
 
-    task = asyncio.create_task(loop())
-    try:
+    async with background(loop()):
         yield
-    finally:
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass

@@ -23,6 +23,7 @@ import structlog
 from shared.auth_config import AuthConfig, load
 from shared.crypto import Secrets
 from shared.db import CONFIG_CHANNEL
+from shared.service import background
 
 log = structlog.get_logger("doorman.verifier.config")
 
@@ -102,12 +103,5 @@ class ConfigCache:
 @asynccontextmanager
 async def cached_config(pool: asyncpg.Pool, secrets: Secrets, dsn: str) -> AsyncIterator[ConfigCache]:
     cache = ConfigCache(pool, secrets)
-    task = asyncio.create_task(cache.listen_forever(dsn))
-    try:
+    async with background(cache.listen_forever(dsn)):
         yield cache
-    finally:
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
