@@ -111,6 +111,17 @@ class SessionFellBack(Event):
     facts: CallFacts = CallFacts()
 
 
+class ContactCollected(Event):
+    """The visitor filled in the Collect Information form (non-verified; normalised by the gateway)."""
+
+    event_type: ClassVar[str] = "contact.collected"
+
+    name: str | None = None
+    email: str | None = None
+    phone_number: str | None = None  # E.164
+    country_code: str | None = None
+
+
 class SessionResolved(Event):
     """Told to the one gateway replica whose client is waiting on the session."""
 
@@ -120,7 +131,8 @@ class SessionResolved(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.event_type: cls for cls in (WidgetOpened, IdentityVerified, SessionFellBack, SessionResolved)
+    cls.event_type: cls
+    for cls in (WidgetOpened, IdentityVerified, SessionFellBack, ContactCollected, SessionResolved)
 }
 
 

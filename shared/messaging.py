@@ -24,7 +24,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
-from shared.events import Event, IdentityVerified, SessionFellBack, WidgetOpened, decode
+from shared.events import ContactCollected, Event, IdentityVerified, SessionFellBack, WidgetOpened, decode
 from shared.failures import is_transient
 
 log = structlog.get_logger("doorman.messaging")
@@ -33,7 +33,7 @@ VERIFIER_QUEUE = "verifier.widget-opened"
 CONTACTS_QUEUE = "contacts.outcomes"
 WORK_QUEUES: dict[str, tuple[str, ...]] = {
     VERIFIER_QUEUE: (WidgetOpened.event_type,),
-    CONTACTS_QUEUE: (IdentityVerified.event_type, SessionFellBack.event_type),
+    CONTACTS_QUEUE: (IdentityVerified.event_type, SessionFellBack.event_type, ContactCollected.event_type),
 }
 DELIVERY_LIMIT = 5
 

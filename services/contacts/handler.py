@@ -9,10 +9,10 @@ import asyncpg
 import structlog
 from aio_pika.exceptions import PublishError
 
-from shared.events import Event, FallbackReason, IdentityVerified, SessionFellBack, SessionResolved
+from shared.events import ContactCollected, Event, FallbackReason, IdentityVerified, SessionFellBack, SessionResolved
 from shared.messaging import Publish
 
-from .repository import Outcome, Resolved, resolve_sessions, upsert_verified
+from .repository import Outcome, Resolved, resolve_sessions, upsert_collected, upsert_verified
 
 log = structlog.get_logger("doorman.contacts")
 
@@ -22,6 +22,7 @@ async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publis
     verified = [e for e in events if isinstance(e, IdentityVerified)]
     async with pool.acquire() as conn, conn.transaction():
         contact_ids = await upsert_verified(conn, verified)
+        await upsert_collected(conn, [e for e in events if isinstance(e, ContactCollected)])
         outcomes = []
         for e in events:
             if isinstance(e, IdentityVerified):
@@ -30,7 +31,7 @@ async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publis
             elif isinstance(e, SessionFellBack):
                 outcomes.append(Outcome(e.session_id, "fallback", reason=e.reason.value, detail=e.detail, facts=e.facts))
         resolved = await resolve_sessions(conn, outcomes)
-    by_session = {e.session_id: e for e in events}
+    by_session = {e.session_id: e for e in events if not isinstance(e, ContactCollected)}
     for r in resolved:
         log.info("session resolved", session_id=r.session_id, bot_id=str(r.bot_id), status=r.status,
                  reason=getattr(by_session[r.session_id], "reason", None),

@@ -14,7 +14,7 @@ from uuid import UUID
 
 import asyncpg
 
-from shared.events import CallFacts, IdentityVerified
+from shared.events import CallFacts, ContactCollected, IdentityVerified
 
 UPSERT_VERIFIED = """
 INSERT INTO contacts AS c (
@@ -36,7 +36,32 @@ ON CONFLICT (bot_id, identify_method, identifier) DO UPDATE SET
     last_verified_at = EXCLUDED.last_verified_at,
     field_sources    = c.field_sources || EXCLUDED.field_sources,
     updated_at       = now()
-WHERE (c.version_at, c.version_event) < (EXCLUDED.version_at, EXCLUDED.version_event)
+WHERE NOT c.verified  -- a verified identity takes precedence over what a visitor typed
+   OR (c.version_at, c.version_event) < (EXCLUDED.version_at, EXCLUDED.version_event)
+"""
+
+# What a visitor typed never overwrites a verified contact, nor newer typed data.
+UPSERT_COLLECTED = """
+INSERT INTO contacts AS c (
+    bot_id, identify_method, identifier, name, email, phone_number, country_code,
+    verified, version_at, version_event, field_sources
+) VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $9, $10)
+ON CONFLICT (bot_id, identify_method, identifier) DO UPDATE SET
+    name          = COALESCE(EXCLUDED.name, c.name),
+    email         = COALESCE(EXCLUDED.email, c.email),
+    phone_number  = COALESCE(EXCLUDED.phone_number, c.phone_number),
+    country_code  = COALESCE(EXCLUDED.country_code, c.country_code),
+    version_at    = EXCLUDED.version_at,
+    version_event = EXCLUDED.version_event,
+    field_sources = c.field_sources || EXCLUDED.field_sources,
+    updated_at    = now()
+WHERE NOT c.verified AND (c.version_at, c.version_event) < (EXCLUDED.version_at, EXCLUDED.version_event)
+"""
+
+LINK_COLLECTED = """
+UPDATE widget_sessions s SET collected_contact_id = c.contact_id
+FROM contacts c
+WHERE s.session_id = $1 AND (c.bot_id, c.identify_method, c.identifier) = ($2, $3, $4)
 """
 
 CONTACT_IDS = """
@@ -108,6 +133,35 @@ async def upsert_verified(conn: asyncpg.Connection, events: Sequence[IdentityVer
     keys = list({_key(e) for e in events})
     rows = await conn.fetch(CONTACT_IDS, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
     return {(r["bot_id"], r["identify_method"], r["identifier"]): r["contact_id"] for r in rows}
+
+
+def collected_key(event: ContactCollected, identify_method: str | None) -> tuple[str, str]:
+    """Which contact a form belongs to: the bot's identify method when the form has that field,
+    else the email, else the phone; a form with neither is a contact of its own session."""
+    by_field = {"email": event.email, "phone_number": event.phone_number}
+    if identify_method in by_field and by_field[identify_method]:
+        return identify_method, by_field[identify_method]  # type: ignore[return-value]
+    for method, value in by_field.items():
+        if value:
+            return method, value
+    return "session", event.session_id
+
+
+async def upsert_collected(conn: asyncpg.Connection, events: Sequence[ContactCollected]) -> None:
+    if not events:
+        return
+    methods = dict(await conn.fetch(
+        "SELECT bot_id, identify_method FROM custom_auth_settings WHERE bot_id = ANY($1::uuid[])",
+        list({e.bot_id for e in events}),
+    ))
+    for e in sorted(events, key=lambda e: (e.occurred_at, str(e.event_id))):
+        method, identifier = collected_key(e, methods.get(e.bot_id))
+        typed = {"name": e.name, "email": e.email, "phone_number": e.phone_number, "country_code": e.country_code}
+        await conn.execute(
+            UPSERT_COLLECTED, e.bot_id, method, identifier, e.name, e.email, e.phone_number, e.country_code,
+            e.occurred_at, e.event_id, {k: "visitor" for k, v in typed.items() if v is not None},
+        )
+        await conn.execute(LINK_COLLECTED, e.session_id, e.bot_id, method, identifier)
 
 
 async def resolve_sessions(conn: asyncpg.Connection, outcomes: Sequence[Outcome]) -> list[Resolved]:

@@ -14,7 +14,7 @@ from shared.auth_config import load as load_auth_config
 from . import directory, pagination, store, testing
 from .http_errors import error, json_response, read_model, read_query
 from .keys import HTTP, POOL, SECRETS, SETTINGS
-from .schemas import AuthEventQuery, ContactQuery, CustomAuthSettingsIn, NewBot, TestRequest
+from .schemas import AuthEventQuery, BotQuery, ContactQuery, CustomAuthSettingsIn, NewBot, TestRequest
 
 routes = web.RouteTableDef()
 ADMIN_BODY_MAX_BYTES = 256 * 1024
@@ -43,6 +43,16 @@ async def create_bot(request: web.Request) -> web.Response:
     body = await read_model(request, NewBot, max_bytes=ADMIN_BODY_MAX_BYTES)
     bot = await store.create_bot(request.app[POOL], body.name)
     return json_response(bot, status=201)
+
+
+@routes.get("/v1/bots")
+async def list_bots(request: web.Request) -> web.Response:
+    query = read_query(request, BotQuery)
+    try:
+        page = await store.list_bots(request.app[POOL], limit=query.limit, cursor=query.cursor)
+    except pagination.BadCursor as exc:
+        raise error(422, "invalid_query", "the query parameters are not valid", fields=[{"field": "cursor", "message": str(exc)}]) from None
+    return json_response(page)
 
 
 @routes.get("/v1/bots/{bot_id}")

@@ -22,7 +22,17 @@ from shared.events import FallbackReason, IdentifyMethod, Identity
 
 from .admin import ADMIN_BODY_MAX_BYTES
 from .keys import SETTINGS
-from .schemas import AuthEventQuery, ContactQuery, CustomAuthSettingsIn, NewBot, OpenSession, RequestField, TestRequest
+from .schemas import (
+    AuthEventQuery,
+    BotQuery,
+    CollectedContact,
+    ContactQuery,
+    CustomAuthSettingsIn,
+    NewBot,
+    OpenSession,
+    RequestField,
+    TestRequest,
+)
 from .store import WIDGET_CONTACT_FIELDS
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -74,6 +84,11 @@ class Bot(Doc):
     updated_at: datetime
 
 
+class BotPage(Doc):
+    bots: list[Bot]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
 class DomainWhitelistView(Doc):
     enabled: bool
     source: Literal["manual", "api"]
@@ -118,11 +133,17 @@ class Fallback(Doc):
     detail: str | None
 
 
+class ContactAccepted(Doc):
+    session_id: str
+    status: Literal["accepted"]
+
+
 class SessionView(Doc):
     session_id: str
     status: SessionStatus
     contact: WidgetContact | None = Field(description="set when verified")
     fallback: Fallback | None = Field(description="set when status is `fallback`: show the Collect Information form")
+    collected: bool = Field(description="the Collect Information form was sent for this session")
 
 
 # --- contacts and the authentication activity log ----------------------------------------------
@@ -276,7 +297,18 @@ OPERATIONS: tuple[Operation, ...] = (
         "is the session as JSON, the same object `GET /v1/widget/sessions/{session_id}` returns (schema `SessionView`). "
         "Then the stream ends. Comment pings keep the connection open while the session is pending."
     )}),
+    Operation("POST", "/v1/widget/sessions/{session_id}/contact", "collectContact", "Send the Collect Information form",
+              "widget", CollectedContact, None, None, {
+        202: ("Accepted: a non-verified contact is made (it never overwrites a verified one).", ContactAccepted),
+        404: ("No session has this id.", Error),
+        409: ("The session did not fall back, or its form was already sent.", Error),
+        **BODY_ERRORS,
+        503: ("The broker is unavailable; retry after `Retry-After` seconds.", Error),
+    }, headers={503: {"Retry-After": "seconds to wait before retrying"}}),
     # admin API (bearer admin token)
+    Operation("GET", "/v1/bots", "listBots", "List bots", "bots", None, BotQuery, ADMIN, {
+        200: ("Bots, newest first.", BotPage), 422: ("Bad query parameters.", Error),
+    }),
     Operation("POST", "/v1/bots", "createBot", "Create a bot", "bots", NewBot, None, ADMIN, {
         201: ("The new bot (Custom Authentication off).", Bot), **BODY_ERRORS,
     }),

@@ -5,7 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from shared.identifiers import InvalidIdentifier, normalise_email, normalise_phone
 from yarl import URL
 
 from shared.domains import normalise_domain_entry
@@ -80,6 +91,11 @@ class CustomAuthSettingsIn(Strict):
         return self
 
 
+class BotQuery(Strict):
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+    cursor: Annotated[str, Field(max_length=500)] | None = None
+
+
 class ContactQuery(Strict):
     q: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     limit: Annotated[int, Field(ge=1, le=100)] = 25
@@ -101,3 +117,46 @@ class TestRequest(Strict):
     email: Short | None = None
     name: Short | None = None
     phone_number: Short | None = None
+
+
+def _blank_is_none(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+Typed200 = Annotated[Annotated[str, Field(max_length=200)] | None, BeforeValidator(_blank_is_none)]
+Typed40 = Annotated[Annotated[str, Field(max_length=40)] | None, BeforeValidator(_blank_is_none)]
+
+
+class CollectedContact(Strict):
+    """The Collect Information form. What the visitor types makes a non-verified contact."""
+
+    name: Typed200 = None
+    email: Typed200 = None
+    country_code: Typed40 = None
+    phone_number: Typed40 = None
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return normalise_email(value)
+        except InvalidIdentifier:
+            raise ValueError("enter an email address like name@example.com") from None
+
+    @field_validator("phone_number")
+    @classmethod
+    def _phone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        try:
+            return normalise_phone(value, info.data.get("country_code"))
+        except InvalidIdentifier:
+            raise ValueError("enter a phone number with its country code, like +84 912 345 678") from None
+
+    @model_validator(mode="after")
+    def _something(self) -> "CollectedContact":
+        if not (self.name or self.email or self.phone_number):
+            raise ValueError("fill in at least one of name, email or phone_number")
+        return self

@@ -12,6 +12,7 @@ from shared.crypto import Secrets
 from shared.db import CONFIG_CHANNEL
 from shared.events import FallbackReason
 
+from . import pagination
 from .schemas import CustomAuthSettingsIn
 
 # What a visitor's browser may learn about its own contact; label and metadata are for agents.
@@ -30,6 +31,23 @@ async def create_bot(pool: asyncpg.Pool, name: str) -> dict[str, Any]:
         )
         await conn.execute("INSERT INTO custom_auth_settings (bot_id) VALUES ($1)", row["bot_id"])
     return dict(row)
+
+
+async def list_bots(pool: asyncpg.Pool, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    after = pagination.decode(cursor) if cursor else None
+    try:
+        after_id = UUID(after[1]) if after else None
+    except ValueError:
+        raise pagination.BadCursor("not a cursor this API returned") from None
+    rows = await pool.fetch(
+        """SELECT bot_id, name, created_at, updated_at FROM bots
+           WHERE ($1::timestamptz IS NULL OR (created_at, bot_id) < ($1, $2::uuid))
+           ORDER BY created_at DESC, bot_id DESC LIMIT $3""",
+        after[0] if after else None, after_id, limit + 1,
+    )
+    page = [dict(r) for r in rows[:limit]]
+    next_cursor = pagination.encode(page[-1]["created_at"], page[-1]["bot_id"]) if len(rows) > limit else None
+    return {"bots": page, "next_cursor": next_cursor}
 
 
 async def get_bot(pool: asyncpg.Pool, bot_id: UUID) -> dict[str, Any] | None:
@@ -116,7 +134,7 @@ async def forget_session(pool: asyncpg.Pool, session_id: str) -> None:
 
 
 _SESSION_VIEW = """
-    SELECT s.session_id, s.status, s.reason, s.detail, s.deadline_at,
+    SELECT s.session_id, s.status, s.reason, s.detail, s.deadline_at, s.collected_at IS NOT NULL AS collected,
            c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified
     FROM widget_sessions s LEFT JOIN contacts c USING (contact_id)
     WHERE s.session_id = $1
@@ -150,7 +168,8 @@ async def session_view(conn: asyncpg.Connection | asyncpg.Pool, session_id: str,
 def _widget_view(row: asyncpg.Record) -> dict[str, Any]:
     contact = {k: row[k] for k in WIDGET_CONTACT_FIELDS} if row["contact_id"] else None
     fallback = {"reason": row["reason"], "detail": row["detail"]} if row["status"] == "fallback" else None
-    return {"session_id": row["session_id"], "status": row["status"], "contact": contact, "fallback": fallback}
+    return {"session_id": row["session_id"], "status": row["status"], "contact": contact, "fallback": fallback,
+            "collected": row["collected"]}
 
 
 async def watch_session(pool: asyncpg.Pool, session_id: str, replica: str) -> str | None:
@@ -162,3 +181,24 @@ async def watch_session(pool: asyncpg.Pool, session_id: str, replica: str) -> st
     return await pool.fetchval(
         "UPDATE widget_sessions SET watcher = $2 WHERE session_id = $1 RETURNING status", session_id, replica,
     )
+
+
+async def claim_collection(pool: asyncpg.Pool, session_id: str) -> tuple[UUID | None, str | None]:
+    """Take the session's one Collect Information submission: (bot_id, None), or (None, why not)."""
+    bot_id = await pool.fetchval(
+        """UPDATE widget_sessions SET collected_at = now()
+           WHERE session_id = $1 AND status = 'fallback' AND collected_at IS NULL RETURNING bot_id""",
+        session_id,
+    )
+    if bot_id is not None:
+        return bot_id, None
+    row = await pool.fetchrow("SELECT status, collected_at FROM widget_sessions WHERE session_id = $1", session_id)
+    if row is None:
+        return None, "not_found"
+    if row["status"] != "fallback":
+        return None, "not_fallback"
+    return None, "already_collected"
+
+
+async def release_collection(pool: asyncpg.Pool, session_id: str) -> None:
+    await pool.execute("UPDATE widget_sessions SET collected_at = NULL WHERE session_id = $1", session_id)

@@ -11,12 +11,12 @@ import structlog
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from shared.events import WidgetOpened, utcnow
+from shared.events import ContactCollected, WidgetOpened, utcnow
 
 from . import store
 from .http_errors import dumps, error, json_response, read_model
 from .keys import HUB, POOL, PUBLISH, SETTINGS
-from .schemas import OpenSession
+from .schemas import CollectedContact, OpenSession
 
 log = structlog.get_logger("doorman.gateway.widget")
 routes = web.RouteTableDef()
@@ -52,6 +52,34 @@ async def open_session(request: web.Request) -> web.Response:
         raise error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"}) from None
     log.info("widget opened", session_id=session_id, bot_id=str(body.bot_id), correlation_id=event.correlation_id)
     return web.json_response({"session_id": session_id, "status": "pending"}, status=202)
+
+
+@routes.post("/v1/widget/sessions/{session_id}/contact")
+async def collect_contact(request: web.Request) -> web.Response:
+    """The Collect Information form, once per fallen-back session: makes a non-verified contact."""
+    settings, pool = request.app[SETTINGS], request.app[POOL]
+    body = await read_model(request, CollectedContact, max_bytes=settings.widget_body_max_bytes)
+    session_id = request.match_info["session_id"]
+    bot_id, refusal = await store.claim_collection(pool, session_id)
+    if refusal == "not_found":
+        raise error(404, "session_not_found", "no session has this id")
+    if refusal == "not_fallback":
+        raise error(409, "not_fallback", "the form is only for sessions that fell back")
+    if refusal == "already_collected":
+        raise error(409, "already_collected", "this session's form was already sent")
+    assert bot_id is not None
+    event = ContactCollected(
+        correlation_id=uuid4().hex[:16], session_id=session_id, bot_id=bot_id, name=body.name, email=body.email,
+        phone_number=body.phone_number, country_code=body.country_code,
+    )
+    try:
+        await request.app[PUBLISH](event)
+    except Exception as exc:
+        await store.release_collection(pool, session_id)
+        log.error("collected contact not published", error=type(exc).__name__, bot_id=str(bot_id))
+        raise error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"}) from None
+    log.info("contact collected", session_id=session_id, bot_id=str(bot_id), correlation_id=event.correlation_id)
+    return json_response({"session_id": session_id, "status": "accepted"}, status=202)
 
 
 @routes.get("/v1/widget/sessions/{session_id}")
