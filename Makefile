@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install services clean
+.PHONY: run test install services browser screenshots clean
 
 $(BIN)/doorman: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,19 @@ install: $(BIN)/doorman
 services:
 	@./scripts/ensure-services
 
+# Debian's Chromium for the browser tests (installed with apt-get when missing).
+browser:
+	@./scripts/ensure-browser
+
 run: install services
 	$(BIN)/doorman up
 
-test: install services
+test: install services browser
 	$(BIN)/pytest -q
+
+# Re-take the README's screenshots (docs/screenshots/) from the browser tests.
+screenshots: install services browser
+	DOORMAN_SCREENSHOTS=1 $(BIN)/pytest -q tests/browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache

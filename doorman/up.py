@@ -78,6 +78,7 @@ async def up(*, demo_port: int = 8090) -> None:
     env = {
         **os.environ, **{k: v for k, v in dev.items() if k.startswith("DOORMAN_")},
         "DOORMAN_ENVIRONMENT": "development", "DOORMAN_ALLOW_PRIVATE_NETWORKS": "true",
+        "DOORMAN_DEMO_API_URL": f"http://127.0.0.1:{demo_port}",
     }
     database_url = env.get("DOORMAN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/doorman")
     applied = await migrate(database_url)
@@ -121,7 +122,11 @@ Doorman is up.
   admin token        {admin_token}   (also in {DEV_ENV})
   demo bot           {bot_id}   (identify by email, Custom Authentication on)
 
-Try it:
+In a browser:
+  {base}/demo?bot_id={bot_id}            a shop page with the widget (signed in as alice; &user=bob)
+  {base}/admin                           the admin page (paste the admin token)
+
+With curl:
   TOKEN=$(curl -s -X POST {demo_url}/tokens -d '{{"user": "alice"}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
   SID=$(curl -s -X POST {base}/v1/widget/sessions -H 'Content-Type: application/json' \\
         -d '{{"bot_id": "{bot_id}", "access_token": "'$TOKEN'"}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["session_id"])')

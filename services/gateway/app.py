@@ -11,7 +11,7 @@ from shared import db, messaging
 from shared.health import health_routes
 from shared.http import outbound_client
 
-from . import admin, openapi, widget
+from . import admin, openapi, pages, widget
 from .http_errors import json_errors
 from .keys import HTTP, HUB, POOL, PUBLISH, SECRETS, SETTINGS
 from .outcomes import OutcomeHub, consume_outcomes, new_replica_id
@@ -82,6 +82,7 @@ def init_app(settings: GatewaySettings) -> web.Application:
     app.add_routes(widget.routes)
     app.add_routes(admin.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(pages.routes)
     app.add_routes(health_routes(ready=lambda: _ready(app)))
     return app
 

@@ -12,6 +12,7 @@ class GatewaySettings(SecretKeySettings, OutboundSettings):
     session_deadline_seconds: float = Field(15.0, gt=0, le=300, description="a visitor waits at most this long")
     sse_poll_seconds: float = Field(2.0, gt=0, description="safety re-read of a waited-on session")
     widget_body_max_bytes: int = 16 * 1024
+    demo_api_url: str | None = Field(None, description="set by `doorman up`: serves /demo with its tokens")
 
     @model_validator(mode="after")
     def _admin_token_set(self) -> "GatewaySettings":

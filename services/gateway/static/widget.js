@@ -1,0 +1,607 @@
+/*
+ * Doorman chat widget. Embed:
+ *   <script src="https://GATEWAY/widget.js" data-bot-id="BOT_ID" data-token="ACCESS_TOKEN"
+ *           data-user-id data-email data-name data-phone-number data-lang></script>
+ *
+ * No globals, no dependencies, no build step. Works under a strict Content-Security-Policy that
+ * allows only the gateway's origin: styles come from GATEWAY/widget.css (no inline style), the DOM
+ * is built with DOM APIs and textContent only. The access token is read once, removed from the
+ * element, and only ever sent in a POST body, never in a URL.
+ */
+(function () {
+  "use strict";
+
+  var STRINGS = {
+    launcherOpen: "Open chat",
+    dialogLabel: "Chat with us",
+    title: "Chat with us",
+    subtitle: "We usually reply in a few minutes",
+    close: "Close chat",
+    waiting: "Checking who you are\u2026",
+    greeting: "Hi {name}!",
+    greetingFallbackName: "there",
+    verifiedNote: "You're signed in, so there's no need to introduce yourself. An agent will be with you shortly.",
+    formIntro: "Before we start, tell us how we can reach you.",
+    nameLabel: "Name",
+    namePlaceholder: "Your name",
+    emailLabel: "Email",
+    emailPlaceholder: "name@example.com",
+    phoneLabel: "Phone",
+    phonePlaceholder: "+84 912 345 678",
+    phoneHint: "Include your country code, e.g. +84 912 345 678",
+    submit: "Start chat",
+    submitting: "Sending\u2026",
+    thanks: "Thanks, {name}! An agent will be with you shortly.",
+    thanksNoName: "Thanks! An agent will be with you shortly.",
+    errorEmail: "Enter an email address like name@example.com.",
+    errorPhone: "Enter a phone number with its country code, like +84 912 345 678.",
+    errorEmpty: "Fill in at least one of name, email or phone.",
+    errorTooLong: "This is too long.",
+    errorSubmit: "We couldn't send this. Please try again.",
+    unavailable: "This chat isn't available right now.",
+    connectFailed: "We couldn't connect.",
+    retry: "Try again",
+    poweredBy: "Secured by Doorman"
+  };
+
+  var POLL_INTERVAL_MS = 1000;
+  var POLL_GIVE_UP_MS = 30000;
+  var STREAM_GIVE_UP_MS = 30000;
+  var SVG_NS = "http://www.w3.org/2000/svg";
+
+  // ---- find our own script element and read the embed --------------------------------------
+  function findScript() {
+    var current = document.currentScript;
+    if (current && current.hasAttribute("data-bot-id")) return current;
+    var candidates = document.querySelectorAll("script[data-bot-id]");
+    for (var i = 0; i < candidates.length; i++) {
+      var src = candidates[i].getAttribute("src") || "";
+      if (/\/widget\.js(?:[?#].*)?$/.test(src)) return candidates[i];
+    }
+    return null;
+  }
+
+  var script = findScript();
+  if (!script || script.getAttribute("data-doorman-loaded") !== null) return;
+  script.setAttribute("data-doorman-loaded", "");
+
+  var base;
+  try {
+    base = new URL(script.src, document.baseURI).origin;
+  } catch (e) {
+    return;
+  }
+
+  function attr(name) {
+    var value = script.getAttribute(name);
+    if (value === null) return null;
+    value = value.trim();
+    return value === "" ? null : value;
+  }
+
+  var embed = {
+    bot_id: attr("data-bot-id"),
+    access_token: attr("data-token"),
+    user_id: attr("data-user-id"),
+    email: attr("data-email"),
+    name: attr("data-name"),
+    phone_number: attr("data-phone-number") || attr("data-phone"),
+    lang: attr("data-lang")
+  };
+  // The token now lives only in this closure: not in the live DOM for other scripts to read.
+  script.removeAttribute("data-token");
+
+  function sessionBody() {
+    var body = {};
+    for (var key in embed) {
+      if (Object.prototype.hasOwnProperty.call(embed, key) && embed[key] !== null) body[key] = embed[key];
+    }
+    return body;
+  }
+
+  // ---- tiny DOM helpers (no innerHTML anywhere) ---------------------------------------------
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  function svgIcon(className, paths) {
+    var svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    svg.setAttribute("class", className);
+    for (var i = 0; i < paths.length; i++) {
+      var p = document.createElementNS(SVG_NS, "path");
+      p.setAttribute("d", paths[i]);
+      svg.appendChild(p);
+    }
+    return svg;
+  }
+
+  function fill(template, name) {
+    return template.replace("{name}", name);
+  }
+
+  // ---- build the widget ---------------------------------------------------------------------
+  var host = document.createElement("div");
+  host.setAttribute("data-doorman-widget", "");
+  var root = host.attachShadow({ mode: "open" });
+
+  var sheet = document.createElement("link");
+  sheet.rel = "stylesheet";
+  sheet.href = base + "/widget.css";
+  root.appendChild(sheet);
+
+  // Hidden (by the UA's [hidden] rule) until our stylesheet is in, so nothing flashes unstyled.
+  var frame = el("div", "dm-frame");
+  frame.hidden = true;
+  function reveal() { frame.hidden = false; }
+  sheet.addEventListener("load", reveal);
+  sheet.addEventListener("error", reveal);
+  root.appendChild(frame);
+
+  var launcher = el("button", "dm-launcher");
+  launcher.type = "button";
+  launcher.setAttribute("aria-label", STRINGS.launcherOpen);
+  launcher.setAttribute("aria-expanded", "false");
+  launcher.setAttribute("aria-controls", "dm-panel");
+  launcher.appendChild(svgIcon("dm-icon dm-icon-chat", [
+    "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z"
+  ]));
+  launcher.appendChild(svgIcon("dm-icon dm-icon-close", ["M6 6l12 12M18 6L6 18"]));
+
+  var panel = el("div", "dm-panel");
+  panel.id = "dm-panel";
+  panel.setAttribute("role", "dialog");
+  panel.setAttribute("aria-label", STRINGS.dialogLabel);
+  panel.setAttribute("lang", "en");
+  panel.hidden = true;
+
+  var header = el("div", "dm-header");
+  var avatar = el("div", "dm-avatar");
+  avatar.appendChild(svgIcon("dm-icon", [
+    "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z"
+  ]));
+  var titles = el("div", "dm-titles");
+  var title = el("h2", "dm-title", STRINGS.title);
+  title.id = "dm-title";
+  titles.appendChild(title);
+  titles.appendChild(el("p", "dm-subtitle", STRINGS.subtitle));
+  var closeButton = el("button", "dm-close");
+  closeButton.type = "button";
+  closeButton.setAttribute("aria-label", STRINGS.close);
+  closeButton.appendChild(svgIcon("dm-icon", ["M6 6l12 12M18 6L6 18"]));
+  header.appendChild(avatar);
+  header.appendChild(titles);
+  header.appendChild(closeButton);
+
+  var body = el("div", "dm-body");
+  body.setAttribute("aria-live", "polite");
+  var footer = el("div", "dm-footer", STRINGS.poweredBy);
+
+  panel.appendChild(header);
+  panel.appendChild(body);
+  panel.appendChild(footer);
+  frame.appendChild(panel);
+  frame.appendChild(launcher);
+
+  // ---- state ----------------------------------------------------------------------------------
+  var opened = false;
+  var started = false;
+  var generation = 0; // bumps on every (re)start: late answers from an earlier attempt are dropped
+  var sessionId = null;
+  var stream = null;
+  var timer = null;
+
+  function setState(state, content) {
+    panel.setAttribute("data-state", state);
+    body.setAttribute("aria-busy", state === "waiting" ? "true" : "false");
+    while (body.firstChild) body.removeChild(body.firstChild);
+    body.appendChild(content);
+  }
+
+  function stopWaiting() {
+    if (stream) {
+      stream.close();
+      stream = null;
+    }
+    if (timer !== null) {
+      clearTimeout(timer);
+      timer = null;
+    }
+  }
+
+  function showWaiting() {
+    var view = el("div", "dm-view dm-waiting");
+    var spinner = el("div", "dm-spinner");
+    spinner.setAttribute("aria-hidden", "true");
+    view.appendChild(spinner);
+    view.appendChild(el("p", "dm-waiting-text", STRINGS.waiting));
+    setState("waiting", view);
+  }
+
+  function showVerified(contact) {
+    var name = (contact && (contact.name || contact.email)) || STRINGS.greetingFallbackName;
+    var view = el("div", "dm-view dm-chat");
+    var bubble = el("div", "dm-bubble");
+    bubble.appendChild(el("p", "dm-greeting", fill(STRINGS.greeting, name)));
+    bubble.appendChild(el("p", "dm-note", STRINGS.verifiedNote));
+    view.appendChild(bubble);
+    setState("verified", view);
+  }
+
+  function showThanks(name) {
+    var view = el("div", "dm-view dm-chat");
+    var bubble = el("div", "dm-bubble");
+    bubble.appendChild(el("p", "dm-thanks", name ? fill(STRINGS.thanks, name) : STRINGS.thanksNoName));
+    view.appendChild(bubble);
+    setState("thanks", view);
+  }
+
+  function showError(message, canRetry) {
+    var view = el("div", "dm-view dm-error");
+    var icon = el("div", "dm-error-icon", "!");
+    icon.setAttribute("aria-hidden", "true");
+    view.appendChild(icon);
+    var text = el("p", "dm-error-text", message);
+    text.setAttribute("role", "alert");
+    view.appendChild(text);
+    if (canRetry) {
+      var retry = el("button", "dm-button dm-retry", STRINGS.retry);
+      retry.type = "button";
+      retry.addEventListener("click", start);
+      view.appendChild(retry);
+    }
+    setState("error", view);
+    if (canRetry && opened) retry.focus();
+  }
+
+  // ---- HTTP ---------------------------------------------------------------------------------
+  // Resolves {status, data}; rejects on network failure. Nothing about the visitor goes in a URL.
+  function request(method, path, payload) {
+    var init = {
+      method: method,
+      mode: "cors",
+      credentials: "omit",
+      cache: "no-store",
+      referrerPolicy: "strict-origin-when-cross-origin",
+      headers: { "Accept": "application/json" }
+    };
+    if (payload !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(payload);
+    }
+    return fetch(base + path, init).then(function (response) {
+      return response.text().then(function (text) {
+        var data = null;
+        try {
+          data = text ? JSON.parse(text) : null;
+        } catch (e) {
+          data = null;
+        }
+        return { status: response.status, data: data };
+      });
+    });
+  }
+
+  function sessionPath(suffix) {
+    return "/v1/widget/sessions/" + encodeURIComponent(sessionId) + (suffix || "");
+  }
+
+  // ---- the session: open, then wait for its one outcome -------------------------------------
+  function start() {
+    stopWaiting();
+    var gen = ++generation;
+    sessionId = null;
+    started = true;
+    showWaiting();
+    if (!embed.bot_id) {
+      showError(STRINGS.unavailable, false);
+      return;
+    }
+    request("POST", "/v1/widget/sessions", sessionBody()).then(function (res) {
+      if (gen !== generation) return;
+      if (res.status === 202 && res.data && res.data.session_id) {
+        sessionId = res.data.session_id;
+        awaitOutcome(gen);
+      } else if (res.status === 404 || res.status === 422) {
+        showError(STRINGS.unavailable, false);
+      } else {
+        showError(STRINGS.connectFailed, true);
+      }
+    }, function () {
+      if (gen === generation) showError(STRINGS.connectFailed, true);
+    });
+  }
+
+  function awaitOutcome(gen) {
+    if (typeof window.EventSource !== "function") {
+      poll(gen, Date.now() + POLL_GIVE_UP_MS);
+      return;
+    }
+    var source;
+    try {
+      source = new window.EventSource(base + sessionPath("/events"));
+    } catch (e) {
+      poll(gen, Date.now() + POLL_GIVE_UP_MS);
+      return;
+    }
+    stream = source;
+    var fallBackToPolling = function () {
+      if (stream !== source) return;
+      stopWaiting();
+      if (gen === generation) poll(gen, Date.now() + POLL_GIVE_UP_MS);
+    };
+    source.addEventListener("outcome", function (event) {
+      if (stream !== source) return;
+      var view;
+      try {
+        view = JSON.parse(event.data);
+      } catch (e) {
+        fallBackToPolling();
+        return;
+      }
+      stopWaiting();
+      if (gen === generation) resolve(view);
+    });
+    source.addEventListener("error", fallBackToPolling);
+    timer = setTimeout(fallBackToPolling, STREAM_GIVE_UP_MS);
+  }
+
+  function poll(gen, giveUpAt) {
+    request("GET", sessionPath()).then(function (res) {
+      if (gen !== generation) return;
+      if (res.status === 200 && res.data && res.data.status && res.data.status !== "pending") {
+        resolve(res.data);
+      } else if (res.status === 404) {
+        showError(STRINGS.connectFailed, true);
+      } else {
+        again();
+      }
+    }, function () {
+      if (gen === generation) again();
+    });
+
+    function again() {
+      if (Date.now() + POLL_INTERVAL_MS > giveUpAt) {
+        showError(STRINGS.connectFailed, true);
+        return;
+      }
+      timer = setTimeout(function () {
+        timer = null;
+        poll(gen, giveUpAt);
+      }, POLL_INTERVAL_MS);
+    }
+  }
+
+  function resolve(view) {
+    if (view.status === "verified") {
+      showVerified(view.contact);
+    } else if (view.status === "fallback") {
+      if (view.collected) showThanks(null);
+      else showForm();
+    } else {
+      showError(STRINGS.connectFailed, true);
+    }
+  }
+
+  // ---- the Collect Information form -----------------------------------------------------------
+  var EMAIL_SHAPE = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+  var PHONE_CHARS = /^[0-9+()\-.\s]+$/;
+
+  function showForm() {
+    var form = el("form", "dm-view dm-form");
+    form.noValidate = true;
+    form.appendChild(el("p", "dm-intro", STRINGS.formIntro));
+
+    var fields = {};
+    function field(key, label, type, autocomplete, placeholder, hint) {
+      var id = "dm-field-" + key;
+      var wrap = el("div", "dm-field");
+      var labelEl = el("label", "dm-label", label);
+      labelEl.htmlFor = id;
+      var input = el("input", "dm-input");
+      input.id = id;
+      input.name = key;
+      input.type = type;
+      input.autocomplete = autocomplete;
+      input.placeholder = placeholder;
+      input.maxLength = key === "phone" ? 40 : 200;
+      var describedBy = [];
+      wrap.appendChild(labelEl);
+      wrap.appendChild(input);
+      if (hint) {
+        var hintEl = el("p", "dm-hint", hint);
+        hintEl.id = id + "-hint";
+        describedBy.push(hintEl.id);
+        wrap.appendChild(hintEl);
+      }
+      var errorEl = el("p", "dm-field-error");
+      errorEl.id = id + "-error";
+      errorEl.hidden = true;
+      describedBy.push(errorEl.id);
+      wrap.appendChild(errorEl);
+      input.setAttribute("aria-describedby", describedBy.join(" "));
+      input.addEventListener("input", function () { setFieldError(key, null); });
+      form.appendChild(wrap);
+      fields[key] = { input: input, error: errorEl, wrap: wrap };
+    }
+
+    field("name", STRINGS.nameLabel, "text", "name", STRINGS.namePlaceholder, null);
+    field("email", STRINGS.emailLabel, "email", "email", STRINGS.emailPlaceholder, null);
+    field("phone", STRINGS.phoneLabel, "tel", "tel", STRINGS.phonePlaceholder, STRINGS.phoneHint);
+
+    var formError = el("p", "dm-form-error");
+    formError.setAttribute("role", "alert");
+    formError.hidden = true;
+    form.appendChild(formError);
+
+    var submit = el("button", "dm-button dm-submit", STRINGS.submit);
+    submit.type = "submit";
+    form.appendChild(submit);
+
+    function setFieldError(key, message) {
+      var f = fields[key];
+      f.error.textContent = message || "";
+      f.error.hidden = !message;
+      f.wrap.classList.toggle("dm-invalid", !!message);
+      if (message) f.input.setAttribute("aria-invalid", "true");
+      else f.input.removeAttribute("aria-invalid");
+    }
+
+    function setFormError(message) {
+      formError.textContent = message || "";
+      formError.hidden = !message;
+    }
+
+    function clearErrors() {
+      for (var key in fields) {
+        if (Object.prototype.hasOwnProperty.call(fields, key)) setFieldError(key, null);
+      }
+      setFormError(null);
+    }
+
+    function focusFirstError() {
+      var order = ["name", "email", "phone"];
+      for (var i = 0; i < order.length; i++) {
+        if (!fields[order[i]].error.hidden) {
+          fields[order[i]].input.focus();
+          return;
+        }
+      }
+    }
+
+    function validate(values) {
+      var ok = true;
+      if (values.email && !EMAIL_SHAPE.test(values.email)) {
+        setFieldError("email", STRINGS.errorEmail);
+        ok = false;
+      }
+      if (values.phone) {
+        var digits = values.phone.replace(/\D/g, "").length;
+        if (!PHONE_CHARS.test(values.phone) || digits < 6) {
+          setFieldError("phone", STRINGS.errorPhone);
+          ok = false;
+        }
+      }
+      if (ok && !values.name && !values.email && !values.phone) {
+        setFormError(STRINGS.errorEmpty);
+        fields.name.input.focus();
+        ok = false;
+      }
+      return ok;
+    }
+
+    var SERVER_FIELDS = { name: "name", email: "email", phone_number: "phone", country_code: "phone" };
+
+    function showServerErrors(data) {
+      var list = data && data.error && data.error.fields;
+      var shown = false;
+      if (list && list.length) {
+        for (var i = 0; i < list.length; i++) {
+          var key = SERVER_FIELDS[list[i].field];
+          var message = String(list[i].message || "").replace(/^Value error, /, "");
+          message = message.charAt(0).toUpperCase() + message.slice(1);
+          if (message && !/[.!?]$/.test(message)) message += ".";
+          if (key) {
+            setFieldError(key, key === "email" ? STRINGS.errorEmail : key === "phone" ? STRINGS.errorPhone : message);
+            shown = true;
+          } else if (list[i].field === "body") {
+            setFormError(STRINGS.errorEmpty);
+            shown = true;
+          }
+        }
+      }
+      if (!shown) setFormError(STRINGS.errorSubmit);
+      focusFirstError();
+    }
+
+    var sending = false;
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (sending) return;
+      clearErrors();
+      var values = {
+        name: fields.name.input.value.trim(),
+        email: fields.email.input.value.trim(),
+        phone: fields.phone.input.value.trim()
+      };
+      if (!validate(values)) {
+        focusFirstError();
+        return;
+      }
+      var payload = {};
+      if (values.name) payload.name = values.name;
+      if (values.email) payload.email = values.email;
+      if (values.phone) payload.phone_number = values.phone;
+
+      var gen = generation;
+      sending = true;
+      submit.disabled = true;
+      submit.textContent = STRINGS.submitting;
+      function done() {
+        sending = false;
+        submit.disabled = false;
+        submit.textContent = STRINGS.submit;
+      }
+      request("POST", sessionPath("/contact"), payload).then(function (res) {
+        if (gen !== generation) return;
+        done();
+        var code = res.data && res.data.error && res.data.error.code;
+        if (res.status === 202 || (res.status === 409 && code === "already_collected")) {
+          showThanks(values.name);
+        } else if (res.status === 422) {
+          showServerErrors(res.data);
+        } else {
+          setFormError(STRINGS.errorSubmit);
+        }
+      }, function () {
+        if (gen !== generation) return;
+        done();
+        setFormError(STRINGS.errorSubmit);
+      });
+    });
+
+    setState("form", form);
+    if (opened && panel.contains(root.activeElement)) fields.name.input.focus();
+  }
+
+  // ---- open / close -----------------------------------------------------------------------------
+  function open() {
+    opened = true;
+    panel.hidden = false;
+    frame.classList.add("dm-open");
+    launcher.setAttribute("aria-expanded", "true");
+    if (!started) start();
+    closeButton.focus();
+  }
+
+  function close() {
+    opened = false;
+    panel.hidden = true;
+    frame.classList.remove("dm-open");
+    launcher.setAttribute("aria-expanded", "false");
+    launcher.focus();
+  }
+
+  launcher.addEventListener("click", function () {
+    if (opened) close();
+    else open();
+  });
+  closeButton.addEventListener("click", close);
+  panel.addEventListener("keydown", function (event) {
+    if (event.key === "Escape") {
+      event.stopPropagation();
+      close();
+    }
+  });
+
+  function mount() {
+    document.body.appendChild(host);
+  }
+  if (document.body) mount();
+  else document.addEventListener("DOMContentLoaded", mount);
+})();

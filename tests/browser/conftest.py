@@ -1,0 +1,103 @@
+"""Real headless Chromium (Debian's /usr/bin/chromium) driven by Playwright, against the test stack.
+
+``host_page`` serves a business's page from another origin (its own port) under a strict
+Content-Security-Policy that allows only the gateway's origin, and embeds the widget.
+Set DOORMAN_SCREENSHOTS=1 to save screenshots into docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+from tests.conftest import Stack
+
+CHROMIUM = os.environ.get("DOORMAN_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`make test` does)")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+                  "--disable-gpu", "--no-first-run", "--disable-sync"],
+        )
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    context = await browser.new_context(viewport={"width": 1100, "height": 760})
+    yield context
+    await context.close()
+
+
+@pytest.fixture
+async def page(context: BrowserContext) -> AsyncIterator[Page]:
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+HostPage = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture(scope="session")
+async def host_site(stack: Stack) -> AsyncIterator[dict[str, str]]:
+    """A business's site on its own origin; pages are registered by path."""
+    pages: dict[str, str] = {}
+
+    async def serve(request: web.Request) -> web.Response:
+        body = pages.get(request.path)
+        if body is None:
+            return web.Response(status=404)
+        csp = (f"default-src 'none'; script-src {stack.gateway.url}; connect-src {stack.gateway.url}; "
+               f"style-src {stack.gateway.url}; img-src {stack.gateway.url} data: https:; base-uri 'none'")
+        return web.Response(text=body, content_type="text/html", headers={"Content-Security-Policy": csp})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", serve)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    pages["__origin__"] = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield pages
+    await runner.cleanup()
+
+
+@pytest.fixture
+def host_page(stack: Stack, host_site: dict[str, str], request: pytest.FixtureRequest) -> HostPage:
+    """``await host_page(bot_id, token="...", email="...")`` -> URL of a page embedding the widget."""
+
+    async def make(bot_id: str, **data: str) -> str:
+        attrs = " ".join(f'data-{k.replace("_", "-")}="{html.escape(v)}"' for k, v in data.items())
+        path = f"/shop/{request.node.name.replace('[', '_').replace(']', '')}"
+        host_site[path] = (
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Shop</title></head>"
+            "<body><h1>A shop</h1>"
+            f'<script src="{stack.gateway.url}/widget.js" data-bot-id="{bot_id}" {attrs}></script>'
+            "</body></html>"
+        )
+        return host_site["__origin__"] + path
+
+    return make
+
+
+async def screenshot(page: Page, name: str) -> None:
+    if os.environ.get("DOORMAN_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))

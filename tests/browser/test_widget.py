@@ -1,0 +1,249 @@
+"""The embeddable widget in real Chromium, on a business's page (another origin, strict CSP)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from playwright.async_api import ConsoleMessage, Locator, Page, Request, Route, expect
+
+from tests.browser.conftest import HostPage, screenshot
+from tests.conftest import Stack, create_bot
+from tests.fake_customer import Answer, FakeCustomerAPI, verified
+
+TOKEN = "tok-" + uuid.uuid4().hex + "-secret"
+
+
+@dataclass
+class Watch:
+    """What the page asked for and complained about."""
+
+    requests: list[Request] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+
+    def urls(self) -> list[str]:
+        return [r.url for r in self.requests]
+
+    def posts_to(self, suffix: str) -> list[Request]:
+        return [r for r in self.requests if r.method == "POST" and r.url.endswith(suffix)]
+
+
+@pytest.fixture
+async def watch(page: Page) -> AsyncIterator[Watch]:
+    """Records requests and console errors; no test may see a CSP violation."""
+    seen = Watch()
+    page.on("request", lambda request: seen.requests.append(request))
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            seen.console_errors.append(message.text)
+
+    page.on("console", on_console)
+    yield seen
+    assert not [m for m in seen.console_errors if "Content Security Policy" in m], seen.console_errors
+
+
+def panel(page: Page) -> Locator:
+    return page.get_by_role("dialog")
+
+
+async def open_widget(page: Page, url: str) -> Locator:
+    await page.goto(url)
+    await page.get_by_role("button", name="Open chat").click()
+    dialog = panel(page)
+    await expect(dialog).to_be_visible()
+    return dialog
+
+
+async def settle(dialog: Locator) -> None:
+    """Let the panel's finite CSS animations and transitions finish (before a screenshot)."""
+    await dialog.evaluate("""el => Promise.all(el.getAnimations({subtree: true})
+        .filter(a => a.effect.getTiming().iterations !== Infinity).map(a => a.finished.catch(() => null)))""")
+
+
+async def wait_for(stack: Stack, query: str, *args: Any, timeout: float = 10) -> Any:
+    """Poll the database (bounded) until ``query`` returns a row."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        row = await stack.pool.fetchrow(query, *args)
+        if row is not None:
+            return row
+        assert asyncio.get_running_loop().time() < deadline, f"nothing for {query} {args}"
+        await asyncio.sleep(0.05)
+
+
+async def test_verified_visitor_is_greeted_and_the_token_stays_secret(
+    stack: Stack, customer_api: FakeCustomerAPI, host_page: HostPage, page: Page, watch: Watch,
+) -> None:
+    auth_url = customer_api.endpoint(verified(id="42", name="Alice Nguyen", email="alice@example.com"))
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=auth_url, request_fields=["email"])
+
+    dialog = await open_widget(page, await host_page(bot, token=TOKEN, email="alice@example.com", lang="en"))
+
+    await expect(dialog).to_have_attribute("data-state", "verified")
+    await expect(dialog.get_by_text("Hi Alice Nguyen!")).to_be_visible()
+    assert TOKEN not in await page.content()
+    assert await page.locator("script[data-bot-id]").get_attribute("data-token") is None
+    assert not [u for u in watch.urls() if TOKEN in u or "alice" in u]
+    [sent] = watch.posts_to("/v1/widget/sessions")
+    assert json.loads(sent.post_data or "{}") == {"bot_id": bot, "access_token": TOKEN,
+                                                  "email": "alice@example.com", "lang": "en"}
+    [received] = customer_api.received(auth_url)
+    assert received.body == {"access_token": TOKEN, "email": "alice@example.com"}
+    assert watch.console_errors == []
+    await settle(dialog)
+    await screenshot(page, "widget-verified")
+
+
+FALLBACKS = {
+    "case1-ca-off": ({}, True, "ca_disabled"),
+    "case2-domain-refused": ({"domain_whitelist": {"enabled": True, "source": "manual", "domains": ["example.com"]}},
+                             True, "domain_not_allowed"),
+    "case3-rejected": ({"answer": Answer(status=401, json={"status": False, "message": "expired"})}, True, "auth_rejected"),
+    "case3-no-token": ({}, False, "missing_token"),
+}
+
+
+@pytest.mark.parametrize("case", list(FALLBACKS))
+async def test_every_fallback_shows_the_form(
+    case: str, stack: Stack, customer_api: FakeCustomerAPI, host_page: HostPage, page: Page, watch: Watch,
+) -> None:
+    settings, with_token, reason = FALLBACKS[case]
+    if case == "case1-ca-off":
+        bot = await create_bot(stack.http, stack.gateway.url)
+    else:
+        auth_url = customer_api.endpoint(settings.get("answer", verified(id="1", name="Never")))
+        extra = {k: v for k, v in settings.items() if k != "answer"}
+        bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=auth_url, **extra)
+
+    dialog = await open_widget(page, await host_page(bot, **({"token": TOKEN} if with_token else {})))
+
+    await expect(dialog).to_have_attribute("data-state", "form")
+    for label in ("Name", "Email", "Phone"):
+        await expect(dialog.get_by_label(label)).to_be_visible()
+    await expect(dialog.get_by_text("Include your country code")).to_be_visible()
+    assert await stack.pool.fetchval("SELECT reason FROM widget_sessions WHERE bot_id = $1", uuid.UUID(bot)) == reason
+    if case == "case1-ca-off":
+        await settle(dialog)
+        await screenshot(page, "widget-form")
+
+
+async def test_form_validates_then_makes_a_non_verified_contact(
+    stack: Stack, customer_api: FakeCustomerAPI, host_page: HostPage, page: Page, watch: Watch,
+) -> None:
+    auth_url = customer_api.endpoint(Answer(status=401, json={"status": False}))
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=auth_url)
+    dialog = await open_widget(page, await host_page(bot, token=TOKEN))
+    await expect(dialog).to_have_attribute("data-state", "form")
+    name, email, phone = dialog.get_by_label("Name"), dialog.get_by_label("Email"), dialog.get_by_label("Phone")
+    submit = dialog.get_by_role("button", name="Start chat")
+
+    # Client-side: a bad email is refused next to its field, and nothing is sent.
+    await name.fill("Bob Tran")
+    await email.fill("bob@nowhere")
+    await submit.click()
+    await expect(email).to_have_attribute("aria-invalid", "true")
+    await expect(dialog.get_by_text("Enter an email address like name@example.com.")).to_be_visible()
+    await settle(dialog)
+    await screenshot(page, "widget-form-error")
+    assert watch.posts_to("/contact") == []
+
+    # Server-side: a phone without a country code passes the shape check; the 422 lands on the phone field.
+    await email.fill("Bob@Example.com")
+    await expect(email).not_to_have_attribute("aria-invalid", "true")
+    await phone.fill("0912 345 678")
+    async with page.expect_response("**/contact") as refused:
+        await submit.click()
+    assert (await refused.value).status == 422
+    await expect(phone).to_have_attribute("aria-invalid", "true")
+    await expect(dialog.get_by_text("Enter a phone number with its country code")).to_be_visible()
+    await expect(dialog).to_have_attribute("data-state", "form")
+    assert await stack.pool.fetchval("SELECT count(*) FROM contacts WHERE bot_id = $1", uuid.UUID(bot)) == 0
+
+    await phone.fill("+84 912 345 678")
+    await submit.click()
+    await expect(dialog).to_have_attribute("data-state", "thanks")
+    await expect(dialog.get_by_text("Thanks, Bob Tran! An agent will be with you shortly.")).to_be_visible()
+    contact = await wait_for(stack, "SELECT * FROM contacts WHERE bot_id = $1", uuid.UUID(bot))
+    assert (contact["verified"], contact["name"], contact["email"], contact["phone_number"]) == (
+        False, "Bob Tran", "bob@example.com", "+84912345678")
+
+
+async def test_blocked_event_stream_falls_back_to_polling(
+    stack: Stack, customer_api: FakeCustomerAPI, host_page: HostPage, page: Page, watch: Watch,
+) -> None:
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True,
+                           auth_url=customer_api.endpoint(verified(id="7", name="Polly")))
+    await page.route("**/events", lambda route: route.abort())
+
+    dialog = await open_widget(page, await host_page(bot, token=TOKEN))
+
+    await expect(dialog).to_have_attribute("data-state", "verified")
+    await expect(dialog.get_by_text("Hi Polly!")).to_be_visible()
+    assert [r for r in watch.requests if r.method == "GET" and "/v1/widget/sessions/" in r.url and not r.url.endswith("/events")]
+
+
+async def test_waiting_state_shows_while_the_business_is_slow(
+    stack: Stack, customer_api: FakeCustomerAPI, host_page: HostPage, page: Page, watch: Watch,
+) -> None:
+    answer = verified(id="8", name="Slow Sam")
+    slow = Answer(status=answer.status, json=answer.json, delay=0.6)
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=customer_api.endpoint(slow))
+
+    dialog = await open_widget(page, await host_page(bot, token=TOKEN))
+
+    await expect(dialog).to_have_attribute("data-state", "waiting")
+    await expect(dialog.get_by_text("Checking who you are…")).to_be_visible()
+    await expect(dialog.get_by_text("Hi Slow Sam!")).to_be_visible()
+    await expect(dialog.get_by_text("Checking who you are…")).to_have_count(0)
+
+
+async def test_unknown_bot_says_the_chat_is_unavailable(host_page: HostPage, page: Page, watch: Watch) -> None:
+    dialog = await open_widget(page, await host_page(str(uuid.uuid4()), token=TOKEN))
+
+    await expect(dialog).to_have_attribute("data-state", "error")
+    await expect(dialog.get_by_text("This chat isn't available right now.")).to_be_visible()
+    await expect(dialog.get_by_role("button", name="Try again")).to_have_count(0)
+
+
+async def test_network_failure_offers_try_again(
+    stack: Stack, customer_api: FakeCustomerAPI, host_page: HostPage, page: Page, watch: Watch,
+) -> None:
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True,
+                           auth_url=customer_api.endpoint(verified(id="9", name="Retry Rita")))
+
+    failed: list[str] = []
+
+    async def down_once(route: Route) -> None:
+        if route.request.method == "POST" and not failed:
+            failed.append(route.request.url)
+            await route.abort()
+        else:
+            await route.fallback()
+
+    await page.route("**/v1/widget/sessions", down_once)
+    dialog = await open_widget(page, await host_page(bot, token=TOKEN))
+
+    await expect(dialog).to_have_attribute("data-state", "error")
+    await expect(dialog.get_by_text("We couldn't connect.")).to_be_visible()
+    await dialog.get_by_role("button", name="Try again").click()
+    await expect(dialog.get_by_text("Hi Retry Rita!")).to_be_visible()
+    assert len(failed) == 1 and len(watch.posts_to("/v1/widget/sessions")) == 2
+
+
+async def test_phone_sized_screen_gets_a_full_screen_panel(host_page: HostPage, page: Page, watch: Watch) -> None:
+    await page.set_viewport_size({"width": 390, "height": 740})
+    dialog = await open_widget(page, await host_page(str(uuid.uuid4())))
+    await expect(dialog).to_have_attribute("data-state", "error")
+    await settle(dialog)
+
+    box = await dialog.bounding_box()
+    assert box is not None and (box["x"], box["width"], box["height"]) == (0, 390, 740)
+    await dialog.get_by_role("button", name="Close chat").click()
+    await expect(dialog).to_be_hidden()
+    await expect(page.get_by_role("button", name="Open chat")).to_be_focused()
