@@ -1,0 +1,941 @@
+/* Doorman admin page. Plain DOM code, no build step.
+ *
+ * Everything shown here may come from an attacker (contact names, the business's answers,
+ * bot names), so text only ever goes into the page through textContent, never as HTML.
+ * The admin token lives in sessionStorage (this tab only) and is sent as a bearer token.
+ */
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "doorman.adminToken";
+  const PAGE_SIZE = 25;
+  const TABS = ["settings", "testing", "contacts", "activity"];
+  const REJECTED = "That token was not accepted";
+
+  const $ = (id) => document.getElementById(id);
+
+  const state = {
+    token: null,
+    bots: [],
+    botId: null,
+    tab: "settings",
+    settingsFor: null,   // bot id whose settings are in the form
+    contacts: { seq: 0, cursor: null },
+    events: { seq: 0, cursor: null },
+    contactSeq: 0,
+    lastContact: null,
+  };
+
+  // ---------------------------------------------------------------- API
+
+  class ApiError extends Error {
+    constructor(status, code, message, fields) {
+      super(message);
+      this.status = status;
+      this.code = code;
+      this.fields = fields || [];
+    }
+  }
+
+  async function api(method, path, body) {
+    const headers = { Authorization: `Bearer ${state.token}`, Accept: "application/json" };
+    const init = { method, headers, cache: "no-store", credentials: "omit" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let resp;
+    try {
+      resp = await fetch(path, init);
+    } catch (_) {
+      throw new ApiError(0, "network", "Doorman could not be reached; check your connection and try again.");
+    }
+    let data = null;
+    try {
+      data = await resp.json();
+    } catch (_) {
+      data = null;
+    }
+    if (resp.status === 401) {
+      signOut(REJECTED);
+      throw new ApiError(401, "unauthorized", REJECTED);
+    }
+    if (!resp.ok) {
+      const e = (data && data.error) || {};
+      throw new ApiError(resp.status, e.code || "http_" + resp.status, e.message || `The server answered HTTP ${resp.status}.`, e.fields);
+    }
+    return data;
+  }
+
+  const enc = encodeURIComponent;
+
+  // ---------------------------------------------------------------- DOM helpers
+
+  function h(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = String(value);
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else node.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function show(node, visible) {
+    node.hidden = !visible;
+  }
+
+  function setText(node, text) {
+    node.textContent = text === null || text === undefined ? "" : String(text);
+    node.hidden = !node.textContent;
+  }
+
+  const dateFormat = new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
+  });
+
+  const shortFormat = new Intl.DateTimeFormat(undefined, {
+    month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
+  });
+
+  function fmtTime(iso, short) {
+    if (!iso) return "—";
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return String(iso);
+    const thisYear = date.getFullYear() === new Date().getFullYear();
+    return (short && thisYear ? shortFormat : dateFormat).format(date);
+  }
+
+  function timeCell(iso) {
+    return h("td", { class: "nowrap", title: iso || undefined }, fmtTime(iso, true));
+  }
+
+  function dash(value) {
+    return value === null || value === undefined || value === "" ? h("span", { class: "muted" }, "—") : String(value);
+  }
+
+  function badge(text, kind) {
+    return h("span", { class: `badge badge-${kind}` }, text);
+  }
+
+  function statusBadge(status) {
+    const kind = status === "verified" ? "ok" : status === "fallback" ? "warn" : "neutral";
+    return badge(status, kind);
+  }
+
+  function cleanMessage(message) {
+    return String(message || "").replace(/^Value error, /, "");
+  }
+
+  function pretty(value) {
+    return JSON.stringify(value, null, 2);
+  }
+
+  function prettyText(text) {
+    try {
+      return pretty(JSON.parse(text));
+    } catch (_) {
+      return text;
+    }
+  }
+
+  // ---------------------------------------------------------------- sign in / out
+
+  function showSignIn(message) {
+    show($("app-view"), false);
+    show($("bot-bar"), false);
+    show($("sign-out"), false);
+    show($("signin-view"), true);
+    setText($("signin-error"), message || "");
+    $("token-input").value = "";
+    $("token-input").focus();
+  }
+
+  function showApp() {
+    show($("signin-view"), false);
+    show($("app-view"), true);
+    show($("sign-out"), true);
+  }
+
+  function signOut(message) {
+    state.token = null;
+    state.bots = [];
+    state.botId = null;
+    state.settingsFor = null;
+    try {
+      sessionStorage.removeItem(TOKEN_KEY);
+    } catch (_) { /* storage may be off */ }
+    $("bot-select").replaceChildren();
+    $("settings-form").reset();
+    $("ca-header-token").value = "";
+    show($("bot-view"), false);
+    show($("no-bots"), false);
+    setText($("app-error"), "");
+    showSignIn(message);
+  }
+
+  async function signIn(token, { quiet = false } = {}) {
+    state.token = token;
+    if (!quiet) {
+      showApp();
+      show($("bots-loading"), true);
+    }
+    try {
+      await loadBots();
+    } finally {
+      show($("bots-loading"), false);
+    }
+    showApp();
+    try {
+      sessionStorage.setItem(TOKEN_KEY, token);
+    } catch (_) { /* storage may be off: this tab only, then */ }
+    route();
+  }
+
+  async function onSignInSubmit(event) {
+    event.preventDefault();
+    const token = $("token-input").value.trim();
+    if (!token) {
+      setText($("signin-error"), "Enter the admin token.");
+      return;
+    }
+    const button = $("signin-submit");
+    button.disabled = true;
+    setText($("signin-error"), "");
+    try {
+      await signIn(token, { quiet: true });
+      $("token-input").value = "";
+    } catch (err) {
+      if (err.status !== 401) {
+        state.token = null;
+        showSignIn(err.message);
+      }
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- bots
+
+  async function loadBots() {
+    const all = [];
+    let cursor = null;
+    do {
+      const query = new URLSearchParams({ limit: "100" });
+      if (cursor) query.set("cursor", cursor);
+      const page = await api("GET", `/v1/bots?${query}`);
+      all.push(...page.bots);
+      cursor = page.next_cursor;
+    } while (cursor && all.length < 2000);
+    state.bots = all;
+    renderBotSelect();
+  }
+
+  function botLabel(bot) {
+    return `${bot.name} · ${String(bot.bot_id).slice(0, 8)}`;
+  }
+
+  function renderBotSelect() {
+    const select = $("bot-select");
+    select.replaceChildren(...state.bots.map((bot) => h("option", { value: bot.bot_id }, botLabel(bot))));
+    if (state.botId) select.value = state.botId;
+    show($("bot-bar"), true);
+  }
+
+  function parseHash() {
+    const params = new URLSearchParams(location.hash.replace(/^#/, ""));
+    const tab = params.get("tab");
+    return { bot: params.get("bot"), tab: TABS.includes(tab) ? tab : "settings" };
+  }
+
+  function hashFor(bot, tab) {
+    return `#bot=${enc(bot)}` + (tab && tab !== "settings" ? `&tab=${tab}` : "");
+  }
+
+  function go(bot, tab) {
+    const hash = hashFor(bot, tab);
+    if (location.hash === hash) route();
+    else location.hash = hash;  // hashchange -> route()
+  }
+
+  function route() {
+    if (!state.token) return;
+    const { bot, tab } = parseHash();
+    if (!bot) {
+      if (state.bots.length) {
+        history.replaceState(null, "", hashFor(state.bots[0].bot_id, "settings"));
+        route();
+      } else {
+        state.botId = null;
+        show($("bot-view"), false);
+        show($("no-bots"), true);
+      }
+      return;
+    }
+    show($("no-bots"), false);
+    if (bot !== state.botId) {
+      selectBot(bot, tab);
+    } else {
+      showTab(tab);
+    }
+  }
+
+  async function selectBot(id, tab) {
+    state.botId = id;
+    state.settingsFor = null;
+    resetBotPanels();
+    setText($("app-error"), "");
+    let bot = state.bots.find((b) => b.bot_id === id);
+    if (!bot) {
+      try {
+        bot = await api("GET", `/v1/bots/${enc(id)}`);
+      } catch (err) {
+        if (err.status === 401 || state.botId !== id) return;
+        show($("bot-view"), false);
+        setText($("app-error"), err.status === 404 ? "No bot has this id. Pick one from the list or create a new bot." : err.message);
+        $("bot-select").value = "";
+        return;
+      }
+      if (state.botId !== id) return;
+      state.bots.push(bot);
+      renderBotSelect();
+    }
+    $("bot-select").value = id;
+    $("bot-name").textContent = bot.name;
+    $("bot-id").textContent = bot.bot_id;
+    document.title = `${bot.name} · Doorman admin`;
+    show($("bot-view"), true);
+    showTab(tab);
+  }
+
+  function resetBotPanels() {
+    $("settings-form").reset();
+    $("ca-header-token").value = "";
+    show($("settings-form"), false);
+    clearSettingsErrors();
+    $("ca-status").textContent = "";
+    $("test-form").reset();
+    clearTestErrors();
+    show($("test-result"), false);
+    $("test-status").textContent = "";
+    $("contacts-q").value = "";
+    $("contacts-body").replaceChildren();
+    show($("contacts-more"), false);
+    closeContact();
+    $("events-reason").value = "";
+    $("events-status").value = "";
+    $("events-body").replaceChildren();
+    show($("events-more"), false);
+  }
+
+  function toggleNewBot(open) {
+    const form = $("new-bot-form");
+    show(form, open);
+    $("new-bot-toggle").setAttribute("aria-expanded", String(open));
+    setText($("new-bot-error"), "");
+    $("new-bot-name").removeAttribute("aria-invalid");
+    if (open) {
+      $("new-bot-name").value = "";
+      $("new-bot-name").focus();
+    }
+  }
+
+  async function onNewBotSubmit(event) {
+    event.preventDefault();
+    const name = $("new-bot-name").value.trim();
+    if (!name) {
+      setText($("new-bot-error"), "Give the bot a name.");
+      $("new-bot-name").setAttribute("aria-invalid", "true");
+      $("new-bot-name").focus();
+      return;
+    }
+    const button = $("new-bot-create");
+    button.disabled = true;
+    try {
+      const bot = await api("POST", "/v1/bots", { name });
+      state.bots.unshift(bot);
+      renderBotSelect();
+      toggleNewBot(false);
+      go(bot.bot_id, "settings");
+    } catch (err) {
+      if (err.status !== 401) {
+        const field = err.fields.find((f) => f.field === "name");
+        setText($("new-bot-error"), field ? cleanMessage(field.message) : err.message);
+      }
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- tabs
+
+  function showTab(tab) {
+    state.tab = tab;
+    for (const name of TABS) {
+      const button = $(`tab-${name}`);
+      const selected = name === tab;
+      button.setAttribute("aria-selected", String(selected));
+      button.tabIndex = selected ? 0 : -1;
+      show($(`panel-${name}`), selected);
+    }
+    if (tab === "settings" && state.settingsFor !== state.botId) loadSettings();
+    if (tab === "contacts" && $("contact-details").hidden) loadContacts(true);
+    if (tab === "activity") loadEvents(true);
+  }
+
+  function onTabKey(event) {
+    const index = TABS.indexOf(event.target.dataset.tab);
+    let next = null;
+    if (event.key === "ArrowRight") next = (index + 1) % TABS.length;
+    else if (event.key === "ArrowLeft") next = (index - 1 + TABS.length) % TABS.length;
+    else if (event.key === "Home") next = 0;
+    else if (event.key === "End") next = TABS.length - 1;
+    if (next === null) return;
+    event.preventDefault();
+    $(`tab-${TABS[next]}`).focus();
+    go(state.botId, TABS[next]);
+  }
+
+  // ---------------------------------------------------------------- Custom Authentication settings
+
+  const FIELD_TARGETS = [
+    // [API field path prefix, error element, input]
+    ["enabled", "err-enabled", "ca-enabled"],
+    ["auth_url", "err-auth_url", "ca-auth-url"],
+    ["header_token", "err-header_token", "ca-header-token"],
+    ["identify_method", "err-identify_method", "ca-identify-method"],
+    ["request_fields", "err-request_fields", null],
+    ["domain_whitelist.domains", "err-domains", "wl-domains"],
+    ["domain_whitelist.api_url", "err-api_url", "wl-api-url"],
+    ["domain_whitelist", "err-whitelist", null],
+  ];
+
+  function requestFieldBoxes() {
+    return Array.from(document.querySelectorAll('input[name="request_fields"]'));
+  }
+
+  function sourceValue() {
+    const checked = document.querySelector('input[name="wl-source"]:checked');
+    return checked ? checked.value : "manual";
+  }
+
+  function updateSourceFields() {
+    const api = sourceValue() === "api";
+    show($("wl-domains-field"), !api);
+    show($("wl-api-field"), api);
+  }
+
+  function updateTokenState(isSet) {
+    const input = $("ca-header-token");
+    input.placeholder = isSet ? "set — leave empty to keep" : "not set";
+    const tag = $("ca-token-state");
+    tag.textContent = isSet ? "set" : "not set";
+    tag.className = `badge ${isSet ? "badge-ok" : "badge-neutral"}`;
+    $("ca-clear-token").closest("label").hidden = !isSet;
+  }
+
+  function fillSettings(settings) {
+    $("ca-enabled").checked = Boolean(settings.enabled);
+    $("ca-auth-url").value = settings.auth_url || "";
+    $("ca-header-token").value = "";
+    $("ca-header-token").disabled = false;
+    $("ca-clear-token").checked = false;
+    updateTokenState(Boolean(settings.header_token_set));
+    $("ca-identify-method").value = settings.identify_method || "id";
+    const fields = settings.request_fields || [];
+    for (const box of requestFieldBoxes()) box.checked = fields.includes(box.value);
+    const wl = settings.domain_whitelist || {};
+    $("wl-enabled").checked = Boolean(wl.enabled);
+    $(wl.source === "api" ? "wl-source-api" : "wl-source-manual").checked = true;
+    $("wl-domains").value = (wl.domains || []).join("\n");
+    $("wl-api-url").value = wl.api_url || "";
+    updateSourceFields();
+  }
+
+  async function loadSettings() {
+    const bot = state.botId;
+    show($("settings-form"), false);
+    show($("settings-loading"), true);
+    try {
+      const settings = await api("GET", `/v1/bots/${enc(bot)}/custom-auth`);
+      if (bot !== state.botId) return;
+      fillSettings(settings);
+      state.settingsFor = bot;
+      clearSettingsErrors();
+      $("ca-status").textContent = "";
+      show($("settings-form"), true);
+    } catch (err) {
+      if (err.status === 401 || bot !== state.botId) return;
+      setText($("app-error"), `The settings could not be loaded: ${err.message}`);
+    } finally {
+      if (bot === state.botId) show($("settings-loading"), false);
+    }
+  }
+
+  function domainLines() {
+    return $("wl-domains").value.split("\n").map((line) => line.trim()).filter(Boolean);
+  }
+
+  function settingsBody() {
+    const body = {
+      enabled: $("ca-enabled").checked,
+      auth_url: $("ca-auth-url").value.trim() || null,
+      identify_method: $("ca-identify-method").value,
+      request_fields: requestFieldBoxes().filter((box) => box.checked).map((box) => box.value),
+      domain_whitelist: {
+        enabled: $("wl-enabled").checked,
+        source: sourceValue(),
+        domains: domainLines(),
+        api_url: $("wl-api-url").value.trim() || null,
+      },
+    };
+    if ($("ca-clear-token").checked) body.header_token = null;
+    else if ($("ca-header-token").value !== "") body.header_token = $("ca-header-token").value;
+    return body;
+  }
+
+  function clearSettingsErrors() {
+    for (const [, errorId, inputId] of FIELD_TARGETS) {
+      const node = $(errorId);
+      node.replaceChildren();
+      node.hidden = true;
+      if (inputId) $(inputId).removeAttribute("aria-invalid");
+    }
+    $("settings-form-errors").replaceChildren();
+    show($("settings-form-errors"), false);
+  }
+
+  function addError(node, message) {
+    node.append(h("span", { class: "error-line" }, message));
+    node.hidden = false;
+  }
+
+  function showSettingsErrors(err, domains) {
+    const top = $("settings-form-errors");
+    let firstInput = null;
+    const fields = err.fields.length ? err.fields : [{ field: "body", message: err.message }];
+    for (const { field, message } of fields) {
+      let text = cleanMessage(message);
+      const target = FIELD_TARGETS.find(([path]) => field === path || field.startsWith(`${path}.`));
+      if (!target || field === "body") {
+        if (!top.childElementCount) top.append(h("strong", {}, "The settings were not saved."));
+        addError(top, field === "body" || !field ? text : `${field}: ${text}`);
+        continue;
+      }
+      let [path, errorId, inputId] = target;
+      if (field === "domain_whitelist" && sourceValue() === "api") {
+        errorId = "err-api_url";  // "api_url is required when the whitelist source is 'api'"
+        inputId = "wl-api-url";
+      }
+      if (path === "domain_whitelist.domains") {
+        const index = Number(field.split(".")[2]);
+        if (Number.isInteger(index) && domains[index] !== undefined) text = `“${domains[index]}”: ${text}`;
+      }
+      addError($(errorId), text);
+      if (inputId) {
+        $(inputId).setAttribute("aria-invalid", "true");
+        firstInput = firstInput || $(inputId);
+      }
+    }
+    if (!top.childElementCount && fields.length) {
+      top.append(h("strong", {}, "The settings were not saved: fix the fields marked below."));
+    }
+    top.hidden = false;
+    (firstInput || top).focus();
+  }
+
+  async function onSettingsSubmit(event) {
+    event.preventDefault();
+    const bot = state.botId;
+    const body = settingsBody();
+    const domains = body.domain_whitelist.domains;
+    const button = $("ca-save");
+    const status = $("ca-status");
+    clearSettingsErrors();
+    status.className = "status";
+    status.textContent = "Saving…";
+    button.disabled = true;
+    try {
+      const saved = await api("PUT", `/v1/bots/${enc(bot)}/custom-auth`, body);
+      if (bot !== state.botId) return;
+      fillSettings(saved);  // clears the header token input: the token never stays in the page
+      status.className = "status status-ok";
+      status.textContent = "Saved";
+    } catch (err) {
+      if (err.status === 401) return;
+      status.textContent = "";
+      showSettingsErrors(err, domains);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function onSettingsInput(event) {
+    if (event.target.id === "ca-clear-token") {
+      const clear = event.target.checked;
+      const input = $("ca-header-token");
+      input.disabled = clear;
+      if (clear) input.value = "";
+    }
+    if (event.target.name === "wl-source") updateSourceFields();
+    const status = $("ca-status");
+    if (status.textContent === "Saved") {
+      status.textContent = "";
+      status.className = "status";
+    }
+  }
+
+  // ---------------------------------------------------------------- Testing panel
+
+  const TEST_FIELDS = [
+    ["user_id", "test-user-id"],
+    ["email", "test-email"],
+    ["name", "test-name"],
+    ["phone_number", "test-phone"],
+  ];
+
+  function clearTestErrors() {
+    $("test-form-errors").replaceChildren();
+    show($("test-form-errors"), false);
+    setText($("err-test-access_token"), "");
+    $("test-access-token").removeAttribute("aria-invalid");
+  }
+
+  async function onTestSubmit(event) {
+    event.preventDefault();
+    const bot = state.botId;
+    clearTestErrors();
+    const accessToken = $("test-access-token").value.trim();
+    if (!accessToken) {
+      setText($("err-test-access_token"), "Enter an access token to send.");
+      $("test-access-token").setAttribute("aria-invalid", "true");
+      $("test-access-token").focus();
+      return;
+    }
+    const body = { access_token: accessToken };
+    for (const [field, inputId] of TEST_FIELDS) {
+      const value = $(inputId).value.trim();
+      if (value) body[field] = value;
+    }
+    const button = $("test-send");
+    button.disabled = true;
+    $("test-status").textContent = "Calling your Authentication URL…";
+    try {
+      const result = await api("POST", `/v1/bots/${enc(bot)}/custom-auth/test`, body);
+      if (bot !== state.botId) return;
+      renderTestResult(result);
+    } catch (err) {
+      if (err.status === 401 || bot !== state.botId) return;
+      show($("test-result"), false);
+      const top = $("test-form-errors");
+      for (const f of err.fields) {
+        if (f.field === "access_token") setText($("err-test-access_token"), cleanMessage(f.message));
+        else if (f.field === "auth_url") addError(top, "Set the Authentication URL in the Custom Authentication tab and save it first.");
+        else addError(top, `${f.field === "body" ? "" : f.field + ": "}${cleanMessage(f.message)}`);
+      }
+      if (!err.fields.length) addError(top, err.message);
+      top.hidden = !top.childElementCount;
+    } finally {
+      button.disabled = false;
+      $("test-status").textContent = "";
+    }
+  }
+
+  function renderTestResult(r) {
+    const verdict = $("test-verdict");
+    verdict.className = `verdict ${r.ok ? "verdict-ok" : "verdict-fail"}`;
+    if (r.ok) {
+      const identity = r.identity || {};
+      const who = identity.name || identity.identifier || "";
+      const action = (r.match && r.match.action) || "create";
+      let title = `Verified: would ${action} contact ${who}`.trim();
+      if (action === "update" && r.match.contact_id) title += ` (${r.match.contact_id})`;
+      setText($("test-verdict-title"), title);
+      setText($("test-verdict-detail"), `Matched by ${r.identify_method}: ${identity.identifier}`);
+      setText($("test-verdict-hint"), "");
+    } else {
+      const failure = r.failure || {};
+      setText($("test-verdict-title"), `Failed: ${failure.reason || "unknown"}`);
+      setText($("test-verdict-detail"), failure.detail || "");
+      setText($("test-verdict-hint"), failure.hint || "");
+    }
+    const meta = [`${r.elapsed_ms} ms`];
+    if (!r.enabled) meta.push("Custom Authentication is off for this bot: real widget opens fall back with ca_disabled until you enable it.");
+    setText($("test-meta"), meta.join(" · "));
+
+    const req = r.request || {};
+    $("test-request-line").textContent = `${req.method || "POST"} ${req.url || ""}`;
+    $("test-request").textContent = pretty({ headers: req.headers || {}, body: req.body || {} });
+
+    const resp = r.response;
+    const headerBody = $("test-response-headers").tBodies[0];
+    if (!resp) {
+      $("test-response-line").textContent = "No response: the call did not get an answer.";
+      headerBody.replaceChildren();
+      show($("test-response-headers"), false);
+      show($("test-response-body"), false);
+      setText($("test-response-truncated"), "");
+    } else {
+      $("test-response-line").textContent = `HTTP ${resp.status} · ${resp.body_bytes} bytes`;
+      headerBody.replaceChildren(...Object.entries(resp.headers || {}).map(([name, value]) =>
+        h("tr", {}, h("th", { scope: "row" }, name), h("td", {}, value))));
+      show($("test-response-headers"), headerBody.childElementCount > 0);
+      $("test-response-body").textContent = resp.body ? prettyText(resp.body) : "(empty body)";
+      show($("test-response-body"), true);
+      setText($("test-response-truncated"), resp.body_truncated
+        ? `Truncated: showing the first ${resp.body.length.toLocaleString()} characters of a ${resp.body_bytes.toLocaleString()}-byte body.`
+        : "");
+    }
+    $("test-identity").textContent = r.identity ? pretty(r.identity) : "None: nothing would be stored.";
+    show($("test-result"), true);
+  }
+
+  // ---------------------------------------------------------------- Contacts
+
+  let searchTimer = null;
+
+  async function loadContacts(reset) {
+    const bot = state.botId;
+    const list = state.contacts;
+    const seq = ++list.seq;
+    const body = $("contacts-body");
+    const stateLine = $("contacts-state");
+    const more = $("contacts-more");
+    if (reset) {
+      list.cursor = null;
+      body.replaceChildren();
+    }
+    const q = $("contacts-q").value.trim();
+    const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (q) query.set("q", q);
+    if (list.cursor) query.set("cursor", list.cursor);
+    stateLine.className = "state";
+    setText(stateLine, reset ? "Loading contacts…" : "");
+    more.disabled = true;
+    try {
+      const page = await api("GET", `/v1/bots/${enc(bot)}/contacts?${query}`);
+      if (seq !== list.seq || bot !== state.botId) return;
+      if (reset) body.replaceChildren();
+      body.append(...page.contacts.map(contactRow));
+      list.cursor = page.next_cursor;
+      show(more, Boolean(page.next_cursor));
+      setText(stateLine, body.childElementCount ? "" :
+        q ? `No contacts match “${q}”.` : "No contacts yet. They appear here when visitors open the widget.");
+    } catch (err) {
+      if (err.status === 401 || seq !== list.seq) return;
+      stateLine.className = "state state-error";
+      setText(stateLine, `The contacts could not be loaded: ${err.message}`);
+    } finally {
+      more.disabled = false;
+    }
+  }
+
+  function contactRow(c) {
+    const open = () => openContact(c.contact_id);
+    return h("tr", { class: "clickable", dataset: { contactId: c.contact_id, testid: "contact-row" }, onclick: open },
+      h("td", {}, h("button", { type: "button", class: "row-link", title: "Open contact details" },
+        c.name ? c.name : h("span", { class: "muted" }, "(no name)"))),
+      h("td", {}, dash(c.email)),
+      h("td", { class: "nowrap" }, dash(c.phone_number)),
+      h("td", {}, h("span", { class: "mono" }, c.identifier), h("span", { class: "muted small" }, ` ${c.identify_method}`)),
+      h("td", {}, c.verified ? badge("verified", "ok") : badge("not verified", "neutral")),
+      timeCell(c.updated_at));
+  }
+
+  const CONTACT_FIELDS = [
+    ["contact_id", "Contact id", "mono", "system"],
+    ["identify_method", "Identify method", null, "system"],
+    ["identifier", "Identifier", "mono", "system"],
+    ["external_id", "Your id (external_id)", "mono"],
+    ["name", "Name"],
+    ["email", "Email"],
+    ["phone_number", "Phone number"],
+    ["country_code", "Country code"],
+    ["avatar", "Avatar URL", "break"],
+    ["label", "Label"],
+    ["verified", "Verified", null, "system"],
+    ["created_at", "Created", "time", "system"],
+    ["updated_at", "Updated", "time", "system"],
+    ["last_verified_at", "Last verified", "time", "system"],
+  ];
+
+  function sourceBadge(source) {
+    if (!source) return h("span", { class: "muted" }, "—");
+    return badge(source === "api" ? "api" : source === "visitor" ? "visitor" : source, source === "api" ? "info" : "violet");
+  }
+
+  async function openContact(contactId) {
+    const bot = state.botId;
+    const seq = ++state.contactSeq;
+    state.lastContact = contactId;
+    show($("contacts-list-view"), false);
+    show($("contact-details"), true);
+    show($("contact-card"), false);
+    $("contact-name").textContent = "";
+    $("contact-fields").replaceChildren();
+    $("contact-metadata").textContent = "";
+    $("contact-state").className = "state";
+    setText($("contact-state"), "Loading contact…");
+    $("contact-back").focus();
+    try {
+      const c = await api("GET", `/v1/bots/${enc(bot)}/contacts/${enc(contactId)}`);
+      if (seq !== state.contactSeq || bot !== state.botId) return;
+      renderContact(c);
+      setText($("contact-state"), "");
+      show($("contact-card"), true);
+    } catch (err) {
+      if (err.status === 401 || seq !== state.contactSeq) return;
+      $("contact-state").className = "state state-error";
+      setText($("contact-state"), err.status === 404 ? "This contact no longer exists." : `The contact could not be loaded: ${err.message}`);
+    }
+  }
+
+  function renderContact(c) {
+    const sources = c.sources || {};
+    $("contact-name").textContent = c.name || c.email || c.phone_number || c.identifier || "(no name)";
+    $("contact-verified").replaceChildren(c.verified ? badge("verified", "ok") : badge("not verified", "neutral"));
+    $("contact-fields").replaceChildren(...CONTACT_FIELDS.map(([key, label, kind, system]) => {
+      let value = c[key];
+      if (key === "verified") value = value ? "yes" : "no";
+      else if (kind === "time") value = value ? fmtTime(value) : null;
+      const cell = h("td", { class: kind === "mono" ? "mono" : kind === "break" ? "break" : undefined,
+        title: kind === "time" && c[key] ? c[key] : undefined }, dash(value));
+      const source = system ? null : sourceBadge(sources[key]);
+      return h("tr", { dataset: { field: key } }, h("th", { scope: "row" }, label), cell, h("td", {}, source));
+    }));
+    const metaRow = h("tr", { dataset: { field: "metadata" } }, h("th", { scope: "row" }, "Metadata"),
+      h("td", {}, Object.keys(c.metadata || {}).length ? `${Object.keys(c.metadata).length} keys, below` : dash(null)),
+      h("td", {}, sourceBadge(sources.metadata)));
+    $("contact-fields").append(metaRow);
+    $("contact-metadata").textContent = pretty(c.metadata || {});
+  }
+
+  function closeContact() {
+    state.contactSeq++;
+    show($("contact-details"), false);
+    show($("contacts-list-view"), true);
+  }
+
+  // ---------------------------------------------------------------- Activity
+
+  async function loadEvents(reset) {
+    const bot = state.botId;
+    const list = state.events;
+    const seq = ++list.seq;
+    const body = $("events-body");
+    const stateLine = $("events-state");
+    const more = $("events-more");
+    if (reset) {
+      list.cursor = null;
+      body.replaceChildren();
+    }
+    const reason = $("events-reason").value;
+    const status = $("events-status").value;
+    const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (reason) query.set("reason", reason);
+    if (status) query.set("status", status);
+    if (list.cursor) query.set("cursor", list.cursor);
+    stateLine.className = "state";
+    setText(stateLine, reset ? "Loading activity…" : "");
+    more.disabled = true;
+    try {
+      const page = await api("GET", `/v1/bots/${enc(bot)}/auth-events?${query}`);
+      if (seq !== list.seq || bot !== state.botId) return;
+      if (reset) body.replaceChildren();
+      body.append(...page.events.map(eventRow));
+      list.cursor = page.next_cursor;
+      show(more, Boolean(page.next_cursor));
+      setText(stateLine, body.childElementCount ? "" :
+        reason || status ? "No widget opens match these filters." : "No widget opens yet. Each one the widget makes is logged here.");
+    } catch (err) {
+      if (err.status === 401 || seq !== list.seq) return;
+      stateLine.className = "state state-error";
+      setText(stateLine, `The activity could not be loaded: ${err.message}`);
+    } finally {
+      more.disabled = false;
+    }
+  }
+
+  function ms(value) {
+    return value === null || value === undefined ? dash(null) : String(Math.round(value));
+  }
+
+  function eventRow(e) {
+    return h("tr", { dataset: { testid: "event-row", sessionStatus: e.status, reason: e.reason || "" } },
+      timeCell(e.created_at),
+      h("td", {}, statusBadge(e.status)),
+      h("td", {}, e.reason ? h("code", { class: "reason" }, e.reason) : dash(null)),
+      h("td", { class: "detail" }, e.detail || !e.origin ? dash(e.detail) : null,
+        e.origin ? h("span", { class: "muted small block" }, `from ${e.origin}`) : null),
+      h("td", { class: "num" }, dash(e.auth_http_status)),
+      h("td", { class: "num" }, ms(e.auth_latency_ms)),
+      h("td", { class: "num" }, ms(e.latency_ms)),
+      h("td", { class: "small" }, dash(e.whitelist_note)));
+  }
+
+  // ---------------------------------------------------------------- wiring
+
+  function init() {
+    $("signin-form").addEventListener("submit", onSignInSubmit);
+    $("sign-out").addEventListener("click", () => signOut());
+    $("bot-select").addEventListener("change", (event) => go(event.target.value, state.tab));
+    $("new-bot-toggle").addEventListener("click", () => toggleNewBot($("new-bot-form").hidden));
+    $("no-bots-create").addEventListener("click", () => toggleNewBot(true));
+    $("new-bot-cancel").addEventListener("click", () => toggleNewBot(false));
+    $("new-bot-form").addEventListener("submit", onNewBotSubmit);
+    for (const name of TABS) {
+      $(`tab-${name}`).addEventListener("click", () => go(state.botId, name));
+      $(`tab-${name}`).addEventListener("keydown", onTabKey);
+    }
+    $("settings-form").addEventListener("submit", onSettingsSubmit);
+    $("settings-form").addEventListener("input", onSettingsInput);
+    $("settings-form").addEventListener("change", onSettingsInput);
+    $("test-form").addEventListener("submit", onTestSubmit);
+    $("contacts-search").addEventListener("submit", (event) => {
+      event.preventDefault();
+      clearTimeout(searchTimer);
+      loadContacts(true);
+    });
+    $("contacts-q").addEventListener("input", () => {
+      clearTimeout(searchTimer);
+      searchTimer = setTimeout(() => loadContacts(true), 300);
+    });
+    $("contacts-more").addEventListener("click", () => loadContacts(false));
+    $("contact-back").addEventListener("click", () => {
+      closeContact();
+      const row = document.querySelector(`#contacts-body tr[data-contact-id="${CSS.escape(state.lastContact || "")}"] .row-link`);
+      if (row) row.focus();
+    });
+    $("events-filters").addEventListener("submit", (event) => {
+      event.preventDefault();
+      loadEvents(true);
+    });
+    $("events-reason").addEventListener("change", () => loadEvents(true));
+    $("events-status").addEventListener("change", () => loadEvents(true));
+    $("events-more").addEventListener("click", () => loadEvents(false));
+    window.addEventListener("hashchange", route);
+
+    let saved = null;
+    try {
+      saved = sessionStorage.getItem(TOKEN_KEY);
+    } catch (_) { /* storage may be off */ }
+    if (!saved) {
+      showSignIn();
+      return;
+    }
+    signIn(saved).catch((err) => {
+      if (err.status !== 401) {
+        setText($("app-error"), err.message);
+      }
+    });
+  }
+
+  init();
+})();
