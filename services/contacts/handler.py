@@ -12,15 +12,20 @@ from aio_pika.exceptions import PublishError
 from shared.events import ContactCollected, Event, FallbackReason, IdentityVerified, SessionFellBack, SessionResolved
 from shared.messaging import Publish
 
-from .repository import Outcome, Resolved, resolve_sessions, upsert_collected, upsert_verified
+from .repository import Outcome, Resolved, resolve_sessions, take_new, upsert_collected, upsert_verified
 
 log = structlog.get_logger("doorman.contacts")
 
 
 async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publish) -> None:
-    """One transaction for the whole batch; notifications only after the commit."""
-    verified = [e for e in events if isinstance(e, IdentityVerified)]
+    """One transaction for the whole batch; notifications only after the commit.
+
+    The inbox makes it idempotent by event id: an event already processed (a
+    redelivery, a replay, a second verifier run of the same widget open) is skipped.
+    """
     async with pool.acquire() as conn, conn.transaction():
+        events = await take_new(conn, events)
+        verified = [e for e in events if isinstance(e, IdentityVerified)]
         contact_ids = await upsert_verified(conn, verified)
         await upsert_collected(conn, [e for e in events if isinstance(e, ContactCollected)])
         outcomes = []

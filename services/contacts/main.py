@@ -8,9 +8,10 @@ from datetime import timedelta
 from functools import partial
 
 from shared import db, messaging
+from shared.consumer import consuming
 from shared.service import health_server
 
-from .retention import pruning
+from .housekeeping import housekeeping
 from .handler import fall_back_on_failure, record, record_one
 from .settings import ContactsSettings
 
@@ -28,9 +29,9 @@ async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1")
             return {"database": await db.answers(pool), "broker": publish.ready}
 
         async with (
-            pruning(pool, timedelta(hours=settings.session_retention_hours)),
+            housekeeping(pool, publish, retention=timedelta(hours=settings.session_retention_hours)),
             health_server(health_host, settings.contacts_port, ready=ready) as port,
-            messaging.consuming(
+            consuming(
                 conn, topology, messaging.CONTACTS_QUEUE, prefetch=settings.contacts_batch_size * 2,
                 handler=partial(record_one, pool=pool, publish=publish),
                 batch_handler=partial(record, pool=pool, publish=publish),

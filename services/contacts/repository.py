@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 from uuid import UUID
 
 import asyncpg
 
-from shared.events import CallFacts, ContactCollected, IdentityVerified
+from shared.events import CallFacts, ContactCollected, Event, IdentityVerified
+
+E = TypeVar("E", bound=Event)
 
 UPSERT_VERIFIED = """
 INSERT INTO contacts AS c (
@@ -133,6 +136,16 @@ async def upsert_verified(conn: asyncpg.Connection, events: Sequence[IdentityVer
     keys = list({_key(e) for e in events})
     rows = await conn.fetch(CONTACT_IDS, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
     return {(r["bot_id"], r["identify_method"], r["identifier"]): r["contact_id"] for r in rows}
+
+
+async def take_new(conn: asyncpg.Connection, events: Sequence[E]) -> list[E]:
+    """Record the events in the inbox; returns those not seen before (first of each id)."""
+    unique = list({e.event_id: e for e in reversed(events)}.values())[::-1]
+    new = {r["event_id"] for r in await conn.fetch(
+        "INSERT INTO processed_events (event_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
+        [e.event_id for e in unique],
+    )}
+    return [e for e in unique if e.event_id in new]
 
 
 def collected_key(event: ContactCollected, identify_method: str | None) -> tuple[str, str]:

@@ -11,6 +11,8 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from shared.failures import is_transient
+
 log = structlog.get_logger("doorman.gateway")
 M = TypeVar("M", bound=BaseModel)
 
@@ -67,7 +69,10 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         if exc.content_type == "application/json" or exc.status < 400:
             raise
         raise error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason) from None
-    except Exception:
+    except Exception as exc:
+        if is_transient(exc):  # the database or the broker blinked: nothing was half-done
+            log.warning("dependency unavailable", path=request.path, error=repr(exc))
+            raise error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"}) from None
         log.exception("unhandled error", path=request.path)
         raise error(500, "internal_error", "something went wrong on our side") from None
 

@@ -10,7 +10,7 @@ import asyncpg
 
 from shared.crypto import Secrets
 from shared.db import CONFIG_CHANNEL
-from shared.events import FallbackReason
+from shared.sessions import expire_overdue
 
 from . import pagination
 from .schemas import CustomAuthSettingsIn
@@ -141,27 +141,13 @@ _SESSION_VIEW = """
 """
 
 
-async def session_view(conn: asyncpg.Connection | asyncpg.Pool, session_id: str, *, expire_grace: float) -> dict[str, Any] | None:
-    """The widget's view of a session.
-
-    A session still pending ``expire_grace`` seconds after its deadline lost a
-    message somewhere; it is ended here as ``fallback(internal_error)`` so no
-    visitor waits forever (the conditional update keeps it to one outcome).
-    """
+async def session_view(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> dict[str, Any] | None:
+    """The widget's view of a session; an overdue pending one is ended here (see shared.sessions)."""
     row = await conn.fetchrow(_SESSION_VIEW, session_id)
     if row is None:
         return None
-    if row["status"] == "pending":
-        expired = await conn.fetchval(
-            """
-            UPDATE widget_sessions SET status = 'fallback', reason = $2, detail = $3, resolved_at = now()
-            WHERE session_id = $1 AND status = 'pending' AND deadline_at + make_interval(secs => $4) < now()
-            RETURNING true
-            """,
-            session_id, FallbackReason.internal_error.value, "the session was not resolved in time", expire_grace,
-        )
-        if expired:
-            row = await conn.fetchrow(_SESSION_VIEW, session_id)
+    if row["status"] == "pending" and await expire_overdue(conn, session_id=session_id):
+        row = await conn.fetchrow(_SESSION_VIEW, session_id)
     return _widget_view(row)
 
 

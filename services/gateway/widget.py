@@ -21,10 +21,6 @@ from .schemas import CollectedContact, OpenSession
 log = structlog.get_logger("doorman.gateway.widget")
 routes = web.RouteTableDef()
 
-# A session past its deadline by this much has lost a message: it is ended as internal_error.
-EXPIRE_GRACE_SECONDS = 5.0
-
-
 def new_session_id() -> str:
     return secrets.token_urlsafe(32)  # 256 bits: the id is the only key to the outcome
 
@@ -84,7 +80,7 @@ async def collect_contact(request: web.Request) -> web.Response:
 
 @routes.get("/v1/widget/sessions/{session_id}")
 async def read_session(request: web.Request) -> web.Response:
-    view = await store.session_view(request.app[POOL], request.match_info["session_id"], expire_grace=EXPIRE_GRACE_SECONDS)
+    view = await store.session_view(request.app[POOL], request.match_info["session_id"])
     if view is None:
         raise error(404, "session_not_found", "no session has this id")
     return json_response(view)
@@ -100,7 +96,7 @@ async def stream_session(request: web.Request) -> web.StreamResponse:
             raise error(404, "session_not_found", "no session has this id")
         async with sse_response(request, headers={"Access-Control-Allow-Origin": "*"}) as stream:
             stream.ping_interval = 15
-            view = await store.session_view(pool, session_id, expire_grace=EXPIRE_GRACE_SECONDS)
+            view = await store.session_view(pool, session_id)
             while view is not None and view["status"] == "pending":
                 # Woken by the outcome notification; re-read now and then in case it was lost.
                 try:
@@ -108,7 +104,7 @@ async def stream_session(request: web.Request) -> web.StreamResponse:
                 except TimeoutError:
                     pass
                 signal.clear()
-                view = await store.session_view(pool, session_id, expire_grace=EXPIRE_GRACE_SECONDS)
+                view = await store.session_view(pool, session_id)
             if view is not None:
                 await stream.send(dumps(view), event="outcome")
         return stream

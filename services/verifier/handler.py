@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import structlog
 
@@ -12,6 +12,7 @@ from shared.domains import origin_allowed
 from shared.events import CallFacts, FallbackReason, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
 from shared.http import OutboundClient
 from shared.identity import call_identity
+from shared.failures import Transient
 from shared.messaging import Publish
 
 from shared.auth_config import AuthConfig
@@ -23,10 +24,19 @@ LoadConfig = Callable[[UUID], Awaitable[AuthConfig | None]]
 VISITOR_FIELDS = ("user_id", "email", "name", "phone_number")
 
 
+OUTCOME_NAMESPACE = UUID("6b1f9a52-4c1e-4a53-9c3e-2f0d7c1e8a10")
+
+
+def outcome_id(event: WidgetOpened) -> UUID:
+    """The same widget open always yields an outcome with the same id, however often it is
+    processed, so the contacts service's inbox sees a redelivery's outcome as a duplicate."""
+    return uuid5(OUTCOME_NAMESPACE, str(event.event_id))
+
+
 def _fallback(event: WidgetOpened, reason: FallbackReason, detail: str, facts: CallFacts | None = None) -> SessionFellBack:
     return SessionFellBack(
-        correlation_id=event.correlation_id, session_id=event.session_id, bot_id=event.bot_id,
-        reason=reason, detail=detail, stage="verifier", facts=facts or CallFacts(),
+        event_id=outcome_id(event), correlation_id=event.correlation_id, session_id=event.session_id,
+        bot_id=event.bot_id, reason=reason, detail=detail, stage="verifier", facts=facts or CallFacts(),
     )
 
 
@@ -68,16 +78,27 @@ async def decide(
         return _fallback(event, call.failure.reason, call.failure.detail, facts)
     assert call.identity is not None
     return IdentityVerified(
-        correlation_id=event.correlation_id, session_id=event.session_id, bot_id=event.bot_id,
+        event_id=outcome_id(event), correlation_id=event.correlation_id, session_id=event.session_id, bot_id=event.bot_id,
         identify_method=config.identify_method, identity=call.identity, observed_at=utcnow(), facts=facts,
     )
 
 
+Pending = Callable[[str], Awaitable[bool]]
+
+
 async def verify(
-    event: WidgetOpened, *, load_config: LoadConfig, http: OutboundClient, whitelist: ApiWhitelist, publish: Publish,
+    event: WidgetOpened, *, load_config: LoadConfig, pending: Pending, http: OutboundClient, whitelist: ApiWhitelist,
+    publish: Publish,
 ) -> None:
+    if not await pending(event.session_id):
+        # Redelivered after its outcome was recorded (or never accepted): nothing to do, no second call.
+        log.info("session already resolved; skipped")
+        return
     started = time.perf_counter()
     outcome = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist)
+    if isinstance(outcome, SessionFellBack) and outcome.reason is FallbackReason.auth_unavailable:
+        # The business's API blinked: try again while the visitor can still wait.
+        raise Transient(outcome.detail, outcome=outcome)
     await publish(outcome)
     log.info(
         "session verified" if isinstance(outcome, IdentityVerified) else "session fell back",
@@ -86,6 +107,16 @@ async def verify(
     )
 
 
+def can_retry(event: WidgetOpened, delay: float, *, call_timeout: float) -> bool:
+    """Only while another attempt can still finish before the visitor's deadline."""
+    return (event.deadline_at - utcnow()).total_seconds() > delay + call_timeout
+
+
 async def fall_back_on_failure(event: WidgetOpened, exc: BaseException, *, publish: Publish) -> None:
-    """The verifier itself failed for good: the session still ends, in internal_error."""
+    """Retries ran out or the verifier failed for good: the session still ends."""
+    outcome = getattr(exc, "outcome", None)
+    if isinstance(outcome, SessionFellBack):
+        await publish(outcome)
+        log.info("session fell back", reason=outcome.reason, detail=outcome.detail, retries_exhausted=True)
+        return
     await publish(_fallback(event, FallbackReason.internal_error, "the verifier could not process this session"))

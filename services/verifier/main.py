@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from shared import db, messaging
+from shared.consumer import consuming
+from shared.sessions import session_pending
 from shared.http import outbound_client
 from shared.service import health_server
 
 from .config import cached_config
-from .handler import fall_back_on_failure, verify
+from .handler import can_retry, fall_back_on_failure, verify
 from .settings import VerifierSettings
 from .whitelist import ApiWhitelist
 
@@ -40,9 +42,11 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
 
         async with (
             health_server(health_host, settings.verifier_port, ready=ready) as port,
-            messaging.consuming(
+            consuming(
                 conn, topology, messaging.VERIFIER_QUEUE, prefetch=settings.verifier_prefetch,
-                handler=partial(verify, load_config=config.get, http=http, whitelist=whitelist, publish=publish),
+                handler=partial(verify, load_config=config.get, pending=partial(session_pending, pool), http=http,
+                                whitelist=whitelist, publish=publish),
+                can_retry=partial(can_retry, call_timeout=settings.auth_timeout_seconds),
                 on_failure=partial(fall_back_on_failure, publish=publish),
             ),
         ):

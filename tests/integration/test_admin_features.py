@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 from cryptography.fernet import Fernet
 
 from doorman.ops import rotate_secrets
-from services.contacts.retention import prune
+from services.contacts.housekeeping import prune
 from services.verifier.config import ConfigCache
 from shared.crypto import Secrets
 from shared.settings import SecretKeySettings
@@ -152,7 +152,8 @@ async def test_contacts_errors_and_isolation(stack: Stack, customer_api: FakeCus
 # --- Activity log --------------------------------------------------------------------------------
 
 async def test_activity_log_says_why_visitors_fell_back(stack: Stack, customer_api: FakeCustomerAPI) -> None:
-    url = customer_api.endpoint(verified(id="a-1"), Answer(status=503, json={}), Answer(json={"status": False}))
+    unavailable = [Answer(status=503, json={})] * 3  # retried: three attempts
+    url = customer_api.endpoint(verified(id="a-1"), *unavailable, Answer(json={"status": False}))
     bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url)
     for token in ("t", "t", "t", None):
         await verify_once(stack, bot, **({"access_token": token} if token else {}))
