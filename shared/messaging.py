@@ -47,7 +47,7 @@ VERIFIER_QUEUE = "verifier.widget-opened"
 CONTACTS_QUEUE = "contacts.outcomes"
 WORK_QUEUES: dict[str, QueueSpec] = {
     # The visitor is waiting: short delays, and the verifier retries only inside the deadline.
-    VERIFIER_QUEUE: QueueSpec((WidgetOpened.event_type,), RetryPolicy((0.25, 1.0), max_attempts=3)),
+    VERIFIER_QUEUE: QueueSpec((WidgetOpened.event_type,), RetryPolicy((0.25, 1.0, 2.0), max_attempts=5)),
     # A contact must not be lost: keep trying through a database restart (about a minute).
     CONTACTS_QUEUE: QueueSpec(
         (IdentityVerified.event_type, SessionFellBack.event_type, ContactCollected.event_type),

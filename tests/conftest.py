@@ -32,6 +32,7 @@ ADMIN_TOKEN = "test-admin-token-" + secrets.token_hex(8)
 AMQP_URL = os.environ.get("DOORMAN_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_ROOT = os.environ.get("DOORMAN_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 AUTH_TIMEOUT = 1.0
+SESSION_DEADLINE = 5.0
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -99,7 +100,7 @@ def service_config(database_url: str, prefix: str, secret_key: str) -> dict[str,
     return {
         "environment": "test", "database_url": database_url, "amqp_url": AMQP_URL, "amqp_prefix": prefix,
         "secret_key": secret_key, "admin_token": ADMIN_TOKEN, "allow_private_networks": True,
-        "auth_timeout_seconds": AUTH_TIMEOUT, "verifier_port": 0, "contacts_port": 0, "db_pool_max": 5,
+        "auth_timeout_seconds": AUTH_TIMEOUT, "session_deadline_seconds": SESSION_DEADLINE, "verifier_port": 0, "contacts_port": 0, "db_pool_max": 5,
     }
 
 

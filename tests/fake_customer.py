@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
@@ -41,11 +42,18 @@ class FakeCustomerAPI:
     url: str = ""
     answers: dict[str, list[Answer]] = field(default_factory=dict)
     requests: dict[str, list[Recorded]] = field(default_factory=lambda: defaultdict(list))
+    responders: dict[str, Callable[[Any], Answer]] = field(default_factory=dict)
 
     def endpoint(self, *answers: Answer) -> str:
         """A fresh Authentication URL answering ``answers`` in order (the last one repeats)."""
         path = f"/auth/{uuid4().hex}"
         self.answers[path] = list(answers) or [Answer()]
+        return self.url + path
+
+    def responder(self, answer: Callable[[Any], Answer]) -> str:
+        """A fresh Authentication URL whose answer is computed from each request's JSON body."""
+        path = f"/auth/{uuid4().hex}"
+        self.responders[path] = answer
         return self.url + path
 
     def received(self, url: str) -> list[Recorded]:
@@ -58,10 +66,12 @@ class FakeCustomerAPI:
         except ValueError:
             body = raw
         self.requests[request.path].append(Recorded(dict(request.headers), body))
-        queue = self.answers.get(request.path)
-        if not queue:
+        if request.path in self.responders:
+            answer = self.responders[request.path](body)
+        elif queue := self.answers.get(request.path):
+            answer = queue.pop(0) if len(queue) > 1 else queue[0]
+        else:
             return web.Response(status=404)
-        answer = queue.pop(0) if len(queue) > 1 else queue[0]
         if answer.delay:
             await asyncio.sleep(answer.delay)
         payload = answer.body if answer.body is not None else json.dumps(answer.json).encode()

@@ -181,8 +181,11 @@ async def test_fallback_when_the_call_fails(stack: Stack, customer_api: FakeCust
     assert outcome["fallback"]["reason"] == reason
     assert detail in outcome["fallback"]["detail"]
     # auth_unavailable is transient: retried with back-off while the visitor's deadline allows.
-    attempts = WORK_QUEUES[VERIFIER_QUEUE].retry.max_attempts if reason == "auth_unavailable" else 1
-    assert len(customer_api.received(url)) == attempts
+    calls = len(customer_api.received(url))
+    if reason == "auth_unavailable":
+        assert 2 <= calls <= WORK_QUEUES[VERIFIER_QUEUE].retry.max_attempts
+    else:
+        assert calls == 1
     assert await contacts_of(stack, bot) == []
 
 

@@ -152,10 +152,10 @@ async def test_contacts_errors_and_isolation(stack: Stack, customer_api: FakeCus
 # --- Activity log --------------------------------------------------------------------------------
 
 async def test_activity_log_says_why_visitors_fell_back(stack: Stack, customer_api: FakeCustomerAPI) -> None:
-    unavailable = [Answer(status=503, json={})] * 3  # retried: three attempts
-    url = customer_api.endpoint(verified(id="a-1"), *unavailable, Answer(json={"status": False}))
+    by_token = {"ok": verified(id="a-1"), "down": Answer(status=503, json={}), "no": Answer(json={"status": False})}
+    url = customer_api.responder(lambda body: by_token[body["access_token"]])
     bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url)
-    for token in ("t", "t", "t", None):
+    for token in ("ok", "down", "no", None):
         await verify_once(stack, bot, **({"access_token": token} if token else {}))
 
     status, log = await admin_get(stack, f"/v1/bots/{bot}/auth-events")
