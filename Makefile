@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install services browser screenshots clean
+.PHONY: run test faults install services browser screenshots clean
 
 $(BIN)/doorman: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ run: install services
 
 test: install services browser
 	$(BIN)/pytest -q
+
+# The long fault-injection run (the short one is part of `make test`); prints the table.
+faults: install services
+	DOORMAN_FAULTS_FULL=1 $(BIN)/pytest -q tests/faults
 
 # Re-take the README's screenshots (docs/screenshots/) from the browser tests.
 screenshots: install services browser

@@ -118,7 +118,8 @@ async def declare(channel: AbstractChannel, topology: Topology) -> AbstractExcha
 
 @asynccontextmanager
 async def connection(url: str, name: str) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
-    conn = await aio_pika.connect_robust(url, client_properties={"connection_name": name})
+    # Reconnect every second (not aio-pika's 5 s): the gateway refuses widget opens meanwhile.
+    conn = await aio_pika.connect_robust(url, client_properties={"connection_name": name}, reconnect_interval=1)
     try:
         yield conn
     finally:

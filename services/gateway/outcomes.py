@@ -80,6 +80,9 @@ async def consume_outcomes(
         try:
             yield
         finally:
-            await queue.cancel(tag)
+            try:
+                await queue.cancel(tag)
+            except Exception as exc:  # the broker is gone: there is nothing left to cancel
+                log.warning("outcome consumer cancel failed", error=repr(exc))
     finally:
         await channel.close()

@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
+import structlog
 
 from shared.crypto import Secrets
 from shared.db import CONFIG_CHANNEL
@@ -14,6 +15,8 @@ from shared.sessions import expire_overdue
 
 from . import pagination
 from .schemas import CustomAuthSettingsIn
+
+log = structlog.get_logger("doorman.gateway.store")
 
 # What a visitor's browser may learn about its own contact; label and metadata are for agents.
 WIDGET_CONTACT_FIELDS = ("contact_id", "name", "email", "phone_number", "avatar", "verified")
@@ -147,6 +150,7 @@ async def session_view(conn: asyncpg.Connection | asyncpg.Pool, session_id: str)
     if row is None:
         return None
     if row["status"] == "pending" and await expire_overdue(conn, session_id=session_id):
+        log.warning("session expired on read", session_id=session_id)
         row = await conn.fetchrow(_SESSION_VIEW, session_id)
     return _widget_view(row)
 

@@ -1,0 +1,293 @@
+"""Steady widget traffic through the real stack while a fault strikes, then the count.
+
+Every accepted (202) widget open must end in exactly one outcome; every identity a
+verifier published (broker-confirmed) must become a contact; nothing is duplicated.
+Late (resolved after the visitor's deadline) is reported, not forbidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from cryptography.fernet import Fernet
+
+from shared import messaging
+from tests.fake_customer import Answer, FakeCustomerAPI, verified
+from tests.faults.infra import PgCluster, RabbitNode, Service, free_port
+
+FULL = bool(os.environ.get("DOORMAN_FAULTS_FULL"))
+RATE = float(os.environ.get("DOORMAN_FAULTS_RATE", 80 if FULL else 30))  # widget opens per second
+DURATION = float(os.environ.get("DOORMAN_FAULTS_SECONDS", 30 if FULL else 6))
+DEADLINE = 8.0  # the visitor's deadline in these runs
+IDENTIFIERS = 40  # distinct visitors per bot: the same person comes back often
+ADMIN_TOKEN = "faults-admin-token-" + secrets.token_hex(8)
+SECRET_KEY = Fernet.generate_key().decode()
+
+
+@dataclass
+class Result:
+    fault: str
+    accepted: int = 0
+    refused_503: int = 0
+    other_errors: int = 0
+    verified: int = 0
+    fallback: dict[str, int] = field(default_factory=dict)
+    half_accepted: int = 0  # sessions stored although the widget was refused
+    lost_sessions: int = 0
+    lost_contacts: int = 0
+    duplicated: int = 0
+    late: int = 0
+    dead_letters: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Cluster:
+    rabbit: RabbitNode
+    pg: PgCluster
+    database: str
+    customer_api: FakeCustomerAPI
+    log_dir: Path
+    prefix: str = field(default_factory=lambda: f"faults-{secrets.token_hex(3)}")
+    gateway_port: int = field(default_factory=free_port)
+    services: dict[str, list[Service]] = field(default_factory=dict)
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ, "DOORMAN_ENVIRONMENT": "test", "DOORMAN_AMQP_URL": self.rabbit.url,
+            "DOORMAN_AMQP_PREFIX": self.prefix, "DOORMAN_DATABASE_URL": self.pg.url(self.database),
+            "DOORMAN_SECRET_KEY": SECRET_KEY,
+            "DOORMAN_ADMIN_TOKEN": ADMIN_TOKEN, "DOORMAN_ALLOW_PRIVATE_NETWORKS": "true",
+            "DOORMAN_AUTH_TIMEOUT_SECONDS": "1", "DOORMAN_SESSION_DEADLINE_SECONDS": str(DEADLINE),
+            "DOORMAN_GATEWAY_PORT": str(self.gateway_port), "DOORMAN_VERIFIER_PORT": "0",
+            "DOORMAN_CONTACTS_PORT": "0", "DOORMAN_LOG_JSON": "true", "DOORMAN_DB_POOL_MAX": "10",
+        }
+
+    async def start(self, *, verifiers: int = 2, contacts: int = 2) -> None:
+        env = self.env()
+        self.services = {
+            name: [Service(name, env, self.log_dir, i) for i in range(count)]
+            for name, count in (("gateway", 1), ("verifier", verifiers), ("contacts", contacts))
+        }
+        await asyncio.gather(*(s.start() for group in self.services.values() for s in group))
+        await self.wait_ready()
+
+    async def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        expected = {messaging.VERIFIER_QUEUE: len(self.services["verifier"]),
+                    messaging.CONTACTS_QUEUE: len(self.services["contacts"])}
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    async with http.get(f"{self.gateway_url}/readyz") as resp:
+                        gateway_ready = resp.status == 200
+                    consumers = {name: (await self.queue_info(http, name))["consumers"] for name in expected}
+                except (aiohttp.ClientError, KeyError):
+                    gateway_ready, consumers = False, {}
+                if gateway_ready and consumers == expected:
+                    return
+                assert time.monotonic() < deadline, f"stack not ready: gateway={gateway_ready} consumers={consumers}"
+                await asyncio.sleep(0.2)
+
+    async def queue_info(self, http: aiohttp.ClientSession, name: str) -> dict[str, Any]:
+        queue = messaging.Topology(self.prefix).queue(name) if "." in name and not name.startswith(self.prefix) else name
+        async with http.get(f"{self.rabbit.management_url}/api/queues/%2F/{queue}",
+                            headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}) as resp:
+            return await resp.json()
+
+    async def stop(self) -> list[int | None]:
+        return list(await asyncio.gather(*(s.terminate() for g in self.services.values() for s in g)))
+
+
+def identifier(token: str) -> str:
+    return f"u-{int(token.rsplit('-', 1)[1]) % IDENTIFIERS}"
+
+
+async def _admin(http: aiohttp.ClientSession, method: str, url: str, body: Any) -> Any:
+    async with http.request(method, url, json=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
+        assert resp.status in (200, 201), await resp.text()
+        return await resp.json()
+
+
+async def make_bots(cluster: Cluster, http: aiohttp.ClientSession, *, hanging: int = 0, count: int = 3) -> list[tuple[str, bool]]:
+    bots = []
+    for i in range(count):
+        hangs = i < hanging
+
+        def answer(body: Any, hangs: bool = hangs) -> Answer:
+            if hangs:
+                return Answer(json={}, delay=30)
+            token = body["access_token"]
+            return verified(id=identifier(token), name=f"Visitor {identifier(token)}")
+
+        url = cluster.customer_api.responder(answer)
+        bot = await _admin(http, "POST", f"{cluster.gateway_url}/v1/bots", {"name": f"faults {i}"})
+        await _admin(http, "PUT", f"{cluster.gateway_url}/v1/bots/{bot['bot_id']}/custom-auth",
+                     {"enabled": True, "auth_url": url, "header_token": "Bearer faults"})
+        bots.append((bot["bot_id"], hangs))
+    return bots
+
+
+async def drive(cluster: Cluster, http: aiohttp.ClientSession, bots: list[tuple[str, bool]],
+                result: Result, until: asyncio.Event) -> dict[str, tuple[str, str]]:
+    """Open widgets at RATE per second for at least DURATION seconds and until ``until`` is set;
+    returns session -> (bot, token)."""
+    accepted: dict[str, tuple[str, str]] = {}
+    interval, n = 1.0 / RATE, 0
+    started = time.monotonic()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(bot: str, token: str) -> None:
+        try:
+            async with http.post(f"{cluster.gateway_url}/v1/widget/sessions", json={"bot_id": bot, "access_token": token},
+                                 timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                if resp.status == 202:
+                    accepted[(await resp.json())["session_id"]] = (bot, token)
+                elif resp.status == 503:
+                    result.refused_503 += 1
+                else:
+                    result.other_errors += 1
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            result.other_errors += 1
+
+    while time.monotonic() - started < DURATION or not until.is_set():
+        bot, _ = bots[n % len(bots)]
+        task = asyncio.create_task(one(bot, f"{bot[:8]}-{n}"))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        n += 1
+        await asyncio.sleep(max(0.0, started + n * interval - time.monotonic()))
+    await asyncio.gather(*tasks)
+    return accepted
+
+
+async def settle(cluster: Cluster, pool: asyncpg.Pool, sessions: list[str], timeout: float) -> None:
+    """Wait until every accepted session has its outcome and the work and retry queues are empty."""
+    topology = messaging.Topology(cluster.prefix)
+    queues = [q for name in messaging.WORK_QUEUES for q in (topology.queue(name), *topology.retry_queues(name))]
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                pending = await pool.fetchval(
+                    "SELECT count(*) FROM widget_sessions WHERE session_id = ANY($1) AND status = 'pending'", sessions)
+                backlog = sum([(await cluster.queue_info(http, q)).get("messages", 0) for q in queues])
+            except (OSError, aiohttp.ClientError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pending = backlog = -1  # a dependency is still coming back
+            if pending == 0 and backlog == 0:
+                return
+            if time.monotonic() > deadline:
+                return  # what is still pending is counted as lost
+            await asyncio.sleep(0.5)
+
+
+def _log_lines(cluster: Cluster, service: str) -> list[dict[str, Any]]:
+    lines = []
+    for s in cluster.services[service]:
+        for raw in s.log.read_text(errors="replace").splitlines():
+            if raw.startswith("{"):
+                try:
+                    lines.append(json.loads(raw))
+                except ValueError:
+                    pass
+    return lines
+
+
+async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[str, str]],
+                bots: list[tuple[str, bool]], result: Result) -> None:
+    sessions = list(accepted)
+    rows = await pool.fetch(
+        "SELECT session_id, status, reason, resolved_at > deadline_at AS late FROM widget_sessions WHERE session_id = ANY($1)",
+        sessions)
+    by_id = {r["session_id"]: r for r in rows}
+    result.accepted = len(sessions)
+    result.lost_sessions = sum(1 for s in sessions if s not in by_id or by_id[s]["status"] == "pending")
+    result.verified = sum(1 for r in rows if r["status"] == "verified")
+    result.fallback = dict(Counter(r["reason"] for r in rows if r["status"] == "fallback"))
+    result.late = sum(1 for r in rows if r["late"])
+    result.half_accepted = await pool.fetchval(
+        "SELECT count(*) FROM widget_sessions WHERE bot_id = ANY($1::uuid[]) AND NOT session_id = ANY($2)",
+        [bot for bot, _ in bots], sessions)
+
+    # Exactly one outcome: each session was resolved by exactly one writer, once.
+    resolutions = Counter(
+        line["session_id"] for service in ("contacts", "gateway") for line in _log_lines(cluster, service)
+        if line.get("event") in ("session resolved", "session swept: never resolved", "session expired on read")
+    )
+    result.duplicated = sum(1 for s in sessions if resolutions[s] > 1)
+    result.duplicated += await pool.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM contacts GROUP BY bot_id, identify_method, identifier HAVING count(*) > 1) d")
+
+    # No contact lost: every identity a verifier published (after the broker's confirm) is stored.
+    published = {line["session_id"] for line in _log_lines(cluster, "verifier") if line.get("event") == "session verified"}
+    expected = {(bot, identifier(token)) for sid, (bot, token) in accepted.items() if sid in published}
+    stored = {(str(r["bot_id"]), r["identifier"]) for r in await pool.fetch("SELECT bot_id, identifier FROM contacts")}
+    result.lost_contacts = len(expected - stored)
+
+    async with aiohttp.ClientSession() as http:
+        topology = messaging.Topology(cluster.prefix)
+        result.dead_letters = sum([(await cluster.queue_info(http, topology.dead_letter_queue(name))).get("messages", 0)
+                                   for name in messaging.WORK_QUEUES])
+
+
+Fault = Callable[[Cluster], Awaitable[None]]
+
+
+async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int = 0,
+              verifiers: int = 2, contacts: int = 2) -> Result:
+    result = Result(fault=name)
+    started = time.monotonic()
+    await cluster.start(verifiers=verifiers, contacts=contacts)
+    codes: list[int | None] = []
+    try:
+        async with AsyncExitStack() as es:
+            http = await es.enter_async_context(aiohttp.ClientSession())
+            bots = await make_bots(cluster, http, hanging=hanging)
+            recovered = asyncio.Event()
+            load = asyncio.create_task(drive(cluster, http, bots, result, recovered))
+            if fault is not None:
+                await asyncio.sleep(DURATION / 3)
+                await fault(cluster)
+                await asyncio.sleep(DURATION / 3)  # keep the load on after the fault: recovery is measured too
+            recovered.set()
+            accepted = await load
+            pool = await es.enter_async_context(asyncpg.create_pool(cluster.pg.url(cluster.database), min_size=1, max_size=2))
+            await settle(cluster, pool, list(accepted), timeout=DEADLINE + 30)
+            await count(cluster, pool, accepted, bots, result)
+    finally:
+        codes = await cluster.stop()
+    result.seconds = round(time.monotonic() - started, 1)
+    assert all(code == 0 for code in codes), f"a service did not stop cleanly on SIGTERM: {codes}"
+    return result
+
+
+def table(results: list[Result]) -> str:
+    head = ("fault", "accepted", "503", "errors", "half-accepted", "verified", "fallback", "lost", "lost contacts",
+            "duplicated", "late", "dead letters", "s")
+    rows = [(r.fault, r.accepted, r.refused_503, r.other_errors, r.half_accepted, r.verified,
+             ", ".join(f"{k} {v}" for k, v in sorted(r.fallback.items())) or "-", r.lost_sessions, r.lost_contacts,
+             r.duplicated, r.late, r.dead_letters, r.seconds) for r in results]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def save(results: list[Result], path: Path) -> None:
+    path.write_text(json.dumps([asdict(r) for r in results], indent=2))

@@ -1,0 +1,114 @@
+"""Nothing lost, nothing duplicated, whatever crashes: steady load through the real stack, one fault each.
+
+Short by default (part of `make test`); `make faults` runs the long version
+(DOORMAN_FAULTS_FULL=1). Each scenario gets its own queue prefix on the suite's own
+RabbitMQ node and its own bots in the suite's own PostgreSQL cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from uuid import uuid4
+
+import aio_pika
+import pytest
+
+from shared import messaging
+from tests.fake_customer import FakeCustomerAPI
+from tests.faults.conftest import RESULTS
+from tests.faults.infra import PgCluster, RabbitNode
+from tests.faults.scenario import Cluster, Fault, run
+
+
+async def kill_verifier(cluster: Cluster) -> None:
+    cluster.services["verifier"][0].kill9()
+    await asyncio.sleep(1)
+    await cluster.services["verifier"][0].start()
+
+
+async def kill_contacts(cluster: Cluster) -> None:
+    cluster.services["contacts"][0].kill9()
+    await asyncio.sleep(1)
+    await cluster.services["contacts"][0].start()
+
+
+async def kill_every_worker(cluster: Cluster) -> None:
+    for service in (*cluster.services["verifier"], *cluster.services["contacts"]):
+        service.kill9()
+    await asyncio.sleep(1)
+    for service in (*cluster.services["verifier"], *cluster.services["contacts"]):
+        await service.start()
+
+
+async def rolling_restart(cluster: Cluster) -> None:
+    """SIGTERM (graceful) one verifier and one contacts, then start them again."""
+    for name in ("verifier", "contacts"):
+        service = cluster.services[name][0]
+        assert await service.terminate() == 0, f"{name} did not stop cleanly"
+        await service.start()
+
+
+async def restart_rabbitmq(cluster: Cluster) -> None:
+    await cluster.rabbit.restart(down_for=1)
+
+
+async def restart_postgresql(cluster: Cluster) -> None:
+    await cluster.pg.restart(down_for=1)
+
+
+POISON = 3
+
+
+async def poison(cluster: Cluster) -> None:
+    """An undecodable open, an unknown event type, and an identity for a bot that does not exist."""
+    topology = messaging.Topology(cluster.prefix)
+    async with await aio_pika.connect(cluster.rabbit.url) as conn:
+        channel = await conn.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(topology.exchange)
+        bogus_identity = (
+            '{"event_id": "%s", "occurred_at": "2026-01-01T00:00:00Z", "correlation_id": "poison", "session_id": "none",'
+            ' "bot_id": "%s", "identify_method": "id", "identity": {"identifier": "x"},'
+            ' "observed_at": "2026-01-01T00:00:00Z"}' % (uuid4(), uuid4())
+        )
+        for body, type_, key in ((b"{not json", "widget.opened", "widget.opened"),
+                                 (b"{}", "something.else", "widget.opened"),
+                                 (bogus_identity.encode(), "identity.verified", "identity.verified")):
+            await exchange.publish(aio_pika.Message(body, type=type_, message_id=str(uuid4())), routing_key=key)
+
+
+SCENARIOS: list[tuple[str, Fault | None, dict[str, int]]] = [
+    ("2 replicas of each worker, no fault", None, {}),
+    ("kill -9 one verifier", kill_verifier, {}),
+    ("kill -9 one contacts", kill_contacts, {}),
+    ("kill -9 every worker", kill_every_worker, {}),
+    ("SIGTERM rolling restart", rolling_restart, {}),
+    ("restart RabbitMQ", restart_rabbitmq, {}),
+    ("restart PostgreSQL", restart_postgresql, {}),
+    ("poison messages", poison, {}),
+    ("one bot's customer API hangs", None, {"hanging": 1}),
+]
+
+
+@pytest.mark.parametrize(("name", "fault", "options"), SCENARIOS, ids=[s[0] for s in SCENARIOS])
+async def test_nothing_lost_nothing_duplicated(
+    name: str, fault: Fault | None, options: dict[str, int], rabbit: RabbitNode, pg: PgCluster,
+    fault_database: str, customer_api: FakeCustomerAPI, tmp_path: Path,
+) -> None:
+    cluster = Cluster(rabbit, pg, fault_database, customer_api, tmp_path)
+    result = await run(name, cluster, fault, **options)
+    RESULTS.append(result)
+
+    assert result.accepted > 0
+    assert result.half_accepted == 0, result
+    assert result.lost_sessions == 0, result
+    assert result.lost_contacts == 0, result
+    assert result.duplicated == 0, result
+    if fault is poison:
+        assert result.dead_letters == POISON, result
+    else:
+        assert result.dead_letters == 0, result
+    if options.get("hanging"):
+        assert result.fallback.get("auth_unavailable", 0) > 0, result
+    if fault is None and not options:
+        assert result.fallback == {} and result.late == 0, result
