@@ -2,26 +2,93 @@
 
 from __future__ import annotations
 
+import base64
+from dataclasses import dataclass
+from urllib.parse import quote
+
 import aio_pika
+import aiohttp
 import asyncpg
+from yarl import URL
 
 from shared import messaging
 from shared.settings import DoormanSettings, SecretKeySettings
 
 
-async def queues(settings: DoormanSettings) -> None:
+@dataclass(frozen=True)
+class QueueStats:
+    queue: str
+    ready: int
+    unacked: int | None  # None: only the management API knows
+    consumers: int
+    retrying: int  # parked in the queue's delay queues
+    dead_letters: int
+
+
+def _management_base(settings: DoormanSettings) -> tuple[str, str]:
+    """The management API's base URL and Authorization header (credentials from the AMQP URL by default)."""
+    amqp = URL(settings.amqp_url.get_secret_value())
+    base = URL(settings.rabbitmq_management_url) if settings.rabbitmq_management_url else URL.build(
+        scheme="http", host=amqp.host or "127.0.0.1", port=15672)
+    user, password = base.user or amqp.user or "guest", base.password or amqp.password or "guest"
+    auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    return str(base.with_user(None).with_path("")), auth
+
+
+async def _from_management(settings: DoormanSettings, names: list[str]) -> dict[str, dict] | None:
+    base, auth = _management_base(settings)
+    vhost = quote(URL(settings.amqp_url.get_secret_value()).path.lstrip("/") or "/", safe="")
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            found = {}
+            for name in names:
+                async with http.get(f"{base}/api/queues/{vhost}/{quote(name, safe='')}", headers={"Authorization": auth}) as resp:
+                    if resp.status != 200:
+                        return None
+                    found[name] = await resp.json()
+            return found
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def queue_stats(settings: DoormanSettings) -> list[QueueStats]:
+    """Per work queue: ready and unacknowledged messages, consumers, retries in flight, dead letters.
+
+    Reads the RabbitMQ management API when it answers (exact ready/unacked); otherwise
+    falls back to AMQP passive declares, which know ready messages and consumers only.
+    """
     topology = messaging.Topology(settings.amqp_prefix)
     async with messaging.connection(settings.amqp_url.get_secret_value(), "doorman-queues") as conn:
         channel = await conn.channel()
         await messaging.declare(channel, topology)
-        print(f"{'queue':<45} {'ready':>8} {'consumers':>10} {'dead letters':>13}")
-        for name in messaging.WORK_QUEUES:
-            q = await channel.declare_queue(topology.queue(name), passive=True)
-            d = await channel.declare_queue(topology.dead_letter_queue(name), passive=True)
-            ready = q.declaration_result.message_count
-            consumers = q.declaration_result.consumer_count
-            dead = d.declaration_result.message_count
-            print(f"{topology.queue(name):<45} {ready:>8} {consumers:>10} {dead:>13}")
+        names = topology.all_queues()
+        management = await _from_management(settings, names)
+        counts: dict[str, tuple[int, int | None, int]] = {}
+        for name in names:
+            if management is not None:
+                q = management[name]
+                counts[name] = (q.get("messages_ready", 0), q.get("messages_unacknowledged", 0), q.get("consumers", 0))
+            else:
+                result = (await channel.declare_queue(name, passive=True)).declaration_result
+                counts[name] = (result.message_count, None, result.consumer_count)
+    stats = []
+    for name in messaging.WORK_QUEUES:
+        ready, unacked, consumers = counts[topology.queue(name)]
+        retry = [counts[q] for q in topology.retry_queues(name)]
+        retrying = sum(r[0] + (r[1] or 0) for r in retry)
+        dlq = counts[topology.dead_letter_queue(name)]
+        stats.append(QueueStats(topology.queue(name), ready, unacked, consumers, retrying, dlq[0] + (dlq[1] or 0)))
+    return stats
+
+
+async def queues(settings: DoormanSettings) -> None:
+    stats = await queue_stats(settings)
+    print(f"{'queue':<40} {'ready':>7} {'unacked':>8} {'consumers':>10} {'retrying':>9} {'dead letters':>13}")
+    for s in stats:
+        unacked = "n/a" if s.unacked is None else str(s.unacked)
+        print(f"{s.queue:<40} {s.ready:>7} {unacked:>8} {s.consumers:>10} {s.retrying:>9} {s.dead_letters:>13}")
+    if any(s.unacked is None for s in stats):
+        print("(unacked: the RabbitMQ management API did not answer; set DOORMAN_RABBITMQ_MANAGEMENT_URL)")
 
 
 async def replay(settings: DoormanSettings, queue: str) -> None:

@@ -24,6 +24,9 @@ class DoormanSettings(BaseSettings):
         "doorman", pattern=r"^[a-z0-9][a-z0-9_-]*$",
         description="prefix of every exchange and queue; lets environments share a broker",
     )
+    rabbitmq_management_url: str | None = Field(
+        None, description="for `doorman queues`; default http://<amqp host>:15672 with the AMQP credentials",
+    )
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/doorman")
     db_pool_min: int = Field(1, ge=0)
     db_pool_max: int = Field(10, ge=1)

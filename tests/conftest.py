@@ -191,3 +191,15 @@ async def await_outcome(http: aiohttp.ClientSession, gateway_url: str, session_i
 async def verify_once(stack: Stack, bot_id: str, *, origin: str | None = None, **fields: Any) -> dict[str, Any]:
     session_id = await open_session(stack.http, stack.gateway.url, {"bot_id": bot_id, **fields}, origin=origin)
     return await await_outcome(stack.http, stack.gateway.url, session_id)
+
+
+class Published:
+    """Stands in for the publisher where a test calls a handler directly (no broker): records events."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.routing_keys: list[str | None] = []
+
+    async def __call__(self, event: Any, routing_key: str | None = None) -> None:
+        self.events.append(event)
+        self.routing_keys.append(routing_key)

@@ -11,8 +11,8 @@ import pytest
 
 from services.contacts.handler import record
 from services.gateway import store
-from shared.events import Event, FallbackReason, Identity, IdentifyMethod, IdentityVerified, SessionFellBack, utcnow
-from tests.conftest import Stack
+from shared.events import FallbackReason, Identity, IdentifyMethod, IdentityVerified, SessionFellBack, utcnow
+from tests.conftest import Published, Stack
 
 
 async def new_session(pool: asyncpg.Pool, bot_id: UUID, n: int = 1) -> list[str]:
@@ -35,14 +35,6 @@ def identity_event(bot_id: UUID, session_id: str, *, age: float = 0, **fields: A
 @pytest.fixture
 async def bot_id(stack: Stack) -> UUID:
     return (await store.create_bot(stack.pool, "contacts test"))["bot_id"]
-
-
-class Published:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def __call__(self, event: Event, routing_key: str | None = None) -> None:
-        self.events.append(event)
 
 
 async def contact(pool: asyncpg.Pool, bot_id: UUID) -> dict[str, Any]:

@@ -105,3 +105,15 @@ async def test_dlq_replay_puts_dead_letters_back_to_work(stack: Stack, customer_
     assert "replayed 1 message(s)" in capsys.readouterr().out
     outcome = await await_outcome(stack.http, stack.gateway.url, session_id)
     assert outcome["status"] == "verified" and len(customer_api.received(url)) == 1
+
+
+async def test_queue_stats_without_the_management_api(stack: Stack) -> None:
+    from doorman.ops import queue_stats
+    from shared.settings import DoormanSettings
+
+    settings = DoormanSettings(amqp_url=AMQP_URL, amqp_prefix=stack.config["amqp_prefix"],
+                               rabbitmq_management_url="http://127.0.0.1:9")  # nothing listens there
+    stats = {s.queue: s for s in await queue_stats(settings)}
+
+    verifier = stats[messaging.Topology(stack.config["amqp_prefix"]).queue(messaging.VERIFIER_QUEUE)]
+    assert verifier.consumers == 1 and verifier.unacked is None  # the stack's verifier; unacked unknown

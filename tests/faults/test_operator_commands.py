@@ -1,0 +1,41 @@
+"""`doorman queues` against a broker with the management API (the suite's own node)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import aio_pika
+
+from doorman.ops import queue_stats
+from shared import messaging
+from shared.settings import DoormanSettings
+from tests.faults.infra import RabbitNode
+
+
+async def test_queue_stats_show_ready_unacked_consumers_retries_and_dead_letters(rabbit: RabbitNode) -> None:
+    prefix = f"ops-{secrets.token_hex(3)}"
+    topology = messaging.Topology(prefix)
+    settings = DoormanSettings(amqp_url=rabbit.url, amqp_prefix=prefix, rabbitmq_management_url=rabbit.management_url)
+    async with await aio_pika.connect(rabbit.url) as conn:
+        channel = await conn.channel(publisher_confirms=True)
+        await messaging.declare(channel, topology)
+        work = topology.queue(messaging.VERIFIER_QUEUE)
+        for target in (work, work, work, topology.dead_letter_queue(messaging.VERIFIER_QUEUE),
+                       topology.retry_queue(messaging.CONTACTS_QUEUE, 15.0)):
+            await channel.default_exchange.publish(aio_pika.Message(b"{}"), routing_key=target)
+        held = await channel.declare_queue(work, passive=True)
+        taken = await held.get(no_ack=False)  # one in flight, unacknowledged
+
+        expected = [work, 2, 1, 0, 1]  # queue, ready, unacked, retrying, dead letters
+        deadline = asyncio.get_running_loop().time() + 15
+        while True:
+            stats = {s.queue: s for s in await queue_stats(settings)}
+            verifier, contacts = stats[work], stats[topology.queue(messaging.CONTACTS_QUEUE)]
+            got = [verifier.queue, verifier.ready, verifier.unacked, verifier.retrying, verifier.dead_letters]
+            if got == expected and contacts.retrying == 1:
+                assert contacts.consumers == 0
+                break
+            assert asyncio.get_running_loop().time() < deadline, (got, contacts)
+            await asyncio.sleep(0.2)
+        await taken.ack()
