@@ -11,7 +11,7 @@ from aiohttp import web
 
 from shared.auth_config import load as load_auth_config
 
-from . import directory, pagination, store, testing
+from . import directory, store, testing
 from .http_errors import error, json_response, read_model, read_query
 from .keys import HTTP, POOL, SECRETS, SETTINGS
 from .schemas import AuthEventQuery, BotQuery, ContactQuery, CustomAuthSettingsIn, NewBot, TestRequest
@@ -48,10 +48,7 @@ async def create_bot(request: web.Request) -> web.Response:
 @routes.get("/v1/bots")
 async def list_bots(request: web.Request) -> web.Response:
     query = read_query(request, BotQuery)
-    try:
-        page = await store.list_bots(request.app[POOL], limit=query.limit, cursor=query.cursor)
-    except pagination.BadCursor as exc:
-        raise error(422, "invalid_query", "the query parameters are not valid", fields=[{"field": "cursor", "message": str(exc)}]) from None
+    page = await store.list_bots(request.app[POOL], limit=query.limit, cursor=query.cursor)
     return json_response(page)
 
 
@@ -106,10 +103,7 @@ async def _existing_bot(request: web.Request) -> UUID:
 async def list_contacts(request: web.Request) -> web.Response:
     bot_id = await _existing_bot(request)
     query = read_query(request, ContactQuery)
-    try:
-        page = await directory.list_contacts(request.app[POOL], bot_id, q=query.q, limit=query.limit, cursor=query.cursor)
-    except pagination.BadCursor as exc:
-        raise error(422, "invalid_query", "the query parameters are not valid", fields=[{"field": "cursor", "message": str(exc)}]) from None
+    page = await directory.list_contacts(request.app[POOL], bot_id, q=query.q, limit=query.limit, cursor=query.cursor)
     return json_response(page)
 
 
@@ -130,11 +124,8 @@ async def get_contact(request: web.Request) -> web.Response:
 async def auth_events(request: web.Request) -> web.Response:
     bot_id = await _existing_bot(request)
     query = read_query(request, AuthEventQuery)
-    try:
-        page = await directory.auth_events(
-            request.app[POOL], bot_id, reason=query.reason.value if query.reason else None, status=query.status,
-            limit=query.limit, cursor=query.cursor,
-        )
-    except pagination.BadCursor as exc:
-        raise error(422, "invalid_query", "the query parameters are not valid", fields=[{"field": "cursor", "message": str(exc)}]) from None
+    page = await directory.auth_events(
+        request.app[POOL], bot_id, reason=query.reason.value if query.reason else None, status=query.status,
+        limit=query.limit, cursor=query.cursor,
+    )
     return json_response(page)

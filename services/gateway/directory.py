@@ -21,11 +21,7 @@ def _like(q: str) -> str:
 
 async def list_contacts(pool: asyncpg.Pool, bot_id: UUID, *, q: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
     """Newest first; ``q`` matches name, email, phone or identifier (substring, any case)."""
-    after = pagination.decode(cursor) if cursor else None
-    try:
-        after_id = UUID(after[1]) if after else None
-    except ValueError:
-        raise pagination.BadCursor("not a cursor this API returned") from None
+    created_at, contact_id = pagination.after(cursor, UUID)
     rows = await pool.fetch(
         f"""SELECT {CONTACT_SUMMARY} FROM contacts
             WHERE bot_id = $1
@@ -33,11 +29,9 @@ async def list_contacts(pool: asyncpg.Pool, bot_id: UUID, *, q: str | None, limi
               AND ($3::timestamptz IS NULL OR (created_at, contact_id) < ($3, $4::uuid))
             ORDER BY created_at DESC, contact_id DESC
             LIMIT $5""",
-        bot_id, _like(q) if q else None, after[0] if after else None, after_id, limit + 1,
+        bot_id, _like(q) if q else None, created_at, contact_id, limit + 1,
     )
-    page = [dict(r) for r in rows[:limit]]
-    next_cursor = pagination.encode(page[-1]["created_at"], page[-1]["contact_id"]) if len(rows) > limit else None
-    return {"contacts": page, "next_cursor": next_cursor}
+    return pagination.page(rows, limit, items="contacts", key="contact_id")
 
 
 async def get_contact(pool: asyncpg.Pool, bot_id: UUID, contact_id: UUID) -> dict[str, Any] | None:
@@ -63,7 +57,7 @@ async def auth_events(
     pool: asyncpg.Pool, bot_id: UUID, *, reason: str | None, status: str | None, limit: int, cursor: str | None,
 ) -> dict[str, Any]:
     """Recent sessions, newest first, with why they ended as they did."""
-    after = pagination.decode(cursor) if cursor else None
+    created_at, session_id = pagination.after(cursor)
     rows = await pool.fetch(
         """SELECT session_id, origin, status, reason, detail, contact_id, created_at, resolved_at,
                   round(extract(epoch FROM resolved_at - created_at) * 1000)::int AS latency_ms,
@@ -73,8 +67,6 @@ async def auth_events(
              AND ($4::timestamptz IS NULL OR (created_at, session_id) < ($4, $5::text))
            ORDER BY created_at DESC, session_id DESC
            LIMIT $6""",
-        bot_id, reason, status, after[0] if after else None, after[1] if after else None, limit + 1,
+        bot_id, reason, status, created_at, session_id, limit + 1,
     )
-    page = [dict(r) for r in rows[:limit]]
-    next_cursor = pagination.encode(page[-1]["created_at"], page[-1]["session_id"]) if len(rows) > limit else None
-    return {"events": page, "next_cursor": next_cursor}
+    return pagination.page(rows, limit, items="events", key="session_id")

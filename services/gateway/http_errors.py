@@ -13,6 +13,8 @@ from pydantic import BaseModel, ValidationError
 
 from shared.failures import is_transient
 
+from .pagination import BadCursor
+
 log = structlog.get_logger("doorman.gateway")
 M = TypeVar("M", bound=BaseModel)
 
@@ -65,6 +67,9 @@ def read_query(request: web.Request, model: type[M]) -> M:
 async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)
+    except BadCursor as exc:
+        raise error(422, "invalid_query", "the query parameters are not valid",
+                    fields=[{"field": "cursor", "message": str(exc)}]) from None
     except web.HTTPException as exc:
         if exc.content_type == "application/json" or exc.status < 400:
             raise

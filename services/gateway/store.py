@@ -37,20 +37,14 @@ async def create_bot(pool: asyncpg.Pool, name: str) -> dict[str, Any]:
 
 
 async def list_bots(pool: asyncpg.Pool, *, limit: int, cursor: str | None) -> dict[str, Any]:
-    after = pagination.decode(cursor) if cursor else None
-    try:
-        after_id = UUID(after[1]) if after else None
-    except ValueError:
-        raise pagination.BadCursor("not a cursor this API returned") from None
+    created_at, bot_id = pagination.after(cursor, UUID)
     rows = await pool.fetch(
         """SELECT bot_id, name, created_at, updated_at FROM bots
            WHERE ($1::timestamptz IS NULL OR (created_at, bot_id) < ($1, $2::uuid))
            ORDER BY created_at DESC, bot_id DESC LIMIT $3""",
-        after[0] if after else None, after_id, limit + 1,
+        created_at, bot_id, limit + 1,
     )
-    page = [dict(r) for r in rows[:limit]]
-    next_cursor = pagination.encode(page[-1]["created_at"], page[-1]["bot_id"]) if len(rows) > limit else None
-    return {"bots": page, "next_cursor": next_cursor}
+    return pagination.page(rows, limit, items="bots", key="bot_id")
 
 
 async def get_bot(pool: asyncpg.Pool, bot_id: UUID) -> dict[str, Any] | None:
