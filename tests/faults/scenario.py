@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import aiohttp
 import asyncpg
 from cryptography.fernet import Fernet
@@ -241,10 +242,25 @@ async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[
     stored = {(str(r["bot_id"]), r["identifier"]) for r in await pool.fetch("SELECT bot_id, identifier FROM contacts")}
     result.lost_contacts = len(expected - stored)
 
-    async with aiohttp.ClientSession() as http:
-        topology = messaging.Topology(cluster.prefix)
-        result.dead_letters = sum([(await cluster.queue_info(http, topology.dead_letter_queue(name))).get("messages", 0)
-                                   for name in messaging.WORK_QUEUES])
+    result.dead_letters = await dead_letters(cluster)
+
+
+async def dead_letters(cluster: Cluster, settle_for: float = 2.0) -> int:
+    """Messages in the dead-letter queues (AMQP's exact count), once it has stopped changing."""
+    topology = messaging.Topology(cluster.prefix)
+    async with await aio_pika.connect(cluster.rabbit.url) as conn:
+        channel = await conn.channel()
+        last, stable_since = -1, time.monotonic()
+        while True:
+            total = 0
+            for name in messaging.WORK_QUEUES:
+                queue = await channel.declare_queue(topology.dead_letter_queue(name), passive=True)
+                total += queue.declaration_result.message_count
+            if total != last:
+                last, stable_since = total, time.monotonic()
+            elif time.monotonic() - stable_since >= settle_for:
+                return total
+            await asyncio.sleep(0.2)
 
 
 Fault = Callable[[Cluster], Awaitable[None]]
