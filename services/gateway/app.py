@@ -13,8 +13,9 @@ from shared.http import outbound_client
 
 from . import admin, openapi, pages, widget
 from .http_errors import json_errors
-from .keys import HTTP, HUB, POOL, PUBLISH, SECRETS, SETTINGS
+from .keys import HTTP, HUB, LIMITS, POOL, PUBLISH, SECRETS, SETTINGS
 from .outcomes import OutcomeHub, consume_outcomes, new_replica_id
+from .ratelimit import WidgetLimits
 from .settings import GatewaySettings
 
 CORS_HEADERS = {
@@ -78,6 +79,10 @@ def init_app(settings: GatewaySettings) -> web.Application:
     app[SETTINGS] = settings
     app[SECRETS] = settings.secrets()
     app[HUB] = OutcomeHub(new_replica_id())
+    app[LIMITS] = WidgetLimits(
+        per_client=settings.rate_limit_opens_per_client, per_bot=settings.rate_limit_opens_per_bot,
+        reads_per_client=settings.rate_limit_reads_per_client, trust_forwarded_for=settings.trust_forwarded_for,
+    )
     app.cleanup_ctx.extend([_database, _broker, _outbound])
     app.add_routes(widget.routes)
     app.add_routes(admin.routes)

@@ -10,6 +10,7 @@ from shared.http import OutboundClient
 from shared.messaging import Publisher
 
 from .outcomes import OutcomeHub
+from .ratelimit import WidgetLimits
 from .settings import GatewaySettings
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
@@ -18,3 +19,4 @@ PUBLISH = web.AppKey("publish", Publisher)
 HUB = web.AppKey("hub", OutcomeHub)
 SECRETS = web.AppKey("secrets", Secrets)
 HTTP = web.AppKey("http", OutboundClient)
+LIMITS = web.AppKey("limits", WidgetLimits)

@@ -276,23 +276,26 @@ BODY_ERRORS = {
 }
 QUERY_ERRORS = {422: ("A query parameter is not valid (or `cursor` is not one this API returned).", Error)}
 
+LIMITED = {429: ("Too many requests from this client address (or for this bot); retry after `Retry-After`.", Error)}
+LIMITED_HEADERS = {429: {"Retry-After": "seconds to wait before retrying"}}
+
 OPERATIONS: tuple[Operation, ...] = (
     # widget API (public, CORS for any origin)
     Operation("POST", "/v1/widget/sessions", "openSession", "Open a widget session", "widget", OpenSession, None, None, {
         202: ("Accepted: the outcome arrives on the session's event stream.", SessionCreated),
         404: ("No bot has this `bot_id`.", Error),
-        **BODY_ERRORS,
+        **BODY_ERRORS, **LIMITED,
         503: ("The broker is unavailable; retry after `Retry-After` seconds.", Error),
-    }, headers={503: {"Retry-After": "seconds to wait before retrying"}}),
+    }, headers={**LIMITED_HEADERS, 503: {"Retry-After": "seconds to wait before retrying"}}),
     Operation("GET", "/v1/widget/sessions/{session_id}", "getSession", "Read a widget session", "widget", None, None, None, {
         200: ("The session: pending, verified (with the contact) or fallback (with the reason).", SessionView),
-        404: ("No session has this id.", Error),
-    }),
+        404: ("No session has this id.", Error), **LIMITED,
+    }, headers=LIMITED_HEADERS),
     Operation("GET", "/v1/widget/sessions/{session_id}/events", "streamSession", "Stream a widget session's outcome",
               "widget", None, None, None, {
         200: ("Server-Sent Events.", None),
-        404: ("No session has this id.", Error),
-    }, streams={200: (
+        404: ("No session has this id.", Error), **LIMITED,
+    }, headers=LIMITED_HEADERS, streams={200: (
         "Exactly one event, `event: outcome`, sent when the session resolves (at once if it already has); its `data` "
         "is the session as JSON, the same object `GET /v1/widget/sessions/{session_id}` returns (schema `SessionView`). "
         "Then the stream ends. Comment pings keep the connection open while the session is pending."
@@ -302,9 +305,9 @@ OPERATIONS: tuple[Operation, ...] = (
         202: ("Accepted: a non-verified contact is made (it never overwrites a verified one).", ContactAccepted),
         404: ("No session has this id.", Error),
         409: ("The session did not fall back, or its form was already sent.", Error),
-        **BODY_ERRORS,
+        **BODY_ERRORS, **LIMITED,
         503: ("The broker is unavailable; retry after `Retry-After` seconds.", Error),
-    }, headers={503: {"Retry-After": "seconds to wait before retrying"}}),
+    }, headers={**LIMITED_HEADERS, 503: {"Retry-After": "seconds to wait before retrying"}}),
     # admin API (bearer admin token)
     Operation("GET", "/v1/bots", "listBots", "List bots", "bots", None, BotQuery, ADMIN, {
         200: ("Bots, newest first.", BotPage), 422: ("Bad query parameters.", Error),

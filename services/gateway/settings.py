@@ -1,7 +1,10 @@
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from typing import Annotated
 
+from pydantic import AfterValidator, Field, SecretStr, model_validator
+
+from services.gateway.ratelimit import check_limit
 from shared.settings import PLACEHOLDER, OutboundSettings, SecretKeySettings
 
 
@@ -12,6 +15,10 @@ class GatewaySettings(SecretKeySettings, OutboundSettings):
     session_deadline_seconds: float = Field(15.0, gt=0, le=300, description="a visitor waits at most this long")
     sse_poll_seconds: float = Field(2.0, gt=0, description="safety re-read of a waited-on session")
     widget_body_max_bytes: int = 16 * 1024
+    rate_limit_opens_per_client: Annotated[str, AfterValidator(check_limit)] = "60/minute"
+    rate_limit_opens_per_bot: Annotated[str, AfterValidator(check_limit)] = "6000/minute"
+    rate_limit_reads_per_client: Annotated[str, AfterValidator(check_limit)] = "600/minute"
+    trust_forwarded_for: bool = Field(False, description="behind a proxy: take the client address from X-Forwarded-For")
     demo_api_url: str | None = Field(None, description="set by `doorman up`: serves /demo with its tokens")
 
     @model_validator(mode="after")

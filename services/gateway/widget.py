@@ -15,7 +15,7 @@ from shared.events import ContactCollected, WidgetOpened, utcnow
 
 from . import store
 from .http_errors import dumps, error, json_response, read_model
-from .keys import HUB, POOL, PUBLISH, SETTINGS
+from .keys import HUB, LIMITS, POOL, PUBLISH, SETTINGS
 from .schemas import CollectedContact, OpenSession
 
 log = structlog.get_logger("doorman.gateway.widget")
@@ -27,8 +27,10 @@ def new_session_id() -> str:
 
 @routes.post("/v1/widget/sessions")
 async def open_session(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
+    settings, limits = request.app[SETTINGS], request.app[LIMITS]
+    await limits.open_by_client(request)
     body = await read_model(request, OpenSession, max_bytes=settings.widget_body_max_bytes)
+    await limits.open_for_bot(str(body.bot_id))
     pool = request.app[POOL]
     session_id = new_session_id()
     origin = request.headers.get("Origin")
@@ -54,6 +56,7 @@ async def open_session(request: web.Request) -> web.Response:
 async def collect_contact(request: web.Request) -> web.Response:
     """The Collect Information form, once per fallen-back session: makes a non-verified contact."""
     settings, pool = request.app[SETTINGS], request.app[POOL]
+    await request.app[LIMITS].open_by_client(request)
     body = await read_model(request, CollectedContact, max_bytes=settings.widget_body_max_bytes)
     session_id = request.match_info["session_id"]
     bot_id, refusal = await store.claim_collection(pool, session_id)
@@ -80,6 +83,7 @@ async def collect_contact(request: web.Request) -> web.Response:
 
 @routes.get("/v1/widget/sessions/{session_id}")
 async def read_session(request: web.Request) -> web.Response:
+    await request.app[LIMITS].read_by_client(request)
     view = await store.session_view(request.app[POOL], request.match_info["session_id"])
     if view is None:
         raise error(404, "session_not_found", "no session has this id")
@@ -89,6 +93,7 @@ async def read_session(request: web.Request) -> web.Response:
 @routes.get("/v1/widget/sessions/{session_id}/events")
 async def stream_session(request: web.Request) -> web.StreamResponse:
     """One ``outcome`` event when the session resolves, then the stream ends."""
+    await request.app[LIMITS].read_by_client(request)
     session_id = request.match_info["session_id"]
     pool, hub, settings = request.app[POOL], request.app[HUB], request.app[SETTINGS]
     with hub.waiting(session_id) as signal:

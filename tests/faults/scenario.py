@@ -78,7 +78,8 @@ class Cluster:
             "DOORMAN_ADMIN_TOKEN": ADMIN_TOKEN, "DOORMAN_ALLOW_PRIVATE_NETWORKS": "true",
             "DOORMAN_AUTH_TIMEOUT_SECONDS": "1", "DOORMAN_SESSION_DEADLINE_SECONDS": str(DEADLINE),
             "DOORMAN_GATEWAY_PORT": str(self.gateway_port), "DOORMAN_VERIFIER_PORT": "0",
-            "DOORMAN_CONTACTS_PORT": "0", "DOORMAN_LOG_JSON": "true", "DOORMAN_DB_POOL_MAX": "10",
+            "DOORMAN_CONTACTS_PORT": "0", "DOORMAN_RATE_LIMIT_OPENS_PER_CLIENT": "1000000/minute",
+            "DOORMAN_RATE_LIMIT_OPENS_PER_BOT": "1000000/minute", "DOORMAN_RATE_LIMIT_READS_PER_CLIENT": "1000000/minute", "DOORMAN_LOG_JSON": "true", "DOORMAN_DB_POOL_MAX": "10",
         }
 
     async def start(self, *, verifiers: int = 2, contacts: int = 2) -> None:

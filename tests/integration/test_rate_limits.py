@@ -1,0 +1,57 @@
+"""Rate limits on the widget API: per client address, per bot, and on reads; 429 with Retry-After."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+from tests.conftest import Stack, create_bot, start_gateway
+
+
+async def test_limits_per_client_and_per_bot(stack: Stack) -> None:
+    config = {**stack.config, "rate_limit_opens_per_client": "3/minute", "rate_limit_opens_per_bot": "5/minute",
+              "trust_forwarded_for": True}
+    bot, other_bot = [await create_bot(stack.http, stack.gateway.url) for _ in range(2)]
+    async with AsyncExitStack() as es:
+        gateway = await start_gateway(es, config)
+
+        async def open_(bot_id: str, client: str) -> tuple[int, str | None]:
+            async with stack.http.post(f"{gateway.url}/v1/widget/sessions", json={"bot_id": bot_id},
+                                       headers={"X-Forwarded-For": f"198.51.100.9, {client}"}) as resp:
+                if resp.status == 429:
+                    assert (await resp.json())["error"]["code"] == "rate_limited"
+                    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+                return resp.status, resp.headers.get("Retry-After")
+
+        assert [(await open_(bot, "10.0.0.1"))[0] for _ in range(3)] == [202, 202, 202]
+        status, retry_after = await open_(bot, "10.0.0.1")
+        assert status == 429 and retry_after is not None and 1 <= int(retry_after) <= 60
+        # Another client is not held back by the first one's count...
+        assert (await open_(bot, "10.0.0.2"))[0] == 202
+        assert (await open_(bot, "10.0.0.3"))[0] == 202
+        # ...but the bot as a whole is: 5 opens per minute, whoever opens.
+        assert (await open_(bot, "10.0.0.4"))[0] == 429
+        assert (await open_(other_bot, "10.0.0.4"))[0] == 202
+
+
+async def test_reads_are_limited_per_client(stack: Stack) -> None:
+    config = {**stack.config, "rate_limit_reads_per_client": "2/minute"}
+    async with AsyncExitStack() as es:
+        gateway = await start_gateway(es, config)
+        statuses = []
+        for _ in range(3):
+            async with stack.http.get(f"{gateway.url}/v1/widget/sessions/whatever") as resp:
+                statuses.append(resp.status)
+        assert statuses == [404, 404, 429]
+
+
+async def test_forwarded_for_is_ignored_unless_trusted(stack: Stack) -> None:
+    config = {**stack.config, "rate_limit_opens_per_client": "1/minute"}
+    bot = await create_bot(stack.http, stack.gateway.url)
+    async with AsyncExitStack() as es:
+        gateway = await start_gateway(es, config)
+        statuses = []
+        for spoofed in ("10.0.0.1", "10.0.0.2"):  # a client cannot escape its limit by lying
+            async with stack.http.post(f"{gateway.url}/v1/widget/sessions", json={"bot_id": bot},
+                                       headers={"X-Forwarded-For": spoofed}) as resp:
+                statuses.append(resp.status)
+        assert statuses == [202, 429]
