@@ -37,6 +37,8 @@ def normalise_host(host: str) -> str:
     name = host.lower().removesuffix(".")
     if not name:
         raise ValueError("the host is empty")
+    if name.endswith(".") or name.startswith(".") or ".." in name:
+        raise ValueError(f"{host!r} has an empty label")
     if _is_ipv4(name):
         return name
     try:

@@ -1,10 +1,8 @@
-"""The admin API (bearer admin token): bots, Custom Authentication settings, the Testing panel,
-contacts and the authentication activity log."""
+"""The admin API (the operator's token or a workspace's key, see access.py): bots, Custom
+Authentication settings, the Testing panel, contacts and the authentication activity log."""
 
 from __future__ import annotations
 
-import hmac
-from typing import Any
 from uuid import UUID
 
 from aiohttp import web
@@ -12,49 +10,39 @@ from aiohttp import web
 from shared.auth_config import load as load_auth_config
 
 from . import directory, store, testing
+from .access import principal, visible_bot
 from .http_errors import error, json_response, read_model, read_query
-from .keys import HTTP, POOL, SECRETS, SETTINGS
+from .keys import HTTP, POOL, SECRETS
 from .schemas import AuthEventQuery, BotQuery, ContactQuery, CustomAuthSettingsIn, NewBot, TestRequest
 
 routes = web.RouteTableDef()
 ADMIN_BODY_MAX_BYTES = 256 * 1024
 
 
-@web.middleware
-async def require_admin(request: web.Request, handler: Any) -> web.StreamResponse:
-    if request.path.startswith("/v1/bots"):
-        expected = request.app[SETTINGS].admin_token.get_secret_value().encode()
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-            raise error(401, "unauthorized", "send Authorization: Bearer <admin token>",
-                        headers={"WWW-Authenticate": 'Bearer realm="doorman-admin"'})
-    return await handler(request)
-
-
-def _bot_id(request: web.Request) -> UUID:
-    try:
-        return UUID(request.match_info["bot_id"])
-    except ValueError:
-        raise error(404, "bot_not_found", "no bot has this bot_id") from None
-
-
 @routes.post("/v1/bots")
 async def create_bot(request: web.Request) -> web.Response:
     body = await read_model(request, NewBot, max_bytes=ADMIN_BODY_MAX_BYTES)
-    bot = await store.create_bot(request.app[POOL], body.name)
+    who = principal(request)
+    workspace_id = body.workspace_id if who.operator else who.workspace_id
+    if body.workspace_id not in (None, workspace_id) or (
+            workspace_id and not await store.workspace_exists(request.app[POOL], workspace_id)):
+        raise error(404, "workspace_not_found", "no workspace has this id")
+    bot = await store.create_bot(request.app[POOL], body.name, workspace_id)
     return json_response(bot, status=201)
 
 
 @routes.get("/v1/bots")
 async def list_bots(request: web.Request) -> web.Response:
     query = read_query(request, BotQuery)
-    page = await store.list_bots(request.app[POOL], limit=query.limit, cursor=query.cursor)
+    who = principal(request)
+    page = await store.list_bots(request.app[POOL], workspace_id=who.workspace_id, every_workspace=who.operator,
+                                 limit=query.limit, cursor=query.cursor)
     return json_response(page)
 
 
 @routes.get("/v1/bots/{bot_id}")
 async def get_bot(request: web.Request) -> web.Response:
-    bot = await store.get_bot(request.app[POOL], _bot_id(request))
+    bot = await store.get_bot(request.app[POOL], await visible_bot(request))
     if bot is None:
         raise error(404, "bot_not_found", "no bot has this bot_id")
     return json_response(bot)
@@ -62,7 +50,7 @@ async def get_bot(request: web.Request) -> web.Response:
 
 @routes.get("/v1/bots/{bot_id}/custom-auth")
 async def get_custom_auth(request: web.Request) -> web.Response:
-    settings = await store.get_custom_auth(request.app[POOL], _bot_id(request))
+    settings = await store.get_custom_auth(request.app[POOL], await visible_bot(request))
     if settings is None:
         raise error(404, "bot_not_found", "no bot has this bot_id")
     return json_response(settings)
@@ -70,7 +58,7 @@ async def get_custom_auth(request: web.Request) -> web.Response:
 
 @routes.put("/v1/bots/{bot_id}/custom-auth")
 async def put_custom_auth(request: web.Request) -> web.Response:
-    bot_id = _bot_id(request)
+    bot_id = await visible_bot(request)
     body = await read_model(request, CustomAuthSettingsIn, max_bytes=ADMIN_BODY_MAX_BYTES)
     settings = await store.put_custom_auth(request.app[POOL], bot_id, body, request.app[SECRETS])
     if settings is None:
@@ -80,7 +68,7 @@ async def put_custom_auth(request: web.Request) -> web.Response:
 
 @routes.post("/v1/bots/{bot_id}/custom-auth/test")
 async def test_custom_auth(request: web.Request) -> web.Response:
-    bot_id = _bot_id(request)
+    bot_id = await visible_bot(request)
     sample = await read_model(request, TestRequest, max_bytes=ADMIN_BODY_MAX_BYTES)
     pool = request.app[POOL]
     config = await load_auth_config(pool, request.app[SECRETS], bot_id)
@@ -92,16 +80,9 @@ async def test_custom_auth(request: web.Request) -> web.Response:
     return json_response(await testing.run_test(pool, request.app[HTTP], bot_id, config, sample))
 
 
-async def _existing_bot(request: web.Request) -> UUID:
-    bot_id = _bot_id(request)
-    if not await store.bot_exists(request.app[POOL], bot_id):
-        raise error(404, "bot_not_found", "no bot has this bot_id")
-    return bot_id
-
-
 @routes.get("/v1/bots/{bot_id}/contacts")
 async def list_contacts(request: web.Request) -> web.Response:
-    bot_id = await _existing_bot(request)
+    bot_id = await visible_bot(request)
     query = read_query(request, ContactQuery)
     page = await directory.list_contacts(request.app[POOL], bot_id, q=query.q, limit=query.limit, cursor=query.cursor)
     return json_response(page)
@@ -109,7 +90,7 @@ async def list_contacts(request: web.Request) -> web.Response:
 
 @routes.get("/v1/bots/{bot_id}/contacts/{contact_id}")
 async def get_contact(request: web.Request) -> web.Response:
-    bot_id = await _existing_bot(request)
+    bot_id = await visible_bot(request)
     try:
         contact_id = UUID(request.match_info["contact_id"])
     except ValueError:
@@ -122,7 +103,7 @@ async def get_contact(request: web.Request) -> web.Response:
 
 @routes.get("/v1/bots/{bot_id}/auth-events")
 async def auth_events(request: web.Request) -> web.Response:
-    bot_id = await _existing_bot(request)
+    bot_id = await visible_bot(request)
     query = read_query(request, AuthEventQuery)
     page = await directory.auth_events(
         request.app[POOL], bot_id, reason=query.reason.value if query.reason else None, status=query.status,

@@ -11,7 +11,7 @@ from shared import db, messaging
 from shared.health import health_routes
 from shared.http import outbound_client
 
-from . import admin, openapi, pages, widget
+from . import access, admin, openapi, pages, widget, workspaces
 from .http_errors import json_errors
 from .keys import HTTP, HUB, LIMITS, POOL, PUBLISH, SECRETS, SETTINGS
 from .outcomes import OutcomeHub, consume_outcomes, new_replica_id
@@ -75,7 +75,7 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
 
 
 def init_app(settings: GatewaySettings) -> web.Application:
-    app = web.Application(middlewares=[widget_cors, json_errors, admin.require_admin], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[widget_cors, json_errors, access.authenticate], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[SECRETS] = settings.secrets()
     app[HUB] = OutcomeHub(new_replica_id())
@@ -86,6 +86,7 @@ def init_app(settings: GatewaySettings) -> web.Application:
     app.cleanup_ctx.extend([_database, _broker, _outbound])
     app.add_routes(widget.routes)
     app.add_routes(admin.routes)
+    app.add_routes(workspaces.routes)
     app.add_routes(openapi.routes)
     app.add_routes(pages.routes)
     app.add_routes(health_routes(ready=lambda: _ready(app)))

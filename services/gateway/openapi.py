@@ -28,7 +28,9 @@ from .schemas import (
     CollectedContact,
     ContactQuery,
     CustomAuthSettingsIn,
+    NewApiKey,
     NewBot,
+    NewWorkspace,
     OpenSession,
     RequestField,
     TestRequest,
@@ -80,8 +82,40 @@ class Readiness(Doc):
 class Bot(Doc):
     bot_id: UUID
     name: str
+    workspace_id: UUID | None = Field(description="null: reached only with the operator's admin token")
     created_at: datetime
     updated_at: datetime
+
+
+class Workspace(Doc):
+    workspace_id: UUID
+    name: str
+    created_at: datetime
+
+
+class WorkspaceList(Doc):
+    workspaces: list[Workspace]
+
+
+class ApiKeyCreated(Doc):
+    key_id: UUID
+    workspace_id: UUID
+    name: str
+    created_at: datetime
+    api_key: str = Field(description="`dk_...`: shown this once; only its SHA-256 is stored")
+
+
+class ApiKey(Doc):
+    key_id: UUID
+    workspace_id: UUID
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyList(Doc):
+    api_keys: list[ApiKey]
 
 
 class BotPage(Doc):
@@ -268,7 +302,9 @@ class Operation:
     headers: dict[int, dict[str, str]] = field(default_factory=dict)  # status -> {header: description}
 
 
-NOT_FOUND_BOT = (404, ("No bot has this `bot_id`.", Error))
+NOT_FOUND_BOT = (404, ("No bot has this `bot_id` (or it belongs to another workspace).", Error))
+NOT_FOUND_WORKSPACE = {404: ("No workspace has this id (or it is not yours).", Error)}
+OPERATOR_ONLY = {403: ("Only the operator's admin token may do this.", Error)}
 BODY_ERRORS = {
     413: ("The body is too large.", Error),
     415: ("The body is not `application/json`.", Error),
@@ -357,6 +393,24 @@ OPERATIONS: tuple[Operation, ...] = (
               "operations", None, None, None, {
         200: ("Ready.", Readiness), 503: ("A dependency is not ready: `checks` says which.", Readiness),
     }),
+    Operation("POST", "/v1/workspaces", "createWorkspace", "Create a workspace (operator only)", "workspaces",
+              NewWorkspace, None, ADMIN, {
+        201: ("The new workspace.", Workspace), **OPERATOR_ONLY, **BODY_ERRORS,
+    }),
+    Operation("GET", "/v1/workspaces", "listWorkspaces", "List workspaces (operator only)", "workspaces",
+              None, None, ADMIN, {200: ("Every workspace.", WorkspaceList), **OPERATOR_ONLY}),
+    Operation("POST", "/v1/workspaces/{workspace_id}/api-keys", "createApiKey", "Create a workspace API key",
+              "workspaces", NewApiKey, None, ADMIN, {
+        201: ("The key, shown once.", ApiKeyCreated), **NOT_FOUND_WORKSPACE, **BODY_ERRORS,
+    }),
+    Operation("GET", "/v1/workspaces/{workspace_id}/api-keys", "listApiKeys", "List a workspace's API keys",
+              "workspaces", None, None, ADMIN, {200: ("The keys (never their secrets).", ApiKeyList),
+                                                **NOT_FOUND_WORKSPACE}),
+    Operation("DELETE", "/v1/workspaces/{workspace_id}/api-keys/{key_id}", "revokeApiKey", "Revoke an API key",
+              "workspaces", None, None, ADMIN, {
+        204: ("Revoked: the key is refused from now on.", None),
+        404: ("No such workspace or key (or not yours).", Error),
+    }),
     Operation("GET", "/openapi.json", "openapi", "This document", "operations", None, None, None, {
         200: ("The OpenAPI 3.1 document for this API.", None),
     }),
@@ -374,6 +428,8 @@ PATH_PARAMETERS = {
     "bot_id": ("The bot's id.", {"type": "string", "format": "uuid"}),
     "session_id": ("The session id `POST /v1/widget/sessions` returned.", {"type": "string"}),
     "contact_id": ("The contact's id.", {"type": "string", "format": "uuid"}),
+    "workspace_id": ("The workspace's id.", {"type": "string", "format": "uuid"}),
+    "key_id": ("The API key's id.", {"type": "string", "format": "uuid"}),
 }
 
 

@@ -57,6 +57,15 @@ class OpenSession(Strict):
 
 class NewBot(Strict):
     name: Annotated[str, Field(min_length=1, max_length=200)]
+    workspace_id: UUID | None = None  # the operator's choice; a workspace key always creates in its own
+
+
+class NewWorkspace(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class NewApiKey(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class DomainWhitelist(Strict):

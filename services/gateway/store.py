@@ -26,29 +26,40 @@ async def bot_exists(conn: asyncpg.Connection | asyncpg.Pool, bot_id: UUID) -> b
     return await conn.fetchval("SELECT true FROM bots WHERE bot_id = $1", bot_id) is not None
 
 
-async def create_bot(pool: asyncpg.Pool, name: str) -> dict[str, Any]:
+BOT_COLUMNS = "bot_id, name, workspace_id, created_at, updated_at"
+
+
+async def workspace_exists(pool: asyncpg.Pool, workspace_id: UUID) -> bool:
+    return await pool.fetchval("SELECT true FROM workspaces WHERE workspace_id = $1", workspace_id) is not None
+
+
+async def create_bot(pool: asyncpg.Pool, name: str, workspace_id: UUID | None) -> dict[str, Any]:
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            "INSERT INTO bots (bot_id, name) VALUES ($1, $2) RETURNING bot_id, name, created_at, updated_at",
-            uuid4(), name,
+            f"INSERT INTO bots (bot_id, name, workspace_id) VALUES ($1, $2, $3) RETURNING {BOT_COLUMNS}",
+            uuid4(), name, workspace_id,
         )
         await conn.execute("INSERT INTO custom_auth_settings (bot_id) VALUES ($1)", row["bot_id"])
     return dict(row)
 
 
-async def list_bots(pool: asyncpg.Pool, *, limit: int, cursor: str | None) -> dict[str, Any]:
+async def list_bots(
+    pool: asyncpg.Pool, *, workspace_id: UUID | None, every_workspace: bool, limit: int, cursor: str | None,
+) -> dict[str, Any]:
+    """Newest first: every bot for the operator, else the workspace's."""
     created_at, bot_id = pagination.after(cursor, UUID)
     rows = await pool.fetch(
-        """SELECT bot_id, name, created_at, updated_at FROM bots
-           WHERE ($1::timestamptz IS NULL OR (created_at, bot_id) < ($1, $2::uuid))
-           ORDER BY created_at DESC, bot_id DESC LIMIT $3""",
-        created_at, bot_id, limit + 1,
+        f"""SELECT {BOT_COLUMNS} FROM bots
+            WHERE ($1 OR workspace_id = $2)
+              AND ($3::timestamptz IS NULL OR (created_at, bot_id) < ($3, $4::uuid))
+            ORDER BY created_at DESC, bot_id DESC LIMIT $5""",
+        every_workspace, workspace_id, created_at, bot_id, limit + 1,
     )
     return pagination.page(rows, limit, items="bots", key="bot_id")
 
 
 async def get_bot(pool: asyncpg.Pool, bot_id: UUID) -> dict[str, Any] | None:
-    row = await pool.fetchrow("SELECT bot_id, name, created_at, updated_at FROM bots WHERE bot_id = $1", bot_id)
+    row = await pool.fetchrow(f"SELECT {BOT_COLUMNS} FROM bots WHERE bot_id = $1", bot_id)
     return dict(row) if row else None
 
 

@@ -99,13 +99,13 @@ async def test_path_parameters_are_documented(doc: dict[str, Any]) -> None:
 async def test_admin_operations_need_the_token_and_say_401(doc: dict[str, Any]) -> None:
     for path, item in doc["paths"].items():
         for op in item.values():
-            admin = path.startswith("/v1/bots")
+            admin = path.startswith(("/v1/bots", "/v1/workspaces"))
             assert (op["security"] == [{"adminToken": []}]) is admin, path
             assert ("401" in op["responses"]) is admin, path
 
 
 async def test_a_drifted_response_fails_validation(doc: dict[str, Any]) -> None:
-    bot = {"bot_id": str(uuid4()), "name": "x", "created_at": "2024-01-01T00:00:00+00:00",
+    bot = {"bot_id": str(uuid4()), "name": "x", "workspace_id": None, "created_at": "2024-01-01T00:00:00+00:00",
            "updated_at": "2024-01-01T00:00:00+00:00"}
     assert_documented(doc, "GET", "/v1/bots/{bot_id}", 200, bot)
     for drifted in ({**bot, "renamed": 1}, {k: v for k, v in bot.items() if k != "name"}, {**bot, "bot_id": "nope"}):

@@ -1,0 +1,75 @@
+"""Workspaces and their API keys (the operator makes workspaces; keys are shown once)."""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+from aiohttp import web
+
+from .access import new_key, require_operator, visible_workspace
+from .admin import ADMIN_BODY_MAX_BYTES
+from .http_errors import error, json_response, read_model
+from .keys import POOL
+from .schemas import NewApiKey, NewWorkspace
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/workspaces")
+async def create_workspace(request: web.Request) -> web.Response:
+    require_operator(request)
+    body = await read_model(request, NewWorkspace, max_bytes=ADMIN_BODY_MAX_BYTES)
+    row = await request.app[POOL].fetchrow(
+        "INSERT INTO workspaces (workspace_id, name) VALUES ($1, $2) RETURNING workspace_id, name, created_at",
+        uuid4(), body.name,
+    )
+    return json_response(dict(row), status=201)
+
+
+@routes.get("/v1/workspaces")
+async def list_workspaces(request: web.Request) -> web.Response:
+    require_operator(request)
+    rows = await request.app[POOL].fetch("SELECT workspace_id, name, created_at FROM workspaces ORDER BY created_at")
+    return json_response({"workspaces": [dict(r) for r in rows]})
+
+
+@routes.post("/v1/workspaces/{workspace_id}/api-keys")
+async def create_api_key(request: web.Request) -> web.Response:
+    workspace_id = visible_workspace(request)
+    body = await read_model(request, NewApiKey, max_bytes=ADMIN_BODY_MAX_BYTES)
+    key, prefix, digest = new_key()
+    pool = request.app[POOL]
+    if await pool.fetchval("SELECT true FROM workspaces WHERE workspace_id = $1", workspace_id) is None:
+        raise error(404, "workspace_not_found", "no workspace has this id")
+    row = await pool.fetchrow(
+        """INSERT INTO api_keys (key_id, workspace_id, name, prefix, secret_hash) VALUES ($1, $2, $3, $4, $5)
+           RETURNING key_id, workspace_id, name, created_at""",
+        uuid4(), workspace_id, body.name, prefix, digest,
+    )
+    return json_response({**dict(row), "api_key": key}, status=201)  # the only time it is shown
+
+
+@routes.get("/v1/workspaces/{workspace_id}/api-keys")
+async def list_api_keys(request: web.Request) -> web.Response:
+    workspace_id = visible_workspace(request)
+    rows = await request.app[POOL].fetch(
+        """SELECT key_id, workspace_id, name, created_at, last_used_at, revoked_at FROM api_keys
+           WHERE workspace_id = $1 ORDER BY created_at""", workspace_id,
+    )
+    return json_response({"api_keys": [dict(r) for r in rows]})
+
+
+@routes.delete("/v1/workspaces/{workspace_id}/api-keys/{key_id}")
+async def revoke_api_key(request: web.Request) -> web.Response:
+    workspace_id = visible_workspace(request)
+    try:
+        key_id = UUID(request.match_info["key_id"])
+    except ValueError:
+        raise error(404, "key_not_found", "no API key has this id") from None
+    revoked = await request.app[POOL].fetchval(
+        """UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1 AND workspace_id = $2
+           RETURNING true""", key_id, workspace_id,
+    )
+    if not revoked:
+        raise error(404, "key_not_found", "no API key has this id")
+    return web.Response(status=204)
