@@ -1,35 +1,56 @@
 """structlog set-up: JSON lines in production, per-message context, secrets redacted.
 
-Redaction works by allow-list: only keys known to be safe are printed as they
-are; any other key whose name looks secret is replaced. Values of keys in
-``SECRET_KEYS`` are always replaced, wherever they appear.
+Redaction is by allow-list: a log line keeps only the keys in ``ALLOWED`` as they
+are; any other key's value is replaced by ``[redacted]`` (the key stays, so whoever
+adds a field sees it and decides). Free-text values that may quote a request or a
+URL (``error``, ``exception``, ``detail``...) are scrubbed of credentials: the
+value after ``Bearer``/``Basic``, and URL user-info and query values.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
 import structlog
 
-SECRET_KEYS = frozenset({
-    "access_token", "header_token", "authorization", "password", "secret", "secret_key",
-    "token", "signing_secret", "amqp_url", "database_url", "admin_token",
+ALLOWED = frozenset({
+    # structlog's own and the per-message context
+    "event", "level", "timestamp", "logger", "exception", "stack",
+    "service", "correlation_id", "session_id", "bot_id", "event_id", "event_type", "workspace_id",
+    # what the services say about their work
+    "status", "reason", "detail", "error", "latency_ms", "auth_http_status", "auth_latency_ms",
+    "attempt", "retry_in_s", "retries_exhausted", "size", "in_flight", "deleted", "watcher",
+    "message_type", "message_id", "path", "migration", "database", "api_url",
+    "domains", "kept", "skipped", "serving", "error_type", "events",
 })
+FREE_TEXT = frozenset({"event", "exception", "detail", "error", "stack", "api_url"})
 REDACTED = "[redacted]"
+_CREDENTIALS = [
+    (re.compile(r"(?i)\b(bearer|basic|token)\s+[^\s\"',;]+"), r"\1 [redacted]"),
+    (re.compile(r"(?i)(https?|amqps?|postgres(?:ql)?)://[^/\s:@]+:[^@\s/]+@"), r"\1://[redacted]@"),
+    (re.compile(r"([?&][^=&\s\"']+=)[^&\s\"']+"), r"\1[redacted]"),
+]
 
 
-def _redact(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: REDACTED if k.lower() in SECRET_KEYS else _redact(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redact(v) for v in value]
-    return value
+def scrub(text: str) -> str:
+    for pattern, replacement in _CREDENTIALS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
-def redact_secrets(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-    return _redact(event)
+def redact(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    clean: dict[str, Any] = {}
+    for key, value in event.items():
+        if key not in ALLOWED:
+            clean[key] = REDACTED
+        elif key in FREE_TEXT and isinstance(value, str):
+            clean[key] = scrub(value)
+        else:
+            clean[key] = value
+    return clean
 
 
 def configure(level: str = "info", json: bool | None = None) -> None:
@@ -43,7 +64,7 @@ def configure(level: str = "info", json: bool | None = None) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
-            redact_secrets,
+            redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),

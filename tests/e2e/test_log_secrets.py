@@ -1,0 +1,128 @@
+"""No secret ever reaches a log: a full run as real processes, success and every failure, logs captured.
+
+The access tokens, the header token, the admin token and the whitelist API's token are
+unique strings; none of them may appear anywhere in any service's output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, await_outcome, open_session, service_config, service_env
+from tests.e2e.test_replicas import _wait_for_consumers
+from tests.fake_customer import Answer, FakeCustomerAPI, verified
+from tests.faults.infra import free_port
+from shared import messaging
+
+HEADER_TOKEN = "Bearer header-" + secrets.token_hex(12)
+
+
+async def wait_ready(url: str, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(f"{url}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            assert asyncio.get_running_loop().time() < deadline, "gateway not ready"
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def processes(database_url: str, broker_prefix: Any, secret_key: str, tmp_path: Path) -> Any:
+    config = {**service_config(database_url, broker_prefix(), secret_key), "gateway_port": free_port(),
+              "log_level": "debug"}
+    env = service_env(config)
+    logs, procs = [], []
+    for service in ("gateway", "verifier", "contacts"):
+        log = tmp_path / f"{service}.log"
+        logs.append(log)
+        procs.append(await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "doorman.cli", service, env=env, stdout=log.open("wb"),
+            stderr=asyncio.subprocess.STDOUT))
+    url = f"http://127.0.0.1:{config['gateway_port']}"
+
+    async def stop() -> None:
+        for p in procs:
+            if p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+        await asyncio.gather(*(p.wait() for p in procs))
+
+    try:
+        await wait_ready(url)
+        await _wait_for_consumers(config["amqp_prefix"], {messaging.VERIFIER_QUEUE: 1, messaging.CONTACTS_QUEUE: 1})
+        yield url, logs, stop
+    finally:
+        await stop()
+
+
+async def test_no_secret_in_any_log(processes: Any, customer_api: FakeCustomerAPI) -> None:
+    url, logs, stop = processes
+    tokens: list[str] = []
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with aiohttp.ClientSession() as http:
+        async def bot(**settings: Any) -> str:
+            async with http.post(f"{url}/v1/bots", json={"name": "logs"}, headers=admin) as resp:
+                bot_id = (await resp.json())["bot_id"]
+            async with http.put(f"{url}/v1/bots/{bot_id}/custom-auth", headers=admin,
+                                json={"header_token": HEADER_TOKEN, **settings}) as resp:
+                assert resp.status == 200, await resp.text()
+            return bot_id
+
+        async def visit(bot_id: str, *, token: bool = True, origin: str | None = None) -> dict[str, Any]:
+            body: dict[str, Any] = {"bot_id": bot_id, "email": "visitor@example.com", "phone_number": "+84912345678"}
+            if token:
+                tokens.append(f"access-{secrets.token_hex(12)}")
+                body["access_token"] = tokens[-1]
+            return await await_outcome(http, url, await open_session(http, url, body, origin=origin))
+
+        answers = {
+            "verified": verified(id="1", email="v@example.com", name="Vera"),
+            "status_false": Answer(json={"status": False, "message": "no"}),
+            "401": Answer(status=401, json={}), "500": Answer(status=500, body=b"down", content_type="text/plain"),
+            "not_json": Answer(body=b"<html>", content_type="text/html"), "no_id": verified(name="x"),
+            "redirect": Answer(status=302, json={}),
+        }
+        outcomes = []
+        for answer in answers.values():
+            outcomes.append(await visit(await bot(enabled=True, auth_url=customer_api.endpoint(answer),
+                                                  request_fields=["email", "phone_number"])))
+        outcomes.append(await visit(await bot(enabled=False)))
+        outcomes.append(await visit(await bot(enabled=True, auth_url=customer_api.endpoint(answers["verified"])), token=False))
+        whitelist = {"enabled": True, "source": "api", "api_url": customer_api.endpoint(Answer(status=500, json={}))
+                     + "?token=" + secrets.token_hex(8)}
+        tokens.append(whitelist["api_url"].rsplit("=", 1)[1])
+        outcomes.append(await visit(await bot(enabled=True, auth_url=customer_api.endpoint(answers["verified"]),
+                                              domain_whitelist=whitelist), origin="https://shop.example.com"))
+        outcomes.append(await visit(await bot(enabled=True, auth_url="http://0.0.0.0:9/auth")))
+        last = await bot(enabled=True, auth_url=customer_api.endpoint(answers["401"]))
+        tokens.append(f"panel-{secrets.token_hex(12)}")
+        async with http.post(f"{url}/v1/bots/{last}/custom-auth/test", json={"access_token": tokens[-1]}, headers=admin) as resp:
+            assert resp.status == 200
+        async with http.post(f"{url}/v1/widget/sessions/{outcomes[1]['session_id']}/contact",
+                             json={"name": "Form Filler", "email": "form@example.com"}) as resp:
+            assert resp.status == 202
+        async with http.get(f"{url}/v1/bots", headers={"Authorization": "Bearer wrong-" + secrets.token_hex(8)}) as resp:
+            assert resp.status == 401
+
+    reasons = {o["status"] if o["status"] == "verified" else o["fallback"]["reason"] for o in outcomes}
+    assert reasons == {"verified", "auth_rejected", "auth_unavailable", "invalid_response", "ca_disabled",
+                       "missing_token", "domain_not_allowed", "destination_blocked"}
+    await stop()  # graceful: every line written
+    text = "".join(log.read_text() for log in logs)
+    assert "session verified" in text and "session resolved" in text  # the logs are really there
+    for secret in (*tokens, HEADER_TOKEN, HEADER_TOKEN.split()[1], ADMIN_TOKEN):
+        assert secret not in text, f"a secret leaked into the logs: {secret[:12]}..."
+    for private in ("visitor@example.com", "+84912345678", "form@example.com", "Form Filler", "Vera"):
+        assert private not in text, f"contact data in the logs: {private}"
