@@ -77,7 +77,7 @@ async def up(*, demo_port: int = 8090) -> None:
     dev = _dev_secrets()
     env = {
         **os.environ, **{k: v for k, v in dev.items() if k.startswith("DOORMAN_")},
-        "DOORMAN_ENVIRONMENT": "development", "DOORMAN_ALLOW_PRIVATE_NETWORKS": "true",
+        "DOORMAN_ENVIRONMENT": "development", "DOORMAN_ALLOW_PRIVATE_NETWORKS": "true", "DOORMAN_OUTBOUND_PORTS": "*",
         "DOORMAN_DEMO_API_URL": f"http://127.0.0.1:{demo_port}",
     }
     database_url = env.get("DOORMAN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/doorman")

@@ -19,7 +19,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from shared.events import FallbackReason, Identity, IdentifyMethod
-from shared.http import DestinationBlocked, OutboundClient, OutboundResponse, ResponseTooLarge
+from shared.http import DestinationBlocked, InvalidResponse, OutboundClient, OutboundResponse
 from shared.identifiers import (
     IDENTIFIER_FIELDS,
     InvalidIdentifier,
@@ -259,7 +259,7 @@ async def call_identity(
         failure = exc
     except DestinationBlocked as exc:
         failure = AuthFailure(FallbackReason.destination_blocked, str(exc))
-    except ResponseTooLarge as exc:
+    except InvalidResponse as exc:
         failure = AuthFailure(FallbackReason.invalid_response, str(exc))
     except (TimeoutError, asyncio.TimeoutError):
         failure = AuthFailure(FallbackReason.auth_unavailable, "the Authentication URL did not answer in time")

@@ -71,3 +71,28 @@ class OutboundSettings(BaseSettings):
     auth_timeout_seconds: float = Field(5.0, gt=0, le=30)
     auth_max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
     auth_max_connections_per_host: int = Field(32, ge=1)
+    outbound_ports: str = Field(
+        "80,443", description="ports outbound calls may use: comma-separated (e.g. 80,443,8443), or * for any",
+    )
+
+    @model_validator(mode="after")
+    def _check_outbound_ports(self) -> "OutboundSettings":
+        self.parse_ports(self.outbound_ports)
+        return self
+
+    def allowed_outbound_ports(self) -> frozenset[int] | None:
+        """The ports outbound calls may use; None for any (pass as ``outbound_client(ports=...)``)."""
+        return self.parse_ports(self.outbound_ports)
+
+    @staticmethod
+    def parse_ports(value: str) -> frozenset[int] | None:
+        """``"80,443"`` -> frozenset({80, 443}); ``"*"`` -> None (any); anything else is a ValueError."""
+        if value.strip() == "*":
+            return None
+        ports: set[int] = set()
+        for item in value.split(","):
+            item = item.strip()
+            if not (item.isascii() and item.isdigit() and 1 <= int(item) <= 65535):
+                raise ValueError(f"DOORMAN_OUTBOUND_PORTS: {item!r} is not a port (1-65535); use e.g. 80,443 or *")
+            ports.add(int(item))
+        return frozenset(ports)

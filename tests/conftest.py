@@ -100,7 +100,7 @@ def service_config(database_url: str, prefix: str, secret_key: str) -> dict[str,
     return {
         "environment": "test", "database_url": database_url, "amqp_url": AMQP_URL, "amqp_prefix": prefix,
         "secret_key": secret_key, "admin_token": ADMIN_TOKEN, "allow_private_networks": True,
-        "rate_limit_opens_per_client": "100000/minute", "rate_limit_reads_per_client": "100000/minute",
+        "outbound_ports": "*", "rate_limit_opens_per_client": "100000/minute", "rate_limit_reads_per_client": "100000/minute",
         "auth_timeout_seconds": AUTH_TIMEOUT, "session_deadline_seconds": SESSION_DEADLINE, "verifier_port": 0, "contacts_port": 0, "db_pool_max": 5,
     }
 

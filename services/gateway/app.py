@@ -69,6 +69,7 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
     async with outbound_client(
         allow_private=s.allow_private_networks, timeout=s.auth_timeout_seconds,
         max_body=s.auth_max_body_bytes, limit_per_host=s.auth_max_connections_per_host,
+        ports=s.allowed_outbound_ports(),
     ) as http:
         app[HTTP] = http
         yield

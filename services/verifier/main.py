@@ -32,6 +32,7 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
         outbound_client(
             allow_private=settings.allow_private_networks, timeout=settings.auth_timeout_seconds,
             max_body=settings.auth_max_body_bytes, limit_per_host=settings.auth_max_connections_per_host,
+            ports=settings.allowed_outbound_ports(),
         ) as http,
     ):
         whitelist = ApiWhitelist(http, ttl=settings.whitelist_ttl_seconds)

@@ -29,7 +29,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from shared.domains import normalise_domain_entry
-from shared.http import DestinationBlocked, OutboundClient, ResponseTooLarge
+from shared.http import DestinationBlocked, InvalidResponse, OutboundClient, ResponseTooLarge
 
 log = structlog.get_logger("doorman.verifier.whitelist")
 
@@ -184,6 +184,8 @@ class ApiWhitelist:
             raise _FetchFailed(f"the whitelist API's address is not allowed ({exc})") from None
         except ResponseTooLarge:
             raise _FetchFailed("the whitelist API's answer is too large") from None
+        except InvalidResponse as exc:
+            raise _FetchFailed(f"the whitelist API's answer cannot be read ({exc})") from None
         except (TimeoutError, asyncio.TimeoutError):
             raise _FetchFailed("the whitelist API did not answer in time") from None
         except aiohttp.ClientError as exc:

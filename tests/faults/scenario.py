@@ -75,7 +75,7 @@ class Cluster:
             **os.environ, "DOORMAN_ENVIRONMENT": "test", "DOORMAN_AMQP_URL": self.rabbit.url,
             "DOORMAN_AMQP_PREFIX": self.prefix, "DOORMAN_DATABASE_URL": self.pg.url(self.database),
             "DOORMAN_SECRET_KEY": SECRET_KEY,
-            "DOORMAN_ADMIN_TOKEN": ADMIN_TOKEN, "DOORMAN_ALLOW_PRIVATE_NETWORKS": "true",
+            "DOORMAN_ADMIN_TOKEN": ADMIN_TOKEN, "DOORMAN_ALLOW_PRIVATE_NETWORKS": "true", "DOORMAN_OUTBOUND_PORTS": "*",
             "DOORMAN_AUTH_TIMEOUT_SECONDS": "1", "DOORMAN_SESSION_DEADLINE_SECONDS": str(DEADLINE),
             "DOORMAN_GATEWAY_PORT": str(self.gateway_port), "DOORMAN_VERIFIER_PORT": "0",
             "DOORMAN_CONTACTS_PORT": "0", "DOORMAN_RATE_LIMIT_OPENS_PER_CLIENT": "1000000/minute",
