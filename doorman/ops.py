@@ -116,26 +116,30 @@ async def replay(settings: DoormanSettings, queue: str) -> None:
     print(f"replayed {moved} message(s) onto {topology.queue(name)}")
 
 
-async def rotate_secrets(settings: SecretKeySettings) -> int:
-    """Re-encrypt every stored header token with the first key of DOORMAN_SECRET_KEY.
+SECRET_COLUMNS = ("header_token_cipher", "signing_secret_cipher", "signing_previous_cipher")
 
-    Row by row, each under its own lock, so services keep running; safe to run again.
-    """
+
+async def rotate_secrets(settings: SecretKeySettings) -> int:
+    """Re-encrypt every stored secret (header tokens, signing secrets) with the first key of
+    DOORMAN_SECRET_KEY. Row by row, each under its own lock, so services keep running; safe to
+    run again. Returns how many bots' secrets were re-encrypted."""
     secrets = settings.secrets()
     rotated = 0
     conn = await asyncpg.connect(settings.database_url.get_secret_value())
     try:
-        bot_ids = await conn.fetch("SELECT bot_id FROM custom_auth_settings WHERE header_token_cipher IS NOT NULL")
-        for row in bot_ids:
+        for row in await conn.fetch("SELECT bot_id FROM custom_auth_settings"):
             async with conn.transaction():
-                cipher = await conn.fetchval(
-                    "SELECT header_token_cipher FROM custom_auth_settings WHERE bot_id = $1 FOR UPDATE", row["bot_id"],
+                ciphers = await conn.fetchrow(
+                    f"SELECT {', '.join(SECRET_COLUMNS)} FROM custom_auth_settings WHERE bot_id = $1 FOR UPDATE",
+                    row["bot_id"],
                 )
-                if cipher is None:
+                present = [c for c in SECRET_COLUMNS if ciphers[c] is not None]
+                if not present:
                     continue
+                assignments = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(present))
                 await conn.execute(
-                    "UPDATE custom_auth_settings SET header_token_cipher = $2 WHERE bot_id = $1",
-                    row["bot_id"], secrets.rotate(cipher),
+                    f"UPDATE custom_auth_settings SET {assignments} WHERE bot_id = $1",
+                    row["bot_id"], *(secrets.rotate(ciphers[c]) for c in present),
                 )
                 rotated += 1
     finally:

@@ -254,14 +254,16 @@ class OutboundClient:
             raise DestinationBlocked(f"{host} is not a public address ({why})")
         return parsed
 
-    async def request(self, method: str, url: str, *, headers: dict[str, str], json: Any = None) -> OutboundResponse:
+    async def request(
+        self, method: str, url: str, *, headers: dict[str, str], json: Any = None, data: bytes | None = None,
+    ) -> OutboundResponse:
         target = self.check_url(url)
         sent = CIMultiDict(headers)
         sent["Accept-Encoding"] = ACCEPT_ENCODING
         started = time.perf_counter()
         try:
             async with self._session.request(
-                method, target, json=json, headers=sent, allow_redirects=False, timeout=self._timeout,
+                method, target, json=json, data=data, headers=sent, allow_redirects=False, timeout=self._timeout,
             ) as resp:
                 raw = await _read_bounded(resp, self._max_body)
                 body = _decode_content(raw, resp.headers.getall("Content-Encoding", []), self._max_body)

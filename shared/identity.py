@@ -27,6 +27,7 @@ from shared.identifiers import (
     normalise_identifier,
     normalise_phone,
 )
+from shared.signing import sign
 
 MAX_STRING = 2048  # characters, for each profile field
 MAX_METADATA_BYTES = 16384  # size of data.metadata re-serialised as compact UTF-8 JSON
@@ -244,16 +245,19 @@ class IdentityCall:
 async def call_identity(
     http: OutboundClient, *, auth_url: str, identify_method: IdentifyMethod, header_token: SecretStr | None,
     access_token: str, request_fields: Sequence[str], visitor: Mapping[str, str | None],
+    signing_secrets: Sequence[str] = (),
 ) -> IdentityCall:
     headers, body = identity_request(
         header_token=header_token, access_token=access_token, request_fields=request_fields, visitor=visitor,
     )
+    payload = json.dumps(body, separators=(",", ":")).encode()  # the exact bytes sent, and signed
+    headers.update(sign(payload, signing_secrets))
     started = time.perf_counter()
     response: OutboundResponse | None = None
     identity: Identity | None = None
     failure: AuthFailure | None = None
     try:
-        response = await http.request("POST", auth_url, headers=headers, json=body)
+        response = await http.request("POST", auth_url, headers=headers, data=payload)
         identity = parse_identity_response(response.status, response.body, identify_method)
     except AuthFailure as exc:
         failure = exc

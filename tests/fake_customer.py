@@ -31,6 +31,7 @@ class Answer:
 class Recorded:
     headers: dict[str, str]
     body: Any
+    raw: bytes = b""
 
 
 def verified(**data: Any) -> Answer:
@@ -65,7 +66,7 @@ class FakeCustomerAPI:
             body: Any = json.loads(raw)
         except ValueError:
             body = raw
-        self.requests[request.path].append(Recorded(dict(request.headers), body))
+        self.requests[request.path].append(Recorded(dict(request.headers), body, raw))
         if request.path in self.responders:
             answer = self.responders[request.path](body)
         elif queue := self.answers.get(request.path):

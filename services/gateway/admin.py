@@ -8,6 +8,7 @@ from uuid import UUID
 from aiohttp import web
 
 from shared.auth_config import load as load_auth_config
+from shared.signing import new_secret as new_signing_secret
 
 from . import directory, store, testing
 from .access import principal, visible_bot
@@ -110,3 +111,12 @@ async def auth_events(request: web.Request) -> web.Response:
         limit=query.limit, cursor=query.cursor,
     )
     return json_response(page)
+
+
+@routes.post("/v1/bots/{bot_id}/custom-auth/signing-secret")
+async def rotate_signing_secret(request: web.Request) -> web.Response:
+    """A new signing secret, shown this once; the previous one keeps signing for 24 hours."""
+    bot_id = await visible_bot(request)
+    secret = new_signing_secret()
+    previous_until = await store.rotate_signing_secret(request.app[POOL], bot_id, secret, request.app[SECRETS])
+    return json_response({"signing_secret": secret, "previous_valid_until": previous_until}, status=201)

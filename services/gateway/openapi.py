@@ -87,6 +87,11 @@ class Bot(Doc):
     updated_at: datetime
 
 
+class SigningSecret(Doc):
+    signing_secret: str = Field(description="`whsec_...`: verify `Doorman-Signature` with it")
+    previous_valid_until: datetime | None
+
+
 class Workspace(Doc):
     workspace_id: UUID
     name: str
@@ -136,6 +141,7 @@ class CustomAuthSettings(Doc):
     enabled: bool
     auth_url: str | None
     header_token_set: bool
+    signing_secret_set: bool = Field(description="identity calls carry `Doorman-Signature`")
     identify_method: IdentifyMethod
     request_fields: list[RequestField]
     domain_whitelist: DomainWhitelistView
@@ -410,6 +416,12 @@ OPERATIONS: tuple[Operation, ...] = (
               "workspaces", None, None, ADMIN, {
         204: ("Revoked: the key is refused from now on.", None),
         404: ("No such workspace or key (or not yours).", Error),
+    }),
+    Operation("POST", "/v1/bots/{bot_id}/custom-auth/signing-secret", "rotateSigningSecret",
+              "Create or rotate the bot's signing secret", "custom-auth", None, None, ADMIN, {
+        201: ("The new secret, shown this once; the previous one keeps signing (a second signature) until "
+              "`previous_valid_until`.", SigningSecret),
+        NOT_FOUND_BOT[0]: NOT_FOUND_BOT[1],
     }),
     Operation("GET", "/openapi.json", "openapi", "This document", "operations", None, None, None, {
         200: ("The OpenAPI 3.1 document for this API.", None),

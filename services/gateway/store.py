@@ -64,7 +64,8 @@ async def get_bot(pool: asyncpg.Pool, bot_id: UUID) -> dict[str, Any] | None:
 
 
 _SETTINGS_COLUMNS = """
-    enabled, auth_url, header_token_cipher IS NOT NULL AS header_token_set, identify_method,
+    enabled, auth_url, header_token_cipher IS NOT NULL AS header_token_set,
+    signing_secret_cipher IS NOT NULL AS signing_secret_set, identify_method,
     request_fields, whitelist_enabled, whitelist_source, whitelist_domains, whitelist_api_url, revision, updated_at
 """
 
@@ -74,6 +75,7 @@ def _settings_view(row: asyncpg.Record) -> dict[str, Any]:
         "enabled": row["enabled"],
         "auth_url": row["auth_url"],
         "header_token_set": row["header_token_set"],
+        "signing_secret_set": row["signing_secret_set"],
         "identify_method": row["identify_method"],
         "request_fields": list(row["request_fields"]),
         "domain_whitelist": {
@@ -197,3 +199,22 @@ async def claim_collection(pool: asyncpg.Pool, session_id: str) -> tuple[UUID | 
 
 async def release_collection(pool: asyncpg.Pool, session_id: str) -> None:
     await pool.execute("UPDATE widget_sessions SET collected_at = NULL WHERE session_id = $1", session_id)
+
+
+SIGNING_OVERLAP_HOURS = 24  # a rotated-out signing secret keeps signing (second signature) this long
+
+
+async def rotate_signing_secret(pool: asyncpg.Pool, bot_id: UUID, secret: str, secrets: Secrets) -> datetime | None:
+    """Make ``secret`` the bot's signing secret; the old one keeps signing for a while. Returns until when."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """UPDATE custom_auth_settings SET
+                   signing_previous_cipher = signing_secret_cipher,
+                   signing_previous_until = CASE WHEN signing_secret_cipher IS NULL THEN NULL
+                                                 ELSE now() + make_interval(hours => $3) END,
+                   signing_secret_cipher = $2, revision = revision + 1, updated_at = now()
+               WHERE bot_id = $1 RETURNING signing_previous_until""",
+            bot_id, secrets.encrypt(secret), SIGNING_OVERLAP_HOURS,
+        )
+        await conn.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(bot_id))
+    return row["signing_previous_until"] if row else None

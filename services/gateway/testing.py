@@ -53,7 +53,7 @@ async def run_test(pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, confi
     call = await call_identity(
         http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
         access_token=sample.access_token, request_fields=config.request_fields,
-        visitor={f: getattr(sample, f) for f in VISITOR_FIELDS},
+        visitor={f: getattr(sample, f) for f in VISITOR_FIELDS}, signing_secrets=config.signing_secrets(),
     )
     match = None
     if call.identity is not None:

@@ -68,7 +68,7 @@ async def decide(
     call = await call_identity(
         http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
         access_token=event.access_token.get_secret_value(), request_fields=config.request_fields,
-        visitor={f: getattr(event, f) for f in VISITOR_FIELDS},
+        visitor={f: getattr(event, f) for f in VISITOR_FIELDS}, signing_secrets=config.signing_secrets(),
     )
     facts = CallFacts(
         auth_http_status=call.response.status if call.response else None,

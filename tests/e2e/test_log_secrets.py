@@ -1,6 +1,6 @@
 """No secret ever reaches a log: a full run as real processes, success and every failure, logs captured.
 
-The access tokens, the header token, the admin token and the whitelist API's token are
+The access tokens, the header token, a signing secret, the admin token and the whitelist API's token are
 unique strings; none of them may appear anywhere in any service's output.
 """
 
@@ -98,6 +98,10 @@ async def test_no_secret_in_any_log(processes: Any, customer_api: FakeCustomerAP
         for answer in answers.values():
             outcomes.append(await visit(await bot(enabled=True, auth_url=customer_api.endpoint(answer),
                                                   request_fields=["email", "phone_number"])))
+        signed = await bot(enabled=True, auth_url=customer_api.endpoint(answers["verified"]))
+        async with http.post(f"{url}/v1/bots/{signed}/custom-auth/signing-secret", headers=admin) as resp:
+            tokens.append((await resp.json())["signing_secret"])
+        outcomes.append(await visit(signed))
         outcomes.append(await visit(await bot(enabled=False)))
         outcomes.append(await visit(await bot(enabled=True, auth_url=customer_api.endpoint(answers["verified"])), token=False))
         whitelist = {"enabled": True, "source": "api", "api_url": customer_api.endpoint(Answer(status=500, json={}))

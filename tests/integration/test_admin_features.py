@@ -265,3 +265,34 @@ async def test_key_rotation_re_encrypts_header_tokens(stack: Stack, secret_key: 
     cipher = await stack.pool.fetchval("SELECT header_token_cipher FROM custom_auth_settings WHERE bot_id = $1", bot)
     assert Secrets(new_key).decrypt(cipher) == HEADER_TOKEN  # the old key is no longer needed
     assert HEADER_TOKEN.encode() not in cipher
+
+
+# --- Signed identity calls ---------------------------------------------------------------------------
+
+async def test_identity_calls_are_signed_and_rotation_overlaps(stack: Stack, customer_api: FakeCustomerAPI) -> None:
+    from shared.signing import SIGNATURE, verify
+
+    url = customer_api.endpoint(verified(id="signed"))
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url)
+    await verify_once(stack, bot, access_token="t")
+    assert SIGNATURE not in customer_api.received(url)[-1].headers  # not signed until a secret exists
+
+    status, first, text = await admin_post(stack, f"/v1/bots/{bot}/custom-auth/signing-secret", None)
+    assert status == 201 and first["signing_secret"].startswith("whsec_") and first["previous_valid_until"] is None
+    _, settings = await admin_get(stack, f"/v1/bots/{bot}/custom-auth")
+    assert settings["signing_secret_set"] is True and first["signing_secret"] not in str(settings)
+    await verify_once(stack, bot, access_token="t")
+    call = customer_api.received(url)[-1]
+    assert verify(first["signing_secret"], call.headers, call.raw) and call.raw.startswith(b'{"access_token"')
+
+    _, second, _ = await admin_post(stack, f"/v1/bots/{bot}/custom-auth/signing-secret", None)
+    assert second["previous_valid_until"] is not None
+    await verify_once(stack, bot, access_token="t")
+    call = customer_api.received(url)[-1]
+    assert verify(second["signing_secret"], call.headers, call.raw)
+    assert verify(first["signing_secret"], call.headers, call.raw)  # the old one still works for a day
+    assert not verify(second["signing_secret"], call.headers, call.raw.replace(b"t", b"T"))
+
+    # The Testing panel signs too, and shows the signature (it reveals nothing about the secret).
+    _, result, _ = await admin_post(stack, f"/v1/bots/{bot}/custom-auth/test", {"access_token": "t"})
+    assert result["request"]["headers"][SIGNATURE].startswith("v1=")
