@@ -34,11 +34,12 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 def cmd_gateway(_: argparse.Namespace) -> None:
     from aiohttp import web
 
-    from services.gateway.app import init_app
+    from services.gateway.app import SERVER_OPTIONS, init_app
     from services.gateway.settings import GatewaySettings
 
     s = _settings(GatewaySettings)
     web.run_app(init_app(s), host=s.gateway_host, port=s.gateway_port, access_log=None,  # type: ignore[attr-defined]
+                handler_args=SERVER_OPTIONS,
                 shutdown_timeout=10, print=None)
 
 

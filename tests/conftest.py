@@ -20,7 +20,7 @@ from cryptography.fernet import Fernet
 from doorman.migrate import migrate
 from services.contacts.main import running as contacts_running
 from services.contacts.settings import ContactsSettings
-from services.gateway.app import init_app
+from services.gateway.app import SERVER_OPTIONS, init_app
 from services.gateway.settings import GatewaySettings
 from services.verifier.main import running as verifier_running
 from services.verifier.settings import VerifierSettings
@@ -118,7 +118,7 @@ class Gateway:
 
 async def start_gateway(stack: AsyncExitStack, config: dict[str, Any]) -> Gateway:
     app = init_app(GatewaySettings(**config))
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, **SERVER_OPTIONS)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -191,7 +191,8 @@ class SessionView(Doc):
 
 class ContactSummary(Doc):
     contact_id: UUID
-    identify_method: IdentifyMethod
+    identify_method: IdentifyMethod | Literal["session"] = Field(
+        description="`session`: a Collect Information contact with neither email nor phone, its own contact")
     identifier: str = Field(description="the normalised value of the identify method's field")
     external_id: str | None = Field(description="the business's `id` for the visitor")
     name: str | None
@@ -355,7 +356,7 @@ OPERATIONS: tuple[Operation, ...] = (
         200: ("Bots, newest first.", BotPage), 422: ("Bad query parameters.", Error),
     }),
     Operation("POST", "/v1/bots", "createBot", "Create a bot", "bots", NewBot, None, ADMIN, {
-        201: ("The new bot (Custom Authentication off).", Bot), **BODY_ERRORS,
+        201: ("The new bot (Custom Authentication off).", Bot), **NOT_FOUND_WORKSPACE, **BODY_ERRORS,
     }),
     Operation("GET", "/v1/bots/{bot_id}", "getBot", "Read a bot", "bots", None, None, ADMIN, {
         200: ("The bot.", Bot), NOT_FOUND_BOT[0]: NOT_FOUND_BOT[1],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from datetime import timedelta
 from uuid import uuid4
@@ -23,6 +24,17 @@ routes = web.RouteTableDef()
 
 def new_session_id() -> str:
     return secrets.token_urlsafe(32)  # 256 bits: the id is the only key to the outcome
+
+
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+
+def session_id_of(request: web.Request) -> str:
+    """The path's session id; anything that cannot be one is simply not found (never sent to the database)."""
+    session_id = request.match_info["session_id"]
+    if not SESSION_ID.fullmatch(session_id):
+        raise error(404, "session_not_found", "no session has this id")
+    return session_id
 
 
 @routes.post("/v1/widget/sessions")
@@ -58,7 +70,7 @@ async def collect_contact(request: web.Request) -> web.Response:
     settings, pool = request.app[SETTINGS], request.app[POOL]
     await request.app[LIMITS].open_by_client(request)
     body = await read_model(request, CollectedContact, max_bytes=settings.widget_body_max_bytes)
-    session_id = request.match_info["session_id"]
+    session_id = session_id_of(request)
     bot_id, refusal = await store.claim_collection(pool, session_id)
     if refusal == "not_found":
         raise error(404, "session_not_found", "no session has this id")
@@ -84,7 +96,7 @@ async def collect_contact(request: web.Request) -> web.Response:
 @routes.get("/v1/widget/sessions/{session_id}")
 async def read_session(request: web.Request) -> web.Response:
     await request.app[LIMITS].read_by_client(request)
-    view = await store.session_view(request.app[POOL], request.match_info["session_id"])
+    view = await store.session_view(request.app[POOL], session_id_of(request))
     if view is None:
         raise error(404, "session_not_found", "no session has this id")
     return json_response(view)
@@ -94,7 +106,7 @@ async def read_session(request: web.Request) -> web.Response:
 async def stream_session(request: web.Request) -> web.StreamResponse:
     """One ``outcome`` event when the session resolves, then the stream ends."""
     await request.app[LIMITS].read_by_client(request)
-    session_id = request.match_info["session_id"]
+    session_id = session_id_of(request)
     pool, hub, settings = request.app[POOL], request.app[HUB], request.app[SETTINGS]
     with hub.waiting(session_id) as signal:
         if await store.watch_session(pool, session_id, hub.replica) is None:
