@@ -8,6 +8,7 @@ from uuid import UUID
 from aiohttp import web
 
 from shared.auth_config import load as load_auth_config
+from shared.http import DestinationBlocked, OutboundClient
 from shared.signing import new_secret as new_signing_secret
 
 from . import directory, store, testing
@@ -61,10 +62,27 @@ async def get_custom_auth(request: web.Request) -> web.Response:
 async def put_custom_auth(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
     body = await read_model(request, CustomAuthSettingsIn, max_bytes=ADMIN_BODY_MAX_BYTES)
+    _refuse_blocked_urls(request.app[HTTP], body)
     settings = await store.put_custom_auth(request.app[POOL], bot_id, body, request.app[SECRETS])
     if settings is None:
         raise error(404, "bot_not_found", "no bot has this bot_id")
     return json_response(settings)
+
+
+def _refuse_blocked_urls(http: OutboundClient, body: CustomAuthSettingsIn) -> None:
+    """Say now, as a field error, what the verifier would refuse at call time from the URL alone
+    (scheme, port, an IP literal that is not public). Names that resolve to forbidden addresses
+    are only known when called: destination_blocked then."""
+    urls = {"auth_url": body.auth_url, "domain_whitelist.api_url": body.domain_whitelist.api_url}
+    problems = []
+    for field, url in urls.items():
+        if url:
+            try:
+                http.check_url(url)
+            except DestinationBlocked as exc:
+                problems.append({"field": field, "message": f"Doorman will not call this URL: {exc}"})
+    if problems:
+        raise error(422, "invalid_body", "the request body is not valid", fields=problems)
 
 
 @routes.post("/v1/bots/{bot_id}/custom-auth/test")

@@ -172,3 +172,29 @@ async def test_verify_once_helper_sees_one_outcome(stack: Stack) -> None:
     bot = await create_bot(stack.http, stack.gateway.url)
     outcome = await verify_once(stack, bot, access_token="t")
     assert outcome["fallback"] == {"reason": "ca_disabled", "detail": "Custom Authentication is off for this bot"}
+
+
+async def test_urls_doorman_would_never_call_are_refused_when_saved(stack: Stack) -> None:
+    config = {**stack.config, "allow_private_networks": False, "outbound_ports": "443"}
+    bot = await create_bot(stack.http, stack.gateway.url)
+    async with AsyncExitStack() as es:
+        strict = await start_gateway(es, config)
+        for url, field in (("https://10.0.0.1/auth", "auth_url"), ("https://auth.example.com:8443/x", "auth_url"),
+                           ("https://0x7f000001/auth", "auth_url"), ("https://auth.example.com/ok", None)):
+            body = {"enabled": True, "auth_url": url}
+            async with stack.http.put(f"{strict.url}/v1/bots/{bot}/custom-auth", json=body, headers=admin_headers()) as resp:
+                if field is None:
+                    assert resp.status == 200
+                else:
+                    error = (await resp.json())["error"]
+                    assert resp.status == 422 and error["fields"][0]["field"] == field, (url, error)
+                    assert "will not call" in error["fields"][0]["message"]
+
+
+async def test_admin_api_sends_no_cors_headers(stack: Stack) -> None:
+    headers = {**admin_headers(), "Origin": "https://evil.example"}
+    async with stack.http.get(f"{stack.gateway.url}/v1/bots", headers=headers) as resp:
+        assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers
+    async with stack.http.options(f"{stack.gateway.url}/v1/bots", headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}) as resp:
+        assert "Access-Control-Allow-Origin" not in resp.headers
