@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from shared.events import Event, decode
 from shared.failures import is_transient
 from shared.messaging import ATTEMPT_HEADER, WORK_QUEUES, Topology, declare
+from shared.metrics import CONSUMER_IN_FLIGHT, DEAD_LETTERS, RETRIES
 
 log = structlog.get_logger("doorman.consumer")
 
@@ -139,8 +140,10 @@ class Consumer:
         if event is None:
             log.error("undecodable message dead-lettered", message_type=message.type, message_id=message.message_id)
             await message.reject(requeue=False)
+            DEAD_LETTERS.labels(self._name).inc()
             return
         self._in_flight.enter()
+        CONSUMER_IN_FLIGHT.labels(self._name).inc()
         if self._batch_handler is not None:
             self._pending.put_nowait((message, event))
             return
@@ -148,6 +151,7 @@ class Consumer:
             await self._handle_one(message, event)
         finally:
             self._in_flight.leave()
+            CONSUMER_IN_FLIGHT.labels(self._name).dec()
 
     async def _handle_one(self, message: AbstractIncomingMessage, event: Event) -> None:
         with structlog.contextvars.bound_contextvars(**_context(event)):
@@ -165,6 +169,7 @@ class Consumer:
                 delay = self._policy.delay(attempt)
                 if self._can_retry(event, delay):
                     await self._park(message, delay, attempt + 1)
+                    RETRIES.labels(self._name).inc()
                     log.warning("transient failure, retrying", error=repr(exc), attempt=attempt, retry_in_s=delay)
                     await message.ack()
                     return
@@ -179,6 +184,7 @@ class Consumer:
             return
         if outcome is None:
             await message.reject(requeue=False)  # -> <queue>.dlq, for an operator to look at and replay
+            DEAD_LETTERS.labels(self._name).inc()
         else:
             await message.ack()
 
@@ -214,6 +220,7 @@ class Consumer:
             finally:
                 for _ in batch:
                     self._in_flight.leave()
+                CONSUMER_IN_FLIGHT.labels(self._name).dec(len(batch))
 
     async def _handle_batch(self, batch: list[tuple[AbstractIncomingMessage, Event]]) -> None:
         assert self._batch_handler is not None

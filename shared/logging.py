@@ -24,7 +24,7 @@ ALLOWED = frozenset({
     "status", "reason", "detail", "error", "latency_ms", "auth_http_status", "auth_latency_ms",
     "attempt", "retry_in_s", "retries_exhausted", "size", "in_flight", "deleted", "watcher",
     "message_type", "message_id", "path", "migration", "database", "api_url",
-    "domains", "kept", "skipped", "serving", "error_type", "events",
+    "domains", "kept", "skipped", "serving", "error_type", "events", "health_port",
 })
 FREE_TEXT = frozenset({"event", "exception", "detail", "error", "stack", "api_url"})
 REDACTED = "[redacted]"

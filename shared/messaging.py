@@ -24,6 +24,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
 from shared.events import ContactCollected, Event, IdentityVerified, SessionFellBack, WidgetOpened
+from shared.metrics import PUBLISH_SECONDS
 
 
 @dataclass(frozen=True)
@@ -151,9 +152,10 @@ class Publisher:
         return not self._exchange.channel.is_closed
 
     async def __call__(self, event: Event, routing_key: str | None = None) -> None:
-        await self._exchange.publish(
-            event_message(event), routing_key or event.event_type, mandatory=True, timeout=self._timeout,
-        )
+        with PUBLISH_SECONDS.labels(event.event_type).time():
+            await self._exchange.publish(
+                event_message(event), routing_key or event.event_type, mandatory=True, timeout=self._timeout,
+            )
 
 
 Publish = Callable[..., Awaitable[None]]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+import asyncpg
 import structlog
 from aiohttp import web
 
@@ -17,16 +18,17 @@ log = structlog.get_logger("doorman.service")
 
 
 @asynccontextmanager
-async def health_server(host: str, port: int, *, ready: Check) -> AsyncIterator[int]:
-    """Serve /healthz and /readyz; yields the bound port (useful when ``port`` is 0)."""
+async def health_server(host: str, port: int, *, ready: Check, pool: asyncpg.Pool | None = None) -> AsyncIterator[int]:
+    """Serve /healthz, /readyz and /metrics; yields the bound port (useful when ``port`` is 0)."""
     app = web.Application()
-    app.add_routes(health_routes(ready=ready))
+    app.add_routes(health_routes(ready=ready, pool=lambda: pool))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound = runner.addresses[0][1]
+        log.info("health and metrics served", health_port=bound)
         yield bound
     finally:
         await runner.cleanup()

@@ -11,6 +11,7 @@ from aio_pika.exceptions import PublishError
 
 from shared.events import ContactCollected, Event, FallbackReason, IdentityVerified, SessionFellBack, SessionResolved
 from shared.messaging import Publish
+from shared.metrics import OUTCOMES, SESSION_SECONDS
 
 from .repository import Outcome, Resolved, resolve_sessions, take_new, upsert_collected, upsert_verified
 
@@ -38,8 +39,10 @@ async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publis
         resolved = await resolve_sessions(conn, outcomes)
     by_session = {e.session_id: e for e in events if not isinstance(e, ContactCollected)}
     for r in resolved:
+        OUTCOMES.labels(r.status, r.reason or "").inc()
+        SESSION_SECONDS.labels(r.status).observe(r.seconds)
         log.info("session resolved", session_id=r.session_id, bot_id=str(r.bot_id), status=r.status,
-                 reason=getattr(by_session[r.session_id], "reason", None),
+                 reason=r.reason, latency_ms=round(r.seconds * 1000, 1),
                  correlation_id=by_session[r.session_id].correlation_id)
     await notify(resolved, events=by_session, publish=publish)
 
@@ -73,4 +76,7 @@ async def fall_back_on_failure(event: Event, exc: BaseException, *, pool: asyncp
             event.session_id, "fallback", reason=FallbackReason.internal_error.value,
             detail="the contact could not be recorded",
         )])
+    for r in resolved:
+        OUTCOMES.labels(r.status, r.reason or "").inc()
+        SESSION_SECONDS.labels(r.status).observe(r.seconds)
     await notify(resolved, events={event.session_id: event}, publish=publish)

@@ -16,6 +16,7 @@ import structlog
 
 from shared.events import SessionResolved
 from shared.messaging import Publish
+from shared.metrics import OUTCOMES, SWEPT
 from shared.service import background
 from shared.sessions import expire_overdue
 
@@ -50,6 +51,8 @@ async def prune(pool: asyncpg.Pool, older_than: timedelta) -> int:
 async def sweep(pool: asyncpg.Pool, publish: Publish) -> int:
     """End overdue sessions as internal_error and tell their waiting gateways."""
     expired = await expire_overdue(pool)
+    SWEPT.inc(len(expired))
+    OUTCOMES.labels("fallback", "internal_error").inc(len(expired))
     for e in expired:
         log.warning("session swept: never resolved", session_id=e.session_id, bot_id=str(e.bot_id))
         if e.watcher:

@@ -30,7 +30,7 @@ async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1")
 
         async with (
             housekeeping(pool, publish, retention=timedelta(hours=settings.session_retention_hours)),
-            health_server(health_host, settings.contacts_port, ready=ready) as port,
+            health_server(health_host, settings.contacts_port, ready=ready, pool=pool) as port,
             consuming(
                 conn, topology, messaging.CONTACTS_QUEUE, prefetch=settings.contacts_batch_size * 2,
                 handler=partial(record_one, pool=pool, publish=publish),

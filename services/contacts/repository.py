@@ -81,7 +81,7 @@ UPDATE widget_sessions s SET
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::int[], $7::real[], $8::text[])
     AS u(session_id, status, reason, detail, contact_id, auth_http_status, auth_latency_ms, whitelist_note)
 WHERE s.session_id = u.session_id AND s.status = 'pending'
-RETURNING s.session_id, s.bot_id, s.status, s.watcher
+RETURNING s.session_id, s.bot_id, s.status, s.reason, s.watcher, s.created_at, s.resolved_at
 """
 
 
@@ -100,7 +100,9 @@ class Resolved:
     session_id: str
     bot_id: UUID
     status: str
+    reason: str | None
     watcher: str | None
+    seconds: float  # widget open to outcome
 
 
 CONTACT_FIELDS = ("external_id", "name", "email", "phone_number", "country_code", "avatar", "label")
@@ -191,4 +193,8 @@ async def resolve_sessions(conn: asyncpg.Connection, outcomes: Sequence[Outcome]
         [o.facts.auth_http_status for o in first.values()], [o.facts.auth_latency_ms for o in first.values()],
         [o.facts.whitelist_note for o in first.values()],
     )
-    return [Resolved(r["session_id"], r["bot_id"], r["status"], r["watcher"]) for r in rows]
+    return [
+        Resolved(r["session_id"], r["bot_id"], r["status"], r["reason"], r["watcher"],
+                 (r["resolved_at"] - r["created_at"]).total_seconds())
+        for r in rows
+    ]

@@ -94,7 +94,7 @@ def init_app(settings: GatewaySettings) -> web.Application:
     app.add_routes(workspaces.routes)
     app.add_routes(openapi.routes)
     app.add_routes(pages.routes)
-    app.add_routes(health_routes(ready=lambda: _ready(app)))
+    app.add_routes(health_routes(ready=lambda: _ready(app), pool=lambda: app.get(POOL)))
     return app
 
 

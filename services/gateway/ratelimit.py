@@ -16,6 +16,8 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
+from shared.metrics import SESSIONS_REFUSED
+
 from .http_errors import error
 
 
@@ -36,6 +38,8 @@ class WidgetLimits:
     async def _hit(self, item: RateLimitItem, *key: str) -> None:
         if await self._limiter.hit(item, *key):
             return
+        if key[0] != "read":
+            SESSIONS_REFUSED.labels("rate_limited").inc()
         stats = await self._limiter.get_window_stats(item, *key)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         raise error(429, "rate_limited", f"too many requests; try again in {retry_after} s",

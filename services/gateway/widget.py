@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from shared.events import ContactCollected, WidgetOpened, utcnow
+from shared.metrics import SESSIONS_OPENED, SESSIONS_REFUSED, WAITING_STREAMS
 
 from . import store
 from .http_errors import dumps, error, json_response, read_model
@@ -58,8 +59,10 @@ async def open_session(request: web.Request) -> web.Response:
         await request.app[PUBLISH](event)
     except Exception as exc:
         await store.forget_session(pool, session_id)
+        SESSIONS_REFUSED.labels("broker_unavailable").inc()
         log.error("widget open not published", error=type(exc).__name__, bot_id=str(body.bot_id))
         raise error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"}) from None
+    SESSIONS_OPENED.inc()
     log.info("widget opened", session_id=session_id, bot_id=str(body.bot_id), correlation_id=event.correlation_id)
     return web.json_response({"session_id": session_id, "status": "pending"}, status=202)
 
@@ -108,7 +111,7 @@ async def stream_session(request: web.Request) -> web.StreamResponse:
     await request.app[LIMITS].read_by_client(request)
     session_id = session_id_of(request)
     pool, hub, settings = request.app[POOL], request.app[HUB], request.app[SETTINGS]
-    with hub.waiting(session_id) as signal:
+    with hub.waiting(session_id) as signal, WAITING_STREAMS.track_inprogress():
         if await store.watch_session(pool, session_id, hub.replica) is None:
             raise error(404, "session_not_found", "no session has this id")
         async with sse_response(request, headers={"Access-Control-Allow-Origin": "*"}) as stream:

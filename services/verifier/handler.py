@@ -14,11 +14,13 @@ from shared.http import OutboundClient
 from shared.identity import call_identity
 from shared.failures import Transient
 from shared.messaging import Publish
+from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, BotLabel, result_class
 
 from shared.auth_config import AuthConfig
 from .whitelist import ApiWhitelist
 
 log = structlog.get_logger("doorman.verifier")
+BOTS = BotLabel()
 
 LoadConfig = Callable[[UUID], Awaitable[AuthConfig | None]]
 VISITOR_FIELDS = ("user_id", "email", "name", "phone_number")
@@ -74,6 +76,9 @@ async def decide(
         auth_http_status=call.response.status if call.response else None,
         auth_latency_ms=round(call.elapsed_ms, 1), whitelist_note=note,
     )
+    bot = BOTS(event.bot_id)
+    AUTH_CALL_SECONDS.labels(bot).observe(call.elapsed_ms / 1000)
+    AUTH_CALLS.labels(bot, result_class(facts.auth_http_status, call.failure and call.failure.reason.value)).inc()
     if call.failure is not None:
         return _fallback(event, call.failure.reason, call.failure.detail, facts)
     assert call.identity is not None

@@ -42,7 +42,7 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
             return {"database": await db.answers(pool), "broker": publish.ready}
 
         async with (
-            health_server(health_host, settings.verifier_port, ready=ready) as port,
+            health_server(health_host, settings.verifier_port, ready=ready, pool=pool) as port,
             consuming(
                 conn, topology, messaging.VERIFIER_QUEUE, prefetch=settings.verifier_prefetch,
                 handler=partial(verify, load_config=config.get, pending=partial(session_pending, pool), http=http,

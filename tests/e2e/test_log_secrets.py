@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, await_outcome, open_session, service_config, service_env
@@ -67,7 +68,7 @@ async def processes(database_url: str, broker_prefix: Any, secret_key: str, tmp_
         await stop()
 
 
-async def test_no_secret_in_any_log(processes: Any, customer_api: FakeCustomerAPI) -> None:
+async def test_no_secret_in_any_log(processes: Any, customer_api: FakeCustomerAPI, database_url: str) -> None:
     url, logs, stop = processes
     tokens: list[str] = []
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -109,7 +110,14 @@ async def test_no_secret_in_any_log(processes: Any, customer_api: FakeCustomerAP
         tokens.append(whitelist["api_url"].rsplit("=", 1)[1])
         outcomes.append(await visit(await bot(enabled=True, auth_url=customer_api.endpoint(answers["verified"]),
                                               domain_whitelist=whitelist), origin="https://shop.example.com"))
-        outcomes.append(await visit(await bot(enabled=True, auth_url="http://0.0.0.0:9/auth")))
+        blocked = await bot(enabled=True, auth_url="https://auth.example.com/x")  # 0.0.0.0 is refused when saved
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute("UPDATE custom_auth_settings SET auth_url = 'http://0.0.0.0:9/auth' WHERE bot_id = $1", blocked)
+            await conn.execute("SELECT pg_notify('doorman_config_changed', $1)", blocked)
+        finally:
+            await conn.close()
+        outcomes.append(await visit(blocked))
         last = await bot(enabled=True, auth_url=customer_api.endpoint(answers["401"]))
         tokens.append(f"panel-{secrets.token_hex(12)}")
         async with http.post(f"{url}/v1/bots/{last}/custom-auth/test", json={"access_token": tokens[-1]}, headers=admin) as resp:

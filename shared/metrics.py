@@ -1,0 +1,59 @@
+"""Every Prometheus metric Doorman exposes, in one place (prometheus-client).
+
+Each process serves its own on ``/metrics``; sum across replicas in PromQL. Label sets
+are bounded: the only unbounded key, the bot, is capped by :class:`BotLabel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20)
+
+SESSIONS_OPENED = Counter("doorman_sessions_opened_total", "Widget opens accepted (202) by the gateway")
+SESSIONS_REFUSED = Counter("doorman_sessions_refused_total", "Widget opens refused by the gateway", ["reason"])
+WAITING_STREAMS = Gauge("doorman_waiting_streams", "Widgets waiting on an outcome stream on this gateway")
+OUTCOMES = Counter("doorman_outcomes_total", "Sessions resolved, by outcome", ["status", "reason"])
+SESSION_SECONDS = Histogram("doorman_session_seconds", "Widget open to recorded outcome", ["status"],
+                            buckets=LATENCY_BUCKETS)
+AUTH_CALLS = Counter("doorman_auth_calls_total", "Identity calls to businesses, by result class", ["bot", "result"])
+AUTH_CALL_SECONDS = Histogram("doorman_auth_call_seconds", "Identity call duration", ["bot"], buckets=LATENCY_BUCKETS)
+CONSUMER_IN_FLIGHT = Gauge("doorman_consumer_in_flight", "Messages being handled", ["queue"])
+RETRIES = Counter("doorman_retries_total", "Messages parked in a delay queue for a retry", ["queue"])
+DEAD_LETTERS = Counter("doorman_dead_letters_total", "Messages sent to the dead-letter queue", ["queue"])
+PUBLISH_SECONDS = Histogram("doorman_publish_confirm_seconds", "Publish until the broker's confirm", ["event"],
+                            buckets=LATENCY_BUCKETS)
+DB_POOL = Gauge("doorman_db_pool_connections", "Database pool connections", ["state"])
+SWEPT = Counter("doorman_sessions_swept_total", "Overdue sessions ended as internal_error by the sweeper")
+
+
+class BotLabel:
+    """A bot id as a label value, for the first ``limit`` bots a process sees; ``other`` after."""
+
+    def __init__(self, limit: int = 200) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, bot_id: object) -> str:
+        key = str(bot_id)
+        if key in self._seen:
+            return key
+        if len(self._seen) < self._limit:
+            self._seen.add(key)
+            return key
+        return "other"
+
+
+def result_class(status: int | None, reason: str | None) -> str:
+    """``2xx``..``5xx`` when the business answered, else why it did not."""
+    if status is not None:
+        return f"{status // 100}xx"
+    return {"destination_blocked": "blocked", "invalid_response": "invalid"}.get(reason or "", "unreachable")
+
+
+def exposition(before: Callable[[], None] | None = None) -> tuple[bytes, str]:
+    if before is not None:
+        before()
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
