@@ -9,6 +9,7 @@ import sys
 import structlog
 from pydantic import ValidationError
 
+from shared import tracing
 from shared.logging import configure
 
 
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         base = DoormanSettings()
         configure(base.log_level, base.log_json)
+        tracing.configure(args.command, base.tracing and args.command in ("gateway", "verifier", "contacts"))
     except ValidationError:
         configure()
     structlog.contextvars.clear_contextvars()

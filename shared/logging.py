@@ -16,6 +16,8 @@ from typing import Any
 
 import structlog
 
+from shared.tracing import add_trace_id
+
 ALLOWED = frozenset({
     # structlog's own and the per-message context
     "event", "level", "timestamp", "logger", "exception", "stack",
@@ -24,7 +26,7 @@ ALLOWED = frozenset({
     "status", "reason", "detail", "error", "latency_ms", "auth_http_status", "auth_latency_ms",
     "attempt", "retry_in_s", "retries_exhausted", "size", "in_flight", "deleted", "watcher",
     "message_type", "message_id", "path", "migration", "database", "api_url",
-    "domains", "kept", "skipped", "serving", "error_type", "events", "health_port",
+    "domains", "kept", "skipped", "serving", "error_type", "events", "health_port", "trace_id",
 })
 FREE_TEXT = frozenset({"event", "exception", "detail", "error", "stack", "api_url"})
 REDACTED = "[redacted]"
@@ -60,6 +62,7 @@ def configure(level: str = "info", json: bool | None = None) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),

@@ -32,6 +32,7 @@ class DoormanSettings(BaseSettings):
     db_pool_max: int = Field(10, ge=1)
     log_level: str = "info"
     log_json: bool | None = None  # None: JSON unless stderr is a terminal
+    tracing: bool = Field(False, description="OpenTelemetry spans (export with OTEL_EXPORTER_OTLP_ENDPOINT)")
 
     @property
     def development(self) -> bool:
