@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import time
 from datetime import timedelta
 from uuid import uuid4
 
@@ -40,6 +41,7 @@ def session_id_of(request: web.Request) -> str:
 
 @routes.post("/v1/widget/sessions")
 async def open_session(request: web.Request) -> web.Response:
+    started = time.perf_counter()
     settings, limits = request.app[SETTINGS], request.app[LIMITS]
     await limits.open_by_client(request)
     body = await read_model(request, OpenSession, max_bytes=settings.widget_body_max_bytes)
@@ -63,7 +65,8 @@ async def open_session(request: web.Request) -> web.Response:
         log.error("widget open not published", error=type(exc).__name__, bot_id=str(body.bot_id))
         raise error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"}) from None
     SESSIONS_OPENED.inc()
-    log.info("widget opened", session_id=session_id, bot_id=str(body.bot_id), correlation_id=event.correlation_id)
+    log.info("widget opened", session_id=session_id, bot_id=str(body.bot_id), correlation_id=event.correlation_id,
+             latency_ms=round((time.perf_counter() - started) * 1000, 1))
     return web.json_response({"session_id": session_id, "status": "pending"}, status=202)
 
 
