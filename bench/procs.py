@@ -15,14 +15,19 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def cpu_seconds(pid: int) -> float:
-    """user + system CPU seconds of one process (0 when it is gone)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of one process ((0, 0) when it is gone)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
     except (OSError, IndexError, ValueError):
-        return 0.0
+        return 0.0, 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of one process (0 when it is gone)."""
+    return sum(cpu_times(pid))
 
 
 def rss_bytes(pid: int) -> int:
@@ -92,12 +97,18 @@ def python_child(role: str, module_args: list[str], env: dict[str, str], log_dir
     return Child(role, [sys.executable, "-m", *module_args], env, log_dir / f"{role}-{time.monotonic_ns()}.log")
 
 
+NAMED = {"postgres": ("postgres",), "rabbitmq": ("beam.smp", "erl_child_setup", "epmd", "inet_gethost")}
+
+
 @dataclass
 class CpuMeter:
-    """CPU seconds per component over a phase: Doorman's services, the database, the broker, the client."""
+    """CPU seconds per component over a phase: Doorman's services, the database, the broker, the client.
+
+    The database's and broker's processes are found by name, again at the end of the phase, so
+    backends started during it (a pool growing) are counted from zero."""
 
     groups: dict[str, list[int]]
-    started: dict[str, float] = field(default_factory=dict)
+    started: dict[int, tuple[float, float]] = field(default_factory=dict)
     wall0: float = 0.0
 
     @staticmethod
@@ -106,31 +117,45 @@ class CpuMeter:
         for c in children:
             if c.alive:
                 groups.setdefault(c.role, []).append(c.pid)
-        groups["postgres"] = pids_named("postgres")
-        groups["rabbitmq"] = pids_named("beam.smp", "erl_child_setup", "epmd", "inet_gethost")
         groups["client"] = [os.getpid()]
         return CpuMeter(groups)
 
-    def _sample(self) -> dict[str, float]:
-        return {g: sum(cpu_seconds(p) for p in pids) for g, pids in self.groups.items()}
+    def _pids(self) -> dict[str, list[int]]:
+        return {**self.groups, **{g: pids_named(*names) for g, names in NAMED.items()}}
 
     def __enter__(self) -> "CpuMeter":
-        self.started = self._sample()
+        self.started = {p: cpu_times(p) for pids in self._pids().values() for p in pids}
         self.wall0 = time.monotonic()
         return self
 
     def __exit__(self, *_: object) -> None:
-        end = self._sample()
         self.wall = time.monotonic() - self.wall0
-        self.seconds = {g: end[g] - self.started[g] for g in end}
+        self.user: dict[str, float] = {}
+        self.system: dict[str, float] = {}
+        for g, pids in self._pids().items():
+            u = s = 0.0
+            for p in pids:
+                u1, s1 = cpu_times(p)
+                u0, s0 = self.started.get(p, (0.0, 0.0))
+                u, s = u + u1 - u0, s + s1 - s0
+            self.user[g], self.system[g] = u, s
+        self.seconds = {g: self.user[g] + self.system[g] for g in self.user}
 
     def cores(self) -> dict[str, float]:
         """Average cores used by each component over the phase."""
         return {g: round(s / self.wall, 2) for g, s in self.seconds.items()}
 
+    def system_share(self) -> dict[str, float]:
+        """Part of each component's CPU time spent in the kernel (loopback TCP, syscalls)."""
+        return {g: round(self.system[g] / s, 2) for g, s in self.seconds.items() if s > 0}
+
     def ms_per(self, count: int) -> dict[str, float]:
         """CPU milliseconds each component spent per unit of work (e.g. per resolved open)."""
-        return {g: round(s * 1000 / count, 3) for g, s in self.seconds.items()} if count else {}
+        if not count:
+            return {}
+        out = {g: round(s * 1000 / count, 3) for g, s in self.seconds.items()}
+        out["total"] = round(sum(self.seconds.values()) * 1000 / count, 3)
+        return out
 
 
 class RssSampler:

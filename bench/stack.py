@@ -239,3 +239,36 @@ class Stack:
             columns=["session_id", "bot_id", "deadline_at"],
         )
         return ids
+
+
+DB_COUNTERS = ("xact_commit", "tup_returned", "tup_fetched", "tup_inserted", "tup_updated", "tup_deleted")
+
+
+class DbMeter:
+    """PostgreSQL's own counters for this run's database over a phase (pg_stat_database):
+    transactions (each autocommit statement is one) and rows touched, per unit of work."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._stack = stack
+        self.delta: dict[str, int] = {}
+
+    async def _sample(self) -> dict[str, int]:
+        assert self._stack.pool is not None
+        # Backends publish their counters when idle, at most about once a second (PostgreSQL 15).
+        await asyncio.sleep(1.1)
+        async with self._stack.pool.acquire() as conn:
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = await conn.fetchrow(
+                f"SELECT {', '.join(DB_COUNTERS)} FROM pg_stat_database WHERE datname = $1", self._stack.database)
+        return dict(row)
+
+    async def __aenter__(self) -> "DbMeter":
+        self._start = await self._sample()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        end = await self._sample()
+        self.delta = {k: end[k] - self._start[k] for k in DB_COUNTERS}
+
+    def per(self, count: int) -> dict[str, float]:
+        return {k: round(v / count, 2) for k, v in self.delta.items()} if count else {}

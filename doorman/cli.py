@@ -52,7 +52,7 @@ def _run_worker(module: str, settings_cls: str) -> None:
     mod = importlib.import_module(f"services.{module}.main")
     cls = getattr(importlib.import_module(f"services.{module}.settings"), settings_cls)
     s = _settings(cls)
-    asyncio.run(run_until_signalled(lambda: mod.running(s), module))
+    asyncio.run(run_until_signalled(lambda: mod.running(s, health_host=s.health_host), module))  # type: ignore[attr-defined]
 
 
 def cmd_verifier(_: argparse.Namespace) -> None:

@@ -32,6 +32,7 @@ class DoormanSettings(BaseSettings):
     db_pool_max: int = Field(10, ge=1)
     log_level: str = "info"
     log_json: bool | None = None  # None: JSON unless stderr is a terminal
+    health_host: str = Field("127.0.0.1", description="where workers serve /healthz, /readyz, /metrics (0.0.0.0 in pods)")
     tracing: bool = Field(False, description="OpenTelemetry spans (export with OTEL_EXPORTER_OTLP_ENDPOINT)")
 
     @property

@@ -1,0 +1,105 @@
+"""One table from the results, with each target met or missed; the same in results/latest.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .machine import line as machine_line
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        v = f"{v:,.1f}" if abs(v) >= 10 else f"{v:.2f}"
+    elif isinstance(v, int):
+        v = f"{v:,}"
+    return f"{v}{unit}"
+
+
+def _met(value: float | None, target: float, *, at_least: bool) -> bool | None:
+    if value is None:
+        return None
+    return value >= target if at_least else value <= target
+
+
+def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
+    """(test, measure, value, target, met)."""
+    out: list[tuple[str, str, str, str, bool | None]] = []
+    add = lambda *row: out.append(row)  # noqa: E731
+    if p := r.get("post"):
+        add("1", f"plain aiohttp JSON POST, req/s (c={p['concurrency']})", _fmt(p["plain"]["per_second"]), "", None)
+        add("1", "gateway POST /v1/widget/sessions, req/s", _fmt(p["gateway"]["per_second"]), "", None)
+        add("1", "  ratio gateway / plain", _fmt(p["ratio"]), ">= 0.5", _met(p["ratio"], 0.5, at_least=True))
+        if w := p.get("wrk"):
+            add("1", "  same with wrk (C client): plain / gateway req/s",
+                f"{_fmt(w['plain']['per_second'])} / {_fmt((w.get('gateway') or {}).get('per_second'))}", "", None)
+            add("1", "  wrk ratio gateway / plain", _fmt(w.get("ratio")), ">= 0.5", _met(w.get("ratio"), 0.5, at_least=True))
+    if e := r.get("e2e"):
+        s, f = e["saturation"], e["fixed"]
+        add("2", f"e2e opens resolved/s, 1 verifier + 1 contacts (c={s['concurrency']})", _fmt(s["per_second"]),
+            ">= 1000", _met(s["per_second"], 1000, at_least=True))
+        add("2", f"  latency at saturation p50/p99 ms", f"{_fmt(s['p50_ms'])} / {_fmt(s['p99_ms'])}", "", None)
+        add("2", f"open->outcome at {f['offered_per_second']:.0f}/s: p50/p95/p99 ms",
+            f"{_fmt(f.get('p50_ms'))} / {_fmt(f.get('p95_ms'))} / {_fmt(f.get('p99_ms'))}", "p99 <= 100",
+            _met(f.get("p99_ms"), 100, at_least=False))
+        bad = sum(v for k, v in f.get("outcomes", {}).items() if k != "verified") + sum(f.get("errors", {}).values())
+        add("2", "  (achieved rate; non-verified or failed)", f"{_fmt(f.get('per_second'))}/s; {bad}", "", None)
+    if d := r.get("direct"):
+        add("3", "direct single-process reference, resolved/s", _fmt(d["saturation"]["per_second"]), "", None)
+        df = d["fixed"]
+        add("3", f"  direct at {df['offered_per_second']:.0f}/s: p50/p95/p99 ms",
+            f"{_fmt(df.get('p50_ms'))} / {_fmt(df.get('p95_ms'))} / {_fmt(df.get('p99_ms'))}", "", None)
+        if r.get("e2e"):
+            ratio = r["ratios"]["e2e_vs_direct"]
+            add("3", "  ratio Doorman e2e / direct", _fmt(ratio), "", None)
+    if b := r.get("drain"):
+        add("4", f"contacts backlog drain ({b['doorman']['events']:,} events), events/s", _fmt(b["doorman"]["per_second"]), "", None)
+        add("4", f"raw batched asyncpg upsert (batch {b['raw_upsert']['batch']}), rows/s", _fmt(b["raw_upsert"]["per_second"]), "", None)
+        add("4", "  ratio drain / raw", _fmt(b["ratio"]), ">= 0.3", _met(b["ratio"], 0.3, at_least=True))
+    if i := r.get("isolation"):
+        add("5", f"others' p99 at {i['offered_per_second']:.0f}/s, 1 bot in {round(1 / i['hanging_share'])}: before / during hang, ms",
+            f"{_fmt(i['before']['others']['p99_ms'])} / {_fmt(i['during']['others']['p99_ms'])}", "", None)
+        add("5", "  ratio during / before", _fmt(i["ratio"]), "<= 1.2", _met(i["ratio"], 1.2, at_least=False))
+    if m := r.get("rss_rest_mb"):
+        add("6", "RSS at rest, MB (gateway / verifier / contacts)",
+            " / ".join(_fmt(m.get(k)) for k in ("gateway", "verifier", "contacts")), "", None)
+    if e := r.get("e2e"):
+        m = e["saturation"]["peak_rss_mb"]
+        add("6", "RSS peak under e2e load, MB (gateway / verifier / contacts)",
+            " / ".join(_fmt(m.get(k)) for k in ("gateway", "verifier", "contacts")), "", None)
+    if s := r.get("streams"):
+        target_ok = _met(s["gateway_rss_peak_mb"], 200, at_least=False) if s["open"] >= 10_000 else None
+        add("6", f"gateway RSS with {s['open']:,}/{s['streams']:,} waiting SSE streams, MB",
+            _fmt(s["gateway_rss_peak_mb"]), "<= 200 (10,000)", target_ok)
+        add("6", "  gateway KB per stream; cores used by gateway while only holding them",
+            f"{_fmt(s['gateway_kb_per_stream'])}; {_fmt(s['cpu_cores_while_holding'].get('gateway'))}", "", None)
+    if so := r.get("scale"):
+        add("7", "e2e resolved/s, 2 verifiers + 2 contacts", _fmt(so["per_second"]), "", None)
+        if r.get("e2e"):
+            add("7", "  ratio 2+2 / 1+1", _fmt(r["ratios"]["scale_out"]), "", None)
+    return out
+
+
+def table(r: dict[str, Any]) -> str:
+    data = rows(r)
+    heads = ("#", "measure", "value", "target", "met")
+    cells = [(t, m, v, g, "" if ok is None else ("yes" if ok else "MISSED")) for t, m, v, g, ok in data]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(heads)]
+    fmt = " | ".join(f"{{:{'>' if i == 2 else '<'}{w}}}" for i, w in enumerate(widths))
+    lines = [machine_line(r["machine"]), fmt.format(*heads), "-+-".join("-" * w for w in widths)]
+    lines += [fmt.format(*c) for c in cells]
+    for name in ("post", "e2e", "direct", "scale"):
+        part = r.get(name)
+        cores = None
+        if part:
+            cores = (part.get("gateway") or part.get("saturation") or part).get("cpu_cores")
+        if cores:
+            lines.append(f"cores busy during {name} at saturation: " + ", ".join(f"{k} {v}" for k, v in cores.items() if v))
+    lines.append("Client (this process), RabbitMQ, PostgreSQL, the fake customer API and every service share the "
+                 f"{r['machine']['cores']} cores: figures are for this whole box, not one service alone.")
+    return "\n".join(lines)
+
+
+def targets(r: dict[str, Any]) -> dict[str, bool | None]:
+    return {m.strip(): ok for _, m, _, g, ok in rows(r) if g}

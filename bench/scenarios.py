@@ -1,0 +1,442 @@
+"""The seven measurements. Each returns a plain dict for results/latest.json; every ratio is
+computed from figures measured in this same run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+import aiohttp
+
+from services.contacts.repository import UPSERT_VERIFIED
+from shared import messaging
+from shared.events import IdentifyMethod, Identity, IdentityVerified, utcnow
+
+from .client import Pool, closed_loop, direct_op, doorman_open_op, hold_streams, open_loop, post_op
+from .procs import Child, CpuMeter, RssSampler, python_child, rss_bytes
+from .stack import DbMeter, Stack, free_port
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how much; ``--quick`` scales everything down."""
+
+    post_seconds: float = 8.0
+    post_concurrency: int = 64
+    e2e_seconds: float = 10.0
+    e2e_concurrency: int = 128
+    fixed_rate: float = 300.0
+    fixed_seconds: float = 15.0
+    warmup: float = 1.5
+    drain_events: int = 20_000
+    streams: int = 10_000
+    isolation_seconds: float = 12.0
+    isolation_share: int = 10  # every Nth open goes to the bot whose API will hang
+    scale_seconds: float = 10.0
+    wrk_seconds: float = 5.0
+    bots: int = 10
+    visitors: int = 1000
+
+    @staticmethod
+    def quick() -> "Plan":
+        return Plan(post_seconds=3, e2e_seconds=4, fixed_seconds=5, warmup=1, drain_events=3000, streams=2000,
+                    isolation_seconds=5, scale_seconds=4, wrk_seconds=3)
+
+
+@dataclass
+class Context:
+    plan: Plan
+    stack: Stack
+    customer_fast: str
+    customer_hang: str
+    bots: list[str] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
+    customer: Child | None = None
+
+    def metered(self, *extra: Child) -> list[Child]:
+        """Every process of ours whose CPU a phase should count: the services, the customer API, ``extra``."""
+        return [*self.stack.children, *([self.customer] if self.customer else []), *extra]
+
+    def gateway_pool(self) -> Pool:
+        return Pool("127.0.0.1", self.stack.gateway_port)
+
+    def e2e_op(self):  # type: ignore[no-untyped-def]
+        bots = self.bots
+        return doorman_open_op(lambda i: bots[i % len(bots)])
+
+    def rss(self) -> dict[str, float]:
+        out = {}
+        for role in ("gateway", "verifier", "contacts"):
+            for n, c in enumerate(self.stack.running(role)):
+                out[role if n == 0 else f"{role}#{n + 1}"] = round(rss_bytes(c.pid) / MB, 1)
+        return out
+
+
+def say(msg: str) -> None:
+    print(f"  [{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+async def wait_http(port: int, child: Child, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if not child.alive or time.monotonic() > deadline:
+                raise RuntimeError(f"{child.role} did not start; see {child.log}")
+            await asyncio.sleep(0.1)
+
+
+# -- 1. the widget-open endpoint vs a plain aiohttp JSON POST ----------------------------------------------
+
+
+async def _wrk(port: int, body: bytes, seconds: float, connections: int) -> dict[str, Any] | None:
+    if shutil.which("wrk") is None:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = [[{body.decode()}]]\n")
+        script = f.name
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "-s", script,
+            f"http://127.0.0.1:{port}/v1/widget/sessions", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, _ = await asyncio.wait_for(proc.communicate(), seconds + 30)
+    finally:
+        os.unlink(script)
+    text = out.decode()
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    return {"per_second": float(rate.group(1)) if rate else None, "non_2xx": int(bad.group(1)) if bad else 0}
+
+
+async def post_throughput(ctx: Context) -> dict[str, Any]:
+    plan, stack = ctx.plan, ctx.stack
+    out: dict[str, Any] = {"concurrency": plan.post_concurrency}
+    port = free_port()
+    plain = python_child("plain", ["bench.plain", str(port)], stack.env(), stack.log_dir)
+    await plain.start()
+    try:
+        await wait_http(port, plain)
+        say("1. plain aiohttp POST endpoint")
+        pool = Pool("127.0.0.1", port)
+        with CpuMeter.of(ctx.metered(plain)) as cpu:
+            run = await closed_loop(pool, post_op(b"/v1/widget/sessions", ctx.bots[0]),
+                                    concurrency=plan.post_concurrency, seconds=plan.post_seconds, warmup=plan.warmup)
+        pool.close()
+        out["plain"] = {**run.summary(), "cpu_cores": cpu.cores(), "cpu_ms_per_request": cpu.ms_per(run.completed)}
+        wrk_plain = await _wrk(port, _wrk_body(ctx), plan.wrk_seconds, plan.post_concurrency)
+    finally:
+        await plain.stop()
+
+    say("1. gateway POST /v1/widget/sessions")
+    pool = ctx.gateway_pool()
+    with CpuMeter.of(ctx.metered()) as cpu:
+        run = await closed_loop(pool, post_op(b"/v1/widget/sessions", ctx.bots[0]),
+                                concurrency=plan.post_concurrency, seconds=plan.post_seconds, warmup=plan.warmup)
+    pool.close()
+    out["gateway"] = {**run.summary(), "cpu_cores": cpu.cores(), "cpu_system_share": cpu.system_share(),
+                      "cpu_ms_per_request": cpu.ms_per(run.completed)}
+    out["ratio"] = round(out["gateway"]["per_second"] / out["plain"]["per_second"], 3) if out["plain"]["per_second"] else None
+    say("   waiting for the pipeline to work off the accepted opens")
+    out["quiet_after"] = await stack.quiet(timeout=180)
+    if wrk_plain is not None:
+        wrk_gateway = await _wrk(stack.gateway_port, _wrk_body(ctx), plan.wrk_seconds, plan.post_concurrency)
+        out["wrk"] = {"plain": wrk_plain, "gateway": wrk_gateway}
+        if wrk_plain["per_second"] and wrk_gateway and wrk_gateway["per_second"]:
+            out["wrk"]["ratio"] = round(wrk_gateway["per_second"] / wrk_plain["per_second"], 3)
+        out["quiet_after_wrk"] = await stack.quiet(timeout=180)
+    return out
+
+
+def _wrk_body(ctx: Context) -> bytes:
+    return json.dumps({"bot_id": ctx.bots[0], "access_token": "tok-7"}).encode()
+
+
+# -- 2. end to end: saturation and latency at a fixed rate --------------------------------------------------
+
+
+async def stages(stack: Stack, since: datetime) -> dict[str, Any]:
+    """Where the time went, from the database's own clock: session row written -> resolved (the
+    pipeline: broker, verifier, identity call, contacts), and the identity call alone."""
+    assert stack.pool is not None
+    row = await stack.pool.fetchrow(
+        """SELECT count(*) AS n,
+                  percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM resolved_at - created_at) * 1000) AS pipeline,
+                  percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY auth_latency_ms) AS auth
+           FROM widget_sessions WHERE created_at >= $1 AND resolved_at IS NOT NULL AND deadline_at < now() + interval '1 minute'""",
+        since)
+    r = lambda xs: [round(x, 1) for x in xs] if xs else None  # noqa: E731
+    return {"sessions": row["n"], "db_open_to_resolved_ms_p50_p99": r(row["pipeline"]),
+            "identity_call_ms_p50_p99": r(row["auth"])}
+
+
+async def e2e_saturation(ctx: Context, label: str, seconds: float) -> dict[str, Any]:
+    pool = ctx.gateway_pool()
+    since = datetime.now(UTC)
+    pids = {c.role: [x.pid for x in ctx.stack.running(c.role)] for c in ctx.stack.children}
+    async with DbMeter(ctx.stack) as dbm, RssSampler(pids) as rss:
+        with CpuMeter.of(ctx.metered()) as cpu:
+            run = await closed_loop(pool, ctx.e2e_op(), concurrency=ctx.plan.e2e_concurrency, seconds=seconds,
+                                    warmup=ctx.plan.warmup)
+        pool.close()
+        await ctx.stack.quiet()
+    say(f"   {label}: {run.rate:.0f} resolved/s")
+    return {**run.summary(), "concurrency": ctx.plan.e2e_concurrency, "stages": await stages(ctx.stack, since),
+            "cpu_cores": cpu.cores(), "cpu_system_share": cpu.system_share(),
+            "cpu_ms_per_open": cpu.ms_per(run.completed), "db_per_open": dbm.per(dbm_count(ctx, run)), "peak_rss_mb": {k: round(v / MB, 1) for k, v in rss.peak.items()}}
+
+
+def dbm_count(ctx: Context, run) -> int:  # type: ignore[no-untyped-def]
+    """Opens the database saw in a closed-loop phase: those measured plus warm-up and stragglers
+    (approximated by scaling the measured rate to the whole phase)."""
+    return round(run.rate * (run.seconds + ctx.plan.warmup))
+
+
+async def fixed_rate(ctx: Context, rate: float, seconds: float) -> dict[str, Any]:
+    pool = ctx.gateway_pool()
+    since = datetime.now(UTC)
+    with CpuMeter.of(ctx.metered()) as cpu:
+        runs = await open_loop(pool, ctx.e2e_op(), rate=rate, seconds=seconds)
+    pool.close()
+    run = runs.get("all")
+    return {"offered_per_second": rate, **(run.summary() if run else {}), "stages": await stages(ctx.stack, since),
+            "cpu_cores": cpu.cores()}
+
+
+async def end_to_end(ctx: Context) -> dict[str, Any]:
+    plan = ctx.plan
+    say("2. end to end at saturation (1 verifier + 1 contacts)")
+    sat = await e2e_saturation(ctx, "1+1", plan.e2e_seconds)
+    await ctx.stack.quiet()
+    ctx.results["rss_after_load_mb"] = ctx.rss()
+    say(f"2. end to end at a fixed {plan.fixed_rate:.0f} opens/s for {plan.fixed_seconds:.0f} s")
+    fixed = await fixed_rate(ctx, plan.fixed_rate, plan.fixed_seconds)
+    say(f"   p50 {fixed.get('p50_ms')} ms, p99 {fixed.get('p99_ms')} ms")
+    await ctx.stack.quiet()
+    return {"saturation": sat, "fixed": fixed}
+
+
+# -- 3. the single-process direct reference --------------------------------------------------------------
+
+
+async def direct_baseline(ctx: Context) -> dict[str, Any]:
+    plan, stack = ctx.plan, ctx.stack
+    bot = await stack.insert_bot("bench direct")
+    port = free_port()
+    direct = python_child("direct", ["bench.direct", str(port), stack.database_url, ctx.customer_fast],
+                          stack.env(), stack.log_dir)
+    await direct.start()
+    try:
+        await wait_http(port, direct)
+        say("3. direct single-process reference at saturation")
+        pool = Pool("127.0.0.1", port)
+        with CpuMeter.of(ctx.metered(direct)) as cpu:
+            run = await closed_loop(pool, direct_op(str(bot)), concurrency=plan.e2e_concurrency,
+                                    seconds=plan.e2e_seconds, warmup=plan.warmup)
+        sat = {**run.summary(), "cpu_cores": cpu.cores(), "cpu_system_share": cpu.system_share(),
+               "cpu_ms_per_open": cpu.ms_per(run.completed)}
+        say(f"   {run.rate:.0f} resolved/s")
+        say(f"3. direct reference at a fixed {plan.fixed_rate:.0f} opens/s")
+        with CpuMeter.of(ctx.metered(direct)) as cpu:
+            runs = await open_loop(pool, direct_op(str(bot)), rate=plan.fixed_rate, seconds=plan.fixed_seconds)
+        pool.close()
+        fixed = {"offered_per_second": plan.fixed_rate, **runs["all"].summary(), "cpu_cores": cpu.cores()}
+    finally:
+        await direct.stop()
+    return {"saturation": sat, "fixed": fixed}
+
+
+# -- 4. contacts backlog drain vs a raw batched upsert ----------------------------------------------------
+
+
+def _verified(bot: UUID, session_id: str, i: int) -> IdentityVerified:
+    return IdentityVerified(
+        correlation_id=uuid4().hex[:16], session_id=session_id, bot_id=bot, identify_method=IdentifyMethod.id,
+        identity=Identity(identifier=f"d-{i}", id=f"d-{i}", name=f"Drained visitor {i}"), observed_at=utcnow(),
+    )
+
+
+async def _json_codec(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def backlog_drain(ctx: Context, *, events: int | None = None, on_start=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """``on_start(child)`` is called once the contacts service is started (the profiler hooks in there)."""
+    plan, stack = ctx.plan, ctx.stack
+    n = events or plan.drain_events
+    assert stack.pool is not None and stack.amqp is not None
+    say(f"4. contacts backlog drain: {n} verified identities queued with contacts stopped")
+    await stack.scale(verifiers=1, contacts=0)
+    bot = await stack.insert_bot("bench drain")
+    sessions = await stack.insert_pending_sessions(bot, n, deadline_in=3600)
+    events = [_verified(bot, s, i) for i, s in enumerate(sessions)]
+    started = time.monotonic()
+    async with messaging.publisher(stack.amqp, stack.topology) as publish:
+        for i in range(0, n, 500):
+            await asyncio.gather(*(publish(e) for e in events[i:i + 500]))
+    publish_s = time.monotonic() - started
+    while (await stack.queue_state(messaging.CONTACTS_QUEUE))[0] < n:
+        await asyncio.sleep(0.1)
+
+    dbm = DbMeter(stack)
+    await dbm.__aenter__()
+    child = await stack.start("contacts")
+    if on_start is not None:
+        on_start(child)
+    with CpuMeter.of(ctx.metered()) as cpu:
+        while (await stack.queue_state(messaging.CONTACTS_QUEUE))[1] < 1:
+            if not child.alive:
+                raise RuntimeError(f"contacts exited; see {child.log}")
+            await asyncio.sleep(0.01)
+        attached = datetime.now(UTC)
+        deadline = time.monotonic() + 600
+        while await stack.pool.fetchval(
+                "SELECT count(*) FROM widget_sessions WHERE bot_id = $1 AND status = 'pending'", bot):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the contacts backlog did not drain in 10 minutes")
+            await asyncio.sleep(0.05)
+    await dbm.__aexit__()
+    last = await stack.pool.fetchval("SELECT max(resolved_at) FROM widget_sessions WHERE bot_id = $1", bot)
+    contacts = await stack.pool.fetchval("SELECT count(*) FROM contacts WHERE bot_id = $1", bot)
+    drain_s = (last - attached).total_seconds()
+    doorman = {"events": n, "seconds": round(drain_s, 3), "per_second": round(n / drain_s, 1),
+               "contacts_created": contacts, "publish_seconds": round(publish_s, 2), "cpu_cores": cpu.cores(),
+               "cpu_system_share": cpu.system_share(), "cpu_ms_per_event": cpu.ms_per(n), "db_per_event": dbm.per(n)}
+    say(f"   Doorman drained {n} in {drain_s:.2f} s ({n / drain_s:.0f}/s)")
+
+    say("4. raw batched asyncpg upsert of the same rows (same statement, batches of 100, one transaction each)")
+    raw_bot = await stack.insert_bot("bench raw upsert")
+    batch = int(os.environ.get("DOORMAN_CONTACTS_BATCH_SIZE", 100))
+    rows = [
+        (raw_bot, "id", e.identity.identifier, e.identity.id, e.identity.name, None, None, None, None, None, {},
+         e.observed_at, e.event_id, {"external_id": "api", "name": "api"})
+        for e in events
+    ]
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        await _json_codec(conn)
+        started = time.monotonic()
+        for i in range(0, n, batch):
+            async with conn.transaction():
+                await conn.executemany(UPSERT_VERIFIED, rows[i:i + batch])
+        raw_s = time.monotonic() - started
+    finally:
+        await conn.close()
+    raw = {"rows": n, "batch": batch, "seconds": round(raw_s, 3), "per_second": round(n / raw_s, 1)}
+    say(f"   raw upsert: {n / raw_s:.0f}/s")
+    await stack.scale(verifiers=1, contacts=1)
+    return {"doorman": doorman, "raw_upsert": raw, "ratio": round(doorman["per_second"] / raw["per_second"], 3)}
+
+
+# -- 5. isolation: one bot's customer API hangs ------------------------------------------------------------
+
+
+async def isolation(ctx: Context, rate: float) -> dict[str, Any]:
+    plan, stack = ctx.plan, ctx.stack
+    hanging = await stack.create_bot("bench hanging", ctx.customer_fast)
+    others = ctx.bots
+    share = plan.isolation_share
+
+    def bot_for(i: int) -> str:
+        return hanging if i % share == 0 else others[(i // share) % len(others)]
+
+    def label(i: int) -> str:
+        return "hanging" if i % share == 0 else "others"
+
+    op = doorman_open_op(bot_for)
+    await stack.quiet()
+    say(f"5. isolation, before: {rate:.0f} opens/s, every {share}th to one bot (its API still fast)")
+    pool = ctx.gateway_pool()
+    before = await open_loop(pool, op, rate=rate, seconds=plan.isolation_seconds, label_of=label)
+    await stack.quiet()
+    await stack.set_auth_url(hanging, ctx.customer_hang)
+    await asyncio.sleep(1.0)  # the verifier's cache is told by NOTIFY
+    say(f"5. isolation, during: that bot's API hangs (others' outcomes measured)")
+    with CpuMeter.of(ctx.metered()) as cpu:
+        during = await open_loop(pool, op, rate=rate, seconds=plan.isolation_seconds, label_of=label,
+                                 skip=lambda i: i % share == 0)
+    pool.close()
+    b, d = before["others"].summary(), during["others"].summary()
+    say(f"   others' p99: before {b['p99_ms']} ms, during {d['p99_ms']} ms")
+    return {
+        "offered_per_second": rate, "hanging_share": 1 / share,
+        "before": {"others": b, "hanging_bot": before["hanging"].summary() if "hanging" in before else None},
+        "during": {"others": d, "cpu_cores": cpu.cores(), "unfinished": during.get("all").unfinished if "all" in during else 0},
+        "ratio": round(d["p99_ms"] / b["p99_ms"], 3) if b["p99_ms"] and d["p99_ms"] else None,
+    }
+
+
+# -- 6. memory: many widgets waiting -------------------------------------------------------------------------
+
+
+async def waiting_streams(ctx: Context) -> dict[str, Any]:
+    stack = ctx.stack
+    n = ctx.plan.streams
+    assert stack.pool is not None
+    await stack.quiet(timeout=90)
+    gateway = stack.running("gateway")[0]
+    bot = await stack.insert_bot("bench streams")
+    sessions = await stack.insert_pending_sessions(bot, n, deadline_in=900)
+    rss_before = rss_bytes(gateway.pid)
+    say(f"6. {n} concurrent SSE streams on pending sessions")
+    started = time.monotonic()
+    held = 0
+    with CpuMeter.of(ctx.metered()) as connect_cpu:
+        conns, problems, _ = await hold_streams("127.0.0.1", stack.gateway_port, sessions)
+        while time.monotonic() - started < 120:
+            held = await stack.pool.fetchval(
+                "SELECT count(*) FROM widget_sessions WHERE bot_id = $1 AND watcher IS NOT NULL", bot)
+            if held >= n:
+                break
+            await asyncio.sleep(0.25)
+    took = time.monotonic() - started
+    say(f"   {held} streams held by the gateway after {took:.1f} s; holding")
+    async with RssSampler({"gateway": [gateway.pid]}) as rss:
+        with CpuMeter.of(ctx.metered()) as hold_cpu:
+            await asyncio.sleep(max(4.0, ctx.plan.post_seconds))
+    for c in conns:
+        c.close()
+    # End the sessions so the gateway's stream handlers (re-reading the database) finish at once.
+    await stack.pool.execute(
+        "UPDATE widget_sessions SET status = 'fallback', reason = 'internal_error', detail = 'bench', resolved_at = now() "
+        "WHERE bot_id = $1 AND status = 'pending'", bot)
+    await asyncio.sleep(3.0)
+    return {
+        "streams": n, "open": held, "problems": dict(problems),
+        "connect_seconds": round(took, 1), "gateway_rss_before_mb": round(rss_before / MB, 1),
+        "gateway_rss_peak_mb": round(rss.peak["gateway"] / MB, 1),
+        "gateway_kb_per_stream": round((rss.peak["gateway"] - rss_before) / 1024 / max(1, held), 1),
+        "cpu_cores_while_connecting": connect_cpu.cores(), "cpu_cores_while_holding": hold_cpu.cores(),
+        "gateway_rss_after_mb": round(rss_bytes(gateway.pid) / MB, 1),
+    }
+
+
+# -- 7. scale-out ---------------------------------------------------------------------------------------------
+
+
+async def scale_out(ctx: Context) -> dict[str, Any]:
+    say("7. scale-out: 2 verifiers + 2 contacts")
+    await ctx.stack.scale(verifiers=2, contacts=2)
+    try:
+        sat = await e2e_saturation(ctx, "2+2", ctx.plan.scale_seconds)
+    finally:
+        await ctx.stack.quiet()
+        await ctx.stack.scale(verifiers=1, contacts=1)
+    return sat
