@@ -27,24 +27,31 @@ class Expired:
     watcher: str | None
 
 
+_EXPIRE = """
+    UPDATE widget_sessions s
+    SET status = 'fallback', reason = $1, detail = $2, resolved_at = now()
+    WHERE s.session_id = ANY(ARRAY({candidates})) AND s.status = 'pending'
+    RETURNING s.session_id, s.bot_id, s.watcher
+"""
+# Range scan of the partial index on pending sessions' deadlines (the predicate is sargable).
+_OVERDUE = """SELECT session_id FROM widget_sessions
+              WHERE status = 'pending' AND deadline_at < now() - make_interval(secs => $3)
+              ORDER BY deadline_at LIMIT $4 FOR UPDATE SKIP LOCKED"""
+# One session, by primary key: what a gateway does when it reads one.
+_ONE_OVERDUE = """SELECT session_id FROM widget_sessions
+                  WHERE session_id = $4 AND status = 'pending' AND deadline_at < now() - make_interval(secs => $3)
+                  FOR UPDATE SKIP LOCKED"""
+
+
 async def expire_overdue(
     conn: asyncpg.Connection | asyncpg.Pool, *, session_id: str | None = None, limit: int = 1000,
 ) -> list[Expired]:
-    """End overdue pending sessions (one, or up to ``limit``) as internal_error."""
-    rows = await conn.fetch(
-        """
-        UPDATE widget_sessions s
-        SET status = 'fallback', reason = $1, detail = $2, resolved_at = now()
-        WHERE s.session_id IN (
-            SELECT session_id FROM widget_sessions
-            WHERE status = 'pending' AND deadline_at + make_interval(secs => $3) < now()
-              AND ($4::text IS NULL OR session_id = $4)
-            ORDER BY deadline_at LIMIT $5 FOR UPDATE SKIP LOCKED)
-        AND s.status = 'pending'
-        RETURNING s.session_id, s.bot_id, s.watcher
-        """,
-        FallbackReason.internal_error.value, EXPIRED_DETAIL, EXPIRE_GRACE_SECONDS, session_id, limit,
-    )
+    """End overdue pending sessions (the one given, or up to ``limit``) as internal_error."""
+    reason, detail = FallbackReason.internal_error.value, EXPIRED_DETAIL
+    if session_id is None:
+        rows = await conn.fetch(_EXPIRE.format(candidates=_OVERDUE), reason, detail, EXPIRE_GRACE_SECONDS, limit)
+    else:
+        rows = await conn.fetch(_EXPIRE.format(candidates=_ONE_OVERDUE), reason, detail, EXPIRE_GRACE_SECONDS, session_id)
     return [Expired(r["session_id"], r["bot_id"], r["watcher"]) for r in rows]
 
 
