@@ -37,3 +37,9 @@ screenshots: install services browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The benchmark: one table, bench/results/latest.json (about 6 minutes; `.venv/bin/python -m bench --quick` for about 1).
+.PHONY: bench
+bench: install services
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m bench

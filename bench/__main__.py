@@ -53,6 +53,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     only = {s.strip() for s in args.only.split(",")} if args.only else {"1", "2", "3", "4", "5", "6", "7"}
     started = time.monotonic()
     log_dir = RESULTS / "logs"
+    for old in log_dir.glob("*.log"):  # the previous run's service logs (all written by this harness)
+        old.unlink()
     stack = Stack(log_dir)
     results: dict[str, Any] = {
         "mode": "quick" if args.quick else ("profile" if args.profile else "full"), "plan": plan.__dict__,
@@ -101,7 +103,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["drain"] = await scenarios.backlog_drain(ctx)
             if "5" in only:
                 rate = plan.fixed_rate
-                if "e2e" in results:  # keep the others' traffic below saturation, so a rise is the hang's doing
+                if args.isolation_rate:
+                    rate = args.isolation_rate
+                elif "e2e" in results:  # keep the others' traffic below saturation, so a rise is the hang's doing
                     rate = min(rate, max(20.0, round(results["e2e"]["saturation"]["per_second"] * 0.5, -1)))
                 results["isolation"] = await scenarios.isolation(ctx, rate)
             if "6" in only:
@@ -171,6 +175,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="about a minute: shorter phases, 2,000 streams")
     parser.add_argument("--only", help="comma-separated test numbers to run (1-7), e.g. --only 2,5")
     parser.add_argument("--profile", action="store_true", help="record py-spy profiles under load instead")
+    parser.add_argument("--isolation-rate", type=float,
+                        help="opens/s for test 5 (default: half the measured e2e saturation, at most 300)")
     parser.add_argument("--keep-database", action="store_true", help="do not drop the run's database")
     parser.add_argument("--output", type=Path, help="default: bench/results/latest.json (profile.json with --profile)")
     args = parser.parse_args()

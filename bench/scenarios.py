@@ -45,14 +45,16 @@ class Plan:
     isolation_seconds: float = 12.0
     isolation_share: int = 10  # every Nth open goes to the bot whose API will hang
     scale_seconds: float = 10.0
-    wrk_seconds: float = 5.0
+    wrk_seconds: float = 5.0  # 0: no wrk cross-check
+    streams_timeout: float = 90.0
+    settle_timeout: float = 60.0
     bots: int = 10
     visitors: int = 1000
 
     @staticmethod
     def quick() -> "Plan":
-        return Plan(post_seconds=3, e2e_seconds=4, fixed_seconds=5, warmup=1, drain_events=3000, streams=2000,
-                    isolation_seconds=5, scale_seconds=4, wrk_seconds=3)
+        return Plan(post_seconds=2, e2e_seconds=3, fixed_seconds=3, warmup=0.5, drain_events=3000, streams=1000,
+                    isolation_seconds=3, scale_seconds=3, wrk_seconds=0, streams_timeout=15, settle_timeout=20)
 
 
 @dataclass
@@ -141,7 +143,7 @@ async def post_throughput(ctx: Context) -> dict[str, Any]:
                                     concurrency=plan.post_concurrency, seconds=plan.post_seconds, warmup=plan.warmup)
         pool.close()
         out["plain"] = {**run.summary(), "cpu_cores": cpu.cores(), "cpu_ms_per_request": cpu.ms_per(run.completed)}
-        wrk_plain = await _wrk(port, _wrk_body(ctx), plan.wrk_seconds, plan.post_concurrency)
+        wrk_plain = await _wrk(port, _wrk_body(ctx), plan.wrk_seconds, plan.post_concurrency) if plan.wrk_seconds else None
     finally:
         await plain.stop()
 
@@ -390,7 +392,7 @@ async def waiting_streams(ctx: Context) -> dict[str, Any]:
     stack = ctx.stack
     n = ctx.plan.streams
     assert stack.pool is not None
-    await stack.quiet(timeout=90)
+    await stack.quiet(timeout=ctx.plan.settle_timeout)
     gateway = stack.running("gateway")[0]
     bot = await stack.insert_bot("bench streams")
     sessions = await stack.insert_pending_sessions(bot, n, deadline_in=900)
@@ -399,8 +401,9 @@ async def waiting_streams(ctx: Context) -> dict[str, Any]:
     started = time.monotonic()
     held = 0
     with CpuMeter.of(ctx.metered()) as connect_cpu:
-        conns, problems, _ = await hold_streams("127.0.0.1", stack.gateway_port, sessions)
-        while time.monotonic() - started < 120:
+        conns, problems, _ = await hold_streams("127.0.0.1", stack.gateway_port, sessions,
+                                                timeout=ctx.plan.streams_timeout)
+        while time.monotonic() - started < ctx.plan.streams_timeout:
             held = await stack.pool.fetchval(
                 "SELECT count(*) FROM widget_sessions WHERE bot_id = $1 AND watcher IS NOT NULL", bot)
             if held >= n:
@@ -422,7 +425,8 @@ async def waiting_streams(ctx: Context) -> dict[str, Any]:
         "streams": n, "open": held, "problems": dict(problems),
         "connect_seconds": round(took, 1), "gateway_rss_before_mb": round(rss_before / MB, 1),
         "gateway_rss_peak_mb": round(rss.peak["gateway"] / MB, 1),
-        "gateway_kb_per_stream": round((rss.peak["gateway"] - rss_before) / 1024 / max(1, held), 1),
+        "gateway_kb_per_stream": round((rss.peak["gateway"] - rss_before) / 1024 / max(1, len(conns)), 1),
+        "connections": len(conns),
         "cpu_cores_while_connecting": connect_cpu.cores(), "cpu_cores_while_holding": hold_cpu.cores(),
         "gateway_rss_after_mb": round(rss_bytes(gateway.pid) / MB, 1),
     }
