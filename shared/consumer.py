@@ -201,18 +201,17 @@ class Consumer:
         )
 
     async def _flush_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._pending.get()]
-            until = loop.time() + self._linger
-            while len(batch) < self._batch_size:
-                timeout = until - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._pending.get(), timeout))
-                except TimeoutError:
-                    break
+            try:
+                async with asyncio.timeout(self._linger):  # one timer per batch, not one per message
+                    while len(batch) < self._batch_size:
+                        while not self._pending.empty() and len(batch) < self._batch_size:
+                            batch.append(self._pending.get_nowait())
+                        if len(batch) < self._batch_size:
+                            batch.append(await self._pending.get())
+            except TimeoutError:
+                pass
             try:
                 await self._handle_batch(batch)
             except Exception as exc:  # e.g. the channel closed under an ack: the broker redelivers
@@ -236,8 +235,8 @@ class Consumer:
             for message, event in batch:
                 await self._handle_one(message, event)
             return
-        for message, _ in batch:
-            await message.ack()
+        # Batches are handled one at a time, in delivery order, on this channel: one ack for all.
+        await max(batch, key=lambda item: item[0].delivery_tag or 0)[0].ack(multiple=True)
 
 
 @asynccontextmanager

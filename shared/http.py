@@ -226,14 +226,25 @@ class OutboundResponse:
     elapsed_ms: float
 
 
+class HostBusy(Exception):
+    """As many calls to this host are in flight as allowed: try later, don't queue behind a slow host."""
+
+
 class OutboundClient:
-    """Calls a business's URL under Doorman's rules."""
+    """Calls a business's URL under Doorman's rules.
+
+    Calls per destination host are capped (``limit_per_host``); one more fails at once with
+    :class:`HostBusy` instead of waiting, so a business whose API hangs holds at most that many
+    of a verifier's in-flight slots and every other business's visitors go on being served.
+    """
 
     def __init__(
         self, session: aiohttp.ClientSession, *, allow_private: bool, timeout: float, max_body: int,
-        ports: frozenset[int] | None = None, allow: Allow | None = None,
+        ports: frozenset[int] | None = None, allow: Allow | None = None, limit_per_host: int | None = None,
     ) -> None:
         self._session = session
+        self._limit_per_host = limit_per_host
+        self._in_flight: dict[str, int] = {}
         self._refusal = _policy(allow, allow_private)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_body = max_body
@@ -258,6 +269,20 @@ class OutboundClient:
         self, method: str, url: str, *, headers: dict[str, str], json: Any = None, data: bytes | None = None,
     ) -> OutboundResponse:
         target = self.check_url(url)
+        host = f"{target.host}:{target.port}"
+        if self._limit_per_host is not None and self._in_flight.get(host, 0) >= self._limit_per_host:
+            raise HostBusy(f"{self._limit_per_host} calls to {target.host} are already in flight")
+        self._in_flight[host] = self._in_flight.get(host, 0) + 1
+        try:
+            return await self._request(method, target, headers=headers, json=json, data=data)
+        finally:
+            self._in_flight[host] -= 1
+            if not self._in_flight[host]:
+                del self._in_flight[host]
+
+    async def _request(
+        self, method: str, target: URL, *, headers: dict[str, str], json: Any, data: bytes | None,
+    ) -> OutboundResponse:
         sent = CIMultiDict(headers)
         sent["Accept-Encoding"] = ACCEPT_ENCODING
         started = time.perf_counter()
@@ -344,4 +369,5 @@ async def outbound_client(
     ) as session:
         yield OutboundClient(
             session, allow_private=allow_private, timeout=timeout, max_body=max_body, ports=ports, allow=allow,
+            limit_per_host=limit_per_host,
         )

@@ -19,7 +19,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from shared.events import FallbackReason, Identity, IdentifyMethod
-from shared.http import DestinationBlocked, InvalidResponse, OutboundClient, OutboundResponse
+from shared.http import DestinationBlocked, HostBusy, InvalidResponse, OutboundClient, OutboundResponse
 from shared.identifiers import (
     IDENTIFIER_FIELDS,
     InvalidIdentifier,
@@ -263,6 +263,8 @@ async def call_identity(
         failure = exc
     except DestinationBlocked as exc:
         failure = AuthFailure(FallbackReason.destination_blocked, str(exc))
+    except HostBusy as exc:  # transient: the verifier parks the message and tries again shortly
+        failure = AuthFailure(FallbackReason.auth_unavailable, f"the Authentication URL is busy ({exc})")
     except InvalidResponse as exc:
         failure = AuthFailure(FallbackReason.invalid_response, str(exc))
     except (TimeoutError, asyncio.TimeoutError):

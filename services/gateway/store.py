@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -11,7 +11,8 @@ import structlog
 
 from shared.crypto import Secrets
 from shared.db import CONFIG_CHANNEL
-from shared.sessions import expire_overdue
+from shared.events import utcnow
+from shared.sessions import EXPIRE_GRACE_SECONDS, expire_overdue
 
 from . import pagination
 from .schemas import CustomAuthSettingsIn
@@ -156,7 +157,8 @@ async def session_view(conn: asyncpg.Connection | asyncpg.Pool, session_id: str)
     row = await conn.fetchrow(_SESSION_VIEW, session_id)
     if row is None:
         return None
-    if row["status"] == "pending" and await expire_overdue(conn, session_id=session_id):
+    overdue = row["deadline_at"] + timedelta(seconds=EXPIRE_GRACE_SECONDS) < utcnow()
+    if row["status"] == "pending" and overdue and await expire_overdue(conn, session_id=session_id):
         log.warning("session expired on read", session_id=session_id)
         row = await conn.fetchrow(_SESSION_VIEW, session_id)
     return _widget_view(row)

@@ -113,12 +113,20 @@ async def stream_session(request: web.Request) -> web.StreamResponse:
     """One ``outcome`` event when the session resolves, then the stream ends."""
     await request.app[LIMITS].read_by_client(request)
     session_id = session_id_of(request)
+    try:
+        return await _stream(request, session_id)
+    except ConnectionResetError:  # the visitor left: nothing to tell anyone
+        raise asyncio.CancelledError() from None
+
+
+async def _stream(request: web.Request, session_id: str) -> web.StreamResponse:
     pool, hub, settings = request.app[POOL], request.app[HUB], request.app[SETTINGS]
     with hub.waiting(session_id) as signal, WAITING_STREAMS.track_inprogress():
         if await store.watch_session(pool, session_id, hub.replica) is None:
             raise error(404, "session_not_found", "no session has this id")
         async with sse_response(request, headers={"Access-Control-Allow-Origin": "*"}) as stream:
             stream.ping_interval = 15
+            await stream.write(b": waiting\n\n")  # headers and a first byte now, not at the outcome
             view = await store.session_view(pool, session_id)
             while view is not None and view["status"] == "pending":
                 # Woken by the outcome notification; re-read now and then in case it was lost.

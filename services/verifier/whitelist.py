@@ -29,7 +29,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from shared.domains import normalise_domain_entry
-from shared.http import DestinationBlocked, InvalidResponse, OutboundClient, ResponseTooLarge
+from shared.http import DestinationBlocked, HostBusy, InvalidResponse, OutboundClient, ResponseTooLarge
 
 log = structlog.get_logger("doorman.verifier.whitelist")
 
@@ -182,6 +182,8 @@ class ApiWhitelist:
             response = await self._http.request("GET", api_url, headers=headers)
         except DestinationBlocked as exc:
             raise _FetchFailed(f"the whitelist API's address is not allowed ({exc})") from None
+        except HostBusy:
+            raise _FetchFailed("the whitelist API has too many calls in flight") from None
         except ResponseTooLarge:
             raise _FetchFailed("the whitelist API's answer is too large") from None
         except InvalidResponse as exc:

@@ -7,6 +7,7 @@ from datetime import timedelta
 from uuid import uuid4
 
 import aio_pika
+import pytest
 
 from shared.auth_config import AuthConfig
 from services.verifier.handler import decide
@@ -15,7 +16,7 @@ from shared import messaging
 from shared.events import IdentifyMethod, WidgetOpened, utcnow
 from shared.http import outbound_client
 from tests.conftest import AMQP_URL, Stack, await_outcome, create_bot, verify_once
-from tests.fake_customer import FakeCustomerAPI, verified
+from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
 
 async def dead_letters(prefix: str, queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
@@ -117,3 +118,29 @@ async def test_queue_stats_without_the_management_api(stack: Stack) -> None:
 
     verifier = stats[messaging.Topology(stack.config["amqp_prefix"]).queue(messaging.VERIFIER_QUEUE)]
     assert verifier.consumers == 1 and verifier.unacked is None  # the stack's verifier; unacked unknown
+
+
+async def test_a_hanging_business_holds_at_most_its_share_of_calls(customer_api: FakeCustomerAPI) -> None:
+    """Calls to one host beyond the per-host cap fail at once (HostBusy) instead of queueing, so the
+    verifier parks them and keeps serving other businesses."""
+    import asyncio as aio
+
+    from shared.http import HostBusy
+
+    hanging = customer_api.endpoint(Answer(json={}, delay=2))
+    fast = customer_api.endpoint(verified(id="1"))
+    async with outbound_client(allow_private=True, timeout=5, max_body=65536, limit_per_host=2) as http:
+        stuck = [aio.create_task(http.request("POST", hanging, headers={}, json={})) for _ in range(2)]
+        await aio.sleep(0.1)  # the two calls are in flight
+        try:
+            with pytest.raises(HostBusy):
+                await http.request("POST", hanging, headers={}, json={})
+            # Same host and port as the hanging one (the fake serves both), so it is busy too...
+            with pytest.raises(HostBusy):
+                await http.request("POST", fast, headers={}, json={})
+        finally:
+            for task in stuck:
+                task.cancel()
+            await aio.gather(*stuck, return_exceptions=True)
+        # ...and free again once they are done.
+        assert (await http.request("POST", fast, headers={}, json={})).status == 200
