@@ -39,8 +39,7 @@ async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publis
         resolved = await resolve_sessions(conn, outcomes)
     by_session = {e.session_id: e for e in events if not isinstance(e, ContactCollected)}
     for r in resolved:
-        OUTCOMES.labels(r.status, r.reason or "").inc()
-        SESSION_SECONDS.labels(r.status).observe(r.seconds)
+        _count(r)
         log.info("session resolved", session_id=r.session_id, bot_id=str(r.bot_id), status=r.status,
                  reason=r.reason, latency_ms=round(r.seconds * 1000, 1),
                  correlation_id=by_session[r.session_id].correlation_id)
@@ -77,6 +76,10 @@ async def fall_back_on_failure(event: Event, exc: BaseException, *, pool: asyncp
             detail="the contact could not be recorded",
         )])
     for r in resolved:
-        OUTCOMES.labels(r.status, r.reason or "").inc()
-        SESSION_SECONDS.labels(r.status).observe(r.seconds)
+        _count(r)
     await notify(resolved, events={event.session_id: event}, publish=publish)
+
+
+def _count(r: Resolved) -> None:
+    OUTCOMES.labels(r.status, r.reason or "").inc()
+    SESSION_SECONDS.labels(r.status).observe(r.seconds)
