@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -204,3 +205,36 @@ class Published:
     async def __call__(self, event: Any, routing_key: str | None = None) -> None:
         self.events.append(event)
         self.routing_keys.append(routing_key)
+
+
+async def wait_for_consumers(prefix: str, expected: dict[str, int], timeout: float = 30) -> None:
+    """Until each named work queue has exactly the expected number of consumers."""
+    topology = messaging.Topology(prefix)
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with await aio_pika.connect(AMQP_URL) as conn:
+        channel = await conn.channel()
+        await messaging.declare(channel, topology)
+        while True:
+            counts = {}
+            for name in expected:
+                q = await channel.declare_queue(topology.queue(name), passive=True)
+                counts[name] = q.declaration_result.consumer_count
+            if counts == expected:
+                return
+            assert asyncio.get_running_loop().time() < deadline, f"consumers never came up: {counts}"
+            await asyncio.sleep(0.1)
+
+
+async def wait_ready(url: str, timeout: float = 30) -> None:
+    """Until a gateway process answers /readyz with 200."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(f"{url}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            assert asyncio.get_running_loop().time() < deadline, "gateway not ready"
+            await asyncio.sleep(0.1)

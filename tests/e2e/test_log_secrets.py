@@ -17,27 +17,12 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, await_outcome, open_session, service_config, service_env
-from tests.e2e.test_replicas import _wait_for_consumers
+from tests.conftest import ADMIN_TOKEN, await_outcome, open_session, service_config, service_env, wait_for_consumers, wait_ready
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 from tests.faults.infra import free_port
 from shared import messaging
 
 HEADER_TOKEN = "Bearer header-" + secrets.token_hex(12)
-
-
-async def wait_ready(url: str, timeout: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    async with aiohttp.ClientSession() as http:
-        while True:
-            try:
-                async with http.get(f"{url}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            assert asyncio.get_running_loop().time() < deadline, "gateway not ready"
-            await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -62,7 +47,7 @@ async def processes(database_url: str, broker_prefix: Any, secret_key: str, tmp_
 
     try:
         await wait_ready(url)
-        await _wait_for_consumers(config["amqp_prefix"], {messaging.VERIFIER_QUEUE: 1, messaging.CONTACTS_QUEUE: 1})
+        await wait_for_consumers(config["amqp_prefix"], {messaging.VERIFIER_QUEUE: 1, messaging.CONTACTS_QUEUE: 1})
         yield url, logs, stop
     finally:
         await stop()

@@ -12,35 +12,17 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import pytest
 
 from shared import messaging
 from tests.conftest import (
-    AMQP_URL, Stack, await_outcome, create_bot, open_session, service_config, service_env, start_gateway,
+    Stack, await_outcome, create_bot, open_session, service_config, service_env, start_gateway, wait_for_consumers,
 )
 from tests.fake_customer import FakeCustomerAPI, verified
 
 BOTS = 4
 SESSIONS_PER_BOT = 40
 IDENTIFIERS_PER_BOT = 5
-
-
-async def _wait_for_consumers(prefix: str, expected: dict[str, int], timeout: float = 30) -> None:
-    topology = messaging.Topology(prefix)
-    deadline = asyncio.get_running_loop().time() + timeout
-    async with await aio_pika.connect(AMQP_URL) as conn:
-        channel = await conn.channel()
-        await messaging.declare(channel, topology)
-        while True:
-            counts = {}
-            for name in expected:
-                q = await channel.declare_queue(topology.queue(name), passive=True)
-                counts[name] = q.declaration_result.consumer_count
-            if counts == expected:
-                return
-            assert asyncio.get_running_loop().time() < deadline, f"consumers never came up: {counts}"
-            await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -57,7 +39,7 @@ async def replicas(database_url: str, broker_prefix: Callable[[], str], secret_k
             sys.executable, "-m", "doorman.cli", service, env=env, stdout=log.open("wb"), stderr=asyncio.subprocess.STDOUT,
         ))
     try:
-        await _wait_for_consumers(config["amqp_prefix"], {messaging.VERIFIER_QUEUE: 2, messaging.CONTACTS_QUEUE: 2})
+        await wait_for_consumers(config["amqp_prefix"], {messaging.VERIFIER_QUEUE: 2, messaging.CONTACTS_QUEUE: 2})
         yield config, logs
     finally:
         for p in procs:

@@ -18,9 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import messaging
-from tests.conftest import await_outcome, create_bot, open_session, service_config, service_env
-from tests.e2e.test_log_secrets import wait_ready
-from tests.e2e.test_replicas import _wait_for_consumers
+from tests.conftest import await_outcome, create_bot, open_session, service_config, service_env, wait_for_consumers, wait_ready
 from tests.fake_customer import FakeCustomerAPI, verified
 from tests.faults.infra import free_port
 
@@ -61,7 +59,7 @@ async def cluster(database_url: str, broker_prefix: Any, secret_key: str, tmp_pa
     try:
         for url in gateways:
             await wait_ready(url)
-        await _wait_for_consumers(config["amqp_prefix"], {messaging.VERIFIER_QUEUE: 2, messaging.CONTACTS_QUEUE: 2})
+        await wait_for_consumers(config["amqp_prefix"], {messaging.VERIFIER_QUEUE: 2, messaging.CONTACTS_QUEUE: 2})
         worker_urls = {kind: [f"http://127.0.0.1:{health_port(log)}" for k, log in workers if k == kind]
                        for kind in ("verifier", "contacts")}
         yield gateways, worker_urls

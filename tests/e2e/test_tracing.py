@@ -13,9 +13,7 @@ import aio_pika
 import aiohttp
 
 from shared import messaging
-from tests.conftest import AMQP_URL, create_bot, open_session, service_config, service_env
-from tests.e2e.test_log_secrets import wait_ready
-from tests.e2e.test_replicas import _wait_for_consumers
+from tests.conftest import AMQP_URL, create_bot, open_session, service_config, service_env, wait_for_consumers, wait_ready
 from tests.fake_customer import FakeCustomerAPI, verified
 from tests.faults.infra import free_port
 
@@ -39,7 +37,7 @@ async def test_one_trace_from_widget_open_to_outcome(
     topology = messaging.Topology(config["amqp_prefix"])
     try:
         await wait_ready(url)
-        await _wait_for_consumers(config["amqp_prefix"], {messaging.VERIFIER_QUEUE: 1, messaging.CONTACTS_QUEUE: 0})
+        await wait_for_consumers(config["amqp_prefix"], {messaging.VERIFIER_QUEUE: 1, messaging.CONTACTS_QUEUE: 0})
         async with await aio_pika.connect(AMQP_URL) as conn, aiohttp.ClientSession() as http:
             channel = await conn.channel()
             exchange = await channel.get_exchange(topology.exchange)

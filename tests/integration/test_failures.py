@@ -131,7 +131,10 @@ async def test_a_hanging_business_holds_at_most_its_share_of_calls(customer_api:
     fast = customer_api.endpoint(verified(id="1"))
     async with outbound_client(allow_private=True, timeout=5, max_body=65536, limit_per_host=2) as http:
         stuck = [aio.create_task(http.request("POST", hanging, headers={}, json={})) for _ in range(2)]
-        await aio.sleep(0.1)  # the two calls are in flight
+        deadline = aio.get_running_loop().time() + 5
+        while len(customer_api.received(hanging)) < 2:  # both calls have reached the business
+            assert aio.get_running_loop().time() < deadline
+            await aio.sleep(0.01)
         try:
             with pytest.raises(HostBusy):
                 await http.request("POST", hanging, headers={}, json={})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from uuid import uuid4
 
@@ -84,7 +83,7 @@ async def test_a_session_that_never_resolves_ends_in_internal_error(stack: Stack
 
     assert outcome["status"] == "fallback"
     assert outcome["fallback"] == {"reason": "internal_error", "detail": "the session was not resolved in time"}
-    assert await sweep(stack.pool, lambda *a, **k: asyncio.sleep(0)) == 0  # nothing left to sweep: one outcome
+    assert await sweep(stack.pool, Published()) == 0  # nothing left to sweep: one outcome
 
 
 async def test_the_sweeper_ends_overdue_sessions_and_tells_the_waiting_gateway(stack: Stack) -> None:
