@@ -1,11 +1,14 @@
-"""The consumer runner: decode, bind log context, handle, then settle the message.
+"""The consumer runner: decode, bind log context, handle, then settle every event.
 
-Settling maps the failure kinds of :mod:`shared.failures`: transient failures are
-parked in the queue's delay queues (``<queue>.retry.<ms>``) and come back after the
-policy's back-off; when attempts (or the visitor's time) run out, the handler's
-``outcome`` is emitted if it gave one, else the stage's fallback and the dead-letter
-queue. A message is acked only after its work is done, or after its retry copy or its
-fallback was confirmed by the broker.
+A message carries one event or a batch of them (:func:`shared.events.encode`); the
+batch is only the transport. Each event is settled on its own: handled (and what the
+handler returned emitted, confirmed), parked alone in the stage's delay queue
+(``<queue>.retry.<ms>``) to come back after the policy's back-off, or, when attempts
+(or the visitor's time) run out, followed by the stage's fallback and, unless the
+failure carried an outcome, a copy of the event in the dead-letter queue. The message
+is acked only once every one of its events is settled; if one cannot be (the broker
+went away), the whole message is requeued, and the events already done are recognised
+on the redelivery (``already_done``) or by the next stage's inbox.
 """
 
 from __future__ import annotations
@@ -15,23 +18,28 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
+from shared.batching import Batcher
 from shared.events import Event, decode
 from shared.failures import is_transient
-from shared.messaging import ATTEMPT_HEADER, WORK_QUEUES, Topology, declare
-from shared.metrics import CONSUMER_IN_FLIGHT, DEAD_LETTERS, RETRIES
+from shared.messaging import ATTEMPT_HEADER, WORK_QUEUES, Topology, declare, events_message
+from shared.metrics import CONSUMER_IN_FLIGHT, DEAD_LETTERS, RETRIES, SKIPPED
 
 log = structlog.get_logger("doorman.consumer")
 
-Handler = Callable[[Event], Awaitable[None]]
+Handler = Callable[[Event], Awaitable[Event | None]]
 BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
 OnFailure = Callable[[Event, BaseException], Awaitable[None]]
 CanRetry = Callable[[Event, float], bool]
+Emit = Callable[[Event], Awaitable[None]]
+AlreadyDone = Callable[[Sequence[Event]], Awaitable[set[UUID]]]
+FAILURE_HEADER = "doorman-failure"
 
 
 def attempt_of(message: AbstractIncomingMessage) -> int:
@@ -58,7 +66,13 @@ class _InFlight:
             self.idle.set()
 
 
-def _decode(message: AbstractIncomingMessage) -> Event | None:
+@dataclass(frozen=True)
+class _Delivery:
+    message: AbstractIncomingMessage
+    events: list[Event]
+
+
+def _decode(message: AbstractIncomingMessage) -> list[Event] | None:
     try:
         return decode(message.type or "", message.body)
     except (KeyError, ValidationError, ValueError):
@@ -79,10 +93,10 @@ def _always(_event: Event, _delay: float) -> bool:
 class Consumer:
     """Runs a handler over one work queue.
 
-    Messages are handled concurrently up to the channel's prefetch. With a
-    ``batch_handler`` they are gathered (up to ``batch_size``, at most ``linger``
-    seconds) and handled together; a failing batch is retried one event at a time
-    so one bad event cannot sink the others.
+    Messages are handled concurrently up to the channel's prefetch, and the events of a
+    message concurrently. With a ``batch_handler`` the events of every message waiting
+    are handled together (up to ``batch_size``, group-commit style: no timer); a failing
+    batch is retried one event at a time so one bad event cannot sink the others.
     """
 
     def __init__(
@@ -95,9 +109,10 @@ class Consumer:
         handler: Handler,
         on_failure: OnFailure,
         can_retry: CanRetry = _always,
+        emit: Emit | None = None,
+        already_done: AlreadyDone | None = None,
         batch_handler: BatchHandler | None = None,
         batch_size: int = 1,
-        linger: float = 0.005,
     ) -> None:
         self._channel = channel
         self._queue = queue
@@ -107,17 +122,16 @@ class Consumer:
         self._handler = handler
         self._on_failure = on_failure
         self._can_retry = can_retry
+        self._emit = emit
+        self._already_done = already_done
         self._batch_handler = batch_handler
-        self._batch_size = batch_size
-        self._linger = linger
+        self._batches: Batcher[_Delivery, None] = Batcher(
+            self._handle_batch, max_weight=batch_size, weight=lambda d: len(d.events),
+        )
         self._in_flight = _InFlight()
-        self._pending: asyncio.Queue[tuple[AbstractIncomingMessage, Event]] = asyncio.Queue()
-        self._flusher: asyncio.Task[None] | None = None
         self._tag: str | None = None
 
     async def start(self) -> None:
-        if self._batch_handler is not None:
-            self._flusher = asyncio.create_task(self._flush_forever())
         self._tag = await self._queue.consume(self._on_message)
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -132,111 +146,107 @@ class Consumer:
             await asyncio.wait_for(self._in_flight.idle.wait(), grace)
         except TimeoutError:
             log.warning("shutdown grace expired; unacked messages will be redelivered", in_flight=self._in_flight.count)
-        if self._flusher is not None:
-            self._flusher.cancel()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        event = _decode(message)
-        if event is None:
+        events = _decode(message)
+        if events is None:
             log.error("undecodable message dead-lettered", message_type=message.type, message_id=message.message_id)
             await message.reject(requeue=False)
             DEAD_LETTERS.labels(self._name).inc()
             return
         self._in_flight.enter()
-        CONSUMER_IN_FLIGHT.labels(self._name).inc()
-        if self._batch_handler is not None:
-            self._pending.put_nowait((message, event))
-            return
+        CONSUMER_IN_FLIGHT.labels(self._name).inc(len(events))
         try:
-            await self._handle_one(message, event)
+            delivery = _Delivery(message, await self._not_done(message, events))
+            if self._batch_handler is not None and delivery.events:
+                await self._batches(delivery)
+            else:
+                await self._settle(delivery)
+        except Exception as exc:  # e.g. the channel closed under an ack: the broker redelivers
+            log.warning("message not settled; the broker will redeliver it", error=repr(exc))
         finally:
             self._in_flight.leave()
-            CONSUMER_IN_FLIGHT.labels(self._name).dec()
+            CONSUMER_IN_FLIGHT.labels(self._name).dec(len(events))
 
-    async def _handle_one(self, message: AbstractIncomingMessage, event: Event) -> None:
+    async def _not_done(self, message: AbstractIncomingMessage, events: list[Event]) -> list[Event]:
+        """A first delivery is new by construction; a redelivery or a retry may have been done already."""
+        if self._already_done is None or (not message.redelivered and attempt_of(message) == 1):
+            return events
+        try:
+            done = await self._already_done(events)
+        except Exception as exc:  # cannot tell: handle them; the next stage's inbox keeps it idempotent
+            log.warning("could not tell which events are done", error=repr(exc))
+            return events
+        if done:
+            SKIPPED.labels(self._name).inc(len(done))
+            log.info("already done; skipped", events=len(done))
+        return [e for e in events if e.event_id not in done]
+
+    async def _settle(self, delivery: _Delivery) -> None:
+        """Handle each event on its own; ack once all are settled, else requeue the message."""
+        settled = await asyncio.gather(*(self._handle_one(delivery.message, e) for e in delivery.events))
+        if all(settled):
+            await delivery.message.ack()
+        else:
+            await delivery.message.nack(requeue=True)
+
+    async def _handle_one(self, message: AbstractIncomingMessage, event: Event) -> bool:
         with structlog.contextvars.bound_contextvars(**_context(event)):
             try:
-                await self._handler(event)
+                result = await self._handler(event)
+                if result is not None and self._emit is not None:
+                    await self._emit(result)
             except Exception as exc:
-                await self._settle_failure(message, event, exc)
-            else:
-                await message.ack()
+                return await self._settle_failure(message, event, exc)
+            return True
 
-    async def _settle_failure(self, message: AbstractIncomingMessage, event: Event, exc: BaseException) -> None:
+    async def _settle_failure(self, message: AbstractIncomingMessage, event: Event, exc: BaseException) -> bool:
         attempt = attempt_of(message)
         try:
             if is_transient(exc) and attempt < self._policy.max_attempts:
                 delay = self._policy.delay(attempt)
                 if self._can_retry(event, delay):
-                    await self._park(message, delay, attempt + 1)
+                    await self._republish(message, event, self._topology.retry_queue(self._name, delay),
+                                          {ATTEMPT_HEADER: attempt + 1})
                     RETRIES.labels(self._name).inc()
                     log.warning("transient failure, retrying", error=repr(exc), attempt=attempt, retry_in_s=delay)
-                    await message.ack()
-                    return
+                    return True
             outcome = getattr(exc, "outcome", None) if is_transient(exc) else None
             if outcome is None:
                 log.error("failed for good, dead-lettering", error=repr(exc), attempt=attempt,
                           exc_info=None if is_transient(exc) else exc)
             await self._on_failure(event, exc)
+            if outcome is None:  # -> <queue>.dlq, for an operator to look at and replay
+                await self._republish(message, event, self._topology.dead_letter_queue(self._name),
+                                      {ATTEMPT_HEADER: attempt, FAILURE_HEADER: type(exc).__name__})
+                DEAD_LETTERS.labels(self._name).inc()
         except Exception as settle_exc:  # could not park it nor emit the fallback: let the broker redeliver
             log.error("failure not settled, redelivering", error=repr(settle_exc))
-            await message.nack(requeue=True)
-            return
-        if outcome is None:
-            await message.reject(requeue=False)  # -> <queue>.dlq, for an operator to look at and replay
-            DEAD_LETTERS.labels(self._name).inc()
-        else:
-            await message.ack()
+            return False
+        return True
 
-    async def _park(self, message: AbstractIncomingMessage, delay: float, attempt: int) -> None:
-        headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-") or k == ATTEMPT_HEADER}
-        headers[ATTEMPT_HEADER] = attempt
+    async def _republish(
+        self, message: AbstractIncomingMessage, event: Event, queue: str, extra: dict[str, int | str],
+    ) -> None:
+        """One event alone, confirmed, onto ``queue`` (a delay queue or the dead-letter queue)."""
+        headers = {k: v for k, v in (message.headers or {}).items()
+                   if not k.startswith("x-") and k != FAILURE_HEADER}
         await self._channel.default_exchange.publish(
-            aio_pika.Message(
-                body=message.body, headers=headers, content_type=message.content_type, type=message.type,
-                message_id=message.message_id, correlation_id=message.correlation_id, timestamp=message.timestamp,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=self._topology.retry_queue(self._name, delay), timeout=5,
+            events_message([event], {**headers, **extra}), routing_key=queue, timeout=5,
         )
 
-    async def _flush_forever(self) -> None:
-        while True:
-            batch = [await self._pending.get()]
-            try:
-                async with asyncio.timeout(self._linger):  # one timer per batch, not one per message
-                    while len(batch) < self._batch_size:
-                        while not self._pending.empty() and len(batch) < self._batch_size:
-                            batch.append(self._pending.get_nowait())
-                        if len(batch) < self._batch_size:
-                            batch.append(await self._pending.get())
-            except TimeoutError:
-                pass
-            try:
-                await self._handle_batch(batch)
-            except Exception as exc:  # e.g. the channel closed under an ack: the broker redelivers
-                log.warning("batch not settled; the broker will redeliver it", size=len(batch), error=repr(exc))
-            finally:
-                for _ in batch:
-                    self._in_flight.leave()
-                CONSUMER_IN_FLIGHT.labels(self._name).dec(len(batch))
-
-    async def _handle_batch(self, batch: list[tuple[AbstractIncomingMessage, Event]]) -> None:
+    async def _handle_batch(self, deliveries: list[_Delivery]) -> list[None]:
         assert self._batch_handler is not None
         try:
-            await self._batch_handler([event for _, event in batch])
+            await self._batch_handler([e for d in deliveries for e in d.events])
         except Exception as exc:
-            if len(batch) == 1:
-                message, event = batch[0]
-                with structlog.contextvars.bound_contextvars(**_context(event)):
-                    await self._settle_failure(message, event, exc)
-                return
-            log.warning("batch failed, retrying one by one", size=len(batch), error=repr(exc))
-            for message, event in batch:
-                await self._handle_one(message, event)
-            return
-        # Batches are handled one at a time, in delivery order, on this channel: one ack for all.
-        await max(batch, key=lambda item: item[0].delivery_tag or 0)[0].ack(multiple=True)
+            log.warning("batch failed, retrying one by one", size=sum(len(d.events) for d in deliveries),
+                        error=repr(exc))
+            await asyncio.gather(*(self._settle(d) for d in deliveries))
+        else:
+            for d in deliveries:
+                await d.message.ack()
+        return [None] * len(deliveries)
 
 
 @asynccontextmanager

@@ -8,11 +8,12 @@ correlation id). The routing key of an event is its ``event_type``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_serializer
 
 
 def utcnow() -> datetime:
@@ -34,6 +35,7 @@ class FallbackReason(str, enum.Enum):
     invalid_response = "invalid_response"
     destination_blocked = "destination_blocked"
     internal_error = "internal_error"
+    busy = "busy"  # refused at the gateway by admission control: the pipeline could not answer in time
 
 
 class Identity(BaseModel):
@@ -123,11 +125,14 @@ class ContactCollected(Event):
 
 
 class SessionResolved(Event):
-    """Told to the one gateway replica whose client is waiting on the session."""
+    """Told to the gateway replica that opened the session (and to the one holding its stream,
+    if another): the widget's view travels with it, so no one re-reads the database."""
 
     event_type: ClassVar[str] = "session.resolved"
 
     status: str
+    view: dict[str, Any] | None = None  # the outcome view as GET /v1/widget/sessions/{id} shows it
+    facts: CallFacts = CallFacts()
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -136,5 +141,18 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
-def decode(event_type: str, body: bytes) -> Event:
-    return EVENT_TYPES[event_type].model_validate_json(body)
+_BATCHES = {event_type: TypeAdapter(list[cls]) for event_type, cls in EVENT_TYPES.items()}
+
+
+def decode(event_type: str, body: bytes) -> list[Event]:
+    """A message's events: its body is one event (a retry, a replay) or a JSON array of them (a batch)."""
+    if body[:1] == b"[":
+        return _BATCHES[event_type].validate_json(body)
+    return [EVENT_TYPES[event_type].model_validate_json(body)]
+
+
+def encode(events: Sequence[Event]) -> bytes:
+    """The body of one message carrying ``events`` (all of one type)."""
+    if len(events) == 1:
+        return events[0].model_dump_json().encode()
+    return _BATCHES[events[0].event_type].dump_json(list(events))

@@ -13,6 +13,7 @@ to a bound (compressed and decompressed) and the whole call has a deadline.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
 import ipaddress
@@ -20,6 +21,7 @@ import re
 import socket
 import time
 import zlib
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -233,18 +235,22 @@ class HostBusy(Exception):
 class OutboundClient:
     """Calls a business's URL under Doorman's rules.
 
-    Calls per destination host are capped (``limit_per_host``); one more fails at once with
-    :class:`HostBusy` instead of waiting, so a business whose API hangs holds at most that many
-    of a verifier's in-flight slots and every other business's visitors go on being served.
+    Calls per destination host are capped (``limit_per_host``); one more waits for a free slot at
+    most ``max_wait`` seconds, then fails with :class:`HostBusy`. A fast business's burst (a batch
+    of opens) queues briefly; a business whose API hangs holds at most that many of a verifier's
+    in-flight slots, briefly more waiters, and every other business's visitors go on being served.
     """
 
     def __init__(
         self, session: aiohttp.ClientSession, *, allow_private: bool, timeout: float, max_body: int,
         ports: frozenset[int] | None = None, allow: Allow | None = None, limit_per_host: int | None = None,
+        max_wait: float = 0.0,
     ) -> None:
         self._session = session
         self._limit_per_host = limit_per_host
+        self._max_wait = max_wait
         self._in_flight: dict[str, int] = {}
+        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
         self._refusal = _policy(allow, allow_private)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_body = max_body
@@ -270,15 +276,42 @@ class OutboundClient:
     ) -> OutboundResponse:
         target = self.check_url(url)
         host = f"{target.host}:{target.port}"
-        if self._limit_per_host is not None and self._in_flight.get(host, 0) >= self._limit_per_host:
-            raise HostBusy(f"{self._limit_per_host} calls to {target.host} are already in flight")
-        self._in_flight[host] = self._in_flight.get(host, 0) + 1
+        await self._take_slot(host, target.host)
         try:
             return await self._request(method, target, headers=headers, json=json, data=data)
         finally:
-            self._in_flight[host] -= 1
-            if not self._in_flight[host]:
-                del self._in_flight[host]
+            self._give_slot(host)
+
+    async def _take_slot(self, host: str, name: str | None) -> None:
+        in_flight = self._in_flight.get(host, 0)
+        if self._limit_per_host is None or in_flight < self._limit_per_host:
+            self._in_flight[host] = in_flight + 1
+            return
+        if self._max_wait > 0:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(host, deque()).append(waiter)
+            try:
+                async with asyncio.timeout(self._max_wait):
+                    await waiter  # a finishing call hands its slot over
+                return
+            except BaseException as exc:
+                if waiter.done() and not waiter.cancelled():  # handed over just as we gave up: pass it on
+                    self._give_slot(host)
+                if not isinstance(exc, TimeoutError):
+                    raise
+        raise HostBusy(f"{self._limit_per_host} calls to {name} are already in flight")
+
+    def _give_slot(self, host: str) -> None:
+        waiters = self._waiters.get(host)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot goes to the longest waiter; in_flight is unchanged
+                return
+        self._waiters.pop(host, None)
+        self._in_flight[host] -= 1
+        if not self._in_flight[host]:
+            del self._in_flight[host]
 
     async def _request(
         self, method: str, target: URL, *, headers: dict[str, str], json: Any, data: bytes | None,
@@ -352,6 +385,7 @@ def _decode_content(raw: bytes, content_encodings: list[str], limit: int) -> byt
 async def outbound_client(
     *, allow_private: bool, timeout: float, max_body: int, limit_per_host: int,
     ports: frozenset[int] | None = None, allow: Allow | None = None, inner_resolver: AbstractResolver | None = None,
+    max_wait: float = 0.0,
 ) -> AsyncIterator[OutboundClient]:
     """``ports``: None for any; ``allow`` replaces the public-address rule and ``inner_resolver``
     the system resolver (tests)."""
@@ -369,5 +403,5 @@ async def outbound_client(
     ) as session:
         yield OutboundClient(
             session, allow_private=allow_private, timeout=timeout, max_body=max_body, ports=ports, allow=allow,
-            limit_per_host=limit_per_host,
+            limit_per_host=limit_per_host, max_wait=max_wait,
         )

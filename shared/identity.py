@@ -207,6 +207,10 @@ _DESCRIPTIONS: dict[FallbackReason, str] = {
     FallbackReason.internal_error: (
         "Something went wrong on our side; try again, and contact support if it persists."
     ),
+    FallbackReason.busy: (
+        "Doorman was too busy to verify this visitor in time and showed the form at once; nothing to fix "
+        "on your side, it passes when the load does."
+    ),
 }
 
 

@@ -27,6 +27,7 @@ ALLOWED = frozenset({
     "attempt", "retry_in_s", "retries_exhausted", "size", "in_flight", "deleted", "watcher",
     "message_type", "message_id", "path", "migration", "database", "api_url",
     "domains", "kept", "skipped", "serving", "error_type", "events", "health_port", "trace_id",
+    "busy", "opens", "replica", "sessions",
 })
 FREE_TEXT = frozenset({"event", "exception", "detail", "error", "stack", "api_url"})
 REDACTED = "[redacted]"

@@ -16,14 +16,16 @@ Topology (``P`` is ``DOORMAN_AMQP_PREFIX``):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from uuid import uuid4
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
-from shared.events import ContactCollected, Event, IdentityVerified, SessionFellBack, WidgetOpened
+from shared.events import ContactCollected, Event, IdentityVerified, SessionFellBack, WidgetOpened, encode
 from shared.metrics import PUBLISH_SECONDS
 
 
@@ -128,14 +130,24 @@ async def connection(url: str, name: str) -> AsyncIterator[aio_pika.abc.Abstract
 
 
 def event_message(event: Event, headers: dict[str, int | str] | None = None) -> aio_pika.Message:
+    return events_message([event], headers)
+
+
+def events_message(events: Sequence[Event], headers: dict[str, int | str] | None = None) -> aio_pika.Message:
+    """One persistent message carrying ``events`` (all of one type); each keeps its own id.
+
+    A single event travels as itself (its id is the message id); several as a JSON array,
+    under a message id of their own. Batching is the transport's business: consumers
+    settle every event on its own (see :mod:`shared.consumer`)."""
+    first = events[0]
     return aio_pika.Message(
-        body=event.model_dump_json().encode(),
+        body=encode(events),
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        type=event.event_type,
-        message_id=str(event.event_id),
-        correlation_id=event.correlation_id,
-        timestamp=event.occurred_at,
+        type=first.event_type,
+        message_id=str(first.event_id) if len(events) == 1 else uuid4().hex,
+        correlation_id=first.correlation_id if len(events) == 1 else None,
+        timestamp=first.occurred_at,
         headers=headers or {},
     )
 
@@ -152,9 +164,20 @@ class Publisher:
         return not self._exchange.channel.is_closed
 
     async def __call__(self, event: Event, routing_key: str | None = None) -> None:
-        with PUBLISH_SECONDS.labels(event.event_type).time():
+        await self.many([event], routing_key)
+
+    async def many(self, events: Sequence[Event], routing_key: str | None = None) -> None:
+        """Publish ``events`` as one message per event type (routing key: the type, unless given)
+        and return once the broker confirmed every one of them."""
+        by_type: dict[str, list[Event]] = {}
+        for event in events:
+            by_type.setdefault(event.event_type, []).append(event)
+        await asyncio.gather(*(self._one(group, routing_key or event_type) for event_type, group in by_type.items()))
+
+    async def _one(self, events: list[Event], routing_key: str) -> None:
+        with PUBLISH_SECONDS.labels(events[0].event_type).time():
             await self._exchange.publish(
-                event_message(event), routing_key or event.event_type, mandatory=True, timeout=self._timeout,
+                events_message(events), routing_key, mandatory=True, timeout=self._timeout,
             )
 
 

@@ -22,10 +22,14 @@ AUTH_CALLS = Counter("doorman_auth_calls_total", "Identity calls to businesses, 
 AUTH_CALL_SECONDS = Histogram("doorman_auth_call_seconds", "Identity call duration", ["bot"], buckets=LATENCY_BUCKETS)
 CONSUMER_IN_FLIGHT = Gauge("doorman_consumer_in_flight", "Messages being handled", ["queue"])
 RETRIES = Counter("doorman_retries_total", "Messages parked in a delay queue for a retry", ["queue"])
+SKIPPED = Counter("doorman_redeliveries_skipped_total", "Redelivered or retried events found already done", ["queue"])
 DEAD_LETTERS = Counter("doorman_dead_letters_total", "Messages sent to the dead-letter queue", ["queue"])
 PUBLISH_SECONDS = Histogram("doorman_publish_confirm_seconds", "Publish until the broker's confirm", ["event"],
                             buckets=LATENCY_BUCKETS)
 DB_POOL = Gauge("doorman_db_pool_connections", "Database pool connections", ["state"])
+ADMISSION_REFUSING = Gauge("doorman_admission_refusing", "1 while this gateway refuses new opens as busy")
+ADMISSION_DELAY = Gauge("doorman_admission_pipeline_delay_seconds",
+                        "Quickest open-to-outcome (less the business's call) of the last interval")
 SWEPT = Counter("doorman_sessions_swept_total", "Overdue sessions ended as internal_error by the sweeper")
 
 

@@ -1,30 +1,250 @@
-"""Ending sessions that never resolved, so no widget waits forever.
+"""A widget session's whole life, in one place: every transition of ``widget_sessions``.
 
-A session still pending ``EXPIRE_GRACE_SECONDS`` after its deadline lost a message
-somewhere despite retries and redeliveries. The contacts service sweeps such
-sessions every second, and a gateway reading one ends it on the spot; both end it as
-``fallback(internal_error)`` with a conditional update, so it still gets exactly one
-outcome whoever gets there first.
+=========================  ==========  ================================================
+transition                 who         how
+=========================  ==========  ================================================
+open (pending)             gateway     :func:`open_sessions`, a batch per round trip
+open refused as ``busy``   gateway     :func:`open_sessions` with ``busy``: stored
+                                       already resolved, never published
+undo an open               gateway     :func:`forget_sessions` (its event was not
+                                       confirmed: nothing half-accepted)
+watch from another         gateway     :func:`watch_session` (the stream is not on the
+replica                                replica that opened it)
+resolve                    contacts    :func:`resolve_sessions`, first outcome wins
+expire (overdue)           contacts,   :func:`expire_overdue`: the sweeper, or a
+                           gateway     gateway reading one
+claim / release the form   gateway     :func:`claim_collection`, :func:`release_collection`
+prune                      contacts    :func:`prune`, after the retention period
+=========================  ==========  ================================================
+
+The verifier only reads: :func:`not_pending` on redeliveries and retries.
+
+A session id is 256 random bits behind the id of the gateway replica that opened it
+(:func:`new_session_id`), so an outcome can be sent to that replica with no database
+write; a stream held by another replica records itself as ``watcher`` instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from shared.events import FallbackReason
+from shared.events import CallFacts, FallbackReason, utcnow
 
 EXPIRE_GRACE_SECONDS = 2.0
 EXPIRED_DETAIL = "the session was not resolved in time"
+BUSY_DETAIL = "Doorman is too busy to verify visitors right now"
+# What a visitor's browser may learn about its own contact; label and metadata are for agents.
+WIDGET_CONTACT_FIELDS = ("contact_id", "name", "email", "phone_number", "avatar", "verified")
+
+# -- ids ------------------------------------------------------------------------------------------
+
+REPLICA_HEX = 12
+_REPLICA = re.compile(r"[0-9a-f]{%d}" % REPLICA_HEX)
+
+
+def new_replica_id() -> str:
+    return f"gw-{secrets.token_hex(REPLICA_HEX // 2)}"
+
+
+def new_session_id(replica: str) -> str:
+    """The opening replica's id, then 256 random bits (the id is the only key to the outcome)."""
+    return replica.removeprefix("gw-") + secrets.token_urlsafe(32)
+
+
+def opened_by(session_id: str) -> str | None:
+    """The gateway replica that opened the session, as its id says (None for ids of another shape)."""
+    head = session_id[:REPLICA_HEX]
+    return f"gw-{head}" if len(session_id) > REPLICA_HEX + 16 and _REPLICA.fullmatch(head) else None
+
+
+# -- open ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Expired:
+class NewSession:
     session_id: str
     bot_id: UUID
+    origin: str | None
+    deadline_at: datetime
+    busy: bool = False  # refused by admission control: stored as fallback(busy), already resolved
+
+
+_OPEN = """
+INSERT INTO widget_sessions (session_id, bot_id, origin, deadline_at, status, reason, detail, resolved_at)
+SELECT u.session_id, u.bot_id, u.origin, u.deadline_at,
+       CASE WHEN u.busy THEN 'fallback' ELSE 'pending' END,
+       CASE WHEN u.busy THEN $6 END, CASE WHEN u.busy THEN $7 END, CASE WHEN u.busy THEN now() END
+FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[], $5::bool[])
+     AS u(session_id, bot_id, origin, deadline_at, busy)
+JOIN bots b ON b.bot_id = u.bot_id
+RETURNING session_id
+"""
+
+
+async def open_sessions(conn: asyncpg.Connection | asyncpg.Pool, new: Sequence[NewSession]) -> set[str]:
+    """Record sessions in one statement; returns the ids stored (a session of an unknown bot is not)."""
+    rows = await conn.fetch(
+        _OPEN, [s.session_id for s in new], [s.bot_id for s in new], [s.origin for s in new],
+        [s.deadline_at for s in new], [s.busy for s in new], FallbackReason.busy.value, BUSY_DETAIL,
+    )
+    return {r["session_id"] for r in rows}
+
+
+async def forget_sessions(conn: asyncpg.Connection | asyncpg.Pool, session_ids: Sequence[str]) -> None:
+    """Undo :func:`open_sessions` when the events could not be published: nothing half-accepted."""
+    await conn.execute(
+        "DELETE FROM widget_sessions WHERE session_id = ANY($1::text[]) AND status = 'pending'", list(session_ids),
+    )
+
+
+# -- read -----------------------------------------------------------------------------------------------
+
+_VIEW_COLUMNS = """s.session_id, s.status, s.reason, s.detail, s.deadline_at, s.collected_at IS NOT NULL AS collected,
+                   c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified"""
+_SESSION_VIEW = f"SELECT {_VIEW_COLUMNS} FROM widget_sessions s LEFT JOIN contacts c USING (contact_id) WHERE s.session_id = $1"
+_SESSION_VIEWS = f"""SELECT {_VIEW_COLUMNS} FROM widget_sessions s LEFT JOIN contacts c USING (contact_id)
+                     WHERE s.session_id = ANY($1::text[])"""
+
+
+def widget_view(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+    """What the widget sees: GET /v1/widget/sessions/{id}, the SSE ``outcome`` event, ``?wait``."""
+    contact = {k: row[k] for k in WIDGET_CONTACT_FIELDS} if row["contact_id"] else None
+    fallback = {"reason": row["reason"], "detail": row["detail"]} if row["status"] == "fallback" else None
+    return {"session_id": row["session_id"], "status": row["status"], "contact": contact, "fallback": fallback,
+            "collected": row["collected"]}
+
+
+def fallback_view(session_id: str, reason: FallbackReason, detail: str) -> dict[str, Any]:
+    """The view of a session that fell back before any contact or form: a busy refusal, an expiry."""
+    return {"session_id": session_id, "status": "fallback", "contact": None,
+            "fallback": {"reason": reason.value, "detail": detail}, "collected": False}
+
+
+def busy_view(session_id: str) -> dict[str, Any]:
+    return fallback_view(session_id, FallbackReason.busy, BUSY_DETAIL)
+
+
+def _overdue(row: asyncpg.Record, now: datetime) -> bool:
+    return row["status"] == "pending" and row["deadline_at"] + timedelta(seconds=EXPIRE_GRACE_SECONDS) < now
+
+
+async def session_view(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> dict[str, Any] | None:
+    """The widget's view of a session; an overdue pending one is ended here first."""
+    views = await session_views(conn, [session_id])
+    return views.get(session_id)
+
+
+async def session_views(conn: asyncpg.Connection | asyncpg.Pool, session_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Several sessions' views in one round trip (sessions that do not exist are left out);
+    overdue pending ones are expired first, so a reader never waits on a lost message."""
+    rows = await conn.fetch(_SESSION_VIEWS, list(session_ids))
+    now = utcnow()
+    overdue = [r["session_id"] for r in rows if _overdue(r, now)]
+    if overdue and await expire_overdue(conn, session_ids=overdue):
+        rows = await conn.fetch(_SESSION_VIEWS, list(session_ids))
+    return {r["session_id"]: widget_view(r) for r in rows}
+
+
+async def not_pending(conn: asyncpg.Connection | asyncpg.Pool, session_ids: Sequence[str]) -> set[str]:
+    """Which of these sessions are already resolved or gone (a redelivered open must not call twice)."""
+    rows = await conn.fetch(
+        """SELECT u.id FROM unnest($1::text[]) AS u(id)
+           LEFT JOIN widget_sessions s ON s.session_id = u.id
+           WHERE s.status IS DISTINCT FROM 'pending'""",
+        list(session_ids),
+    )
+    return {r["id"] for r in rows}
+
+
+# -- watch ----------------------------------------------------------------------------------------------
+
+
+async def watch_session(conn: asyncpg.Connection | asyncpg.Pool, session_id: str, replica: str) -> str | None:
+    """Say this replica holds the session's stream; returns the status (None: no such session).
+
+    Only needed when the stream is not on the replica that opened the session. The row
+    lock orders this against :func:`resolve_sessions`: either the contacts service sees
+    our replica and tells us, or we see the resolved status here.
+    """
+    return await conn.fetchval(
+        "UPDATE widget_sessions SET watcher = $2 WHERE session_id = $1 RETURNING status", session_id, replica,
+    )
+
+
+# -- resolve ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    session_id: str
+    status: str  # verified | fallback
+    reason: str | None = None
+    detail: str | None = None
+    contact_id: UUID | None = None
+    facts: CallFacts = CallFacts()
+
+
+@dataclass(frozen=True)
+class Resolved:
+    session_id: str
+    bot_id: UUID
+    status: str
+    reason: str | None
     watcher: str | None
+    seconds: float  # widget open to outcome
+    view: dict[str, Any] = field(default_factory=dict)  # what the widget is told
+    facts: CallFacts = CallFacts()
+
+    @property
+    def told(self) -> set[str]:
+        """The gateway replicas to tell: the one that opened it, and the one holding its stream."""
+        return {r for r in (opened_by(self.session_id), self.watcher) if r}
+
+
+_RESOLVE = """
+UPDATE widget_sessions s SET
+    status = u.status, reason = u.reason, detail = u.detail, contact_id = u.contact_id, resolved_at = now(),
+    auth_http_status = u.auth_http_status, auth_latency_ms = u.auth_latency_ms, whitelist_note = u.whitelist_note
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::int[], $7::real[], $8::text[])
+    AS u(session_id, status, reason, detail, contact_id, auth_http_status, auth_latency_ms, whitelist_note)
+LEFT JOIN contacts c ON c.contact_id = u.contact_id
+WHERE s.session_id = u.session_id AND s.status = 'pending'
+RETURNING s.session_id, s.bot_id, s.status, s.reason, s.detail, s.watcher, s.created_at, s.resolved_at,
+          s.collected_at IS NOT NULL AS collected,
+          c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified
+"""
+
+
+async def resolve_sessions(conn: asyncpg.Connection, outcomes: Sequence[Outcome]) -> list[Resolved]:
+    """Record each session's first outcome; later ones (replays, racers) change nothing."""
+    first: dict[str, Outcome] = {}
+    for outcome in outcomes:
+        first.setdefault(outcome.session_id, outcome)
+    if not first:
+        return []
+    chosen = list(first.values())
+    rows = await conn.fetch(
+        _RESOLVE,
+        list(first), [o.status for o in chosen], [o.reason for o in chosen], [o.detail for o in chosen],
+        [o.contact_id for o in chosen], [o.facts.auth_http_status for o in chosen],
+        [o.facts.auth_latency_ms for o in chosen], [o.facts.whitelist_note for o in chosen],
+    )
+    return [
+        Resolved(r["session_id"], r["bot_id"], r["status"], r["reason"], r["watcher"],
+                 (r["resolved_at"] - r["created_at"]).total_seconds(), widget_view(r), first[r["session_id"]].facts)
+        for r in rows
+    ]
+
+
+# -- expire ---------------------------------------------------------------------------------------------
 
 
 _EXPIRE = """
@@ -37,24 +257,90 @@ _EXPIRE = """
 _OVERDUE = """SELECT session_id FROM widget_sessions
               WHERE status = 'pending' AND deadline_at < now() - make_interval(secs => $3)
               ORDER BY deadline_at LIMIT $4 FOR UPDATE SKIP LOCKED"""
-# One session, by primary key: what a gateway does when it reads one.
-_ONE_OVERDUE = """SELECT session_id FROM widget_sessions
-                  WHERE session_id = $4 AND status = 'pending' AND deadline_at < now() - make_interval(secs => $3)
-                  FOR UPDATE SKIP LOCKED"""
+# Given sessions, by primary key: what a gateway does when it reads them.
+_THESE_OVERDUE = """SELECT session_id FROM widget_sessions
+                    WHERE session_id = ANY($4::text[]) AND status = 'pending'
+                      AND deadline_at < now() - make_interval(secs => $3)
+                    FOR UPDATE SKIP LOCKED"""
+
+
+@dataclass(frozen=True)
+class Expired:
+    session_id: str
+    bot_id: UUID
+    watcher: str | None
+
+    def resolved(self) -> Resolved:
+        """As told to the waiting gateways."""
+        return Resolved(self.session_id, self.bot_id, "fallback", FallbackReason.internal_error.value, self.watcher,
+                        0.0, fallback_view(self.session_id, FallbackReason.internal_error, EXPIRED_DETAIL))
 
 
 async def expire_overdue(
-    conn: asyncpg.Connection | asyncpg.Pool, *, session_id: str | None = None, limit: int = 1000,
+    conn: asyncpg.Connection | asyncpg.Pool, *, session_ids: Sequence[str] | None = None, limit: int = 1000,
 ) -> list[Expired]:
-    """End overdue pending sessions (the one given, or up to ``limit``) as internal_error."""
+    """End overdue pending sessions (those given, or up to ``limit``) as internal_error.
+
+    A session still pending ``EXPIRE_GRACE_SECONDS`` after its deadline lost a message
+    somewhere despite retries and redeliveries; ending it with a conditional update keeps
+    it to exactly one outcome whoever gets there first."""
     reason, detail = FallbackReason.internal_error.value, EXPIRED_DETAIL
-    if session_id is None:
+    if session_ids is None:
         rows = await conn.fetch(_EXPIRE.format(candidates=_OVERDUE), reason, detail, EXPIRE_GRACE_SECONDS, limit)
     else:
-        rows = await conn.fetch(_EXPIRE.format(candidates=_ONE_OVERDUE), reason, detail, EXPIRE_GRACE_SECONDS, session_id)
+        rows = await conn.fetch(_EXPIRE.format(candidates=_THESE_OVERDUE), reason, detail, EXPIRE_GRACE_SECONDS,
+                                list(session_ids))
     return [Expired(r["session_id"], r["bot_id"], r["watcher"]) for r in rows]
 
 
-async def session_pending(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> bool:
-    """Whether the session exists and still waits for its outcome."""
-    return await conn.fetchval("SELECT status = 'pending' FROM widget_sessions WHERE session_id = $1", session_id) is True
+# -- the Collect Information form ---------------------------------------------------------------------
+
+
+async def claim_collection(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> tuple[UUID | None, str | None]:
+    """Take the session's one Collect Information submission: (bot_id, None), or (None, why not)."""
+    bot_id = await conn.fetchval(
+        """UPDATE widget_sessions SET collected_at = now()
+           WHERE session_id = $1 AND status = 'fallback' AND collected_at IS NULL RETURNING bot_id""",
+        session_id,
+    )
+    if bot_id is not None:
+        return bot_id, None
+    row = await conn.fetchrow("SELECT status, collected_at FROM widget_sessions WHERE session_id = $1", session_id)
+    if row is None:
+        return None, "not_found"
+    if row["status"] != "fallback":
+        return None, "not_fallback"
+    return None, "already_collected"
+
+
+async def release_collection(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> None:
+    await conn.execute("UPDATE widget_sessions SET collected_at = NULL WHERE session_id = $1", session_id)
+
+
+# -- prune -------------------------------------------------------------------------------------------------
+
+PRUNE_CHUNK = 5000
+
+
+async def prune(pool: asyncpg.Pool, older_than: timedelta) -> int:
+    """Delete resolved sessions (and inbox entries) older than ``older_than``; returns sessions deleted."""
+    deleted = 0
+    while True:
+        n = await pool.fetchval(
+            """WITH doomed AS (
+                   SELECT session_id FROM widget_sessions
+                   WHERE created_at < now() - $1::interval AND status <> 'pending'
+                   LIMIT $2 FOR UPDATE SKIP LOCKED)
+               , gone AS (DELETE FROM widget_sessions s USING doomed WHERE s.session_id = doomed.session_id RETURNING 1)
+               SELECT count(*) FROM gone""",
+            older_than, PRUNE_CHUNK,
+        )
+        deleted += n
+        if n < PRUNE_CHUNK:
+            break
+    await pool.execute(
+        """DELETE FROM processed_events WHERE event_id IN (
+               SELECT event_id FROM processed_events WHERE processed_at < now() - $1::interval LIMIT 100000)""",
+        older_than,
+    )
+    return deleted

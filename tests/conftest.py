@@ -9,7 +9,9 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import aio_pika
 import aiohttp
@@ -25,7 +27,7 @@ from services.gateway.app import SERVER_OPTIONS, init_app
 from services.gateway.settings import GatewaySettings
 from services.verifier.main import running as verifier_running
 from services.verifier.settings import VerifierSettings
-from shared import db, messaging
+from shared import db, messaging, sessions
 from shared.logging import configure
 from tests.fake_customer import FakeCustomerAPI
 
@@ -172,6 +174,12 @@ async def open_session(http: aiohttp.ClientSession, gateway_url: str, body: dict
     return data["session_id"]
 
 
+async def store_pending(pool: asyncpg.Pool, session_id: str, bot_id: Any, *, deadline_at: datetime) -> bool:
+    """A pending session written straight to the database, as a gateway would open it."""
+    new = sessions.NewSession(session_id=session_id, bot_id=UUID(str(bot_id)), origin=None, deadline_at=deadline_at)
+    return session_id in await sessions.open_sessions(pool, [new])
+
+
 async def await_outcome(http: aiohttp.ClientSession, gateway_url: str, session_id: str, timeout: float = 15) -> dict[str, Any]:
     """Read the session's SSE stream: exactly one ``outcome`` event, then the stream ends."""
     events: list[tuple[str, str]] = []
@@ -205,6 +213,10 @@ class Published:
     async def __call__(self, event: Any, routing_key: str | None = None) -> None:
         self.events.append(event)
         self.routing_keys.append(routing_key)
+
+    async def many(self, events: Any, routing_key: str | None = None) -> None:
+        for event in events:
+            await self(event, routing_key)
 
 
 async def wait_for_consumers(prefix: str, expected: dict[str, int], timeout: float = 30) -> None:

@@ -1,4 +1,4 @@
-"""Record outcomes: upsert verified contacts, end sessions, tell the waiting gateway."""
+"""Record outcomes: upsert verified contacts, end sessions, tell the waiting gateways."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ import structlog
 from aio_pika.exceptions import PublishError
 
 from shared.events import ContactCollected, Event, FallbackReason, IdentityVerified, SessionFellBack, SessionResolved
-from shared.messaging import Publish
+from shared.messaging import Publisher
 from shared.metrics import OUTCOMES, SESSION_SECONDS
+from shared.sessions import Outcome, Resolved, resolve_sessions
 
-from .repository import Outcome, Resolved, resolve_sessions, take_new, upsert_collected, upsert_verified
+from .repository import take_new, upsert_collected, upsert_verified
 
 log = structlog.get_logger("doorman.contacts")
 
 
-async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publish) -> None:
+async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publisher) -> None:
     """One transaction for the whole batch; notifications only after the commit.
 
     The inbox makes it idempotent by event id: an event already processed (a
@@ -37,38 +38,41 @@ async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publis
             elif isinstance(e, SessionFellBack):
                 outcomes.append(Outcome(e.session_id, "fallback", reason=e.reason.value, detail=e.detail, facts=e.facts))
         resolved = await resolve_sessions(conn, outcomes)
-    by_session = {e.session_id: e for e in events if not isinstance(e, ContactCollected)}
+    correlation = {e.session_id: e.correlation_id for e in events}
     for r in resolved:
         _count(r)
         log.info("session resolved", session_id=r.session_id, bot_id=str(r.bot_id), status=r.status,
-                 reason=r.reason, latency_ms=round(r.seconds * 1000, 1),
-                 correlation_id=by_session[r.session_id].correlation_id)
-    await notify(resolved, events=by_session, publish=publish)
+                 reason=r.reason, latency_ms=round(r.seconds * 1000, 1), correlation_id=correlation[r.session_id])
+    await notify(resolved, correlation=correlation, publish=publish)
 
 
-async def notify(resolved: Sequence[Resolved], *, events: dict[str, Event], publish: Publish) -> None:
-    """Tell the replica holding each session's stream. Best effort: the database is the truth,
-    and a stream also re-reads it now and then, so a lost notification only costs latency."""
-    await asyncio.gather(*(_notify_one(r, events[r.session_id], publish) for r in resolved if r.watcher))
+async def notify(resolved: Sequence[Resolved], *, correlation: dict[str, str], publish: Publisher) -> None:
+    """Tell the gateway replicas concerned (the one that opened each session, the one holding its
+    stream), one message per replica, the widget's view inside. Best effort: the database is the
+    truth, and a waiting stream re-reads it now and then, so a lost notification only costs latency."""
+    by_replica: dict[str, list[SessionResolved]] = {}
+    for r in resolved:
+        told = SessionResolved(correlation_id=correlation.get(r.session_id, "-"), session_id=r.session_id,
+                               bot_id=r.bot_id, status=r.status, view=r.view, facts=r.facts)
+        for replica in r.told:
+            by_replica.setdefault(replica, []).append(told)
+    await asyncio.gather(*(_tell(replica, told, publish) for replica, told in by_replica.items()))
 
 
-async def _notify_one(r: Resolved, source: Event, publish: Publish) -> None:
+async def _tell(replica: str, told: list[SessionResolved], publish: Publisher) -> None:
     try:
-        await publish(
-            SessionResolved(correlation_id=source.correlation_id, session_id=r.session_id, bot_id=r.bot_id, status=r.status),
-            routing_key=f"{SessionResolved.event_type}.{r.watcher}",
-        )
+        await publish.many(told, routing_key=f"{SessionResolved.event_type}.{replica}")
     except PublishError:
-        log.info("watcher gone; outcome left for polling", session_id=r.session_id, watcher=r.watcher)
+        log.info("gateway replica gone; outcomes left for polling", replica=replica, sessions=len(told))
     except Exception as exc:
-        log.warning("outcome notification failed", session_id=r.session_id, error=repr(exc))
+        log.warning("outcome notification failed", replica=replica, sessions=len(told), error=repr(exc))
 
 
-async def record_one(event: Event, *, pool: asyncpg.Pool, publish: Publish) -> None:
+async def record_one(event: Event, *, pool: asyncpg.Pool, publish: Publisher) -> None:
     await record([event], pool=pool, publish=publish)
 
 
-async def fall_back_on_failure(event: Event, exc: BaseException, *, pool: asyncpg.Pool, publish: Publish) -> None:
+async def fall_back_on_failure(event: Event, exc: BaseException, *, pool: asyncpg.Pool, publish: Publisher) -> None:
     """This event can never be recorded: its session still ends, in internal_error."""
     async with pool.acquire() as conn, conn.transaction():
         resolved = await resolve_sessions(conn, [Outcome(
@@ -77,7 +81,7 @@ async def fall_back_on_failure(event: Event, exc: BaseException, *, pool: asyncp
         )])
     for r in resolved:
         _count(r)
-    await notify(resolved, events={event.session_id: event}, publish=publish)
+    await notify(resolved, correlation={event.session_id: event.correlation_id}, publish=publish)
 
 
 def _count(r: Resolved) -> None:

@@ -35,7 +35,7 @@ async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1")
                 conn, topology, messaging.CONTACTS_QUEUE, prefetch=settings.contacts_batch_size * 2,
                 handler=partial(record_one, pool=pool, publish=publish),
                 batch_handler=partial(record, pool=pool, publish=publish),
-                batch_size=settings.contacts_batch_size, linger=settings.contacts_linger_ms / 1000,
+                batch_size=settings.contacts_batch_size,
                 on_failure=partial(fall_back_on_failure, pool=pool, publish=publish),
             ),
         ):

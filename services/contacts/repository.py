@@ -9,13 +9,12 @@ out-of-order events therefore change nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 from uuid import UUID
 
 import asyncpg
 
-from shared.events import CallFacts, ContactCollected, Event, IdentityVerified
+from shared.events import ContactCollected, Event, IdentityVerified
 
 E = TypeVar("E", bound=Event)
 
@@ -73,37 +72,6 @@ FROM contacts c
 JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS k(bot_id, identify_method, identifier)
   ON (c.bot_id, c.identify_method, c.identifier) = (k.bot_id, k.identify_method, k.identifier)
 """
-
-RESOLVE_SESSIONS = """
-UPDATE widget_sessions s SET
-    status = u.status, reason = u.reason, detail = u.detail, contact_id = u.contact_id, resolved_at = now(),
-    auth_http_status = u.auth_http_status, auth_latency_ms = u.auth_latency_ms, whitelist_note = u.whitelist_note
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::int[], $7::real[], $8::text[])
-    AS u(session_id, status, reason, detail, contact_id, auth_http_status, auth_latency_ms, whitelist_note)
-WHERE s.session_id = u.session_id AND s.status = 'pending'
-RETURNING s.session_id, s.bot_id, s.status, s.reason, s.watcher, s.created_at, s.resolved_at
-"""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    session_id: str
-    status: str  # verified | fallback
-    reason: str | None = None
-    detail: str | None = None
-    contact_id: UUID | None = None
-    facts: CallFacts = CallFacts()
-
-
-@dataclass(frozen=True)
-class Resolved:
-    session_id: str
-    bot_id: UUID
-    status: str
-    reason: str | None
-    watcher: str | None
-    seconds: float  # widget open to outcome
-
 
 CONTACT_FIELDS = ("external_id", "name", "email", "phone_number", "country_code", "avatar", "label")
 
@@ -177,24 +145,3 @@ async def upsert_collected(conn: asyncpg.Connection, events: Sequence[ContactCol
             e.occurred_at, e.event_id, {k: "visitor" for k, v in typed.items() if v is not None},
         )
         await conn.execute(LINK_COLLECTED, e.session_id, e.bot_id, method, identifier)
-
-
-async def resolve_sessions(conn: asyncpg.Connection, outcomes: Sequence[Outcome]) -> list[Resolved]:
-    """Record each session's first outcome; later ones (replays, racers) change nothing."""
-    first: dict[str, Outcome] = {}
-    for outcome in outcomes:
-        first.setdefault(outcome.session_id, outcome)
-    if not first:
-        return []
-    rows = await conn.fetch(
-        RESOLVE_SESSIONS,
-        list(first), [o.status for o in first.values()], [o.reason for o in first.values()],
-        [o.detail for o in first.values()], [o.contact_id for o in first.values()],
-        [o.facts.auth_http_status for o in first.values()], [o.facts.auth_latency_ms for o in first.values()],
-        [o.facts.whitelist_note for o in first.values()],
-    )
-    return [
-        Resolved(r["session_id"], r["bot_id"], r["status"], r["reason"], r["watcher"],
-                 (r["resolved_at"] - r["created_at"]).total_seconds())
-        for r in rows
-    ]

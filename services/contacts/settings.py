@@ -7,8 +7,9 @@ from shared.settings import DoormanSettings
 
 class ContactsSettings(DoormanSettings):
     contacts_port: int = Field(8082, ge=0, le=65535, description="/healthz, /readyz; 0 picks a free port")
-    contacts_batch_size: int = Field(100, ge=1, le=1000, description="events written in one transaction")
-    contacts_linger_ms: float = Field(5.0, ge=0, le=1000, description="how long a batch waits to fill")
+    contacts_batch_size: int = Field(
+        500, ge=1, le=5000, description="most events written in one transaction (what waits while one commits)",
+    )
     session_retention_hours: float = Field(
         168.0, gt=0, description="sessions (the activity log) older than this are deleted",
     )

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from aiohttp import web
 
 from shared import db, messaging
+from shared.batching import Batcher
 from shared.health import health_routes
 from shared.http import outbound_client
+from shared.sessions import EXPIRE_GRACE_SECONDS, new_replica_id, session_views
 
-from . import access, admin, openapi, pages, widget, workspaces
+from . import access, admin, opening, openapi, pages, widget, workspaces
+from .admission import Admission
 from .http_errors import json_errors
-from .keys import HTTP, HUB, LIMITS, POOL, PUBLISH, SECRETS, SETTINGS
-from .outcomes import OutcomeHub, consume_outcomes, new_replica_id
+from .keys import HTTP, HUB, LIMITS, OPENS, POOL, PUBLISH, SECRETS, SETTINGS
+from .outcomes import OutcomeHub, consume_outcomes, ticking
 from .ratelimit import WidgetLimits
 from .settings import GatewaySettings
 
@@ -58,9 +62,15 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
         messaging.connection(s.amqp_url.get_secret_value(), f"doorman-gateway-{hub.replica}") as conn,
         messaging.publisher(conn, topology) as publish,
         consume_outcomes(conn, topology, hub),
+        ticking(hub, partial(session_views, app[POOL]), poll_seconds=s.sse_poll_seconds,
+                forget_after=s.session_deadline_seconds + EXPIRE_GRACE_SECONDS + 5),
     ):
         app[PUBLISH] = publish
+        opens = Batcher(partial(opening.flush, pool=app[POOL], publish=publish, hub=hub),
+                        max_weight=s.open_batch_max, max_in_flight=s.open_flushes)
+        app[OPENS] = opens
         yield
+        await opens.drain()
 
 
 async def _outbound(app: web.Application) -> AsyncIterator[None]:
@@ -83,7 +93,9 @@ def init_app(settings: GatewaySettings) -> web.Application:
     app = web.Application(middlewares=[widget_cors, json_errors, access.authenticate], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[SECRETS] = settings.secrets()
-    app[HUB] = OutcomeHub(new_replica_id())
+    app[HUB] = OutcomeHub(new_replica_id(), Admission(
+        target=settings.admission_target_seconds, max_in_flight=settings.admission_max_in_flight,
+    ))
     app[LIMITS] = WidgetLimits(
         per_client=settings.rate_limit_opens_per_client, per_bot=settings.rate_limit_opens_per_bot,
         reads_per_client=settings.rate_limit_reads_per_client, trust_forwarded_for=settings.trust_forwarded_for,

@@ -9,6 +9,9 @@ from shared.crypto import Secrets
 from shared.http import OutboundClient
 from shared.messaging import Publisher
 
+from shared.batching import Batcher
+
+from .opening import Open, Opened
 from .outcomes import OutcomeHub
 from .ratelimit import WidgetLimits
 from .settings import GatewaySettings
@@ -20,3 +23,4 @@ HUB = web.AppKey("hub", OutcomeHub)
 SECRETS = web.AppKey("secrets", Secrets)
 HTTP = web.AppKey("http", OutboundClient)
 LIMITS = web.AppKey("limits", WidgetLimits)
+OPENS = web.AppKey("opens", Batcher[Open, Opened])  # hand an open in; see .opening

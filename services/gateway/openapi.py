@@ -35,7 +35,7 @@ from .schemas import (
     RequestField,
     TestRequest,
 )
-from .store import WIDGET_CONTACT_FIELDS
+from shared.sessions import WIDGET_CONTACT_FIELDS
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 SessionStatus = Literal["pending", "verified", "fallback"]

@@ -1,58 +1,165 @@
 """Delivering outcomes to the widgets waiting on this replica.
 
 Each gateway replica consumes its own exclusive queue, bound to
-``session.resolved.<replica>``. A stream handler registers here, then records
-itself as the session's watcher; the contacts service publishes the outcome
-only to the watcher's routing key. No fan-out to every replica.
+``session.resolved.<replica>``. The contacts service sends every outcome to the replica
+that opened the session (its id says which; see :mod:`shared.sessions`) and, when a
+stream for it is held elsewhere, to that replica too; the widget's view travels in the
+notification, so a waiting stream or ``?wait`` answers without reading the database.
+
+The hub keeps, per replica: the sessions it opened that are still pending (the input
+of admission control), the streams and requests waiting, and outcomes that came before
+anyone asked (briefly). One tick for the whole hub re-reads the sessions waited on for
+a while, in one query, in case a notification was lost: no timer per stream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from shared.events import SessionResolved
+from shared.events import SessionResolved, decode
 from shared.messaging import Topology, declare
+
+from .admission import Admission
 
 log = structlog.get_logger("doorman.gateway.outcomes")
 
+View = dict[str, Any]
+ReadViews = Callable[[Sequence[str]], Awaitable[dict[str, View]]]
 
-def new_replica_id() -> str:
-    return f"gw-{secrets.token_hex(6)}"
+
+@dataclass
+class _Waiting:
+    since: float
+    futures: list[asyncio.Future[View]] = field(default_factory=list)
 
 
 class OutcomeHub:
-    def __init__(self, replica: str) -> None:
+    def __init__(self, replica: str, admission: Admission, *, recent_seconds: float = 60.0,
+                 recent_max: int = 50_000) -> None:
         self.replica = replica
-        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self.admission = admission
+        self._opened: dict[str, float] = {}  # session id -> when this replica opened it (monotonic)
+        self._waiting: dict[str, _Waiting] = {}
+        self._recent: OrderedDict[str, tuple[float, View]] = OrderedDict()  # told before anyone asked
+        self._recent_seconds = recent_seconds
+        self._recent_max = recent_max
 
-    @contextmanager
-    def waiting(self, session_id: str) -> Iterator[asyncio.Event]:
-        signal = asyncio.Event()
-        self._waiters[session_id].add(signal)
-        try:
-            yield signal
-        finally:
-            waiters = self._waiters.get(session_id)
-            if waiters is not None:
-                waiters.discard(signal)
-                if not waiters:
-                    del self._waiters[session_id]
+    # -- sessions opened here ----------------------------------------------------------------------
 
-    def resolved(self, session_id: str) -> None:
-        for signal in self._waiters.get(session_id, ()):
-            signal.set()
+    @property
+    def in_flight(self) -> int:
+        """Sessions this replica opened that have no outcome yet."""
+        return len(self._opened)
+
+    def opened(self, session_ids: Sequence[str]) -> None:
+        now = time.monotonic()
+        for session_id in session_ids:
+            self._opened[session_id] = now
+
+    def forget(self, session_ids: Sequence[str]) -> None:
+        for session_id in session_ids:
+            self._opened.pop(session_id, None)
+
+    def pending_here(self, session_id: str) -> bool:
+        return session_id in self._opened
+
+    # -- waiting -------------------------------------------------------------------------------------
+
+    def watch(self, session_id: str) -> asyncio.Future[View]:
+        """A future for the session's outcome view (already done if it came before the question).
+        Cancel it (or let :meth:`unwatch` do it) when no longer interested."""
+        future: asyncio.Future[View] = asyncio.get_running_loop().create_future()
+        known = self._recent.get(session_id)
+        if known is not None:
+            future.set_result(known[1])
+            return future
+        self._waiting.setdefault(session_id, _Waiting(time.monotonic())).futures.append(future)
+        return future
+
+    def unwatch(self, session_id: str, future: asyncio.Future[View]) -> None:
+        waiting = self._waiting.get(session_id)
+        if waiting is not None:
+            if future in waiting.futures:
+                waiting.futures.remove(future)
+            if not waiting.futures:
+                del self._waiting[session_id]
+        future.cancel()
 
     @property
     def waiting_count(self) -> int:
-        return sum(len(w) for w in self._waiters.values())
+        return len(self._waiting)
+
+    def resolved(self, told: SessionResolved) -> None:
+        opened_at = self._opened.pop(told.session_id, None)
+        if opened_at is not None:
+            # The pipeline's own delay: open to outcome, minus the time the business took to answer.
+            business = (told.facts.auth_latency_ms or 0.0) / 1000
+            self.admission.observe(time.monotonic() - opened_at - business)
+        if told.view is not None:
+            self._tell(told.session_id, told.view)
+
+    def _tell(self, session_id: str, view: View) -> None:
+        waiting = self._waiting.pop(session_id, None)
+        if waiting is None:
+            self._remember(session_id, view)
+            return
+        for future in waiting.futures:
+            if not future.done():
+                future.set_result(view)
+
+    def _remember(self, session_id: str, view: View) -> None:
+        self._recent[session_id] = (time.monotonic(), view)
+        while len(self._recent) > self._recent_max:
+            self._recent.popitem(last=False)
+
+    # -- the tick ------------------------------------------------------------------------------------
+
+    async def tick(self, read_views: ReadViews, *, poll_seconds: float, forget_after: float) -> None:
+        """Re-read the sessions waited on for ``poll_seconds`` (one query), forget old outcomes,
+        and stop counting sessions opened here more than ``forget_after`` ago (their outcome was lost
+        to us; the database still has it)."""
+        now = time.monotonic()
+        while self._recent and next(iter(self._recent.values()))[0] < now - self._recent_seconds:
+            self._recent.popitem(last=False)
+        for session_id in [s for s, at in self._opened.items() if at < now - forget_after]:
+            del self._opened[session_id]
+        overdue = [s for s, w in self._waiting.items() if w.since < now - poll_seconds]
+        if not overdue:
+            return
+        views = await read_views(overdue)
+        for session_id in overdue:
+            view = views.get(session_id)
+            if view is None or view["status"] != "pending":
+                self._tell(session_id, view if view is not None else {})
+            elif session_id in self._waiting:
+                self._waiting[session_id].since = time.monotonic()
+
+
+@asynccontextmanager
+async def ticking(hub: OutcomeHub, read_views: ReadViews, *, poll_seconds: float, forget_after: float) -> AsyncIterator[None]:
+    async def forever() -> None:
+        while True:
+            await asyncio.sleep(min(poll_seconds, 1.0))
+            try:
+                await hub.tick(read_views, poll_seconds=poll_seconds, forget_after=forget_after)
+            except Exception as exc:  # the database blinked: next tick
+                log.warning("outcome re-read failed", error=repr(exc))
+
+    task = asyncio.create_task(forever())
+    try:
+        yield
+    finally:
+        task.cancel()
 
 
 @asynccontextmanager
@@ -70,11 +177,13 @@ async def consume_outcomes(
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             try:
-                event = SessionResolved.model_validate_json(message.body)
+                told = decode(SessionResolved.event_type, message.body)
             except ValueError:
                 log.warning("undecodable outcome notification dropped")
-            else:
-                hub.resolved(event.session_id)
+                return
+            for event in told:
+                assert isinstance(event, SessionResolved)
+                hub.resolved(event)
 
         tag = await queue.consume(on_message, no_ack=True)
         try:

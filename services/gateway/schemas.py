@@ -109,6 +109,12 @@ class CustomAuthSettingsIn(Strict):
         return self
 
 
+class OpenQuery(Strict):
+    wait: Annotated[float, Field(gt=0, le=30, description=(
+        "seconds to wait for the outcome: answered 200 with the session when it comes in time, else 202 as usual"
+    ))] | None = None
+
+
 class BotQuery(Strict):
     limit: Annotated[int, Field(ge=1, le=100)] = 50
     cursor: Annotated[str, Field(max_length=500)] | None = None

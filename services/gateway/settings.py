@@ -14,6 +14,13 @@ class GatewaySettings(SecretKeySettings, OutboundSettings):
     admin_token: SecretStr = SecretStr(PLACEHOLDER)
     session_deadline_seconds: float = Field(15.0, gt=0, le=300, description="a visitor waits at most this long")
     sse_poll_seconds: float = Field(2.0, gt=0, description="safety re-read of a waited-on session")
+    admission_target_seconds: float = Field(
+        0.3, gt=0, le=60,
+        description="refuse opens as busy while the quickest recent open waited in Doorman longer than this",
+    )
+    admission_max_in_flight: int = Field(20_000, ge=1, description="opens of this replica without an outcome, at most")
+    open_batch_max: int = Field(256, ge=1, le=5000, description="most opens stored and published in one round trip")
+    open_flushes: int = Field(2, ge=1, le=64, description="open batches in flight at once")
     widget_body_max_bytes: int = 16 * 1024
     rate_limit_opens_per_client: Annotated[str, AfterValidator(check_limit)] = "60/minute"
     rate_limit_opens_per_bot: Annotated[str, AfterValidator(check_limit)] = "6000/minute"

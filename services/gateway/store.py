@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
-import structlog
 
 from shared.crypto import Secrets
 from shared.db import CONFIG_CHANNEL
-from shared.events import utcnow
-from shared.sessions import EXPIRE_GRACE_SECONDS, expire_overdue
 
 from . import pagination
 from .schemas import CustomAuthSettingsIn
-
-log = structlog.get_logger("doorman.gateway.store")
-
-# What a visitor's browser may learn about its own contact; label and metadata are for agents.
-WIDGET_CONTACT_FIELDS = ("contact_id", "name", "email", "phone_number", "avatar", "verified")
-
-
-async def bot_exists(conn: asyncpg.Connection | asyncpg.Pool, bot_id: UUID) -> bool:
-    return await conn.fetchval("SELECT true FROM bots WHERE bot_id = $1", bot_id) is not None
 
 
 BOT_COLUMNS = "bot_id, name, workspace_id, created_at, updated_at"
@@ -123,84 +111,6 @@ async def put_custom_auth(
         # Delivered to every verifier replica when this transaction commits.
         await conn.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(bot_id))
     return _settings_view(row)
-
-
-async def open_session(
-    pool: asyncpg.Pool, *, session_id: str, bot_id: UUID, origin: str | None, deadline_at: datetime,
-) -> bool:
-    """Record a pending session; False when the bot does not exist."""
-    try:
-        await pool.execute(
-            "INSERT INTO widget_sessions (session_id, bot_id, origin, deadline_at) VALUES ($1, $2, $3, $4)",
-            session_id, bot_id, origin, deadline_at,
-        )
-    except asyncpg.ForeignKeyViolationError:
-        return False
-    return True
-
-
-async def forget_session(pool: asyncpg.Pool, session_id: str) -> None:
-    """Undo :func:`open_session` when the event could not be published: nothing half-accepted."""
-    await pool.execute("DELETE FROM widget_sessions WHERE session_id = $1 AND status = 'pending'", session_id)
-
-
-_SESSION_VIEW = """
-    SELECT s.session_id, s.status, s.reason, s.detail, s.deadline_at, s.collected_at IS NOT NULL AS collected,
-           c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified
-    FROM widget_sessions s LEFT JOIN contacts c USING (contact_id)
-    WHERE s.session_id = $1
-"""
-
-
-async def session_view(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> dict[str, Any] | None:
-    """The widget's view of a session; an overdue pending one is ended here (see shared.sessions)."""
-    row = await conn.fetchrow(_SESSION_VIEW, session_id)
-    if row is None:
-        return None
-    overdue = row["deadline_at"] + timedelta(seconds=EXPIRE_GRACE_SECONDS) < utcnow()
-    if row["status"] == "pending" and overdue and await expire_overdue(conn, session_id=session_id):
-        log.warning("session expired on read", session_id=session_id)
-        row = await conn.fetchrow(_SESSION_VIEW, session_id)
-    return _widget_view(row)
-
-
-def _widget_view(row: asyncpg.Record) -> dict[str, Any]:
-    contact = {k: row[k] for k in WIDGET_CONTACT_FIELDS} if row["contact_id"] else None
-    fallback = {"reason": row["reason"], "detail": row["detail"]} if row["status"] == "fallback" else None
-    return {"session_id": row["session_id"], "status": row["status"], "contact": contact, "fallback": fallback,
-            "collected": row["collected"]}
-
-
-async def watch_session(pool: asyncpg.Pool, session_id: str, replica: str) -> str | None:
-    """Say this replica holds the session's stream; returns the status (None: no such session).
-
-    The row lock orders this against the contacts service's resolve: either it
-    sees our replica and notifies us, or we see the resolved status here.
-    """
-    return await pool.fetchval(
-        "UPDATE widget_sessions SET watcher = $2 WHERE session_id = $1 RETURNING status", session_id, replica,
-    )
-
-
-async def claim_collection(pool: asyncpg.Pool, session_id: str) -> tuple[UUID | None, str | None]:
-    """Take the session's one Collect Information submission: (bot_id, None), or (None, why not)."""
-    bot_id = await pool.fetchval(
-        """UPDATE widget_sessions SET collected_at = now()
-           WHERE session_id = $1 AND status = 'fallback' AND collected_at IS NULL RETURNING bot_id""",
-        session_id,
-    )
-    if bot_id is not None:
-        return bot_id, None
-    row = await pool.fetchrow("SELECT status, collected_at FROM widget_sessions WHERE session_id = $1", session_id)
-    if row is None:
-        return None, "not_found"
-    if row["status"] != "fallback":
-        return None, "not_fallback"
-    return None, "already_collected"
-
-
-async def release_collection(pool: asyncpg.Pool, session_id: str) -> None:
-    await pool.execute("UPDATE widget_sessions SET collected_at = NULL WHERE session_id = $1", session_id)
 
 
 SIGNING_OVERLAP_HOURS = 24  # a rotated-out signing secret keeps signing (second signature) this long

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import time
 from datetime import timedelta
+from typing import Any
 from uuid import uuid4
 
 import structlog
@@ -14,19 +14,19 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from shared.events import ContactCollected, WidgetOpened, utcnow
-from shared.metrics import SESSIONS_OPENED, SESSIONS_REFUSED, WAITING_STREAMS
+from shared.metrics import WAITING_STREAMS
+from shared.sessions import (
+    NewSession, busy_view, claim_collection, new_session_id, release_collection, session_view, watch_session,
+)
 
-from . import store
-from .http_errors import dumps, error, json_response, read_model
-from .keys import HUB, LIMITS, POOL, PUBLISH, SETTINGS
-from .schemas import CollectedContact, OpenSession
+from .http_errors import dumps, error, json_response, read_model, read_query
+from .keys import HUB, LIMITS, OPENS, POOL, PUBLISH, SETTINGS
+from .opening import Open, Opened
+from .outcomes import OutcomeHub
+from .schemas import CollectedContact, OpenQuery, OpenSession
 
 log = structlog.get_logger("doorman.gateway.widget")
 routes = web.RouteTableDef()
-
-def new_session_id() -> str:
-    return secrets.token_urlsafe(32)  # 256 bits: the id is the only key to the outcome
-
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
@@ -42,32 +42,48 @@ def session_id_of(request: web.Request) -> str:
 @routes.post("/v1/widget/sessions")
 async def open_session(request: web.Request) -> web.Response:
     started = time.perf_counter()
-    settings, limits = request.app[SETTINGS], request.app[LIMITS]
+    settings, limits, hub = request.app[SETTINGS], request.app[LIMITS], request.app[HUB]
     await limits.open_by_client(request)
+    query = read_query(request, OpenQuery)
     body = await read_model(request, OpenSession, max_bytes=settings.widget_body_max_bytes)
     await limits.open_for_bot(str(body.bot_id))
-    pool = request.app[POOL]
-    session_id = new_session_id()
-    origin = request.headers.get("Origin")
-    deadline_at = utcnow() + timedelta(seconds=settings.session_deadline_seconds)
-    if not await store.open_session(pool, session_id=session_id, bot_id=body.bot_id, origin=origin, deadline_at=deadline_at):
-        raise error(404, "bot_not_found", "no bot has this bot_id")
-    event = WidgetOpened(
-        correlation_id=uuid4().hex[:16], session_id=session_id, bot_id=body.bot_id, origin=origin,
+    session = NewSession(
+        session_id=new_session_id(hub.replica), bot_id=body.bot_id, origin=request.headers.get("Origin"),
+        deadline_at=utcnow() + timedelta(seconds=settings.session_deadline_seconds),
+        busy=not hub.admission.admit(hub.in_flight),
+    )
+    event = None if session.busy else WidgetOpened(
+        correlation_id=uuid4().hex[:16], session_id=session.session_id, bot_id=body.bot_id, origin=session.origin,
         access_token=body.access_token, user_id=body.user_id, email=body.email, name=body.name,
-        phone_number=body.phone_number, deadline_at=deadline_at,
+        phone_number=body.phone_number, deadline_at=session.deadline_at,
     )
     try:
-        await request.app[PUBLISH](event)
-    except Exception as exc:
-        await store.forget_session(pool, session_id)
-        SESSIONS_REFUSED.labels("broker_unavailable").inc()
-        log.error("widget open not published", error=type(exc).__name__, bot_id=str(body.bot_id))
-        raise error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"}) from None
-    SESSIONS_OPENED.inc()
-    log.info("widget opened", session_id=session_id, bot_id=str(body.bot_id), correlation_id=event.correlation_id,
+        opened = await request.app[OPENS](Open(session, event))
+    except Exception as exc:  # the database (or the broker and then the database) is away
+        log.error("widget open not stored", error=type(exc).__name__, bot_id=str(body.bot_id))
+        opened = Opened.unavailable
+    if opened is Opened.unknown_bot:
+        raise error(404, "bot_not_found", "no bot has this bot_id")
+    if opened is Opened.unavailable:
+        raise error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"})
+    log.info("widget opened", session_id=session.session_id, bot_id=str(body.bot_id), busy=session.busy,
+             correlation_id=event.correlation_id if event else None,
              latency_ms=round((time.perf_counter() - started) * 1000, 1))
-    return web.json_response({"session_id": session_id, "status": "pending"}, status=202)
+    if query.wait is not None:
+        view = busy_view(session.session_id) if session.busy else await _outcome_within(hub, session.session_id, query.wait)
+        if view is not None:
+            return json_response(view)
+    return web.json_response({"session_id": session.session_id, "status": "pending"}, status=202)
+
+
+async def _outcome_within(hub: OutcomeHub, session_id: str, seconds: float) -> dict[str, Any] | None:
+    future = hub.watch(session_id)
+    try:
+        return await asyncio.wait_for(future, seconds) or None
+    except TimeoutError:
+        return None
+    finally:
+        hub.unwatch(session_id, future)
 
 
 @routes.post("/v1/widget/sessions/{session_id}/contact")
@@ -77,7 +93,7 @@ async def collect_contact(request: web.Request) -> web.Response:
     await request.app[LIMITS].open_by_client(request)
     body = await read_model(request, CollectedContact, max_bytes=settings.widget_body_max_bytes)
     session_id = session_id_of(request)
-    bot_id, refusal = await store.claim_collection(pool, session_id)
+    bot_id, refusal = await claim_collection(pool, session_id)
     if refusal == "not_found":
         raise error(404, "session_not_found", "no session has this id")
     if refusal == "not_fallback":
@@ -92,7 +108,7 @@ async def collect_contact(request: web.Request) -> web.Response:
     try:
         await request.app[PUBLISH](event)
     except Exception as exc:
-        await store.release_collection(pool, session_id)
+        await release_collection(pool, session_id)
         log.error("collected contact not published", error=type(exc).__name__, bot_id=str(bot_id))
         raise error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"}) from None
     log.info("contact collected", session_id=session_id, bot_id=str(bot_id), correlation_id=event.correlation_id)
@@ -102,7 +118,7 @@ async def collect_contact(request: web.Request) -> web.Response:
 @routes.get("/v1/widget/sessions/{session_id}")
 async def read_session(request: web.Request) -> web.Response:
     await request.app[LIMITS].read_by_client(request)
-    view = await store.session_view(request.app[POOL], session_id_of(request))
+    view = await session_view(request.app[POOL], session_id_of(request))
     if view is None:
         raise error(404, "session_not_found", "no session has this id")
     return json_response(view)
@@ -120,22 +136,26 @@ async def stream_session(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, session_id: str) -> web.StreamResponse:
-    pool, hub, settings = request.app[POOL], request.app[HUB], request.app[SETTINGS]
-    with hub.waiting(session_id) as signal, WAITING_STREAMS.track_inprogress():
-        if await store.watch_session(pool, session_id, hub.replica) is None:
-            raise error(404, "session_not_found", "no session has this id")
-        async with sse_response(request, headers={"Access-Control-Allow-Origin": "*"}) as stream:
-            stream.ping_interval = 15
-            await stream.write(b": waiting\n\n")  # headers and a first byte now, not at the outcome
-            view = await store.session_view(pool, session_id)
-            while view is not None and view["status"] == "pending":
-                # Woken by the outcome notification; re-read now and then in case it was lost.
-                try:
-                    await asyncio.wait_for(signal.wait(), settings.sse_poll_seconds)
-                except TimeoutError:
-                    pass
-                signal.clear()
-                view = await store.session_view(pool, session_id)
-            if view is not None:
-                await stream.send(dumps(view), event="outcome")
-        return stream
+    """Sessions opened here are waited on in memory; any other is first recorded as watched by
+    this replica (so the contacts service tells us), or found already resolved."""
+    pool, hub = request.app[POOL], request.app[HUB]
+    future = hub.watch(session_id)
+    with WAITING_STREAMS.track_inprogress():
+        try:
+            if not future.done() and not hub.pending_here(session_id):
+                status = await watch_session(pool, session_id, hub.replica)
+                if status is None:
+                    raise error(404, "session_not_found", "no session has this id")
+                if status != "pending":
+                    view = await session_view(pool, session_id)
+                    if not future.done():
+                        future.set_result(view or {})
+            async with sse_response(request, headers={"Access-Control-Allow-Origin": "*"}) as stream:
+                stream.ping_interval = 15
+                await stream.write(b": waiting\n\n")  # headers and a first byte now, not at the outcome
+                view = await future
+                if view:
+                    await stream.send(dumps(view), event="outcome")
+            return stream
+        finally:
+            hub.unwatch(session_id, future)

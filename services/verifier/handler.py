@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from uuid import UUID, uuid5
 
+import asyncpg
 import structlog
 
 from shared.domains import origin_allowed
@@ -13,7 +14,8 @@ from shared.events import CallFacts, FallbackReason, IdentityVerified, SessionFe
 from shared.http import OutboundClient
 from shared.identity import call_identity
 from shared.failures import Transient
-from shared.messaging import Publish
+from shared.sessions import not_pending
+from shared.consumer import Emit
 from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, BotLabel, result_class
 
 from shared.auth_config import AuthConfig
@@ -88,28 +90,27 @@ async def decide(
     )
 
 
-Pending = Callable[[str], Awaitable[bool]]
-
-
 async def verify(
-    event: WidgetOpened, *, load_config: LoadConfig, pending: Pending, http: OutboundClient, whitelist: ApiWhitelist,
-    publish: Publish,
-) -> None:
-    if not await pending(event.session_id):
-        # Redelivered after its outcome was recorded (or never accepted): nothing to do, no second call.
-        log.info("session already resolved; skipped")
-        return
+    event: WidgetOpened, *, load_config: LoadConfig, http: OutboundClient, whitelist: ApiWhitelist,
+) -> IdentityVerified | SessionFellBack:
+    """The outcome to emit; raises :class:`Transient` (carrying the ``auth_unavailable`` outcome) when
+    the business's API blinked, so the runner retries while the visitor can still wait."""
     started = time.perf_counter()
     outcome = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist)
     if isinstance(outcome, SessionFellBack) and outcome.reason is FallbackReason.auth_unavailable:
-        # The business's API blinked: try again while the visitor can still wait.
         raise Transient(outcome.detail, outcome=outcome)
-    await publish(outcome)
     log.info(
         "session verified" if isinstance(outcome, IdentityVerified) else "session fell back",
         reason=getattr(outcome, "reason", None), auth_http_status=outcome.facts.auth_http_status,
         auth_latency_ms=outcome.facts.auth_latency_ms, latency_ms=round((time.perf_counter() - started) * 1000, 1),
     )
+    return outcome
+
+
+async def already_done(events: Sequence[WidgetOpened], *, pool: asyncpg.Pool) -> set[UUID]:
+    """Redelivered or retried opens whose session is resolved (or gone): no second call to the business."""
+    done = await not_pending(pool, [e.session_id for e in events])
+    return {e.event_id for e in events if e.session_id in done}
 
 
 def can_retry(event: WidgetOpened, delay: float, *, call_timeout: float) -> bool:
@@ -117,11 +118,11 @@ def can_retry(event: WidgetOpened, delay: float, *, call_timeout: float) -> bool
     return (event.deadline_at - utcnow()).total_seconds() > delay + call_timeout
 
 
-async def fall_back_on_failure(event: WidgetOpened, exc: BaseException, *, publish: Publish) -> None:
+async def fall_back_on_failure(event: WidgetOpened, exc: BaseException, *, emit: Emit) -> None:
     """Retries ran out or the verifier failed for good: the session still ends."""
     outcome = getattr(exc, "outcome", None)
     if isinstance(outcome, SessionFellBack):
-        await publish(outcome)
+        await emit(outcome)
         log.info("session fell back", reason=outcome.reason, detail=outcome.detail, retries_exhausted=True)
         return
-    await publish(_fallback(event, FallbackReason.internal_error, "the verifier could not process this session"))
+    await emit(_fallback(event, FallbackReason.internal_error, "the verifier could not process this session"))

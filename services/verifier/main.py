@@ -7,13 +7,14 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from shared import db, messaging
+from shared.batching import Batcher
 from shared.consumer import consuming
-from shared.sessions import session_pending
+from shared.events import Event
 from shared.http import outbound_client
 from shared.service import health_server
 
 from .config import cached_config
-from .handler import can_retry, fall_back_on_failure, verify
+from .handler import already_done, can_retry, fall_back_on_failure, verify
 from .settings import VerifierSettings
 from .whitelist import ApiWhitelist
 
@@ -32,11 +33,13 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
         outbound_client(
             allow_private=settings.allow_private_networks, timeout=settings.auth_timeout_seconds,
             max_body=settings.auth_max_body_bytes, limit_per_host=settings.auth_max_connections_per_host,
-            ports=settings.allowed_outbound_ports(),
+            ports=settings.allowed_outbound_ports(), max_wait=settings.auth_host_wait_seconds,
         ) as http,
     ):
         whitelist = ApiWhitelist(http, ttl=settings.whitelist_ttl_seconds)
         config.on_change.append(lambda bot_id: whitelist.forget(bot_id) if bot_id else None)
+        # Outcomes decided at about the same time travel to the contacts service in one confirmed message.
+        emit = Batcher(lambda outcomes: _published(publish, outcomes), max_weight=settings.verifier_emit_batch)
 
         async def ready() -> dict[str, bool]:
             return {"database": await db.answers(pool), "broker": publish.ready}
@@ -45,13 +48,18 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
             health_server(health_host, settings.verifier_port, ready=ready, pool=pool) as port,
             consuming(
                 conn, topology, messaging.VERIFIER_QUEUE, prefetch=settings.verifier_prefetch,
-                handler=partial(verify, load_config=config.get, pending=partial(session_pending, pool), http=http,
-                                whitelist=whitelist, publish=publish),
+                handler=partial(verify, load_config=config.get, http=http, whitelist=whitelist),
+                emit=emit, already_done=partial(already_done, pool=pool),
                 can_retry=partial(can_retry, call_timeout=settings.auth_timeout_seconds),
-                on_failure=partial(fall_back_on_failure, publish=publish),
+                on_failure=partial(fall_back_on_failure, emit=emit),
             ),
         ):
             try:
                 yield port
             finally:
                 await whitelist.close()
+
+
+async def _published(publish: messaging.Publisher, outcomes: list[Event]) -> list[None]:
+    await publish.many(outcomes)
+    return [None] * len(outcomes)

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 from cryptography.fernet import Fernet
 
 from doorman.ops import rotate_secrets
-from services.contacts.housekeeping import prune
+from shared.sessions import prune
 from services.verifier.config import ConfigCache
 from shared.crypto import Secrets
 from shared.settings import SecretKeySettings

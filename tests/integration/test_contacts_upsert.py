@@ -11,15 +11,16 @@ import pytest
 
 from services.contacts.handler import record
 from services.gateway import store
+from shared import sessions
 from shared.events import FallbackReason, Identity, IdentifyMethod, IdentityVerified, SessionFellBack, utcnow
-from tests.conftest import Published, Stack
+from tests.conftest import store_pending, Published, Stack
 
 
 async def new_session(pool: asyncpg.Pool, bot_id: UUID, n: int = 1) -> list[str]:
     ids = []
     for i in range(n):
         sid = f"s-{UUID(int=i)}-{utcnow().timestamp()}"
-        assert await store.open_session(pool, session_id=sid, bot_id=bot_id, origin=None, deadline_at=utcnow() + timedelta(seconds=30))
+        assert await store_pending(pool, sid, bot_id, deadline_at=utcnow() + timedelta(seconds=30))
         ids.append(sid)
     return ids
 
@@ -94,7 +95,7 @@ async def test_first_outcome_of_a_session_wins(stack: Stack, bot_id: UUID) -> No
 
 async def test_watcher_is_notified_only_after_commit_and_only_once(stack: Stack, bot_id: UUID) -> None:
     [s1] = await new_session(stack.pool, bot_id)
-    assert await store.watch_session(stack.pool, s1, "gw-test") == "pending"
+    assert await sessions.watch_session(stack.pool, s1, "gw-test") == "pending"
     published = Published()
     event = identity_event(bot_id, s1)
 

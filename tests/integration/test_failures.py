@@ -12,10 +12,10 @@ import pytest
 from shared.auth_config import AuthConfig
 from services.verifier.handler import decide
 from services.verifier.whitelist import ApiWhitelist
-from shared import messaging
+from shared import messaging, sessions
 from shared.events import IdentifyMethod, WidgetOpened, utcnow
 from shared.http import outbound_client
-from tests.conftest import AMQP_URL, Stack, await_outcome, create_bot, verify_once
+from tests.conftest import store_pending, AMQP_URL, Stack, await_outcome, create_bot, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
 
@@ -91,7 +91,7 @@ async def test_dlq_replay_puts_dead_letters_back_to_work(stack: Stack, customer_
     bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url)
     session_id = f"replay-{uuid4()}"
     deadline = utcnow() + timedelta(seconds=30)
-    assert await store.open_session(stack.pool, session_id=session_id, bot_id=bot, origin=None, deadline_at=deadline)
+    assert await store_pending(stack.pool, session_id, bot, deadline_at=deadline)
     event = WidgetOpened(correlation_id="c", session_id=session_id, bot_id=bot, access_token="t", deadline_at=deadline)
     prefix = stack.config["amqp_prefix"]
     async with await aio_pika.connect(AMQP_URL) as conn:
