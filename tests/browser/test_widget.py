@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pytest
 from playwright.async_api import ConsoleMessage, Locator, Page, Request, Route, expect
 
+from services.gateway.keys import HUB
 from tests.browser.conftest import HostPage, screenshot
 from tests.conftest import Stack, create_bot
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
@@ -30,7 +33,15 @@ class Watch:
         return [r.url for r in self.requests]
 
     def posts_to(self, suffix: str) -> list[Request]:
-        return [r for r in self.requests if r.method == "POST" and r.url.endswith(suffix)]
+        """POSTs whose path (query left out) ends with ``suffix``."""
+        return [r for r in self.requests if r.method == "POST" and urlsplit(r.url).path.endswith(suffix)]
+
+    def streams(self) -> list[Request]:
+        return [r for r in self.requests if r.method == "GET" and urlsplit(r.url).path.endswith("/events")]
+
+    def polls(self) -> list[Request]:
+        return [r for r in self.requests if r.method == "GET" and "/v1/widget/sessions/" in r.url
+                and not urlsplit(r.url).path.endswith("/events")]
 
 
 @pytest.fixture
@@ -46,6 +57,36 @@ async def watch(page: Page) -> AsyncIterator[Watch]:
     page.on("console", on_console)
     yield seen
     assert not [m for m in seen.console_errors if "Content Security Policy" in m], seen.console_errors
+
+
+OPENS = re.compile(r"/v1/widget/sessions(\?[^#]*)?$")  # the open, whatever its query
+
+
+async def answer_open_later(page: Page, wait: float | None) -> None:
+    """Rewrite the widget's ``POST /v1/widget/sessions?wait=3``: to ``?wait=<wait>`` (a bound the
+    outcome misses, so the real gateway answers 202), or with no ``wait`` at all (None)."""
+
+    async def rewrite(route: Route) -> None:
+        if route.request.method != "POST":
+            await route.fallback()
+            return
+        parts = urlsplit(route.request.url)
+        assert parse_qs(parts.query) == {"wait": ["3"]}, route.request.url
+        query = "" if wait is None else f"wait={wait}"
+        await route.continue_(url=urlunsplit(parts._replace(query=query)))
+
+    await page.route(OPENS, rewrite)
+
+
+def slow(answer: Answer, delay: float = 0.5) -> Answer:
+    """``answer`` given after ``delay`` seconds (below the test stack's 1 s auth timeout)."""
+    return Answer(status=answer.status, json=answer.json, delay=delay)
+
+
+async def status_of(request: Request) -> int:
+    response = await request.response()
+    assert response is not None, request.url
+    return response.status
 
 
 def panel(page: Page) -> Locator:
@@ -93,6 +134,10 @@ async def test_verified_visitor_is_greeted_and_the_token_stays_secret(
     [sent] = watch.posts_to("/v1/widget/sessions")
     assert json.loads(sent.post_data or "{}") == {"bot_id": bot, "access_token": TOKEN,
                                                   "email": "alice@example.com", "lang": "en"}
+    # One request: the open waits (bounded) for the outcome and answers it; no stream, no polling.
+    assert urlsplit(sent.url).query == "wait=3"
+    assert await status_of(sent) == 200
+    assert watch.streams() == [] and watch.polls() == []
     [received] = customer_api.received(auth_url)
     assert received.body == {"access_token": TOKEN, "email": "alice@example.com"}
     assert watch.console_errors == []
@@ -174,26 +219,84 @@ async def test_form_validates_then_makes_a_non_verified_contact(
         False, "Bob Tran", "bob@example.com", "+84912345678")
 
 
+async def test_outcome_slower_than_the_wait_comes_on_the_event_stream(
+    stack: Stack, customer_api: FakeCustomerAPI, host_page: HostPage, page: Page, watch: Watch,
+) -> None:
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True,
+                           auth_url=customer_api.endpoint(slow(verified(id="6", name="Stella Stream"))))
+    await answer_open_later(page, 0.05)  # the business takes 0.5 s: the open answers 202
+
+    dialog = await open_widget(page, await host_page(bot, token=TOKEN))
+
+    await expect(dialog.get_by_text("Hi Stella Stream!")).to_be_visible()
+    await expect(dialog).to_have_attribute("data-state", "verified")
+    [sent] = watch.posts_to("/v1/widget/sessions")
+    assert await status_of(sent) == 202
+    assert len(watch.streams()) == 1 and watch.polls() == []
+
+
+@pytest.mark.parametrize("answered", ["at-once", "on-the-stream"])
+async def test_busy_gateway_shows_the_form_at_once_and_never_calls_the_business(
+    answered: str, stack: Stack, customer_api: FakeCustomerAPI, host_page: HostPage, page: Page, watch: Watch,
+) -> None:
+    """Admission control refuses every open: the refusal is the outcome, in the open's own answer
+    (one request, ``?wait``) or, for a gateway answering 202, at once on the event stream."""
+    auth_url = customer_api.endpoint(verified(id="99", name="Never Called"))
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=auth_url)
+    if answered == "on-the-stream":
+        await answer_open_later(page, None)
+    admission = stack.gateway.app[HUB].admission
+    old = admission.max_in_flight
+    admission.max_in_flight = 0
+    try:
+        dialog = await open_widget(page, await host_page(bot, token=TOKEN))
+
+        await expect(dialog).to_have_attribute("data-state", "form", timeout=2000)
+        await expect(dialog.get_by_label("Name")).to_be_visible(timeout=2000)
+        [sent] = watch.posts_to("/v1/widget/sessions")
+        if answered == "at-once":
+            assert await status_of(sent) == 200
+            assert watch.streams() == [] and watch.polls() == []
+        else:
+            assert await status_of(sent) == 202
+            assert len(watch.streams()) == 1
+        row = await stack.pool.fetchrow("SELECT status, reason FROM widget_sessions WHERE bot_id = $1", uuid.UUID(bot))
+        assert (row["status"], row["reason"]) == ("fallback", "busy")
+
+        await dialog.get_by_label("Name").fill("Busy Bea")
+        await dialog.get_by_label("Email").fill("bea@example.com")
+        await dialog.get_by_role("button", name="Start chat").click()
+        await expect(dialog).to_have_attribute("data-state", "thanks")
+        await expect(dialog.get_by_text("Thanks, Busy Bea! An agent will be with you shortly.")).to_be_visible()
+        contact = await wait_for(stack, "SELECT * FROM contacts WHERE bot_id = $1", uuid.UUID(bot))
+        assert (contact["verified"], contact["name"], contact["email"]) == (False, "Busy Bea", "bea@example.com")
+        assert customer_api.received(auth_url) == []  # the Authentication URL was never called
+    finally:
+        admission.max_in_flight = old
+
+
 async def test_blocked_event_stream_falls_back_to_polling(
     stack: Stack, customer_api: FakeCustomerAPI, host_page: HostPage, page: Page, watch: Watch,
 ) -> None:
     bot = await create_bot(stack.http, stack.gateway.url, enabled=True,
-                           auth_url=customer_api.endpoint(verified(id="7", name="Polly")))
+                           auth_url=customer_api.endpoint(slow(verified(id="7", name="Polly"))))
+    await answer_open_later(page, 0.05)  # the business takes 0.5 s: the open answers 202
     await page.route("**/events", lambda route: route.abort())
 
     dialog = await open_widget(page, await host_page(bot, token=TOKEN))
 
     await expect(dialog).to_have_attribute("data-state", "verified")
     await expect(dialog.get_by_text("Hi Polly!")).to_be_visible()
-    assert [r for r in watch.requests if r.method == "GET" and "/v1/widget/sessions/" in r.url and not r.url.endswith("/events")]
+    [sent] = watch.posts_to("/v1/widget/sessions")
+    assert await status_of(sent) == 202
+    assert watch.streams() and watch.polls()
 
 
 async def test_waiting_state_shows_while_the_business_is_slow(
     stack: Stack, customer_api: FakeCustomerAPI, host_page: HostPage, page: Page, watch: Watch,
 ) -> None:
-    answer = verified(id="8", name="Slow Sam")
-    slow = Answer(status=answer.status, json=answer.json, delay=0.6)
-    bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=customer_api.endpoint(slow))
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True,
+                           auth_url=customer_api.endpoint(slow(verified(id="8", name="Slow Sam"), 0.6)))
 
     dialog = await open_widget(page, await host_page(bot, token=TOKEN))
 
@@ -226,7 +329,7 @@ async def test_network_failure_offers_try_again(
         else:
             await route.fallback()
 
-    await page.route("**/v1/widget/sessions", down_once)
+    await page.route(OPENS, down_once)
     dialog = await open_widget(page, await host_page(bot, token=TOKEN))
 
     await expect(dialog).to_have_attribute("data-state", "error")

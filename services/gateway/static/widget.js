@@ -44,6 +44,10 @@
     poweredBy: "Secured by Doorman"
   };
 
+  // The open asks the gateway to hold its answer this long for the outcome (POST ?wait=): most
+  // visitors then need one request, no stream. A slower outcome still gets the usual 202 and is
+  // awaited on the event stream (or by polling). A refusal as busy comes back at once.
+  var OPEN_WAIT_SECONDS = 3;
   var POLL_INTERVAL_MS = 1000;
   var POLL_GIVE_UP_MS = 30000;
   var STREAM_GIVE_UP_MS = 30000;
@@ -302,11 +306,13 @@
       showError(STRINGS.unavailable, false);
       return;
     }
-    request("POST", "/v1/widget/sessions", sessionBody()).then(function (res) {
+    request("POST", "/v1/widget/sessions?wait=" + OPEN_WAIT_SECONDS, sessionBody()).then(function (res) {
       if (gen !== generation) return;
-      if (res.status === 202 && res.data && res.data.session_id) {
+      if ((res.status === 200 || res.status === 202) && res.data && res.data.session_id) {
         sessionId = res.data.session_id;
-        awaitOutcome(gen);
+        // 200: the outcome came within the wait (or the open was refused as busy): show it now.
+        if (res.status === 200 && res.data.status && res.data.status !== "pending") resolve(res.data);
+        else awaitOutcome(gen);
       } else if (res.status === 404 || res.status === 422) {
         showError(STRINGS.unavailable, false);
       } else {
@@ -377,6 +383,8 @@
     }
   }
 
+  // Every fallback reason (CA off, domain refused, the business's API said no or failed, no token,
+  // Doorman too busy to verify: "busy") gets the same Collect Information form.
   function resolve(view) {
     if (view.status === "verified") {
       showVerified(view.contact);
