@@ -65,9 +65,12 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
         add("3", f"  direct at {df['offered_per_second']:.0f}/s: p50/p95/p99 ms",
             f"{_fmt(df.get('p50_ms'))} / {_fmt(df.get('p95_ms'))} / {_fmt(df.get('p99_ms'))}", "", None)
     if b := r.get("drain"):
-        add("4", f"contacts backlog drain ({b['doorman']['events']:,} events), events/s", _fmt(b["doorman"]["per_second"]), "", None)
+        add("4", f"contacts backlog drain ({b['doorman']['events']:,} events, 1 per message), events/s", _fmt(b["doorman"]["per_second"]), "", None)
         add("4", f"raw batched asyncpg upsert (batch {b['raw_upsert']['batch']}), rows/s", _fmt(b["raw_upsert"]["per_second"]), "", None)
         add("4", "  ratio drain / raw", _fmt(b["ratio"]), ">= 0.3", _met(b["ratio"], 0.3, at_least=True))
+        if bb := b.get("doorman_batched"):
+            add("4", f"  the same backlog as the verifier sends it ({bb['events_per_message']} per message), events/s; ratio",
+                f"{_fmt(bb['per_second'])}; {_fmt(b['ratio_batched'])}", "", None)
     if i := r.get("isolation"):
         add("5", f"others' p99 at {i['offered_per_second']:.0f}/s, 1 bot in {round(1 / i['hanging_share'])}: before / during hang, ms",
             f"{_fmt(i['before']['others']['p99_ms'])} / {_fmt(i['during']['others']['p99_ms'])}", "", None)

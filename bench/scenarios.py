@@ -29,6 +29,8 @@ from .procs import Child, CpuMeter, RssSampler, python_child, rss_bytes, tcp_cou
 from .stack import DbMeter, Stack, free_port
 
 MB = 1024 * 1024
+WIDGET_WAIT_SECONDS = 3.0  # as services/gateway/static/widget.js asks
+VERIFIER_EMIT_BATCH = 256  # services/verifier/settings.py's default: most outcomes per message
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,11 @@ class Context:
     def e2e_op(self):  # type: ignore[no-untyped-def]
         bots = self.bots
         return doorman_open_op(lambda i: bots[i % len(bots)])
+
+    def widget_op(self, answered: Counter | None = None):  # type: ignore[no-untyped-def]
+        """What widget.js does: POST ?wait=3, the stream only when the outcome is not in the answer."""
+        bots = self.bots
+        return doorman_wait_op(lambda i: bots[i % len(bots)], WIDGET_WAIT_SECONDS, answered)
 
     def rss(self) -> dict[str, float]:
         out = {}
@@ -358,22 +365,22 @@ async def _json_codec(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def backlog_drain(ctx: Context, *, events: int | None = None, on_start=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    """``on_start(child)`` is called once the contacts service is started (the profiler hooks in there)."""
+async def _drain(ctx: Context, n: int, *, per_message: int, on_start=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     plan, stack = ctx.plan, ctx.stack
-    n = events or plan.drain_events
     assert stack.pool is not None and stack.amqp is not None
-    say(f"4. contacts backlog drain: {n} verified identities queued with contacts stopped")
+    say(f"4. contacts backlog drain: {n} verified identities queued ({per_message} per message) with contacts stopped")
     await stack.scale(verifiers=1, contacts=0)
     bot = await stack.insert_bot("bench drain")
     sessions = await stack.insert_pending_sessions(bot, n, deadline_in=3600)
     events = [_verified(bot, s, i) for i, s in enumerate(sessions)]
     started = time.monotonic()
     async with messaging.publisher(stack.amqp, stack.topology) as publish:
-        for i in range(0, n, 500):
-            await asyncio.gather(*(publish(e) for e in events[i:i + 500]))
+        for i in range(0, n, 500 * per_message):
+            chunk = events[i:i + 500 * per_message]
+            await asyncio.gather(*(publish.many(chunk[j:j + per_message]) for j in range(0, len(chunk), per_message)))
     publish_s = time.monotonic() - started
-    while (await stack.queue_state(messaging.CONTACTS_QUEUE))[0] < n:
+    messages = -(-n // per_message)
+    while (await stack.queue_state(messaging.CONTACTS_QUEUE))[0] < messages:
         await asyncio.sleep(0.1)
 
     dbm = DbMeter(stack)
@@ -397,18 +404,30 @@ async def backlog_drain(ctx: Context, *, events: int | None = None, on_start=Non
     last = await stack.pool.fetchval("SELECT max(resolved_at) FROM widget_sessions WHERE bot_id = $1", bot)
     contacts = await stack.pool.fetchval("SELECT count(*) FROM contacts WHERE bot_id = $1", bot)
     drain_s = (last - attached).total_seconds()
-    doorman = {"events": n, "seconds": round(drain_s, 3), "per_second": round(n / drain_s, 1),
-               "contacts_created": contacts, "publish_seconds": round(publish_s, 2), "cpu_cores": cpu.cores(),
-               "cpu_system_share": cpu.system_share(), "cpu_ms_per_event": cpu.ms_per(n), "db_per_event": dbm.per(n)}
     say(f"   Doorman drained {n} in {drain_s:.2f} s ({n / drain_s:.0f}/s)")
+    return {"events": n, "events_per_message": per_message, "seconds": round(drain_s, 3),
+            "per_second": round(n / drain_s, 1), "contacts_created": contacts, "publish_seconds": round(publish_s, 2),
+            "cpu_cores": cpu.cores(), "cpu_system_share": cpu.system_share(), "cpu_ms_per_event": cpu.ms_per(n),
+            "db_per_event": dbm.per(n)}
 
+
+async def backlog_drain(ctx: Context, *, events: int | None = None, on_start=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The contacts service working off a backlog, twice: one event per message (what retries and
+    DLQ replays look like) and batches as the verifier emits them (up to its default of 256 events
+    per message); then the raw upsert reference. ``on_start(child)`` is called once the contacts
+    service is started for the first drain (the profiler hooks in there)."""
+    plan, stack = ctx.plan, ctx.stack
+    n = events or plan.drain_events
+    doorman = await _drain(ctx, n, per_message=1, on_start=on_start)
+    batched = await _drain(ctx, n, per_message=VERIFIER_EMIT_BATCH)
+    events_list = [_verified(uuid4(), f"raw-{i}", i) for i in range(n)]
     say("4. raw batched asyncpg upsert of the same rows (same statement, batches of 100, one transaction each)")
     raw_bot = await stack.insert_bot("bench raw upsert")
     batch = int(os.environ.get("DOORMAN_CONTACTS_BATCH_SIZE", 100))
     rows = [
         (raw_bot, "id", e.identity.identifier, e.identity.id, e.identity.name, None, None, None, None, None, {},
          e.observed_at, e.event_id, {"external_id": "api", "name": "api"})
-        for e in events
+        for e in events_list
     ]
     conn = await asyncpg.connect(stack.database_url)
     try:
@@ -423,7 +442,9 @@ async def backlog_drain(ctx: Context, *, events: int | None = None, on_start=Non
     raw = {"rows": n, "batch": batch, "seconds": round(raw_s, 3), "per_second": round(n / raw_s, 1)}
     say(f"   raw upsert: {n / raw_s:.0f}/s")
     await stack.scale(verifiers=1, contacts=1)
-    return {"doorman": doorman, "raw_upsert": raw, "ratio": round(doorman["per_second"] / raw["per_second"], 3)}
+    return {"doorman": doorman, "doorman_batched": batched, "raw_upsert": raw,
+            "ratio": round(doorman["per_second"] / raw["per_second"], 3),
+            "ratio_batched": round(batched["per_second"] / raw["per_second"], 3)}
 
 
 # -- 5. isolation: one bot's customer API hangs ------------------------------------------------------------
@@ -582,7 +603,8 @@ async def cpu_for(children: list[Child], seconds: float) -> CpuMeter:
 
 
 async def overload(ctx: Context, rate: float, source: str) -> dict[str, Any]:
-    """The widget's whole flow (POST, then the SSE stream to its outcome), offered open loop at
+    """The widget's whole flow as widget.js runs it (POST ?wait=3, then the SSE stream only if the
+    outcome was not in the answer), offered open loop at
     ``rate`` for the plan's overload seconds. Measures how each open was answered, the time to an
     answer, the verified outcomes finished inside the window per second (goodput), the CPU per
     component over the window (and with the drain), the kernel's TCP counters (connections that
@@ -592,12 +614,13 @@ async def overload(ctx: Context, rate: float, source: str) -> dict[str, Any]:
     assert stack.pool is not None
     await stack.quiet(timeout=plan.settle_timeout)
     say(f"8. overload: {rate:.0f} opens/s ({source}) for {plan.overload_seconds:g} s, open loop, whole widget flow")
+    answered: Counter = Counter()
     since = await stack.pool.fetchval("SELECT clock_timestamp()")
     pool = ctx.gateway_pool()
     tcp_before = tcp_counters()
     with CpuMeter.of(ctx.metered()) as phase_cpu:
         runs, cpu = await asyncio.gather(
-            open_loop(pool, ctx.e2e_op(), rate=rate, seconds=plan.overload_seconds, drain_timeout=plan.overload_drain),
+            open_loop(pool, ctx.widget_op(answered), rate=rate, seconds=plan.overload_seconds, drain_timeout=plan.overload_drain),
             cpu_for(ctx.metered(), plan.overload_seconds))
     tcp_after = tcp_counters()
     pool.close()
@@ -605,6 +628,7 @@ async def overload(ctx: Context, rate: float, source: str) -> dict[str, Any]:
     verified_in_window = run.in_window["verified"]
     out: dict[str, Any] = {
         "offered_per_second": rate, "rate_source": source, "seconds": plan.overload_seconds,
+        "post_answered": dict(answered),
         "offered": int(rate * plan.overload_seconds), "counts": overload_counts(run),
         "time_to_answer": time_to_answer(run),
         "verified_in_window": verified_in_window,

@@ -40,7 +40,7 @@ def cmd_gateway(_: argparse.Namespace) -> None:
 
     s = _settings(GatewaySettings)
     web.run_app(init_app(s), host=s.gateway_host, port=s.gateway_port, access_log=None,  # type: ignore[attr-defined]
-                handler_args=SERVER_OPTIONS,
+                handler_args=SERVER_OPTIONS, backlog=s.gateway_backlog,
                 shutdown_timeout=10, print=None)
 
 

@@ -62,6 +62,8 @@ class Batcher(Generic[T, R]):
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             results = await self._flush([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"flush returned {len(results)} results for {len(batch)} items")
         except asyncio.CancelledError:
             for _, future in batch:
                 future.cancel()
@@ -71,7 +73,7 @@ class Batcher(Generic[T, R]):
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future), result in zip(batch, results):
             if not future.done():  # a caller that gave up (cancelled) has no one to tell
                 future.set_result(result)
 

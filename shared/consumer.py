@@ -113,6 +113,7 @@ class Consumer:
         already_done: AlreadyDone | None = None,
         batch_handler: BatchHandler | None = None,
         batch_size: int = 1,
+        batch_flushes: int = 1,
     ) -> None:
         self._channel = channel
         self._queue = queue
@@ -126,9 +127,11 @@ class Consumer:
         self._already_done = already_done
         self._batch_handler = batch_handler
         self._batches: Batcher[_Delivery, None] = Batcher(
-            self._handle_batch, max_weight=batch_size, weight=lambda d: len(d.events),
+            self._handle_batch, max_weight=batch_size, max_in_flight=batch_flushes, weight=lambda d: len(d.events),
         )
         self._in_flight = _InFlight()
+        self._in_flight_gauge = CONSUMER_IN_FLIGHT.labels(name)
+        self._unsettled: set[int] = set()  # delivery tags handed to us and not yet acked, requeued or rejected
         self._tag: str | None = None
 
     async def start(self) -> None:
@@ -155,7 +158,9 @@ class Consumer:
             DEAD_LETTERS.labels(self._name).inc()
             return
         self._in_flight.enter()
-        CONSUMER_IN_FLIGHT.labels(self._name).inc(len(events))
+        self._in_flight_gauge.inc(len(events))
+        tag = message.delivery_tag or 0
+        self._unsettled.add(tag)
         try:
             delivery = _Delivery(message, await self._not_done(message, events))
             if self._batch_handler is not None and delivery.events:
@@ -165,8 +170,9 @@ class Consumer:
         except Exception as exc:  # e.g. the channel closed under an ack: the broker redelivers
             log.warning("message not settled; the broker will redeliver it", error=repr(exc))
         finally:
+            self._unsettled.discard(tag)
             self._in_flight.leave()
-            CONSUMER_IN_FLIGHT.labels(self._name).dec(len(events))
+            self._in_flight_gauge.dec(len(events))
 
     async def _not_done(self, message: AbstractIncomingMessage, events: list[Event]) -> list[Event]:
         """A first delivery is new by construction; a redelivery or a retry may have been done already."""
@@ -244,9 +250,20 @@ class Consumer:
                         error=repr(exc))
             await asyncio.gather(*(self._settle(d) for d in deliveries))
         else:
-            for d in deliveries:
-                await d.message.ack()
+            await self._ack_all([d.message for d in deliveries])
         return [None] * len(deliveries)
+
+    async def _ack_all(self, messages: list[AbstractIncomingMessage]) -> None:
+        """One ``multiple`` ack when these are the channel's oldest unsettled deliveries (the usual
+        case: batches are written in delivery order), else one ack each."""
+        tags = {m.delivery_tag or 0 for m in messages}
+        last = max(messages, key=lambda m: m.delivery_tag or 0)
+        if all(t in tags for t in self._unsettled if t <= (last.delivery_tag or 0)):
+            await last.ack(multiple=True)
+            self._unsettled.difference_update(tags)
+        else:
+            for m in messages:
+                await m.ack()
 
 
 @asynccontextmanager

@@ -186,9 +186,11 @@ Publish = Callable[..., Awaitable[None]]
 
 @asynccontextmanager
 async def publisher(
-    conn: aio_pika.abc.AbstractConnection, topology: Topology, *, timeout: float = 5.0,
+    conn: aio_pika.abc.AbstractConnection, topology: Topology, *, timeout: float = 5.0, confirmed: bool = True,
 ) -> AsyncIterator[Publisher]:
-    channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
+    """Publishes on a channel of its own. ``confirmed=False`` is for notifications that may be
+    lost (the receiver has another way to learn the news): they are written and not waited on."""
+    channel = await conn.channel(publisher_confirms=confirmed, on_return_raises=confirmed)
     try:
         exchange = await declare(channel, topology)
         yield Publisher(exchange, timeout=timeout)

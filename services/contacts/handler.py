@@ -52,9 +52,11 @@ async def notify(resolved: Sequence[Resolved], *, correlation: dict[str, str], p
     truth, and a waiting stream re-reads it now and then, so a lost notification only costs latency."""
     by_replica: dict[str, list[SessionResolved]] = {}
     for r in resolved:
+        if not (replicas := r.told):
+            continue
         told = SessionResolved(correlation_id=correlation.get(r.session_id, "-"), session_id=r.session_id,
                                bot_id=r.bot_id, status=r.status, view=r.view, facts=r.facts)
-        for replica in r.told:
+        for replica in replicas:
             by_replica.setdefault(replica, []).append(told)
     await asyncio.gather(*(_tell(replica, told, publish) for replica, told in by_replica.items()))
 

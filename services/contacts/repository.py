@@ -91,10 +91,13 @@ def _key(event: IdentityVerified) -> tuple[UUID, str, str]:
 
 
 async def upsert_verified(conn: asyncpg.Connection, events: Sequence[IdentityVerified]) -> dict[tuple[UUID, str, str], UUID]:
-    """Apply verified identities oldest first; returns each key's contact id."""
+    """Apply verified identities, oldest first for each contact; returns each key's contact id.
+
+    Rows are written in key order, so concurrent batches lock shared contacts in the same order
+    (no deadlock); the version guard keeps the latest data whatever the order across batches."""
     if not events:
         return {}
-    ordered = sorted(events, key=lambda e: (e.observed_at, str(e.event_id)))
+    ordered = sorted(events, key=lambda e: (*map(str, _key(e)), e.observed_at, str(e.event_id)))
     await conn.executemany(UPSERT_VERIFIED, [
         (
             e.bot_id, e.identify_method.value, e.identity.identifier, e.identity.id, e.identity.name,

@@ -8,8 +8,9 @@ open of the last interval waited longer than ``target``, a queue has built up th
 pipeline cannot work off in time, and new opens are refused as ``fallback(busy)``, the
 widget showing the Collect Information form at once. One open in ``probe_every`` is
 still admitted while refusing, so the delay keeps being measured and admission resumes
-as soon as the queue is gone. An interval with fewer than ``min_samples`` outcomes is not
-judged: one slow retry on a quiet site is not overload. A replica also refuses beyond ``max_in_flight`` opens of
+as soon as the quickest open is back under the target. An interval with fewer than
+``min_samples`` outcomes is not judged (one slow retry on a quiet site is not overload): the
+state it found stays, until a fast outcome, or ten intervals without a single open or outcome. A replica also refuses beyond ``max_in_flight`` opens of
 its own without an outcome (memory, and a pipeline that has stopped answering at all).
 """
 
@@ -62,7 +63,7 @@ class Admission:
         if self._samples >= self.min_samples:  # a busy interval: judge it
             ADMISSION_DELAY.set(self._minimum)
             self._set(self._minimum > self.target)
-        elif now > self._ends + 10 * self.interval:  # few outcomes for a while: nothing is piling up
+        elif now > self._ends + 10 * self.interval:  # nothing at all for a while: nothing is piling up
             self._set(False)
         self._minimum = math.inf
         self._samples = 0

@@ -31,6 +31,7 @@ from .schemas import (
     NewApiKey,
     NewBot,
     NewWorkspace,
+    OpenQuery,
     OpenSession,
     RequestField,
     TestRequest,
@@ -324,10 +325,19 @@ LIMITED_HEADERS = {429: {"Retry-After": "seconds to wait before retrying"}}
 
 OPERATIONS: tuple[Operation, ...] = (
     # widget API (public, CORS for any origin)
-    Operation("POST", "/v1/widget/sessions", "openSession", "Open a widget session", "widget", OpenSession, None, None, {
-        202: ("Accepted: the outcome arrives on the session's event stream.", SessionCreated),
+    Operation("POST", "/v1/widget/sessions", "openSession", "Open a widget session", "widget", OpenSession, OpenQuery,
+              None, {
+        200: ("Only with `wait`: the outcome came within `wait` seconds; the session as `GET "
+              "/v1/widget/sessions/{session_id}` returns it (verified, or fallback with the reason). An open refused "
+              "by admission control answers here at once as fallback with reason `busy`.", SessionView),
+        202: ("Accepted: the outcome arrives on the session's event stream (with `wait`: it did not come in time). "
+              "When the gateway is too busy to answer in time (admission control), the open is still accepted but "
+              "stored already resolved as fallback with reason `busy` and sent to no one: its stream and `GET` "
+              "answer at once, and the Collect Information form may be sent for it.", SessionCreated),
         404: ("No bot has this `bot_id`.", Error),
-        **BODY_ERRORS, **LIMITED,
+        **BODY_ERRORS,
+        422: ("The body or the `wait` query parameter is not valid: `fields` says which and why.", Error),
+        **LIMITED,
         503: ("The broker is unavailable; retry after `Retry-After` seconds.", Error),
     }, headers={**LIMITED_HEADERS, 503: {"Retry-After": "seconds to wait before retrying"}}),
     Operation("GET", "/v1/widget/sessions/{session_id}", "getSession", "Read a widget session", "widget", None, None, None, {
@@ -339,8 +349,9 @@ OPERATIONS: tuple[Operation, ...] = (
         200: ("Server-Sent Events.", None),
         404: ("No session has this id.", Error), **LIMITED,
     }, headers=LIMITED_HEADERS, streams={200: (
-        "Exactly one event, `event: outcome`, sent when the session resolves (at once if it already has); its `data` "
-        "is the session as JSON, the same object `GET /v1/widget/sessions/{session_id}` returns (schema `SessionView`). "
+        "Exactly one event, `event: outcome`, sent when the session resolves (at once if it already has, as an open "
+        "refused with reason `busy` has); its `data` is the session as JSON, the same object "
+        "`GET /v1/widget/sessions/{session_id}` returns (schema `SessionView`). "
         "Then the stream ends. Comment pings keep the connection open while the session is pending."
     )}),
     Operation("POST", "/v1/widget/sessions/{session_id}/contact", "collectContact", "Send the Collect Information form",
@@ -491,7 +502,9 @@ def _query_parameters(model: type[BaseModel], components: _Components) -> list[d
             if prop.get("default", 0) is None:
                 del prop["default"]
         parameter: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": prop}
-        if description := model.model_fields[name].description:
+        # A description on an optional field's type (``Annotated[..., Field(description=...)] | None``) is
+        # in its schema, not on the field: either way it is the parameter's.
+        if description := model.model_fields[name].description or prop.pop("description", None):
             parameter["description"] = description
         parameters.append(parameter)
     return parameters

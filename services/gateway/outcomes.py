@@ -9,7 +9,8 @@ notification, so a waiting stream or ``?wait`` answers without reading the datab
 The hub keeps, per replica: the sessions it opened that are still pending (the input
 of admission control), the streams and requests waiting, and outcomes that came before
 anyone asked (briefly). One tick for the whole hub re-reads the sessions waited on for
-a while, in one query, in case a notification was lost: no timer per stream.
+a while, in one query, in case a notification was lost, and pings the waiting streams:
+no timer or task per stream.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
+from aiohttp import web
 
 from shared.events import SessionResolved, decode
 from shared.messaging import Topology, declare
@@ -34,6 +36,7 @@ from .admission import Admission
 log = structlog.get_logger("doorman.gateway.outcomes")
 
 View = dict[str, Any]
+PING = b": ping\n\n"
 ReadViews = Callable[[Sequence[str]], Awaitable[dict[str, View]]]
 
 
@@ -45,7 +48,7 @@ class _Waiting:
 
 class OutcomeHub:
     def __init__(self, replica: str, admission: Admission, *, recent_seconds: float = 60.0,
-                 recent_max: int = 50_000) -> None:
+                 recent_max: int = 50_000, ping_seconds: float = 15.0) -> None:
         self.replica = replica
         self.admission = admission
         self._opened: dict[str, float] = {}  # session id -> when this replica opened it (monotonic)
@@ -53,6 +56,9 @@ class OutcomeHub:
         self._recent: OrderedDict[str, tuple[float, View]] = OrderedDict()  # told before anyone asked
         self._recent_seconds = recent_seconds
         self._recent_max = recent_max
+        self._streams: set[web.StreamResponse] = set()
+        self._ping_seconds = ping_seconds
+        self._pinged = time.monotonic()
 
     # -- sessions opened here ----------------------------------------------------------------------
 
@@ -95,9 +101,20 @@ class OutcomeHub:
                 del self._waiting[session_id]
         future.cancel()
 
-    @property
-    def waiting_count(self) -> int:
-        return len(self._waiting)
+    @contextmanager
+    def streaming(self, stream: web.StreamResponse) -> Iterator[None]:
+        """Keep ``stream`` alive with the hub's pings while it waits."""
+        self._streams.add(stream)
+        try:
+            yield
+        finally:
+            self._streams.discard(stream)
+
+    async def _ping(self) -> None:
+        """A comment line on every waiting stream, so proxies and browsers keep them open."""
+        results = await asyncio.gather(*(s.write(PING) for s in list(self._streams)), return_exceptions=True)
+        if gone := sum(isinstance(r, Exception) for r in results):
+            log.info("streams gone while pinging", streams=gone)
 
     def resolved(self, told: SessionResolved) -> None:
         opened_at = self._opened.pop(told.session_id, None)
@@ -129,6 +146,9 @@ class OutcomeHub:
         and stop counting sessions opened here more than ``forget_after`` ago (their outcome was lost
         to us; the database still has it)."""
         now = time.monotonic()
+        if now - self._pinged >= self._ping_seconds:
+            self._pinged = now
+            await self._ping()
         while self._recent and next(iter(self._recent.values()))[0] < now - self._recent_seconds:
             self._recent.popitem(last=False)
         for session_id in [s for s, at in self._opened.items() if at < now - forget_after]:

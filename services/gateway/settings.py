@@ -11,6 +11,11 @@ from shared.settings import PLACEHOLDER, OutboundSettings, SecretKeySettings
 class GatewaySettings(SecretKeySettings, OutboundSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=0, le=65535)
+    gateway_backlog: int = Field(
+        4096, ge=16, le=65535,
+        description="pending TCP connections the kernel queues (capped by net.core.somaxconn): a burst of widget "
+                    "opens waits to be answered, or refused as busy, instead of retrying its SYN after seconds",
+    )
     admin_token: SecretStr = SecretStr(PLACEHOLDER)
     session_deadline_seconds: float = Field(15.0, gt=0, le=300, description="a visitor waits at most this long")
     sse_poll_seconds: float = Field(2.0, gt=0, description="safety re-read of a waited-on session")

@@ -11,7 +11,7 @@ from uuid import uuid4
 
 import structlog
 from aiohttp import web
-from aiohttp_sse import sse_response
+from aiohttp_sse import EventSourceResponse
 
 from shared.events import ContactCollected, WidgetOpened, utcnow
 from shared.metrics import WAITING_STREAMS
@@ -135,6 +135,14 @@ async def stream_session(request: web.Request) -> web.StreamResponse:
         raise asyncio.CancelledError() from None
 
 
+class OutcomeStream(EventSourceResponse):
+    """aiohttp-sse's stream without a ping task of its own: the hub's one tick pings every
+    waiting stream (10,000 waiting widgets, one timer)."""
+
+    async def _ping(self) -> None:
+        return
+
+
 async def _stream(request: web.Request, session_id: str) -> web.StreamResponse:
     """Sessions opened here are waited on in memory; any other is first recorded as watched by
     this replica (so the contacts service tells us), or found already resolved."""
@@ -150,10 +158,12 @@ async def _stream(request: web.Request, session_id: str) -> web.StreamResponse:
                     view = await session_view(pool, session_id)
                     if not future.done():
                         future.set_result(view or {})
-            async with sse_response(request, headers={"Access-Control-Allow-Origin": "*"}) as stream:
-                stream.ping_interval = 15
-                await stream.write(b": waiting\n\n")  # headers and a first byte now, not at the outcome
-                view = await future
+            stream = OutcomeStream(headers={"Access-Control-Allow-Origin": "*"})
+            await stream.prepare(request)
+            async with stream:
+                with hub.streaming(stream):
+                    await stream.write(b": waiting\n\n")  # headers and a first byte now, not at the outcome
+                    view = await future
                 if view:
                     await stream.send(dumps(view), event="outcome")
             return stream

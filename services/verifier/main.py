@@ -39,7 +39,8 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
         whitelist = ApiWhitelist(http, ttl=settings.whitelist_ttl_seconds)
         config.on_change.append(lambda bot_id: whitelist.forget(bot_id) if bot_id else None)
         # Outcomes decided at about the same time travel to the contacts service in one confirmed message.
-        emit = Batcher(lambda outcomes: _published(publish, outcomes), max_weight=settings.verifier_emit_batch)
+        emit = Batcher(lambda outcomes: _published(publish, outcomes), max_weight=settings.verifier_emit_batch,
+                       max_in_flight=settings.verifier_emit_flushes)
 
         async def ready() -> dict[str, bool]:
             return {"database": await db.answers(pool), "broker": publish.ready}

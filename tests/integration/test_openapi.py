@@ -199,3 +199,40 @@ async def test_operations_endpoints_match(stack: Stack, doc: dict[str, Any]) -> 
     await call(stack, doc, "GET", "/healthz", 200, admin=False)
     await call(stack, doc, "GET", "/readyz", 200, admin=False)
     await call(stack, doc, "GET", "/openapi.json", 200, admin=False)
+
+
+async def test_open_with_wait_and_busy_refusals_match(stack: Stack, doc: dict[str, Any],
+                                                      customer_api: FakeCustomerAPI) -> None:
+    from services.gateway.keys import HUB
+
+    [wait] = [p for p in doc["paths"]["/v1/widget/sessions"]["post"]["parameters"] if p["name"] == "wait"]
+    assert (wait["in"], wait["required"], wait["schema"]["type"]) == ("query", False, "number")
+    assert "busy" in doc["components"]["schemas"]["FallbackReason"]["enum"]
+
+    url = customer_api.endpoint(verified(id="oa-wait", name="Waited"))
+    bot_id = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url)
+    view = await call(stack, doc, "POST", "/v1/widget/sessions", 200, admin=False, query={"wait": "5"},
+                      json={"bot_id": bot_id, "access_token": "tok"})
+    assert view["status"] == "verified"
+    body = await call(stack, doc, "POST", "/v1/widget/sessions", 422, admin=False, query={"wait": "0"},
+                      json={"bot_id": bot_id})
+    assert [f["field"] for f in body["error"]["fields"]] == ["wait"]
+
+    admission = stack.gateway.app[HUB].admission
+    saved, admission.max_in_flight = admission.max_in_flight, 0
+    try:
+        created = await call(stack, doc, "POST", "/v1/widget/sessions", 202, admin=False, json={"bot_id": bot_id})
+        busy = await call(stack, doc, "POST", "/v1/widget/sessions", 200, admin=False, query={"wait": "1"},
+                          json={"bot_id": bot_id})
+    finally:
+        admission.max_in_flight = saved
+    assert busy["fallback"]["reason"] == "busy"
+    view = await call(stack, doc, "GET", "/v1/widget/sessions/{session_id}", 200, admin=False,
+                      session_id=created["session_id"])
+    assert view["fallback"]["reason"] == "busy"
+    assert_documented(doc, "GET", "/v1/widget/sessions/{session_id}/events", 200,
+                      await await_outcome(stack.http, stack.gateway.url, created["session_id"]),
+                      "text/event-stream", at=("x-events", "outcome"))
+    events = await call(stack, doc, "GET", "/v1/bots/{bot_id}/auth-events", 200, bot_id=bot_id,
+                        query={"reason": "busy"})
+    assert {e["session_id"] for e in events["events"]} == {created["session_id"], busy["session_id"]}
