@@ -206,6 +206,8 @@ class Run:
     # long each operation still running at the drain timeout had waited when it was cancelled.
     in_window: Counter = field(default_factory=Counter)
     cancelled_after_ms: list[float] = field(default_factory=list)
+    latencies_by_outcome_ms: dict[str, list[float]] = field(default_factory=dict)  # open loop only
+    start_lag_ms: list[float] = field(default_factory=list)  # open loop only: scheduled -> started here
 
     @property
     def rate(self) -> float:
@@ -285,6 +287,8 @@ async def open_loop(pool: Pool, op: Op, *, rate: float, seconds: float, label_of
     async def one(i: int, scheduled: float, run: Run | None) -> None:
         conn = None
         try:
+            if run is not None:  # how late this client itself started the open (its own CPU share)
+                run.start_lag_ms.append((loop.time() - scheduled) * 1000)
             conn = await pool.acquire()
             label = await op(conn, i)
             pool.release(conn)
@@ -294,6 +298,7 @@ async def open_loop(pool: Pool, op: Op, *, rate: float, seconds: float, label_of
                 run.completed += 1
                 run.outcomes[label] += 1
                 run.latencies_ms.append((done - scheduled) * 1000)
+                run.latencies_by_outcome_ms.setdefault(label, []).append((done - scheduled) * 1000)
                 if done <= t0 + seconds:
                     run.in_window[label] += 1
         except (OSError, asyncio.IncompleteReadError, ValueError, KeyError) as exc:

@@ -107,6 +107,12 @@ def _overload_rows(add, o: dict[str, Any], goodput_ratio: float | None) -> None:
         _fmt(o["offered"]), "", None)
     add("8", "  time to an answer p50/p95/p99 ms", f"{_fmt(t['p50_ms'])} / {_fmt(t['p95_ms'])} / {_fmt(t['p99_ms'])}",
         "p99 <= 2000", _met(t["p99_ms"], 2000, at_least=False))
+    if by := o.get("time_to_answer_by_outcome"):
+        add("8", "    by outcome, p50/p99 ms", "; ".join(
+            f"{label.removeprefix('fallback:')} {_fmt(v['p50_ms'])}/{_fmt(v['p99_ms'])}" for label, v in sorted(by.items())),
+            "", None)
+    if lag := o.get("client_start_lag_ms"):
+        add("8", "    of which the load client's own lateness, p50/p99 ms", f"{_fmt(lag['p50'])} / {_fmt(lag['p99'])}", "", None)
     add("8", "  verified / busy / other fallback / 503 / errors / unfinished",
         " / ".join(_fmt(c[k]) for k in ("verified", "fallback:busy", "fallback:other", "http-503", "errors", "unfinished")),
         "", None)

@@ -631,6 +631,9 @@ async def overload(ctx: Context, rate: float, source: str) -> dict[str, Any]:
         "post_answered": dict(answered),
         "offered": int(rate * plan.overload_seconds), "counts": overload_counts(run),
         "time_to_answer": time_to_answer(run),
+        "client_start_lag_ms": {f"p{p}": percentile(run.start_lag_ms, p) for p in (50, 99)},
+        "time_to_answer_by_outcome": {label: {f"p{p}_ms": percentile(ms, p) for p in (50, 99)}
+                                      for label, ms in run.latencies_by_outcome_ms.items()},
         "verified_in_window": verified_in_window,
         "goodput_per_second": round(verified_in_window / plan.overload_seconds, 1),
         "outcomes": dict(run.outcomes), "errors": dict(run.errors), "in_window": dict(run.in_window),

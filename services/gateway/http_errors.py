@@ -63,23 +63,20 @@ def read_query(request: web.Request, model: type[M]) -> M:
         raise error(422, "invalid_query", "the query parameters are not valid", fields=field_errors(exc)) from None
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except BadCursor as exc:
-        raise error(422, "invalid_query", "the query parameters are not valid",
-                    fields=[{"field": "cursor", "message": str(exc)}]) from None
-    except web.HTTPException as exc:
+def as_json_error(request: web.Request, exc: Exception) -> web.HTTPException:
+    """What a failed request answers: every error is JSON, and no stack trace ever leaves."""
+    if isinstance(exc, BadCursor):
+        return error(422, "invalid_query", "the query parameters are not valid",
+                     fields=[{"field": "cursor", "message": str(exc)}])
+    if isinstance(exc, web.HTTPException):
         if exc.content_type == "application/json" or exc.status < 400:
-            raise
-        raise error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason) from None
-    except Exception as exc:
-        if is_transient(exc):  # the database or the broker blinked: nothing was half-done
-            log.warning("dependency unavailable", path=request.path, error=repr(exc))
-            raise error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"}) from None
-        log.exception("unhandled error", path=request.path)
-        raise error(500, "internal_error", "something went wrong on our side") from None
+            return exc
+        return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    if is_transient(exc):  # the database or the broker blinked: nothing was half-done
+        log.warning("dependency unavailable", path=request.path, error=repr(exc))
+        return error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"})
+    log.error("unhandled error", path=request.path, exc_info=exc)
+    return error(500, "internal_error", "something went wrong on our side")
 
 
 def _default(value: Any) -> Any:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,14 +101,12 @@ class OutcomeHub:
                 del self._waiting[session_id]
         future.cancel()
 
-    @contextmanager
-    def streaming(self, stream: web.StreamResponse) -> Iterator[None]:
-        """Keep ``stream`` alive with the hub's pings while it waits."""
+    def streaming(self, stream: web.StreamResponse) -> None:
+        """Keep ``stream`` alive with the hub's pings while it waits (until :meth:`done_streaming`)."""
         self._streams.add(stream)
-        try:
-            yield
-        finally:
-            self._streams.discard(stream)
+
+    def done_streaming(self, stream: web.StreamResponse) -> None:
+        self._streams.discard(stream)
 
     async def _ping(self) -> None:
         """A comment line on every waiting stream, so proxies and browsers keep them open."""

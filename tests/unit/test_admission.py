@@ -146,3 +146,37 @@ def test_max_in_flight_refuses_probes_too() -> None:
     a, now = refusing_admission()
     a.max_in_flight = 1
     assert not any(a.admit(1, now=now) for _ in range(PROBE_EVERY * 3))
+
+
+def test_a_replica_whose_event_loop_runs_late_refuses_without_any_outcome() -> None:
+    a = admission()
+    assert a.admit(0, now=T0)
+    a.observe_lag(TARGET + 0.1, now=T0 + INTERVAL / 2)  # requests wait that long before being read
+    assert not a.admit(0, now=T0 + INTERVAL) and a.refusing
+
+
+def test_loop_lag_adds_to_the_pipeline_delay() -> None:
+    a = admission()
+    assert a.admit(0, now=T0)
+    for at in within_interval(MIN_SAMPLES):
+        a.observe(TARGET * 0.6, now=at)  # under the target on its own...
+    a.observe_lag(TARGET * 0.6, now=T0 + INTERVAL * 0.9)  # ...but not with the loop's lateness
+    a.admit(0, now=T0 + INTERVAL)
+    assert a.refusing
+
+
+def test_a_fast_outcome_does_not_end_refusal_while_the_loop_is_late() -> None:
+    a, now = refusing_admission()
+    a.observe_lag(TARGET, now=now + INTERVAL / 4)
+    a.observe(FAST, now=now + INTERVAL / 2)
+    assert a.refusing
+    a.observe_lag(0.0, now=now + INTERVAL)  # next interval: the loop is on time again
+    a.observe(FAST, now=now + INTERVAL * 2.5)
+    assert not a.refusing
+
+
+def test_small_loop_lag_alone_never_refuses() -> None:
+    a = admission()
+    for i in range(50):
+        a.observe_lag(0.01, now=T0 + i * INTERVAL / 2)
+        assert a.admit(0, now=T0 + i * INTERVAL / 2 + 0.001)
