@@ -16,6 +16,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from shared.metrics import BATCH_ITEMS
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -24,10 +26,11 @@ Flush = Callable[[list[T]], Awaitable[Sequence[R]]]
 
 class Batcher(Generic[T, R]):
     def __init__(
-        self, flush: Flush[T, R], *, max_weight: int = 256, max_in_flight: int = 1,
+        self, flush: Flush[T, R], *, name: str, max_weight: int = 256, max_in_flight: int = 1,
         weight: Callable[[T], int] = lambda _item: 1,
     ) -> None:
         self._flush = flush
+        self._sizes = BATCH_ITEMS.labels(name)
         self._max_weight = max_weight
         self._max_in_flight = max_in_flight
         self._weight = weight
@@ -51,6 +54,7 @@ class Batcher(Generic[T, R]):
                 item, future = self._waiting.popleft()
                 batch.append((item, future))
                 weight += self._weight(item)
+            self._sizes.observe(weight)
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._running.add(task)
             task.add_done_callback(self._done)

@@ -127,7 +127,7 @@ class Consumer:
         self._already_done = already_done
         self._batch_handler = batch_handler
         self._batches: Batcher[_Delivery, None] = Batcher(
-            self._handle_batch, max_weight=batch_size, max_in_flight=batch_flushes, weight=lambda d: len(d.events),
+            self._handle_batch, name=name, max_weight=batch_size, max_in_flight=batch_flushes, weight=lambda d: len(d.events),
         )
         self._in_flight = _InFlight()
         self._in_flight_gauge = CONSUMER_IN_FLIGHT.labels(name)

@@ -27,6 +27,8 @@ DEAD_LETTERS = Counter("doorman_dead_letters_total", "Messages sent to the dead-
 PUBLISH_SECONDS = Histogram("doorman_publish_confirm_seconds", "Publish until the broker's confirm", ["event"],
                             buckets=LATENCY_BUCKETS)
 DB_POOL = Gauge("doorman_db_pool_connections", "Database pool connections", ["state"])
+BATCH_ITEMS = Histogram("doorman_batch_items", "Items per flush (opens per INSERT, outcomes per message, events per transaction): one round trip each",
+                        ["flush"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 ADMISSION_REFUSING = Gauge("doorman_admission_refusing", "1 while this gateway refuses new opens as busy")
 ADMISSION_DELAY = Gauge("doorman_admission_pipeline_delay_seconds",
                         "Quickest open-to-outcome (less the business's call) of the last interval")

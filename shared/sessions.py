@@ -68,7 +68,7 @@ def opened_by(session_id: str) -> str | None:
 # -- open ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NewSession:
     session_id: str
     bot_id: UUID

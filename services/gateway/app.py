@@ -75,7 +75,7 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
         background(watch_lag(hub.admission)),
     ):
         app[PUBLISH] = publish
-        opens = Batcher(partial(opening.flush, pool=app[POOL], publish=publish, hub=hub),
+        opens = Batcher(partial(opening.flush, pool=app[POOL], publish=publish, hub=hub), name="gateway opens",
                         max_weight=s.open_batch_max, max_in_flight=s.open_flushes)
         app[OPENS] = opens
         yield

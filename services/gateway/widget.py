@@ -43,7 +43,7 @@ async def open_session(request: web.Request) -> web.Response:
     started = time.perf_counter()
     settings, limits, hub = request.app[SETTINGS], request.app[LIMITS], request.app[HUB]
     await limits.open_by_client(request)
-    query = read_query(request, OpenQuery)
+    wait = read_query(request, OpenQuery).wait if request.query_string else None
     body = await read_model(request, OpenSession, max_bytes=settings.widget_body_max_bytes)
     await limits.open_for_bot(str(body.bot_id))
     session = NewSession(
@@ -68,8 +68,8 @@ async def open_session(request: web.Request) -> web.Response:
     log.info("widget opened", session_id=session.session_id, bot_id=str(body.bot_id), busy=session.busy,
              correlation_id=event.correlation_id if event else None,
              latency_ms=round((time.perf_counter() - started) * 1000, 1))
-    if query.wait is not None:
-        view = busy_view(session.session_id) if session.busy else await _outcome_within(hub, session.session_id, query.wait)
+    if wait is not None:
+        view = busy_view(session.session_id) if session.busy else await _outcome_within(hub, session.session_id, wait)
         if view is not None:
             return json_response(view)
     return web.json_response({"session_id": session.session_id, "status": "pending"}, status=202)

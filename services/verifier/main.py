@@ -39,7 +39,7 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
         whitelist = ApiWhitelist(http, ttl=settings.whitelist_ttl_seconds)
         config.on_change.append(lambda bot_id: whitelist.forget(bot_id) if bot_id else None)
         # Outcomes decided at about the same time travel to the contacts service in one confirmed message.
-        emit = Batcher(lambda outcomes: _published(publish, outcomes), max_weight=settings.verifier_emit_batch,
+        emit = Batcher(lambda outcomes: _published(publish, outcomes), name="verifier outcomes", max_weight=settings.verifier_emit_batch,
                        max_in_flight=settings.verifier_emit_flushes)
 
         async def ready() -> dict[str, bool]:
@@ -51,7 +51,8 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
                 conn, topology, messaging.VERIFIER_QUEUE, prefetch=settings.verifier_prefetch,
                 handler=partial(verify, load_config=config.get, http=http, whitelist=whitelist),
                 emit=emit, already_done=partial(already_done, pool=pool),
-                can_retry=partial(can_retry, call_timeout=settings.auth_timeout_seconds),
+                # An attempt may wait for a slot to the business's host, then for its answer.
+                can_retry=partial(can_retry, call_timeout=settings.auth_host_wait_seconds + settings.auth_timeout_seconds),
                 on_failure=partial(fall_back_on_failure, emit=emit),
             ),
         ):

@@ -74,7 +74,7 @@ def submit(batcher: Batcher, *items: object) -> list[asyncio.Task]:
 
 async def test_concurrent_callers_each_get_their_own_result() -> None:
     flush = GatedFlush(gated=False)
-    batcher = Batcher(flush)
+    batcher = Batcher(flush, name="test")
 
     results = await settled(asyncio.gather(*(batcher(n) for n in range(50))))
 
@@ -84,7 +84,7 @@ async def test_concurrent_callers_each_get_their_own_result() -> None:
 
 async def test_calls_during_a_flush_go_together_in_the_next_one() -> None:
     flush = GatedFlush()
-    batcher = Batcher(flush)
+    batcher = Batcher(flush, name="test")
 
     [first] = submit(batcher, "a")
     await until(lambda: flush.batches == [["a"]])  # "a" is flushed at once, alone: no timer
@@ -100,7 +100,7 @@ async def test_calls_during_a_flush_go_together_in_the_next_one() -> None:
 
 async def test_a_flush_carries_at_most_max_weight() -> None:
     flush = GatedFlush()
-    batcher = Batcher(flush, max_weight=3)
+    batcher = Batcher(flush, name="test", max_weight=3)
 
     tasks = submit(batcher, "first")
     await until(lambda: len(flush.batches) == 1)
@@ -114,7 +114,7 @@ async def test_a_flush_carries_at_most_max_weight() -> None:
 
 async def test_weight_counts_per_item_and_a_heavy_item_still_goes_alone() -> None:
     flush = GatedFlush()
-    batcher = Batcher(flush, max_weight=4, weight=len)
+    batcher = Batcher(flush, name="test", max_weight=4, weight=len)
 
     tasks = submit(batcher, "x")
     await until(lambda: len(flush.batches) == 1)
@@ -129,7 +129,7 @@ async def test_weight_counts_per_item_and_a_heavy_item_still_goes_alone() -> Non
 
 async def test_no_more_than_max_in_flight_flushes_run_at_once() -> None:
     flush = GatedFlush()
-    batcher = Batcher(flush, max_in_flight=2)
+    batcher = Batcher(flush, name="test", max_in_flight=2)
 
     tasks = submit(batcher, "a")
     await until(lambda: flush.running == 1)
@@ -147,7 +147,7 @@ async def test_no_more_than_max_in_flight_flushes_run_at_once() -> None:
 
 async def test_a_failed_flush_fails_exactly_its_own_callers() -> None:
     flush = GatedFlush()
-    batcher = Batcher(flush)
+    batcher = Batcher(flush, name="test")
 
     first = submit(batcher, "a")
     await until(lambda: len(flush.batches) == 1)
@@ -167,7 +167,7 @@ async def test_a_failed_flush_fails_exactly_its_own_callers() -> None:
 
 async def test_a_cancelled_caller_does_not_break_the_others() -> None:
     flush = GatedFlush()
-    batcher = Batcher(flush)
+    batcher = Batcher(flush, name="test")
 
     [x] = submit(batcher, "x")
     await until(lambda: flush.batches == [["x"]])
@@ -192,7 +192,7 @@ async def test_a_cancelled_caller_does_not_break_the_others() -> None:
 
 async def test_drain_waits_until_everything_handed_in_is_flushed() -> None:
     flush = GatedFlush()
-    batcher = Batcher(flush, max_weight=2)
+    batcher = Batcher(flush, name="test", max_weight=2)
 
     tasks = submit(batcher, *range(5))
     await until(lambda: flush.running == 1 and batcher.waiting == 4)
@@ -217,7 +217,7 @@ async def test_a_flush_that_answers_the_wrong_number_of_results_fails_every_call
         await gate.wait()
         return items[:1]  # one result, whatever the batch
 
-    batcher: Batcher[int, int] = Batcher(short)
+    batcher: Batcher[int, int] = Batcher(short, name="test")
     first = asyncio.ensure_future(batcher(1))  # flushed alone, at once, and held
     await asyncio.sleep(0)
     late = [asyncio.ensure_future(batcher(i)) for i in (2, 3)]  # wait together for the next flush
