@@ -88,6 +88,9 @@ class Stack:
             "DOORMAN_ALLOW_PRIVATE_NETWORKS": "true", "DOORMAN_OUTBOUND_PORTS": "*",
             "DOORMAN_RATE_LIMIT_OPENS_PER_CLIENT": HUGE, "DOORMAN_RATE_LIMIT_OPENS_PER_BOT": HUGE,
             "DOORMAN_RATE_LIMIT_READS_PER_CLIENT": HUGE,
+            # Test 1 measures accepting opens with the workers stopped (tens of thousands pending):
+            # the in-flight cap would turn it into a measure of cheap busy refusals.
+            "DOORMAN_ADMISSION_MAX_IN_FLIGHT": "10000000",
             **overrides(),
             "DOORMAN_AMQP_URL": AMQP_URL, "DOORMAN_AMQP_PREFIX": self.prefix,
             "DOORMAN_DATABASE_URL": self.database_url, "DOORMAN_SECRET_KEY": self.secret_key,

@@ -114,6 +114,7 @@ class Consumer:
         batch_handler: BatchHandler | None = None,
         batch_size: int = 1,
         batch_flushes: int = 1,
+        max_events: int | None = None,
     ) -> None:
         self._channel = channel
         self._queue = queue
@@ -129,6 +130,8 @@ class Consumer:
         self._batches: Batcher[_Delivery, None] = Batcher(
             self._handle_batch, name=name, max_weight=batch_size, max_in_flight=batch_flushes, weight=lambda d: len(d.events),
         )
+        # Events being handled at once, whatever the messages carry (prefetch counts messages).
+        self._event_slots = asyncio.Semaphore(max_events) if max_events else None
         self._in_flight = _InFlight()
         self._in_flight_gauge = CONSUMER_IN_FLIGHT.labels(name)
         self._unsettled: set[int] = set()  # delivery tags handed to us and not yet acked, requeued or rejected
@@ -197,6 +200,12 @@ class Consumer:
             await delivery.message.nack(requeue=True)
 
     async def _handle_one(self, message: AbstractIncomingMessage, event: Event) -> bool:
+        if self._event_slots is None:
+            return await self._handle_one_now(message, event)
+        async with self._event_slots:
+            return await self._handle_one_now(message, event)
+
+    async def _handle_one_now(self, message: AbstractIncomingMessage, event: Event) -> bool:
         with structlog.contextvars.bound_contextvars(**_context(event)):
             try:
                 result = await self._handler(event)

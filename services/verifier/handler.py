@@ -14,7 +14,7 @@ from shared.events import CallFacts, FallbackReason, IdentityVerified, SessionFe
 from shared.http import OutboundClient
 from shared.identity import call_identity
 from shared.failures import Transient
-from shared.sessions import not_pending
+from shared.sessions import EXPIRED_DETAIL, not_pending
 from shared.consumer import Emit
 from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, BotLabel, result_class
 
@@ -95,6 +95,11 @@ async def verify(
 ) -> IdentityVerified | SessionFellBack:
     """The outcome to emit; raises :class:`Transient` (carrying the ``auth_unavailable`` outcome) when
     the business's API blinked, so the runner retries while the visitor can still wait."""
+    if utcnow() > event.deadline_at:
+        # It waited in the queue past the visitor's deadline (a backlog): the visitor is no longer
+        # waiting for the business's answer, and calling now would only delay the opens behind it.
+        log.warning("open picked up after its deadline; not calling the business")
+        return _fallback(event, FallbackReason.internal_error, EXPIRED_DETAIL)
     started = time.perf_counter()
     outcome = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist)
     if isinstance(outcome, SessionFellBack) and outcome.reason is FallbackReason.auth_unavailable:

@@ -49,6 +49,7 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
             health_server(health_host, settings.verifier_port, ready=ready, pool=pool) as port,
             consuming(
                 conn, topology, messaging.VERIFIER_QUEUE, prefetch=settings.verifier_prefetch,
+                max_events=settings.verifier_concurrency,
                 handler=partial(verify, load_config=config.get, http=http, whitelist=whitelist),
                 emit=emit, already_done=partial(already_done, pool=pool),
                 # An attempt may wait for a slot to the business's host, then for its answer.

@@ -11,5 +11,8 @@ class VerifierSettings(SecretKeySettings, OutboundSettings):
     verifier_prefetch: int = Field(
         128, ge=1, le=10_000, description="messages (each one open or a batch of them) handled at once per replica",
     )
+    verifier_concurrency: int = Field(
+        256, ge=1, le=100_000, description="widget opens decided at once per replica (the rest wait their turn in order)",
+    )
     verifier_emit_batch: int = Field(256, ge=1, le=5000, description="most outcomes published in one message")
     verifier_emit_flushes: int = Field(1, ge=1, le=64, description="outcome messages awaiting the broker's confirm at once")

@@ -147,3 +147,24 @@ async def test_a_hanging_business_holds_at_most_its_share_of_calls(customer_api:
             await aio.gather(*stuck, return_exceptions=True)
         # ...and free again once they are done.
         assert (await http.request("POST", fast, headers={}, json={})).status == 200
+
+
+async def test_an_open_picked_up_after_its_deadline_is_not_sent_to_the_business(
+    stack: Stack, customer_api: FakeCustomerAPI,
+) -> None:
+    """A backlog's stale opens end at once (the visitor stopped waiting) instead of delaying the fresh ones."""
+    url = customer_api.endpoint(verified(id="stale"))
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url)
+    session_id = f"stale-{uuid4()}"
+    assert await store_pending(stack.pool, session_id, bot, deadline_at=utcnow() + timedelta(seconds=30))
+    event = WidgetOpened(correlation_id="c", session_id=session_id, bot_id=bot, access_token="t",
+                         deadline_at=utcnow() - timedelta(seconds=1))  # as if it waited in the queue that long
+    async with await aio_pika.connect(AMQP_URL) as conn:
+        channel = await conn.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(messaging.Topology(stack.config["amqp_prefix"]).exchange)
+        await exchange.publish(messaging.event_message(event), routing_key=event.event_type, mandatory=True)
+
+    outcome = await await_outcome(stack.http, stack.gateway.url, session_id)
+
+    assert outcome["fallback"] == {"reason": "internal_error", "detail": "the session was not resolved in time"}
+    assert customer_api.received(url) == []
