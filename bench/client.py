@@ -208,6 +208,7 @@ class Run:
     cancelled_after_ms: list[float] = field(default_factory=list)
     latencies_by_outcome_ms: dict[str, list[float]] = field(default_factory=dict)  # open loop only
     start_lag_ms: list[float] = field(default_factory=list)  # open loop only: scheduled -> started here
+    by_second_ms: dict[int, list[float]] = field(default_factory=dict)  # open loop only: second of the schedule -> latencies
 
     @property
     def rate(self) -> float:
@@ -299,6 +300,7 @@ async def open_loop(pool: Pool, op: Op, *, rate: float, seconds: float, label_of
                 run.outcomes[label] += 1
                 run.latencies_ms.append((done - scheduled) * 1000)
                 run.latencies_by_outcome_ms.setdefault(label, []).append((done - scheduled) * 1000)
+                run.by_second_ms.setdefault(int(scheduled - t0), []).append((done - scheduled) * 1000)
                 if done <= t0 + seconds:
                     run.in_window[label] += 1
         except (OSError, asyncio.IncompleteReadError, ValueError, KeyError) as exc:

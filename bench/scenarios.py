@@ -631,6 +631,8 @@ async def overload(ctx: Context, rate: float, source: str) -> dict[str, Any]:
         "post_answered": dict(answered),
         "offered": int(rate * plan.overload_seconds), "counts": overload_counts(run),
         "time_to_answer": time_to_answer(run),
+        "time_to_answer_by_second": {second: {f"p{p}_ms": percentile(ms, p) for p in (50, 99)}
+                                     for second, ms in sorted(run.by_second_ms.items())},
         "client_start_lag_ms": {f"p{p}": percentile(run.start_lag_ms, p) for p in (50, 99)},
         "time_to_answer_by_outcome": {label: {f"p{p}_ms": percentile(ms, p) for p in (50, 99)}
                                       for label, ms in run.latencies_by_outcome_ms.items()},

@@ -5,15 +5,20 @@ for a session it opened: open to outcome, minus the time the business's API took
 answer (a slow business is not an overloaded Doorman; :mod:`.outcomes` measures it),
 plus how late this replica's event loop runs (:func:`watch_lag`): a request waits that
 long before the gateway even reads it, which no outcome can show.
+
 As in CoDel, what counts is the *minimum* over a short interval: while even the quickest
-open of the last interval waited longer than ``target``, a queue has built up that the
-pipeline cannot work off in time, and new opens are refused as ``fallback(busy)``, the
-widget showing the Collect Information form at once. One open in ``probe_every`` is
-still admitted while refusing, so the delay keeps being measured and admission resumes
-as soon as the quickest open is back under the target. An interval with fewer than
-``min_samples`` outcomes is not judged (one slow retry on a quiet site is not overload): the
-state it found stays, until a fast outcome, or ten intervals without a single open or outcome. A replica also refuses beyond ``max_in_flight`` opens of
-its own without an outcome (memory, and a pipeline that has stopped answering at all).
+open of an interval waited longer than ``target``, a queue has built up. Then, as in TCP's
+congestion control, the replica admits opens at a rate (a token bucket) that starts
+just under what the pipeline completed in that interval, shrinks by ``decrease`` while
+intervals stay over the target and grows by ``increase`` while they are under it; the
+pipeline is kept busy with a short queue instead of swinging between a long queue and an
+idle one. Opens beyond the rate are refused as ``fallback(busy)``, the widget showing the
+Collect Information form at once. A healthy second with the rate well above what is
+completed lifts the limit. An interval with fewer than ``min_samples`` outcomes shows no
+queue (one slow retry on a quiet site is not overload), unless this replica's event loop
+runs later than the target: then it is behind in any case. A replica also refuses beyond
+``max_in_flight`` opens of its own without an outcome (memory, and a pipeline that has
+stopped answering at all).
 """
 
 from __future__ import annotations
@@ -27,31 +32,34 @@ from shared.metrics import ADMISSION_DELAY, ADMISSION_REFUSING
 
 class Admission:
     def __init__(self, *, target: float, interval: float = 0.1, max_in_flight: int = 20_000,
-                 probe_every: int = 8, min_samples: int = 8) -> None:
+                 min_samples: int = 8, floor_rate: float = 20.0, decrease: float = 0.8,
+                 increase: float = 0.1, healthy_to_lift: int = 10) -> None:
         self.target = target
-        self.min_samples = min_samples
         self.interval = interval
         self.max_in_flight = max_in_flight
-        self.probe_every = probe_every
+        self.min_samples = min_samples
+        self.floor_rate = floor_rate
+        self.decrease = decrease
+        self.increase = increase
+        self.healthy_to_lift = healthy_to_lift
         self._ends = 0.0
-        self._minimum = math.inf  # the current interval's
+        self._minimum = math.inf  # the current interval's quickest outcome
         self._samples = 0
         self._lag = 0.0  # the current interval's worst
-        self._last_lag = 0.0  # the last interval's
-        self._refusing = False
-        self._count = 0
+        self.rate: float | None = None  # opens per second admitted; None: no limit
+        self._tokens = 0.0
+        self._filled = 0.0
+        self._healthy = 0
 
     @property
     def refusing(self) -> bool:
-        return self._refusing
+        """Whether a limit is in force (some opens are being refused)."""
+        return self.rate is not None
 
     def observe(self, delay: float, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        self._roll(now)
+        self._roll(time.monotonic() if now is None else now)
         self._minimum = min(self._minimum, delay)
         self._samples += 1
-        if self._refusing and delay + max(self._lag, self._last_lag) <= self.target:
-            self._set(False)  # the queue is gone: no need to wait for the interval's end
 
     def observe_lag(self, lag: float, now: float | None = None) -> None:
         """How late the event loop ran a timer just now (seconds)."""
@@ -61,31 +69,50 @@ class Admission:
     def admit(self, in_flight: int, now: float | None = None) -> bool:
         if in_flight >= self.max_in_flight:
             return False
-        self._roll(time.monotonic() if now is None else now)
-        if not self._refusing:
+        now = time.monotonic() if now is None else now
+        self._roll(now)
+        if self.rate is None:
             return True
-        self._count += 1
-        return self._count % self.probe_every == 0
+        self._tokens = min(max(1.0, self.rate * self.interval), self._tokens + (now - self._filled) * self.rate)
+        self._filled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
 
     def _roll(self, now: float) -> None:
         if now < self._ends:
             return
-        if self._samples >= self.min_samples:  # a busy interval: judge it
+        completed = self._samples / self.interval  # outcomes per second in the interval just ended
+        if self._samples >= self.min_samples:
             ADMISSION_DELAY.set(self._minimum + self._lag)
-            self._set(self._minimum + self._lag > self.target)
+            self._judge(self._minimum + self._lag > self.target, completed, now)
         elif self._lag > self.target:  # this replica itself is behind, outcomes or not
-            self._set(True)
-        elif now > self._ends + 10 * self.interval:  # nothing at all for a while: nothing is piling up
-            self._set(False)
-        self._last_lag = self._lag
+            self._judge(True, completed, now)
+        elif self.rate is not None:  # too few outcomes to see a queue, and the loop is on time
+            self._judge(False, completed, now)
         self._minimum = math.inf
         self._samples = 0
         self._lag = 0.0
         self._ends = now + self.interval
 
-    def _set(self, refusing: bool) -> None:
-        self._refusing = refusing
-        ADMISSION_REFUSING.set(1 if refusing else 0)
+    def _judge(self, over: bool, completed: float, now: float) -> None:
+        if over:
+            self._healthy = 0
+            start = completed if self.rate is None else min(self.rate, max(completed, self.floor_rate))
+            self._limit(max(self.floor_rate, start * self.decrease), now)
+        elif self.rate is not None:
+            self._healthy += 1
+            if self._healthy >= self.healthy_to_lift and self.rate > 2 * completed:
+                self._limit(None, now)  # the limit no longer binds: lift it
+            else:
+                self._limit(self.rate * (1 + self.increase), now)
+
+    def _limit(self, rate: float | None, now: float) -> None:
+        if self.rate is None and rate is not None:
+            self._tokens, self._filled = 0.0, now
+        self.rate = rate
+        ADMISSION_REFUSING.set(0 if rate is None else 1)
 
 
 async def watch_lag(admission: Admission, every: float = 0.025) -> None:

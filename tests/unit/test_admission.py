@@ -1,4 +1,4 @@
-"""``services.gateway.admission.Admission``: CoDel-style admission control, on a clock the test holds.
+"""``services.gateway.admission.Admission``: a CoDel signal driving a rate, on a clock the test holds.
 
 Every call passes ``now=``: intervals start at the first call and last ``INTERVAL``; an interval is
 judged at the first call at or after its end.
@@ -11,172 +11,112 @@ from services.gateway.admission import Admission
 TARGET = 0.5
 INTERVAL = 0.1
 MIN_SAMPLES = 4
-PROBE_EVERY = 4
 SLOW = 2.0  # a delay well over TARGET
 FAST = 0.1  # a delay under TARGET
 T0 = 1000.0
 
 
 def admission(**overrides: float) -> Admission:
-    options = {"target": TARGET, "interval": INTERVAL, "min_samples": MIN_SAMPLES, "probe_every": PROBE_EVERY,
-               "max_in_flight": 100, **overrides}
+    options = {"target": TARGET, "interval": INTERVAL, "min_samples": MIN_SAMPLES, "max_in_flight": 100,
+               "floor_rate": 10.0, "decrease": 0.5, "increase": 0.5, "healthy_to_lift": 3, **overrides}
     return Admission(**options)  # type: ignore[arg-type]
 
 
-def within_interval(n: int, start: float = T0) -> list[float]:
-    """``n`` instants inside the interval starting at ``start`` (before its end)."""
-    return [start + INTERVAL * (i + 1) / (n + 2) for i in range(n)]
+def interval(a: Admission, start: float, delays: list[float], lag: float = 0.0) -> float:
+    """Outcomes with ``delays`` (and the loop's lateness) inside the interval starting at ``start``,
+    then the call that judges it; returns the next interval's start."""
+    for i, delay in enumerate(delays):
+        a.observe(delay, now=start + INTERVAL * (i + 1) / (len(delays) + 2))
+    if lag:
+        a.observe_lag(lag, now=start + INTERVAL * 0.95)
+    end = start + INTERVAL
+    a.admit(0, now=end)
+    return end
 
 
-def refusing_admission() -> tuple[Admission, float]:
-    """An admission that has just judged an interval of slow outcomes (and so refuses); and now."""
+def admitted(a: Admission, start: float, seconds: float, offered_per_second: float) -> int:
+    """How many of ``offered_per_second`` opens, evenly spread over ``seconds``, are admitted."""
+    n = int(seconds * offered_per_second)
+    return sum(a.admit(0, now=start + i / offered_per_second) for i in range(1, n + 1))
+
+
+def test_admits_everything_by_default() -> None:
     a = admission()
-    assert a.admit(0, now=T0)  # starts the first interval
-    for at in within_interval(MIN_SAMPLES):
-        a.observe(SLOW, now=at)
-    now = T0 + INTERVAL
-    a.admit(0, now=now)  # the interval's end: judged
-    assert a.refusing
-    return a, now
+    assert admitted(a, T0, 1.0, 1000) == 1000 and not a.refusing
 
 
-def admitted(a: Admission, opens: int, now: float) -> int:
-    return sum(a.admit(0, now=now) for _ in range(opens))
-
-
-def test_admits_by_default() -> None:
+def test_a_standing_queue_limits_the_rate_just_under_what_was_completed() -> None:
     a = admission()
-    assert not a.refusing
-    assert all(a.admit(0, now=T0 + i * INTERVAL / 3) for i in range(100))
-    assert not a.refusing
+    a.admit(0, now=T0)  # the first interval starts
+    start = interval(a, T0, [SLOW] * 20)  # 20 outcomes in 0.1 s: 200 completed per second
+    assert a.refusing and a.rate == 200 * 0.5
+    got = admitted(a, start + 0.001, 0.05, 2000)  # within the interval: no judgement on the way
+    assert got == 5, got  # 100/s for 0.05 s, however many are offered
 
 
-def test_an_interval_whose_quickest_outcome_is_slow_makes_it_refuse() -> None:
-    a = admission()
-    assert a.admit(0, now=T0)
-    for at in within_interval(MIN_SAMPLES):
-        a.observe(SLOW, now=at)
-    # Not before the interval is over: a queue is judged on a whole interval.
-    assert not a.refusing
-    assert a.admit(0, now=T0 + INTERVAL * 0.99)
-
-    a.admit(0, now=T0 + INTERVAL)
-    assert a.refusing
-    assert admitted(a, PROBE_EVERY * 3, now=T0 + INTERVAL * 1.5) == 3  # only probes from now on
-
-
-def test_one_quick_outcome_in_the_interval_means_no_standing_queue() -> None:
+def test_one_quick_outcome_means_no_standing_queue() -> None:
     a = admission()
     a.admit(0, now=T0)
-    instants = within_interval(MIN_SAMPLES * 2)
-    for at in instants[:-1]:
-        a.observe(SLOW, now=at)
-    a.observe(FAST, now=instants[-1])  # the minimum is what counts, not the mean
-
-    assert a.admit(0, now=T0 + INTERVAL)
+    interval(a, T0, [SLOW] * 10 + [FAST])
     assert not a.refusing
 
 
-def test_an_interval_with_too_few_outcomes_is_not_judged() -> None:
+def test_too_few_outcomes_show_no_queue() -> None:
     a = admission()
     a.admit(0, now=T0)
-    for at in within_interval(MIN_SAMPLES - 1):
-        a.observe(SLOW * 10, now=at)  # however slow: a slow retry on a quiet site is not overload
-
-    assert a.admit(0, now=T0 + INTERVAL)
-    assert not a.refusing
-    assert admitted(a, 20, now=T0 + INTERVAL * 1.5) == 20
-
-
-def test_refusing_still_admits_one_open_in_probe_every() -> None:
-    a, now = refusing_admission()
-    opens = [a.admit(0, now=now + INTERVAL * 0.1) for _ in range(PROBE_EVERY * 5)]
-
-    assert sum(opens) == 5
-    assert not any(opens[i] and opens[i + 1] for i in range(len(opens) - 1))  # spread out, not in a burst
-    assert a.refusing
-
-
-def test_slow_outcomes_keep_it_refusing() -> None:
-    a, now = refusing_admission()
-    for at in within_interval(MIN_SAMPLES, start=now):
-        a.observe(SLOW, now=at)
-    a.admit(0, now=now + INTERVAL)
-
-    assert a.refusing
-
-
-def test_a_quick_outcome_ends_refusal_at_once() -> None:
-    a, now = refusing_admission()
-    a.observe(SLOW, now=now + 0.01)
-    assert a.refusing
-    a.observe(TARGET, now=now + 0.02)  # at the target is not over it
-
-    assert not a.refusing  # without waiting for the interval's end
-    assert admitted(a, 10, now=now + 0.03) == 10
-
-
-def test_a_quiet_spell_ends_refusal() -> None:
-    a, now = refusing_admission()
-    # Neither opens nor outcomes for more than ten intervals: nothing can be piling up.
-    assert a.admit(0, now=now + INTERVAL + 10 * INTERVAL + 0.01)
+    interval(a, T0, [SLOW] * (MIN_SAMPLES - 1))
     assert not a.refusing
 
 
-def test_a_short_pause_does_not_end_refusal() -> None:
-    a, now = refusing_admission()
-    a.admit(0, now=now + 5 * INTERVAL)
-
-    assert a.refusing
-
-
-def test_max_in_flight_refuses_whatever_the_delay() -> None:
-    a = admission(max_in_flight=3)
-    assert a.admit(2, now=T0)
-    assert not a.admit(3, now=T0)
-    assert not a.admit(50, now=T0)
-    assert not a.refusing  # a full replica is not a judgement on the delay
-    assert a.admit(0, now=T0)
-
-    closed = admission(max_in_flight=0)  # how the integration tests force refusals
-    assert not any(closed.admit(0, now=T0 + i) for i in range(PROBE_EVERY * 3))
-
-
-def test_max_in_flight_refuses_probes_too() -> None:
-    a, now = refusing_admission()
-    a.max_in_flight = 1
-    assert not any(a.admit(1, now=now) for _ in range(PROBE_EVERY * 3))
-
-
-def test_a_replica_whose_event_loop_runs_late_refuses_without_any_outcome() -> None:
+def test_the_rate_shrinks_while_the_queue_stands_and_never_below_the_floor() -> None:
     a = admission()
-    assert a.admit(0, now=T0)
-    a.observe_lag(TARGET + 0.1, now=T0 + INTERVAL / 2)  # requests wait that long before being read
-    assert not a.admit(0, now=T0 + INTERVAL) and a.refusing
+    a.admit(0, now=T0)
+    start = interval(a, T0, [SLOW] * 20)
+    rates = [a.rate]
+    for _ in range(6):
+        start = interval(a, start, [SLOW] * 5)
+        rates.append(a.rate)
+    assert rates == sorted(rates, reverse=True) and rates[0] > rates[1]
+    assert rates[-1] == 10.0  # the floor: a trickle keeps measuring
+
+
+def test_the_rate_grows_while_the_queue_is_gone_then_the_limit_is_lifted() -> None:
+    a = admission()
+    a.admit(0, now=T0)
+    start = interval(a, T0, [SLOW] * 20)
+    limited = a.rate
+    assert limited is not None
+    start = interval(a, start, [FAST] * 5)
+    assert a.rate is not None and a.rate > limited
+    for _ in range(3):  # healthy intervals with the rate far above what completes
+        start = interval(a, start, [FAST] * 4)
+    assert not a.refusing and a.rate is None
+
+
+def test_a_replica_whose_event_loop_runs_late_limits_without_any_outcome() -> None:
+    a = admission()
+    a.admit(0, now=T0)
+    interval(a, T0, [], lag=TARGET + 0.1)  # requests wait that long before being read
+    assert a.refusing and a.rate == 10.0  # nothing completed: the floor
 
 
 def test_loop_lag_adds_to_the_pipeline_delay() -> None:
     a = admission()
-    assert a.admit(0, now=T0)
-    for at in within_interval(MIN_SAMPLES):
-        a.observe(TARGET * 0.6, now=at)  # under the target on its own...
-    a.observe_lag(TARGET * 0.6, now=T0 + INTERVAL * 0.9)  # ...but not with the loop's lateness
-    a.admit(0, now=T0 + INTERVAL)
+    a.admit(0, now=T0)
+    interval(a, T0, [TARGET * 0.6] * MIN_SAMPLES, lag=TARGET * 0.6)
     assert a.refusing
-
-
-def test_a_fast_outcome_does_not_end_refusal_while_the_loop_is_late() -> None:
-    a, now = refusing_admission()
-    a.observe_lag(TARGET, now=now + INTERVAL / 4)
-    a.observe(FAST, now=now + INTERVAL / 2)
-    assert a.refusing
-    a.observe_lag(0.0, now=now + INTERVAL)  # next interval: the loop is on time again
-    a.observe(FAST, now=now + INTERVAL * 2.5)
-    assert not a.refusing
 
 
 def test_small_loop_lag_alone_never_refuses() -> None:
     a = admission()
-    for i in range(50):
-        a.observe_lag(0.01, now=T0 + i * INTERVAL / 2)
-        assert a.admit(0, now=T0 + i * INTERVAL / 2 + 0.001)
+    start = T0
+    a.admit(0, now=start)
+    for _ in range(50):
+        start = interval(a, start, [], lag=0.01)
+        assert a.admit(0, now=start + 0.001)
+
+
+def test_max_in_flight_refuses_whatever_the_delay() -> None:
+    a = admission(max_in_flight=5)
+    assert a.admit(4, now=T0)
+    assert not a.admit(5, now=T0 + 0.01) and not a.refusing  # a cap, not a judgement
