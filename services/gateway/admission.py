@@ -10,7 +10,8 @@ As in CoDel, what counts is the *minimum* over a short interval: while even the 
 open of an interval waited longer than ``target``, a queue has built up. Then, as in TCP's
 congestion control, the replica admits opens at a rate (a token bucket) that starts
 just under what the pipeline completed in that interval, shrinks by ``decrease`` while
-intervals stay over the target and grows by ``increase`` while they are under it; the
+intervals stay over the target (at most once per ``target`` + ``interval``, the time a cut
+takes to show in the outcomes) and grows by ``increase`` while they are under it; the
 pipeline is kept busy with a short queue instead of swinging between a long queue and an
 idle one. Opens beyond the rate are refused as ``fallback(busy)``, the widget showing the
 Collect Information form at once. A healthy second with the rate well above what is
@@ -50,6 +51,7 @@ class Admission:
         self._tokens = 0.0
         self._filled = 0.0
         self._healthy = 0
+        self._cut_at = -math.inf
 
     @property
     def refusing(self) -> bool:
@@ -99,6 +101,9 @@ class Admission:
     def _judge(self, over: bool, completed: float, now: float) -> None:
         if over:
             self._healthy = 0
+            if now - self._cut_at < self.target + self.interval:
+                return  # the last cut cannot show in the outcomes yet: cut once per round trip, as TCP does
+            self._cut_at = now
             start = completed if self.rate is None else min(self.rate, max(completed, self.floor_rate))
             self._limit(max(self.floor_rate, start * self.decrease), now)
         elif self.rate is not None:

@@ -68,16 +68,19 @@ def test_too_few_outcomes_show_no_queue() -> None:
     assert not a.refusing
 
 
-def test_the_rate_shrinks_while_the_queue_stands_and_never_below_the_floor() -> None:
+def test_the_rate_shrinks_once_per_round_trip_while_the_queue_stands_never_below_the_floor() -> None:
     a = admission()
     a.admit(0, now=T0)
     start = interval(a, T0, [SLOW] * 20)
     rates = [a.rate]
-    for _ in range(6):
+    for _ in range(40):
         start = interval(a, start, [SLOW] * 5)
         rates.append(a.rate)
-    assert rates == sorted(rates, reverse=True) and rates[0] > rates[1]
-    assert rates[-1] == 10.0  # the floor: a trickle keeps measuring
+    assert rates == sorted(rates, reverse=True)
+    cuts = [i for i in range(1, len(rates)) if rates[i] != rates[i - 1]]
+    # A cut shows in the outcomes only after target + interval: never two cuts closer than that.
+    assert all(b - a_ >= (TARGET + INTERVAL) / INTERVAL - 1e-9 for a_, b in zip(cuts, cuts[1:])), cuts
+    assert len(cuts) >= 3 and rates[-1] == 10.0  # the floor: a trickle keeps measuring
 
 
 def test_the_rate_grows_while_the_queue_is_gone_then_the_limit_is_lifted() -> None:
