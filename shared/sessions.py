@@ -14,6 +14,7 @@ resolve                    contacts    :func:`resolve_sessions`, first outcome w
 expire (overdue)           contacts,   :func:`expire_overdue`: the sweeper, or a
                            gateway     gateway reading one
 claim / release the form   gateway     :func:`claim_collection`, :func:`release_collection`
+link the form's contact    contacts    :func:`link_collected`
 prune                      contacts    :func:`prune`, after the retention period
 =========================  ==========  ================================================
 
@@ -315,6 +316,18 @@ async def claim_collection(conn: asyncpg.Connection | asyncpg.Pool, session_id: 
 
 async def release_collection(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> None:
     await conn.execute("UPDATE widget_sessions SET collected_at = NULL WHERE session_id = $1", session_id)
+
+
+async def link_collected(
+    conn: asyncpg.Connection, session_id: str, bot_id: UUID, identify_method: str, identifier: str,
+) -> None:
+    """Point the session at the contact its form made or updated."""
+    await conn.execute(
+        """UPDATE widget_sessions s SET collected_contact_id = c.contact_id
+           FROM contacts c
+           WHERE s.session_id = $1 AND (c.bot_id, c.identify_method, c.identifier) = ($2, $3, $4)""",
+        session_id, bot_id, identify_method, identifier,
+    )
 
 
 # -- prune -------------------------------------------------------------------------------------------------

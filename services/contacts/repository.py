@@ -15,6 +15,7 @@ from uuid import UUID
 import asyncpg
 
 from shared.events import ContactCollected, Event, IdentityVerified
+from shared.sessions import link_collected
 
 E = TypeVar("E", bound=Event)
 
@@ -58,12 +59,6 @@ ON CONFLICT (bot_id, identify_method, identifier) DO UPDATE SET
     field_sources = c.field_sources || EXCLUDED.field_sources,
     updated_at    = now()
 WHERE NOT c.verified AND (c.version_at, c.version_event) < (EXCLUDED.version_at, EXCLUDED.version_event)
-"""
-
-LINK_COLLECTED = """
-UPDATE widget_sessions s SET collected_contact_id = c.contact_id
-FROM contacts c
-WHERE s.session_id = $1 AND (c.bot_id, c.identify_method, c.identifier) = ($2, $3, $4)
 """
 
 CONTACT_IDS = """
@@ -147,4 +142,4 @@ async def upsert_collected(conn: asyncpg.Connection, events: Sequence[ContactCol
             UPSERT_COLLECTED, e.bot_id, method, identifier, e.name, e.email, e.phone_number, e.country_code,
             e.occurred_at, e.event_id, {k: "visitor" for k, v in typed.items() if v is not None},
         )
-        await conn.execute(LINK_COLLECTED, e.session_id, e.bot_id, method, identifier)
+        await link_collected(conn, e.session_id, e.bot_id, method, identifier)
