@@ -12,14 +12,12 @@ import argparse
 import asyncio
 import json
 import resource
-import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from . import machine, report, scenarios
-from .client import Pool, closed_loop
+from .client import closed_loop
 from .procs import ROOT, python_child
 from .scenarios import Context, Plan, say
 from .stack import Stack, free_port, overrides

@@ -366,7 +366,7 @@ async def _json_codec(conn: asyncpg.Connection) -> None:
 
 
 async def _drain(ctx: Context, n: int, *, per_message: int, on_start=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    plan, stack = ctx.plan, ctx.stack
+    stack = ctx.stack
     assert stack.pool is not None and stack.amqp is not None
     say(f"4. contacts backlog drain: {n} verified identities queued ({per_message} per message) with contacts stopped")
     await stack.scale(verifiers=1, contacts=0)

@@ -12,7 +12,7 @@ import pytest
 from shared.auth_config import AuthConfig
 from services.verifier.handler import decide
 from services.verifier.whitelist import ApiWhitelist
-from shared import messaging, sessions
+from shared import messaging
 from shared.events import IdentifyMethod, WidgetOpened, utcnow
 from shared.http import outbound_client
 from tests.conftest import store_pending, AMQP_URL, Stack, await_outcome, create_bot, verify_once
@@ -84,7 +84,6 @@ async def test_private_destinations_refused_unless_allowed(customer_api: FakeCus
 
 async def test_dlq_replay_puts_dead_letters_back_to_work(stack: Stack, customer_api: FakeCustomerAPI, capsys) -> None:
     from doorman.ops import replay
-    from services.gateway import store
     from shared.settings import DoormanSettings
 
     url = customer_api.endpoint(verified(id="replayed"))

@@ -8,16 +8,13 @@ from uuid import uuid4
 
 import aio_pika
 
-from functools import partial
 
 from services.contacts.handler import record
 from services.contacts.housekeeping import sweep
-from services.gateway import store
 from services.verifier.handler import already_done, decide
 from services.verifier.whitelist import ApiWhitelist
 from shared import messaging, sessions
-from shared.auth_config import AuthConfig, load
-from shared.crypto import Secrets
+from shared.auth_config import AuthConfig
 from shared.events import IdentifyMethod, WidgetOpened, utcnow
 from shared.http import outbound_client
 from shared.metrics import SKIPPED

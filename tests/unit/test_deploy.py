@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.util
-import inspect
 import json
 import re
 from collections.abc import Iterator
