@@ -103,6 +103,7 @@ async def replay(settings: DoormanSettings, queue: str) -> None:
         dlq = await channel.declare_queue(topology.dead_letter_queue(name), passive=True)
         while (message := await dlq.get(fail=False)) is not None:
             headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
+            headers[messaging.REPLAYED_HEADER] = 1
             await channel.default_exchange.publish(
                 aio_pika.Message(
                     body=message.body, headers=headers, content_type=message.content_type, type=message.type,

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from shared.batching import Batcher
 from shared.events import Event, decode
 from shared.failures import is_transient
-from shared.messaging import ATTEMPT_HEADER, WORK_QUEUES, Topology, declare, events_message
+from shared.messaging import ATTEMPT_HEADER, REPLAYED_HEADER, WORK_QUEUES, Topology, declare, events_message
 from shared.metrics import CONSUMER_IN_FLIGHT, DEAD_LETTERS, RETRIES, SKIPPED
 
 log = structlog.get_logger("doorman.consumer")
@@ -178,8 +178,9 @@ class Consumer:
             self._in_flight_gauge.dec(len(events))
 
     async def _not_done(self, message: AbstractIncomingMessage, events: list[Event]) -> list[Event]:
-        """A first delivery is new by construction; a redelivery or a retry may have been done already."""
-        if self._already_done is None or (not message.redelivered and attempt_of(message) == 1):
+        """A first delivery is new by construction; a redelivery, a retry or a replay may have been done already."""
+        fresh = not message.redelivered and attempt_of(message) == 1 and REPLAYED_HEADER not in (message.headers or {})
+        if self._already_done is None or fresh:
             return events
         try:
             done = await self._already_done(events)

@@ -59,6 +59,7 @@ WORK_QUEUES: dict[str, QueueSpec] = {
 }
 DELIVERY_LIMIT = 10
 ATTEMPT_HEADER = "x-doorman-attempt"
+REPLAYED_HEADER = "doorman-replayed"  # set by `doorman dlq replay`: the work may have been done already
 # Dead-letter without loss: the broker keeps a message until the target queue has confirmed it.
 AT_LEAST_ONCE = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
 

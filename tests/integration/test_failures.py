@@ -15,6 +15,7 @@ from services.verifier.whitelist import ApiWhitelist
 from shared import messaging
 from shared.events import IdentifyMethod, WidgetOpened, utcnow
 from shared.http import outbound_client
+from shared.metrics import SKIPPED
 from tests.conftest import store_pending, AMQP_URL, Stack, await_outcome, create_bot, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
@@ -105,6 +106,40 @@ async def test_dlq_replay_puts_dead_letters_back_to_work(stack: Stack, customer_
     assert "replayed 1 message(s)" in capsys.readouterr().out
     outcome = await await_outcome(stack.http, stack.gateway.url, session_id)
     assert outcome["status"] == "verified" and len(customer_api.received(url)) == 1
+
+
+async def test_a_replayed_dead_letter_of_a_resolved_session_calls_no_one(stack: Stack, customer_api: FakeCustomerAPI,
+                                                                         capsys) -> None:
+    """The session already ended (its fallback went out when the event was dead-lettered): replaying
+    the dead letter must not call the business a second time."""
+    from doorman.ops import replay
+    from shared.settings import DoormanSettings
+
+    url = customer_api.endpoint(verified(id="late-replay"))
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url)
+    session_id = f"replay-done-{uuid4()}"
+    deadline = utcnow() + timedelta(seconds=30)
+    assert await store_pending(stack.pool, session_id, bot, deadline_at=deadline)
+    await stack.pool.execute("UPDATE widget_sessions SET status = 'fallback', reason = 'internal_error', "
+                             "resolved_at = now() WHERE session_id = $1", session_id)
+    event = WidgetOpened(correlation_id="c", session_id=session_id, bot_id=bot, access_token="t", deadline_at=deadline)
+    prefix = stack.config["amqp_prefix"]
+    async with await aio_pika.connect(AMQP_URL) as conn:
+        channel = await conn.channel(publisher_confirms=True)
+        await channel.default_exchange.publish(
+            messaging.event_message(event), routing_key=messaging.Topology(prefix).dead_letter_queue(messaging.VERIFIER_QUEUE),
+        )
+    skipped = SKIPPED.labels(messaging.VERIFIER_QUEUE)
+    before = skipped._value.get()
+
+    await replay(DoormanSettings(amqp_url=AMQP_URL, amqp_prefix=prefix), messaging.VERIFIER_QUEUE)
+
+    assert "replayed 1 message(s)" in capsys.readouterr().out
+    deadline_at = asyncio.get_running_loop().time() + 10
+    while skipped._value.get() == before:  # the verifier runs in this process
+        assert asyncio.get_running_loop().time() < deadline_at, "the replayed event was never skipped"
+        await asyncio.sleep(0.02)
+    assert customer_api.received(url) == []
 
 
 async def test_queue_stats_without_the_management_api(stack: Stack) -> None:
