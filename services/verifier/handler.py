@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from uuid import UUID, uuid5
 
@@ -100,15 +99,9 @@ async def verify(
         # waiting for the business's answer, and calling now would only delay the opens behind it.
         log.warning("open picked up after its deadline; not calling the business")
         return _fallback(event, FallbackReason.internal_error, EXPIRED_DETAIL)
-    started = time.perf_counter()
     outcome = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist)
     if isinstance(outcome, SessionFellBack) and outcome.reason is FallbackReason.auth_unavailable:
         raise Transient(outcome.detail, outcome=outcome)
-    log.info(
-        "session verified" if isinstance(outcome, IdentityVerified) else "session fell back",
-        reason=getattr(outcome, "reason", None), auth_http_status=outcome.facts.auth_http_status,
-        auth_latency_ms=outcome.facts.auth_latency_ms, latency_ms=round((time.perf_counter() - started) * 1000, 1),
-    )
     return outcome
 
 
@@ -128,6 +121,16 @@ async def fall_back_on_failure(event: WidgetOpened, exc: BaseException, *, emit:
     outcome = getattr(exc, "outcome", None)
     if isinstance(outcome, SessionFellBack):
         await emit(outcome)
-        log.info("session fell back", reason=outcome.reason, detail=outcome.detail, retries_exhausted=True)
         return
     await emit(_fallback(event, FallbackReason.internal_error, "the verifier could not process this session"))
+
+
+async def emit(outcome: IdentityVerified | SessionFellBack, *, publish: Emit) -> None:
+    """Publish an outcome (batched with those decided at about the same time, confirmed), then say
+    so in the session's canonical log line: a line exists only for an outcome the broker holds."""
+    await publish(outcome)
+    log.info(
+        "session verified" if isinstance(outcome, IdentityVerified) else "session fell back",
+        reason=getattr(outcome, "reason", None), auth_http_status=outcome.facts.auth_http_status,
+        auth_latency_ms=outcome.facts.auth_latency_ms,
+    )

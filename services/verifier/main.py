@@ -14,7 +14,7 @@ from shared.http import outbound_client
 from shared.service import health_server
 
 from .config import cached_config
-from .handler import already_done, can_retry, fall_back_on_failure, verify
+from .handler import already_done, can_retry, emit, fall_back_on_failure, verify
 from .settings import VerifierSettings
 from .whitelist import ApiWhitelist
 
@@ -39,8 +39,9 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
         whitelist = ApiWhitelist(http, ttl=settings.whitelist_ttl_seconds)
         config.on_change.append(lambda bot_id: whitelist.forget(bot_id) if bot_id else None)
         # Outcomes decided at about the same time travel to the contacts service in one confirmed message.
-        emit = Batcher(lambda outcomes: _published(publish, outcomes), name="verifier outcomes", max_weight=settings.verifier_emit_batch,
-                       max_in_flight=settings.verifier_emit_flushes)
+        batched = Batcher(partial(_published, publish), name="verifier outcomes",
+                          max_weight=settings.verifier_emit_batch, max_in_flight=settings.verifier_emit_flushes)
+        emit_outcome = partial(emit, publish=batched)
 
         async def ready() -> dict[str, bool]:
             return {"database": await db.answers(pool), "broker": publish.ready}
@@ -51,10 +52,10 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
                 conn, topology, messaging.VERIFIER_QUEUE, prefetch=settings.verifier_prefetch,
                 max_events=settings.verifier_concurrency,
                 handler=partial(verify, load_config=config.get, http=http, whitelist=whitelist),
-                emit=emit, already_done=partial(already_done, pool=pool),
+                emit=emit_outcome, already_done=partial(already_done, pool=pool),
                 # An attempt may wait for a slot to the business's host, then for its answer.
                 can_retry=partial(can_retry, call_timeout=settings.auth_host_wait_seconds + settings.auth_timeout_seconds),
-                on_failure=partial(fall_back_on_failure, emit=emit),
+                on_failure=partial(fall_back_on_failure, emit=emit_outcome),
             ),
         ):
             try:
