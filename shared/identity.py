@@ -38,12 +38,14 @@ PROFILE_FIELDS = ("id", "name", "email", "phone_number", "country_code", "avatar
 
 
 class AuthFailure(Exception):
-    """The identity call did not verify the visitor; ``str(exc)`` is the detail."""
+    """The identity call did not verify the visitor; ``str(exc)`` is the detail. ``retry``: whether
+    another attempt shortly may do better (the business blinked), by default for ``auth_unavailable``."""
 
-    def __init__(self, reason: FallbackReason, detail: str) -> None:
+    def __init__(self, reason: FallbackReason, detail: str, *, retry: bool | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.retry = reason is FallbackReason.auth_unavailable if retry is None else retry
 
 
 def _invalid(detail: str) -> NoReturn:
@@ -267,8 +269,10 @@ async def call_identity(
         failure = exc
     except DestinationBlocked as exc:
         failure = AuthFailure(FallbackReason.destination_blocked, str(exc))
-    except HostBusy as exc:  # transient: the verifier parks the message and tries again shortly
-        failure = AuthFailure(FallbackReason.auth_unavailable, f"the Authentication URL is busy ({exc})")
+    except HostBusy as exc:
+        # As many calls to this business as allowed are already waiting on it: another attempt in a
+        # moment would find them still there, and every retry costs the other businesses' visitors.
+        failure = AuthFailure(FallbackReason.auth_unavailable, f"the Authentication URL is busy ({exc})", retry=False)
     except InvalidResponse as exc:
         failure = AuthFailure(FallbackReason.invalid_response, str(exc))
     except (TimeoutError, asyncio.TimeoutError):

@@ -57,6 +57,8 @@ async def _whitelist_check(event: WidgetOpened, config: AuthConfig, whitelist: A
 async def decide(
     event: WidgetOpened, config: AuthConfig | None, *, http: OutboundClient, whitelist: ApiWhitelist,
 ) -> IdentityVerified | SessionFellBack:
+    """Case 1, 2, 3. A failure worth another attempt (the business's API blinked) raises
+    :class:`Transient` carrying the ``auth_unavailable`` outcome to emit if attempts run out."""
     if config is None or not config.enabled:
         return _fallback(event, FallbackReason.ca_disabled, "Custom Authentication is off for this bot")
     note = None
@@ -81,7 +83,10 @@ async def decide(
     AUTH_CALL_SECONDS.labels(bot).observe(call.elapsed_ms / 1000)
     AUTH_CALLS.labels(bot, result_class(facts.auth_http_status, call.failure and call.failure.reason.value)).inc()
     if call.failure is not None:
-        return _fallback(event, call.failure.reason, call.failure.detail, facts)
+        fallback = _fallback(event, call.failure.reason, call.failure.detail, facts)
+        if call.failure.retry:  # the business's API blinked: try again while the visitor can still wait
+            raise Transient(call.failure.detail, outcome=fallback)
+        return fallback
     assert call.identity is not None
     return IdentityVerified(
         event_id=outcome_id(event), correlation_id=event.correlation_id, session_id=event.session_id, bot_id=event.bot_id,
@@ -92,17 +97,14 @@ async def decide(
 async def verify(
     event: WidgetOpened, *, load_config: LoadConfig, http: OutboundClient, whitelist: ApiWhitelist,
 ) -> IdentityVerified | SessionFellBack:
-    """The outcome to emit; raises :class:`Transient` (carrying the ``auth_unavailable`` outcome) when
-    the business's API blinked, so the runner retries while the visitor can still wait."""
+    """The outcome to emit; :func:`decide` raises :class:`Transient` (carrying the ``auth_unavailable``
+    outcome) when the business's API blinked, so the runner retries while the visitor can still wait."""
     if utcnow() > event.deadline_at:
         # It waited in the queue past the visitor's deadline (a backlog): the visitor is no longer
         # waiting for the business's answer, and calling now would only delay the opens behind it.
         log.warning("open picked up after its deadline; not calling the business")
         return _fallback(event, FallbackReason.internal_error, EXPIRED_DETAIL)
-    outcome = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist)
-    if isinstance(outcome, SessionFellBack) and outcome.reason is FallbackReason.auth_unavailable:
-        raise Transient(outcome.detail, outcome=outcome)
-    return outcome
+    return await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist)
 
 
 async def already_done(events: Sequence[WidgetOpened], *, pool: asyncpg.Pool) -> set[UUID]:

@@ -156,7 +156,7 @@ async def test_queue_stats_without_the_management_api(stack: Stack) -> None:
 
 async def test_a_hanging_business_holds_at_most_its_share_of_calls(customer_api: FakeCustomerAPI) -> None:
     """Calls to one host beyond the per-host cap fail at once (HostBusy) instead of queueing, so the
-    verifier parks them and keeps serving other businesses."""
+    verifier ends those opens and keeps serving other businesses."""
     import asyncio as aio
 
     from shared.http import HostBusy
@@ -181,6 +181,33 @@ async def test_a_hanging_business_holds_at_most_its_share_of_calls(customer_api:
             await aio.gather(*stuck, return_exceptions=True)
         # ...and free again once they are done.
         assert (await http.request("POST", fast, headers={}, json={})).status == 200
+
+
+async def test_a_business_already_at_its_call_cap_ends_the_open_without_retries(customer_api: FakeCustomerAPI) -> None:
+    """One more attempt in a moment would find the same calls hanging: auth_unavailable at once, no retry
+    churn; a business that blinked (timeout, 5xx) is retried instead."""
+    import asyncio as aio
+
+    from shared.failures import Transient
+
+    hanging = customer_api.endpoint(Answer(json={}, delay=2))
+    event = WidgetOpened(correlation_id="c", session_id="s", bot_id=uuid4(), access_token="t",
+                         deadline_at=utcnow() + timedelta(seconds=30))
+    async with outbound_client(allow_private=True, timeout=1, max_body=65536, limit_per_host=1) as http:
+        stuck = aio.create_task(http.request("POST", hanging, headers={}, json={}))
+        deadline = aio.get_running_loop().time() + 5
+        while not customer_api.received(hanging):
+            assert aio.get_running_loop().time() < deadline
+            await aio.sleep(0.01)
+        try:
+            busy = await decide(event, _config(hanging), http=http, whitelist=ApiWhitelist(http))
+        finally:
+            stuck.cancel()
+            await aio.gather(stuck, return_exceptions=True)
+        assert busy.reason.value == "auth_unavailable" and "busy" in busy.detail
+        with pytest.raises(Transient) as blinked:  # now free: the call itself times out, worth a retry
+            await decide(event, _config(hanging), http=http, whitelist=ApiWhitelist(http))
+        assert blinked.value.outcome.reason.value == "auth_unavailable"
 
 
 async def test_an_open_picked_up_after_its_deadline_is_not_sent_to_the_business(
