@@ -17,7 +17,7 @@ Topology (``P`` is ``DOORMAN_AMQP_PREFIX``):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from uuid import uuid4
@@ -180,9 +180,6 @@ class Publisher:
             await self._exchange.publish(
                 events_message(events), routing_key, mandatory=True, timeout=self._timeout,
             )
-
-
-Publish = Callable[..., Awaitable[None]]
 
 
 @asynccontextmanager
