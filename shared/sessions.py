@@ -110,7 +110,6 @@ async def forget_sessions(conn: asyncpg.Connection | asyncpg.Pool, session_ids: 
 
 _VIEW_COLUMNS = """s.session_id, s.status, s.reason, s.detail, s.deadline_at, s.collected_at IS NOT NULL AS collected,
                    c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified"""
-_SESSION_VIEW = f"SELECT {_VIEW_COLUMNS} FROM widget_sessions s LEFT JOIN contacts c USING (contact_id) WHERE s.session_id = $1"
 _SESSION_VIEWS = f"""SELECT {_VIEW_COLUMNS} FROM widget_sessions s LEFT JOIN contacts c USING (contact_id)
                      WHERE s.session_id = ANY($1::text[])"""
 

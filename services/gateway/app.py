@@ -19,7 +19,7 @@ from . import access, admin, opening, openapi, pages, widget, workspaces
 from .admission import Admission, watch_lag
 from .http_errors import as_json_error
 from .keys import HTTP, HUB, LIMITS, OPENS, POOL, PUBLISH, SECRETS, SETTINGS
-from .outcomes import OutcomeHub, consume_outcomes, ticking
+from .outcomes import OutcomeHub, consume_outcomes, tick_forever
 from .ratelimit import WidgetLimits
 from .settings import GatewaySettings
 
@@ -70,8 +70,8 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
         messaging.connection(s.amqp_url.get_secret_value(), f"doorman-gateway-{hub.replica}") as conn,
         messaging.publisher(conn, topology) as publish,
         consume_outcomes(conn, topology, hub),
-        ticking(hub, partial(session_views, app[POOL]), poll_seconds=s.sse_poll_seconds,
-                forget_after=s.session_deadline_seconds + EXPIRE_GRACE_SECONDS + 5),
+        background(tick_forever(hub, partial(session_views, app[POOL]), poll_seconds=s.sse_poll_seconds,
+                                forget_after=s.session_deadline_seconds + EXPIRE_GRACE_SECONDS + 5)),
         background(watch_lag(hub.admission)),
     ):
         app[PUBLISH] = publish

@@ -163,21 +163,14 @@ class OutcomeHub:
                 self._waiting[session_id].since = time.monotonic()
 
 
-@asynccontextmanager
-async def ticking(hub: OutcomeHub, read_views: ReadViews, *, poll_seconds: float, forget_after: float) -> AsyncIterator[None]:
-    async def forever() -> None:
-        while True:
-            await asyncio.sleep(min(poll_seconds, 1.0))
-            try:
-                await hub.tick(read_views, poll_seconds=poll_seconds, forget_after=forget_after)
-            except Exception as exc:  # the database blinked: next tick
-                log.warning("outcome re-read failed", error=repr(exc))
-
-    task = asyncio.create_task(forever())
-    try:
-        yield
-    finally:
-        task.cancel()
+async def tick_forever(hub: OutcomeHub, read_views: ReadViews, *, poll_seconds: float, forget_after: float) -> None:
+    """The hub's one tick, forever (run it with :func:`shared.service.background`)."""
+    while True:
+        await asyncio.sleep(min(poll_seconds, 1.0))
+        try:
+            await hub.tick(read_views, poll_seconds=poll_seconds, forget_after=forget_after)
+        except Exception as exc:  # the database blinked: next tick
+            log.warning("outcome re-read failed", error=repr(exc))
 
 
 @asynccontextmanager
