@@ -48,7 +48,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
             ">= 1000", _met(s["per_second"], 1000, at_least=True))
         if (ratio := r["ratios"].get("e2e_vs_direct")) is not None:
             add("2", "  ratio e2e / direct (test 3), aim 0.5", _fmt(ratio), ">= 0.4", _met(ratio, 0.4, at_least=True))
-        add("2", f"  latency at saturation p50/p99 ms", f"{_fmt(s['p50_ms'])} / {_fmt(s['p99_ms'])}", "", None)
+        add("2", "  latency at saturation p50/p99 ms", f"{_fmt(s['p50_ms'])} / {_fmt(s['p99_ms'])}", "", None)
         if w := e.get("saturation_wait"):
             add("2", f"e2e with ?wait={w['wait_seconds']:g}, resolved/s (c={w['concurrency']})", _fmt(w["per_second"]), "", None)
             answered = w.get("answered", {})

@@ -470,7 +470,7 @@ async def isolation(ctx: Context, rate: float) -> dict[str, Any]:
     await stack.quiet()
     await stack.set_auth_url(hanging, ctx.customer_hang)
     await asyncio.sleep(1.0)  # the verifier's cache is told by NOTIFY
-    say(f"5. isolation, during: that bot's API hangs (others' outcomes measured)")
+    say("5. isolation, during: that bot's API hangs (others' outcomes measured)")
     with CpuMeter.of(ctx.metered()) as cpu:
         during = await open_loop(pool, op, rate=rate, seconds=plan.isolation_seconds, label_of=label,
                                  skip=lambda i: i % share == 0)

@@ -24,6 +24,7 @@ import asyncpg
 from cryptography.fernet import Fernet
 
 from doorman.migrate import migrate
+from doorman.ops import all_queues
 from shared import messaging
 
 from .procs import Child, python_child
@@ -190,7 +191,7 @@ class Stack:
         if self.amqp is not None:
             try:
                 channel = await self.amqp.channel()
-                for queue in self.topology.all_queues():
+                for queue in all_queues(self.topology):
                     await channel.queue_delete(queue)
                 for exchange in (self.topology.exchange, self.topology.dead_letter_exchange):
                     await channel.exchange_delete(exchange)

@@ -11,8 +11,27 @@ import aiohttp
 import asyncpg
 from yarl import URL
 
+from services.contacts import main as contacts
+from services.verifier import main as verifier
 from shared import messaging
 from shared.settings import DoormanSettings, SecretKeySettings
+
+# Each stage's delay queues (its retry policy is declared in its service's composition root).
+RETRY_DELAYS: dict[str, tuple[float, ...]] = {
+    messaging.VERIFIER_QUEUE: verifier.RETRY_DELAYS,
+    messaging.CONTACTS_QUEUE: contacts.RETRY_DELAYS,
+}
+
+
+def all_queues(topology: messaging.Topology) -> list[str]:
+    """Every queue Doorman's stages use: work, dead-letter and delay queues."""
+    return topology.all_queues(RETRY_DELAYS)
+
+
+async def declare_all(channel: aio_pika.abc.AbstractChannel, topology: messaging.Topology) -> None:
+    await messaging.declare(channel, topology)
+    for name, delays in RETRY_DELAYS.items():
+        await messaging.declare_retry_queues(channel, topology, name, delays)
 
 
 @dataclass(frozen=True)
@@ -60,8 +79,8 @@ async def queue_stats(settings: DoormanSettings) -> list[QueueStats]:
     topology = messaging.Topology(settings.amqp_prefix)
     async with messaging.connection(settings.amqp_url.get_secret_value(), "doorman-queues") as conn:
         channel = await conn.channel()
-        await messaging.declare(channel, topology)
-        names = topology.all_queues()
+        await declare_all(channel, topology)
+        names = all_queues(topology)
         management = await _from_management(settings, names)
         counts: dict[str, tuple[int, int | None, int]] = {}
         for name in names:
@@ -74,7 +93,7 @@ async def queue_stats(settings: DoormanSettings) -> list[QueueStats]:
     stats = []
     for name in messaging.WORK_QUEUES:
         ready, unacked, consumers = counts[topology.queue(name)]
-        retry = [counts[q] for q in topology.retry_queues(name)]
+        retry = [counts[q] for q in topology.retry_queues(name, RETRY_DELAYS[name])]
         retrying = sum(r[0] + (r[1] or 0) for r in retry)
         dlq = counts[topology.dead_letter_queue(name)]
         stats.append(QueueStats(topology.queue(name), ready, unacked, consumers, retrying, dlq[0] + (dlq[1] or 0)))

@@ -1,24 +1,22 @@
-"""The consumer runner: decode, bind log context, handle, then settle every event.
+"""The consumer runner: the broker side of a :class:`shared.stages.Stage`.
 
-A message carries one event or a batch of them (:func:`shared.events.encode`); the
-batch is only the transport. Each event is settled on its own: handled (and what the
-handler returned emitted, confirmed), parked alone in the stage's delay queue
-(``<queue>.retry.<ms>``) to come back after the policy's back-off, or, when attempts
-(or the visitor's time) run out, followed by the stage's fallback and, unless the
-failure carried an outcome, a copy of the event in the dead-letter queue. The message
-is acked only once every one of its events is settled; if one cannot be (the broker
-went away), the whole message is requeued, and the events already done are recognised
-on the redelivery (``already_done``) or by the next stage's inbox.
+A message carries one event or a batch of them (:func:`shared.events.encode`); the batch is
+only the transport. Each event is handled by the stage's handler for its type and settled on
+its own by :func:`shared.stages.settle`: acked (what the handler returned emitted first,
+confirmed), parked alone in the stage's delay queue (``<queue>.retry.<ms>``), answered with the
+outcome its :class:`~shared.stages.Retry` carried, or given up on (the stage's fallback) and
+copied to the dead-letter queue. The message is acked only once every one of its events is
+settled; if one cannot be (the broker went away), the whole message is requeued, and the events
+already done are recognised on the redelivery (``already_done``) or by the next stage's inbox.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID
 
 import aio_pika
 import structlog
@@ -26,19 +24,15 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
 from shared.batching import Batcher
-from shared.events import Event, decode
+from shared.events import Event, decode, utcnow
 from shared.failures import is_transient
-from shared.messaging import ATTEMPT_HEADER, REPLAYED_HEADER, WORK_QUEUES, Topology, declare, events_message
+from shared.messaging import ATTEMPT_HEADER, REPLAYED_HEADER, Topology, declare, declare_retry_queues, events_message
+from shared.stages import Action, Failure, Retry, Stage, settle
 from shared.metrics import CONSUMER_IN_FLIGHT, DEAD_LETTERS, RETRIES, SKIPPED
 
 log = structlog.get_logger("doorman.consumer")
 
-Handler = Callable[[Event], Awaitable[Event | None]]
-BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
-OnFailure = Callable[[Event, BaseException], Awaitable[None]]
-CanRetry = Callable[[Event, float], bool]
 Emit = Callable[[Event], Awaitable[None]]
-AlreadyDone = Callable[[Sequence[Event]], Awaitable[set[UUID]]]
 FAILURE_HEADER = "doorman-failure"
 
 
@@ -86,54 +80,31 @@ def _context(event: Event) -> dict[str, Any]:
     }
 
 
-def _always(_event: Event, _delay: float) -> bool:
-    return True
-
-
 class Consumer:
-    """Runs a handler over one work queue.
+    """Runs a :class:`Stage` over its work queue.
 
     Messages are handled concurrently up to the channel's prefetch, and the events of a
-    message concurrently. With a ``batch_handler`` the events of every message waiting
-    are handled together (up to ``batch_size``, group-commit style: no timer); a failing
-    batch is retried one event at a time so one bad event cannot sink the others.
+    message concurrently (at most ``stage.max_events`` at once). With a batch handler the
+    events of every message waiting are handled together (up to ``stage.batch_size``,
+    group-commit style: no timer); a failing batch is retried one event at a time so one bad
+    event cannot sink the others.
     """
 
-    def __init__(
-        self,
-        channel: AbstractChannel,
-        queue: AbstractQueue,
-        topology: Topology,
-        name: str,
-        *,
-        handler: Handler,
-        on_failure: OnFailure,
-        can_retry: CanRetry = _always,
-        emit: Emit | None = None,
-        already_done: AlreadyDone | None = None,
-        batch_handler: BatchHandler | None = None,
-        batch_size: int = 1,
-        batch_flushes: int = 1,
-        max_events: int | None = None,
-    ) -> None:
+    def __init__(self, channel: AbstractChannel, queue: AbstractQueue, topology: Topology, stage: Stage,
+                 *, emit: Emit | None = None) -> None:
         self._channel = channel
         self._queue = queue
         self._topology = topology
-        self._name = name
-        self._policy = WORK_QUEUES[name].retry
-        self._handler = handler
-        self._on_failure = on_failure
-        self._can_retry = can_retry
+        self._stage = stage
+        self._name = stage.queue
         self._emit = emit
-        self._already_done = already_done
-        self._batch_handler = batch_handler
         self._batches: Batcher[_Delivery, None] = Batcher(
-            self._handle_batch, name=name, max_weight=batch_size, max_in_flight=batch_flushes, weight=lambda d: len(d.events),
+            self._handle_batch, name=stage.queue, max_weight=stage.batch_size, max_in_flight=stage.batch_flushes,
+            weight=lambda d: len(d.events),
         )
-        # Events being handled at once, whatever the messages carry (prefetch counts messages).
-        self._event_slots = asyncio.Semaphore(max_events) if max_events else None
+        self._event_slots = asyncio.Semaphore(stage.max_events) if stage.max_events else None
         self._in_flight = _InFlight()
-        self._in_flight_gauge = CONSUMER_IN_FLIGHT.labels(name)
+        self._in_flight_gauge = CONSUMER_IN_FLIGHT.labels(stage.queue)
         self._unsettled: set[int] = set()  # delivery tags handed to us and not yet acked, requeued or rejected
         self._tag: str | None = None
 
@@ -166,7 +137,7 @@ class Consumer:
         self._unsettled.add(tag)
         try:
             delivery = _Delivery(message, await self._not_done(message, events))
-            if self._batch_handler is not None and delivery.events:
+            if self._stage.batch is not None and delivery.events:
                 await self._batches(delivery)
             else:
                 await self._settle(delivery)
@@ -180,10 +151,10 @@ class Consumer:
     async def _not_done(self, message: AbstractIncomingMessage, events: list[Event]) -> list[Event]:
         """A first delivery is new by construction; a redelivery, a retry or a replay may have been done already."""
         fresh = not message.redelivered and attempt_of(message) == 1 and REPLAYED_HEADER not in (message.headers or {})
-        if self._already_done is None or fresh:
+        if self._stage.already_done is None or fresh:
             return events
         try:
-            done = await self._already_done(events)
+            done = await self._stage.already_done(events)
         except Exception as exc:  # cannot tell: handle them; the next stage's inbox keeps it idempotent
             log.warning("could not tell which events are done", error=repr(exc))
             return events
@@ -207,37 +178,49 @@ class Consumer:
             return await self._handle_one_now(message, event)
 
     async def _handle_one_now(self, message: AbstractIncomingMessage, event: Event) -> bool:
+        attempt = attempt_of(message)
         with structlog.contextvars.bound_contextvars(**_context(event)):
+            failure = None
             try:
-                result = await self._handler(event)
-                if result is not None and self._emit is not None:
+                result = await self._stage.handles[type(event)](event)
+                if isinstance(result, Retry):
+                    failure = Failure.retry(result)
+                    log.warning("not now; another attempt may do better", detail=result.detail, attempt=attempt)
+                elif result is not None and self._emit is not None:
                     await self._emit(result)
             except Exception as exc:
-                return await self._settle_failure(message, event, exc)
-            return True
+                failure = Failure.of(exc, transient=is_transient(exc))
+                if failure.transient:
+                    log.warning("transient failure", error=repr(exc), attempt=attempt)
+                else:
+                    log.error("handler crashed", error=repr(exc), attempt=attempt, exc_info=exc)
+            return await self._carry_out(message, event, failure, attempt)
 
-    async def _settle_failure(self, message: AbstractIncomingMessage, event: Event, exc: BaseException) -> bool:
-        attempt = attempt_of(message)
+    async def _carry_out(self, message: AbstractIncomingMessage, event: Event, failure: Failure | None,
+                         attempt: int) -> bool:
+        """Do what :func:`settle` decided; False when it could not be done (the message is requeued)."""
+        policy = self._stage.retry
+        time_left = None if policy.deadline is None else (policy.deadline(event) - utcnow()).total_seconds()
+        decision = settle(failure, attempt, policy, time_left=time_left)
         try:
-            if is_transient(exc) and attempt < self._policy.max_attempts:
-                delay = self._policy.delay(attempt)
-                if self._can_retry(event, delay):
-                    await self._republish(message, event, self._topology.retry_queue(self._name, delay),
-                                          {ATTEMPT_HEADER: attempt + 1})
-                    RETRIES.labels(self._name).inc()
-                    log.warning("transient failure, retrying", error=repr(exc), attempt=attempt, retry_in_s=delay)
-                    return True
-            outcome = getattr(exc, "outcome", None) if is_transient(exc) else None
-            if outcome is None:
-                log.error("failed for good, dead-lettering", error=repr(exc), attempt=attempt,
-                          exc_info=None if is_transient(exc) else exc)
-            await self._on_failure(event, exc)
-            if outcome is None:  # -> <queue>.dlq, for an operator to look at and replay
+            if decision.action is Action.PARK:
+                await self._republish(message, event, self._topology.retry_queue(self._name, decision.delay),
+                                      {ATTEMPT_HEADER: attempt + 1})
+                RETRIES.labels(self._name).inc()
+                log.info("parked for another attempt", attempt=attempt, retry_in_s=decision.delay)
+            elif decision.action is Action.ANSWER:
+                assert failure is not None and failure.answer is not None
+                if self._emit is not None:
+                    await self._emit(failure.answer)
+            elif decision.action is Action.DEAD_LETTER:
+                assert failure is not None
+                log.error("failed for good, dead-lettering", attempt=attempt, failure=failure.kind)
+                await self._stage.give_up(event)
                 await self._republish(message, event, self._topology.dead_letter_queue(self._name),
-                                      {ATTEMPT_HEADER: attempt, FAILURE_HEADER: type(exc).__name__})
+                                      {ATTEMPT_HEADER: attempt, FAILURE_HEADER: failure.kind})
                 DEAD_LETTERS.labels(self._name).inc()
-        except Exception as settle_exc:  # could not park it nor emit the fallback: let the broker redeliver
-            log.error("failure not settled, redelivering", error=repr(settle_exc))
+        except Exception as exc:  # could not park it nor emit the outcome: let the broker redeliver
+            log.error("failure not settled, redelivering", error=repr(exc))
             return False
         return True
 
@@ -252,9 +235,9 @@ class Consumer:
         )
 
     async def _handle_batch(self, deliveries: list[_Delivery]) -> list[None]:
-        assert self._batch_handler is not None
+        assert self._stage.batch is not None
         try:
-            await self._batch_handler([e for d in deliveries for e in d.events])
+            await self._stage.batch([e for d in deliveries for e in d.events])
         except Exception as exc:
             log.warning("batch failed, retrying one by one", size=sum(len(d.events) for d in deliveries),
                         error=repr(exc))
@@ -280,18 +263,23 @@ class Consumer:
 async def consuming(
     conn: aio_pika.abc.AbstractConnection,
     topology: Topology,
-    name: str,
+    stage: Stage,
     *,
     prefetch: int,
+    emit: Emit | None = None,
     grace: float = 10.0,
-    **consumer_options: Any,
 ) -> AsyncIterator[Consumer]:
+    """Consume ``stage``'s work queue until the context exits; ``emit`` publishes what handlers return."""
     channel = await conn.channel(publisher_confirms=True)
     try:
         await channel.set_qos(prefetch_count=prefetch)
         await declare(channel, topology)
-        queue = await channel.declare_queue(topology.queue(name), passive=True)
-        consumer = Consumer(channel, queue, topology, name, **consumer_options)
+        await declare_retry_queues(channel, topology, stage.queue, stage.retry.delays)
+        queue = await channel.declare_queue(topology.queue(stage.queue), passive=True)
+        bound = set(topology.routing_keys(stage.queue))
+        if bound != set(stage.event_types):  # a stage handling what its queue does not receive, or the reverse
+            raise ValueError(f"stage {stage.queue} handles {sorted(stage.event_types)} but its queue receives {sorted(bound)}")
+        consumer = Consumer(channel, queue, topology, stage, emit=emit)
         await consumer.start()
         try:
             yield consumer

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_serializer, model_validator
 
 
 def utcnow() -> datetime:
@@ -58,7 +58,6 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     event_type: ClassVar[str]
-    schema_version: ClassVar[int] = 1
 
     event_id: UUID = Field(default_factory=uuid4)
     occurred_at: datetime = Field(default_factory=utcnow)
@@ -109,8 +108,15 @@ class SessionFellBack(Event):
 
     reason: FallbackReason
     detail: str
-    stage: str
     facts: CallFacts = CallFacts()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_stage(cls, data: Any) -> Any:
+        """Earlier versions sent a ``stage`` no one read; a dead-letter queue may still hold some."""
+        if isinstance(data, dict) and "stage" in data:
+            data = {k: v for k, v in data.items() if k != "stage"}
+        return data
 
 
 class ContactCollected(Event):

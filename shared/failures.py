@@ -1,40 +1,20 @@
-"""The two kinds of failure, named in one place.
+"""Which errors are worth another attempt, named in one place.
 
-A handler raises :class:`Transient` (or lets a known-transient error escape)
-when trying again later may succeed, and :class:`Permanent` when it cannot.
-The consumer runner (:mod:`shared.consumer`) maps them:
-
-* transient, attempts left (and, for a waiting visitor, time left) -> parked in a delay
-  queue and retried;
-* transient with an ``outcome`` once the attempts run out (the business's API stayed
-  down) -> that outcome is emitted and the message acked: it is an answer, not a fault;
-* permanent, or transient with nothing left -> the stage's fallback (``internal_error``)
-  is emitted and the message goes to the dead-letter queue.
+A dependency that blinked (the database restarting, the broker's connection dropping, a
+timeout) is transient: the consumer runner parks the event for another attempt
+(:func:`shared.stages.settle`) and the gateway answers 503 with ``Retry-After``. Anything
+else is a bug or bad data: retrying would fail the same way. A handler that knows another
+attempt may do better without anything having crashed returns :class:`shared.stages.Retry`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import aiormq.exceptions
 import asyncpg
 
-
-class Transient(Exception):
-    """Retry later: a dependency blinked. ``outcome`` is what to emit if it never comes back."""
-
-    def __init__(self, message: str, *, outcome: Any = None) -> None:
-        super().__init__(message)
-        self.outcome = outcome
-
-
-class Permanent(Exception):
-    """Will never succeed: dead-letter now."""
-
-
 _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
-    Transient,
     ConnectionError,
     TimeoutError,
     asyncio.TimeoutError,
@@ -52,6 +32,4 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, Permanent):
-        return False
     return isinstance(exc, _TRANSIENT_TYPES)

@@ -3,11 +3,13 @@
 Topology (``P`` is ``DOORMAN_AMQP_PREFIX``):
 
 * ``P.events``: durable topic exchange every event is published to, routing key = event type.
-* one durable quorum queue per stage (:data:`WORK_QUEUES`) with a delivery limit (a message
+* one durable quorum queue per stage (:data:`WORK_QUEUES`; the stages themselves are declared in
+  their services' composition roots) with a delivery limit (a message
   that keeps crashing its consumer cannot loop), dead-lettering at-least-once through
   ``P.dead`` to its quorum dead-letter queue ``<queue>.dlq``.
-* per stage, delay queues ``<queue>.retry.<ms>``: quorum queues with a message TTL that
-  dead-letter back onto the stage's queue. A transient failure is retried by parking the
+* per stage, delay queues ``<queue>.retry.<ms>`` (one per delay of the stage's retry policy,
+  declared by its consumer): quorum queues with a message TTL that dead-letter back onto the
+  stage's queue. A transient failure is retried by parking the
   message there, not by sleeping in the consumer.
 * ``P.gateway.<replica>``: one exclusive, auto-deleted queue per gateway replica, bound to
   ``session.resolved.<replica>``. Outcomes go only to the replica holding the waiting
@@ -17,7 +19,7 @@ Topology (``P`` is ``DOORMAN_AMQP_PREFIX``):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from uuid import uuid4
@@ -29,33 +31,13 @@ from shared.events import ContactCollected, Event, IdentityVerified, SessionFell
 from shared.metrics import PUBLISH_SECONDS
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Attempt ``n`` (1-based) that fails transiently waits ``delays[min(n, len) - 1]`` seconds."""
-
-    delays: tuple[float, ...]
-    max_attempts: int
-
-    def delay(self, attempt: int) -> float:
-        return self.delays[min(attempt, len(self.delays)) - 1]
-
-
-@dataclass(frozen=True)
-class QueueSpec:
-    routing_keys: tuple[str, ...]
-    retry: RetryPolicy
-
-
 VERIFIER_QUEUE = "verifier.widget-opened"
 CONTACTS_QUEUE = "contacts.outcomes"
-WORK_QUEUES: dict[str, QueueSpec] = {
-    # The visitor is waiting: short delays, and the verifier retries only inside the deadline.
-    VERIFIER_QUEUE: QueueSpec((WidgetOpened.event_type,), RetryPolicy((0.25, 1.0, 2.0), max_attempts=5)),
-    # A contact must not be lost: keep trying through a database restart (about a minute).
-    CONTACTS_QUEUE: QueueSpec(
-        (IdentityVerified.event_type, SessionFellBack.event_type, ContactCollected.event_type),
-        RetryPolicy((0.25, 1.0, 4.0, 15.0), max_attempts=8),
-    ),
+# The wiring every publisher relies on: each work queue and the event types routed to it. The
+# stage consuming a queue (declared in its service's composition root) handles exactly these.
+WORK_QUEUES: dict[str, tuple[str, ...]] = {
+    VERIFIER_QUEUE: (WidgetOpened.event_type,),
+    CONTACTS_QUEUE: (IdentityVerified.event_type, SessionFellBack.event_type, ContactCollected.event_type),
 }
 DELIVERY_LIMIT = 10
 ATTEMPT_HEADER = "x-doorman-attempt"
@@ -85,21 +67,26 @@ class Topology:
     def retry_queue(self, name: str, delay: float) -> str:
         return f"{self.queue(name)}.retry.{round(delay * 1000)}ms"
 
-    def retry_queues(self, name: str) -> list[str]:
-        return [self.retry_queue(name, d) for d in dict.fromkeys(WORK_QUEUES[name].retry.delays)]
+    def retry_queues(self, name: str, delays: Sequence[float]) -> list[str]:
+        return [self.retry_queue(name, d) for d in dict.fromkeys(delays)]
 
-    def all_queues(self) -> list[str]:
+    def routing_keys(self, name: str) -> tuple[str, ...]:
+        return WORK_QUEUES[name]
+
+    def all_queues(self, retry_delays: Mapping[str, Sequence[float]]) -> list[str]:
+        """Every work queue, dead-letter queue and, given each stage's delays, delay queue."""
         return [
             q for name in WORK_QUEUES
-            for q in (self.queue(name), self.dead_letter_queue(name), *self.retry_queues(name))
+            for q in (self.queue(name), self.dead_letter_queue(name), *self.retry_queues(name, retry_delays.get(name, ())))
         ]
 
 
 async def declare(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
-    """Declare every exchange and queue (idempotent; every service does it at start)."""
+    """Declare the exchanges, work queues and dead-letter queues (idempotent; every service does
+    it at start, so an event published before its consumer starts is kept)."""
     exchange = await channel.declare_exchange(topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
     dead = await channel.declare_exchange(topology.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
-    for name, spec in WORK_QUEUES.items():
+    for name, routing_keys in WORK_QUEUES.items():
         work = topology.queue(name)
         dlq = await channel.declare_queue(
             topology.dead_letter_queue(name), durable=True, arguments={"x-queue-type": "quorum"},
@@ -110,14 +97,18 @@ async def declare(channel: AbstractChannel, topology: Topology) -> AbstractExcha
             "x-dead-letter-exchange": topology.dead_letter_exchange, "x-dead-letter-routing-key": work,
             **AT_LEAST_ONCE,
         })
-        for key in spec.routing_keys:
+        for key in routing_keys:
             await queue.bind(exchange, routing_key=key)
-        for delay in dict.fromkeys(spec.retry.delays):
-            await channel.declare_queue(topology.retry_queue(name, delay), durable=True, arguments={
-                "x-queue-type": "quorum", "x-message-ttl": round(delay * 1000),
-                "x-dead-letter-exchange": "", "x-dead-letter-routing-key": work, **AT_LEAST_ONCE,
-            })
     return exchange
+
+
+async def declare_retry_queues(channel: AbstractChannel, topology: Topology, name: str, delays: Sequence[float]) -> None:
+    """The delay queues of ``name``'s stage: its consumer declares them, from its retry policy."""
+    for delay in dict.fromkeys(delays):
+        await channel.declare_queue(topology.retry_queue(name, delay), durable=True, arguments={
+            "x-queue-type": "quorum", "x-message-ttl": round(delay * 1000),
+            "x-dead-letter-exchange": "", "x-dead-letter-routing-key": topology.queue(name), **AT_LEAST_ONCE,
+        })
 
 
 @asynccontextmanager

@@ -21,6 +21,7 @@ from aiohttp import web
 from cryptography.fernet import Fernet
 
 from doorman.migrate import migrate
+from doorman.ops import all_queues
 from services.contacts.main import running as contacts_running
 from services.contacts.settings import ContactsSettings
 from services.gateway.app import SERVER_OPTIONS, init_app
@@ -61,7 +62,7 @@ async def _delete_topology(prefix: str) -> None:
     conn = await aio_pika.connect(AMQP_URL)
     async with conn:
         channel = await conn.channel()
-        for queue in topology.all_queues():
+        for queue in all_queues(topology):
             await channel.queue_delete(queue)
         for exchange in (topology.exchange, topology.dead_letter_exchange):
             await channel.exchange_delete(exchange)

@@ -1,4 +1,4 @@
-"""Write deploy/rabbitmq/definitions.json from what ``shared.messaging.declare`` declares.
+"""Write deploy/rabbitmq/definitions.json from what the services declare (``doorman.ops.declare_all``).
 
     python deploy/rabbitmq/generate.py            # rewrite definitions.json
     python deploy/rabbitmq/generate.py --check    # exit 1 if the committed file is stale
@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from doorman.ops import declare_all  # noqa: E402
 from shared import messaging  # noqa: E402
 
 OUTPUT = Path(__file__).with_name("definitions.json")
@@ -99,7 +100,7 @@ class _Channel:
 def declared(prefix: str = PREFIX) -> _Channel:
     """What every service declares at start for ``prefix``."""
     channel = _Channel()
-    asyncio.run(messaging.declare(channel, messaging.Topology(prefix)))  # type: ignore[arg-type]
+    asyncio.run(declare_all(channel, messaging.Topology(prefix)))  # type: ignore[arg-type]
     return channel
 
 

@@ -74,7 +74,7 @@ async def record_one(event: Event, *, pool: asyncpg.Pool, publish: Publisher) ->
     await record([event], pool=pool, publish=publish)
 
 
-async def fall_back_on_failure(event: Event, exc: BaseException, *, pool: asyncpg.Pool, publish: Publisher) -> None:
+async def give_up(event: Event, *, pool: asyncpg.Pool, publish: Publisher) -> None:
     """This event can never be recorded: its session still ends, in internal_error."""
     async with pool.acquire() as conn, conn.transaction():
         resolved = await resolve_sessions(conn, [Outcome(

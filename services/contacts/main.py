@@ -9,11 +9,17 @@ from functools import partial
 
 from shared import db, messaging
 from shared.consumer import consuming
+from shared.events import ContactCollected, IdentityVerified, SessionFellBack
 from shared.service import health_server
+from shared.stages import RetryPolicy, Stage
 
 from .housekeeping import housekeeping
-from .handler import fall_back_on_failure, record, record_one
+from .handler import give_up, record, record_one
 from .settings import ContactsSettings
+
+# A contact must not be lost: keep trying through a database restart (about a minute).
+RETRY_DELAYS = (0.25, 1.0, 4.0, 15.0)
+MAX_ATTEMPTS = 8
 
 
 @asynccontextmanager
@@ -27,18 +33,24 @@ async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1")
         # database): written, not waited on.
         messaging.publisher(conn, topology, confirmed=False) as notify,
     ):
+        # The stage: outcomes and collected forms, recorded a batch per transaction (one event at a time
+        # when a batch fails); an event it gives up on ends its session in internal_error.
+        one = partial(record_one, pool=pool, publish=notify)
+        stage = Stage(
+            queue=messaging.CONTACTS_QUEUE,
+            handles={IdentityVerified: one, SessionFellBack: one, ContactCollected: one},
+            retry=RetryPolicy(RETRY_DELAYS, MAX_ATTEMPTS),
+            give_up=partial(give_up, pool=pool, publish=notify),
+            batch=partial(record, pool=pool, publish=notify),
+            batch_size=settings.contacts_batch_size, batch_flushes=settings.contacts_flushes,
+        )
+
         async def ready() -> dict[str, bool]:
             return {"database": await db.answers(pool), "broker": notify.ready}
 
         async with (
             housekeeping(pool, notify, retention=timedelta(hours=settings.session_retention_hours)),
             health_server(health_host, settings.contacts_port, ready=ready, pool=pool) as port,
-            consuming(
-                conn, topology, messaging.CONTACTS_QUEUE, prefetch=settings.contacts_batch_size * 2,
-                handler=partial(record_one, pool=pool, publish=notify),
-                batch_handler=partial(record, pool=pool, publish=notify),
-                batch_size=settings.contacts_batch_size, batch_flushes=settings.contacts_flushes,
-                on_failure=partial(fall_back_on_failure, pool=pool, publish=notify),
-            ),
+            consuming(conn, topology, stage, prefetch=settings.contacts_batch_size * 2),
         ):
             yield port

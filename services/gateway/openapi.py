@@ -270,6 +270,12 @@ class TestFailure(Doc):
     hint: str = Field(description="what to fix")
 
 
+class VisitorOutcome(Doc):
+    status: Literal["verified", "fallback"]
+    reason: FallbackReason | None = Field(description="null when verified")
+    detail: str | None
+
+
 class TestResult(Doc):
     """The identity call made with the bot's current settings; nothing is written."""
 
@@ -282,6 +288,10 @@ class TestResult(Doc):
     match: TestMatch | None
     elapsed_ms: float
     failure: TestFailure | None
+    visitor_outcome: VisitorOutcome = Field(description=(
+        "what a real widget open from `origin` would get today with these settings (Custom Authentication off, "
+        "domain not allowed, missing token and the call's own result), decided by the verifier's own code in a "
+        "dry run"))
 
 
 assert set(WIDGET_CONTACT_FIELDS) == set(WidgetContact.model_fields), "WidgetContact drifted from store"

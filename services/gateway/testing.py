@@ -1,14 +1,23 @@
-"""The Testing panel: run the real identity call with a bot's current settings, write nothing."""
+"""The Testing panel: a dry run of a widget open with a bot's current settings, writing nothing.
+
+The verifier's own decision (:func:`services.verifier.handler.decide`) runs in process, so the
+panel says what a real open from the given origin would get today (``visitor_outcome``), Custom
+Authentication off or a refused domain included; the identity call is shown either way.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from services.verifier.handler import VISITOR_FIELDS, Decision, decide
+from services.verifier.identity import IdentityCall, call_identity, describe
+from services.verifier.whitelist import ApiWhitelist
 from shared.auth_config import AuthConfig
-from shared.identity import IdentityCall, call_identity, describe
+from shared.events import SessionFellBack, WidgetOpened, utcnow
 from shared.http import OutboundClient
 
 from . import directory
@@ -16,7 +25,6 @@ from .schemas import TestRequest
 
 RESPONSE_BODY_SHOWN = 4096  # characters of the business's answer echoed back
 HIDDEN_RESPONSE_HEADERS = frozenset({"set-cookie", "authorization", "proxy-authorization"})
-VISITOR_FIELDS = ("user_id", "email", "name", "phone_number")
 
 
 def mask(secret: str) -> str:
@@ -48,9 +56,34 @@ def _response_view(call: IdentityCall) -> dict[str, Any] | None:
     }
 
 
+async def _dry_run(http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest) -> Decision:
+    """The verifier's decision for an open from ``sample.origin`` with ``sample``'s token and fields.
+    A whitelist API is read afresh (the verifier may hold it cached for a few minutes)."""
+    event = WidgetOpened(
+        correlation_id="testing-panel", session_id="testing-panel", bot_id=bot_id, origin=sample.origin,
+        access_token=sample.access_token, **{f: getattr(sample, f) for f in VISITOR_FIELDS},
+        deadline_at=utcnow() + timedelta(minutes=1),
+    )
+    whitelist = ApiWhitelist(http)
+    try:
+        return await decide(event, config, http=http, whitelist=whitelist)
+    finally:
+        await whitelist.close()
+
+
+def _visitor_outcome(decision: Decision) -> dict[str, Any]:
+    outcome = decision.outcome
+    if isinstance(outcome, SessionFellBack):
+        return {"status": "fallback", "reason": outcome.reason.value, "detail": outcome.detail}
+    return {"status": "verified", "reason": None, "detail": None}
+
+
 async def run_test(pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest) -> dict[str, Any]:
     assert config.auth_url is not None
-    call = await call_identity(
+    decision = await _dry_run(http, bot_id, config, sample)
+    # A visitor who never reaches the call (Custom Authentication off, a refused domain) still gets
+    # the call shown: the panel is where the business gets it right before switching it on.
+    call = decision.call or await call_identity(
         http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
         access_token=sample.access_token, request_fields=config.request_fields,
         visitor={f: getattr(sample, f) for f in VISITOR_FIELDS}, signing_secrets=config.signing_secrets(),
@@ -72,4 +105,5 @@ async def run_test(pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, confi
         "match": match,
         "elapsed_ms": round(call.elapsed_ms, 1),
         "failure": failure,
+        "visitor_outcome": _visitor_outcome(decision),
     }

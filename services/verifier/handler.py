@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from uuid import UUID, uuid5
 
 import asyncpg
 import structlog
 
+from shared.auth_config import AuthConfig
+from shared.consumer import Emit
 from shared.domains import origin_allowed
 from shared.events import CallFacts, FallbackReason, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
 from shared.http import OutboundClient
-from shared.identity import call_identity
-from shared.failures import Transient
-from shared.sessions import EXPIRED_DETAIL, not_pending
-from shared.consumer import Emit
 from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, BotLabel, result_class
+from shared.sessions import EXPIRED_DETAIL, not_pending
+from shared.stages import Retry
 
-from shared.auth_config import AuthConfig
+from .identity import IdentityCall, call_identity
 from .whitelist import ApiWhitelist
 
 log = structlog.get_logger("doorman.verifier")
@@ -39,7 +40,7 @@ def outcome_id(event: WidgetOpened) -> UUID:
 def _fallback(event: WidgetOpened, reason: FallbackReason, detail: str, facts: CallFacts | None = None) -> SessionFellBack:
     return SessionFellBack(
         event_id=outcome_id(event), correlation_id=event.correlation_id, session_id=event.session_id,
-        bot_id=event.bot_id, reason=reason, detail=detail, stage="verifier", facts=facts or CallFacts(),
+        bot_id=event.bot_id, reason=reason, detail=detail, facts=facts or CallFacts(),
     )
 
 
@@ -54,21 +55,30 @@ async def _whitelist_check(event: WidgetOpened, config: AuthConfig, whitelist: A
     return origin_allowed(event.origin, lookup.domains), lookup.note, "this site's domain is not on the whitelist your API returned"
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What a widget open gets, and the identity call behind it when one was made."""
+
+    outcome: IdentityVerified | SessionFellBack
+    call: IdentityCall | None = None
+    retry: bool = False  # the business's API blinked: another attempt shortly may do better
+
+
 async def decide(
     event: WidgetOpened, config: AuthConfig | None, *, http: OutboundClient, whitelist: ApiWhitelist,
-) -> IdentityVerified | SessionFellBack:
-    """Case 1, 2, 3. A failure worth another attempt (the business's API blinked) raises
-    :class:`Transient` carrying the ``auth_unavailable`` outcome to emit if attempts run out."""
+) -> Decision:
+    """Case 1 (Custom Authentication off), Case 2 (the domain whitelist), Case 3 (the identity call).
+    Writes nothing: the verifier emits the outcome, the Testing panel shows it (a dry run)."""
     if config is None or not config.enabled:
-        return _fallback(event, FallbackReason.ca_disabled, "Custom Authentication is off for this bot")
+        return Decision(_fallback(event, FallbackReason.ca_disabled, "Custom Authentication is off for this bot"))
     note = None
     if config.whitelist_enabled:
         allowed, note, refusal = await _whitelist_check(event, config, whitelist)
         if not allowed:
-            return _fallback(event, FallbackReason.domain_not_allowed, refusal, CallFacts(whitelist_note=note))
+            return Decision(_fallback(event, FallbackReason.domain_not_allowed, refusal, CallFacts(whitelist_note=note)))
     if event.access_token is None or not event.access_token.get_secret_value().strip():
-        return _fallback(event, FallbackReason.missing_token, "the widget was opened without an access token",
-                         CallFacts(whitelist_note=note))
+        return Decision(_fallback(event, FallbackReason.missing_token, "the widget was opened without an access token",
+                                  CallFacts(whitelist_note=note)))
     assert config.auth_url is not None
     call = await call_identity(
         http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
@@ -79,32 +89,35 @@ async def decide(
         auth_http_status=call.response.status if call.response else None,
         auth_latency_ms=round(call.elapsed_ms, 1), whitelist_note=note,
     )
-    bot = BOTS(event.bot_id)
-    AUTH_CALL_SECONDS.labels(bot).observe(call.elapsed_ms / 1000)
-    AUTH_CALLS.labels(bot, result_class(facts.auth_http_status, call.failure and call.failure.reason.value)).inc()
     if call.failure is not None:
-        fallback = _fallback(event, call.failure.reason, call.failure.detail, facts)
-        if call.failure.retry:  # the business's API blinked: try again while the visitor can still wait
-            raise Transient(call.failure.detail, outcome=fallback)
-        return fallback
+        return Decision(_fallback(event, call.failure.reason, call.failure.detail, facts), call, call.failure.retry)
     assert call.identity is not None
-    return IdentityVerified(
+    return Decision(IdentityVerified(
         event_id=outcome_id(event), correlation_id=event.correlation_id, session_id=event.session_id, bot_id=event.bot_id,
         identify_method=config.identify_method, identity=call.identity, observed_at=utcnow(), facts=facts,
-    )
+    ), call)
 
 
 async def verify(
     event: WidgetOpened, *, load_config: LoadConfig, http: OutboundClient, whitelist: ApiWhitelist,
-) -> IdentityVerified | SessionFellBack:
-    """The outcome to emit; :func:`decide` raises :class:`Transient` (carrying the ``auth_unavailable``
-    outcome) when the business's API blinked, so the runner retries while the visitor can still wait."""
+) -> IdentityVerified | SessionFellBack | Retry:
+    """The outcome to emit, or :class:`Retry` carrying ``auth_unavailable`` when the business's API
+    blinked, so the runner tries again while the visitor can still wait."""
     if utcnow() > event.deadline_at:
         # It waited in the queue past the visitor's deadline (a backlog): the visitor is no longer
         # waiting for the business's answer, and calling now would only delay the opens behind it.
         log.warning("open picked up after its deadline; not calling the business")
         return _fallback(event, FallbackReason.internal_error, EXPIRED_DETAIL)
-    return await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist)
+    decision = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist)
+    if decision.call is not None:
+        bot, facts = BOTS(event.bot_id), decision.outcome.facts
+        AUTH_CALL_SECONDS.labels(bot).observe(decision.call.elapsed_ms / 1000)
+        failure = decision.call.failure
+        AUTH_CALLS.labels(bot, result_class(facts.auth_http_status, failure and failure.reason.value)).inc()
+    if decision.retry:
+        assert isinstance(decision.outcome, SessionFellBack)
+        return Retry(decision.outcome.detail, otherwise=decision.outcome)
+    return decision.outcome
 
 
 async def already_done(events: Sequence[WidgetOpened], *, pool: asyncpg.Pool) -> set[UUID]:
@@ -113,17 +126,8 @@ async def already_done(events: Sequence[WidgetOpened], *, pool: asyncpg.Pool) ->
     return {e.event_id for e in events if e.session_id in done}
 
 
-def can_retry(event: WidgetOpened, delay: float, *, call_timeout: float) -> bool:
-    """Only while another attempt can still finish before the visitor's deadline."""
-    return (event.deadline_at - utcnow()).total_seconds() > delay + call_timeout
-
-
-async def fall_back_on_failure(event: WidgetOpened, exc: BaseException, *, emit: Emit) -> None:
-    """Retries ran out or the verifier failed for good: the session still ends."""
-    outcome = getattr(exc, "outcome", None)
-    if isinstance(outcome, SessionFellBack):
-        await emit(outcome)
-        return
+async def give_up(event: WidgetOpened, *, emit: Emit) -> None:
+    """The verifier failed for good on this open: the session still ends."""
     await emit(_fallback(event, FallbackReason.internal_error, "the verifier could not process this session"))
 
 

@@ -9,14 +9,19 @@ from functools import partial
 from shared import db, messaging
 from shared.batching import Batcher
 from shared.consumer import consuming
-from shared.events import Event
+from shared.events import Event, WidgetOpened
 from shared.http import outbound_client
 from shared.service import health_server
+from shared.stages import RetryPolicy, Stage
 
 from .config import cached_config
-from .handler import already_done, can_retry, emit, fall_back_on_failure, verify
+from .handler import already_done, emit, give_up, verify
 from .settings import VerifierSettings
 from .whitelist import ApiWhitelist
+
+# The visitor is waiting: short delays, and another attempt only if it can end before the deadline.
+RETRY_DELAYS = (0.25, 1.0, 2.0)
+MAX_ATTEMPTS = 5
 
 
 @asynccontextmanager
@@ -43,20 +48,26 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
                           max_weight=settings.verifier_emit_batch, max_in_flight=settings.verifier_emit_flushes)
         emit_outcome = partial(emit, publish=batched)
 
+        # The stage: widget-opened events, decided by `verify`; an open it gives up on falls back to internal_error.
+        stage = Stage(
+            queue=messaging.VERIFIER_QUEUE,
+            handles={WidgetOpened: partial(verify, load_config=config.get, http=http, whitelist=whitelist)},
+            retry=RetryPolicy(
+                RETRY_DELAYS, MAX_ATTEMPTS, deadline=lambda event: event.deadline_at,
+                # An attempt may wait for a slot to the business's host, then for its answer.
+                attempt_seconds=settings.auth_host_wait_seconds + settings.auth_timeout_seconds,
+            ),
+            give_up=partial(give_up, emit=emit_outcome),
+            already_done=partial(already_done, pool=pool),
+            max_events=settings.verifier_concurrency,
+        )
+
         async def ready() -> dict[str, bool]:
             return {"database": await db.answers(pool), "broker": publish.ready}
 
         async with (
             health_server(health_host, settings.verifier_port, ready=ready, pool=pool) as port,
-            consuming(
-                conn, topology, messaging.VERIFIER_QUEUE, prefetch=settings.verifier_prefetch,
-                max_events=settings.verifier_concurrency,
-                handler=partial(verify, load_config=config.get, http=http, whitelist=whitelist),
-                emit=emit_outcome, already_done=partial(already_done, pool=pool),
-                # An attempt may wait for a slot to the business's host, then for its answer.
-                can_retry=partial(can_retry, call_timeout=settings.auth_host_wait_seconds + settings.auth_timeout_seconds),
-                on_failure=partial(fall_back_on_failure, emit=emit_outcome),
-            ),
+            consuming(conn, topology, stage, prefetch=settings.verifier_prefetch, emit=emit_outcome),
         ):
             try:
                 yield port

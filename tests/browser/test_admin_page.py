@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import ConsoleMessage, Dialog, Page, expect
 
 from shared.events import FallbackReason
-from shared.identity import describe
+from services.verifier.identity import describe
 from tests.browser.conftest import screenshot
 from tests.conftest import ADMIN_TOKEN, Stack, admin_headers, create_bot, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
@@ -288,6 +288,20 @@ async def test_testing_panel_verdicts(page: Page, stack: Stack, customer_api: Fa
     await expect(page.get_by_test_id("test-response-line")).to_contain_text("HTTP 200")
     await expect(page.get_by_test_id("test-response-body")).to_contain_text('"name": "Tess Tester"')
     await expect(page.get_by_test_id("test-identity")).to_contain_text('"identifier": "tess@example.com"')
+    await expect(page.get_by_test_id("test-visitor")).to_have_text("A visitor (no site given) would be verified.")
+
+    # The call works, but a visitor on a site off the whitelist would get the form: the panel says so.
+    await put_settings(stack, bot, auth_url=ok_url, domain_whitelist={"enabled": True, "domains": ["shop.example.com"]},
+                       **settings)
+    await page.get_by_test_id("test-origin").fill("https://evil.example")
+    await page.get_by_role("button", name="Send test request").click()
+    await expect(page.get_by_test_id("test-visitor")).to_have_text(
+        "A visitor on https://evil.example would get the Collect Information form: domain_not_allowed "
+        "(this site's domain is not on the bot's whitelist).")
+    await expect(verdict).to_contain_text("Verified: would create contact Tess Tester")
+    await page.get_by_test_id("test-origin").fill("https://shop.example.com")
+    await page.get_by_role("button", name="Send test request").click()
+    await expect(page.get_by_test_id("test-visitor")).to_have_text("A visitor on https://shop.example.com would be verified.")
 
     reject_url = customer_api.endpoint(Answer(status=401, json={"status": False, "message": "token expired"}))
     await put_settings(stack, bot, auth_url=reject_url, **settings)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from shared.messaging import VERIFIER_QUEUE, WORK_QUEUES
+from services.verifier import main as verifier
 from tests.conftest import AUTH_TIMEOUT, Stack, admin_headers, create_bot, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
@@ -183,7 +183,7 @@ async def test_fallback_when_the_call_fails(stack: Stack, customer_api: FakeCust
     # auth_unavailable is transient: retried with back-off while the visitor's deadline allows.
     calls = len(customer_api.received(url))
     if reason == "auth_unavailable":
-        assert 2 <= calls <= WORK_QUEUES[VERIFIER_QUEUE].retry.max_attempts
+        assert 2 <= calls <= verifier.MAX_ATTEMPTS
     else:
         assert calls == 1
     assert await contacts_of(stack, bot) == []

@@ -25,6 +25,7 @@ import aiohttp
 import asyncpg
 from cryptography.fernet import Fernet
 
+from doorman.ops import RETRY_DELAYS
 from shared import messaging
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 from tests.faults.infra import PgCluster, RabbitNode, Service, free_port
@@ -183,7 +184,8 @@ async def drive(cluster: Cluster, http: aiohttp.ClientSession, bots: list[tuple[
 async def settle(cluster: Cluster, pool: asyncpg.Pool, sessions: list[str], timeout: float) -> None:
     """Wait until every accepted session has its outcome and the work and retry queues are empty."""
     topology = messaging.Topology(cluster.prefix)
-    queues = [q for name in messaging.WORK_QUEUES for q in (topology.queue(name), *topology.retry_queues(name))]
+    queues = [q for name in messaging.WORK_QUEUES
+              for q in (topology.queue(name), *topology.retry_queues(name, RETRY_DELAYS[name]))]
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
         while True:

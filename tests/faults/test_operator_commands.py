@@ -7,7 +7,7 @@ import secrets
 
 import aio_pika
 
-from doorman.ops import queue_stats
+from doorman.ops import declare_all, queue_stats
 from shared import messaging
 from shared.settings import DoormanSettings
 from tests.faults.infra import RabbitNode
@@ -19,7 +19,7 @@ async def test_queue_stats_show_ready_unacked_consumers_retries_and_dead_letters
     settings = DoormanSettings(amqp_url=rabbit.url, amqp_prefix=prefix, rabbitmq_management_url=rabbit.management_url)
     async with await aio_pika.connect(rabbit.url) as conn:
         channel = await conn.channel(publisher_confirms=True)
-        await messaging.declare(channel, topology)
+        await declare_all(channel, topology)
         work = topology.queue(messaging.VERIFIER_QUEUE)
         for target in (work, work, work, topology.dead_letter_queue(messaging.VERIFIER_QUEUE),
                        topology.retry_queue(messaging.CONTACTS_QUEUE, 15.0)):

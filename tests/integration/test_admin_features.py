@@ -54,11 +54,40 @@ async def test_panel_shows_request_response_identity_and_match(stack: Stack, cus
     assert result["identity"]["identifier"] == "p-1" and result["identity"]["metadata"] == {"plan": "pro"}
     assert result["match"] == {"action": "create", "contact_id": None}
     assert result["elapsed_ms"] >= 0
+    # The call works, but Custom Authentication is off: that is what a visitor gets today.
+    assert result["enabled"] is False
+    assert result["visitor_outcome"] == {"status": "fallback", "reason": "ca_disabled",
+                                         "detail": "Custom Authentication is off for this bot"}
     # The business really got the token and header, verbatim; nothing was written.
     [received] = customer_api.received(url)
     assert received.headers["Authorization"] == HEADER_TOKEN and received.body["access_token"] == "sample-token-123"
     assert await stack.pool.fetchval("SELECT count(*) FROM contacts WHERE bot_id = $1", bot) == 0
     assert await stack.pool.fetchval("SELECT count(*) FROM widget_sessions WHERE bot_id = $1", bot) == 0
+
+
+async def test_panel_says_what_a_visitor_from_an_origin_would_get(stack: Stack, customer_api: FakeCustomerAPI) -> None:
+    """The verifier's own decision, in a dry run: a successful call beside a refused domain, the same
+    whitelist check a real open gets; one call to the business per run. (A token is required here, so the
+    missing-token rule cannot show.)"""
+    url = customer_api.endpoint(verified(id="o-1"))
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url,
+                           domain_whitelist={"enabled": True, "domains": ["shop.example.com"]})
+    test = f"/v1/bots/{bot}/custom-auth/test"
+
+    _, allowed, _ = await admin_post(stack, test, {"access_token": "t", "origin": "https://shop.example.com"})
+    _, refused, _ = await admin_post(stack, test, {"access_token": "t", "origin": "https://evil.example"})
+    _, no_origin, _ = await admin_post(stack, test, {"access_token": "t"})
+
+    assert allowed["ok"] is True and allowed["visitor_outcome"] == {"status": "verified", "reason": None, "detail": None}
+    assert refused["ok"] is True and refused["identity"]["identifier"] == "o-1"
+    assert refused["visitor_outcome"] == {"status": "fallback", "reason": "domain_not_allowed",
+                                          "detail": "this site's domain is not on the bot's whitelist"}
+    assert no_origin["visitor_outcome"]["reason"] == "domain_not_allowed"
+    assert len(customer_api.received(url)) == 3  # one identity call per run, never two
+    assert await stack.pool.fetchval("SELECT count(*) FROM widget_sessions WHERE bot_id = $1", bot) == 0
+
+    status, body, _ = await admin_post(stack, test, {"access_token": "t", "origin": "x" * 2049})
+    assert status == 422 and body["error"]["fields"][0]["field"] == "origin"
 
 
 async def test_panel_says_which_contact_it_would_update(stack: Stack, customer_api: FakeCustomerAPI) -> None:
@@ -81,6 +110,7 @@ async def test_panel_failure_has_the_reason_and_what_to_fix(stack: Stack, custom
     assert result["failure"]["reason"] == "auth_rejected" and "401" in result["failure"]["detail"]
     assert "header token" in result["failure"]["hint"]
     assert result["response"]["body_truncated"] is True and len(result["response"]["body"]) == 4096
+    assert result["visitor_outcome"]["reason"] == "auth_rejected"
 
 
 async def test_panel_errors(stack: Stack) -> None:

@@ -85,7 +85,7 @@ async def test_replayed_event_changes_nothing(stack: Stack, bot_id: UUID) -> Non
 async def test_first_outcome_of_a_session_wins(stack: Stack, bot_id: UUID) -> None:
     [s1] = await new_session(stack.pool, bot_id)
     fell_back = SessionFellBack(correlation_id="c", session_id=s1, bot_id=bot_id, reason=FallbackReason.auth_rejected,
-                                detail="no", stage="verifier")
+                                detail="no")
     await record([fell_back], pool=stack.pool, publish=Published())
     await record([identity_event(bot_id, s1)], pool=stack.pool, publish=Published())
 

@@ -68,8 +68,8 @@ async def test_two_runs_of_one_widget_open_record_one_outcome(stack: Stack, cust
                         request_fields=(), whitelist_enabled=False, whitelist_source="manual", whitelist_domains=(),
                         whitelist_api_url=None)
     async with outbound_client(allow_private=True, timeout=1, max_body=65536, limit_per_host=4) as http:
-        first = await decide(event, config, http=http, whitelist=ApiWhitelist(http))
-        second = await decide(event, config, http=http, whitelist=ApiWhitelist(http))
+        first = (await decide(event, config, http=http, whitelist=ApiWhitelist(http))).outcome
+        second = (await decide(event, config, http=http, whitelist=ApiWhitelist(http))).outcome
     assert first.event_id == second.event_id
 
     await record([first], pool=stack.pool, publish=Published())

@@ -38,7 +38,7 @@ from shared.http import (
     address_allowed,
     outbound_client,
 )
-from shared.identity import IdentityCall, call_identity
+from services.verifier.identity import IdentityCall, call_identity
 from shared.settings import OutboundSettings
 from tests.fake_customer import FakeCustomerAPI, verified
 

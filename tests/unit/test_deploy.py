@@ -33,6 +33,7 @@ from services.contacts.settings import ContactsSettings
 from services.gateway.settings import GatewaySettings
 from services.verifier.settings import VerifierSettings
 from shared.events import FallbackReason
+from doorman.ops import RETRY_DELAYS, all_queues
 from shared.messaging import AT_LEAST_ONCE, CONTACTS_QUEUE, DELIVERY_LIMIT, VERIFIER_QUEUE, WORK_QUEUES, Topology
 from shared.settings import DoormanSettings
 
@@ -136,7 +137,7 @@ def test_definitions_json_is_what_the_generator_writes(generate: Any) -> None:
 def test_definitions_declare_exactly_the_topology(generate: Any, definitions: dict[str, Any]) -> None:
     declared = generate.declared(PREFIX)  # shared.messaging.declare() run against a recording channel
     queues = {q["name"]: q for q in definitions["queues"]}
-    assert set(queues) == set(TOPOLOGY.all_queues())
+    assert set(queues) == set(all_queues(TOPOLOGY))
     assert len(queues) == len(definitions["queues"]), "a queue is defined twice"
     for q in declared.queues:
         d = queues[q["name"]]
@@ -152,7 +153,7 @@ def test_definitions_declare_exactly_the_topology(generate: Any, definitions: di
 
 def test_queue_arguments_are_the_ones_the_services_need(definitions: dict[str, Any]) -> None:
     queues = {q["name"]: q["arguments"] for q in definitions["queues"]}
-    for name, spec in WORK_QUEUES.items():
+    for name in WORK_QUEUES:
         work = TOPOLOGY.queue(name)
         assert queues[work] == {
             "x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT,
@@ -160,7 +161,7 @@ def test_queue_arguments_are_the_ones_the_services_need(definitions: dict[str, A
             **AT_LEAST_ONCE,
         }
         assert queues[TOPOLOGY.dead_letter_queue(name)] == {"x-queue-type": "quorum"}
-        for delay in dict.fromkeys(spec.retry.delays):
+        for delay in dict.fromkeys(RETRY_DELAYS[name]):
             assert queues[TOPOLOGY.retry_queue(name, delay)] == {
                 "x-queue-type": "quorum", "x-message-ttl": round(delay * 1000),
                 "x-dead-letter-exchange": "", "x-dead-letter-routing-key": work, **AT_LEAST_ONCE,
@@ -170,7 +171,7 @@ def test_queue_arguments_are_the_ones_the_services_need(definitions: dict[str, A
 def test_policies_only_add_what_queue_arguments_do_not_set(definitions: dict[str, Any]) -> None:
     policies = definitions["policies"]
     assert policies, "at least the leader-locator policy"
-    names = TOPOLOGY.all_queues()
+    names = all_queues(TOPOLOGY)
     for policy in policies:
         assert policy["vhost"] == VHOST and policy["apply-to"] == "quorum_queues"
         assert set(policy["definition"]) <= {"queue-leader-locator"}
@@ -508,7 +509,7 @@ def _grafana_to_promql(expr: str) -> str:
 
 
 def _queue_names() -> set[str]:
-    return set(TOPOLOGY.all_queues())
+    return set(all_queues(TOPOLOGY))
 
 
 def _literal_alternatives(regex: str) -> list[str]:

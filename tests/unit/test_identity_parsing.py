@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shared.identity import (
+from services.verifier.identity import (
     MAX_JSON_DEPTH,
     MAX_METADATA_BYTES,
     MAX_STRING,

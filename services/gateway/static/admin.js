@@ -599,12 +599,14 @@
     ["email", "test-email"],
     ["name", "test-name"],
     ["phone_number", "test-phone"],
+    ["origin", "test-origin"],
   ];
 
   function clearTestErrors() {
     $("test-form-errors").replaceChildren();
     show($("test-form-errors"), false);
     setText($("err-test-access_token"), "");
+    setText($("err-test-origin"), "");
     $("test-access-token").removeAttribute("aria-invalid");
   }
 
@@ -637,6 +639,7 @@
       const top = $("test-form-errors");
       for (const f of err.fields) {
         if (f.field === "access_token") setText($("err-test-access_token"), cleanMessage(f.message));
+        else if (f.field === "origin") setText($("err-test-origin"), cleanMessage(f.message));
         else if (f.field === "auth_url") addError(top, "Set the Authentication URL in the Custom Authentication tab and save it first.");
         else addError(top, `${f.field === "body" ? "" : f.field + ": "}${cleanMessage(f.message)}`);
       }
@@ -646,6 +649,14 @@
       button.disabled = false;
       $("test-status").textContent = "";
     }
+  }
+
+  // What a real widget open would get today: the verifier's own decision, run dry by the server.
+  function visitorOutcomeText(outcome, origin) {
+    if (!outcome) return "";
+    const who = origin ? `A visitor on ${origin}` : "A visitor (no site given)";
+    if (outcome.status === "verified") return `${who} would be verified.`;
+    return `${who} would get the Collect Information form: ${outcome.reason}${outcome.detail ? ` (${outcome.detail})` : ""}.`;
   }
 
   function renderTestResult(r) {
@@ -666,9 +677,8 @@
       setText($("test-verdict-detail"), failure.detail || "");
       setText($("test-verdict-hint"), failure.hint || "");
     }
-    const meta = [`${r.elapsed_ms} ms`];
-    if (!r.enabled) meta.push("Custom Authentication is off for this bot: real widget opens fall back with ca_disabled until you enable it.");
-    setText($("test-meta"), meta.join(" · "));
+    setText($("test-visitor"), visitorOutcomeText(r.visitor_outcome, $("test-origin").value.trim()));
+    setText($("test-meta"), `${r.elapsed_ms} ms`);
 
     const req = r.request || {};
     $("test-request-line").textContent = `${req.method || "POST"} ${req.url || ""}`;

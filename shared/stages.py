@@ -1,0 +1,114 @@
+"""A stage, declared once in its service's composition root, and the pure decision of what to do
+with each event it was handed.
+
+A :class:`Stage` says which event types it handles and with which handler, its retry policy,
+and what it does when it gives up. A handler returns what it emits (an event, or nothing), or a
+:class:`Retry`: "another attempt may do better; if none is left, emit this". An exception is a
+crash, transient or not (:func:`shared.failures.is_transient`). :func:`settle` turns what
+happened into one of four actions; :mod:`shared.consumer` carries them out on the broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+from shared.events import Event
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Handled, and the answer is "not now" (the business's API blinked): park the event for another
+    attempt; when none is left (attempts or the visitor's time), ``otherwise`` is the outcome."""
+
+    detail: str
+    otherwise: Event
+
+
+Handler = Callable[[Event], Awaitable[Event | Retry | None]]
+BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
+GiveUp = Callable[[Event], Awaitable[None]]
+AlreadyDone = Callable[[Sequence[Event]], Awaitable[set]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Attempt ``n`` (1-based) that fails transiently waits ``delays[min(n, len) - 1]`` seconds, at
+    most ``max_attempts`` in all. With a ``deadline`` (when the event stops being worth handling: a
+    visitor stops waiting), another attempt is made only if it can finish by then, an attempt taking
+    up to ``attempt_seconds``."""
+
+    delays: tuple[float, ...]
+    max_attempts: int
+    deadline: Callable[[Event], datetime] | None = None
+    attempt_seconds: float = 0.0
+
+    def delay(self, attempt: int) -> float:
+        return self.delays[min(attempt, len(self.delays)) - 1]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One work queue's consumer: everything a reader needs to know about it, in one place."""
+
+    queue: str  # a work queue of :data:`shared.messaging.WORK_QUEUES`
+    handles: Mapping[type[Event], Handler]
+    retry: RetryPolicy
+    give_up: GiveUp  # the event failed for good: end its session all the same (it is also dead-lettered)
+    # Optional: handle every event waiting together (group commit); a failing batch falls back to ``handles``.
+    batch: BatchHandler | None = None
+    batch_size: int = 1
+    batch_flushes: int = 1
+    # Optional: which of these redelivered or retried events were done already (skipped, not redone).
+    already_done: AlreadyDone | None = None
+    max_events: int | None = None  # events handled at once, whatever the messages carry
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        return tuple(t.event_type for t in self.handles)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What went wrong with one event: a crash, or the handler's own :class:`Retry`."""
+
+    transient: bool
+    answer: Event | None = None  # the outcome to emit once no attempt is left (from a Retry)
+    kind: str = ""  # what to call it in the dead-letter copy's header
+
+    @classmethod
+    def of(cls, error: BaseException, *, transient: bool) -> Failure:
+        return cls(transient=transient, kind=type(error).__name__)
+
+    @classmethod
+    def retry(cls, retry: Retry) -> Failure:
+        return cls(transient=True, answer=retry.otherwise, kind="Retry")
+
+
+class Action(Enum):
+    ACK = "ack"  # done (what the handler returned is emitted first)
+    PARK = "park"  # copy the event alone into the stage's delay queue for ``delay`` seconds
+    ANSWER = "answer"  # no attempt left, but the failure carries its outcome: emit it (it is an answer, not a fault)
+    DEAD_LETTER = "dead-letter"  # failed for good: the stage gives up (its fallback) and a copy goes to the DLQ
+
+
+@dataclass(frozen=True)
+class Settlement:
+    action: Action
+    delay: float = 0.0
+
+
+def settle(failure: Failure | None, attempt: int, policy: RetryPolicy, *, time_left: float | None = None) -> Settlement:
+    """What to do with an event after its ``attempt``-th try. Pure: no broker, no clock (``time_left``
+    is the seconds until the policy's deadline, when it has one)."""
+    if failure is None:
+        return Settlement(Action.ACK)
+    if failure.transient and attempt < policy.max_attempts:
+        delay = policy.delay(attempt)
+        if time_left is None or time_left > delay + policy.attempt_seconds:
+            return Settlement(Action.PARK, delay)
+    if failure.answer is not None:
+        return Settlement(Action.ANSWER)
+    return Settlement(Action.DEAD_LETTER)
