@@ -11,14 +11,16 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
-import aiohttp
 
+from doorman.up import wait_ready
 from services.contacts.repository import UPSERT_VERIFIED
 from shared import messaging
 from shared.events import IdentifyMethod, Identity, IdentityVerified, utcnow
@@ -107,19 +109,29 @@ def say(msg: str) -> None:
     print(f"  [{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+@asynccontextmanager
+async def reference_server(ctx: Context, role: str, args: list[str]) -> AsyncIterator[tuple[Child, Pool, int]]:
+    """A reference server (``python -m <args[0]> <port> <args[1:]>``), started and ready; stopped after."""
+    port = free_port()
+    child = python_child(role, [args[0], str(port), *args[1:]], ctx.stack.env(), ctx.stack.log_dir)
+    await child.start()
+    try:
+        await wait_http(port, child)
+        pool = Pool("127.0.0.1", port)
+        try:
+            yield child, pool, port
+        finally:
+            pool.close()
+    finally:
+        await child.stop()
+
+
 async def wait_http(port: int, child: Child, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while True:
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if not child.alive or time.monotonic() > deadline:
-                raise RuntimeError(f"{child.role} did not start; see {child.log}")
-            await asyncio.sleep(0.1)
+    def alive() -> None:
+        if not child.alive:
+            raise RuntimeError(f"{child.role} exited; see {child.log}")
+
+    await wait_ready(f"http://127.0.0.1:{port}/healthz", alive, timeout)
 
 
 # -- 1. the widget-open endpoint vs a plain aiohttp JSON POST ----------------------------------------------
@@ -151,21 +163,13 @@ async def post_throughput(ctx: Context) -> dict[str, Any]:
     contacts consuming (the pipeline shares the cores); same client, concurrency and closed loop."""
     plan, stack = ctx.plan, ctx.stack
     out: dict[str, Any] = {"concurrency": plan.post_concurrency}
-    port = free_port()
-    plain = python_child("plain", ["bench.plain", str(port)], stack.env(), stack.log_dir)
-    await plain.start()
-    try:
-        await wait_http(port, plain)
+    async with reference_server(ctx, "plain", ["bench.plain"]) as (plain, pool, port):
         say("1. plain aiohttp POST endpoint")
-        pool = Pool("127.0.0.1", port)
         with CpuMeter.of(ctx.metered(plain)) as cpu:
             run = await closed_loop(pool, post_op(b"/v1/widget/sessions", ctx.bots[0]),
                                     concurrency=plan.post_concurrency, seconds=plan.post_seconds, warmup=plan.warmup)
-        pool.close()
         out["plain"] = {**run.summary(), "cpu_cores": cpu.cores(), "cpu_ms_per_request": cpu.ms_per(run.completed)}
         wrk_plain = await _wrk(port, _wrk_body(ctx), plan.wrk_seconds, plan.post_concurrency) if plan.wrk_seconds else None
-    finally:
-        await plain.stop()
 
     say("1. gateway POST /v1/widget/sessions alone (verifier and contacts stopped, the queue absorbs the opens)")
     assert stack.pool is not None
@@ -327,14 +331,8 @@ async def e2e_wait_saturation(ctx: Context) -> dict[str, Any]:
 async def direct_baseline(ctx: Context) -> dict[str, Any]:
     plan, stack = ctx.plan, ctx.stack
     bot = await stack.insert_bot("bench direct")
-    port = free_port()
-    direct = python_child("direct", ["bench.direct", str(port), stack.database_url, ctx.customer_fast],
-                          stack.env(), stack.log_dir)
-    await direct.start()
-    try:
-        await wait_http(port, direct)
+    async with reference_server(ctx, "direct", ["bench.direct", stack.database_url, ctx.customer_fast]) as (direct, pool, _):
         say("3. direct single-process reference at saturation")
-        pool = Pool("127.0.0.1", port)
         with CpuMeter.of(ctx.metered(direct)) as cpu:
             run = await closed_loop(pool, direct_op(str(bot)), concurrency=plan.e2e_concurrency,
                                     seconds=plan.e2e_seconds, warmup=plan.warmup)
@@ -344,10 +342,7 @@ async def direct_baseline(ctx: Context) -> dict[str, Any]:
         say(f"3. direct reference at a fixed {plan.fixed_rate:.0f} opens/s")
         with CpuMeter.of(ctx.metered(direct)) as cpu:
             runs = await open_loop(pool, direct_op(str(bot)), rate=plan.fixed_rate, seconds=plan.fixed_seconds)
-        pool.close()
         fixed = {"offered_per_second": plan.fixed_rate, **runs["all"].summary(), "cpu_cores": cpu.cores()}
-    finally:
-        await direct.stop()
     return {"saturation": sat, "fixed": fixed}
 
 

@@ -25,6 +25,7 @@ from cryptography.fernet import Fernet
 
 from doorman.migrate import migrate
 from doorman.ops import all_queues
+from doorman.up import wait_ready
 from shared import messaging
 
 from .procs import Child, python_child
@@ -150,19 +151,7 @@ class Stack:
             await asyncio.sleep(0.05)
 
     async def wait_gateway(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as http:
-            while True:
-                try:
-                    async with http.get(f"{self.gateway_url}/readyz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                self._check_alive()
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"gateway not ready (logs in {self.log_dir})")
-                await asyncio.sleep(0.1)
+        await wait_ready(f"{self.gateway_url}/readyz", self._check_alive, timeout)
 
     def _check_alive(self) -> None:
         dead = [c for c in self.children if not c.alive]

@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -38,20 +39,32 @@ def _save(values: dict[str, str]) -> None:
     DEV_ENV.chmod(0o600)
 
 
-async def _wait_ready(url: str, procs: list[asyncio.subprocess.Process], timeout: float = 30) -> None:
+async def wait_ready(url: str, alive: Callable[[], None], timeout: float = 30) -> None:
+    """Until ``url`` answers 200 (``TimeoutError`` after ``timeout``); ``alive`` raises when a process
+    behind it died. The benchmark waits for its processes with it too."""
     deadline = asyncio.get_running_loop().time() + timeout
     async with aiohttp.ClientSession() as http:
         while asyncio.get_running_loop().time() < deadline:
-            if any(p.returncode is not None for p in procs):
-                raise SystemExit("doorman up: a service exited during start-up (see its log above)")
+            alive()
             try:
                 async with http.get(url) as resp:
                     if resp.status == 200:
                         return
             except aiohttp.ClientError:
                 pass
-            await asyncio.sleep(0.2)
-    raise SystemExit(f"doorman up: {url} did not become ready")
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"{url} did not become ready in {timeout:.0f} s")
+
+
+async def _wait_ready(url: str, procs: list[asyncio.subprocess.Process]) -> None:
+    def alive() -> None:
+        if any(p.returncode is not None for p in procs):
+            raise SystemExit("doorman up: a service exited during start-up (see its log above)")
+
+    try:
+        await wait_ready(url, alive)
+    except TimeoutError as exc:
+        raise SystemExit(f"doorman up: {exc}") from None
 
 
 async def _demo_bot(base: str, admin_token: str, demo_url: str, known: str | None) -> str:

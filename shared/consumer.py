@@ -194,10 +194,11 @@ class Consumer:
                     log.warning("transient failure", error=repr(exc), attempt=attempt)
                 else:
                     log.error("handler crashed", error=repr(exc), attempt=attempt, exc_info=exc)
+            if failure is None:  # settle's ack: nothing more to do for this event
+                return True
             return await self._carry_out(message, event, failure, attempt)
 
-    async def _carry_out(self, message: AbstractIncomingMessage, event: Event, failure: Failure | None,
-                         attempt: int) -> bool:
+    async def _carry_out(self, message: AbstractIncomingMessage, event: Event, failure: Failure, attempt: int) -> bool:
         """Do what :func:`settle` decided; False when it could not be done (the message is requeued)."""
         policy = self._stage.retry
         time_left = None if policy.deadline is None else (policy.deadline(event) - utcnow()).total_seconds()
@@ -209,11 +210,10 @@ class Consumer:
                 RETRIES.labels(self._name).inc()
                 log.info("parked for another attempt", attempt=attempt, retry_in_s=decision.delay)
             elif decision.action is Action.ANSWER:
-                assert failure is not None and failure.answer is not None
+                assert failure.answer is not None
                 if self._emit is not None:
                     await self._emit(failure.answer)
             elif decision.action is Action.DEAD_LETTER:
-                assert failure is not None
                 log.error("failed for good, dead-lettering", attempt=attempt, failure=failure.kind)
                 await self._stage.give_up(event)
                 await self._republish(message, event, self._topology.dead_letter_queue(self._name),
