@@ -13,9 +13,10 @@ from shared.signing import new_secret as new_signing_secret
 
 from . import directory, store, testing
 from .access import principal, visible_bot
-from .http_errors import error, json_response, read_model, read_query
+from .http_errors import FieldError, error, json_response, read_model, read_query
 from .keys import HTTP, POOL, SECRETS
 from .schemas import AuthEventQuery, BotQuery, ContactQuery, CustomAuthSettingsIn, NewBot, TestRequest
+from .views import SigningSecret
 
 routes = web.RouteTableDef()
 ADMIN_BODY_MAX_BYTES = 256 * 1024
@@ -74,7 +75,7 @@ def _refuse_blocked_urls(http: OutboundClient, body: CustomAuthSettingsIn) -> No
     (scheme, port, an IP literal that is not public). Names that resolve to forbidden addresses
     are only known when called: destination_blocked then."""
     urls = {"auth_url": body.auth_url, "domain_whitelist.api_url": body.domain_whitelist.api_url}
-    problems = []
+    problems: list[FieldError] = []
     for field, url in urls.items():
         if url:
             try:
@@ -137,4 +138,4 @@ async def rotate_signing_secret(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
     secret = new_signing_secret()
     previous_until = await store.rotate_signing_secret(request.app[POOL], bot_id, secret, request.app[SECRETS])
-    return json_response({"signing_secret": secret, "previous_valid_until": previous_until}, status=201)
+    return json_response(SigningSecret(signing_secret=secret, previous_valid_until=previous_until), status=201)

@@ -1,8 +1,8 @@
 """``GET /openapi.json``: an OpenAPI 3.1 document for the gateway's whole HTTP API.
 
-The response models below document what the handlers return (``store``, ``directory``,
-``testing``); request bodies and query parameters come from the models the handlers parse
-(``schemas``). ``tests/integration/test_openapi.py`` keeps the two honest: every route is
+Responses are documented by the models and TypedDicts the handlers build (``views``,
+``shared.sessions``, ``widget``, ``http_errors``, ``shared.health``); request bodies and query
+parameters come from the models the handlers parse (``schemas``). ``tests/integration/test_openapi.py`` keeps the two honest: every route is
 documented, every documented operation exists, and live responses validate against the document.
 """
 
@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import weakref
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
-from uuid import UUID
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, TypeAdapter
 
-from shared.events import FallbackReason, IdentifyMethod, Identity
+from shared.health import Health, Readiness
+from shared.sessions import SessionView
 
 from .admin import ADMIN_BODY_MAX_BYTES
+from .http_errors import Error
 from .keys import SETTINGS
 from .schemas import (
     AuthEventQuery,
@@ -33,258 +33,25 @@ from .schemas import (
     NewWorkspace,
     OpenQuery,
     OpenSession,
-    RequestField,
     TestRequest,
 )
-from shared.sessions import WIDGET_CONTACT_FIELDS
+from .views import (
+    ApiKeyCreated,
+    ApiKeyList,
+    AuthEventPage,
+    Bot,
+    BotPage,
+    ContactDetail,
+    ContactPage,
+    CustomAuthSettings,
+    SigningSecret,
+    TestResult,
+    Workspace,
+    WorkspaceList,
+)
+from .widget import ContactAccepted, SessionCreated
 
 REF_TEMPLATE = "#/components/schemas/{model}"
-SessionStatus = Literal["pending", "verified", "fallback"]
-
-
-class Doc(BaseModel):
-    """A documentation model: exactly these fields, no others (so drift fails validation)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-# --- errors and health --------------------------------------------------------------------------
-
-
-class FieldError(Doc):
-    field: str = Field(description="dotted path of the bad input, e.g. `domain_whitelist.api_url`; `body` for the whole body")
-    message: str
-
-
-class ErrorDetail(Doc):
-    code: str = Field(description="stable machine-readable code, e.g. `bot_not_found`, `invalid_body`, `unauthorized`")
-    message: str
-    fields: list[FieldError] = Field(default_factory=list, description="present on 422: one entry per bad field")
-
-
-class Error(Doc):
-    """Every error response."""
-
-    error: ErrorDetail
-
-
-class Health(Doc):
-    status: Literal["ok"]
-
-
-class Readiness(Doc):
-    status: Literal["ok", "unavailable"]
-    checks: dict[str, bool] = Field(description="each dependency (`database`, `broker`) and whether it answers")
-
-
-# --- bots and Custom Authentication settings ----------------------------------------------------
-
-
-class Bot(Doc):
-    bot_id: UUID
-    name: str
-    workspace_id: UUID | None = Field(description="null: reached only with the operator's admin token")
-    created_at: datetime
-    updated_at: datetime
-
-
-class SigningSecret(Doc):
-    signing_secret: str = Field(description="`whsec_...`: verify `Doorman-Signature` with it")
-    previous_valid_until: datetime | None
-
-
-class Workspace(Doc):
-    workspace_id: UUID
-    name: str
-    created_at: datetime
-
-
-class WorkspaceList(Doc):
-    workspaces: list[Workspace]
-
-
-class ApiKeyCreated(Doc):
-    key_id: UUID
-    workspace_id: UUID
-    name: str
-    created_at: datetime
-    api_key: str = Field(description="`dk_...`: shown this once; only its SHA-256 is stored")
-
-
-class ApiKey(Doc):
-    key_id: UUID
-    workspace_id: UUID
-    name: str
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-
-
-class ApiKeyList(Doc):
-    api_keys: list[ApiKey]
-
-
-class BotPage(Doc):
-    bots: list[Bot]
-    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
-
-
-class DomainWhitelistView(Doc):
-    enabled: bool
-    source: Literal["manual", "api"]
-    domains: list[str]
-    api_url: str | None
-
-
-class CustomAuthSettings(Doc):
-    """The stored settings. The header token is write-only: only whether one is set is shown."""
-
-    enabled: bool
-    auth_url: str | None
-    header_token_set: bool
-    signing_secret_set: bool = Field(description="identity calls carry `Doorman-Signature`")
-    identify_method: IdentifyMethod
-    request_fields: list[RequestField]
-    domain_whitelist: DomainWhitelistView
-    revision: int = Field(description="incremented by every PUT")
-    updated_at: datetime
-
-
-# --- widget sessions ----------------------------------------------------------------------------
-
-
-class SessionCreated(Doc):
-    session_id: str = Field(description="256 random bits, URL-safe; the only key to the outcome")
-    status: Literal["pending"]
-
-
-class WidgetContact(Doc):
-    """What the visitor's browser may learn about its own contact (no label, no metadata)."""
-
-    contact_id: UUID
-    name: str | None
-    email: str | None
-    phone_number: str | None
-    avatar: str | None
-    verified: bool
-
-
-class Fallback(Doc):
-    reason: FallbackReason
-    detail: str | None
-
-
-class ContactAccepted(Doc):
-    session_id: str
-    status: Literal["accepted"]
-
-
-class SessionView(Doc):
-    session_id: str
-    status: SessionStatus
-    contact: WidgetContact | None = Field(description="set when verified")
-    fallback: Fallback | None = Field(description="set when status is `fallback`: show the Collect Information form")
-    collected: bool = Field(description="the Collect Information form was sent for this session")
-
-
-# --- contacts and the authentication activity log ----------------------------------------------
-
-
-class ContactSummary(Doc):
-    contact_id: UUID
-    identify_method: IdentifyMethod | Literal["session"] = Field(
-        description="`session`: a Collect Information contact with neither email nor phone, its own contact")
-    identifier: str = Field(description="the normalised value of the identify method's field")
-    external_id: str | None = Field(description="the business's `id` for the visitor")
-    name: str | None
-    email: str | None
-    phone_number: str | None
-    country_code: str | None
-    avatar: str | None
-    label: str | None
-    verified: bool
-    created_at: datetime
-    updated_at: datetime
-    last_verified_at: datetime | None
-
-
-class ContactDetail(ContactSummary):
-    metadata: dict[str, Any]
-    sources: dict[str, Literal["api", "visitor"]] = Field(
-        description="where each field's current value came from: the business's API or the visitor's form")
-
-
-class ContactPage(Doc):
-    contacts: list[ContactSummary] = Field(description="newest first")
-    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
-
-
-class AuthEvent(Doc):
-    """One widget session and why it ended as it did."""
-
-    session_id: str
-    origin: str | None
-    status: SessionStatus
-    reason: FallbackReason | None
-    detail: str | None
-    contact_id: UUID | None
-    created_at: datetime
-    resolved_at: datetime | None
-    latency_ms: int | None = Field(description="open to outcome")
-    auth_http_status: int | None = Field(description="the Authentication URL's HTTP status, if it answered")
-    auth_latency_ms: float | None = Field(description="duration of the identity call")
-    whitelist_note: str | None
-
-
-class AuthEventPage(Doc):
-    events: list[AuthEvent] = Field(description="newest first")
-    next_cursor: str | None
-
-
-# --- the Testing panel --------------------------------------------------------------------------
-
-
-class TestRequestSent(Doc):
-    method: Literal["POST"]
-    url: str
-    headers: dict[str, str] = Field(description="as sent; `Authorization` masked")
-    body: dict[str, Any] = Field(description="as sent; `access_token` masked")
-
-
-class TestResponseReceived(Doc):
-    status: int
-    headers: dict[str, str] = Field(description="without `Set-Cookie` and authorization headers")
-    body: str = Field(description="the first 4096 characters")
-    body_truncated: bool
-    body_bytes: int
-
-
-class TestMatch(Doc):
-    action: Literal["create", "update"]
-    contact_id: UUID | None = Field(description="the contact a real session would update")
-
-
-class TestFailure(Doc):
-    reason: FallbackReason
-    detail: str
-    hint: str = Field(description="what to fix")
-
-
-class TestResult(Doc):
-    """The identity call made with the bot's current settings; nothing is written."""
-
-    ok: bool
-    enabled: bool = Field(description="whether Custom Authentication is on (the test runs either way)")
-    identify_method: IdentifyMethod
-    request: TestRequestSent
-    response: TestResponseReceived | None = Field(description="null when no answer arrived")
-    identity: Identity | None = Field(description="the profile parsed from the answer")
-    match: TestMatch | None
-    elapsed_ms: float
-    failure: TestFailure | None
-
-
-assert set(WIDGET_CONTACT_FIELDS) == set(WidgetContact.model_fields), "WidgetContact drifted from store"
 
 
 # --- the operations -----------------------------------------------------------------------------
@@ -304,8 +71,8 @@ class Operation:
     request: type[BaseModel] | None
     query: type[BaseModel] | None
     security: str | None
-    # status -> (description, model or None); a model is JSON unless the status is in ``streams``
-    responses: dict[int, tuple[str, type[BaseModel] | None]]
+    # status -> (description, model or TypedDict or None); JSON unless the status is in ``streams``
+    responses: dict[int, tuple[str, Any]]
     streams: dict[int, str] = field(default_factory=dict)  # status -> description of a text/event-stream
     headers: dict[int, dict[str, str]] = field(default_factory=dict)  # status -> {header: description}
 
@@ -468,9 +235,10 @@ class _Components:
         if self.schemas.setdefault(name, schema) != schema:
             raise ValueError(f"two different schemas are both called {name!r}")
 
-    def model(self, model: type[BaseModel]) -> dict[str, Any]:
-        """``model`` (and what it refers to) into components; returns a reference to it."""
-        return {"$ref": REF_TEMPLATE.format(model=self.add(model.model_json_schema(ref_template=REF_TEMPLATE), model.__name__))}
+    def model(self, model: Any) -> dict[str, Any]:
+        """``model`` (a pydantic model or TypedDict, and what it refers to) into components; returns a reference to it."""
+        schema = TypeAdapter(model).json_schema(ref_template=REF_TEMPLATE)
+        return {"$ref": REF_TEMPLATE.format(model=self.add(schema, model.__name__))}
 
     def add(self, schema: dict[str, Any], name: str) -> str:
         schema = dict(schema)

@@ -6,11 +6,13 @@ import asyncio
 import re
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Literal
 from uuid import uuid4
 
 import structlog
 from aiohttp import web
+from pydantic import ConfigDict, Field, with_config
+from typing_extensions import TypedDict
 
 from shared.events import ContactCollected, WidgetOpened, utcnow
 from shared.metrics import WAITING_STREAMS
@@ -21,13 +23,25 @@ from shared.sessions import (
 from .http_errors import dumps, error, json_response, read_model, read_query
 from .keys import HUB, LIMITS, OPENS, POOL, PUBLISH, SETTINGS
 from .opening import Open, Opened
-from .outcomes import OutcomeHub
+from .outcomes import OutcomeHub, View
 from .schemas import CollectedContact, OpenQuery, OpenSession
 
 log = structlog.get_logger("doorman.gateway.widget")
 routes = web.RouteTableDef()
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+
+@with_config(ConfigDict(extra="forbid"))
+class SessionCreated(TypedDict):
+    session_id: Annotated[str, Field(description="256 random bits, URL-safe; the only key to the outcome")]
+    status: Literal["pending"]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class ContactAccepted(TypedDict):
+    session_id: str
+    status: Literal["accepted"]
 
 
 def session_id_of(request: web.Request) -> str:
@@ -72,10 +86,11 @@ async def open_session(request: web.Request) -> web.Response:
         view = busy_view(session.session_id) if session.busy else await _outcome_within(hub, session.session_id, wait)
         if view is not None:
             return json_response(view)
-    return web.json_response({"session_id": session.session_id, "status": "pending"}, status=202)
+    created: SessionCreated = {"session_id": session.session_id, "status": "pending"}
+    return web.json_response(created, status=202)
 
 
-async def _outcome_within(hub: OutcomeHub, session_id: str, seconds: float) -> dict[str, Any] | None:
+async def _outcome_within(hub: OutcomeHub, session_id: str, seconds: float) -> View | None:
     future = hub.watch(session_id)
     try:
         return await asyncio.wait_for(future, seconds) or None
@@ -111,7 +126,8 @@ async def collect_contact(request: web.Request) -> web.Response:
         log.error("collected contact not published", error=type(exc).__name__, bot_id=str(bot_id))
         raise error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"}) from None
     log.info("contact collected", session_id=session_id, bot_id=str(bot_id), correlation_id=event.correlation_id)
-    return json_response({"session_id": session_id, "status": "accepted"}, status=202)
+    accepted: ContactAccepted = {"session_id": session_id, "status": "accepted"}
+    return json_response(accepted, status=202)
 
 
 @routes.get("/v1/widget/sessions/{session_id}")
@@ -149,9 +165,9 @@ async def stream_session(request: web.Request) -> web.StreamResponse:
             if status is None:
                 raise error(404, "session_not_found", "no session has this id")
             if status != "pending":
-                view = await session_view(pool, session_id)
+                resolved = await session_view(pool, session_id)
                 if not future.done():
-                    future.set_result(view or {})
+                    future.set_result(resolved or {})
         stream = web.StreamResponse(headers=SSE_HEADERS)
         await stream.prepare(request)
         hub.streaming(stream)

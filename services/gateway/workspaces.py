@@ -11,6 +11,7 @@ from .admin import ADMIN_BODY_MAX_BYTES
 from .http_errors import error, json_response, read_model
 from .keys import POOL
 from .schemas import NewApiKey, NewWorkspace
+from .views import ApiKey, ApiKeyCreated, ApiKeyList, Workspace, WorkspaceList
 
 routes = web.RouteTableDef()
 
@@ -23,14 +24,14 @@ async def create_workspace(request: web.Request) -> web.Response:
         "INSERT INTO workspaces (workspace_id, name) VALUES ($1, $2) RETURNING workspace_id, name, created_at",
         uuid4(), body.name,
     )
-    return json_response(dict(row), status=201)
+    return json_response(Workspace(**row), status=201)
 
 
 @routes.get("/v1/workspaces")
 async def list_workspaces(request: web.Request) -> web.Response:
     require_operator(request)
     rows = await request.app[POOL].fetch("SELECT workspace_id, name, created_at FROM workspaces ORDER BY created_at")
-    return json_response({"workspaces": [dict(r) for r in rows]})
+    return json_response(WorkspaceList(workspaces=[Workspace(**r) for r in rows]))
 
 
 @routes.post("/v1/workspaces/{workspace_id}/api-keys")
@@ -46,7 +47,7 @@ async def create_api_key(request: web.Request) -> web.Response:
            RETURNING key_id, workspace_id, name, created_at""",
         uuid4(), workspace_id, body.name, prefix, digest,
     )
-    return json_response({**dict(row), "api_key": key}, status=201)  # the only time it is shown
+    return json_response(ApiKeyCreated(**row, api_key=key), status=201)  # the only time it is shown
 
 
 @routes.get("/v1/workspaces/{workspace_id}/api-keys")
@@ -56,7 +57,7 @@ async def list_api_keys(request: web.Request) -> web.Response:
         """SELECT key_id, workspace_id, name, created_at, last_used_at, revoked_at FROM api_keys
            WHERE workspace_id = $1 ORDER BY created_at""", workspace_id,
     )
-    return json_response({"api_keys": [dict(r) for r in rows]})
+    return json_response(ApiKeyList(api_keys=[ApiKey(**r) for r in rows]))
 
 
 @routes.delete("/v1/workspaces/{workspace_id}/api-keys/{key_id}")
