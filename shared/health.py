@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
 from shared.metrics import DB_POOL, exposition
+from shared.routes import Routes
 
 Check = Callable[[], Awaitable[dict[str, bool]]]
 
@@ -27,10 +28,17 @@ class Readiness(TypedDict):
 
 
 def health_routes(*, ready: Check, pool: Callable[[], asyncpg.Pool | None] | None = None) -> list[web.RouteDef]:
+    routes = Routes()
+
+    @routes.get("/healthz", "healthz", "Liveness: the event loop answers", tag="operations",
+                responses={200: ("Alive.", Health)})
     async def healthz(_: web.Request) -> web.Response:
         alive: Health = {"status": "ok"}
         return web.json_response(alive)
 
+    @routes.get("/readyz", "readyz", "Readiness: the database answers and the broker channel is open",
+                tag="operations", responses={200: ("Ready.", Readiness),
+                                             503: ("A dependency is not ready: `checks` says which.", Readiness)})
     async def readyz(_: web.Request) -> web.Response:
         checks = await ready()
         ok = all(checks.values())
@@ -49,4 +57,4 @@ def health_routes(*, ready: Check, pool: Callable[[], asyncpg.Pool | None] | Non
         body, content_type = exposition(pool_usage)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    return [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
+    return [*routes, web.get("/metrics", metrics)]

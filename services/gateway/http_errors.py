@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, with_config
 from typing_extensions import TypedDict
 
 from shared.failures import is_transient
+from shared.routes import Response
 
 from .pagination import BadCursor
 
@@ -40,6 +41,17 @@ class Error(TypedDict):
     """Every error response."""
 
     error: ErrorDetail
+
+
+# Answers operations share (see shared.routes); openapi.py makes the 413's text name the operation's limit.
+BODY_ERRORS = {
+    413: ("The body is too large.", Error),
+    415: ("The body is not `application/json`.", Error),
+    422: ("The body is not valid: `fields` says which fields and why.", Error),
+}
+QUERY_ERRORS = {422: ("A query parameter is not valid (or `cursor` is not one this API returned).", Error)}
+RETRY_AFTER = {"Retry-After": "seconds to wait before retrying"}
+UNAVAILABLE = {503: Response("The broker is unavailable; retry after `Retry-After` seconds.", Error, RETRY_AFTER)}
 
 
 class ApiError(web.HTTPException):

@@ -16,20 +16,24 @@ from typing_extensions import TypedDict
 
 from shared.events import ContactCollected, WidgetOpened, utcnow
 from shared.metrics import WAITING_STREAMS
+from shared.routes import Response, Routes, Stream
 from shared.sessions import (
-    NewSession, busy_view, claim_collection, new_session_id, release_collection, session_view, watch_session,
+    NewSession, SessionView, busy_view, claim_collection, new_session_id, release_collection, session_view,
+    watch_session,
 )
 
-from .http_errors import dumps, error, json_response, read_model, read_query
+from .http_errors import BODY_ERRORS, UNAVAILABLE, Error, dumps, error, json_response, read_model, read_query
 from .keys import HUB, LIMITS, OPENS, POOL, PUBLISH, SETTINGS
 from .opening import Open, Opened
 from .outcomes import OutcomeHub, View
+from .ratelimit import LIMITED
 from .schemas import CollectedContact, OpenQuery, OpenSession
 
 log = structlog.get_logger("doorman.gateway.widget")
-routes = web.RouteTableDef()
+routes = Routes()
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
+NO_SESSION = {404: ("No session has this id.", Error)}
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -52,7 +56,20 @@ def session_id_of(request: web.Request) -> str:
     return session_id
 
 
-@routes.post("/v1/widget/sessions")
+@routes.post("/v1/widget/sessions", "openSession", "Open a widget session", tag="widget", body=OpenSession,
+             query=OpenQuery, responses={
+    200: (("Only with `wait`: the outcome came within `wait` seconds; the session as `GET "
+           "/v1/widget/sessions/{session_id}` returns it (verified, or fallback with the reason). An open refused "
+           "by admission control answers here at once as fallback with reason `busy`."), SessionView),
+    202: (("Accepted: the outcome arrives on the session's event stream (with `wait`: it did not come in time). "
+           "When the gateway is too busy to answer in time (admission control), the open is still accepted but "
+           "stored already resolved as fallback with reason `busy` and sent to no one: its stream and `GET` "
+           "answer at once, and the Collect Information form may be sent for it."), SessionCreated),
+    404: ("No bot has this `bot_id`.", Error),
+    **BODY_ERRORS,
+    422: ("The body or the `wait` query parameter is not valid: `fields` says which and why.", Error),
+    **LIMITED, **UNAVAILABLE,
+})
 async def open_session(request: web.Request) -> web.Response:
     started = time.perf_counter()
     settings, limits, hub = request.app[SETTINGS], request.app[LIMITS], request.app[HUB]
@@ -100,7 +117,13 @@ async def _outcome_within(hub: OutcomeHub, session_id: str, seconds: float) -> V
         hub.unwatch(session_id, future)
 
 
-@routes.post("/v1/widget/sessions/{session_id}/contact")
+@routes.post("/v1/widget/sessions/{session_id}/contact", "collectContact", "Send the Collect Information form",
+             tag="widget", body=CollectedContact, responses={
+    202: ("Accepted: a non-verified contact is made (it never overwrites a verified one).", ContactAccepted),
+    **NO_SESSION,
+    409: ("The session did not fall back, or its form was already sent.", Error),
+    **BODY_ERRORS, **LIMITED, **UNAVAILABLE,
+})
 async def collect_contact(request: web.Request) -> web.Response:
     """The Collect Information form, once per fallen-back session: makes a non-verified contact."""
     settings, pool = request.app[SETTINGS], request.app[POOL]
@@ -130,7 +153,10 @@ async def collect_contact(request: web.Request) -> web.Response:
     return json_response(accepted, status=202)
 
 
-@routes.get("/v1/widget/sessions/{session_id}")
+@routes.get("/v1/widget/sessions/{session_id}", "getSession", "Read a widget session", tag="widget", responses={
+    200: ("The session: pending, verified (with the contact) or fallback (with the reason).", SessionView),
+    **NO_SESSION, **LIMITED,
+})
 async def read_session(request: web.Request) -> web.Response:
     await request.app[LIMITS].read_by_client(request)
     view = await session_view(request.app[POOL], session_id_of(request))
@@ -145,7 +171,16 @@ SSE_HEADERS = {
 }
 
 
-@routes.get("/v1/widget/sessions/{session_id}/events")
+@routes.get("/v1/widget/sessions/{session_id}/events", "streamSession", "Stream a widget session's outcome",
+            tag="widget", responses={
+    200: Response("Server-Sent Events.", stream=Stream(
+        "Exactly one event, `event: outcome`, sent when the session resolves (at once if it already has, as an open "
+        "refused with reason `busy` has); its `data` is the session as JSON, the same object "
+        "`GET /v1/widget/sessions/{session_id}` returns (schema `SessionView`). "
+        "Then the stream ends. Comment pings keep the connection open while the session is pending.",
+        events={"outcome": SessionView})),
+    **NO_SESSION, **LIMITED,
+})
 async def stream_session(request: web.Request) -> web.StreamResponse:
     """One ``outcome`` event when the session resolves, then the stream ends.
 
