@@ -141,6 +141,9 @@ class TestRequest(Strict):
     email: Short | None = None
     name: Short | None = None
     phone_number: Short | None = None
+    origin: Annotated[str, Field(max_length=2048, description=(
+        "the page origin a real widget open would come from, e.g. `https://shop.example.com`; the whitelist "
+        "decision uses it; omitted: decided as an open without an Origin header"))] | None = None
 
 
 def _blank_is_none(value: object) -> object:

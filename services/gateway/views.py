@@ -183,6 +183,12 @@ class TestFailure(View):
     hint: str = Field(description="what to fix")
 
 
+class VisitorOutcome(View):
+    status: Literal["verified", "fallback"]
+    reason: FallbackReason | None = Field(description="null when verified")
+    detail: str | None
+
+
 class TestResult(View):
     """The identity call made with the bot's current settings; nothing is written."""
 
@@ -195,3 +201,7 @@ class TestResult(View):
     match: TestMatch | None
     elapsed_ms: float
     failure: TestFailure | None
+    visitor_outcome: VisitorOutcome = Field(description=(
+        "what a real widget open from `origin` would get today with these settings (Custom Authentication off, "
+        "domain not allowed, missing token and the call's own result), decided by the verifier's own code in a "
+        "dry run"))
