@@ -8,7 +8,7 @@ correlation id). The routing key of an event is its ``event_type``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
@@ -137,7 +137,7 @@ class SessionResolved(Event):
     event_type: ClassVar[str] = "session.resolved"
 
     status: str
-    view: dict[str, Any] | None = None  # the outcome view as GET /v1/widget/sessions/{id} shows it
+    view: Mapping[str, Any] | None = None  # the outcome view as GET /v1/widget/sessions/{id} shows it
     facts: CallFacts = CallFacts()
 
 

@@ -3,23 +3,47 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal
 
 import asyncpg
 from aiohttp import web
+from pydantic import ConfigDict, Field, with_config
+from typing_extensions import TypedDict
 
 from shared.metrics import DB_POOL, exposition
+from shared.routes import Routes
 
 Check = Callable[[], Awaitable[dict[str, bool]]]
 
 
-def health_routes(*, ready: Check, pool: Callable[[], asyncpg.Pool | None] | None = None) -> list[web.RouteDef]:
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+@with_config(ConfigDict(extra="forbid"))
+class Health(TypedDict):
+    status: Literal["ok"]
 
+
+@with_config(ConfigDict(extra="forbid"))
+class Readiness(TypedDict):
+    status: Literal["ok", "unavailable"]
+    checks: Annotated[dict[str, bool], Field(description="each dependency (`database`, `broker`) and whether it answers")]
+
+
+def health_routes(*, ready: Check, pool: Callable[[], asyncpg.Pool | None] | None = None) -> list[web.RouteDef]:
+    routes = Routes()
+
+    @routes.get("/healthz", "healthz", "Liveness: the event loop answers", tag="operations",
+                responses={200: ("Alive.", Health)})
+    async def healthz(_: web.Request) -> web.Response:
+        alive: Health = {"status": "ok"}
+        return web.json_response(alive)
+
+    @routes.get("/readyz", "readyz", "Readiness: the database answers and the broker channel is open",
+                tag="operations", responses={200: ("Ready.", Readiness),
+                                             503: ("A dependency is not ready: `checks` says which.", Readiness)})
     async def readyz(_: web.Request) -> web.Response:
         checks = await ready()
         ok = all(checks.values())
-        return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+        readiness: Readiness = {"status": "ok" if ok else "unavailable", "checks": checks}
+        return web.json_response(readiness, status=200 if ok else 503)
 
     def pool_usage() -> None:
         p = pool() if pool else None
@@ -33,4 +57,4 @@ def health_routes(*, ready: Check, pool: Callable[[], asyncpg.Pool | None] | Non
         body, content_type = exposition(pool_usage)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    return [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
+    return [*routes, web.get("/metrics", metrics)]

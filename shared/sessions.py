@@ -30,20 +30,21 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import asyncpg
+from pydantic import ConfigDict, Field, with_config
+from typing_extensions import TypedDict
 
 from shared.events import CallFacts, FallbackReason, utcnow
 
 EXPIRE_GRACE_SECONDS = 2.0
 EXPIRED_DETAIL = "the session was not resolved in time"
 BUSY_DETAIL = "Doorman is too busy to verify visitors right now"
-# What a visitor's browser may learn about its own contact; label and metadata are for agents.
-WIDGET_CONTACT_FIELDS = ("contact_id", "name", "email", "phone_number", "avatar", "verified")
+SessionStatus = Literal["pending", "verified", "fallback"]
 
 # -- ids ------------------------------------------------------------------------------------------
 
@@ -108,27 +109,64 @@ async def forget_sessions(conn: asyncpg.Connection | asyncpg.Pool, session_ids: 
 
 # -- read -----------------------------------------------------------------------------------------------
 
+# The widget's view of a session, as the API documents it: TypedDicts, so the widget's hot path builds
+# plain dict literals (no model per request), type-checked against them; their JSON schemas come from pydantic.
+
+
+@with_config(ConfigDict(extra="forbid"))
+class WidgetContact(TypedDict):
+    """What the visitor's browser may learn about its own contact (no label, no metadata)."""
+
+    contact_id: UUID
+    name: str | None
+    email: str | None
+    phone_number: str | None
+    avatar: str | None
+    verified: bool
+
+
+@with_config(ConfigDict(extra="forbid"))
+class Fallback(TypedDict):
+    reason: FallbackReason
+    detail: str | None
+
+
+@with_config(ConfigDict(extra="forbid"))
+class SessionView(TypedDict):
+    session_id: str
+    status: SessionStatus
+    contact: Annotated[WidgetContact | None, Field(description="set when verified")]
+    fallback: Annotated[Fallback | None, Field(
+        description="set when status is `fallback`: show the Collect Information form")]
+    collected: Annotated[bool, Field(description="the Collect Information form was sent for this session")]
+
+
 _VIEW_COLUMNS = """s.session_id, s.status, s.reason, s.detail, s.deadline_at, s.collected_at IS NOT NULL AS collected,
                    c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified"""
 _SESSION_VIEWS = f"""SELECT {_VIEW_COLUMNS} FROM widget_sessions s LEFT JOIN contacts c USING (contact_id)
                      WHERE s.session_id = ANY($1::text[])"""
 
 
-def widget_view(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+def widget_view(row: asyncpg.Record | dict[str, Any]) -> SessionView:
     """What the widget sees: GET /v1/widget/sessions/{id}, the SSE ``outcome`` event, ``?wait``."""
-    contact = {k: row[k] for k in WIDGET_CONTACT_FIELDS} if row["contact_id"] else None
-    fallback = {"reason": row["reason"], "detail": row["detail"]} if row["status"] == "fallback" else None
+    contact: WidgetContact | None = {
+        "contact_id": row["contact_id"], "name": row["name"], "email": row["email"],
+        "phone_number": row["phone_number"], "avatar": row["avatar"], "verified": row["verified"],
+    } if row["contact_id"] else None
+    fallback: Fallback | None = (
+        {"reason": row["reason"], "detail": row["detail"]} if row["status"] == "fallback" else None
+    )
     return {"session_id": row["session_id"], "status": row["status"], "contact": contact, "fallback": fallback,
             "collected": row["collected"]}
 
 
-def fallback_view(session_id: str, reason: FallbackReason, detail: str) -> dict[str, Any]:
+def fallback_view(session_id: str, reason: FallbackReason, detail: str) -> SessionView:
     """The view of a session that fell back before any contact or form: a busy refusal, an expiry."""
     return {"session_id": session_id, "status": "fallback", "contact": None,
-            "fallback": {"reason": reason.value, "detail": detail}, "collected": False}
+            "fallback": {"reason": reason, "detail": detail}, "collected": False}
 
 
-def busy_view(session_id: str) -> dict[str, Any]:
+def busy_view(session_id: str) -> SessionView:
     return fallback_view(session_id, FallbackReason.busy, BUSY_DETAIL)
 
 
@@ -136,13 +174,13 @@ def _overdue(row: asyncpg.Record, now: datetime) -> bool:
     return row["status"] == "pending" and row["deadline_at"] + timedelta(seconds=EXPIRE_GRACE_SECONDS) < now
 
 
-async def session_view(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> dict[str, Any] | None:
+async def session_view(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> SessionView | None:
     """The widget's view of a session; an overdue pending one is ended here first."""
     views = await session_views(conn, [session_id])
     return views.get(session_id)
 
 
-async def session_views(conn: asyncpg.Connection | asyncpg.Pool, session_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+async def session_views(conn: asyncpg.Connection | asyncpg.Pool, session_ids: Sequence[str]) -> dict[str, SessionView]:
     """Several sessions' views in one round trip (sessions that do not exist are left out);
     overdue pending ones are expired first, so a reader never waits on a lost message."""
     rows = await conn.fetch(_SESSION_VIEWS, list(session_ids))
@@ -200,7 +238,7 @@ class Resolved:
     reason: str | None
     watcher: str | None
     seconds: float  # widget open to outcome
-    view: dict[str, Any] = field(default_factory=dict)  # what the widget is told
+    view: SessionView  # what the widget is told
     facts: CallFacts = CallFacts()
 
     @property

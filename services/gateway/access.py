@@ -18,7 +18,9 @@ from uuid import UUID
 import asyncpg
 from aiohttp import web
 
-from .http_errors import error
+from shared.routes import Response
+
+from .http_errors import Error, error
 from .keys import POOL, SETTINGS
 
 KEY_PREFIX = "dk_"
@@ -62,6 +64,12 @@ def _unauthorized() -> web.HTTPException:
 
 
 ADMIN_PATHS = ("/v1/bots", "/v1/workspaces")  # the admin API: every route under these needs a bearer
+# What every operation under ADMIN_PATHS may answer (openapi.py adds it to each), and the 403 and 404s below.
+UNAUTHORIZED = {401: Response("Missing or wrong admin token.", Error,
+                              {"WWW-Authenticate": '`Bearer realm="doorman-admin"`'})}
+OPERATOR_ONLY = {403: ("Only the operator's admin token may do this.", Error)}
+NOT_FOUND_BOT = {404: ("No bot has this `bot_id` (or it belongs to another workspace).", Error)}
+NOT_FOUND_WORKSPACE = {404: ("No workspace has this id (or it is not yours).", Error)}
 
 
 async def authenticate(request: web.Request) -> None:

@@ -3,25 +3,31 @@ Authentication settings, the Testing panel, contacts and the authentication acti
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from uuid import UUID
 
+import asyncpg
 from aiohttp import web
+from pydantic import BaseModel
 
 from shared.auth_config import load as load_auth_config
 from shared.http import DestinationBlocked, OutboundClient
+from shared.routes import Handler, Routes
 from shared.signing import new_secret as new_signing_secret
 
 from . import directory, store, testing
-from .access import principal, visible_bot
-from .http_errors import error, json_response, read_model, read_query
+from .access import NOT_FOUND_BOT, NOT_FOUND_WORKSPACE, principal, visible_bot
+from .http_errors import BODY_ERRORS, QUERY_ERRORS, Error, FieldError, error, json_response, read_model, read_query
 from .keys import HTTP, POOL, SECRETS
 from .schemas import AuthEventQuery, BotQuery, ContactQuery, CustomAuthSettingsIn, NewBot, TestRequest
+from .views import AuthEventPage, Bot, BotPage, ContactDetail, ContactPage, CustomAuthSettings, SigningSecret, TestResult
 
-routes = web.RouteTableDef()
+routes = Routes()
 ADMIN_BODY_MAX_BYTES = 256 * 1024
 
 
-@routes.post("/v1/bots")
+@routes.post("/v1/bots", "createBot", "Create a bot", tag="bots", body=NewBot,
+             responses={201: ("The new bot (Custom Authentication off).", Bot), **NOT_FOUND_WORKSPACE, **BODY_ERRORS})
 async def create_bot(request: web.Request) -> web.Response:
     body = await read_model(request, NewBot, max_bytes=ADMIN_BODY_MAX_BYTES)
     who = principal(request)
@@ -33,7 +39,8 @@ async def create_bot(request: web.Request) -> web.Response:
     return json_response(bot, status=201)
 
 
-@routes.get("/v1/bots")
+@routes.get("/v1/bots", "listBots", "List bots", tag="bots", query=BotQuery,
+            responses={200: ("Bots, newest first.", BotPage), 422: ("Bad query parameters.", Error)})
 async def list_bots(request: web.Request) -> web.Response:
     query = read_query(request, BotQuery)
     who = principal(request)
@@ -42,23 +49,29 @@ async def list_bots(request: web.Request) -> web.Response:
     return json_response(page)
 
 
-@routes.get("/v1/bots/{bot_id}")
-async def get_bot(request: web.Request) -> web.Response:
-    bot = await store.get_bot(request.app[POOL], await visible_bot(request))
-    if bot is None:
-        raise error(404, "bot_not_found", "no bot has this bot_id")
-    return json_response(bot)
+def _read_of_bot(read: Callable[[asyncpg.Pool, UUID], Awaitable[BaseModel | None]]) -> Handler:
+    """The handler answering what ``read`` finds for the path's bot (404 when it finds nothing)."""
+    async def handler(request: web.Request) -> web.Response:
+        found = await read(request.app[POOL], await visible_bot(request))
+        if found is None:
+            raise error(404, "bot_not_found", "no bot has this bot_id")
+        return json_response(found)
+
+    return handler
 
 
-@routes.get("/v1/bots/{bot_id}/custom-auth")
-async def get_custom_auth(request: web.Request) -> web.Response:
-    settings = await store.get_custom_auth(request.app[POOL], await visible_bot(request))
-    if settings is None:
-        raise error(404, "bot_not_found", "no bot has this bot_id")
-    return json_response(settings)
+get_bot = routes.get("/v1/bots/{bot_id}", "getBot", "Read a bot", tag="bots",
+                     responses={200: ("The bot.", Bot), **NOT_FOUND_BOT})(_read_of_bot(store.get_bot))
+get_custom_auth = routes.get(
+    "/v1/bots/{bot_id}/custom-auth", "getCustomAuth", "Read Custom Authentication settings", tag="custom-auth",
+    responses={200: ("The settings, with `header_token_set` instead of the token.", CustomAuthSettings),
+               **NOT_FOUND_BOT},
+)(_read_of_bot(store.get_custom_auth))
 
 
-@routes.put("/v1/bots/{bot_id}/custom-auth")
+@routes.put("/v1/bots/{bot_id}/custom-auth", "putCustomAuth", "Replace Custom Authentication settings",
+            tag="custom-auth", body=CustomAuthSettingsIn,
+            responses={200: ("The stored settings.", CustomAuthSettings), **NOT_FOUND_BOT, **BODY_ERRORS})
 async def put_custom_auth(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
     body = await read_model(request, CustomAuthSettingsIn, max_bytes=ADMIN_BODY_MAX_BYTES)
@@ -74,7 +87,7 @@ def _refuse_blocked_urls(http: OutboundClient, body: CustomAuthSettingsIn) -> No
     (scheme, port, an IP literal that is not public). Names that resolve to forbidden addresses
     are only known when called: destination_blocked then."""
     urls = {"auth_url": body.auth_url, "domain_whitelist.api_url": body.domain_whitelist.api_url}
-    problems = []
+    problems: list[FieldError] = []
     for field, url in urls.items():
         if url:
             try:
@@ -85,7 +98,13 @@ def _refuse_blocked_urls(http: OutboundClient, body: CustomAuthSettingsIn) -> No
         raise error(422, "invalid_body", "the request body is not valid", fields=problems)
 
 
-@routes.post("/v1/bots/{bot_id}/custom-auth/test")
+@routes.post("/v1/bots/{bot_id}/custom-auth/test", "testCustomAuth", "Run the Testing panel", tag="custom-auth",
+             body=TestRequest, responses={
+    200: ("The request sent (tokens masked), the answer received, the identity parsed or the precise failure.",
+          TestResult),
+    **NOT_FOUND_BOT, **BODY_ERRORS,
+    422: ("The body is not valid, or the bot has no `auth_url` yet (`invalid_settings`).", Error),
+})
 async def test_custom_auth(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
     sample = await read_model(request, TestRequest, max_bytes=ADMIN_BODY_MAX_BYTES)
@@ -99,7 +118,9 @@ async def test_custom_auth(request: web.Request) -> web.Response:
     return json_response(await testing.run_test(pool, request.app[HTTP], bot_id, config, sample))
 
 
-@routes.get("/v1/bots/{bot_id}/contacts")
+@routes.get("/v1/bots/{bot_id}/contacts", "listContacts", "List and search contacts", tag="contacts",
+            query=ContactQuery,
+            responses={200: ("A page of contacts, newest first.", ContactPage), **NOT_FOUND_BOT, **QUERY_ERRORS})
 async def list_contacts(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
     query = read_query(request, ContactQuery)
@@ -107,7 +128,10 @@ async def list_contacts(request: web.Request) -> web.Response:
     return json_response(page)
 
 
-@routes.get("/v1/bots/{bot_id}/contacts/{contact_id}")
+@routes.get("/v1/bots/{bot_id}/contacts/{contact_id}", "getContact", "Read a contact", tag="contacts", responses={
+    200: ("The contact, with `metadata` and where each field came from.", ContactDetail),
+    404: ("No bot has this `bot_id`, or no contact of that bot has this id.", Error),
+})
 async def get_contact(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
     try:
@@ -120,7 +144,11 @@ async def get_contact(request: web.Request) -> web.Response:
     return json_response(contact)
 
 
-@routes.get("/v1/bots/{bot_id}/auth-events")
+@routes.get("/v1/bots/{bot_id}/auth-events", "listAuthEvents", "The authentication activity log", tag="contacts",
+            query=AuthEventQuery, responses={
+    200: ("A page of widget sessions, newest first, with why each ended as it did.", AuthEventPage),
+    **NOT_FOUND_BOT, **QUERY_ERRORS,
+})
 async def auth_events(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
     query = read_query(request, AuthEventQuery)
@@ -131,10 +159,15 @@ async def auth_events(request: web.Request) -> web.Response:
     return json_response(page)
 
 
-@routes.post("/v1/bots/{bot_id}/custom-auth/signing-secret")
+@routes.post("/v1/bots/{bot_id}/custom-auth/signing-secret", "rotateSigningSecret",
+             "Create or rotate the bot's signing secret", tag="custom-auth", responses={
+    201: (("The new secret, shown this once; the previous one keeps signing (a second signature) until "
+           "`previous_valid_until`."), SigningSecret),
+    **NOT_FOUND_BOT,
+})
 async def rotate_signing_secret(request: web.Request) -> web.Response:
     """A new signing secret, shown this once; the previous one keeps signing for 24 hours."""
     bot_id = await visible_bot(request)
     secret = new_signing_secret()
     previous_until = await store.rotate_signing_secret(request.app[POOL], bot_id, secret, request.app[SECRETS])
-    return json_response({"signing_secret": secret, "previous_valid_until": previous_until}, status=201)
+    return json_response(SigningSecret(signing_secret=secret, previous_valid_until=previous_until), status=201)

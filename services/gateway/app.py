@@ -110,6 +110,7 @@ def init_app(settings: GatewaySettings) -> web.Application:
         reads_per_client=settings.rate_limit_reads_per_client, trust_forwarded_for=settings.trust_forwarded_for,
     )
     app.cleanup_ctx.extend([_database, _broker, _outbound])
+    app.on_startup.append(openapi.publish)
     app.add_routes(widget.routes)
     app.add_routes(admin.routes)
     app.add_routes(workspaces.routes)

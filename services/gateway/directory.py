@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from . import pagination
+from .views import AuthEventPage, ContactDetail, ContactPage
 
 CONTACT_SUMMARY = """contact_id, identify_method, identifier, external_id, name, email, phone_number, country_code,
     avatar, label, verified, created_at, updated_at, last_verified_at"""
@@ -19,7 +19,7 @@ def _like(q: str) -> str:
     return f"%{escaped}%"
 
 
-async def list_contacts(pool: asyncpg.Pool, bot_id: UUID, *, q: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
+async def list_contacts(pool: asyncpg.Pool, bot_id: UUID, *, q: str | None, limit: int, cursor: str | None) -> ContactPage:
     """Newest first; ``q`` matches name, email, phone or identifier (substring, any case)."""
     created_at, contact_id = pagination.after(cursor, UUID)
     rows = await pool.fetch(
@@ -31,10 +31,10 @@ async def list_contacts(pool: asyncpg.Pool, bot_id: UUID, *, q: str | None, limi
             LIMIT $5""",
         bot_id, _like(q) if q else None, created_at, contact_id, limit + 1,
     )
-    return pagination.page(rows, limit, items="contacts", key="contact_id")
+    return ContactPage.model_validate(pagination.page(rows, limit, items="contacts", key="contact_id"))
 
 
-async def get_contact(pool: asyncpg.Pool, bot_id: UUID, contact_id: UUID) -> dict[str, Any] | None:
+async def get_contact(pool: asyncpg.Pool, bot_id: UUID, contact_id: UUID) -> ContactDetail | None:
     row = await pool.fetchrow(
         f"SELECT {CONTACT_SUMMARY}, metadata, field_sources FROM contacts WHERE bot_id = $1 AND contact_id = $2",
         bot_id, contact_id,
@@ -43,7 +43,7 @@ async def get_contact(pool: asyncpg.Pool, bot_id: UUID, contact_id: UUID) -> dic
         return None
     contact = dict(row)
     contact["sources"] = contact.pop("field_sources")
-    return contact
+    return ContactDetail.model_validate(contact)
 
 
 async def find_contact(pool: asyncpg.Pool, bot_id: UUID, identify_method: str, identifier: str) -> UUID | None:
@@ -55,7 +55,7 @@ async def find_contact(pool: asyncpg.Pool, bot_id: UUID, identify_method: str, i
 
 async def auth_events(
     pool: asyncpg.Pool, bot_id: UUID, *, reason: str | None, status: str | None, limit: int, cursor: str | None,
-) -> dict[str, Any]:
+) -> AuthEventPage:
     """Recent sessions, newest first, with why they ended as they did."""
     created_at, session_id = pagination.after(cursor)
     rows = await pool.fetch(
@@ -69,4 +69,4 @@ async def auth_events(
            LIMIT $6""",
         bot_id, reason, status, created_at, session_id, limit + 1,
     )
-    return pagination.page(rows, limit, items="events", key="session_id")
+    return AuthEventPage.model_validate(pagination.page(rows, limit, items="events", key="session_id"))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime
+from typing import Annotated, Any, NotRequired, TypeVar
 from uuid import UUID
-from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, with_config
+from typing_extensions import TypedDict
 
 from shared.failures import is_transient
+from shared.routes import Response
 
 from .pagination import BadCursor
 
@@ -19,20 +21,57 @@ log = structlog.get_logger("doorman.gateway")
 M = TypeVar("M", bound=BaseModel)
 
 
+@with_config(ConfigDict(extra="forbid"))
+class FieldError(TypedDict):
+    field: Annotated[str, Field(
+        description="dotted path of the bad input, e.g. `domain_whitelist.api_url`; `body` for the whole body")]
+    message: str
+
+
+@with_config(ConfigDict(extra="forbid"))
+class ErrorDetail(TypedDict):
+    code: Annotated[str, Field(
+        description="stable machine-readable code, e.g. `bot_not_found`, `invalid_body`, `unauthorized`")]
+    message: str
+    fields: NotRequired[Annotated[list[FieldError], Field(description="present on 422: one entry per bad field")]]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class Error(TypedDict):
+    """Every error response."""
+
+    error: ErrorDetail
+
+
+# Answers operations share (see shared.routes); openapi.py makes the 413's text name the operation's limit.
+BODY_ERRORS = {
+    413: ("The body is too large.", Error),
+    415: ("The body is not `application/json`.", Error),
+    422: ("The body is not valid: `fields` says which fields and why.", Error),
+}
+QUERY_ERRORS = {422: ("A query parameter is not valid (or `cursor` is not one this API returned).", Error)}
+RETRY_AFTER = {"Retry-After": "seconds to wait before retrying"}
+UNAVAILABLE = {503: Response("The broker is unavailable; retry after `Retry-After` seconds.", Error, RETRY_AFTER)}
+
+
 class ApiError(web.HTTPException):
     """An HTTP error whose body is ``{"error": {"code", "message", ...}}``."""
 
-    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, body: Error, headers: dict[str, str] | None = None) -> None:
         self.status_code = status
         super().__init__(text=json.dumps(body), content_type="application/json", headers=headers)
 
 
-def error(status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> ApiError:
-    return ApiError(status, {"error": {"code": code, "message": message, **extra}}, headers)
+def error(status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+          fields: list[FieldError] | None = None) -> ApiError:
+    detail: ErrorDetail = {"code": code, "message": message}
+    if fields is not None:
+        detail["fields"] = fields
+    return ApiError(status, {"error": detail}, headers)
 
 
-def field_errors(exc: ValidationError) -> list[dict[str, str]]:
-    errors = []
+def field_errors(exc: ValidationError) -> list[FieldError]:
+    errors: list[FieldError] = []
     for e in exc.errors(include_url=False, include_input=False, include_context=False):
         field = ".".join(str(p) for p in e["loc"]) or "body"
         errors.append({"field": field, "message": e["msg"]})
@@ -92,4 +131,7 @@ def dumps(data: Any) -> str:
 
 
 def json_response(data: Any, *, status: int = 200) -> web.Response:
+    """``data`` (a model is dumped first) as JSON; timestamps as ``datetime.isoformat`` writes them."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump()
     return web.json_response(data, status=status, dumps=dumps)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,9 +35,9 @@ from .admission import Admission
 
 log = structlog.get_logger("doorman.gateway.outcomes")
 
-View = dict[str, Any]
+View = Mapping[str, Any]  # a session's view (shared.sessions.SessionView), as told or read; {}: no such session
 PING = b": ping\n\n"
-ReadViews = Callable[[Sequence[str]], Awaitable[dict[str, View]]]
+ReadViews = Callable[[Sequence[str]], Awaitable[Mapping[str, View]]]
 
 
 @dataclass

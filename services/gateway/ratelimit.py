@@ -17,8 +17,12 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from shared.metrics import SESSIONS_REFUSED
+from shared.routes import Response
 
-from .http_errors import error
+from .http_errors import RETRY_AFTER, Error, error
+
+LIMITED = {429: Response("Too many requests from this client address (or for this bot); retry after `Retry-After`.",
+                         Error, RETRY_AFTER)}
 
 
 class WidgetLimits:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -13,6 +12,7 @@ from shared.db import CONFIG_CHANNEL
 
 from . import pagination
 from .schemas import CustomAuthSettingsIn
+from .views import Bot, BotPage, CustomAuthSettings, DomainWhitelistView
 
 
 BOT_COLUMNS = "bot_id, name, workspace_id, created_at, updated_at"
@@ -22,19 +22,19 @@ async def workspace_exists(pool: asyncpg.Pool, workspace_id: UUID) -> bool:
     return await pool.fetchval("SELECT true FROM workspaces WHERE workspace_id = $1", workspace_id) is not None
 
 
-async def create_bot(pool: asyncpg.Pool, name: str, workspace_id: UUID | None) -> dict[str, Any]:
+async def create_bot(pool: asyncpg.Pool, name: str, workspace_id: UUID | None) -> Bot:
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             f"INSERT INTO bots (bot_id, name, workspace_id) VALUES ($1, $2, $3) RETURNING {BOT_COLUMNS}",
             uuid4(), name, workspace_id,
         )
         await conn.execute("INSERT INTO custom_auth_settings (bot_id) VALUES ($1)", row["bot_id"])
-    return dict(row)
+    return Bot(**row)
 
 
 async def list_bots(
     pool: asyncpg.Pool, *, workspace_id: UUID | None, every_workspace: bool, limit: int, cursor: str | None,
-) -> dict[str, Any]:
+) -> BotPage:
     """Newest first: every bot for the operator, else the workspace's."""
     created_at, bot_id = pagination.after(cursor, UUID)
     rows = await pool.fetch(
@@ -44,12 +44,12 @@ async def list_bots(
             ORDER BY created_at DESC, bot_id DESC LIMIT $5""",
         every_workspace, workspace_id, created_at, bot_id, limit + 1,
     )
-    return pagination.page(rows, limit, items="bots", key="bot_id")
+    return BotPage.model_validate(pagination.page(rows, limit, items="bots", key="bot_id"))
 
 
-async def get_bot(pool: asyncpg.Pool, bot_id: UUID) -> dict[str, Any] | None:
+async def get_bot(pool: asyncpg.Pool, bot_id: UUID) -> Bot | None:
     row = await pool.fetchrow(f"SELECT {BOT_COLUMNS} FROM bots WHERE bot_id = $1", bot_id)
-    return dict(row) if row else None
+    return Bot(**row) if row else None
 
 
 _SETTINGS_COLUMNS = """
@@ -59,26 +59,26 @@ _SETTINGS_COLUMNS = """
 """
 
 
-def _settings_view(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "enabled": row["enabled"],
-        "auth_url": row["auth_url"],
-        "header_token_set": row["header_token_set"],
-        "signing_secret_set": row["signing_secret_set"],
-        "identify_method": row["identify_method"],
-        "request_fields": list(row["request_fields"]),
-        "domain_whitelist": {
-            "enabled": row["whitelist_enabled"],
-            "source": row["whitelist_source"],
-            "domains": list(row["whitelist_domains"]),
-            "api_url": row["whitelist_api_url"],
-        },
-        "revision": row["revision"],
-        "updated_at": row["updated_at"],
-    }
+def _settings_view(row: asyncpg.Record) -> CustomAuthSettings:
+    return CustomAuthSettings(
+        enabled=row["enabled"],
+        auth_url=row["auth_url"],
+        header_token_set=row["header_token_set"],
+        signing_secret_set=row["signing_secret_set"],
+        identify_method=row["identify_method"],
+        request_fields=list(row["request_fields"]),
+        domain_whitelist=DomainWhitelistView(
+            enabled=row["whitelist_enabled"],
+            source=row["whitelist_source"],
+            domains=list(row["whitelist_domains"]),
+            api_url=row["whitelist_api_url"],
+        ),
+        revision=row["revision"],
+        updated_at=row["updated_at"],
+    )
 
 
-async def get_custom_auth(pool: asyncpg.Pool, bot_id: UUID) -> dict[str, Any] | None:
+async def get_custom_auth(pool: asyncpg.Pool, bot_id: UUID) -> CustomAuthSettings | None:
     row = await pool.fetchrow(f"SELECT {_SETTINGS_COLUMNS} FROM custom_auth_settings WHERE bot_id = $1", bot_id)
     return _settings_view(row) if row else None
 
@@ -97,7 +97,7 @@ _PUT_SETTINGS = f"""
 
 async def put_custom_auth(
     pool: asyncpg.Pool, bot_id: UUID, body: CustomAuthSettingsIn, secrets: Secrets,
-) -> dict[str, Any] | None:
+) -> CustomAuthSettings | None:
     keep_token = "header_token" not in body.model_fields_set
     cipher = secrets.encrypt(body.header_token) if body.header_token else None
     whitelist = body.domain_whitelist

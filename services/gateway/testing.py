@@ -8,7 +8,6 @@ Authentication off or a refused domain included; the identity call is shown eith
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -22,6 +21,7 @@ from shared.http import OutboundClient
 
 from . import directory
 from .schemas import TestRequest
+from .views import TestFailure, TestMatch, TestRequestSent, TestResponseReceived, TestResult, VisitorOutcome
 
 RESPONSE_BODY_SHOWN = 4096  # characters of the business's answer echoed back
 HIDDEN_RESPONSE_HEADERS = frozenset({"set-cookie", "authorization", "proxy-authorization"})
@@ -34,26 +34,24 @@ def mask(secret: str) -> str:
     return f"{shown}**** ({len(secret)} characters)"
 
 
-def _request_view(config: AuthConfig, call: IdentityCall) -> dict[str, Any]:
+def _request_view(config: AuthConfig, call: IdentityCall) -> TestRequestSent:
     headers = dict(call.headers)
     if "Authorization" in headers:
         headers["Authorization"] = mask(headers["Authorization"])
     body = dict(call.body)
     body["access_token"] = mask(body["access_token"] or "")
-    return {"method": "POST", "url": config.auth_url, "headers": headers, "body": body}
+    return TestRequestSent(method="POST", url=config.auth_url or "", headers=headers, body=body)
 
 
-def _response_view(call: IdentityCall) -> dict[str, Any] | None:
+def _response_view(call: IdentityCall) -> TestResponseReceived | None:
     if call.response is None:
         return None
     text = call.response.body.decode("utf-8", errors="replace")
-    return {
-        "status": call.response.status,
-        "headers": {k: v for k, v in call.response.headers.items() if k.lower() not in HIDDEN_RESPONSE_HEADERS},
-        "body": text[:RESPONSE_BODY_SHOWN],
-        "body_truncated": len(text) > RESPONSE_BODY_SHOWN,
-        "body_bytes": len(call.response.body),
-    }
+    return TestResponseReceived(
+        status=call.response.status,
+        headers={k: v for k, v in call.response.headers.items() if k.lower() not in HIDDEN_RESPONSE_HEADERS},
+        body=text[:RESPONSE_BODY_SHOWN], body_truncated=len(text) > RESPONSE_BODY_SHOWN, body_bytes=len(call.response.body),
+    )
 
 
 async def _dry_run(http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest) -> Decision:
@@ -71,14 +69,14 @@ async def _dry_run(http: OutboundClient, bot_id: UUID, config: AuthConfig, sampl
         await whitelist.close()
 
 
-def _visitor_outcome(decision: Decision) -> dict[str, Any]:
+def _visitor_outcome(decision: Decision) -> VisitorOutcome:
     outcome = decision.outcome
     if isinstance(outcome, SessionFellBack):
-        return {"status": "fallback", "reason": outcome.reason.value, "detail": outcome.detail}
-    return {"status": "verified", "reason": None, "detail": None}
+        return VisitorOutcome(status="fallback", reason=outcome.reason, detail=outcome.detail)
+    return VisitorOutcome(status="verified", reason=None, detail=None)
 
 
-async def run_test(pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest) -> dict[str, Any]:
+async def run_test(pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest) -> TestResult:
     assert config.auth_url is not None
     decision = await _dry_run(http, bot_id, config, sample)
     # A visitor who never reaches the call (Custom Authentication off, a refused domain) still gets
@@ -91,19 +89,12 @@ async def run_test(pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, confi
     match = None
     if call.identity is not None:
         existing = await directory.find_contact(pool, bot_id, config.identify_method.value, call.identity.identifier)
-        match = {"action": "update", "contact_id": existing} if existing else {"action": "create", "contact_id": None}
+        match = TestMatch(action="update" if existing else "create", contact_id=existing)
     failure = None
     if call.failure is not None:
-        failure = {"reason": call.failure.reason.value, "detail": call.failure.detail, "hint": describe(call.failure.reason)}
-    return {
-        "ok": call.failure is None,
-        "enabled": config.enabled,
-        "identify_method": config.identify_method.value,
-        "request": _request_view(config, call),
-        "response": _response_view(call),
-        "identity": call.identity.model_dump() if call.identity else None,
-        "match": match,
-        "elapsed_ms": round(call.elapsed_ms, 1),
-        "failure": failure,
-        "visitor_outcome": _visitor_outcome(decision),
-    }
+        failure = TestFailure(reason=call.failure.reason, detail=call.failure.detail, hint=describe(call.failure.reason))
+    return TestResult(
+        ok=call.failure is None, enabled=config.enabled, identify_method=config.identify_method,
+        request=_request_view(config, call), response=_response_view(call), identity=call.identity, match=match,
+        elapsed_ms=round(call.elapsed_ms, 1), failure=failure, visitor_outcome=_visitor_outcome(decision),
+    )

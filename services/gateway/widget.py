@@ -6,28 +6,46 @@ import asyncio
 import re
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Literal
 from uuid import uuid4
 
 import structlog
 from aiohttp import web
+from pydantic import ConfigDict, Field, with_config
+from typing_extensions import TypedDict
 
 from shared.events import ContactCollected, WidgetOpened, utcnow
 from shared.metrics import WAITING_STREAMS
+from shared.routes import Response, Routes, Stream
 from shared.sessions import (
-    NewSession, busy_view, claim_collection, new_session_id, release_collection, session_view, watch_session,
+    NewSession, SessionView, busy_view, claim_collection, new_session_id, release_collection, session_view,
+    watch_session,
 )
 
-from .http_errors import dumps, error, json_response, read_model, read_query
+from .http_errors import BODY_ERRORS, UNAVAILABLE, Error, dumps, error, json_response, read_model, read_query
 from .keys import HUB, LIMITS, OPENS, POOL, PUBLISH, SETTINGS
 from .opening import Open, Opened
-from .outcomes import OutcomeHub
+from .outcomes import OutcomeHub, View
+from .ratelimit import LIMITED
 from .schemas import CollectedContact, OpenQuery, OpenSession
 
 log = structlog.get_logger("doorman.gateway.widget")
-routes = web.RouteTableDef()
+routes = Routes()
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
+NO_SESSION = {404: ("No session has this id.", Error)}
+
+
+@with_config(ConfigDict(extra="forbid"))
+class SessionCreated(TypedDict):
+    session_id: Annotated[str, Field(description="256 random bits, URL-safe; the only key to the outcome")]
+    status: Literal["pending"]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class ContactAccepted(TypedDict):
+    session_id: str
+    status: Literal["accepted"]
 
 
 def session_id_of(request: web.Request) -> str:
@@ -38,7 +56,20 @@ def session_id_of(request: web.Request) -> str:
     return session_id
 
 
-@routes.post("/v1/widget/sessions")
+@routes.post("/v1/widget/sessions", "openSession", "Open a widget session", tag="widget", body=OpenSession,
+             query=OpenQuery, responses={
+    200: (("Only with `wait`: the outcome came within `wait` seconds; the session as `GET "
+           "/v1/widget/sessions/{session_id}` returns it (verified, or fallback with the reason). An open refused "
+           "by admission control answers here at once as fallback with reason `busy`."), SessionView),
+    202: (("Accepted: the outcome arrives on the session's event stream (with `wait`: it did not come in time). "
+           "When the gateway is too busy to answer in time (admission control), the open is still accepted but "
+           "stored already resolved as fallback with reason `busy` and sent to no one: its stream and `GET` "
+           "answer at once, and the Collect Information form may be sent for it."), SessionCreated),
+    404: ("No bot has this `bot_id`.", Error),
+    **BODY_ERRORS,
+    422: ("The body or the `wait` query parameter is not valid: `fields` says which and why.", Error),
+    **LIMITED, **UNAVAILABLE,
+})
 async def open_session(request: web.Request) -> web.Response:
     started = time.perf_counter()
     settings, limits, hub = request.app[SETTINGS], request.app[LIMITS], request.app[HUB]
@@ -72,10 +103,11 @@ async def open_session(request: web.Request) -> web.Response:
         view = busy_view(session.session_id) if session.busy else await _outcome_within(hub, session.session_id, wait)
         if view is not None:
             return json_response(view)
-    return web.json_response({"session_id": session.session_id, "status": "pending"}, status=202)
+    created: SessionCreated = {"session_id": session.session_id, "status": "pending"}
+    return web.json_response(created, status=202)
 
 
-async def _outcome_within(hub: OutcomeHub, session_id: str, seconds: float) -> dict[str, Any] | None:
+async def _outcome_within(hub: OutcomeHub, session_id: str, seconds: float) -> View | None:
     future = hub.watch(session_id)
     try:
         return await asyncio.wait_for(future, seconds) or None
@@ -85,7 +117,13 @@ async def _outcome_within(hub: OutcomeHub, session_id: str, seconds: float) -> d
         hub.unwatch(session_id, future)
 
 
-@routes.post("/v1/widget/sessions/{session_id}/contact")
+@routes.post("/v1/widget/sessions/{session_id}/contact", "collectContact", "Send the Collect Information form",
+             tag="widget", body=CollectedContact, responses={
+    202: ("Accepted: a non-verified contact is made (it never overwrites a verified one).", ContactAccepted),
+    **NO_SESSION,
+    409: ("The session did not fall back, or its form was already sent.", Error),
+    **BODY_ERRORS, **LIMITED, **UNAVAILABLE,
+})
 async def collect_contact(request: web.Request) -> web.Response:
     """The Collect Information form, once per fallen-back session: makes a non-verified contact."""
     settings, pool = request.app[SETTINGS], request.app[POOL]
@@ -111,10 +149,14 @@ async def collect_contact(request: web.Request) -> web.Response:
         log.error("collected contact not published", error=type(exc).__name__, bot_id=str(bot_id))
         raise error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"}) from None
     log.info("contact collected", session_id=session_id, bot_id=str(bot_id), correlation_id=event.correlation_id)
-    return json_response({"session_id": session_id, "status": "accepted"}, status=202)
+    accepted: ContactAccepted = {"session_id": session_id, "status": "accepted"}
+    return json_response(accepted, status=202)
 
 
-@routes.get("/v1/widget/sessions/{session_id}")
+@routes.get("/v1/widget/sessions/{session_id}", "getSession", "Read a widget session", tag="widget", responses={
+    200: ("The session: pending, verified (with the contact) or fallback (with the reason).", SessionView),
+    **NO_SESSION, **LIMITED,
+})
 async def read_session(request: web.Request) -> web.Response:
     await request.app[LIMITS].read_by_client(request)
     view = await session_view(request.app[POOL], session_id_of(request))
@@ -129,7 +171,16 @@ SSE_HEADERS = {
 }
 
 
-@routes.get("/v1/widget/sessions/{session_id}/events")
+@routes.get("/v1/widget/sessions/{session_id}/events", "streamSession", "Stream a widget session's outcome",
+            tag="widget", responses={
+    200: Response("Server-Sent Events.", stream=Stream(
+        "Exactly one event, `event: outcome`, sent when the session resolves (at once if it already has, as an open "
+        "refused with reason `busy` has); its `data` is the session as JSON, the same object "
+        "`GET /v1/widget/sessions/{session_id}` returns (schema `SessionView`). "
+        "Then the stream ends. Comment pings keep the connection open while the session is pending.",
+        events={"outcome": SessionView})),
+    **NO_SESSION, **LIMITED,
+})
 async def stream_session(request: web.Request) -> web.StreamResponse:
     """One ``outcome`` event when the session resolves, then the stream ends.
 
@@ -149,9 +200,9 @@ async def stream_session(request: web.Request) -> web.StreamResponse:
             if status is None:
                 raise error(404, "session_not_found", "no session has this id")
             if status != "pending":
-                view = await session_view(pool, session_id)
+                resolved = await session_view(pool, session_id)
                 if not future.done():
-                    future.set_result(view or {})
+                    future.set_result(resolved or {})
         stream = web.StreamResponse(headers=SSE_HEADERS)
         await stream.prepare(request)
         hub.streaming(stream)

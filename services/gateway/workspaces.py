@@ -6,16 +6,26 @@ from uuid import UUID, uuid4
 
 from aiohttp import web
 
-from .access import new_key, require_operator, visible_workspace
+from shared.routes import Routes
+
+from .access import (
+    NOT_FOUND_WORKSPACE,
+    OPERATOR_ONLY,
+    new_key,
+    require_operator,
+    visible_workspace,
+)
 from .admin import ADMIN_BODY_MAX_BYTES
-from .http_errors import error, json_response, read_model
+from .http_errors import BODY_ERRORS, Error, error, json_response, read_model
 from .keys import POOL
 from .schemas import NewApiKey, NewWorkspace
+from .views import ApiKey, ApiKeyCreated, ApiKeyList, Workspace, WorkspaceList
 
-routes = web.RouteTableDef()
+routes = Routes()
 
 
-@routes.post("/v1/workspaces")
+@routes.post("/v1/workspaces", "createWorkspace", "Create a workspace (operator only)", tag="workspaces",
+             body=NewWorkspace, responses={201: ("The new workspace.", Workspace), **OPERATOR_ONLY, **BODY_ERRORS})
 async def create_workspace(request: web.Request) -> web.Response:
     require_operator(request)
     body = await read_model(request, NewWorkspace, max_bytes=ADMIN_BODY_MAX_BYTES)
@@ -23,17 +33,20 @@ async def create_workspace(request: web.Request) -> web.Response:
         "INSERT INTO workspaces (workspace_id, name) VALUES ($1, $2) RETURNING workspace_id, name, created_at",
         uuid4(), body.name,
     )
-    return json_response(dict(row), status=201)
+    return json_response(Workspace(**row), status=201)
 
 
-@routes.get("/v1/workspaces")
+@routes.get("/v1/workspaces", "listWorkspaces", "List workspaces (operator only)", tag="workspaces",
+            responses={200: ("Every workspace.", WorkspaceList), **OPERATOR_ONLY})
 async def list_workspaces(request: web.Request) -> web.Response:
     require_operator(request)
     rows = await request.app[POOL].fetch("SELECT workspace_id, name, created_at FROM workspaces ORDER BY created_at")
-    return json_response({"workspaces": [dict(r) for r in rows]})
+    return json_response(WorkspaceList(workspaces=[Workspace(**r) for r in rows]))
 
 
-@routes.post("/v1/workspaces/{workspace_id}/api-keys")
+@routes.post("/v1/workspaces/{workspace_id}/api-keys", "createApiKey", "Create a workspace API key",
+             tag="workspaces", body=NewApiKey,
+             responses={201: ("The key, shown once.", ApiKeyCreated), **NOT_FOUND_WORKSPACE, **BODY_ERRORS})
 async def create_api_key(request: web.Request) -> web.Response:
     workspace_id = visible_workspace(request)
     body = await read_model(request, NewApiKey, max_bytes=ADMIN_BODY_MAX_BYTES)
@@ -46,20 +59,23 @@ async def create_api_key(request: web.Request) -> web.Response:
            RETURNING key_id, workspace_id, name, created_at""",
         uuid4(), workspace_id, body.name, prefix, digest,
     )
-    return json_response({**dict(row), "api_key": key}, status=201)  # the only time it is shown
+    return json_response(ApiKeyCreated(**row, api_key=key), status=201)  # the only time it is shown
 
 
-@routes.get("/v1/workspaces/{workspace_id}/api-keys")
+@routes.get("/v1/workspaces/{workspace_id}/api-keys", "listApiKeys", "List a workspace's API keys",
+            tag="workspaces", responses={200: ("The keys (never their secrets).", ApiKeyList), **NOT_FOUND_WORKSPACE})
 async def list_api_keys(request: web.Request) -> web.Response:
     workspace_id = visible_workspace(request)
     rows = await request.app[POOL].fetch(
         """SELECT key_id, workspace_id, name, created_at, last_used_at, revoked_at FROM api_keys
            WHERE workspace_id = $1 ORDER BY created_at""", workspace_id,
     )
-    return json_response({"api_keys": [dict(r) for r in rows]})
+    return json_response(ApiKeyList(api_keys=[ApiKey(**r) for r in rows]))
 
 
-@routes.delete("/v1/workspaces/{workspace_id}/api-keys/{key_id}")
+@routes.delete("/v1/workspaces/{workspace_id}/api-keys/{key_id}", "revokeApiKey", "Revoke an API key",
+               tag="workspaces", responses={204: ("Revoked: the key is refused from now on.", None),
+                                            404: ("No such workspace or key (or not yours).", Error)})
 async def revoke_api_key(request: web.Request) -> web.Response:
     workspace_id = visible_workspace(request)
     try:

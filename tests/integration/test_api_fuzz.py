@@ -10,9 +10,9 @@ every read is called once with them, and part of the generated valid cases name 
 
 How this differs from ``schemathesis.pytest.from_fixture``: that lazy loader sets
 ``request.node._nodeid``, which pytest 9.2 no longer has (AttributeError before any request is
-made). So each operation is one pytest item (parametrized by the operation ids of
-``services.gateway.openapi.OPERATIONS``) that draws cases from the live schema with Schemathesis's
-public ``APIOperation.as_strategy`` under Hypothesis's ``@given``.
+made). So each operation is one pytest item (parametrized by the operation ids the gateway's routes
+are declared with, read from an app as ``init_app`` builds it) that draws cases from the live schema
+with Schemathesis's public ``APIOperation.as_strategy`` under Hypothesis's ``@given``.
 
 Also: the gateway runs on pytest-asyncio's session loop in this process, and these tests are
 synchronous, so each request (and each check that re-sends one) runs in a worker thread while that
@@ -46,13 +46,15 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 from yarl import URL
 
-from services.gateway.openapi import OPERATIONS
+from services.gateway.app import init_app
+from services.gateway.openapi import operations
+from services.gateway.settings import GatewaySettings
 from tests.conftest import ADMIN_TOKEN, Stack, admin_headers, await_outcome, create_bot, open_session
 from tests.fake_customer import FakeCustomerAPI, verified
 
 MAX_EXAMPLES = 25  # per operation; the whole file runs in well under a minute
 REQUEST_TIMEOUT = 10.0
-OPERATION_IDS = [op.operation_id for op in OPERATIONS]
+OPERATION_IDS = [op.operation_id for _, _, op in operations(init_app(GatewaySettings(environment="development")))]
 # Session ids are free-form strings in the document: beside real ones, a few the generator rarely
 # makes (NUL, percent sign, non-ASCII, an id with a slash) must be answered 404, never 5xx.
 ODD_SESSION_IDS = ["a\x00b", "%", "é", "a/b", " "]

@@ -35,7 +35,7 @@ def identity_event(bot_id: UUID, session_id: str, *, age: float = 0, **fields: A
 
 @pytest.fixture
 async def bot_id(stack: Stack) -> UUID:
-    return (await store.create_bot(stack.pool, "contacts test", None))["bot_id"]
+    return (await store.create_bot(stack.pool, "contacts test", None)).bot_id
 
 
 async def contact(pool: asyncpg.Pool, bot_id: UUID) -> dict[str, Any]:

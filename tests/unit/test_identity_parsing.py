@@ -7,14 +7,8 @@ from typing import Any
 
 import pytest
 
-from services.verifier.identity import (
-    MAX_JSON_DEPTH,
-    MAX_METADATA_BYTES,
-    MAX_STRING,
-    AuthFailure,
-    describe,
-    parse_identity_response,
-)
+from services.verifier.answer import MAX_JSON_DEPTH, MAX_METADATA_BYTES, MAX_STRING, AuthFailure, parse_identity_response
+from services.verifier.identity import describe
 from shared.events import FallbackReason, Identity, IdentifyMethod
 
 DESIGN_EXAMPLE: dict[str, Any] = {

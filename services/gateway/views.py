@@ -1,0 +1,207 @@
+"""What the admin API answers: each model is built by the code that answers (``store``, ``directory``,
+``workspaces``, ``admin``) and is the response's schema in ``/openapi.json``. Exactly these fields,
+no others: a query that drifts from its model fails where the answer is built, before any client sees it.
+
+The widget's answers are TypedDicts beside the code that builds them (:mod:`shared.sessions`,
+``widget.py``): its hot path makes no model per request.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events import FallbackReason, IdentifyMethod, Identity
+from shared.sessions import SessionStatus
+
+from .schemas import RequestField
+
+
+class View(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- bots and Custom Authentication settings ----------------------------------------------------
+
+
+class Bot(View):
+    bot_id: UUID
+    name: str
+    workspace_id: UUID | None = Field(description="null: reached only with the operator's admin token")
+    created_at: datetime
+    updated_at: datetime
+
+
+class BotPage(View):
+    bots: list[Bot]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class SigningSecret(View):
+    signing_secret: str = Field(description="`whsec_...`: verify `Doorman-Signature` with it")
+    previous_valid_until: datetime | None
+
+
+class DomainWhitelistView(View):
+    enabled: bool
+    source: Literal["manual", "api"]
+    domains: list[str]
+    api_url: str | None
+
+
+class CustomAuthSettings(View):
+    """The stored settings. The header token is write-only: only whether one is set is shown."""
+
+    enabled: bool
+    auth_url: str | None
+    header_token_set: bool
+    signing_secret_set: bool = Field(description="identity calls carry `Doorman-Signature`")
+    identify_method: IdentifyMethod
+    request_fields: list[RequestField]
+    domain_whitelist: DomainWhitelistView
+    revision: int = Field(description="incremented by every PUT")
+    updated_at: datetime
+
+
+# --- workspaces and their API keys --------------------------------------------------------------
+
+
+class Workspace(View):
+    workspace_id: UUID
+    name: str
+    created_at: datetime
+
+
+class WorkspaceList(View):
+    workspaces: list[Workspace]
+
+
+class ApiKeyCreated(View):
+    key_id: UUID
+    workspace_id: UUID
+    name: str
+    created_at: datetime
+    api_key: str = Field(description="`dk_...`: shown this once; only its SHA-256 is stored")
+
+
+class ApiKey(View):
+    key_id: UUID
+    workspace_id: UUID
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyList(View):
+    api_keys: list[ApiKey]
+
+
+# --- contacts and the authentication activity log ----------------------------------------------
+
+
+class ContactSummary(View):
+    contact_id: UUID
+    identify_method: IdentifyMethod | Literal["session"] = Field(
+        description="`session`: a Collect Information contact with neither email nor phone, its own contact")
+    identifier: str = Field(description="the normalised value of the identify method's field")
+    external_id: str | None = Field(description="the business's `id` for the visitor")
+    name: str | None
+    email: str | None
+    phone_number: str | None
+    country_code: str | None
+    avatar: str | None
+    label: str | None
+    verified: bool
+    created_at: datetime
+    updated_at: datetime
+    last_verified_at: datetime | None
+
+
+class ContactDetail(ContactSummary):
+    metadata: dict[str, Any]
+    sources: dict[str, Literal["api", "visitor"]] = Field(
+        description="where each field's current value came from: the business's API or the visitor's form")
+
+
+class ContactPage(View):
+    contacts: list[ContactSummary] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class AuthEvent(View):
+    """One widget session and why it ended as it did."""
+
+    session_id: str
+    origin: str | None
+    status: SessionStatus
+    reason: FallbackReason | None
+    detail: str | None
+    contact_id: UUID | None
+    created_at: datetime
+    resolved_at: datetime | None
+    latency_ms: int | None = Field(description="open to outcome")
+    auth_http_status: int | None = Field(description="the Authentication URL's HTTP status, if it answered")
+    auth_latency_ms: float | None = Field(description="duration of the identity call")
+    whitelist_note: str | None
+
+
+class AuthEventPage(View):
+    events: list[AuthEvent] = Field(description="newest first")
+    next_cursor: str | None
+
+
+# --- the Testing panel (built by testing.py) ----------------------------------------------------
+
+
+class TestRequestSent(View):
+    method: Literal["POST"]
+    url: str
+    headers: dict[str, str] = Field(description="as sent; `Authorization` masked")
+    body: dict[str, Any] = Field(description="as sent; `access_token` masked")
+
+
+class TestResponseReceived(View):
+    status: int
+    headers: dict[str, str] = Field(description="without `Set-Cookie` and authorization headers")
+    body: str = Field(description="the first 4096 characters")
+    body_truncated: bool
+    body_bytes: int
+
+
+class TestMatch(View):
+    action: Literal["create", "update"]
+    contact_id: UUID | None = Field(description="the contact a real session would update")
+
+
+class TestFailure(View):
+    reason: FallbackReason
+    detail: str
+    hint: str = Field(description="what to fix")
+
+
+class VisitorOutcome(View):
+    status: Literal["verified", "fallback"]
+    reason: FallbackReason | None = Field(description="null when verified")
+    detail: str | None
+
+
+class TestResult(View):
+    """The identity call made with the bot's current settings; nothing is written."""
+
+    ok: bool
+    enabled: bool = Field(description="whether Custom Authentication is on (the test runs either way)")
+    identify_method: IdentifyMethod
+    request: TestRequestSent
+    response: TestResponseReceived | None = Field(description="null when no answer arrived")
+    identity: Identity | None = Field(description="the profile parsed from the answer")
+    match: TestMatch | None
+    elapsed_ms: float
+    failure: TestFailure | None
+    visitor_outcome: VisitorOutcome = Field(description=(
+        "what a real widget open from `origin` would get today with these settings (Custom Authentication off, "
+        "domain not allowed, missing token and the call's own result), decided by the verifier's own code in a "
+        "dry run"))

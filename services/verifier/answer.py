@@ -1,0 +1,171 @@
+"""How the business's answer to the identity call is read.
+
+Success means HTTP 2xx, a UTF-8 JSON object, ``status`` absent or true, and a ``data``
+object holding the identify method's field, non-empty. Anything else is an
+:class:`AuthFailure` with the fallback reason and a precise detail.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+from shared.events import FallbackReason, Identity, IdentifyMethod
+from shared.identifiers import (
+    IDENTIFIER_FIELDS,
+    InvalidIdentifier,
+    normalise_email,
+    normalise_identifier,
+    normalise_phone,
+)
+
+MAX_STRING = 2048  # characters, for each profile field
+MAX_METADATA_BYTES = 16384  # size of data.metadata re-serialised as compact UTF-8 JSON
+MAX_JSON_DEPTH = 16  # nesting of objects/arrays; the top-level object is depth 1
+MAX_MESSAGE = 200  # characters of the business's "message" quoted in a rejection
+
+PROFILE_FIELDS = ("id", "name", "email", "phone_number", "country_code", "avatar", "label")
+
+
+class AuthFailure(Exception):
+    """The identity call did not verify the visitor; ``str(exc)`` is the detail. ``retry``: whether
+    another attempt shortly may do better (the business blinked), by default for ``auth_unavailable``."""
+
+    def __init__(self, reason: FallbackReason, detail: str, *, retry: bool | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.retry = reason is FallbackReason.auth_unavailable if retry is None else retry
+
+
+def _invalid(detail: str) -> NoReturn:
+    raise AuthFailure(FallbackReason.invalid_response, detail)
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_status(status: int) -> None:
+    if 200 <= status <= 299:
+        return
+    if status in (401, 403):
+        raise AuthFailure(
+            FallbackReason.auth_rejected, f"the Authentication URL refused the token (HTTP {status})"
+        )
+    if status in (408, 429) or 500 <= status <= 599:
+        raise AuthFailure(
+            FallbackReason.auth_unavailable, f"the Authentication URL is unavailable (HTTP {status})"
+        )
+    if 300 <= status <= 399:
+        _invalid(f"the Authentication URL answered HTTP {status}; redirects are not followed")
+    _invalid(f"unexpected HTTP {status}")
+
+
+def _decode(body: bytes) -> Any:
+    try:
+        # RFC 8259 lets a parser ignore a byte order mark, so utf-8-sig.
+        return json.loads(body.decode("utf-8-sig"), parse_constant=_reject_constant)
+    except RecursionError:
+        _invalid(f"the response is nested deeper than {MAX_JSON_DEPTH} levels")
+    except ValueError:  # UnicodeDecodeError, JSONDecodeError, NaN/Infinity, huge ints
+        _invalid("response is not JSON")
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether objects/arrays in ``value`` nest deeper than ``limit`` (iteratively)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _check_outcome(document: dict[str, Any]) -> None:
+    if "status" not in document or document["status"] is True:
+        return
+    if document["status"] is False:
+        message = document.get("message")
+        if isinstance(message, str) and message.strip():
+            detail = f"the Authentication URL rejected the token: {message.strip()[:MAX_MESSAGE]}"
+        else:
+            detail = "the Authentication URL rejected the token (status false)"
+        raise AuthFailure(FallbackReason.auth_rejected, detail)
+    _invalid("status must be true or false")
+
+
+def _profile_field(data: dict[str, Any], field: str) -> str | int | None:
+    """The field as received (strings stripped; blank is None), or invalid_response."""
+    value = data.get(field)
+    if value is None:
+        return None
+    if field == "id" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str):
+        kind = "a string or an integer" if field == "id" else "a string"
+        _invalid(f"data.{field} must be {kind} or null")
+    if len(value) > MAX_STRING:
+        _invalid(f"data.{field} is longer than {MAX_STRING} characters")
+    return value.strip() or None
+
+
+def _metadata(data: dict[str, Any]) -> dict[str, Any]:
+    metadata = data.get("metadata")
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        _invalid("data.metadata must be an object or null")
+    size = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        _invalid(f"data.metadata is larger than {MAX_METADATA_BYTES} bytes")
+    return metadata
+
+
+def parse_identity_response(status: int, body: bytes, method: IdentifyMethod) -> Identity:
+    """Turn the business's HTTP answer into an Identity, or raise AuthFailure."""
+    _check_status(status)
+    document = _decode(body)
+    if _depth_exceeds(document, MAX_JSON_DEPTH):
+        _invalid(f"the response is nested deeper than {MAX_JSON_DEPTH} levels")
+    if not isinstance(document, dict):
+        _invalid("the response is not a JSON object")
+    _check_outcome(document)
+
+    data = document.get("data")
+    if data is None:
+        _invalid("data is missing")
+    if not isinstance(data, dict):
+        _invalid("data must be an object")
+    fields = {field: _profile_field(data, field) for field in PROFILE_FIELDS}
+    metadata = _metadata(data)
+    try:
+        identifier = normalise_identifier(method, fields)
+    except InvalidIdentifier as exc:
+        _invalid(f"data.{exc}")
+
+    profile: dict[str, str | None] = {
+        field: None if value is None else str(value) for field, value in fields.items()
+    }
+    _tidy_contact_fields(profile)
+    profile[IDENTIFIER_FIELDS[method]] = identifier
+    return Identity(identifier=identifier, metadata=metadata, **profile)
+
+
+def _tidy_contact_fields(profile: dict[str, str | None]) -> None:
+    """Store email and phone in their normal form when they have one, so agents can search
+    them; a value that does not normalise is kept as received (it is not the identifier)."""
+    if profile["email"]:
+        try:
+            profile["email"] = normalise_email(profile["email"])
+        except InvalidIdentifier:
+            pass
+    if profile["phone_number"]:
+        try:
+            profile["phone_number"] = normalise_phone(profile["phone_number"], profile["country_code"])
+        except InvalidIdentifier:
+            pass

@@ -1,0 +1,98 @@
+"""Declaring an HTTP route once: the aiohttp route and what the API document says of it, together.
+
+``routes = Routes()``, then on each handler::
+
+    @routes.post("/v1/bots", "createBot", "Create a bot", tag="bots", body=NewBot,
+                 responses={201: ("The new bot.", Bot), **BODY_ERRORS})
+
+registers the route (``app.add_routes(routes)``) and records its :class:`Operation` on the
+handler. The gateway's ``/openapi.json`` is made by walking the app's router, so an operation
+without a route, or a route without its operation, cannot be. A response's shape is the pydantic
+model or TypedDict the code that answers builds (its JSON schema comes from pydantic's
+``TypeAdapter``), or a literal JSON schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+H = TypeVar("H", bound=Handler)
+_OPERATION = "__operation__"
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A ``text/event-stream`` body: what the stream does, and each named event's data shape."""
+
+    description: str
+    events: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Response:
+    description: str
+    shape: Any = None  # the JSON body's model or TypedDict (or a JSON schema); None: no JSON body
+    headers: Mapping[str, str] = field(default_factory=dict)  # header -> what it says
+    stream: Stream | None = None
+
+
+Responses = Mapping[int, "Response | tuple[str, Any]"]  # status -> Response, or (description, shape)
+
+
+@dataclass(frozen=True)
+class Operation:
+    operation_id: str
+    summary: str
+    tag: str
+    responses: Mapping[int, Response]
+    body: type[BaseModel] | None = None  # the JSON request body
+    query: type[BaseModel] | None = None  # the query parameters
+
+
+def operation_of(handler: object) -> Operation | None:
+    """The operation declared with ``handler`` (None: a route outside the API, such as a page)."""
+    return getattr(handler, _OPERATION, None)
+
+
+class Routes:
+    """A route table whose every route is declared with its operation."""
+
+    def __init__(self) -> None:
+        self._defs: list[web.RouteDef] = []
+
+    def __iter__(self) -> Iterator[web.RouteDef]:
+        return iter(self._defs)
+
+    def route(self, method: str, path: str, operation_id: str, summary: str, *, tag: str, responses: Responses,
+              body: type[BaseModel] | None = None, query: type[BaseModel] | None = None) -> Callable[[H], H]:
+        operation = Operation(
+            operation_id, summary, tag,
+            {status: r if isinstance(r, Response) else Response(*r) for status, r in responses.items()}, body, query,
+        )
+
+        def declare(handler: H) -> H:
+            if operation_of(handler) is not None:
+                raise ValueError(f"{handler.__qualname__} is already declared as {operation_of(handler)}")
+            setattr(handler, _OPERATION, operation)
+            self._defs.append(web.route(method, path, handler))
+            return handler
+
+        return declare
+
+    def get(self, path: str, operation_id: str, summary: str, **doc: Any) -> Callable[[H], H]:
+        return self.route("GET", path, operation_id, summary, **doc)
+
+    def post(self, path: str, operation_id: str, summary: str, **doc: Any) -> Callable[[H], H]:
+        return self.route("POST", path, operation_id, summary, **doc)
+
+    def put(self, path: str, operation_id: str, summary: str, **doc: Any) -> Callable[[H], H]:
+        return self.route("PUT", path, operation_id, summary, **doc)
+
+    def delete(self, path: str, operation_id: str, summary: str, **doc: Any) -> Callable[[H], H]:
+        return self.route("DELETE", path, operation_id, summary, **doc)

@@ -1,0 +1,58 @@
+"""Each route is declared once, with its operation (``shared.routes``): the document is made from the
+app's router, so a route without its operation, or an operation without its route, cannot be."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+
+from services.gateway.app import init_app
+from services.gateway.openapi import build_document, operations
+from services.gateway.settings import GatewaySettings
+from shared.routes import Routes, operation_of
+
+
+def gateway() -> web.Application:
+    return init_app(GatewaySettings(environment="development"))
+
+
+def test_every_api_route_of_the_app_is_an_operation_of_the_document() -> None:
+    app = gateway()
+    doc = build_document(app)
+    api = {(r.method, r.resource.canonical) for r in app.router.routes()
+           if r.method != "HEAD" and r.resource is not None and operation_of(r.handler) is not None}
+    documented = {(method.upper(), path) for path, item in doc["paths"].items() for method in item}
+    assert documented == api
+    assert {path for _, path in api} >= {"/healthz", "/readyz", "/openapi.json", "/v1/widget/sessions"}
+    assert all(path.startswith("/v1/") or path in {"/healthz", "/readyz", "/openapi.json"} for _, path in api)
+    ids = [op.operation_id for _, _, op in operations(app)]
+    assert len(ids) == len(set(ids)) == len(api)
+
+
+def test_a_v1_route_without_its_operation_is_refused() -> None:
+    app = gateway()
+
+    async def undocumented(_: web.Request) -> web.Response:
+        return web.Response()
+
+    app.router.add_get("/v1/bots/{bot_id}/secret", undocumented)
+    with pytest.raises(ValueError, match="without its operation"):
+        build_document(app)
+
+
+def test_a_handler_is_declared_once() -> None:
+    routes = Routes()
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response()
+
+    routes.get("/v1/a", "a", "A", tag="t", responses={200: ("ok", None)})(handler)
+    with pytest.raises(ValueError, match="already declared"):
+        routes.get("/v1/b", "b", "B", tag="t", responses={200: ("ok", None)})(handler)
+
+
+def test_the_413_names_the_operations_own_limit() -> None:
+    doc = build_document(gateway())
+    widget = doc["paths"]["/v1/widget/sessions"]["post"]["responses"]["413"]["description"]
+    admin = doc["paths"]["/v1/bots"]["post"]["responses"]["413"]["description"]
+    assert widget == "The body is larger than 16384 bytes." and admin == "The body is larger than 262144 bytes."

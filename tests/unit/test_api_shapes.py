@@ -1,0 +1,42 @@
+"""Each response shape is declared once: what the widget's hot path builds as plain dicts is what
+the TypedDicts the document is made from say."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from pydantic import TypeAdapter
+
+from services.gateway.http_errors import Error, dumps, error
+from shared.events import FallbackReason
+from shared.sessions import SessionView, busy_view, fallback_view, widget_view
+
+
+def _row(**overrides: Any) -> dict[str, Any]:
+    row = {"session_id": "s" * 43, "status": "pending", "reason": None, "detail": None, "collected": False,
+           "deadline_at": datetime.now(UTC) + timedelta(seconds=5), "contact_id": None, "name": None, "email": None,
+           "phone_number": None, "avatar": None, "verified": None}
+    return {**row, **overrides}
+
+
+@pytest.mark.parametrize("view", [
+    widget_view(_row()),
+    widget_view(_row(status="verified", contact_id=uuid4(), name="Ann", email="ann@example.com", verified=True)),
+    widget_view(_row(status="fallback", reason="auth_rejected", detail="401", collected=True)),
+    fallback_view("s" * 43, FallbackReason.internal_error, "late"),
+    busy_view("s" * 43),
+], ids=["pending", "verified", "fallback", "expired", "busy"])
+def test_session_views_are_what_the_document_says(view: SessionView) -> None:
+    """As the widget receives it (the gateway's JSON): exactly the documented keys, each of its type."""
+    parsed = TypeAdapter(SessionView).validate_json(dumps(view))
+    assert set(parsed) == SessionView.__required_keys__ == set(view)
+
+
+def test_error_bodies_are_what_the_document_says() -> None:
+    plain = TypeAdapter(Error).validate_json(error(404, "bot_not_found", "no bot has this bot_id").text or "")
+    assert plain == {"error": {"code": "bot_not_found", "message": "no bot has this bot_id"}}
+    bad = error(422, "invalid_body", "bad", fields=[{"field": "name", "message": "too long"}])
+    assert TypeAdapter(Error).validate_json(bad.text or "")["error"]["fields"] == [{"field": "name", "message": "too long"}]
