@@ -136,7 +136,8 @@ async def replay(settings: DoormanSettings, queue: str) -> None:
     print(f"replayed {moved} message(s) onto {topology.queue(name)}")
 
 
-SECRET_COLUMNS = ("header_token_cipher", "signing_secret_cipher", "signing_previous_cipher")
+SECRET_COLUMNS = ("header_token_cipher", "signing_secret_cipher", "signing_previous_cipher",
+                  "token_secret_cipher", "token_previous_cipher")
 
 
 async def rotate_secrets(settings: SecretKeySettings) -> int:

@@ -1,12 +1,14 @@
-"""A bot's Custom Authentication settings, decrypted, as the identity call needs them.
+"""A bot's Custom Authentication settings, decrypted, as the verifier's decision needs them.
 
 Read by the verifier (through its cache) and by the gateway's Testing panel.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 import asyncpg
@@ -14,6 +16,40 @@ from pydantic import SecretStr
 
 from shared.crypto import Secrets
 from shared.events import IdentifyMethod, utcnow
+
+
+IdentitySource = Literal["auth_url", "signed_token"]
+CollectInformation = Literal["required", "optional", "off"]
+DEFAULT_CLAIMS = {"id": "sub", "email": "email", "name": "name", "phone_number": "phone_number", "metadata": "metadata"}
+
+
+@dataclass(frozen=True)
+class TokenSecret:
+    """An HS256 secret, named by the ``kid`` header of the tokens signed with it."""
+
+    kid: str
+    secret: SecretStr
+
+
+@dataclass(frozen=True)
+class SignedToken:
+    """How a widget's signed identity token (a JWT) is verified (``identity_source: signed_token``)."""
+
+    algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
+    jwks_url: str | None = None
+    issuer: str | None = None
+    max_lifetime_seconds: int = 3600
+    claims: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CLAIMS))
+    secret: TokenSecret | None = None  # HS256: the current secret...
+    previous: TokenSecret | None = None  # ...and the previous one, still verifying until:
+    previous_until: datetime | None = None
+
+    def secrets(self) -> dict[str, SecretStr]:
+        """kid -> secret of every HS256 secret that verifies now."""
+        active = {self.secret.kid: self.secret.secret} if self.secret else {}
+        if self.previous and self.previous_until and self.previous_until > utcnow():
+            active[self.previous.kid] = self.previous.secret
+        return active
 
 
 @dataclass(frozen=True)
@@ -30,6 +66,10 @@ class AuthConfig:
     signing_secret: SecretStr | None = None
     signing_previous: SecretStr | None = None  # a rotated-out secret, still signing until:
     signing_previous_until: datetime | None = None
+    identity_source: IdentitySource = "auth_url"
+    signed_token: SignedToken = field(default_factory=SignedToken)
+    outage_grace_seconds: int = 0
+    collect_information: CollectInformation = "required"
 
     def signing_secrets(self) -> list[str]:
         """The secrets to sign a call with now: the current one, and the previous one while it retires."""
@@ -43,15 +83,23 @@ async def load(pool: asyncpg.Pool, secrets: Secrets, bot_id: UUID) -> AuthConfig
     row = await pool.fetchrow(
         """SELECT enabled, auth_url, header_token_cipher, identify_method, request_fields,
                   whitelist_enabled, whitelist_source, whitelist_domains, whitelist_api_url,
-                  signing_secret_cipher, signing_previous_cipher, signing_previous_until
+                  signing_secret_cipher, signing_previous_cipher, signing_previous_until,
+                  identity_source, token_algorithm, token_jwks_url, token_issuer, token_max_lifetime_seconds,
+                  token_claims, token_secret_cipher, token_secret_kid, token_previous_cipher, token_previous_kid,
+                  token_previous_until, outage_grace_seconds, collect_information
            FROM custom_auth_settings WHERE bot_id = $1""",
         bot_id,
     )
     if row is None:
         return None
+
     def secret(column: str) -> SecretStr | None:
         cipher = row[column]
         return SecretStr(secrets.decrypt(cipher)) if cipher is not None else None
+
+    def token_secret(cipher: str, kid: str) -> TokenSecret | None:
+        value = secret(cipher)
+        return TokenSecret(row[kid], value) if value is not None and row[kid] else None
 
     return AuthConfig(
         enabled=row["enabled"],
@@ -66,4 +114,19 @@ async def load(pool: asyncpg.Pool, secrets: Secrets, bot_id: UUID) -> AuthConfig
         signing_secret=secret("signing_secret_cipher"),
         signing_previous=secret("signing_previous_cipher"),
         signing_previous_until=row["signing_previous_until"],
+        identity_source=row["identity_source"],
+        signed_token=SignedToken(
+            algorithm=row["token_algorithm"], jwks_url=row["token_jwks_url"], issuer=row["token_issuer"],
+            max_lifetime_seconds=row["token_max_lifetime_seconds"], claims=_claims(row["token_claims"]),
+            secret=token_secret("token_secret_cipher", "token_secret_kid"),
+            previous=token_secret("token_previous_cipher", "token_previous_kid"),
+            previous_until=row["token_previous_until"],
+        ),
+        outage_grace_seconds=row["outage_grace_seconds"],
+        collect_information=row["collect_information"],
     )
+
+
+def _claims(value: str | dict[str, str]) -> dict[str, str]:
+    """jsonb arrives as text unless the pool has a codec for it."""
+    return json.loads(value) if isinstance(value, str) else dict(value)

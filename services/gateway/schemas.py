@@ -90,19 +90,63 @@ class DomainWhitelist(Strict):
         return self
 
 
+ClaimName = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class TokenClaims(Strict):
+    """Which claim of a signed identity token holds each profile field."""
+
+    id: ClaimName = "sub"
+    email: ClaimName = "email"
+    name: ClaimName = "name"
+    phone_number: ClaimName = "phone_number"
+    metadata: ClaimName = "metadata"
+
+
+class SignedTokenSettings(Strict):
+    """``identity_source: signed_token``: the widget's access token is a JWT the business signed."""
+
+    algorithm: Literal["HS256", "RS256", "ES256"] = Field("HS256", description=(
+        "the only algorithm accepted (pinned per bot); HS256 uses the bot's token secret "
+        "(`POST .../custom-auth/token-secret`), RS256/ES256 the keys at `jwks_url`"))
+    jwks_url: HttpUrl | None = Field(None, description="required for RS256 and ES256")
+    issuer: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
+        None, description="when set, a token's `iss` must be exactly this")
+    max_lifetime_seconds: Annotated[int, Field(ge=1, le=86400)] = Field(
+        3600, description="a token whose `exp - iat` is longer is refused (`lifetime_too_long`)")
+    claims: TokenClaims = TokenClaims()
+
+    @model_validator(mode="after")
+    def _keys_need_jwks(self) -> "SignedTokenSettings":
+        if self.algorithm != "HS256" and not self.jwks_url:
+            raise ValueError(f"jwks_url is required for {self.algorithm}")
+        return self
+
+
 class CustomAuthSettingsIn(Strict):
     """PUT body. ``header_token`` is write-only: absent keeps the stored one, null clears it."""
 
     enabled: bool
+    identity_source: Literal["auth_url", "signed_token"] = Field("auth_url", description=(
+        "`auth_url`: call the business's Authentication URL; `signed_token`: verify the JWT the widget "
+        "carries, with no call (then `auth_url` is optional)"))
     auth_url: HttpUrl | None = None
     header_token: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
     identify_method: IdentifyMethod = IdentifyMethod.id
     request_fields: Annotated[list[RequestField], Field(max_length=4)] = []
     domain_whitelist: DomainWhitelist = DomainWhitelist()
+    signed_token: SignedTokenSettings = SignedTokenSettings()
+    outage_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = Field(0, description=(
+        "with `auth_url`: while the Authentication URL is unavailable, a visitor whose same token was verified "
+        "within this many seconds (and not rejected since) is verified from that identity, flagged `degraded`; "
+        "0 is off"))
+    collect_information: Literal["required", "optional", "off"] = Field("required", description=(
+        "what a visitor who falls back is offered: the Collect Information form (`required`), the form with "
+        "a way to skip it (`optional`), or an anonymous chat with no form (`off`)"))
 
     @model_validator(mode="after")
     def _enabled_needs_url(self) -> "CustomAuthSettingsIn":
-        if self.enabled and not self.auth_url:
+        if self.enabled and self.identity_source == "auth_url" and not self.auth_url:
             raise ValueError("auth_url is required when Custom Authentication is enabled")
         if len(set(self.request_fields)) != len(self.request_fields):
             raise ValueError("request_fields must not repeat a field")

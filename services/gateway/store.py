@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from uuid import UUID, uuid4
 
@@ -12,7 +13,7 @@ from shared.db import CONFIG_CHANNEL
 
 from . import pagination
 from .schemas import CustomAuthSettingsIn
-from .views import Bot, BotPage, CustomAuthSettings, DomainWhitelistView
+from .views import Bot, BotPage, CustomAuthSettings, DomainWhitelistView, SignedTokenView
 
 
 BOT_COLUMNS = "bot_id, name, workspace_id, created_at, updated_at"
@@ -55,13 +56,16 @@ async def get_bot(pool: asyncpg.Pool, bot_id: UUID) -> Bot | None:
 _SETTINGS_COLUMNS = """
     enabled, auth_url, header_token_cipher IS NOT NULL AS header_token_set,
     signing_secret_cipher IS NOT NULL AS signing_secret_set, identify_method,
-    request_fields, whitelist_enabled, whitelist_source, whitelist_domains, whitelist_api_url, revision, updated_at
+    request_fields, whitelist_enabled, whitelist_source, whitelist_domains, whitelist_api_url, revision, updated_at,
+    identity_source, token_algorithm, token_jwks_url, token_issuer, token_max_lifetime_seconds, token_claims::text,
+    token_secret_kid, outage_grace_seconds, collect_information
 """
 
 
 def _settings_view(row: asyncpg.Record) -> CustomAuthSettings:
     return CustomAuthSettings(
         enabled=row["enabled"],
+        identity_source=row["identity_source"],
         auth_url=row["auth_url"],
         header_token_set=row["header_token_set"],
         signing_secret_set=row["signing_secret_set"],
@@ -73,6 +77,13 @@ def _settings_view(row: asyncpg.Record) -> CustomAuthSettings:
             domains=list(row["whitelist_domains"]),
             api_url=row["whitelist_api_url"],
         ),
+        signed_token=SignedTokenView(
+            algorithm=row["token_algorithm"], jwks_url=row["token_jwks_url"], issuer=row["token_issuer"],
+            max_lifetime_seconds=row["token_max_lifetime_seconds"], claims=json.loads(row["token_claims"]),
+            secret_kid=row["token_secret_kid"],
+        ),
+        outage_grace_seconds=row["outage_grace_seconds"],
+        collect_information=row["collect_information"],
         revision=row["revision"],
         updated_at=row["updated_at"],
     )
@@ -89,6 +100,9 @@ _PUT_SETTINGS = f"""
         header_token_cipher = CASE WHEN $4 THEN header_token_cipher ELSE $5 END,
         identify_method = $6, request_fields = $7,
         whitelist_enabled = $8, whitelist_source = $9, whitelist_domains = $10, whitelist_api_url = $11,
+        identity_source = $12, token_algorithm = $13, token_jwks_url = $14, token_issuer = $15,
+        token_max_lifetime_seconds = $16, token_claims = $17::text::jsonb, outage_grace_seconds = $18,
+        collect_information = $19,
         revision = revision + 1, updated_at = now()
     WHERE bot_id = $1
     RETURNING {_SETTINGS_COLUMNS}
@@ -100,11 +114,13 @@ async def put_custom_auth(
 ) -> CustomAuthSettings | None:
     keep_token = "header_token" not in body.model_fields_set
     cipher = secrets.encrypt(body.header_token) if body.header_token else None
-    whitelist = body.domain_whitelist
+    whitelist, token = body.domain_whitelist, body.signed_token
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             _PUT_SETTINGS, bot_id, body.enabled, body.auth_url, keep_token, cipher, body.identify_method.value,
             list(body.request_fields), whitelist.enabled, whitelist.source, list(whitelist.domains), whitelist.api_url,
+            body.identity_source, token.algorithm, token.jwks_url, token.issuer, token.max_lifetime_seconds,
+            token.claims.model_dump_json(), body.outage_grace_seconds, body.collect_information,
         )
         if row is None:
             return None

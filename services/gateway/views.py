@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.events import FallbackReason, IdentifyMethod, Identity
 from shared.sessions import SessionStatus
 
-from .schemas import RequestField
+from .schemas import RequestField, SignedTokenSettings
 
 
 class View(BaseModel):
@@ -52,16 +52,26 @@ class DomainWhitelistView(View):
     api_url: str | None
 
 
+class SignedTokenView(SignedTokenSettings):
+    secret_kid: str | None = Field(description=(
+        "HS256: the `kid` of the bot's current token secret (the secret itself is shown once, when made); "
+        "null: none yet"))
+
+
 class CustomAuthSettings(View):
     """The stored settings. The header token is write-only: only whether one is set is shown."""
 
     enabled: bool
+    identity_source: Literal["auth_url", "signed_token"]
     auth_url: str | None
     header_token_set: bool
     signing_secret_set: bool = Field(description="identity calls carry `Doorman-Signature`")
     identify_method: IdentifyMethod
     request_fields: list[RequestField]
     domain_whitelist: DomainWhitelistView
+    signed_token: SignedTokenView
+    outage_grace_seconds: int
+    collect_information: Literal["required", "optional", "off"]
     revision: int = Field(description="incremented by every PUT")
     updated_at: datetime
 

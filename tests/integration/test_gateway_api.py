@@ -65,6 +65,15 @@ BAD_SETTINGS = [
     ({"enabled": False, "domain_whitelist": {"enabled": True, "domains": ["https://example.com/x"]}}, "domain_whitelist.domains.0"),
     ({"enabled": False, "domain_whitelist": {"enabled": True, "domains": ["*.com"]}}, "domain_whitelist.domains.0"),
     ({"enabled": False, "surprise": 1}, "surprise"),
+    ({"enabled": True, "identity_source": "magic"}, "identity_source"),
+    ({"enabled": True, "identity_source": "signed_token", "signed_token": {"algorithm": "RS256"}}, "signed_token"),
+    ({"enabled": True, "identity_source": "signed_token", "signed_token": {"algorithm": "none"}}, "signed_token.algorithm"),
+    ({"enabled": False, "signed_token": {"max_lifetime_seconds": 0}}, "signed_token.max_lifetime_seconds"),
+    ({"enabled": False, "signed_token": {"jwks_url": "file:///etc/keys"}}, "signed_token.jwks_url"),
+    ({"enabled": False, "signed_token": {"claims": {"id": ""}}}, "signed_token.claims.id"),
+    ({"enabled": False, "outage_grace_seconds": 86401}, "outage_grace_seconds"),
+    ({"enabled": False, "outage_grace_seconds": -1}, "outage_grace_seconds"),
+    ({"enabled": False, "collect_information": "sometimes"}, "collect_information"),
 ]
 
 
@@ -86,6 +95,33 @@ async def test_settings_round_trip_normalises_domains(stack: Stack) -> None:
         view = await resp.json()
     assert view["domain_whitelist"]["domains"] == ["xn--bcher-kva.de", "*.example.com"]
     assert view["identify_method"] == "phone_number" and view["request_fields"] == ["email", "user_id"]
+
+
+async def test_identity_mode_settings_round_trip_with_their_defaults(stack: Stack) -> None:
+    url = f"{stack.gateway.url}/v1/bots/{await create_bot(stack.http, stack.gateway.url)}/custom-auth"
+    async with stack.http.get(url, headers=admin_headers()) as resp:
+        view = await resp.json()
+    assert view["identity_source"] == "auth_url" and view["outage_grace_seconds"] == 0
+    assert view["collect_information"] == "required"
+    assert view["signed_token"] == {
+        "algorithm": "HS256", "jwks_url": None, "issuer": None, "max_lifetime_seconds": 3600, "secret_kid": None,
+        "claims": {"id": "sub", "email": "email", "name": "name", "phone_number": "phone_number", "metadata": "metadata"},
+    }
+
+    # signed_token needs no auth_url; every part-2 setting is stored as sent.
+    body = {"enabled": True, "identity_source": "signed_token", "outage_grace_seconds": 900, "collect_information": "off",
+            "signed_token": {"algorithm": "ES256", "jwks_url": "https://login.example.com/.well-known/jwks.json",
+                             "issuer": "https://login.example.com", "max_lifetime_seconds": 600,
+                             "claims": {"id": "uid", "email": "mail"}}}
+    async with stack.http.put(url, json=body, headers=admin_headers()) as resp:
+        assert resp.status == 200, await resp.text()
+    async with stack.http.get(url, headers=admin_headers()) as resp:
+        view = await resp.json()
+    assert view["identity_source"] == "signed_token" and view["auth_url"] is None
+    assert view["outage_grace_seconds"] == 900 and view["collect_information"] == "off"
+    assert view["signed_token"]["algorithm"] == "ES256" and view["signed_token"]["max_lifetime_seconds"] == 600
+    assert view["signed_token"]["claims"] == {"id": "uid", "email": "mail", "name": "name",
+                                              "phone_number": "phone_number", "metadata": "metadata"}
 
 
 WIDGET_ERRORS = [
