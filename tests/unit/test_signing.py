@@ -50,3 +50,20 @@ def test_during_rotation_both_secrets_verify() -> None:
 
 def test_no_secret_no_headers() -> None:
     assert sign(BODY, []) == {}
+
+
+def test_keyed_hashes_are_stable_keyed_and_survive_key_rotation() -> None:
+    """Tokens kept only as keyed hashes: the same value and key give the same hash, another key another
+    hash, and after a rotation (new key first) a hash stored under the old key still matches."""
+    from cryptography.fernet import Fernet
+
+    from shared.crypto import Secrets
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    before = Secrets(old)
+    stored = before.keyed_hash("dmw_token")
+    assert stored == Secrets(old).keyed_hash("dmw_token") and len(stored) == 32
+    assert stored != before.keyed_hash("dmw_other") and b"dmw_token" not in stored
+    after = Secrets(f"{new},{old}")
+    assert after.keyed_hash("dmw_token") != stored  # new hashes under the new key...
+    assert stored in after.keyed_hashes("dmw_token")  # ...old ones still match
