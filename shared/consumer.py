@@ -27,8 +27,8 @@ from shared.batching import Batcher
 from shared.events import Event, decode, utcnow
 from shared.failures import is_transient
 from shared.messaging import ATTEMPT_HEADER, REPLAYED_HEADER, Topology, declare, declare_retry_queues, events_message
-from shared.stages import Action, Failure, Retry, Stage, settle
 from shared.metrics import CONSUMER_IN_FLIGHT, DEAD_LETTERS, RETRIES, SKIPPED
+from shared.stages import Action, Failure, Retry, Stage, settle
 
 log = structlog.get_logger("doorman.consumer")
 

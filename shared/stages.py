@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from uuid import UUID
 
 from shared.events import Event
 
@@ -30,7 +31,7 @@ class Retry:
 Handler = Callable[[Event], Awaitable[Event | Retry | None]]
 BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
 GiveUp = Callable[[Event], Awaitable[None]]
-AlreadyDone = Callable[[Sequence[Event]], Awaitable[set]]
+AlreadyDone = Callable[[Sequence[Event]], Awaitable[set[UUID]]]
 
 
 @dataclass(frozen=True)
