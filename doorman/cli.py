@@ -39,9 +39,9 @@ def cmd_gateway(_: argparse.Namespace) -> None:
     from services.gateway.settings import GatewaySettings
 
     s = _settings(GatewaySettings)
+    # SERVER_OPTIONS go to each connection's request handler (aiohttp passes run_app's extra keywords on).
     web.run_app(init_app(s), host=s.gateway_host, port=s.gateway_port, access_log=None,  # type: ignore[attr-defined]
-                handler_args=SERVER_OPTIONS, backlog=s.gateway_backlog,
-                shutdown_timeout=10, print=None)
+                backlog=s.gateway_backlog, shutdown_timeout=10, print=None, **SERVER_OPTIONS)
 
 
 def _run_worker(module: str, settings_cls: str) -> None:

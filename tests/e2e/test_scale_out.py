@@ -47,7 +47,7 @@ def health_port(log: Path) -> int:
 @pytest.fixture
 async def cluster(database_url: str, broker_prefix: Any, secret_key: str, tmp_path: Path) -> Any:
     config = service_config(database_url, broker_prefix(), secret_key)
-    procs, gateways, workers = [], [], []
+    procs, gateways, workers, logs = [], [], [], []
     for index, service in enumerate(["gateway"] * 3 + ["verifier"] * 2 + ["contacts"] * 2):
         port = free_port()
         env = service_env({**config, "gateway_port": port})
@@ -56,13 +56,14 @@ async def cluster(database_url: str, broker_prefix: Any, secret_key: str, tmp_pa
             sys.executable, "-m", "doorman.cli", service, env=env, stdout=log.open("wb"), stderr=asyncio.subprocess.STDOUT))
         (gateways if service == "gateway" else workers).append(
             f"http://127.0.0.1:{port}" if service == "gateway" else (service, log))
+        logs.append(log)
     try:
         for url in gateways:
             await wait_ready(url)
         await wait_for_consumers(config["amqp_prefix"], {messaging.VERIFIER_QUEUE: 2, messaging.CONTACTS_QUEUE: 2})
         worker_urls = {kind: [f"http://127.0.0.1:{health_port(log)}" for k, log in workers if k == kind]
                        for kind in ("verifier", "contacts")}
-        yield gateways, worker_urls
+        yield gateways, worker_urls, logs
     finally:
         for p in procs:
             if p.returncode is None:
@@ -71,7 +72,7 @@ async def cluster(database_url: str, broker_prefix: Any, secret_key: str, tmp_pa
 
 
 async def test_replicas_share_the_work_and_their_metrics_add_up(cluster: Any, customer_api: FakeCustomerAPI) -> None:
-    gateways, workers = cluster
+    gateways, workers, _ = cluster
     async with aiohttp.ClientSession() as http:
         url = customer_api.endpoint(*[verified(id=f"v-{i % 30}", name=f"V{i}") for i in range(SESSIONS)])
         bot = await create_bot(http, gateways[0], enabled=True, auth_url=url)
@@ -93,3 +94,16 @@ async def test_replicas_share_the_work_and_their_metrics_add_up(cluster: Any, cu
     assert (opened, calls, resolved, recorded) == (SESSIONS, SESSIONS, SESSIONS, SESSIONS)
     assert per_gateway == [SESSIONS / 3] * 3  # round-robin opens
     assert all(n > 0 for n in per_verifier)  # competing consumers both worked
+
+
+async def test_a_gateway_process_starts_clean_and_takes_long_request_lines(cluster: Any) -> None:
+    """`doorman gateway` hands its server options to aiohttp as aiohttp expects them: no "custom kwargs"
+    warning on start, and request lines up to 16 KiB (aiohttp's default is 8 KiB) are read."""
+    gateways, _, logs = cluster
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{gateways[0]}/v1/bots", params={"cursor": "c" * 12_000}) as resp:
+            assert resp.status == 401  # read and answered by the API (no token), not refused as too long
+        async with http.get(f"{gateways[0]}/v1/bots", params={"cursor": "c" * 20_000}) as resp:
+            assert resp.status == 400  # the limit still holds
+    for log in logs:
+        assert "Failed to create request handler" not in log.read_text(), log
