@@ -36,6 +36,7 @@ class FallbackReason(str, enum.Enum):
     destination_blocked = "destination_blocked"
     internal_error = "internal_error"
     busy = "busy"  # refused at the gateway by admission control: the pipeline could not answer in time
+    misconfigured = "misconfigured"  # the bot's saved settings cannot be used (the detail names the setting)
 
 
 class Identity(BaseModel):

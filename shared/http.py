@@ -39,6 +39,13 @@ Allow = Callable[[str], bool]
 ACCEPT_ENCODING = "gzip, deflate"
 
 
+def unsendable_header(value: str) -> bool:
+    """Whether ``value`` cannot be an HTTP field value: a line break or another control character
+    (RFC 9110 allows only visible characters, spaces and tabs). aiohttp refuses to send it; a line
+    break would otherwise inject a header of the sender's choosing."""
+    return any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value)
+
+
 class DestinationBlocked(Exception):
     """The URL's host is, or resolves to, an address Doorman must not call."""
 

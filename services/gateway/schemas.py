@@ -20,6 +20,7 @@ from shared.identifiers import InvalidIdentifier, normalise_email, normalise_pho
 from yarl import URL
 
 from shared.domains import normalise_domain_entry
+from shared.http import unsendable_header
 from shared.events import FallbackReason, IdentifyMethod
 
 RequestField = Literal["user_id", "email", "name", "phone_number"]
@@ -47,6 +48,12 @@ def _http_url(value: str) -> str:
         raise ValueError("must include a host name")
     if url.user or url.password:
         raise ValueError("must not carry a user name or password; use the header token")
+    return value
+
+
+def _sendable(value: str) -> str:
+    if unsendable_header(value):
+        raise ValueError("must not contain line breaks or other control characters (it is sent as an HTTP header)")
     return value
 
 
@@ -131,7 +138,7 @@ class CustomAuthSettingsIn(Strict):
         "`auth_url`: call the business's Authentication URL; `signed_token`: verify the JWT the widget "
         "carries, with no call (then `auth_url` is optional)"))
     auth_url: HttpUrl | None = None
-    header_token: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    header_token: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_sendable)] | None = None
     identify_method: IdentifyMethod = IdentifyMethod.id
     request_fields: Annotated[list[RequestField], Field(max_length=4)] = []
     domain_whitelist: DomainWhitelist = DomainWhitelist()

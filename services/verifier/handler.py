@@ -13,12 +13,12 @@ from shared.auth_config import AuthConfig
 from shared.consumer import Emit
 from shared.domains import origin_allowed
 from shared.events import CallFacts, FallbackReason, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
-from shared.http import OutboundClient
+from shared.http import OutboundClient, unsendable_header
 from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, BotLabel, result_class
 from shared.sessions import EXPIRED_DETAIL, not_pending
 from shared.stages import Retry
 
-from .identity import IdentityCall, call_identity
+from .identity import UNSENDABLE_TOKEN, IdentityCall, call_identity
 from .whitelist import ApiWhitelist
 
 log = structlog.get_logger("doorman.verifier")
@@ -71,6 +71,9 @@ async def decide(
     Writes nothing: the verifier emits the outcome, the Testing panel shows it (a dry run)."""
     if config is None or not config.enabled:
         return Decision(_fallback(event, FallbackReason.ca_disabled, "Custom Authentication is off for this bot"))
+    if config.header_token is not None and unsendable_header(config.header_token.get_secret_value()):
+        # Saved before tokens were checked: neither the whitelist API nor the Authentication URL can be called.
+        return Decision(_fallback(event, FallbackReason.misconfigured, UNSENDABLE_TOKEN))
     note = None
     if config.whitelist_enabled:
         allowed, note, refusal = await _whitelist_check(event, config, whitelist)

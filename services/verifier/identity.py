@@ -16,7 +16,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from shared.events import FallbackReason, Identity, IdentifyMethod
-from shared.http import DestinationBlocked, HostBusy, InvalidResponse, OutboundClient, OutboundResponse
+from shared.http import DestinationBlocked, HostBusy, InvalidResponse, OutboundClient, OutboundResponse, unsendable_header
 from shared.signing import sign
 
 from .answer import AuthFailure, parse_identity_response
@@ -49,11 +49,18 @@ _DESCRIPTIONS: dict[FallbackReason, str] = {
     FallbackReason.internal_error: (
         "Something went wrong on our side; try again, and contact support if it persists."
     ),
+    FallbackReason.misconfigured: (
+        "A saved setting cannot be used as it is (the detail names it); save it again in the bot's settings."
+    ),
     FallbackReason.busy: (
         "Doorman was too busy to verify this visitor in time and showed the form at once; nothing to fix "
         "on your side, it passes when the load does."
     ),
 }
+
+
+UNSENDABLE_TOKEN = ("header_token: the saved header token holds a line break or another control character and "
+                    "cannot be sent in an HTTP header; save it again")
 
 
 def describe(reason: FallbackReason) -> str:
@@ -98,6 +105,8 @@ async def call_identity(
     )
     payload = json.dumps(body, separators=(",", ":")).encode()  # the exact bytes sent, and signed
     headers.update(sign(payload, signing_secrets))
+    if header_token is not None and unsendable_header(header_token.get_secret_value()):
+        return IdentityCall(headers, body, None, None, AuthFailure(FallbackReason.misconfigured, UNSENDABLE_TOKEN), 0.0)
     started = time.perf_counter()
     response: OutboundResponse | None = None
     identity: Identity | None = None

@@ -16,7 +16,7 @@ from shared import messaging
 from shared.events import IdentifyMethod, WidgetOpened, utcnow
 from shared.http import outbound_client
 from shared.metrics import SKIPPED
-from tests.conftest import store_pending, AMQP_URL, Stack, await_outcome, create_bot, verify_once
+from tests.conftest import store_pending, AMQP_URL, Stack, admin_headers, await_outcome, create_bot, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
 
@@ -48,6 +48,39 @@ async def test_unreadable_header_token_ends_in_internal_error_and_dead_letter(st
     [dead] = await dead_letters(stack.config["amqp_prefix"], messaging.VERIFIER_QUEUE)
     assert dead.type == "widget.opened"
     assert customer_api.received(url) == []
+
+
+async def test_a_saved_header_token_that_cannot_be_sent_ends_opens_misconfigured(
+    stack: Stack, customer_api: FakeCustomerAPI,
+) -> None:
+    """A token with a line break, saved before such tokens were refused (422): not one request goes
+    out (aiohttp would refuse it; a line break would inject a header), the visitor gets the form with
+    reason `misconfigured` naming the setting, and nothing is dead-lettered per visitor."""
+    from shared.crypto import Secrets
+    from shared.metrics import DEAD_LETTERS
+
+    url = customer_api.endpoint(verified(id="never"))
+    listing = customer_api.endpoint(Answer(json={"domains": ["shop.example.com"]}))
+    bots = [await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url, header_token="Bearer fine"),
+            await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url, header_token="Bearer fine",
+                             domain_whitelist={"enabled": True, "source": "api", "api_url": listing})]
+    cipher = Secrets(stack.config["secret_key"]).encrypt("Bearer x\r\nX-Injected: yes")
+    dead_before = DEAD_LETTERS.labels(messaging.VERIFIER_QUEUE)._value.get()
+    for bot in bots:
+        await stack.pool.execute("UPDATE custom_auth_settings SET header_token_cipher = $2 WHERE bot_id = $1", bot, cipher)
+
+        outcome = await verify_once(stack, bot, access_token="t", origin="https://shop.example.com")
+
+        assert outcome["fallback"]["reason"] == "misconfigured", outcome
+        assert outcome["fallback"]["detail"].startswith("header_token: ")
+        async with stack.http.post(f"{stack.gateway.url}/v1/bots/{bot}/custom-auth/test", json={"access_token": "t"},
+                                   headers=admin_headers()) as resp:
+            panel = await resp.json()
+        assert panel["failure"]["reason"] == "misconfigured" and panel["failure"]["detail"].startswith("header_token: ")
+        assert panel["visitor_outcome"]["reason"] == "misconfigured" and "save it again" in panel["failure"]["hint"]
+        assert "X-Injected" not in str(panel)
+    assert customer_api.received(url) == [] and customer_api.received(listing) == []
+    assert DEAD_LETTERS.labels(messaging.VERIFIER_QUEUE)._value.get() == dead_before
 
 
 async def test_undecodable_message_is_dead_lettered(stack: Stack) -> None:
