@@ -51,6 +51,17 @@ def normalise_host(host: str) -> str:
     return encoded
 
 
+# An origin is scheme://host[:port]: a host name is at most 253 characters. Anything much longer
+# is not an origin, and is neither stored (sessions, the activity log) nor logged.
+MAX_ORIGIN = 300
+
+
+def origin_header(value: str | None) -> str | None:
+    """The ``Origin`` header as a widget open keeps it: ``None`` when absent or too long to be one
+    (decided as an open without an Origin)."""
+    return value if value is not None and len(value) <= MAX_ORIGIN else None
+
+
 def host_from_origin(origin: str | None) -> str | None:
     """The normalised host of an Origin header value, or None if there is none.
 

@@ -8,6 +8,7 @@ Retry-After.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 
@@ -34,9 +35,14 @@ class WidgetLimits:
         self._trust_forwarded_for = trust_forwarded_for
 
     def client(self, request: web.Request) -> str:
-        """The caller's address; behind a trusted proxy, the address that proxy saw (last hop)."""
+        """The caller's address; behind a trusted proxy, the address that proxy saw (last hop), when it
+        is one (anything else in the header would be a counter of the sender's choosing)."""
         if self._trust_forwarded_for and (forwarded := request.headers.get("X-Forwarded-For")):
-            return forwarded.split(",")[-1].strip()
+            last = forwarded.rsplit(",", 1)[-1].strip()
+            try:
+                return str(ipaddress.ip_address(last))
+            except ValueError:
+                pass
         return request.remote or "unknown"
 
     async def _hit(self, item: RateLimitItem, *key: str) -> None:

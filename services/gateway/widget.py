@@ -14,6 +14,7 @@ from aiohttp import web
 from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
+from shared.domains import origin_header
 from shared.events import ContactCollected, WidgetOpened, utcnow
 from shared.metrics import WAITING_STREAMS
 from shared.routes import Response, Routes, Stream
@@ -78,7 +79,7 @@ async def open_session(request: web.Request) -> web.Response:
     body = await read_model(request, OpenSession, max_bytes=settings.widget_body_max_bytes)
     await limits.open_for_bot(str(body.bot_id))
     session = NewSession(
-        session_id=new_session_id(hub.replica), bot_id=body.bot_id, origin=request.headers.get("Origin"),
+        session_id=new_session_id(hub.replica), bot_id=body.bot_id, origin=origin_header(request.headers.get("Origin")),
         deadline_at=utcnow() + timedelta(seconds=settings.session_deadline_seconds),
         busy=not hub.admission.admit(hub.in_flight),
     )

@@ -237,3 +237,20 @@ async def test_admin_api_sends_no_cors_headers(stack: Stack) -> None:
     async with stack.http.options(f"{stack.gateway.url}/v1/bots", headers={
             "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}) as resp:
         assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+async def test_an_origin_too_long_to_be_one_is_neither_stored_nor_trusted(stack: Stack) -> None:
+    """8,000 characters in Origin: the open is decided as one without an Origin, and nothing of it is
+    kept in the session or the activity log (a real origin is at most a few hundred characters)."""
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url="https://a.example.com/auth",
+                           domain_whitelist={"enabled": True, "domains": ["shop.example.com"]})
+    junk = "https://shop.example.com" + "x" * 8000
+    async with stack.http.post(f"{stack.gateway.url}/v1/widget/sessions", json={"bot_id": bot, "access_token": "t"},
+                               headers={"Origin": junk}) as resp:
+        assert resp.status == 202, await resp.text()
+        session_id = (await resp.json())["session_id"]
+    outcome = await await_outcome(stack.http, stack.gateway.url, session_id)
+    assert outcome["fallback"]["reason"] == "domain_not_allowed"
+    assert await stack.pool.fetchval("SELECT origin FROM widget_sessions WHERE session_id = $1", session_id) is None
+    async with stack.http.get(f"{stack.gateway.url}/v1/bots/{bot}/auth-events", headers=admin_headers()) as resp:
+        assert "xxxxxxxx" not in await resp.text()

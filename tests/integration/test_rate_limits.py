@@ -55,3 +55,18 @@ async def test_forwarded_for_is_ignored_unless_trusted(stack: Stack) -> None:
                                        headers={"X-Forwarded-For": spoofed}) as resp:
                 statuses.append(resp.status)
         assert statuses == [202, 429]
+
+
+async def test_a_forwarded_for_that_is_not_an_address_counts_as_the_proxy_itself(stack: Stack) -> None:
+    """Behind a trusted proxy, junk in the last hop (8 KB of it, or a made-up name per request) cannot
+    mint a fresh counter per request: it is counted against the connecting address."""
+    config = {**stack.config, "rate_limit_opens_per_client": "2/minute", "trust_forwarded_for": True}
+    bot = await create_bot(stack.http, stack.gateway.url)
+    async with AsyncExitStack() as es:
+        gateway = await start_gateway(es, config)
+        statuses = []
+        for junk in ("x" * 8000, "not-an-ip-1", "not-an-ip-2"):
+            async with stack.http.post(f"{gateway.url}/v1/widget/sessions", json={"bot_id": bot},
+                                       headers={"X-Forwarded-For": f"10.0.0.9, {junk}"}) as resp:
+                statuses.append(resp.status)
+        assert statuses == [202, 202, 429]
