@@ -284,3 +284,14 @@ async def test_expired_pushed_identities_are_pruned_with_old_sessions(stack: Sta
     await prune(stack.pool, timedelta(days=1))
     left = await stack.pool.fetch("SELECT identity->>'email' AS email FROM pushed_identities WHERE bot_id = $1", bot_id)
     assert [r["email"] for r in left] == ["fresh@example.com"]
+
+
+async def test_an_identify_method_changed_since_the_push_is_seen(stack: Stack, business: tuple[str, str]) -> None:
+    bot_id, url = business
+    token = (await push(stack, bot_id, {"email": "switch@example.com", "id": "s-1"}))["widget_token"]
+    async with stack.http.put(f"{stack.gateway.url}/v1/bots/{bot_id}/custom-auth", headers=admin_headers(),
+                              json={"enabled": True, "auth_url": url, "identify_method": "phone_number"}) as resp:
+        assert resp.status == 200
+    outcome = await open_with(stack, bot_id, token)
+    assert outcome["status"] == "fallback" and outcome["fallback"] == {
+        "reason": "invalid_response", "detail": "the pushed identity cannot be used: phone_number is missing"}
