@@ -373,7 +373,8 @@ PRUNE_CHUNK = 5000
 
 
 async def prune(pool: asyncpg.Pool, older_than: timedelta) -> int:
-    """Delete resolved sessions (and inbox entries) older than ``older_than``; returns sessions deleted."""
+    """Delete resolved sessions (and inbox entries, pushed identities expired) older than ``older_than``;
+    returns sessions deleted."""
     deleted = 0
     while True:
         n = await pool.fetchval(
@@ -391,6 +392,11 @@ async def prune(pool: asyncpg.Pool, older_than: timedelta) -> int:
     await pool.execute(
         """DELETE FROM processed_events WHERE event_id IN (
                SELECT event_id FROM processed_events WHERE processed_at < now() - $1::interval LIMIT 100000)""",
+        older_than,
+    )
+    await pool.execute(  # identities pushed for the widget (used or not), once expired that long ago
+        """DELETE FROM pushed_identities WHERE token_hash IN (
+               SELECT token_hash FROM pushed_identities WHERE expires_at < now() - $1::interval LIMIT 100000)""",
         older_than,
     )
     return deleted

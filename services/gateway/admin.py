@@ -115,7 +115,7 @@ async def test_custom_auth(request: web.Request) -> web.Response:
     if not config.auth_url:
         raise error(422, "invalid_settings", "set the bot's auth_url before testing",
                     fields=[{"field": "auth_url", "message": "not set"}])
-    return json_response(await testing.run_test(pool, request.app[HTTP], bot_id, config, sample))
+    return json_response(await testing.run_test(pool, request.app[HTTP], bot_id, config, sample, request.app[SECRETS]))
 
 
 @routes.get("/v1/bots/{bot_id}/contacts", "listContacts", "List and search contacts", tag="contacts",

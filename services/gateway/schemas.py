@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -11,7 +11,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictStr,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -195,6 +197,33 @@ class TestRequest(Strict):
     origin: Annotated[str, Field(max_length=2048, description=(
         "the page origin a real widget open would come from, e.g. `https://shop.example.com`; the whitelist "
         "decision uses it; omitted: decided as an open without an Origin header"))] | None = None
+
+
+def _string_or_integer(value: object) -> object:
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ValueError("must be a string or an integer")
+
+
+# One field error (not one per union member) when it is neither.
+StringOrInteger = Annotated[Any, AfterValidator(_string_or_integer), WithJsonSchema({"type": ["string", "integer"]})]
+
+
+class PushIdentity(Strict):
+    """``POST /v1/bots/{bot_id}/identities``: a visitor's profile, pushed by the business's server. It is
+    read as an Authentication URL's ``data`` is (bounded, normalised); it must hold the bot's identify
+    method's field."""
+
+    id: StringOrInteger | None = None
+    email: StrictStr | None = None
+    name: StrictStr | None = None
+    phone_number: StrictStr | None = None
+    country_code: StrictStr | None = None
+    external_workspace_id: Annotated[str, Field(min_length=1, max_length=256, description=(
+        "the business's own workspace (partition) this visitor belongs to; not a Doorman workspace"))] | None = None
+    metadata: dict[str, Any] | None = None
+    ttl_seconds: Annotated[int, Field(ge=60, le=86400, description=(
+        "how long the widget token can be used, in seconds"))] = 600
 
 
 def _blank_is_none(value: object) -> object:

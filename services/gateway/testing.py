@@ -14,8 +14,10 @@ import asyncpg
 
 from services.verifier.handler import VISITOR_FIELDS, Decision, decide
 from services.verifier.identity import IdentityCall, call_identity, describe
+from services.verifier.pushed import PushedIdentities
 from services.verifier.whitelist import ApiWhitelist
 from shared.auth_config import AuthConfig
+from shared.crypto import Secrets
 from shared.events import SessionFellBack, WidgetOpened, utcnow
 from shared.http import OutboundClient
 
@@ -54,9 +56,11 @@ def _response_view(call: IdentityCall) -> TestResponseReceived | None:
     )
 
 
-async def _dry_run(http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest) -> Decision:
+async def _dry_run(http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest,
+                   pushed: PushedIdentities) -> Decision:
     """The verifier's decision for an open from ``sample.origin`` with ``sample``'s token and fields.
-    A whitelist API is read afresh (the verifier may hold it cached for a few minutes)."""
+    A whitelist API is read afresh (the verifier may hold it cached for a few minutes); a widget
+    token (``dmw_``) is only checked, never taken."""
     event = WidgetOpened(
         correlation_id="testing-panel", session_id="testing-panel", bot_id=bot_id, origin=sample.origin,
         access_token=sample.access_token, **{f: getattr(sample, f) for f in VISITOR_FIELDS},
@@ -64,7 +68,7 @@ async def _dry_run(http: OutboundClient, bot_id: UUID, config: AuthConfig, sampl
     )
     whitelist = ApiWhitelist(http)
     try:
-        return await decide(event, config, http=http, whitelist=whitelist)
+        return await decide(event, config, http=http, whitelist=whitelist, pushed=pushed)
     finally:
         await whitelist.close()
 
@@ -76,9 +80,10 @@ def _visitor_outcome(decision: Decision) -> VisitorOutcome:
     return VisitorOutcome(status="verified", reason=None, detail=None)
 
 
-async def run_test(pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest) -> TestResult:
+async def run_test(pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest,
+                   secrets: Secrets) -> TestResult:
     assert config.auth_url is not None
-    decision = await _dry_run(http, bot_id, config, sample)
+    decision = await _dry_run(http, bot_id, config, sample, PushedIdentities(pool, secrets, dry_run=True))
     # A visitor who never reaches the call (Custom Authentication off, a refused domain) still gets
     # the call shown: the panel is where the business gets it right before switching it on.
     call = decision.call or await call_identity(

@@ -76,6 +76,13 @@ class CustomAuthSettings(View):
     updated_at: datetime
 
 
+class WidgetToken(View):
+    widget_token: str = Field(description=(
+        "`dmw_...`: embed it as the widget's `data-token`; single use (the first session that opens with it "
+        "owns it); only its keyed hash is stored"))
+    expires_at: datetime = Field(description="a widget opened after this falls back (`auth_rejected`)")
+
+
 # --- workspaces and their API keys --------------------------------------------------------------
 
 

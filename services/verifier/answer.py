@@ -141,6 +141,12 @@ def parse_identity_response(status: int, body: bytes, method: IdentifyMethod) ->
         _invalid("data is missing")
     if not isinstance(data, dict):
         _invalid("data must be an object")
+    return identity_from_data(data, method)
+
+
+def identity_from_data(data: dict[str, Any], method: IdentifyMethod) -> Identity:
+    """The Identity a ``data`` object describes, its fields bounded and normalised as an answer's
+    are, or AuthFailure (``invalid_response``) naming the field as ``data.<field>``."""
     fields = {field: _profile_field(data, field) for field in PROFILE_FIELDS}
     metadata = _metadata(data)
     try:

@@ -12,13 +12,15 @@ import structlog
 from shared.auth_config import AuthConfig
 from shared.consumer import Emit
 from shared.domains import origin_allowed
-from shared.events import CallFacts, FallbackReason, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
+from shared.events import CallFacts, FallbackReason, Identity, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
 from shared.http import OutboundClient, unsendable_header
 from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, BotLabel, result_class
 from shared.sessions import EXPIRED_DETAIL, not_pending
 from shared.stages import Retry
 
+from .answer import AuthFailure
 from .identity import UNSENDABLE_TOKEN, IdentityCall, call_identity
+from .pushed import PushedIdentities, is_widget_token, pushed_identity
 from .whitelist import ApiWhitelist
 
 log = structlog.get_logger("doorman.verifier")
@@ -55,6 +57,13 @@ async def _whitelist_check(event: WidgetOpened, config: AuthConfig, whitelist: A
     return origin_allowed(event.origin, lookup.domains), lookup.note, "this site's domain is not on the whitelist your API returned"
 
 
+def _verified(event: WidgetOpened, config: AuthConfig, identity: Identity, facts: CallFacts) -> IdentityVerified:
+    return IdentityVerified(
+        event_id=outcome_id(event), correlation_id=event.correlation_id, session_id=event.session_id, bot_id=event.bot_id,
+        identify_method=config.identify_method, identity=identity, observed_at=utcnow(), facts=facts,
+    )
+
+
 @dataclass(frozen=True)
 class Decision:
     """What a widget open gets, and the identity call behind it when one was made."""
@@ -66,9 +75,11 @@ class Decision:
 
 async def decide(
     event: WidgetOpened, config: AuthConfig | None, *, http: OutboundClient, whitelist: ApiWhitelist,
+    pushed: PushedIdentities | None = None,
 ) -> Decision:
     """Case 1 (Custom Authentication off), Case 2 (the domain whitelist), Case 3 (the identity call).
-    Writes nothing: the verifier emits the outcome, the Testing panel shows it (a dry run)."""
+    Writes nothing but a widget token's owner (``pushed``; the Testing panel passes a dry-run one):
+    the verifier emits the outcome, the Testing panel shows it (a dry run)."""
     if config is None or not config.enabled:
         return Decision(_fallback(event, FallbackReason.ca_disabled, "Custom Authentication is off for this bot"))
     if config.header_token is not None and unsendable_header(config.header_token.get_secret_value()):
@@ -82,6 +93,12 @@ async def decide(
     if event.access_token is None or not event.access_token.get_secret_value().strip():
         return Decision(_fallback(event, FallbackReason.missing_token, "the widget was opened without an access token",
                                   CallFacts(whitelist_note=note)))
+    if is_widget_token(event.access_token.get_secret_value()):  # an identity the business pushed: no call
+        try:
+            identity = await pushed_identity(pushed, event, config.identify_method)
+        except AuthFailure as failure:
+            return Decision(_fallback(event, failure.reason, failure.detail, CallFacts(whitelist_note=note)))
+        return Decision(_verified(event, config, identity, CallFacts(whitelist_note=note)))
     assert config.auth_url is not None
     call = await call_identity(
         http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
@@ -103,6 +120,7 @@ async def decide(
 
 async def verify(
     event: WidgetOpened, *, load_config: LoadConfig, http: OutboundClient, whitelist: ApiWhitelist,
+    pushed: PushedIdentities | None = None,
 ) -> IdentityVerified | SessionFellBack | Retry:
     """The outcome to emit, or :class:`Retry` carrying ``auth_unavailable`` when the business's API
     blinked, so the runner tries again while the visitor can still wait."""
@@ -111,7 +129,7 @@ async def verify(
         # waiting for the business's answer, and calling now would only delay the opens behind it.
         log.warning("open picked up after its deadline; not calling the business")
         return _fallback(event, FallbackReason.internal_error, EXPIRED_DETAIL)
-    decision = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist)
+    decision = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist, pushed=pushed)
     if decision.call is not None:
         bot, facts = BOTS(event.bot_id), decision.outcome.facts
         AUTH_CALL_SECONDS.labels(bot).observe(decision.call.elapsed_ms / 1000)

@@ -16,6 +16,7 @@ from shared.stages import RetryPolicy, Stage
 
 from .config import cached_config
 from .handler import already_done, emit, give_up, verify
+from .pushed import PushedIdentities
 from .settings import VerifierSettings
 from .whitelist import ApiWhitelist
 
@@ -51,7 +52,8 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
         # The stage: widget-opened events, decided by `verify`; an open it gives up on falls back to internal_error.
         stage = Stage(
             queue=messaging.VERIFIER_QUEUE,
-            handles={WidgetOpened: partial(verify, load_config=config.get, http=http, whitelist=whitelist)},
+            handles={WidgetOpened: partial(verify, load_config=config.get, http=http, whitelist=whitelist,
+                                           pushed=PushedIdentities(pool, secrets))},
             retry=RetryPolicy(
                 RETRY_DELAYS, MAX_ATTEMPTS, deadline=lambda event: event.deadline_at,
                 # An attempt may wait for a slot to the business's host, then for its answer.

@@ -236,3 +236,16 @@ async def test_open_with_wait_and_busy_refusals_match(stack: Stack, doc: dict[st
     events = await call(stack, doc, "GET", "/v1/bots/{bot_id}/auth-events", 200, bot_id=bot_id,
                         query={"reason": "busy"})
     assert {e["session_id"] for e in events["events"]} == {created["session_id"], busy["session_id"]}
+
+
+async def test_identity_push_matches(stack: Stack, doc: dict[str, Any]) -> None:
+    bot_id = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url="https://shop.example.com/auth",
+                              identify_method="email")
+    pushed = await call(stack, doc, "POST", "/v1/bots/{bot_id}/identities", 201, bot_id=bot_id,
+                        json={"email": "push@example.com", "name": "Pushed", "metadata": {"plan": "pro"},
+                              "ttl_seconds": 300})
+    assert pushed["widget_token"].startswith("dmw_")
+    body = await call(stack, doc, "POST", "/v1/bots/{bot_id}/identities", 422, bot_id=bot_id, json={"name": "x"})
+    assert [f["field"] for f in body["error"]["fields"]] == ["email"]
+    await call(stack, doc, "POST", "/v1/bots/{bot_id}/identities", 404, bot_id=uuid4(), json={"id": "1"})
+    await call(stack, doc, "POST", "/v1/bots/{bot_id}/identities", 401, admin=False, bot_id=bot_id, json={"id": "1"})
