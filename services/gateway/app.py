@@ -108,6 +108,7 @@ def init_app(settings: GatewaySettings) -> web.Application:
     app[LIMITS] = WidgetLimits(
         per_client=settings.rate_limit_opens_per_client, per_bot=settings.rate_limit_opens_per_bot,
         reads_per_client=settings.rate_limit_reads_per_client, trust_forwarded_for=settings.trust_forwarded_for,
+        storage_uri=settings.rate_limit_storage.get_secret_value(),
     )
     app.cleanup_ctx.extend([_database, _broker, _outbound])
     app.on_startup.append(openapi.publish)

@@ -1,9 +1,10 @@
 """Rate limits on the public widget API, per client address and per bot (the `limits` library).
 
-Counters live in each gateway replica's memory (sliding window counters): with N
-replicas behind a load balancer a client can get up to N times the limit, which is
-what these limits are for (stopping floods), not exact quotas. 429 answers carry
-Retry-After.
+Sliding window counters, in each gateway replica's memory by default; with
+``DOORMAN_RATE_LIMIT_STORAGE=redis://...`` in Redis, so every replica counts against one
+budget. 429 answers carry Retry-After. When the shared storage cannot be reached the
+request is let through (and logged): the limits stop floods, they are not worth refusing
+every visitor for while Redis restarts.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import ipaddress
 import math
 import time
 
+import structlog
 from aiohttp import web
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage
+from limits.aio.storage import Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.storage import storage_from_string
 
 from shared.metrics import SESSIONS_REFUSED
 from shared.routes import Response
@@ -26,9 +29,33 @@ LIMITED = {429: Response("Too many requests from this client address (or for thi
                          Error, RETRY_AFTER)}
 
 
+log = structlog.get_logger("doorman.ratelimit")
+STORAGE_SCHEMES = {"memory": "async+memory", "redis": "async+redis", "rediss": "async+rediss"}
+STORAGE_ERROR_LOG_EVERY = 10.0  # seconds: a Redis outage is logged, not once per request
+
+
+def storage_uri(value: str) -> str:
+    """Settings validation: ``memory://`` or ``redis[s]://host:port/db``, as the `limits` library names
+    its async storages (``async+redis://...``)."""
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in STORAGE_SCHEMES:
+        raise ValueError("must be memory:// or a redis:// (rediss://) URL like redis://127.0.0.1:6379/0")
+    return f"{STORAGE_SCHEMES[scheme]}://{rest}"
+
+
+def storage(uri: str) -> Storage:
+    # A Redis that hangs must not hold widget opens: a counter not read in time lets the request through.
+    options = {"connect_timeout": 0.5, "stream_timeout": 0.5} if not uri.startswith("memory:") else {}
+    made = storage_from_string(storage_uri(uri), **options)
+    assert isinstance(made, Storage)
+    return made
+
+
 class WidgetLimits:
-    def __init__(self, *, per_client: str, per_bot: str, reads_per_client: str, trust_forwarded_for: bool) -> None:
-        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+    def __init__(self, *, per_client: str, per_bot: str, reads_per_client: str, trust_forwarded_for: bool,
+                 storage_uri: str = "memory://") -> None:
+        self._limiter = SlidingWindowCounterRateLimiter(storage(storage_uri))
+        self._storage_failed_at = -STORAGE_ERROR_LOG_EVERY
         self._per_client = parse(per_client)
         self._per_bot = parse(per_bot)
         self._reads = parse(reads_per_client)
@@ -46,7 +73,13 @@ class WidgetLimits:
         return request.remote or "unknown"
 
     async def _hit(self, item: RateLimitItem, *key: str) -> None:
-        if await self._limiter.hit(item, *key):
+        try:
+            if await self._limiter.hit(item, *key):
+                return
+        except Exception as exc:  # the shared storage is unreachable: let the request through
+            if (now := time.monotonic()) - self._storage_failed_at >= STORAGE_ERROR_LOG_EVERY:
+                self._storage_failed_at = now
+                log.warning("rate-limit storage unavailable; requests are not limited meanwhile", error=repr(exc))
             return
         if key[0] != "read":
             SESSIONS_REFUSED.labels("rate_limited").inc()

@@ -4,8 +4,13 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 
-from services.gateway.ratelimit import check_limit
+from services.gateway.ratelimit import check_limit, storage_uri
 from shared.settings import PLACEHOLDER, OutboundSettings, SecretKeySettings
+
+
+def _storage(value: SecretStr) -> SecretStr:
+    storage_uri(value.get_secret_value())
+    return value
 
 
 class GatewaySettings(SecretKeySettings, OutboundSettings):
@@ -27,9 +32,15 @@ class GatewaySettings(SecretKeySettings, OutboundSettings):
     open_batch_max: int = Field(256, ge=1, le=5000, description="most opens stored and published in one round trip")
     open_flushes: int = Field(2, ge=1, le=64, description="open batches in flight at once")
     widget_body_max_bytes: int = 16 * 1024
-    rate_limit_opens_per_client: Annotated[str, AfterValidator(check_limit)] = "60/minute"
+    # Many visitors can share one address (a carrier's NAT puts thousands of phones behind a few IPv4
+    # addresses): the per-client limit stops one runaway script, the per-bot one protects a business,
+    # and admission control the pipeline. 600 a minute is 10 opens a second from one address.
+    rate_limit_opens_per_client: Annotated[str, AfterValidator(check_limit)] = "600/minute"
     rate_limit_opens_per_bot: Annotated[str, AfterValidator(check_limit)] = "6000/minute"
     rate_limit_reads_per_client: Annotated[str, AfterValidator(check_limit)] = "600/minute"
+    rate_limit_storage: Annotated[SecretStr, AfterValidator(_storage)] = Field(SecretStr("memory://"), description=(
+        "where rate-limit counters live: memory:// (each replica its own) or redis://host:port/db (one budget "
+        "for every replica); secret, as a Redis URL may hold a password"))
     trust_forwarded_for: bool = Field(False, description="behind a proxy: take the client address from X-Forwarded-For")
     demo_api_url: str | None = Field(None, description="set by `doorman up`: serves /demo with its tokens")
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 from contextlib import AsyncExitStack
+
+import pytest
 
 from tests.conftest import Stack, create_bot, start_gateway
 
@@ -70,3 +73,47 @@ async def test_a_forwarded_for_that_is_not_an_address_counts_as_the_proxy_itself
                                        headers={"X-Forwarded-For": f"10.0.0.9, {junk}"}) as resp:
                 statuses.append(resp.status)
         assert statuses == [202, 202, 429]
+
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+async def test_replicas_share_one_budget_with_redis_storage(stack: Stack) -> None:
+    """Two gateway replicas on the real Redis: a client gets the limit once, not once per replica."""
+    config = {**stack.config, "rate_limit_opens_per_client": "4/minute", "trust_forwarded_for": True,
+              "rate_limit_storage": REDIS}
+    bot = await create_bot(stack.http, stack.gateway.url)
+    client = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250)}"  # fresh in Redis
+    async with AsyncExitStack() as es:
+        replicas = [await start_gateway(es, config), await start_gateway(es, config)]
+        statuses = []
+        for i in range(6):
+            async with stack.http.post(f"{replicas[i % 2].url}/v1/widget/sessions", json={"bot_id": bot},
+                                       headers={"X-Forwarded-For": client}) as resp:
+                statuses.append(resp.status)
+    assert statuses == [202, 202, 202, 202, 429, 429]
+
+
+async def test_a_redis_that_cannot_be_reached_does_not_refuse_visitors(stack: Stack) -> None:
+    config = {**stack.config, "rate_limit_opens_per_client": "1/minute", "rate_limit_storage": "redis://127.0.0.1:1/0"}
+    bot = await create_bot(stack.http, stack.gateway.url)
+    async with AsyncExitStack() as es:
+        gateway = await start_gateway(es, config)
+        statuses = []
+        for _ in range(3):
+            async with stack.http.post(f"{gateway.url}/v1/widget/sessions", json={"bot_id": bot}) as resp:
+                statuses.append(resp.status)
+    assert statuses == [202, 202, 202]
+
+
+def test_rate_limit_storage_setting_is_checked(stack: Stack) -> None:
+    from pydantic import ValidationError
+
+    from services.gateway.settings import GatewaySettings
+
+    for good in ("memory://", REDIS, "rediss://cache.internal:6380/1"):
+        assert GatewaySettings(**{**stack.config, "rate_limit_storage": good}).rate_limit_storage.get_secret_value() == good
+    with pytest.raises(ValidationError, match="rate_limit_storage") as refused:
+        GatewaySettings(**{**stack.config, "rate_limit_storage": "memcached://user:hunter2@x:11211"})
+    # What `doorman` prints of a bad setting (errors without their input) does not repeat the password.
+    assert "hunter2" not in str(refused.value.errors(include_input=False))
