@@ -11,9 +11,11 @@ $(BIN)/doorman: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
-install: $(BIN)/doorman
+# RabbitMQ, PostgreSQL and python3-venv first (installed from Debian's packages on a bare machine):
+# the virtualenv needs python3-venv.
+install: services $(BIN)/doorman
 
-# Start the local RabbitMQ and PostgreSQL if they are installed but down.
+# Install RabbitMQ and PostgreSQL when missing, start them when down.
 services:
 	@./scripts/ensure-services
 
@@ -21,18 +23,18 @@ services:
 browser:
 	@./scripts/ensure-browser
 
-run: install services
+run: install
 	$(BIN)/doorman up
 
-test: install services browser
+test: install browser
 	$(BIN)/pytest -q
 
 # The long fault-injection run (the short one is part of `make test`); prints the table.
-faults: install services
+faults: install
 	DOORMAN_FAULTS_FULL=1 $(BIN)/pytest -q tests/faults
 
 # Re-take the README's screenshots (docs/screenshots/) from the browser tests.
-screenshots: install services browser
+screenshots: install browser
 	DOORMAN_SCREENSHOTS=1 $(BIN)/pytest -q tests/browser
 
 clean:
@@ -40,6 +42,6 @@ clean:
 
 # The benchmark: one table, bench/results/latest.json (about 6 minutes; `.venv/bin/python -m bench --quick` for about 1).
 .PHONY: bench
-bench: install services
+bench: install
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench

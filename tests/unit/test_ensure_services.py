@@ -1,0 +1,120 @@
+"""``scripts/ensure-services`` on a bare machine, played with stand-in commands.
+
+The machines this runs on always have RabbitMQ and PostgreSQL, so the install branch is tested with
+stand-ins on PATH: an ``apt-get`` that records what it is asked and "installs" a ``pg_ctlcluster`` and
+a ``rabbitmq-server`` which, when started, listen on the ports the script waits for. The real
+``apt-get``, ``pg_ctlcluster`` and ``rabbitmq-server`` are kept off PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PYTHON = getattr(sys, "_base_executable", sys.executable)  # the interpreter itself, not a venv's or a shim
+ROOT = Path(__file__).resolve().parents[2]
+SYSTEM_TOOLS = ("bash", "cat", "ls", "head", "mv", "seq", "sleep", "id", "printf", "env", "mkdir", "chmod")
+
+LISTENER = 'exec python3 -c "import socket,time; s=socket.socket(); s.bind((\'127.0.0.1\', $PORT)); s.listen(); time.sleep(60)"'
+
+APT_GET = """\
+#!/usr/bin/env bash
+echo "apt-get $*" >> "$CALLS"
+[ "$1" = install ] || exit 0
+for pkg in "$@"; do
+  case "$pkg" in
+    postgresql)
+      mkdir -p "$DOORMAN_PG_ETC/15/main"
+      echo "local all postgres peer" > "$DOORMAN_PG_ETC/15/main/pg_hba.conf"
+      cat > "$STANDINS/pg_ctlcluster" <<'EOF'
+#!/usr/bin/env bash
+echo "pg_ctlcluster $*" >> "$CALLS"
+if [ "$4" = start ]; then PORT=$DOORMAN_PG_PORT; (LISTENER) >/dev/null 2>&1 & echo $! >> "$PIDS"; fi
+EOF
+      chmod +x "$STANDINS/pg_ctlcluster";;
+    rabbitmq-server)
+      cat > "$STANDINS/rabbitmq-server" <<'EOF'
+#!/usr/bin/env bash
+echo "rabbitmq-server $*" >> "$CALLS"
+PORT=$DOORMAN_AMQP_PORT; (LISTENER) >/dev/null 2>&1 & echo $! >> "$PIDS"
+EOF
+      chmod +x "$STANDINS/rabbitmq-server";;
+  esac
+done
+""".replace("LISTENER", LISTENER)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def bare_machine(tmp_path: Path) -> dict[str, str]:
+    standins, system = tmp_path / "standins", tmp_path / "system"
+    standins.mkdir()
+    system.mkdir()
+    for tool in SYSTEM_TOOLS:
+        if found := shutil.which(tool):
+            (system / tool).symlink_to(found)
+    (system / "python3").symlink_to(PYTHON)
+    (standins / "apt-get").write_text(textwrap.dedent(APT_GET))
+    (standins / "apt-get").chmod(0o755)
+    return {
+        "PATH": f"{standins}:{system}", "STANDINS": str(standins), "CALLS": str(tmp_path / "calls"),
+        "PIDS": str(tmp_path / "pids"), "DOORMAN_PG_ETC": str(tmp_path / "etc-postgresql"),
+        "DOORMAN_PG_PORT": str(_free_port()), "DOORMAN_AMQP_PORT": str(_free_port()), "HOME": str(tmp_path),
+        "DOORMAN_PYTHON": PYTHON,
+    }
+
+
+def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ROOT / "scripts" / "ensure-services")], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the install branch runs apt-get as root (sudo otherwise)")
+def test_a_bare_machine_gets_both_installed_configured_and_started(bare_machine: dict[str, str]) -> None:
+    try:
+        first = _run(bare_machine)
+        assert first.returncode == 0, first.stderr
+        calls = Path(bare_machine["CALLS"]).read_text().splitlines()
+        assert calls[0] == "apt-get update -qq"
+        assert calls[1] == "apt-get install -y -qq postgresql rabbitmq-server"
+        assert "pg_ctlcluster --skip-systemctl-redirect 15 main start" in calls
+        assert "rabbitmq-server -detached" in calls
+        hba = (Path(bare_machine["DOORMAN_PG_ETC"]) / "15" / "main" / "pg_hba.conf").read_text().splitlines()
+        # Trust for the local postgres user comes first (pg_hba is first match), the package's lines stay.
+        assert hba[1:4] == ["host all postgres 127.0.0.1/32 trust", "host all postgres ::1/128 trust",
+                            "local all postgres peer"]
+
+        # Run again: both installed and up; nothing is installed, configured or started twice.
+        second = _run(bare_machine)
+        assert second.returncode == 0, second.stderr
+        assert Path(bare_machine["CALLS"]).read_text().splitlines() == calls
+        assert (Path(bare_machine["DOORMAN_PG_ETC"]) / "15" / "main" / "pg_hba.conf").read_text().splitlines() == hba
+    finally:
+        pids = Path(bare_machine["PIDS"])
+        for pid in pids.read_text().split() if pids.exists() else []:
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+def test_a_machine_with_both_running_is_left_alone(bare_machine: dict[str, str]) -> None:
+    """This machine: RabbitMQ and PostgreSQL installed and answering on their usual ports."""
+    env = {**os.environ, "CALLS": bare_machine["CALLS"]}
+    done = subprocess.run([str(ROOT / "scripts" / "ensure-services")], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and not Path(bare_machine["CALLS"]).exists()
