@@ -12,13 +12,14 @@ import structlog
 from shared.auth_config import AuthConfig
 from shared.consumer import Emit
 from shared.domains import origin_allowed
-from shared.events import CallFacts, FallbackReason, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
+from shared.events import CallFacts, FallbackReason, Identity, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
 from shared.http import OutboundClient
 from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, BotLabel, result_class
 from shared.sessions import EXPIRED_DETAIL, not_pending
 from shared.stages import Retry
 
 from .identity import IdentityCall, call_identity
+from .tokens import JwksCache, check_token
 from .whitelist import ApiWhitelist
 
 log = structlog.get_logger("doorman.verifier")
@@ -64,10 +65,20 @@ class Decision:
     retry: bool = False  # the business's API blinked: another attempt shortly may do better
 
 
+def _verified(event: WidgetOpened, config: AuthConfig, identity: Identity, facts: CallFacts) -> IdentityVerified:
+    return IdentityVerified(
+        event_id=outcome_id(event), correlation_id=event.correlation_id, session_id=event.session_id, bot_id=event.bot_id,
+        identify_method=config.identify_method, identity=identity, observed_at=utcnow(), facts=facts,
+    )
+
+
 async def decide(
     event: WidgetOpened, config: AuthConfig | None, *, http: OutboundClient, whitelist: ApiWhitelist,
+    jwks: JwksCache | None = None,
 ) -> Decision:
-    """Case 1 (Custom Authentication off), Case 2 (the domain whitelist), Case 3 (the identity call).
+    """Case 1 (Custom Authentication off), Case 2 (the domain whitelist), Case 3 (the identity call,
+    or with ``identity_source: signed_token`` the token verified here, no call but the JWKS's:
+    ``jwks`` caches it; None makes a throwaway cache).
     Writes nothing: the verifier emits the outcome, the Testing panel shows it (a dry run)."""
     if config is None or not config.enabled:
         return Decision(_fallback(event, FallbackReason.ca_disabled, "Custom Authentication is off for this bot"))
@@ -79,6 +90,13 @@ async def decide(
     if event.access_token is None or not event.access_token.get_secret_value().strip():
         return Decision(_fallback(event, FallbackReason.missing_token, "the widget was opened without an access token",
                                   CallFacts(whitelist_note=note)))
+    if config.identity_source == "signed_token":
+        token = await check_token(event.access_token.get_secret_value(), config, event.bot_id, jwks=jwks or JwksCache(http))
+        facts = CallFacts(whitelist_note=note)
+        if token.failure is not None:
+            return Decision(_fallback(event, token.failure.reason, token.failure.detail, facts), retry=token.failure.retry)
+        assert token.identity is not None
+        return Decision(_verified(event, config, token.identity, facts))
     assert config.auth_url is not None
     call = await call_identity(
         http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
@@ -92,14 +110,12 @@ async def decide(
     if call.failure is not None:
         return Decision(_fallback(event, call.failure.reason, call.failure.detail, facts), call, call.failure.retry)
     assert call.identity is not None
-    return Decision(IdentityVerified(
-        event_id=outcome_id(event), correlation_id=event.correlation_id, session_id=event.session_id, bot_id=event.bot_id,
-        identify_method=config.identify_method, identity=call.identity, observed_at=utcnow(), facts=facts,
-    ), call)
+    return Decision(_verified(event, config, call.identity, facts), call)
 
 
 async def verify(
     event: WidgetOpened, *, load_config: LoadConfig, http: OutboundClient, whitelist: ApiWhitelist,
+    jwks: JwksCache | None = None,
 ) -> IdentityVerified | SessionFellBack | Retry:
     """The outcome to emit, or :class:`Retry` carrying ``auth_unavailable`` when the business's API
     blinked, so the runner tries again while the visitor can still wait."""
@@ -108,7 +124,7 @@ async def verify(
         # waiting for the business's answer, and calling now would only delay the opens behind it.
         log.warning("open picked up after its deadline; not calling the business")
         return _fallback(event, FallbackReason.internal_error, EXPIRED_DETAIL)
-    decision = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist)
+    decision = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist, jwks=jwks)
     if decision.call is not None:
         bot, facts = BOTS(event.bot_id), decision.outcome.facts
         AUTH_CALL_SECONDS.labels(bot).observe(decision.call.elapsed_ms / 1000)
