@@ -30,6 +30,7 @@ The ``kid`` is only ever a dictionary key: never a path, a URL or SQL.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import json
 import time
 from collections import OrderedDict
@@ -42,6 +43,7 @@ import aiohttp
 import jwt
 import structlog
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from jwt.utils import base64url_decode
 
 from shared.auth_config import AuthConfig
 from shared.events import FallbackReason, Identity
@@ -225,17 +227,20 @@ def read_header(token: str) -> dict[str, Any]:
         raise TokenRejected("malformed_token", f"the token is longer than {MAX_TOKEN_CHARS} characters")
     if token.count(".") != 2:
         raise TokenRejected("malformed_token", "a JWT has three dot-separated parts")
-    try:
-        return jwt.get_unverified_header(token)
-    except (jwt.DecodeError, RecursionError, ValueError):
-        raise TokenRejected("malformed_token", "the token's header is not base64url-encoded JSON") from None
+    try:  # read here rather than by PyJWT, which refuses a non-string kid before alg is compared
+        header = json.loads(base64url_decode(token.partition(".")[0]))
+    except (binascii.Error, RecursionError, ValueError):
+        header = None
+    if not isinstance(header, dict):
+        raise TokenRejected("malformed_token", "the token's header is not a base64url-encoded JSON object")
+    return header
 
 
 def read_claims(token: str) -> dict[str, Any]:
     """The token's claims WITHOUT verifying anything (the Testing panel shows them)."""
     try:
         return jwt.decode(token, options={**_SIGNATURE_ONLY, "verify_signature": False})  # type: ignore[typeddict-item]
-    except (jwt.DecodeError, RecursionError, ValueError):
+    except (jwt.InvalidTokenError, RecursionError, ValueError):
         raise TokenRejected("malformed_token", "the token's payload is not a base64url-encoded JSON object") from None
 
 
@@ -320,7 +325,7 @@ async def verify_token(token: str, config: AuthConfig, bot_id: UUID, *, jwks: Jw
         raise TokenRejected("bad_signature", "the signature does not match the token's header and claims") from None
     except jwt.InvalidAlgorithmError:  # unreachable: alg was compared above; kept as a second lock
         raise TokenRejected("algorithm_not_allowed", f"this bot accepts only {algorithm}") from None
-    except (jwt.InvalidKeyError, jwt.DecodeError, RecursionError, ValueError, TypeError):
+    except (jwt.InvalidKeyError, jwt.InvalidTokenError, RecursionError, ValueError, TypeError):
         raise TokenRejected("malformed_token", "the token cannot be read as a signed JWT") from None
     return check_claims(claims, config, bot_id)
 
