@@ -89,7 +89,8 @@ def _refuse_blocked_urls(http: OutboundClient, body: CustomAuthSettingsIn) -> No
     """Say now, as a field error, what the verifier would refuse at call time from the URL alone
     (scheme, port, an IP literal that is not public). Names that resolve to forbidden addresses
     are only known when called: destination_blocked then."""
-    urls = {"auth_url": body.auth_url, "domain_whitelist.api_url": body.domain_whitelist.api_url}
+    urls = {"auth_url": body.auth_url, "domain_whitelist.api_url": body.domain_whitelist.api_url,
+            "signed_token.jwks_url": body.signed_token.jwks_url}
     problems: list[FieldError] = []
     for field, url in urls.items():
         if url:
