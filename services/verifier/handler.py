@@ -92,7 +92,8 @@ async def decide(
                                   CallFacts(whitelist_note=note)))
     if config.identity_source == "signed_token":
         token = await check_token(event.access_token.get_secret_value(), config, event.bot_id, jwks=jwks or JwksCache(http))
-        facts = CallFacts(whitelist_note=note)
+        # The check's time (a JWKS fetch included) stands where the identity call's would: the business's share.
+        facts = CallFacts(auth_latency_ms=round(token.elapsed_ms, 1), whitelist_note=note)
         if token.failure is not None:
             return Decision(_fallback(event, token.failure.reason, token.failure.detail, facts), retry=token.failure.retry)
         assert token.identity is not None

@@ -30,6 +30,10 @@ from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
+# More RSA keys, made at import: making one blocks the event loop the in-process gateway shares for
+# a while, which its admission control would rightly read as overload.
+OTHER_RSA_KEY, ROTATED_RSA_KEY, ATTACKER_RSA_KEY = (rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                                                    for _ in range(3))
 RSA_KID, EC_KID = "rsa-2026", "ec-2026"
 
 
@@ -128,7 +132,7 @@ ATTACKS: list[tuple[str, str, Callable[[Bots], str], str]] = [
                                                               algorithm="HS256", headers={"kid": b.secret["kid"]}),
      "bad_signature"),
     ("signed with another RSA key", "rs", lambda b: jwt.encode(
-        claims(b.rs), rsa.generate_private_key(public_exponent=65537, key_size=2048), algorithm="RS256",
+        claims(b.rs), ATTACKER_RSA_KEY, algorithm="RS256",
         headers={"kid": RSA_KID}), "bad_signature"),
     ("expired", "hs", lambda b: b.hs_token(claims(b.hs, iat=NOW - 4000, exp=NOW - 3600)), "expired"),
     ("no exp", "hs", lambda b: b.hs_token({k: v for k, v in claims(b.hs).items() if k != "exp"}), "expired"),
@@ -261,8 +265,7 @@ async def test_token_secret_for_an_unknown_bot_is_404(stack: Stack) -> None:
 async def test_rs256_and_es256_through_the_jwks(
     stack: Stack, customer_api: FakeCustomerAPI, algorithm: str, key: Any, kid: str,
 ) -> None:
-    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwks_url = customer_api.endpoint(jwks((other, "other"), (RSA_KEY, RSA_KID), (EC_KEY, EC_KID)))
+    jwks_url = customer_api.endpoint(jwks((OTHER_RSA_KEY, "other"), (RSA_KEY, RSA_KID), (EC_KEY, EC_KID)))
     bot_id = await signed_token_bot(stack, algorithm=algorithm, jwks_url=jwks_url)
     for n in range(3):
         token = jwt.encode(claims(bot_id, sub=f"{algorithm}-{n}"), key, algorithm=algorithm, headers={"kid": kid})
@@ -277,7 +280,7 @@ async def test_rs256_and_es256_through_the_jwks(
 
 
 async def test_unknown_kid_refetches_the_jwks_at_most_once_a_minute(stack: Stack, customer_api: FakeCustomerAPI) -> None:
-    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    new_key = ROTATED_RSA_KEY
     jwks_url = customer_api.endpoint(jwks((RSA_KEY, RSA_KID)), jwks((RSA_KEY, RSA_KID), (new_key, "rotated")))
     bot_id = await signed_token_bot(stack, algorithm="RS256", jwks_url=jwks_url)
     token = jwt.encode(claims(bot_id), RSA_KEY, algorithm="RS256", headers={"kid": RSA_KID})
@@ -291,7 +294,7 @@ async def test_unknown_kid_refetches_the_jwks_at_most_once_a_minute(stack: Stack
 
 async def test_jwks_cache_refetch_rule(customer_api: FakeCustomerAPI) -> None:
     """The cache's own clock: a kid it lacks makes it fetch again at most once per 60 s."""
-    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    new_key = ROTATED_RSA_KEY
     url = customer_api.endpoint(jwks((RSA_KEY, RSA_KID)), jwks((RSA_KEY, RSA_KID), (new_key, "rotated")))
     now = [1000.0]
     bot = uuid4()
