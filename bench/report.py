@@ -49,6 +49,14 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
         if (ratio := r["ratios"].get("e2e_vs_direct")) is not None:
             add("2", "  ratio e2e / direct (test 3), aim 0.5", _fmt(ratio), ">= 0.4", _met(ratio, 0.4, at_least=True))
         add("2", "  latency at saturation p50/p99 ms", f"{_fmt(s['p50_ms'])} / {_fmt(s['p99_ms'])}", "", None)
+        if t := e.get("saturation_signed_token"):
+            add("2", f"e2e signed-token opens resolved/s (HS256 JWT, no call; c={t['concurrency']})",
+                _fmt(t["per_second"]), "", None)
+            ratio = r["ratios"].get("e2e_signed_token_vs_callback")
+            add("2", "  ratio signed token / callback (same run)", _fmt(ratio), ">= 1", _met(ratio, 1, at_least=True))
+            add("2", "  signed token: latency p50/p99 ms", f"{_fmt(t['p50_ms'])} / {_fmt(t['p99_ms'])}", "", None)
+            add("2", "  CPU ms per open, whole box / verifier: token vs callback",
+                f"{_cpu(t, 'total')} / {_cpu(t, 'verifier')} vs {_cpu(s, 'total')} / {_cpu(s, 'verifier')}", "", None)
         if w := e.get("saturation_wait"):
             add("2", f"e2e with ?wait={w['wait_seconds']:g}, resolved/s (c={w['concurrency']})", _fmt(w["per_second"]), "", None)
             answered = w.get("answered", {})
@@ -95,6 +103,10 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
     if o := r.get("overload"):
         _overload_rows(add, o, r["ratios"].get("overload_goodput_vs_e2e"))
     return out
+
+
+def _cpu(phase: dict[str, Any], who: str) -> str:
+    return _fmt((phase.get("cpu_ms_per_open") or {}).get(who))
 
 
 def _busy(db: dict[str, Any]) -> str:

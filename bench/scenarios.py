@@ -304,6 +304,9 @@ async def end_to_end(ctx: Context) -> dict[str, Any]:
     sat = await e2e_saturation(ctx, "1+1", plan.e2e_seconds)
     await ctx.stack.quiet()
     ctx.results["rss_after_load_mb"] = ctx.rss()
+    say("2. end to end at saturation, signed identity tokens (HS256 JWTs, no call to the business)")
+    sat_token = await e2e_signed_token_saturation(ctx)
+    await ctx.stack.quiet()
     say(f"2. end to end at saturation, one-request mode: POST ?wait={plan.wait_seconds:g}, the stream only on a 202")
     sat_wait = await e2e_wait_saturation(ctx)
     await ctx.stack.quiet()
@@ -311,7 +314,48 @@ async def end_to_end(ctx: Context) -> dict[str, Any]:
     fixed = await fixed_rate(ctx, plan.fixed_rate, plan.fixed_seconds)
     say(f"   p50 {fixed.get('p50_ms')} ms, p99 {fixed.get('p99_ms')} ms")
     await ctx.stack.quiet()
-    return {"saturation": sat, "saturation_wait": sat_wait, "fixed": fixed}
+    return {"saturation": sat, "saturation_signed_token": sat_token, "saturation_wait": sat_wait, "fixed": fixed}
+
+
+async def e2e_signed_token_saturation(ctx: Context) -> dict[str, Any]:
+    """As the saturation above (same bots count, visitors, concurrency and client), with bots whose
+    identity source is ``signed_token``: each open carries an HS256 JWT minted beforehand, verified
+    in the verifier with no call to the business."""
+    import math
+
+    import jwt
+
+    stack, plan = ctx.stack, ctx.plan
+    bodies: list[bytes] = []
+    secrets: list[tuple[str, dict[str, str]]] = []
+    for i in range(plan.bots):
+        bot = (await stack.admin("POST", "/v1/bots", {"name": f"bench token {i}"}))["bot_id"]
+        await stack.admin("PUT", f"/v1/bots/{bot}/custom-auth", {
+            "enabled": True, "identity_source": "signed_token", "identify_method": "id", "request_fields": [],
+            "signed_token": {"algorithm": "HS256", "max_lifetime_seconds": 3600},
+        })
+        secrets.append((bot, await stack.admin("POST", f"/v1/bots/{bot}/custom-auth/token-secret", None)))
+    now = int(time.time())
+    # The (bot, visitor) pairs the callback variant's i % bots, i % visitors walk through, one token each.
+    for i in range(math.lcm(plan.bots, plan.visitors)):
+        bot, secret = secrets[i % plan.bots]
+        n = i % plan.visitors
+        token = jwt.encode({"sub": f"v-{n}", "name": f"Visitor {n}", "aud": bot, "iat": now, "exp": now + 3600},
+                           secret["secret"], algorithm="HS256", headers={"kid": secret["kid"]})
+        bodies.append(json.dumps({"bot_id": bot, "access_token": token}).encode())
+    return await e2e_saturation(ctx, "signed token 1+1", plan.e2e_seconds, signed_token_open_op(bodies))
+
+
+def signed_token_open_op(bodies: list[bytes]):  # type: ignore[no-untyped-def]
+    """The widget's whole flow (POST, then the SSE stream to its outcome) with pre-made bodies."""
+    from .client import loads, stream_outcome
+
+    async def op(conn, i: int) -> str:  # type: ignore[no-untyped-def]
+        status, body = await conn.request(b"POST", b"/v1/widget/sessions", bodies[i % len(bodies)])
+        if status != 202:
+            return f"http-{status}"
+        return await stream_outcome(conn, loads(body)["session_id"].encode())
+    return op
 
 
 async def e2e_wait_saturation(ctx: Context) -> dict[str, Any]:

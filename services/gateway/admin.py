@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from uuid import UUID
 
+import secrets
+
 import asyncpg
 from aiohttp import web
 from pydantic import BaseModel
@@ -20,7 +22,8 @@ from .access import NOT_FOUND_BOT, NOT_FOUND_WORKSPACE, principal, visible_bot
 from .http_errors import BODY_ERRORS, QUERY_ERRORS, Error, FieldError, error, json_response, read_model, read_query
 from .keys import HTTP, POOL, SECRETS
 from .schemas import AuthEventQuery, BotQuery, ContactQuery, CustomAuthSettingsIn, NewBot, TestRequest
-from .views import AuthEventPage, Bot, BotPage, ContactDetail, ContactPage, CustomAuthSettings, SigningSecret, TestResult
+from .views import (AuthEventPage, Bot, BotPage, ContactDetail, ContactPage, CustomAuthSettings, SigningSecret, TestResult,
+                    TokenSecret)
 
 routes = Routes()
 ADMIN_BODY_MAX_BYTES = 256 * 1024
@@ -86,7 +89,8 @@ def _refuse_blocked_urls(http: OutboundClient, body: CustomAuthSettingsIn) -> No
     """Say now, as a field error, what the verifier would refuse at call time from the URL alone
     (scheme, port, an IP literal that is not public). Names that resolve to forbidden addresses
     are only known when called: destination_blocked then."""
-    urls = {"auth_url": body.auth_url, "domain_whitelist.api_url": body.domain_whitelist.api_url}
+    urls = {"auth_url": body.auth_url, "domain_whitelist.api_url": body.domain_whitelist.api_url,
+            "signed_token.jwks_url": body.signed_token.jwks_url}
     problems: list[FieldError] = []
     for field, url in urls.items():
         if url:
@@ -100,10 +104,12 @@ def _refuse_blocked_urls(http: OutboundClient, body: CustomAuthSettingsIn) -> No
 
 @routes.post("/v1/bots/{bot_id}/custom-auth/test", "testCustomAuth", "Run the Testing panel", tag="custom-auth",
              body=TestRequest, responses={
-    200: ("The request sent (tokens masked), the answer received, the identity parsed or the precise failure.",
+    200: ("The request sent (tokens masked), the answer received, the identity parsed or the precise failure; "
+          "with `identity_source: signed_token` the pasted JWT's header, claims and the check that failed.",
           TestResult),
     **NOT_FOUND_BOT, **BODY_ERRORS,
-    422: ("The body is not valid, or the bot has no `auth_url` yet (`invalid_settings`).", Error),
+    422: ("The body is not valid, or the bot (identity source `auth_url`) has no `auth_url` yet "
+          "(`invalid_settings`).", Error),
 })
 async def test_custom_auth(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
@@ -112,7 +118,7 @@ async def test_custom_auth(request: web.Request) -> web.Response:
     config = await load_auth_config(pool, request.app[SECRETS], bot_id)
     if config is None:
         raise error(404, "bot_not_found", "no bot has this bot_id")
-    if not config.auth_url:
+    if config.identity_source == "auth_url" and not config.auth_url:
         raise error(422, "invalid_settings", "set the bot's auth_url before testing",
                     fields=[{"field": "auth_url", "message": "not set"}])
     return json_response(await testing.run_test(pool, request.app[HTTP], bot_id, config, sample, request.app[SECRETS]))
@@ -171,3 +177,21 @@ async def rotate_signing_secret(request: web.Request) -> web.Response:
     secret = new_signing_secret()
     previous_until = await store.rotate_signing_secret(request.app[POOL], bot_id, secret, request.app[SECRETS])
     return json_response(SigningSecret(signing_secret=secret, previous_valid_until=previous_until), status=201)
+
+
+TOKEN_SECRET_PREFIX = "dmts_"
+
+
+@routes.post("/v1/bots/{bot_id}/custom-auth/token-secret", "rotateTokenSecret",
+             "Create or rotate the bot's HS256 token secret", tag="custom-auth", responses={
+    201: (("The new secret and its `kid`, shown this once. Tokens signed with the previous secret (its own `kid`) "
+           "keep verifying for 24 hours."), TokenSecret),
+    **NOT_FOUND_BOT,
+})
+async def rotate_token_secret(request: web.Request) -> web.Response:
+    """A new HS256 secret for signed identity tokens, shown once; the previous one verifies for 24 hours."""
+    bot_id = await visible_bot(request)
+    made = TokenSecret(kid=secrets.token_urlsafe(9), secret=TOKEN_SECRET_PREFIX + secrets.token_urlsafe(32))
+    if not await store.rotate_token_secret(request.app[POOL], bot_id, made.kid, made.secret, request.app[SECRETS]):
+        raise error(404, "bot_not_found", "no bot has this bot_id")
+    return json_response(made, status=201)

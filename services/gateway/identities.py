@@ -15,7 +15,7 @@ from uuid import UUID
 import asyncpg
 from aiohttp import web
 
-from services.verifier.answer import MAX_JSON_DEPTH, AuthFailure, _depth_exceeds, identity_from_data
+from services.verifier.answer import MAX_JSON_DEPTH, InvalidProfile, build_identity, depth_exceeds
 from services.verifier.pushed import WIDGET_TOKEN_PREFIX
 from shared.events import IdentifyMethod
 from shared.routes import Routes
@@ -67,18 +67,17 @@ def _profile(body: PushIdentity, method: IdentifyMethod) -> dict[str, Any]:
     URL's ``data``, with the business's workspace beside it."""
     data = body.model_dump(exclude={"ttl_seconds", "external_workspace_id"})
     if body.metadata is not None:
-        if _depth_exceeds(body.metadata, METADATA_DEPTH):
+        if depth_exceeds(body.metadata, METADATA_DEPTH):
             raise _invalid("metadata", f"metadata is nested deeper than {METADATA_DEPTH} levels")
         if "\\u0000" in json.dumps(body.metadata):
             raise _invalid("metadata", "metadata must not contain NUL characters")
     try:
-        identity = identity_from_data(data, method)
-    except AuthFailure as failure:
-        detail = failure.detail.removeprefix("data.")
-        field = detail.split(" ", 1)[0]
+        identity = build_identity(data, method, label=str)
+    except InvalidProfile as exc:
+        detail = str(exc)
         if detail.endswith(" is missing"):
-            detail = f"{detail}: the bot identifies visitors by {field}"
-        raise _invalid(field, detail) from None
+            detail = f"{detail}: the bot identifies visitors by {exc.field}"
+        raise _invalid(exc.field, detail) from None
     return {**identity.model_dump(exclude={"identifier"}), "external_workspace_id": body.external_workspace_id}
 
 

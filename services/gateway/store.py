@@ -146,3 +146,20 @@ async def rotate_signing_secret(pool: asyncpg.Pool, bot_id: UUID, secret: str, s
         )
         await conn.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(bot_id))
     return row["signing_previous_until"] if row else None
+
+
+async def rotate_token_secret(pool: asyncpg.Pool, bot_id: UUID, kid: str, secret: str, secrets: Secrets) -> bool:
+    """Make ``secret`` (named ``kid``) the bot's HS256 token secret; the current one becomes the previous,
+    still verifying for SIGNING_OVERLAP_HOURS (a secret already previous is dropped). False: no such bot."""
+    async with pool.acquire() as conn, conn.transaction():
+        updated = await conn.fetchval(
+            """UPDATE custom_auth_settings SET
+                   token_previous_cipher = token_secret_cipher, token_previous_kid = token_secret_kid,
+                   token_previous_until = CASE WHEN token_secret_cipher IS NULL THEN NULL
+                                               ELSE now() + make_interval(hours => $4) END,
+                   token_secret_cipher = $2, token_secret_kid = $3, revision = revision + 1, updated_at = now()
+               WHERE bot_id = $1 RETURNING true""",
+            bot_id, secrets.encrypt(secret), kid, SIGNING_OVERLAP_HOURS,
+        )
+        await conn.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(bot_id))
+    return bool(updated)

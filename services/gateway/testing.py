@@ -2,12 +2,16 @@
 
 The verifier's own decision (:func:`services.verifier.handler.decide`) runs in process, so the
 panel says what a real open from the given origin would get today (``visitor_outcome``), Custom
-Authentication off or a refused domain included; the identity call is shown either way.
+Authentication off or a refused domain included; the identity call is shown either way. With
+``identity_source: signed_token`` the pasted JWT is shown instead (header, claims read without
+trusting them, the check that failed), verified by the verifier's own code (:mod:`services.verifier.tokens`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -15,15 +19,16 @@ import asyncpg
 from services.verifier.handler import VISITOR_FIELDS, Decision, decide
 from services.verifier.identity import IdentityCall, call_identity, describe
 from services.verifier.pushed import PushedIdentities
+from services.verifier.tokens import JwksCache, TokenRejected, check_token, read_claims, read_header
 from services.verifier.whitelist import ApiWhitelist
 from shared.auth_config import AuthConfig
 from shared.crypto import Secrets
-from shared.events import SessionFellBack, WidgetOpened, utcnow
+from shared.events import Identity, SessionFellBack, WidgetOpened, utcnow
 from shared.http import OutboundClient
 
 from . import directory
 from .schemas import TestRequest
-from .views import TestFailure, TestMatch, TestRequestSent, TestResponseReceived, TestResult, VisitorOutcome
+from .views import TestFailure, TestMatch, TestRequestSent, TestResponseReceived, TestResult, TestToken, VisitorOutcome
 
 RESPONSE_BODY_SHOWN = 4096  # characters of the business's answer echoed back
 HIDDEN_RESPONSE_HEADERS = frozenset({"set-cookie", "authorization", "proxy-authorization"})
@@ -56,8 +61,10 @@ def _response_view(call: IdentityCall) -> TestResponseReceived | None:
     )
 
 
-async def _dry_run(http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest,
-                   pushed: PushedIdentities) -> Decision:
+async def _dry_run(
+    http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest, pushed: PushedIdentities,
+    jwks: JwksCache | None = None,
+) -> Decision:
     """The verifier's decision for an open from ``sample.origin`` with ``sample``'s token and fields.
     A whitelist API is read afresh (the verifier may hold it cached for a few minutes); a widget
     token (``dmw_``) is only checked, never taken."""
@@ -68,7 +75,7 @@ async def _dry_run(http: OutboundClient, bot_id: UUID, config: AuthConfig, sampl
     )
     whitelist = ApiWhitelist(http)
     try:
-        return await decide(event, config, http=http, whitelist=whitelist, pushed=pushed)
+        return await decide(event, config, http=http, whitelist=whitelist, pushed=pushed, jwks=jwks)
     finally:
         await whitelist.close()
 
@@ -80,10 +87,76 @@ def _visitor_outcome(decision: Decision) -> VisitorOutcome:
     return VisitorOutcome(status="verified", reason=None, detail=None)
 
 
+async def _match(pool: asyncpg.Pool, bot_id: UUID, config: AuthConfig, identity: Identity | None) -> TestMatch | None:
+    if identity is None:
+        return None
+    existing = await directory.find_contact(pool, bot_id, config.identify_method.value, identity.identifier)
+    return TestMatch(action="update" if existing else "create", contact_id=existing)
+
+
+def _unverified(read: Callable[[str], dict[str, Any]], token: str) -> dict[str, Any] | None:
+    try:
+        return read(token)
+    except TokenRejected:
+        return None
+
+
+async def run_token_test(
+    pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest,
+    pushed: PushedIdentities,
+) -> TestResult:
+    """``identity_source: signed_token``: the pasted JWT, read and verified as the verifier would
+    (the JWKS fetched afresh, once for both)."""
+    jwks = JwksCache(http)
+    decision = await _dry_run(http, bot_id, config, sample, pushed, jwks)
+    # Checked here too: a visitor refused before the token (Custom Authentication off, a refused
+    # domain) still gets the token shown, as the identity call is for auth_url bots.
+    check = await check_token(sample.access_token, config, bot_id, jwks=jwks)
+    token = TestToken(
+        algorithm=config.signed_token.algorithm, header=_unverified(read_header, sample.access_token),
+        claims=_unverified(read_claims, sample.access_token), failed_check=check.code,
+    )
+    failure = None
+    if check.failure is not None:
+        failure = TestFailure(reason=check.failure.reason, detail=check.failure.detail, hint=describe_token(check.code))
+    return TestResult(
+        ok=check.failure is None, enabled=config.enabled, identify_method=config.identify_method,
+        identity_source="signed_token", request=None, response=None, token=token, identity=check.identity,
+        match=await _match(pool, bot_id, config, check.identity), elapsed_ms=round(check.elapsed_ms, 1),
+        failure=failure, visitor_outcome=_visitor_outcome(decision),
+    )
+
+
+def describe_token(code: str | None) -> str:
+    """What to fix for a failed token check."""
+    return _TOKEN_HINTS.get(code or "", "Check how your server mints the token.")
+
+
+_TOKEN_HINTS = {
+    "malformed_token": "Paste the JWT itself: three base64url parts separated by dots.",
+    "algorithm_not_allowed": "Sign with the algorithm chosen in the bot's settings (alg none is never accepted).",
+    "unknown_kid": ("Put the kid of a current key in the token's header: the kid shown when the token secret "
+                    "was made (HS256), or a kid published in your JWKS (RS256/ES256)."),
+    "bad_signature": "Sign with the secret or private key that belongs to the token's kid, and do not alter the token.",
+    "expired": "Give the token an exp in the future; mint a fresh token when the widget opens.",
+    "not_yet_valid": "Drop nbf or set it to now; check your server's clock.",
+    "issued_in_future": "Set iat to the time the token is minted; check your server's clock.",
+    "lifetime_too_long": "Make exp - iat no longer than the bot's maximum lifetime.",
+    "wrong_audience": "Set aud to this bot's id.",
+    "wrong_issuer": "Set iss to exactly the issuer in the bot's settings.",
+    "missing_claim": "Put the identify method's claim (as named in the bot's settings) in the token.",
+    "invalid_claim": "Fix the claim named in the detail: it cannot be used as it is.",
+    "jwks_unavailable": "Make your JWKS URL answer {\"keys\": [...]} quickly, from a public address.",
+}
+
+
 async def run_test(pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest,
                    secrets: Secrets) -> TestResult:
+    pushed = PushedIdentities(pool, secrets, dry_run=True)  # a widget token is checked, never taken
+    if config.identity_source == "signed_token":
+        return await run_token_test(pool, http, bot_id, config, sample, pushed)
     assert config.auth_url is not None
-    decision = await _dry_run(http, bot_id, config, sample, PushedIdentities(pool, secrets, dry_run=True))
+    decision = await _dry_run(http, bot_id, config, sample, pushed)
     # A visitor who never reaches the call (Custom Authentication off, a refused domain) still gets
     # the call shown: the panel is where the business gets it right before switching it on.
     call = decision.call or await call_identity(
@@ -91,15 +164,13 @@ async def run_test(pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, confi
         access_token=sample.access_token, request_fields=config.request_fields,
         visitor={f: getattr(sample, f) for f in VISITOR_FIELDS}, signing_secrets=config.signing_secrets(),
     )
-    match = None
-    if call.identity is not None:
-        existing = await directory.find_contact(pool, bot_id, config.identify_method.value, call.identity.identifier)
-        match = TestMatch(action="update" if existing else "create", contact_id=existing)
+    match = await _match(pool, bot_id, config, call.identity)
     failure = None
     if call.failure is not None:
         failure = TestFailure(reason=call.failure.reason, detail=call.failure.detail, hint=describe(call.failure.reason))
     return TestResult(
         ok=call.failure is None, enabled=config.enabled, identify_method=config.identify_method,
-        request=_request_view(config, call), response=_response_view(call), identity=call.identity, match=match,
+        identity_source="auth_url", request=_request_view(config, call), response=_response_view(call), token=None,
+        identity=call.identity, match=match,
         elapsed_ms=round(call.elapsed_ms, 1), failure=failure, visitor_outcome=_visitor_outcome(decision),
     )

@@ -45,6 +45,12 @@ class SigningSecret(View):
     previous_valid_until: datetime | None
 
 
+class TokenSecret(View):
+    kid: str = Field(description="put it in the `kid` header of every token signed with this secret")
+    secret: str = Field(description=(
+        "`dmts_...`: the HS256 key (its UTF-8 bytes), shown this once; the previous secret keeps verifying for 24 h"))
+
+
 class DomainWhitelistView(View):
     enabled: bool
     source: Literal["manual", "api"]
@@ -206,15 +212,32 @@ class VisitorOutcome(View):
     detail: str | None
 
 
+class TestToken(View):
+    """``identity_source: signed_token``: the pasted JWT as Doorman read it."""
+
+    algorithm: Literal["HS256", "RS256", "ES256"] = Field(description="the bot's algorithm, the only one accepted")
+    header: dict[str, Any] | None = Field(description="the token's JOSE header; null when it cannot be read")
+    claims: dict[str, Any] | None = Field(description=(
+        "the token's claims, decoded WITHOUT trusting them (shown even when a check fails); null when unreadable"))
+    failed_check: str | None = Field(description=(
+        "the first check that failed (`algorithm_not_allowed`, `unknown_kid`, `bad_signature`, `expired`, "
+        "`not_yet_valid`, `issued_in_future`, `lifetime_too_long`, `wrong_audience`, `wrong_issuer`, "
+        "`missing_claim`, `invalid_claim`, `malformed_token`, `jwks_unavailable`); null when every check passed"))
+
+
 class TestResult(View):
-    """The identity call made with the bot's current settings; nothing is written."""
+    """The identity call made with the bot's current settings (or, with ``identity_source: signed_token``,
+    the pasted token verified as the verifier would); nothing is written."""
 
     ok: bool
     enabled: bool = Field(description="whether Custom Authentication is on (the test runs either way)")
     identify_method: IdentifyMethod
-    request: TestRequestSent
-    response: TestResponseReceived | None = Field(description="null when no answer arrived")
-    identity: Identity | None = Field(description="the profile parsed from the answer")
+    identity_source: Literal["auth_url", "signed_token"]
+    request: TestRequestSent | None = Field(description=(
+        "the identity call as sent; null with `identity_source: signed_token` (no call is made)"))
+    response: TestResponseReceived | None = Field(description="null when no answer arrived (or no call was made)")
+    token: TestToken | None = Field(description="with `identity_source: signed_token`: the token; else null")
+    identity: Identity | None = Field(description="the profile parsed from the answer (or the token's claims)")
     match: TestMatch | None
     elapsed_ms: float
     failure: TestFailure | None

@@ -3,11 +3,15 @@
 Success means HTTP 2xx, a UTF-8 JSON object, ``status`` absent or true, and a ``data``
 object holding the identify method's field, non-empty. Anything else is an
 :class:`AuthFailure` with the fallback reason and a precise detail.
+
+:func:`build_identity` turns a profile object into an Identity; a signed identity token's claims
+(:mod:`.tokens`) go through the same function, so both modes store a visitor alike.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from shared.events import FallbackReason, Identity, IdentifyMethod
@@ -72,7 +76,7 @@ def _decode(body: bytes) -> Any:
         _invalid("response is not JSON")
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
+def depth_exceeds(value: Any, limit: int) -> bool:
     """Whether objects/arrays in ``value`` nest deeper than ``limit`` (iteratively)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -99,8 +103,24 @@ def _check_outcome(document: dict[str, Any]) -> None:
     _invalid("status must be true or false")
 
 
-def _profile_field(data: dict[str, Any], field: str) -> str | int | None:
-    """The field as received (strings stripped; blank is None), or invalid_response."""
+class InvalidProfile(ValueError):
+    """A profile field cannot be used; ``str(exc)`` names it as the caller labels it (``data.email``,
+    ``claim "email"``). ``field`` is the profile field (``id``, ``email``, ..., ``metadata``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+Label = Callable[[str], str]
+
+
+def _data_label(field: str) -> str:
+    return f"data.{field}"
+
+
+def _profile_field(data: Mapping[str, Any], field: str, label: Label) -> str | int | None:
+    """The field as received (strings stripped; blank is None), or InvalidProfile."""
     value = data.get(field)
     if value is None:
         return None
@@ -108,29 +128,53 @@ def _profile_field(data: dict[str, Any], field: str) -> str | int | None:
         return value
     if not isinstance(value, str):
         kind = "a string or an integer" if field == "id" else "a string"
-        _invalid(f"data.{field} must be {kind} or null")
+        raise InvalidProfile(field, f"{label(field)} must be {kind} or null")
     if len(value) > MAX_STRING:
-        _invalid(f"data.{field} is longer than {MAX_STRING} characters")
+        raise InvalidProfile(field, f"{label(field)} is longer than {MAX_STRING} characters")
     return value.strip() or None
 
 
-def _metadata(data: dict[str, Any]) -> dict[str, Any]:
+def _metadata(data: Mapping[str, Any], label: Label) -> dict[str, Any]:
     metadata = data.get("metadata")
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):
-        _invalid("data.metadata must be an object or null")
+        raise InvalidProfile("metadata", f"{label('metadata')} must be an object or null")
+    if depth_exceeds(metadata, MAX_JSON_DEPTH):
+        raise InvalidProfile("metadata", f"{label('metadata')} is nested deeper than {MAX_JSON_DEPTH} levels")
     size = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     if size > MAX_METADATA_BYTES:
-        _invalid(f"data.metadata is larger than {MAX_METADATA_BYTES} bytes")
+        raise InvalidProfile("metadata", f"{label('metadata')} is larger than {MAX_METADATA_BYTES} bytes")
     return metadata
+
+
+def build_identity(data: Mapping[str, Any], method: IdentifyMethod, *, label: Label = _data_label) -> Identity:
+    """The visitor's Identity from a profile object: the Authentication URL's ``data``, or a signed
+    token's claims mapped to the same field names. One set of rules for both: the identifier
+    normalised, email and phone tidied, strings and ``metadata`` bounded. Raises InvalidProfile,
+    naming each field with ``label``."""
+    fields = {field: _profile_field(data, field, label) for field in PROFILE_FIELDS}
+    metadata = _metadata(data, label)
+    field = IDENTIFIER_FIELDS[method]
+    try:
+        identifier = normalise_identifier(method, fields)
+    except InvalidIdentifier as exc:
+        # normalise_identifier's messages start with the field's name ("email is missing").
+        raise InvalidProfile(field, label(field) + str(exc).removeprefix(field)) from None
+
+    profile: dict[str, str | None] = {
+        name: None if value is None else str(value) for name, value in fields.items()
+    }
+    _tidy_contact_fields(profile)
+    profile[field] = identifier
+    return Identity(identifier=identifier, metadata=metadata, **profile)
 
 
 def parse_identity_response(status: int, body: bytes, method: IdentifyMethod) -> Identity:
     """Turn the business's HTTP answer into an Identity, or raise AuthFailure."""
     _check_status(status)
     document = _decode(body)
-    if _depth_exceeds(document, MAX_JSON_DEPTH):
+    if depth_exceeds(document, MAX_JSON_DEPTH):
         _invalid(f"the response is nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(document, dict):
         _invalid("the response is not a JSON object")
@@ -141,25 +185,10 @@ def parse_identity_response(status: int, body: bytes, method: IdentifyMethod) ->
         _invalid("data is missing")
     if not isinstance(data, dict):
         _invalid("data must be an object")
-    return identity_from_data(data, method)
-
-
-def identity_from_data(data: dict[str, Any], method: IdentifyMethod) -> Identity:
-    """The Identity a ``data`` object describes, its fields bounded and normalised as an answer's
-    are, or AuthFailure (``invalid_response``) naming the field as ``data.<field>``."""
-    fields = {field: _profile_field(data, field) for field in PROFILE_FIELDS}
-    metadata = _metadata(data)
     try:
-        identifier = normalise_identifier(method, fields)
-    except InvalidIdentifier as exc:
-        _invalid(f"data.{exc}")
-
-    profile: dict[str, str | None] = {
-        field: None if value is None else str(value) for field, value in fields.items()
-    }
-    _tidy_contact_fields(profile)
-    profile[IDENTIFIER_FIELDS[method]] = identifier
-    return Identity(identifier=identifier, metadata=metadata, **profile)
+        return build_identity(data, method)
+    except InvalidProfile as exc:
+        _invalid(str(exc))
 
 
 def _tidy_contact_fields(profile: dict[str, str | None]) -> None:

@@ -21,6 +21,7 @@ from shared.stages import Retry
 from .answer import AuthFailure
 from .identity import UNSENDABLE_TOKEN, IdentityCall, call_identity
 from .pushed import PushedIdentities, is_widget_token, pushed_identity
+from .tokens import JwksCache, check_token
 from .whitelist import ApiWhitelist
 
 log = structlog.get_logger("doorman.verifier")
@@ -75,11 +76,13 @@ class Decision:
 
 async def decide(
     event: WidgetOpened, config: AuthConfig | None, *, http: OutboundClient, whitelist: ApiWhitelist,
-    pushed: PushedIdentities | None = None,
+    pushed: PushedIdentities | None = None, jwks: JwksCache | None = None,
 ) -> Decision:
-    """Case 1 (Custom Authentication off), Case 2 (the domain whitelist), Case 3 (the identity call).
-    Writes nothing but a widget token's owner (``pushed``; the Testing panel passes a dry-run one):
-    the verifier emits the outcome, the Testing panel shows it (a dry run)."""
+    """Case 1 (Custom Authentication off), Case 2 (the domain whitelist), Case 3: who the visitor is,
+    from a widget token the business pushed (``pushed``), or with ``identity_source: signed_token``
+    the token verified here (no call but the JWKS's: ``jwks`` caches it; None makes a throwaway
+    cache), or the identity call. Writes nothing but a widget token's owner (the Testing panel
+    passes a dry-run ``pushed``): the verifier emits the outcome, the Testing panel shows it."""
     if config is None or not config.enabled:
         return Decision(_fallback(event, FallbackReason.ca_disabled, "Custom Authentication is off for this bot"))
     if config.header_token is not None and unsendable_header(config.header_token.get_secret_value()):
@@ -99,6 +102,14 @@ async def decide(
         except AuthFailure as failure:
             return Decision(_fallback(event, failure.reason, failure.detail, CallFacts(whitelist_note=note)))
         return Decision(_verified(event, config, identity, CallFacts(whitelist_note=note)))
+    if config.identity_source == "signed_token":
+        token = await check_token(event.access_token.get_secret_value(), config, event.bot_id, jwks=jwks or JwksCache(http))
+        # The check's time (a JWKS fetch included) stands where the identity call's would: the business's share.
+        facts = CallFacts(auth_latency_ms=round(token.elapsed_ms, 1), whitelist_note=note)
+        if token.failure is not None:
+            return Decision(_fallback(event, token.failure.reason, token.failure.detail, facts), retry=token.failure.retry)
+        assert token.identity is not None
+        return Decision(_verified(event, config, token.identity, facts))
     assert config.auth_url is not None
     call = await call_identity(
         http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
@@ -112,15 +123,12 @@ async def decide(
     if call.failure is not None:
         return Decision(_fallback(event, call.failure.reason, call.failure.detail, facts), call, call.failure.retry)
     assert call.identity is not None
-    return Decision(IdentityVerified(
-        event_id=outcome_id(event), correlation_id=event.correlation_id, session_id=event.session_id, bot_id=event.bot_id,
-        identify_method=config.identify_method, identity=call.identity, observed_at=utcnow(), facts=facts,
-    ), call)
+    return Decision(_verified(event, config, call.identity, facts), call)
 
 
 async def verify(
     event: WidgetOpened, *, load_config: LoadConfig, http: OutboundClient, whitelist: ApiWhitelist,
-    pushed: PushedIdentities | None = None,
+    pushed: PushedIdentities | None = None, jwks: JwksCache | None = None,
 ) -> IdentityVerified | SessionFellBack | Retry:
     """The outcome to emit, or :class:`Retry` carrying ``auth_unavailable`` when the business's API
     blinked, so the runner tries again while the visitor can still wait."""
@@ -129,7 +137,8 @@ async def verify(
         # waiting for the business's answer, and calling now would only delay the opens behind it.
         log.warning("open picked up after its deadline; not calling the business")
         return _fallback(event, FallbackReason.internal_error, EXPIRED_DETAIL)
-    decision = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist, pushed=pushed)
+    decision = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist,
+                            pushed=pushed, jwks=jwks)
     if decision.call is not None:
         bot, facts = BOTS(event.bot_id), decision.outcome.facts
         AUTH_CALL_SECONDS.labels(bot).observe(decision.call.elapsed_ms / 1000)

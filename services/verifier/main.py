@@ -18,6 +18,7 @@ from .config import cached_config
 from .handler import already_done, emit, give_up, verify
 from .pushed import PushedIdentities
 from .settings import VerifierSettings
+from .tokens import JwksCache
 from .whitelist import ApiWhitelist
 
 # The visitor is waiting: short delays, and another attempt only if it can end before the deadline.
@@ -44,6 +45,8 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
     ):
         whitelist = ApiWhitelist(http, ttl=settings.whitelist_ttl_seconds)
         config.on_change.append(lambda bot_id: whitelist.forget(bot_id) if bot_id else None)
+        jwks = JwksCache(http)  # signed identity tokens: each bot's JWKS, cached
+        config.on_change.append(jwks.forget)
         # Outcomes decided at about the same time travel to the contacts service in one confirmed message.
         batched = Batcher(partial(_published, publish), name="verifier outcomes",
                           max_weight=settings.verifier_emit_batch, max_in_flight=settings.verifier_emit_flushes)
@@ -53,7 +56,7 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
         stage = Stage(
             queue=messaging.VERIFIER_QUEUE,
             handles={WidgetOpened: partial(verify, load_config=config.get, http=http, whitelist=whitelist,
-                                           pushed=PushedIdentities(pool, secrets))},
+                                           pushed=PushedIdentities(pool, secrets), jwks=jwks)},
             retry=RetryPolicy(
                 RETRY_DELAYS, MAX_ATTEMPTS, deadline=lambda event: event.deadline_at,
                 # An attempt may wait for a slot to the business's host, then for its answer.

@@ -19,7 +19,7 @@ import asyncpg
 from shared.crypto import Secrets
 from shared.events import FallbackReason, IdentifyMethod, Identity, WidgetOpened
 
-from .answer import AuthFailure, identity_from_data
+from .answer import AuthFailure, InvalidProfile, build_identity
 
 WIDGET_TOKEN_PREFIX = "dmw_"
 
@@ -79,10 +79,9 @@ def _identity(stored: dict[str, Any], method: IdentifyMethod) -> Identity:
     data = dict(stored)
     workspace = data.pop("external_workspace_id", None)
     try:
-        identity = identity_from_data(data, method)
-    except AuthFailure as failure:
-        raise AuthFailure(FallbackReason.invalid_response,
-                          f"the pushed identity cannot be used: {failure.detail.removeprefix('data.')}") from None
+        identity = build_identity(data, method, label=str)
+    except InvalidProfile as exc:
+        raise AuthFailure(FallbackReason.invalid_response, f"the pushed identity cannot be used: {exc}") from None
     # The business's own workspace (not Doorman's): carried once Identity has a field for it.
     if workspace is not None and "external_workspace_id" in Identity.model_fields:
         identity = identity.model_copy(update={"external_workspace_id": workspace})

@@ -195,6 +195,25 @@ async def test_testing_panel_matches(stack: Stack, doc: dict[str, Any], customer
     assert result["ok"] is False and result["failure"]["reason"] == "auth_rejected"
 
 
+async def test_token_secret_and_token_panel_match(stack: Stack, doc: dict[str, Any]) -> None:
+    import time
+
+    import jwt
+
+    bot_id = await create_bot(stack.http, stack.gateway.url, enabled=True, identity_source="signed_token")
+    made = await call(stack, doc, "POST", "/v1/bots/{bot_id}/custom-auth/token-secret", 201, bot_id=bot_id)
+    await call(stack, doc, "POST", "/v1/bots/{bot_id}/custom-auth/token-secret", 404, bot_id=uuid4())
+    now = int(time.time())
+    token = jwt.encode({"sub": "oa-3", "aud": bot_id, "iat": now, "exp": now + 60}, made["secret"], algorithm="HS256",
+                       headers={"kid": made["kid"]})
+    result = await call(stack, doc, "POST", "/v1/bots/{bot_id}/custom-auth/test", 200, bot_id=bot_id,
+                        json={"access_token": token})
+    assert result["ok"] is True and result["request"] is None and result["token"]["claims"]["sub"] == "oa-3"
+    result = await call(stack, doc, "POST", "/v1/bots/{bot_id}/custom-auth/test", 200, bot_id=bot_id,
+                        json={"access_token": "not-a-jwt"})
+    assert result["token"]["failed_check"] == "malformed_token" and result["token"]["header"] is None
+
+
 async def test_operations_endpoints_match(stack: Stack, doc: dict[str, Any]) -> None:
     await call(stack, doc, "GET", "/healthz", 200, admin=False)
     await call(stack, doc, "GET", "/readyz", 200, admin=False)

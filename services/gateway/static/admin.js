@@ -321,6 +321,7 @@
     show($("settings-form"), false);
     clearSettingsErrors();
     $("ca-status").textContent = "";
+    hideTokenSecret();
     $("test-form").reset();
     clearTestErrors();
     show($("test-result"), false);
@@ -415,6 +416,12 @@
     ["domain_whitelist.domains", "err-domains", "wl-domains"],
     ["domain_whitelist.api_url", "err-api_url", "wl-api-url"],
     ["domain_whitelist", "err-whitelist", null],
+    ["identity_source", "err-identity_source", null],
+    ["signed_token.jwks_url", "err-st-jwks_url", "st-jwks-url"],
+    ["signed_token.issuer", "err-st-issuer", "st-issuer"],
+    ["signed_token.max_lifetime_seconds", "err-st-max_lifetime_seconds", "st-max-lifetime"],
+    ["signed_token.claims", "err-st-claims", null],
+    ["signed_token", "err-st-jwks_url", "st-jwks-url"],  // "jwks_url is required for RS256"
   ];
 
   function requestFieldBoxes() {
@@ -457,6 +464,7 @@
     $("wl-domains").value = (wl.domains || []).join("\n");
     $("wl-api-url").value = wl.api_url || "";
     updateSourceFields();
+    fillTokenSettings(settings);
   }
 
   async function loadSettings() {
@@ -498,6 +506,7 @@
     };
     if ($("ca-clear-token").checked) body.header_token = null;
     else if ($("ca-header-token").value !== "") body.header_token = $("ca-header-token").value;
+    Object.assign(body, tokenSettingsBody());
     return body;
   }
 
@@ -585,11 +594,109 @@
       if (clear) input.value = "";
     }
     if (event.target.name === "wl-source") updateSourceFields();
+    if (event.target.name === "identity-source" || event.target.id === "st-algorithm") updateTokenFields();
     const status = $("ca-status");
     if (status.textContent === "Saved") {
       status.textContent = "";
       status.className = "status";
     }
+  }
+
+  // ---------------------------------------------------------------- Identity source (signed identity tokens)
+
+  const CLAIM_FIELDS = ["id", "email", "name", "phone_number", "metadata"];
+  const DEFAULT_CLAIMS = { id: "sub", email: "email", name: "name", phone_number: "phone_number", metadata: "metadata" };
+
+  function identitySourceValue() {
+    const checked = document.querySelector('input[name="identity-source"]:checked');
+    return checked ? checked.value : "auth_url";
+  }
+
+  function updateTokenFields() {
+    const signed = identitySourceValue() === "signed_token";
+    show($("st-fields"), signed);
+    const hs = $("st-algorithm").value === "HS256";
+    show($("st-jwks-field"), !hs);
+    show($("st-secret-field"), hs);
+  }
+
+  function updateSecretState(kid) {
+    const tag = $("st-secret-state");
+    tag.textContent = kid ? `kid ${kid}` : "none yet";
+    tag.className = `badge ${kid ? "badge-ok" : "badge-neutral"}`;
+  }
+
+  function fillTokenSettings(settings) {
+    const st = settings.signed_token || {};
+    $(settings.identity_source === "signed_token" ? "ids-signed-token" : "ids-auth-url").checked = true;
+    $("st-algorithm").value = st.algorithm || "HS256";
+    $("st-jwks-url").value = st.jwks_url || "";
+    $("st-issuer").value = st.issuer || "";
+    $("st-max-lifetime").value = String(st.max_lifetime_seconds || 3600);
+    const claims = { ...DEFAULT_CLAIMS, ...(st.claims || {}) };
+    for (const field of CLAIM_FIELDS) $(`st-claim-${field}`).value = claims[field];
+    updateSecretState(st.secret_kid);
+    updateTokenFields();
+  }
+
+  function tokenSettingsBody() {
+    const claims = {};
+    for (const field of CLAIM_FIELDS) {
+      const value = $(`st-claim-${field}`).value.trim();
+      if (value) claims[field] = value;
+    }
+    const signed = {
+      algorithm: $("st-algorithm").value,
+      jwks_url: $("st-jwks-url").value.trim() || null,
+      issuer: $("st-issuer").value.trim() || null,
+      claims,
+    };
+    const lifetime = $("st-max-lifetime").value.trim();
+    if (lifetime) signed.max_lifetime_seconds = Number(lifetime);
+    return { identity_source: identitySourceValue(), signed_token: signed };
+  }
+
+  function hideTokenSecret() {
+    $("st-secret-kid").textContent = "";
+    $("st-secret-value").textContent = "";
+    show($("st-secret-shown"), false);
+    setText($("err-st-secret"), "");
+  }
+
+  // POST .../custom-auth/token-secret: the secret is shown here once, never stored in the page.
+  async function onNewTokenSecret() {
+    const bot = state.botId;
+    const button = $("st-new-secret");
+    const replacing = $("st-secret-state").classList.contains("badge-ok");
+    if (replacing && !window.confirm("Make a new token secret? Tokens signed with the current one keep verifying for 24 hours.")) return;
+    hideTokenSecret();
+    button.disabled = true;
+    try {
+      const made = await api("POST", `/v1/bots/${enc(bot)}/custom-auth/token-secret`);
+      if (bot !== state.botId) return;
+      $("st-secret-kid").textContent = made.kid;
+      $("st-secret-value").textContent = made.secret;
+      show($("st-secret-shown"), true);
+      updateSecretState(made.kid);
+    } catch (err) {
+      if (err.status !== 401 && bot === state.botId) setText($("err-st-secret"), `No secret was made: ${err.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // The Testing panel's view of a pasted JWT: header, claims (decoded without trusting them), the failed check.
+  function renderTokenView(r) {
+    const token = r.token;
+    const grid = document.querySelector("#test-result > .result-grid");
+    if (grid) show(grid, !token);
+    show($("test-token"), Boolean(token));
+    if (!token) return;
+    $("test-token-check").textContent = token.failed_check
+      ? `Failed check: ${token.failed_check}`
+      : `Every check passed (${token.algorithm}).`;
+    $("test-token-header").textContent = token.header ? pretty(token.header) : "(the header cannot be read)";
+    $("test-token-claims").textContent = token.claims ? pretty(token.claims) : "(the claims cannot be read)";
   }
 
   // ---------------------------------------------------------------- Testing panel
@@ -704,6 +811,7 @@
         : "");
     }
     $("test-identity").textContent = r.identity ? pretty(r.identity) : "None: nothing would be stored.";
+    renderTokenView(r);
     show($("test-result"), true);
   }
 
@@ -908,6 +1016,7 @@
     $("settings-form").addEventListener("input", onSettingsInput);
     $("settings-form").addEventListener("change", onSettingsInput);
     $("test-form").addEventListener("submit", onTestSubmit);
+    $("st-new-secret").addEventListener("click", onNewTokenSecret);
     $("contacts-search").addEventListener("submit", (event) => {
       event.preventDefault();
       clearTimeout(searchTimer);
