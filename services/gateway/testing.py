@@ -88,7 +88,8 @@ async def run_test(pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, confi
     )
     match = None
     if call.identity is not None:
-        existing = await directory.find_contact(pool, bot_id, config.identify_method.value, call.identity.identifier)
+        existing = await directory.find_contact(pool, bot_id, config.identify_method.value, call.identity.identifier,
+                                                call.identity.external_workspace_id)
         match = TestMatch(action="update" if existing else "create", contact_id=existing)
     failure = None
     if call.failure is not None:
