@@ -143,7 +143,7 @@ class SessionView(TypedDict):
     status: SessionStatus
     contact: Annotated[WidgetContact | None, Field(description="set when verified")]
     fallback: Annotated[Fallback | None, Field(
-        description="set when status is `fallback`: show the Collect Information form")]
+        description="set when status is `fallback`: offer what `collect_information` says")]
     collected: Annotated[bool, Field(description="the Collect Information form was sent for this session")]
     collect_information: Annotated[CollectInformation | None, Field(description=(
         "set when status is `fallback`: the bot's mode when the session fell back. `required`: show the Collect "
