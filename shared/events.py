@@ -53,6 +53,9 @@ class Identity(BaseModel):
     avatar: str | None = None
     label: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # The business's own workspace the visitor belongs to (OpenCX's externalId; not Doorman's tenant
+    # workspaces): contacts are unique per (bot, external_workspace_id, identifier).
+    external_workspace_id: str | None = None
 
 
 class Event(BaseModel):
@@ -76,6 +79,7 @@ class WidgetOpened(Event):
     email: str | None = None
     name: str | None = None
     phone_number: str | None = None
+    external_workspace_id: str | None = None  # the embed's data-external-workspace-id: forwarded when selected, never trusted
     deadline_at: datetime
 
     @field_serializer("access_token", when_used="json")

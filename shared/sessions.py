@@ -39,6 +39,7 @@ import asyncpg
 from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
+from shared.auth_config import CollectInformation
 from shared.events import CallFacts, FallbackReason, utcnow
 
 EXPIRE_GRACE_SECONDS = 2.0
@@ -79,25 +80,30 @@ class NewSession:
     busy: bool = False  # refused by admission control: stored as fallback(busy), already resolved
 
 
+# A busy session falls back here, so its collect_information is captured here (the subquery runs for busy rows only).
 _OPEN = """
-INSERT INTO widget_sessions (session_id, bot_id, origin, deadline_at, status, reason, detail, resolved_at)
+INSERT INTO widget_sessions (session_id, bot_id, origin, deadline_at, status, reason, detail, resolved_at,
+                             collect_information)
 SELECT u.session_id, u.bot_id, u.origin, u.deadline_at,
        CASE WHEN u.busy THEN 'fallback' ELSE 'pending' END,
-       CASE WHEN u.busy THEN $6 END, CASE WHEN u.busy THEN $7 END, CASE WHEN u.busy THEN now() END
+       CASE WHEN u.busy THEN $6 END, CASE WHEN u.busy THEN $7 END, CASE WHEN u.busy THEN now() END,
+       CASE WHEN u.busy THEN coalesce(
+           (SELECT a.collect_information FROM custom_auth_settings a WHERE a.bot_id = u.bot_id), 'required') END
 FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[], $5::bool[])
      AS u(session_id, bot_id, origin, deadline_at, busy)
 JOIN bots b ON b.bot_id = u.bot_id
-RETURNING session_id
+RETURNING session_id, collect_information
 """
 
 
-async def open_sessions(conn: asyncpg.Connection | asyncpg.Pool, new: Sequence[NewSession]) -> set[str]:
-    """Record sessions in one statement; returns the ids stored (a session of an unknown bot is not)."""
+async def open_sessions(conn: asyncpg.Connection | asyncpg.Pool, new: Sequence[NewSession]) -> dict[str, str | None]:
+    """Record sessions in one statement; returns the ids stored (a session of an unknown bot is not),
+    each with the collect_information mode a busy one fell back with (None for a pending one)."""
     rows = await conn.fetch(
         _OPEN, [s.session_id for s in new], [s.bot_id for s in new], [s.origin for s in new],
         [s.deadline_at for s in new], [s.busy for s in new], FallbackReason.busy.value, BUSY_DETAIL,
     )
-    return {r["session_id"] for r in rows}
+    return {r["session_id"]: r["collect_information"] for r in rows}
 
 
 async def forget_sessions(conn: asyncpg.Connection | asyncpg.Pool, session_ids: Sequence[str]) -> None:
@@ -137,11 +143,16 @@ class SessionView(TypedDict):
     status: SessionStatus
     contact: Annotated[WidgetContact | None, Field(description="set when verified")]
     fallback: Annotated[Fallback | None, Field(
-        description="set when status is `fallback`: show the Collect Information form")]
+        description="set when status is `fallback`: offer what `collect_information` says")]
     collected: Annotated[bool, Field(description="the Collect Information form was sent for this session")]
+    collect_information: Annotated[CollectInformation | None, Field(description=(
+        "set when status is `fallback`: the bot's mode when the session fell back. `required`: show the Collect "
+        "Information form; `optional`: the form with a way to skip it (then chat anonymously); `off`: no form, "
+        "chat anonymously (the form is refused with 409 `collect_information_off`). Null otherwise"))]
 
 
 _VIEW_COLUMNS = """s.session_id, s.status, s.reason, s.detail, s.deadline_at, s.collected_at IS NOT NULL AS collected,
+                   s.collect_information,
                    c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified"""
 _SESSION_VIEWS = f"""SELECT {_VIEW_COLUMNS} FROM widget_sessions s LEFT JOIN contacts c USING (contact_id)
                      WHERE s.session_id = ANY($1::text[])"""
@@ -157,17 +168,28 @@ def widget_view(row: asyncpg.Record | dict[str, Any]) -> SessionView:
         {"reason": row["reason"], "detail": row["detail"]} if row["status"] == "fallback" else None
     )
     return {"session_id": row["session_id"], "status": row["status"], "contact": contact, "fallback": fallback,
-            "collected": row["collected"]}
+            "collected": row["collected"], "collect_information": _mode(row["status"], row["collect_information"])}
 
 
-def fallback_view(session_id: str, reason: FallbackReason, detail: str) -> SessionView:
+def _mode(status: str, captured: str | None) -> CollectInformation | None:
+    """The view's ``collect_information``: the mode captured when the session fell back (a session that
+    fell back before the column existed was offered the form: ``required``); null unless fallback."""
+    if status != "fallback":
+        return None
+    return captured or "required"  # type: ignore[return-value]
+
+
+def fallback_view(
+    session_id: str, reason: FallbackReason, detail: str, collect_information: str | None = None,
+) -> SessionView:
     """The view of a session that fell back before any contact or form: a busy refusal, an expiry."""
     return {"session_id": session_id, "status": "fallback", "contact": None,
-            "fallback": {"reason": reason, "detail": detail}, "collected": False}
+            "fallback": {"reason": reason, "detail": detail}, "collected": False,
+            "collect_information": _mode("fallback", collect_information)}
 
 
-def busy_view(session_id: str) -> SessionView:
-    return fallback_view(session_id, FallbackReason.busy, BUSY_DETAIL)
+def busy_view(session_id: str, collect_information: str | None = None) -> SessionView:
+    return fallback_view(session_id, FallbackReason.busy, BUSY_DETAIL, collect_information)
 
 
 def _overdue(row: asyncpg.Record, now: datetime) -> bool:
@@ -247,16 +269,21 @@ class Resolved:
         return {r for r in (opened_by(self.session_id), self.watcher) if r}
 
 
-_RESOLVE = """
+# A fallback captures the bot's collect_information mode (a primary-key read, fallbacks only).
+_CAPTURE_MODE = """CASE WHEN {status} = 'fallback' THEN coalesce(
+    (SELECT a.collect_information FROM custom_auth_settings a WHERE a.bot_id = s.bot_id), 'required') END"""
+
+_RESOLVE = f"""
 UPDATE widget_sessions s SET
     status = u.status, reason = u.reason, detail = u.detail, contact_id = u.contact_id, resolved_at = now(),
-    auth_http_status = u.auth_http_status, auth_latency_ms = u.auth_latency_ms, whitelist_note = u.whitelist_note
+    auth_http_status = u.auth_http_status, auth_latency_ms = u.auth_latency_ms, whitelist_note = u.whitelist_note,
+    collect_information = {_CAPTURE_MODE.format(status="u.status")}
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::int[], $7::real[], $8::text[])
     AS u(session_id, status, reason, detail, contact_id, auth_http_status, auth_latency_ms, whitelist_note)
 LEFT JOIN contacts c ON c.contact_id = u.contact_id
 WHERE s.session_id = u.session_id AND s.status = 'pending'
 RETURNING s.session_id, s.bot_id, s.status, s.reason, s.detail, s.watcher, s.created_at, s.resolved_at,
-          s.collected_at IS NOT NULL AS collected,
+          s.collected_at IS NOT NULL AS collected, s.collect_information,
           c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified
 """
 
@@ -285,11 +312,12 @@ async def resolve_sessions(conn: asyncpg.Connection, outcomes: Sequence[Outcome]
 # -- expire ---------------------------------------------------------------------------------------------
 
 
-_EXPIRE = """
+_EXPIRE = f"""
     UPDATE widget_sessions s
-    SET status = 'fallback', reason = $1, detail = $2, resolved_at = now()
-    WHERE s.session_id = ANY(ARRAY({candidates})) AND s.status = 'pending'
-    RETURNING s.session_id, s.bot_id, s.watcher
+    SET status = 'fallback', reason = $1, detail = $2, resolved_at = now(),
+        collect_information = {_CAPTURE_MODE.format(status="'fallback'")}
+    WHERE s.session_id = ANY(ARRAY({{candidates}})) AND s.status = 'pending'
+    RETURNING s.session_id, s.bot_id, s.watcher, s.collect_information
 """
 # Range scan of the partial index on pending sessions' deadlines (the predicate is sargable).
 _OVERDUE = """SELECT session_id FROM widget_sessions
@@ -307,11 +335,13 @@ class Expired:
     session_id: str
     bot_id: UUID
     watcher: str | None
+    collect_information: str | None = None
 
     def resolved(self) -> Resolved:
         """As told to the waiting gateways."""
         return Resolved(self.session_id, self.bot_id, "fallback", FallbackReason.internal_error.value, self.watcher,
-                        0.0, fallback_view(self.session_id, FallbackReason.internal_error, EXPIRED_DETAIL))
+                        0.0, fallback_view(self.session_id, FallbackReason.internal_error, EXPIRED_DETAIL,
+                                           self.collect_information))
 
 
 async def expire_overdue(
@@ -328,26 +358,32 @@ async def expire_overdue(
     else:
         rows = await conn.fetch(_EXPIRE.format(candidates=_THESE_OVERDUE), reason, detail, EXPIRE_GRACE_SECONDS,
                                 list(session_ids))
-    return [Expired(r["session_id"], r["bot_id"], r["watcher"]) for r in rows]
+    return [Expired(r["session_id"], r["bot_id"], r["watcher"], r["collect_information"]) for r in rows]
 
 
 # -- the Collect Information form ---------------------------------------------------------------------
 
 
 async def claim_collection(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> tuple[UUID | None, str | None]:
-    """Take the session's one Collect Information submission: (bot_id, None), or (None, why not)."""
+    """Take the session's one Collect Information submission: (bot_id, None), or (None, why not).
+    A session that fell back with ``collect_information: off`` was offered no form: ``collect_information_off``."""
     bot_id = await conn.fetchval(
         """UPDATE widget_sessions SET collected_at = now()
-           WHERE session_id = $1 AND status = 'fallback' AND collected_at IS NULL RETURNING bot_id""",
+           WHERE session_id = $1 AND status = 'fallback' AND collected_at IS NULL
+             AND collect_information IS DISTINCT FROM 'off' RETURNING bot_id""",
         session_id,
     )
     if bot_id is not None:
         return bot_id, None
-    row = await conn.fetchrow("SELECT status, collected_at FROM widget_sessions WHERE session_id = $1", session_id)
+    row = await conn.fetchrow(
+        "SELECT status, collected_at, collect_information FROM widget_sessions WHERE session_id = $1", session_id,
+    )
     if row is None:
         return None, "not_found"
     if row["status"] != "fallback":
         return None, "not_fallback"
+    if row["collect_information"] == "off":
+        return None, "collect_information_off"
     return None, "already_collected"
 
 
@@ -358,11 +394,12 @@ async def release_collection(conn: asyncpg.Connection | asyncpg.Pool, session_id
 async def link_collected(
     conn: asyncpg.Connection, session_id: str, bot_id: UUID, identify_method: str, identifier: str,
 ) -> None:
-    """Point the session at the contact its form made or updated."""
+    """Point the session at the contact its form made or updated (a form's contact has no business workspace)."""
     await conn.execute(
         """UPDATE widget_sessions s SET collected_contact_id = c.contact_id
            FROM contacts c
-           WHERE s.session_id = $1 AND (c.bot_id, c.identify_method, c.identifier) = ($2, $3, $4)""",
+           WHERE s.session_id = $1 AND (c.bot_id, c.identify_method, c.identifier) = ($2, $3, $4)
+             AND c.external_workspace_id IS NULL""",
         session_id, bot_id, identify_method, identifier,
     )
 

@@ -14,7 +14,7 @@ from shared.messaging import Publisher
 from shared.metrics import OUTCOMES, SESSION_SECONDS
 from shared.sessions import Outcome, Resolved, resolve_sessions
 
-from .repository import take_new, upsert_collected, upsert_verified
+from .repository import contact_key, take_new, upsert_collected, upsert_verified
 
 log = structlog.get_logger("doorman.contacts")
 
@@ -33,8 +33,7 @@ async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publis
         outcomes = []
         for e in events:
             if isinstance(e, IdentityVerified):
-                key = (e.bot_id, e.identify_method.value, e.identity.identifier)
-                outcomes.append(Outcome(e.session_id, "verified", contact_id=contact_ids[key], facts=e.facts))
+                outcomes.append(Outcome(e.session_id, "verified", contact_id=contact_ids[contact_key(e)], facts=e.facts))
             elif isinstance(e, SessionFellBack):
                 outcomes.append(Outcome(e.session_id, "fallback", reason=e.reason.value, detail=e.detail, facts=e.facts))
         resolved = await resolve_sessions(conn, outcomes)

@@ -4,6 +4,10 @@ Upserts are idempotent by construction: a contact row carries the version
 ``(version_at, version_event)`` of the event that last wrote it, and an update
 applies only when the incoming version is strictly newer. Replays and
 out-of-order events therefore change nothing.
+
+A contact is unique per (bot, identify method, identifier, external_workspace_id): the
+business's own workspace from its answer (OpenCX's externalId, not Doorman's tenant
+workspaces), NULL when it gave none, NULL being one partition of its own (NULLS NOT DISTINCT).
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ E = TypeVar("E", bound=Event)
 UPSERT_VERIFIED = """
 INSERT INTO contacts AS c (
     bot_id, identify_method, identifier, external_id, name, email, phone_number, country_code,
-    avatar, label, metadata, verified, version_at, version_event, last_verified_at, field_sources
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $13, $12, $14)
-ON CONFLICT (bot_id, identify_method, identifier) DO UPDATE SET
+    avatar, label, metadata, verified, version_at, version_event, last_verified_at, field_sources,
+    external_workspace_id
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $13, $12, $14, $15)
+ON CONFLICT (bot_id, identify_method, identifier, external_workspace_id) DO UPDATE SET
     external_id      = COALESCE(EXCLUDED.external_id, c.external_id),
     name             = COALESCE(EXCLUDED.name, c.name),
     email            = COALESCE(EXCLUDED.email, c.email),
@@ -43,13 +48,14 @@ WHERE NOT c.verified  -- a verified identity takes precedence over what a visito
    OR (c.version_at, c.version_event) < (EXCLUDED.version_at, EXCLUDED.version_event)
 """
 
-# What a visitor typed never overwrites a verified contact, nor newer typed data.
+# What a visitor typed never overwrites a verified contact, nor newer typed data. A form has no business
+# workspace (the embed's is never trusted): its contact is in the NULL partition.
 UPSERT_COLLECTED = """
 INSERT INTO contacts AS c (
     bot_id, identify_method, identifier, name, email, phone_number, country_code,
     verified, version_at, version_event, field_sources
 ) VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $9, $10)
-ON CONFLICT (bot_id, identify_method, identifier) DO UPDATE SET
+ON CONFLICT (bot_id, identify_method, identifier, external_workspace_id) DO UPDATE SET
     name          = COALESCE(EXCLUDED.name, c.name),
     email         = COALESCE(EXCLUDED.email, c.email),
     phone_number  = COALESCE(EXCLUDED.phone_number, c.phone_number),
@@ -62,10 +68,11 @@ WHERE NOT c.verified AND (c.version_at, c.version_event) < (EXCLUDED.version_at,
 """
 
 CONTACT_IDS = """
-SELECT c.contact_id, c.bot_id, c.identify_method, c.identifier
+SELECT c.contact_id, c.bot_id, c.identify_method, c.identifier, c.external_workspace_id
 FROM contacts c
-JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS k(bot_id, identify_method, identifier)
+JOIN unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS k(bot_id, identify_method, identifier, workspace)
   ON (c.bot_id, c.identify_method, c.identifier) = (k.bot_id, k.identify_method, k.identifier)
+ AND c.external_workspace_id IS NOT DISTINCT FROM k.workspace
 """
 
 CONTACT_FIELDS = ("external_id", "name", "email", "phone_number", "country_code", "avatar", "label")
@@ -81,29 +88,41 @@ def _sources(event: IdentityVerified) -> dict[str, str]:
     return sources
 
 
-def _key(event: IdentityVerified) -> tuple[UUID, str, str]:
-    return (event.bot_id, event.identify_method.value, event.identity.identifier)
+ContactKey = tuple[UUID, str, str, str | None]  # bot, identify method, identifier, external_workspace_id
 
 
-async def upsert_verified(conn: asyncpg.Connection, events: Sequence[IdentityVerified]) -> dict[tuple[UUID, str, str], UUID]:
+def contact_key(event: IdentityVerified) -> ContactKey:
+    """Which contact a verified identity belongs to."""
+    return (event.bot_id, event.identify_method.value, event.identity.identifier, event.identity.external_workspace_id)
+
+
+def _order(key: ContactKey) -> tuple[str, str, str, bool, str]:
+    """A total order of keys (no workspace before any workspace), the same in every batch."""
+    bot_id, method, identifier, workspace = key
+    return (str(bot_id), method, identifier, workspace is not None, workspace or "")
+
+
+async def upsert_verified(conn: asyncpg.Connection, events: Sequence[IdentityVerified]) -> dict[ContactKey, UUID]:
     """Apply verified identities, oldest first for each contact; returns each key's contact id.
 
     Rows are written in key order, so concurrent batches lock shared contacts in the same order
     (no deadlock); the version guard keeps the latest data whatever the order across batches."""
     if not events:
         return {}
-    ordered = sorted(events, key=lambda e: (*map(str, _key(e)), e.observed_at, str(e.event_id)))
+    ordered = sorted(events, key=lambda e: (*_order(contact_key(e)), e.observed_at, str(e.event_id)))
     await conn.executemany(UPSERT_VERIFIED, [
         (
             e.bot_id, e.identify_method.value, e.identity.identifier, e.identity.id, e.identity.name,
             e.identity.email, e.identity.phone_number, e.identity.country_code, e.identity.avatar,
             e.identity.label, e.identity.metadata, e.observed_at, e.event_id, _sources(e),
+            e.identity.external_workspace_id,
         )
         for e in ordered
     ])
-    keys = list({_key(e) for e in events})
-    rows = await conn.fetch(CONTACT_IDS, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
-    return {(r["bot_id"], r["identify_method"], r["identifier"]): r["contact_id"] for r in rows}
+    keys = list({contact_key(e) for e in events})
+    rows = await conn.fetch(CONTACT_IDS, *([k[i] for k in keys] for i in range(4)))
+    return {(r["bot_id"], r["identify_method"], r["identifier"], r["external_workspace_id"]): r["contact_id"]
+            for r in rows}
 
 
 async def take_new(conn: asyncpg.Connection, events: Sequence[E]) -> list[E]:

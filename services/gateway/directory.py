@@ -9,8 +9,8 @@ import asyncpg
 from . import pagination
 from .views import AuthEventPage, ContactDetail, ContactPage
 
-CONTACT_SUMMARY = """contact_id, identify_method, identifier, external_id, name, email, phone_number, country_code,
-    avatar, label, verified, created_at, updated_at, last_verified_at"""
+CONTACT_SUMMARY = """contact_id, identify_method, identifier, external_workspace_id, external_id, name, email, phone_number,
+    country_code, avatar, label, verified, created_at, updated_at, last_verified_at"""
 SEARCH_TEXT = "(coalesce(name, '') || ' ' || coalesce(email, '') || ' ' || coalesce(phone_number, '') || ' ' || identifier)"
 
 
@@ -46,10 +46,14 @@ async def get_contact(pool: asyncpg.Pool, bot_id: UUID, contact_id: UUID) -> Con
     return ContactDetail.model_validate(contact)
 
 
-async def find_contact(pool: asyncpg.Pool, bot_id: UUID, identify_method: str, identifier: str) -> UUID | None:
+async def find_contact(
+    pool: asyncpg.Pool, bot_id: UUID, identify_method: str, identifier: str, external_workspace_id: str | None = None,
+) -> UUID | None:
+    """The contact a verified identity would update: its key includes the business's workspace (none: NULL)."""
     return await pool.fetchval(
-        "SELECT contact_id FROM contacts WHERE bot_id = $1 AND identify_method = $2 AND identifier = $3",
-        bot_id, identify_method, identifier,
+        """SELECT contact_id FROM contacts WHERE bot_id = $1 AND identify_method = $2 AND identifier = $3
+                  AND external_workspace_id IS NOT DISTINCT FROM $4""",
+        bot_id, identify_method, identifier, external_workspace_id,
     )
 
 

@@ -11,7 +11,7 @@ from shared.messaging import Publisher
 
 from shared.batching import Batcher
 
-from .opening import Open, Opened
+from .opening import Busy, Open, Opened
 from .outcomes import OutcomeHub
 from .ratelimit import WidgetLimits
 from .settings import GatewaySettings
@@ -23,4 +23,4 @@ HUB = web.AppKey("hub", OutcomeHub)
 SECRETS = web.AppKey("secrets", Secrets)
 HTTP = web.AppKey("http", OutboundClient)
 LIMITS = web.AppKey("limits", WidgetLimits)
-OPENS = web.AppKey("opens", Batcher[Open, Opened])  # hand an open in; see .opening
+OPENS = web.AppKey("opens", Batcher[Open, Opened | Busy])  # hand an open in; see .opening

@@ -30,9 +30,16 @@ log = structlog.get_logger("doorman.gateway.opening")
 
 class Opened(enum.Enum):
     pending = "pending"  # stored and its event confirmed: the pipeline decides it
-    busy = "busy"  # stored as fallback(busy): admission control refused it
     unknown_bot = "unknown_bot"
     unavailable = "unavailable"  # the broker did not confirm: nothing stored
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Stored as fallback(busy): admission control refused it. Its view needs the bot's
+    collect_information mode, captured by the same statement that stored it."""
+
+    collect_information: str | None
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,9 @@ class Open:
     event: WidgetOpened | None  # None when refused as busy
 
 
-async def flush(opens: Sequence[Open], *, pool: asyncpg.Pool, publish: Publisher, hub: OutcomeHub) -> list[Opened]:
+async def flush(
+    opens: Sequence[Open], *, pool: asyncpg.Pool, publish: Publisher, hub: OutcomeHub,
+) -> list[Opened | Busy]:
     stored = await open_sessions(pool, [o.session for o in opens])
     events = [o.event for o in opens if o.event is not None and o.session.session_id in stored]
     published = True
@@ -58,15 +67,15 @@ async def flush(opens: Sequence[Open], *, pool: asyncpg.Pool, publish: Publisher
             log.error("widget opens not published", error=type(exc).__name__, opens=len(ids))
         else:
             SESSIONS_OPENED.inc(len(ids))
-    results = []
+    results: list[Opened | Busy] = []
     for o in opens:
         if o.session.session_id not in stored:
             results.append(Opened.unknown_bot)
         elif o.event is None:
-            results.append(Opened.busy)
+            results.append(Busy(stored[o.session.session_id]))
         else:
             results.append(Opened.pending if published else Opened.unavailable)
-    busy = sum(r is Opened.busy for r in results)
+    busy = sum(isinstance(r, Busy) for r in results)
     if busy:
         SESSIONS_REFUSED.labels("busy").inc(busy)
     return results

@@ -25,7 +25,7 @@ from shared.domains import normalise_domain_entry
 from shared.http import unsendable_header
 from shared.events import FallbackReason, IdentifyMethod
 
-RequestField = Literal["user_id", "email", "name", "phone_number"]
+RequestField = Literal["user_id", "email", "name", "phone_number", "external_workspace_id"]
 Short = Annotated[str, Field(max_length=256)]
 
 
@@ -70,6 +70,9 @@ class OpenSession(Strict):
     email: Short | None = None
     name: Short | None = None
     phone_number: Short | None = None
+    external_workspace_id: Short | None = Field(None, description=(
+        "the business's own workspace the visitor is in (embed `data-external-workspace-id`; OpenCX's externalId): "
+        "forwarded to the Authentication URL when selected in `request_fields`, never trusted"))
     lang: Annotated[str, Field(max_length=16)] | None = None
 
 
@@ -142,7 +145,7 @@ class CustomAuthSettingsIn(Strict):
     auth_url: HttpUrl | None = None
     header_token: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_sendable)] | None = None
     identify_method: IdentifyMethod = IdentifyMethod.id
-    request_fields: Annotated[list[RequestField], Field(max_length=4)] = []
+    request_fields: Annotated[list[RequestField], Field(max_length=5)] = []
     domain_whitelist: DomainWhitelist = DomainWhitelist()
     signed_token: SignedTokenSettings = SignedTokenSettings()
     outage_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = Field(0, description=(
@@ -194,6 +197,7 @@ class TestRequest(Strict):
     email: Short | None = None
     name: Short | None = None
     phone_number: Short | None = None
+    external_workspace_id: Short | None = None
     origin: Annotated[str, Field(max_length=2048, description=(
         "the page origin a real widget open would come from, e.g. `https://shop.example.com`; the whitelist "
         "decision uses it; omitted: decided as an open without an Origin header"))] | None = None

@@ -90,7 +90,8 @@ def _visitor_outcome(decision: Decision) -> VisitorOutcome:
 async def _match(pool: asyncpg.Pool, bot_id: UUID, config: AuthConfig, identity: Identity | None) -> TestMatch | None:
     if identity is None:
         return None
-    existing = await directory.find_contact(pool, bot_id, config.identify_method.value, identity.identifier)
+    existing = await directory.find_contact(pool, bot_id, config.identify_method.value, identity.identifier,
+                                            identity.external_workspace_id)
     return TestMatch(action="update" if existing else "create", contact_id=existing)
 
 

@@ -131,6 +131,10 @@ class ContactSummary(View):
     identify_method: IdentifyMethod | Literal["session"] = Field(
         description="`session`: a Collect Information contact with neither email nor phone, its own contact")
     identifier: str = Field(description="the normalised value of the identify method's field")
+    external_workspace_id: str | None = Field(description=(
+        "the business's own workspace the contact belongs to, from its answer's `data.external_workspace_id` "
+        "(OpenCX's externalId; not a Doorman workspace): contacts are unique per (bot, external_workspace_id, "
+        "identifier); null: none given"))
     external_id: str | None = Field(description="the business's `id` for the visitor")
     name: str | None
     email: str | None

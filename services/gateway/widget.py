@@ -25,7 +25,7 @@ from shared.sessions import (
 
 from .http_errors import BODY_ERRORS, UNAVAILABLE, Error, dumps, error, json_response, read_model, read_query
 from .keys import HUB, LIMITS, OPENS, POOL, PUBLISH, SETTINGS
-from .opening import Open, Opened
+from .opening import Busy, Open, Opened
 from .outcomes import OutcomeHub, View
 from .ratelimit import LIMITED
 from .schemas import CollectedContact, OpenQuery, OpenSession
@@ -86,8 +86,10 @@ async def open_session(request: web.Request) -> web.Response:
     event = None if session.busy else WidgetOpened(
         correlation_id=uuid4().hex[:16], session_id=session.session_id, bot_id=body.bot_id, origin=session.origin,
         access_token=body.access_token, user_id=body.user_id, email=body.email, name=body.name,
-        phone_number=body.phone_number, deadline_at=session.deadline_at,
+        phone_number=body.phone_number, external_workspace_id=body.external_workspace_id,
+        deadline_at=session.deadline_at,
     )
+    opened: Opened | Busy
     try:
         opened = await request.app[OPENS](Open(session, event))
     except Exception as exc:  # the database (or the broker and then the database) is away
@@ -101,7 +103,8 @@ async def open_session(request: web.Request) -> web.Response:
              correlation_id=event.correlation_id if event else None,
              latency_ms=round((time.perf_counter() - started) * 1000, 1))
     if wait is not None:
-        view = busy_view(session.session_id) if session.busy else await _outcome_within(hub, session.session_id, wait)
+        view = (busy_view(session.session_id, opened.collect_information) if isinstance(opened, Busy)
+                else await _outcome_within(hub, session.session_id, wait))
         if view is not None:
             return json_response(view)
     created: SessionCreated = {"session_id": session.session_id, "status": "pending"}
@@ -122,7 +125,8 @@ async def _outcome_within(hub: OutcomeHub, session_id: str, seconds: float) -> V
              tag="widget", body=CollectedContact, responses={
     202: ("Accepted: a non-verified contact is made (it never overwrites a verified one).", ContactAccepted),
     **NO_SESSION,
-    409: ("The session did not fall back, or its form was already sent.", Error),
+    409: ("The session did not fall back (`not_fallback`), its form was already sent (`already_collected`), or it "
+          "fell back with `collect_information: off`, so no form was offered (`collect_information_off`).", Error),
     **BODY_ERRORS, **LIMITED, **UNAVAILABLE,
 })
 async def collect_contact(request: web.Request) -> web.Response:
@@ -136,6 +140,8 @@ async def collect_contact(request: web.Request) -> web.Response:
         raise error(404, "session_not_found", "no session has this id")
     if refusal == "not_fallback":
         raise error(409, "not_fallback", "the form is only for sessions that fell back")
+    if refusal == "collect_information_off":
+        raise error(409, "collect_information_off", "this bot offers no Collect Information form (collect_information is off)")
     if refusal == "already_collected":
         raise error(409, "already_collected", "this session's form was already sent")
     assert bot_id is not None

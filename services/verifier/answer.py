@@ -28,7 +28,10 @@ MAX_METADATA_BYTES = 16384  # size of data.metadata re-serialised as compact UTF
 MAX_JSON_DEPTH = 16  # nesting of objects/arrays; the top-level object is depth 1
 MAX_MESSAGE = 200  # characters of the business's "message" quoted in a rejection
 
-PROFILE_FIELDS = ("id", "name", "email", "phone_number", "country_code", "avatar", "label")
+PROFILE_FIELDS = ("id", "name", "email", "phone_number", "country_code", "avatar", "label", "external_workspace_id")
+# The business's own workspace (OpenCX's externalId) is part of the contact's unique key: kept short.
+MAX_WORKSPACE_ID = 256
+NUMBERED_FIELDS = ("id", "external_workspace_id")  # a string or an integer
 
 
 class AuthFailure(Exception):
@@ -124,13 +127,14 @@ def _profile_field(data: Mapping[str, Any], field: str, label: Label) -> str | i
     value = data.get(field)
     if value is None:
         return None
-    if field == "id" and isinstance(value, int) and not isinstance(value, bool):
+    if field in NUMBERED_FIELDS and isinstance(value, int) and not isinstance(value, bool):
         return value
     if not isinstance(value, str):
-        kind = "a string or an integer" if field == "id" else "a string"
+        kind = "a string or an integer" if field in NUMBERED_FIELDS else "a string"
         raise InvalidProfile(field, f"{label(field)} must be {kind} or null")
-    if len(value) > MAX_STRING:
-        raise InvalidProfile(field, f"{label(field)} is longer than {MAX_STRING} characters")
+    limit = MAX_WORKSPACE_ID if field == "external_workspace_id" else MAX_STRING
+    if len(value) > limit:
+        raise InvalidProfile(field, f"{label(field)} is longer than {limit} characters")
     return value.strip() or None
 
 

@@ -28,7 +28,7 @@ log = structlog.get_logger("doorman.verifier")
 BOTS = BotLabel()
 
 LoadConfig = Callable[[UUID], Awaitable[AuthConfig | None]]
-VISITOR_FIELDS = ("user_id", "email", "name", "phone_number")
+VISITOR_FIELDS = ("user_id", "email", "name", "phone_number", "external_workspace_id")
 
 
 OUTCOME_NAMESPACE = UUID("6b1f9a52-4c1e-4a53-9c3e-2f0d7c1e8a10")

@@ -237,7 +237,7 @@ async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[
     )
     result.duplicated = sum(1 for s in sessions if resolutions[s] > 1)
     result.duplicated += await pool.fetchval(
-        "SELECT count(*) FROM (SELECT 1 FROM contacts GROUP BY bot_id, identify_method, identifier HAVING count(*) > 1) d")
+        "SELECT count(*) FROM (SELECT 1 FROM contacts GROUP BY bot_id, identify_method, identifier, external_workspace_id HAVING count(*) > 1) d")
 
     # No contact lost: every identity a verifier published (after the broker's confirm) is stored.
     published = {line["session_id"] for line in _log_lines(cluster, "verifier") if line.get("event") == "session verified"}

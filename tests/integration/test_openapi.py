@@ -180,6 +180,30 @@ async def test_widget_contacts_and_activity_match(stack: Stack, doc: dict[str, A
                query={"reason": "ca_disabled", "status": "fallback", "limit": "1"})
 
 
+async def test_collect_information_and_business_workspaces_match(
+        stack: Stack, doc: dict[str, Any], customer_api: FakeCustomerAPI) -> None:
+    off = await create_bot(stack.http, stack.gateway.url, enabled=False, collect_information="off")
+    view = await call(stack, doc, "POST", "/v1/widget/sessions", 200, admin=False, query={"wait": "5"},
+                      json={"bot_id": off, "external_workspace_id": "ws-1"})
+    assert view["collect_information"] == "off"
+    refused = await call(stack, doc, "POST", "/v1/widget/sessions/{session_id}/contact", 409, admin=False,
+                         session_id=view["session_id"], json={"name": "x"})
+    assert refused["error"]["code"] == "collect_information_off"
+
+    url = customer_api.endpoint(verified(id="oa-ws", external_workspace_id="ws-1"))
+    bot_id = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url,
+                              request_fields=["external_workspace_id"])
+    verified_view = await call(stack, doc, "POST", "/v1/widget/sessions", 200, admin=False, query={"wait": "5"},
+                               json={"bot_id": bot_id, "access_token": "t", "external_workspace_id": "ws-1"})
+    assert verified_view["collect_information"] is None
+    detail = await call(stack, doc, "GET", "/v1/bots/{bot_id}/contacts/{contact_id}", 200, bot_id=bot_id,
+                        contact_id=verified_view["contact"]["contact_id"])
+    assert detail["external_workspace_id"] == "ws-1"
+    result = await call(stack, doc, "POST", "/v1/bots/{bot_id}/custom-auth/test", 200, bot_id=bot_id,
+                        json={"access_token": "t", "external_workspace_id": "ws-1"})
+    assert result["match"]["action"] == "update" and result["request"]["body"]["external_workspace_id"] == "ws-1"
+
+
 async def test_testing_panel_matches(stack: Stack, doc: dict[str, Any], customer_api: FakeCustomerAPI) -> None:
     url = customer_api.endpoint(verified(id="oa-2", name="Panel", metadata={"plan": "pro"}))
     bot_id = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url, header_token="Bearer k",

@@ -18,7 +18,7 @@ from shared.sessions import SessionView, busy_view, fallback_view, widget_view
 def _row(**overrides: Any) -> dict[str, Any]:
     row = {"session_id": "s" * 43, "status": "pending", "reason": None, "detail": None, "collected": False,
            "deadline_at": datetime.now(UTC) + timedelta(seconds=5), "contact_id": None, "name": None, "email": None,
-           "phone_number": None, "avatar": None, "verified": None}
+           "phone_number": None, "avatar": None, "verified": None, "collect_information": None}
     return {**row, **overrides}
 
 
@@ -28,11 +28,21 @@ def _row(**overrides: Any) -> dict[str, Any]:
     widget_view(_row(status="fallback", reason="auth_rejected", detail="401", collected=True)),
     fallback_view("s" * 43, FallbackReason.internal_error, "late"),
     busy_view("s" * 43),
-], ids=["pending", "verified", "fallback", "expired", "busy"])
+    widget_view(_row(status="fallback", reason="ca_disabled", detail="off", collect_information="off")),
+    busy_view("s" * 43, "optional"),
+], ids=["pending", "verified", "fallback", "expired", "busy", "fallback-off", "busy-optional"])
 def test_session_views_are_what_the_document_says(view: SessionView) -> None:
     """As the widget receives it (the gateway's JSON): exactly the documented keys, each of its type."""
     parsed = TypeAdapter(SessionView).validate_json(dumps(view))
     assert set(parsed) == SessionView.__required_keys__ == set(view)
+
+
+def test_collect_information_is_the_mode_only_when_fallen_back() -> None:
+    assert widget_view(_row(status="verified", collect_information="off"))["collect_information"] is None
+    assert widget_view(_row(status="fallback", collect_information="off"))["collect_information"] == "off"
+    # A session that fell back before the mode was captured was offered the form.
+    assert widget_view(_row(status="fallback"))["collect_information"] == "required"
+    assert busy_view("s" * 43, "optional")["collect_information"] == "optional"
 
 
 def test_error_bodies_are_what_the_document_says() -> None:

@@ -422,6 +422,7 @@
     ["signed_token.max_lifetime_seconds", "err-st-max_lifetime_seconds", "st-max-lifetime"],
     ["signed_token.claims", "err-st-claims", null],
     ["signed_token", "err-st-jwks_url", "st-jwks-url"],  // "jwks_url is required for RS256"
+    ["collect_information", "err-collect_information", "ci-mode"],
   ];
 
   function requestFieldBoxes() {
@@ -465,6 +466,23 @@
     $("wl-api-url").value = wl.api_url || "";
     updateSourceFields();
     fillTokenSettings(settings);
+    fillCollectInformation(settings);
+  }
+
+  // Collect Information: one sentence for each mode, shown under the select.
+  const COLLECT_INFORMATION_HELP = {
+    required: "The widget shows the Collect Information form (name, email, phone); what the visitor types becomes a non-verified contact.",
+    optional: "The widget shows the form with a “Chat without sharing” button: the visitor may skip it and chat anonymously.",
+    off: "No form: the visitor chats anonymously at once, and no contact is made for them.",
+  };
+
+  function updateCollectInformationHelp() {
+    setText($("ci-help"), COLLECT_INFORMATION_HELP[$("ci-mode").value] || "");
+  }
+
+  function fillCollectInformation(settings) {
+    $("ci-mode").value = COLLECT_INFORMATION_HELP[settings.collect_information] ? settings.collect_information : "required";
+    updateCollectInformationHelp();
   }
 
   async function loadSettings() {
@@ -504,6 +522,7 @@
         api_url: $("wl-api-url").value.trim() || null,
       },
     };
+    body.collect_information = $("ci-mode").value;
     if ($("ca-clear-token").checked) body.header_token = null;
     else if ($("ca-header-token").value !== "") body.header_token = $("ca-header-token").value;
     Object.assign(body, tokenSettingsBody());
@@ -595,6 +614,7 @@
     }
     if (event.target.name === "wl-source") updateSourceFields();
     if (event.target.name === "identity-source" || event.target.id === "st-algorithm") updateTokenFields();
+    if (event.target.id === "ci-mode") updateCollectInformationHelp();
     const status = $("ca-status");
     if (status.textContent === "Saved") {
       status.textContent = "";
@@ -706,6 +726,7 @@
     ["email", "test-email"],
     ["name", "test-name"],
     ["phone_number", "test-phone"],
+    ["external_workspace_id", "test-external-workspace-id"],
     ["origin", "test-origin"],
   ];
 
@@ -862,7 +883,9 @@
         c.name ? c.name : h("span", { class: "muted" }, "(no name)"))),
       h("td", {}, dash(c.email)),
       h("td", { class: "nowrap" }, dash(c.phone_number)),
-      h("td", {}, h("span", { class: "mono" }, c.identifier), h("span", { class: "muted small" }, ` ${c.identify_method}`)),
+      h("td", {}, h("span", { class: "mono" }, c.identifier), h("span", { class: "muted small" }, ` ${c.identify_method}`),
+        c.external_workspace_id ? h("span", { class: "muted small", dataset: { testid: "contact-workspace" } },
+          ` · workspace ${c.external_workspace_id}`) : null),
       h("td", {}, c.verified ? badge("verified", "ok") : badge("not verified", "neutral")),
       timeCell(c.updated_at));
   }
@@ -871,6 +894,7 @@
     ["contact_id", "Contact id", "mono", "system"],
     ["identify_method", "Identify method", null, "system"],
     ["identifier", "Identifier", "mono", "system"],
+    ["external_workspace_id", "Your workspace (external_workspace_id)", "mono", "system"],
     ["external_id", "Your id (external_id)", "mono"],
     ["name", "Name"],
     ["email", "Email"],

@@ -1,7 +1,10 @@
 /*
  * Doorman chat widget. Embed:
  *   <script src="https://GATEWAY/widget.js" data-bot-id="BOT_ID" data-token="ACCESS_TOKEN"
- *           data-user-id data-email data-name data-phone-number data-lang></script>
+ *           data-user-id data-email data-name data-phone-number data-external-workspace-id data-lang></script>
+ *
+ * data-name, data-email and data-phone-number also prefill the Collect Information form: only defaults
+ * the visitor can change, sent only as what the visitor submits.
  *
  * No globals, no dependencies, no build step. Works under a strict Content-Security-Policy that
  * allows only the gateway's origin: styles come from GATEWAY/widget.css (no inline style), the DOM
@@ -41,6 +44,10 @@
     unavailable: "This chat isn't available right now.",
     connectFailed: "We couldn't connect.",
     retry: "Try again",
+    formIntroOptional: "Tell us how we can reach you, or chat without sharing.",
+    skip: "Chat without sharing",
+    anonymous: "An agent will be with you shortly.",
+    anonymousNote: "You're chatting without sharing your details.",
     poweredBy: "Secured by Doorman"
   };
 
@@ -90,6 +97,8 @@
     email: attr("data-email"),
     name: attr("data-name"),
     phone_number: attr("data-phone-number") || attr("data-phone"),
+    // The business's own workspace (OpenCX's externalId): forwarded when the bot selects it, never trusted.
+    external_workspace_id: attr("data-external-workspace-id"),
     lang: attr("data-lang")
   };
   // The token now lives only in this closure: not in the live DOM for other scripts to read.
@@ -384,26 +393,41 @@
   }
 
   // Every fallback reason (CA off, domain refused, the business's API said no or failed, no token,
-  // Doorman too busy to verify: "busy") gets the same Collect Information form.
+  // Doorman too busy to verify: "busy") gets the same treatment, as the bot's collect_information says:
+  // "required" the Collect Information form, "optional" the form with a way to skip it, "off" no form.
   function resolve(view) {
     if (view.status === "verified") {
       showVerified(view.contact);
     } else if (view.status === "fallback") {
       if (view.collected) showThanks(null);
-      else showForm();
+      else if (view.collect_information === "off") showAnonymous();
+      else showForm(view.collect_information === "optional");
     } else {
       showError(STRINGS.connectFailed, true);
     }
+  }
+
+  // ---- anonymous chat: no form (collect_information "off", or skipped when "optional") ---------
+  function showAnonymous() {
+    var view = el("div", "dm-view dm-chat");
+    var bubble = el("div", "dm-bubble");
+    bubble.appendChild(el("p", "dm-anonymous", STRINGS.anonymous));
+    bubble.appendChild(el("p", "dm-note", STRINGS.anonymousNote));
+    view.appendChild(bubble);
+    setState("anonymous", view);
   }
 
   // ---- the Collect Information form -----------------------------------------------------------
   var EMAIL_SHAPE = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
   var PHONE_CHARS = /^[0-9+()\-.\s]+$/;
 
-  function showForm() {
+  // The embed's data-name, data-email and data-phone-number, as the fields' starting values.
+  var PREFILL = { name: embed.name, email: embed.email, phone: embed.phone_number };
+
+  function showForm(skippable) {
     var form = el("form", "dm-view dm-form");
     form.noValidate = true;
-    form.appendChild(el("p", "dm-intro", STRINGS.formIntro));
+    form.appendChild(el("p", "dm-intro", skippable ? STRINGS.formIntroOptional : STRINGS.formIntro));
 
     var fields = {};
     function field(key, label, type, autocomplete, placeholder, hint) {
@@ -418,6 +442,7 @@
       input.autocomplete = autocomplete;
       input.placeholder = placeholder;
       input.maxLength = key === "phone" ? 40 : 200;
+      if (PREFILL[key]) input.value = PREFILL[key].slice(0, input.maxLength);
       var describedBy = [];
       wrap.appendChild(labelEl);
       wrap.appendChild(input);
@@ -450,6 +475,16 @@
     var submit = el("button", "dm-button dm-submit", STRINGS.submit);
     submit.type = "submit";
     form.appendChild(submit);
+
+    var skip = null;
+    if (skippable) {
+      skip = el("button", "dm-skip", STRINGS.skip);
+      skip.type = "button";
+      skip.addEventListener("click", function () {
+        if (!sending) showAnonymous();
+      });
+      form.appendChild(skip);
+    }
 
     function setFieldError(key, message) {
       var f = fields[key];
@@ -549,10 +584,12 @@
       var gen = generation;
       sending = true;
       submit.disabled = true;
+      if (skip) skip.disabled = true;
       submit.textContent = STRINGS.submitting;
       function done() {
         sending = false;
         submit.disabled = false;
+        if (skip) skip.disabled = false;
         submit.textContent = STRINGS.submit;
       }
       request("POST", sessionPath("/contact"), payload).then(function (res) {
