@@ -34,7 +34,8 @@ async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publis
         for e in events:
             if isinstance(e, IdentityVerified):
                 key = (e.bot_id, e.identify_method.value, e.identity.identifier)
-                outcomes.append(Outcome(e.session_id, "verified", contact_id=contact_ids[key], facts=e.facts))
+                outcomes.append(Outcome(e.session_id, "verified", contact_id=contact_ids[key], facts=e.facts,
+                                        degraded=e.degraded))
             elif isinstance(e, SessionFellBack):
                 outcomes.append(Outcome(e.session_id, "fallback", reason=e.reason.value, detail=e.detail, facts=e.facts))
         resolved = await resolve_sessions(conn, outcomes)

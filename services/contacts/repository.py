@@ -22,8 +22,8 @@ E = TypeVar("E", bound=Event)
 UPSERT_VERIFIED = """
 INSERT INTO contacts AS c (
     bot_id, identify_method, identifier, external_id, name, email, phone_number, country_code,
-    avatar, label, metadata, verified, version_at, version_event, last_verified_at, field_sources
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $13, $12, $14)
+    avatar, label, metadata, verified, version_at, version_event, last_verified_at, field_sources, degraded
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $13, $12, $14, $15)
 ON CONFLICT (bot_id, identify_method, identifier) DO UPDATE SET
     external_id      = COALESCE(EXCLUDED.external_id, c.external_id),
     name             = COALESCE(EXCLUDED.name, c.name),
@@ -36,7 +36,11 @@ ON CONFLICT (bot_id, identify_method, identifier) DO UPDATE SET
     verified         = true,
     version_at       = EXCLUDED.version_at,
     version_event    = EXCLUDED.version_event,
-    last_verified_at = EXCLUDED.last_verified_at,
+    -- the latest verification says whether it was degraded (a degraded one's observed_at is when the
+    -- business verified the token; DEGRADED below dates it)
+    degraded         = CASE WHEN c.last_verified_at > EXCLUDED.last_verified_at THEN c.degraded
+                            ELSE EXCLUDED.degraded END,
+    last_verified_at = greatest(c.last_verified_at, EXCLUDED.last_verified_at),
     field_sources    = c.field_sources || EXCLUDED.field_sources,
     updated_at       = now()
 WHERE NOT c.verified  -- a verified identity takes precedence over what a visitor typed
@@ -59,6 +63,16 @@ ON CONFLICT (bot_id, identify_method, identifier) DO UPDATE SET
     field_sources = c.field_sources || EXCLUDED.field_sources,
     updated_at    = now()
 WHERE NOT c.verified AND (c.version_at, c.version_event) < (EXCLUDED.version_at, EXCLUDED.version_event)
+"""
+
+# A verification from the outage grace: the contact's last verification, if none is newer, was degraded.
+DEGRADED = """
+UPDATE contacts c SET degraded = true, last_verified_at = u.at
+FROM (SELECT bot_id, identify_method, identifier, max(at) AS at
+      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS k(bot_id, identify_method, identifier, at)
+      GROUP BY 1, 2, 3) u
+WHERE (c.bot_id, c.identify_method, c.identifier) = (u.bot_id, u.identify_method, u.identifier)
+  AND (c.last_verified_at IS NULL OR c.last_verified_at < u.at)
 """
 
 CONTACT_IDS = """
@@ -97,10 +111,13 @@ async def upsert_verified(conn: asyncpg.Connection, events: Sequence[IdentityVer
         (
             e.bot_id, e.identify_method.value, e.identity.identifier, e.identity.id, e.identity.name,
             e.identity.email, e.identity.phone_number, e.identity.country_code, e.identity.avatar,
-            e.identity.label, e.identity.metadata, e.observed_at, e.event_id, _sources(e),
+            e.identity.label, e.identity.metadata, e.observed_at, e.event_id, _sources(e), e.degraded,
         )
         for e in ordered
     ])
+    if degraded := [e for e in events if e.degraded]:
+        keys_at = [(*_key(e), e.occurred_at) for e in degraded]
+        await conn.execute(DEGRADED, *(list(column) for column in zip(*keys_at)))
     keys = list({_key(e) for e in events})
     rows = await conn.fetch(CONTACT_IDS, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
     return {(r["bot_id"], r["identify_method"], r["identifier"]): r["contact_id"] for r in rows}

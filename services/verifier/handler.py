@@ -14,10 +14,12 @@ from shared.consumer import Emit
 from shared.domains import origin_allowed
 from shared.events import CallFacts, FallbackReason, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
 from shared.http import OutboundClient
-from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, BotLabel, result_class
+from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, DEGRADED, BotLabel, result_class
 from shared.sessions import EXPIRED_DETAIL, not_pending
 from shared.stages import Retry
 
+from .breaker import CircuitOpenFailure
+from .grace import GraceCache
 from .identity import IdentityCall, call_identity
 from .whitelist import ApiWhitelist
 
@@ -66,9 +68,11 @@ class Decision:
 
 async def decide(
     event: WidgetOpened, config: AuthConfig | None, *, http: OutboundClient, whitelist: ApiWhitelist,
+    grace: GraceCache | None = None,
 ) -> Decision:
     """Case 1 (Custom Authentication off), Case 2 (the domain whitelist), Case 3 (the identity call).
-    Writes nothing: the verifier emits the outcome, the Testing panel shows it (a dry run)."""
+    Writes nothing but the outage grace cache (``grace``, the verifier's; the Testing panel passes none,
+    a dry run): the verifier emits the outcome, the Testing panel shows it."""
     if config is None or not config.enabled:
         return Decision(_fallback(event, FallbackReason.ca_disabled, "Custom Authentication is off for this bot"))
     note = None
@@ -88,18 +92,26 @@ async def decide(
     facts = CallFacts(
         auth_http_status=call.response.status if call.response else None,
         auth_latency_ms=round(call.elapsed_ms, 1), whitelist_note=note,
+        circuit_open=isinstance(call.failure, CircuitOpenFailure),
     )
+    outcome: IdentityVerified | SessionFellBack
     if call.failure is not None:
-        return Decision(_fallback(event, call.failure.reason, call.failure.detail, facts), call, call.failure.retry)
-    assert call.identity is not None
-    return Decision(IdentityVerified(
-        event_id=outcome_id(event), correlation_id=event.correlation_id, session_id=event.session_id, bot_id=event.bot_id,
-        identify_method=config.identify_method, identity=call.identity, observed_at=utcnow(), facts=facts,
-    ), call)
+        outcome = _fallback(event, call.failure.reason, call.failure.detail, facts)
+    else:
+        assert call.identity is not None
+        outcome = IdentityVerified(
+            event_id=outcome_id(event), correlation_id=event.correlation_id, session_id=event.session_id,
+            bot_id=event.bot_id, identify_method=config.identify_method, identity=call.identity, observed_at=utcnow(),
+            facts=facts,
+        )
+    if grace is not None:  # remembered, marked rejected, or verified from the outage grace (services/verifier/grace.py)
+        outcome = await grace.after_call(event, config, outcome)
+    return Decision(outcome, call, call.failure is not None and call.failure.retry)
 
 
 async def verify(
     event: WidgetOpened, *, load_config: LoadConfig, http: OutboundClient, whitelist: ApiWhitelist,
+    grace: GraceCache | None = None,
 ) -> IdentityVerified | SessionFellBack | Retry:
     """The outcome to emit, or :class:`Retry` carrying ``auth_unavailable`` when the business's API
     blinked, so the runner tries again while the visitor can still wait."""
@@ -108,15 +120,15 @@ async def verify(
         # waiting for the business's answer, and calling now would only delay the opens behind it.
         log.warning("open picked up after its deadline; not calling the business")
         return _fallback(event, FallbackReason.internal_error, EXPIRED_DETAIL)
-    decision = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist)
-    if decision.call is not None:
+    decision = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist, grace=grace)
+    if decision.call is not None and not decision.outcome.facts.circuit_open:  # a call was made
         bot, facts = BOTS(event.bot_id), decision.outcome.facts
         AUTH_CALL_SECONDS.labels(bot).observe(decision.call.elapsed_ms / 1000)
         failure = decision.call.failure
         AUTH_CALLS.labels(bot, result_class(facts.auth_http_status, failure and failure.reason.value)).inc()
-    if decision.retry:
-        assert isinstance(decision.outcome, SessionFellBack)
-        return Retry(decision.outcome.detail, otherwise=decision.outcome)
+    if decision.retry:  # the outcome if no attempt is left: the fallback, or a degraded verification
+        assert decision.call is not None and decision.call.failure is not None
+        return Retry(decision.call.failure.detail, otherwise=decision.outcome)
     return decision.outcome
 
 
@@ -135,8 +147,11 @@ async def emit(outcome: IdentityVerified | SessionFellBack, *, publish: Emit) ->
     """Publish an outcome (batched with those decided at about the same time, confirmed), then say
     so in the session's canonical log line: a line exists only for an outcome the broker holds."""
     await publish(outcome)
+    degraded = getattr(outcome, "degraded", False)
+    if degraded:
+        DEGRADED.labels(BOTS(outcome.bot_id)).inc()
     log.info(
         "session verified" if isinstance(outcome, IdentityVerified) else "session fell back",
         reason=getattr(outcome, "reason", None), auth_http_status=outcome.facts.auth_http_status,
-        auth_latency_ms=outcome.facts.auth_latency_ms,
+        auth_latency_ms=outcome.facts.auth_latency_ms, degraded=degraded, circuit_open=outcome.facts.circuit_open,
     )
