@@ -20,7 +20,6 @@ no cache to :func:`handler.decide`, so it neither reads nor writes.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -40,7 +39,7 @@ PRUNE_EVERY_SECONDS = 600.0
 
 _REMEMBER = """
 INSERT INTO grace_identities AS g (bot_id, token_hash, identify_method, identity, verified_at)
-VALUES ($1, $2, $3, $4::jsonb, $5)
+VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (bot_id, token_hash) DO UPDATE SET
     identify_method = EXCLUDED.identify_method, identity = EXCLUDED.identity, verified_at = EXCLUDED.verified_at
 WHERE g.verified_at IS NULL OR g.verified_at < EXCLUDED.verified_at
@@ -53,7 +52,7 @@ ON CONFLICT (bot_id, token_hash) DO UPDATE SET
     identity = CASE WHEN g.verified_at < EXCLUDED.rejected_at THEN NULL ELSE g.identity END
 """
 _RECALL = """
-SELECT identity::text, verified_at FROM grace_identities
+SELECT identity, verified_at FROM grace_identities
 WHERE bot_id = $1 AND token_hash = ANY($2::bytea[]) AND identify_method = $3 AND identity IS NOT NULL
   AND verified_at > $4 AND (rejected_at IS NULL OR rejected_at < verified_at)
 ORDER BY verified_at DESC LIMIT 1
@@ -80,7 +79,7 @@ class GraceCache:
         try:
             await self._pool.execute(
                 _REMEMBER, bot_id, self._secrets.keyed_hash(token), verified.identify_method.value,
-                verified.identity.model_dump_json(), verified.observed_at,
+                verified.identity.model_dump(mode="json"), verified.observed_at,
             )
         except DB_ERRORS as exc:
             log.warning("verified identity not kept for the outage grace", error=repr(exc))
@@ -103,7 +102,7 @@ class GraceCache:
         GRACE_LOOKUPS.labels("hit" if row else "miss").inc()
         if row is None:
             return None
-        return Identity.model_validate(json.loads(row["identity"])), row["verified_at"]
+        return Identity.model_validate(row["identity"]), row["verified_at"]
 
     async def after_call(self, event: WidgetOpened, config: AuthConfig,
                          outcome: IdentityVerified | SessionFellBack) -> IdentityVerified | SessionFellBack:
