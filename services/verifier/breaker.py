@@ -2,18 +2,20 @@
 
 closed     calls go through; each one's result is counted in one-second buckets over the last
            ``window`` seconds. Unavailable (a timeout, a connection error, HTTP 408/429/5xx: what
-           ``answer.py``/``identity.py`` call ``auth_unavailable``) is a failure; any answer (2xx, a
-           401/403 rejection, an invalid answer) is a success; a call that was never made (the host's
-           call cap, a blocked address, a cancelled call) counts for nothing.
+           ``answer.py``/``identity.py`` call ``auth_unavailable``) is a failure; any other HTTP answer
+           (2xx, a 401/403 rejection, an answer that is not a valid identity) is a success; a call that
+           was never made or whose answer could not be read (the host's call cap, a blocked address, a
+           body over the bound, a cancelled call) counts for nothing.
            At least ``min_failures`` failures that are at least ``failure_ratio`` of the calls: open.
 open       no call is made: :class:`CircuitOpen`, which the identity call turns into
            ``auth_unavailable`` at once (no retry: another attempt would find the circuit open too).
 half_open  after ``open_seconds``, one call (the probe) goes through, the others are still refused;
            the probe succeeding closes the circuit, failing opens it again for ``open_seconds``.
 
-:class:`BreakerClient` wraps the verifier's outbound client with it (the composition root does), so
-the identity call and the whitelist API are guarded and :func:`handler.decide` knows nothing of it;
-the Testing panel, which calls with the gateway's own client, always calls. Each transition is
+:class:`BreakerClient` wraps the verifier's outbound client for the identity call (the composition
+root passes it to ``verify``), so :func:`handler.decide` knows nothing of it; the whitelist API keeps
+the plain client (it has its own last-good-list fallback), and the Testing panel, which calls with
+the gateway's own client, always calls. Each transition is
 counted in the metrics (``doorman_breaker_*``), logged, and written by :class:`BreakerLog` to the
 ``auth_breakers`` table, where the admin API reads it (state lives in memory; per replica is fine).
 """
