@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -18,11 +19,13 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 
 from services.contacts.main import running as contacts_running
+from services.contacts.repository import upsert_verified
 from services.contacts.settings import ContactsSettings
 from services.verifier.main import running as verifier_running
 from services.verifier.settings import VerifierSettings
 from shared import db
 from shared.crypto import Secrets
+from shared.events import IdentifyMethod, Identity, IdentityVerified, utcnow
 from tests.conftest import (
     AUTH_TIMEOUT, Stack, admin_headers, await_outcome, create_bot, open_session, service_config, start_gateway,
 )
@@ -224,3 +227,33 @@ async def test_tokens_are_kept_only_as_keyed_hashes_and_the_testing_panel_keeps_
                                      json={"access_token": "panel-token"}, headers=admin_headers()) as resp:
         assert resp.status == 200 and (await resp.json())["ok"] is True
     assert await grace_stack.pool.fetchval("SELECT count(*) FROM grace_identities WHERE bot_id = $1::uuid", bot_id) == 1
+
+
+async def test_a_degraded_verification_never_overwrites_newer_data_and_the_latest_verification_sets_the_flag(
+        grace_stack: Stack) -> None:
+    bot_id = await create_bot(grace_stack.http, grace_stack.gateway.url)
+    t0 = utcnow() - timedelta(minutes=10)
+
+    def event(name: str, observed_minutes: int, *, degraded: bool = False, occurred_minutes: int | None = None) -> IdentityVerified:
+        return IdentityVerified(
+            correlation_id="c", session_id="s", bot_id=bot_id, identify_method=IdentifyMethod.id,
+            identity=Identity(identifier="p-1", id="p-1", name=name), observed_at=t0 + timedelta(minutes=observed_minutes),
+            occurred_at=t0 + timedelta(minutes=occurred_minutes if occurred_minutes is not None else observed_minutes),
+            degraded=degraded)
+
+    async def apply(*events: IdentityVerified) -> Any:
+        async with grace_stack.pool.acquire() as conn, conn.transaction():
+            await upsert_verified(conn, list(events))
+        return await grace_stack.pool.fetchrow(
+            "SELECT name, degraded, last_verified_at FROM contacts WHERE bot_id = $1::uuid AND identifier = 'p-1'", bot_id)
+
+    row = await apply(event("Old name", 1))
+    assert (row["name"], row["degraded"]) == ("Old name", False)
+    row = await apply(event("New name", 2))  # the business's newer answer
+    # A degraded verification at minute 5 from the identity verified at minute 1 (with the old name).
+    row = await apply(event("Old name", 1, degraded=True, occurred_minutes=5))
+    assert (row["name"], row["degraded"], row["last_verified_at"]) == ("New name", True, t0 + timedelta(minutes=5))
+    row = await apply(event("Late name", 3))  # a fresh answer from before the degraded one, arriving late
+    assert (row["name"], row["degraded"], row["last_verified_at"]) == ("Late name", True, t0 + timedelta(minutes=5))
+    row = await apply(event("Fresh name", 6))  # the next verification by the business clears it
+    assert (row["name"], row["degraded"], row["last_verified_at"]) == ("Fresh name", False, t0 + timedelta(minutes=6))
