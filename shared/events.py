@@ -97,6 +97,7 @@ class CallFacts(BaseModel):
     auth_http_status: int | None = None  # the Authentication URL's HTTP status, if it answered
     auth_latency_ms: float | None = None  # duration of the identity call
     whitelist_note: str | None = None  # e.g. "stale: the whitelist API answered HTTP 500"
+    circuit_open: bool = False  # not called: the circuit breaker for the Authentication URL's host was open
 
 
 class IdentityVerified(Event):
@@ -106,6 +107,9 @@ class IdentityVerified(Event):
     identity: Identity
     observed_at: datetime  # when the business answered: orders updates of one contact
     facts: CallFacts = CallFacts()
+    # Verified from the outage grace cache: the Authentication URL was unavailable and this token was
+    # verified within the bot's outage_grace_seconds (then observed_at is when it was).
+    degraded: bool = False
 
 
 class SessionFellBack(Event):

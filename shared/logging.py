@@ -28,6 +28,8 @@ ALLOWED = frozenset({
     "message_type", "message_id", "path", "migration", "database", "api_url",
     "domains", "kept", "skipped", "serving", "error_type", "events", "health_port", "trace_id",
     "busy", "opens", "replica", "sessions",
+    # the circuit breaker and the outage grace (services/verifier/breaker.py, grace.py)
+    "host", "opened", "degraded", "circuit_open", "verified_seconds_ago", "rows",
 })
 FREE_TEXT = frozenset({"event", "exception", "detail", "error", "stack", "api_url"})
 REDACTED = "[redacted]"

@@ -149,10 +149,13 @@ class SessionView(TypedDict):
         "set when status is `fallback`: the bot's mode when the session fell back. `required`: show the Collect "
         "Information form; `optional`: the form with a way to skip it (then chat anonymously); `off`: no form, "
         "chat anonymously (the form is refused with 409 `collect_information_off`). Null otherwise"))]
+    degraded: Annotated[bool, Field(description=(
+        "verified from the outage grace: the Authentication URL was unavailable and this access token was "
+        "verified within the bot's `outage_grace_seconds`"))]
 
 
 _VIEW_COLUMNS = """s.session_id, s.status, s.reason, s.detail, s.deadline_at, s.collected_at IS NOT NULL AS collected,
-                   s.collect_information,
+                   s.collect_information, s.degraded,
                    c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified"""
 _SESSION_VIEWS = f"""SELECT {_VIEW_COLUMNS} FROM widget_sessions s LEFT JOIN contacts c USING (contact_id)
                      WHERE s.session_id = ANY($1::text[])"""
@@ -168,7 +171,8 @@ def widget_view(row: asyncpg.Record | dict[str, Any]) -> SessionView:
         {"reason": row["reason"], "detail": row["detail"]} if row["status"] == "fallback" else None
     )
     return {"session_id": row["session_id"], "status": row["status"], "contact": contact, "fallback": fallback,
-            "collected": row["collected"], "collect_information": _mode(row["status"], row["collect_information"])}
+            "collected": row["collected"], "collect_information": _mode(row["status"], row["collect_information"]),
+            "degraded": row["degraded"]}
 
 
 def _mode(status: str, captured: str | None) -> CollectInformation | None:
@@ -185,7 +189,7 @@ def fallback_view(
     """The view of a session that fell back before any contact or form: a busy refusal, an expiry."""
     return {"session_id": session_id, "status": "fallback", "contact": None,
             "fallback": {"reason": reason, "detail": detail}, "collected": False,
-            "collect_information": _mode("fallback", collect_information)}
+            "collect_information": _mode("fallback", collect_information), "degraded": False}
 
 
 def busy_view(session_id: str, collect_information: str | None = None) -> SessionView:
@@ -250,6 +254,7 @@ class Outcome:
     detail: str | None = None
     contact_id: UUID | None = None
     facts: CallFacts = CallFacts()
+    degraded: bool = False  # verified from the outage grace
 
 
 @dataclass(frozen=True)
@@ -277,13 +282,16 @@ _RESOLVE = f"""
 UPDATE widget_sessions s SET
     status = u.status, reason = u.reason, detail = u.detail, contact_id = u.contact_id, resolved_at = now(),
     auth_http_status = u.auth_http_status, auth_latency_ms = u.auth_latency_ms, whitelist_note = u.whitelist_note,
+    degraded = u.degraded, circuit_open = u.circuit_open,
     collect_information = {_CAPTURE_MODE.format(status="u.status")}
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::int[], $7::real[], $8::text[])
-    AS u(session_id, status, reason, detail, contact_id, auth_http_status, auth_latency_ms, whitelist_note)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::int[], $7::real[], $8::text[],
+            $9::bool[], $10::bool[])
+    AS u(session_id, status, reason, detail, contact_id, auth_http_status, auth_latency_ms, whitelist_note,
+         degraded, circuit_open)
 LEFT JOIN contacts c ON c.contact_id = u.contact_id
 WHERE s.session_id = u.session_id AND s.status = 'pending'
 RETURNING s.session_id, s.bot_id, s.status, s.reason, s.detail, s.watcher, s.created_at, s.resolved_at,
-          s.collected_at IS NOT NULL AS collected, s.collect_information,
+          s.collected_at IS NOT NULL AS collected, s.collect_information, s.degraded,
           c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified
 """
 
@@ -301,6 +309,7 @@ async def resolve_sessions(conn: asyncpg.Connection, outcomes: Sequence[Outcome]
         list(first), [o.status for o in chosen], [o.reason for o in chosen], [o.detail for o in chosen],
         [o.contact_id for o in chosen], [o.facts.auth_http_status for o in chosen],
         [o.facts.auth_latency_ms for o in chosen], [o.facts.whitelist_note for o in chosen],
+        [o.degraded for o in chosen], [o.facts.circuit_open for o in chosen],
     )
     return [
         Resolved(r["session_id"], r["bot_id"], r["status"], r["reason"], r["watcher"],

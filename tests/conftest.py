@@ -106,6 +106,9 @@ def service_config(database_url: str, prefix: str, secret_key: str) -> dict[str,
         "secret_key": secret_key, "admin_token": ADMIN_TOKEN, "allow_private_networks": True,
         "outbound_ports": "*", "rate_limit_opens_per_client": "100000/minute", "rate_limit_reads_per_client": "100000/minute",
         "auth_timeout_seconds": AUTH_TIMEOUT, "session_deadline_seconds": SESSION_DEADLINE, "verifier_port": 0, "contacts_port": 0, "db_pool_max": 5,
+        # One open at a time whose retries back off (a business that blinks, on purpose) reads to admission
+        # control as a standing queue; its own tests drive it directly (test_widget_wait, test_admission).
+        "admission_target_seconds": 60,
     }
 
 

@@ -33,7 +33,8 @@ async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publis
         outcomes = []
         for e in events:
             if isinstance(e, IdentityVerified):
-                outcomes.append(Outcome(e.session_id, "verified", contact_id=contact_ids[contact_key(e)], facts=e.facts))
+                outcomes.append(Outcome(e.session_id, "verified", contact_id=contact_ids[contact_key(e)], facts=e.facts,
+                                        degraded=e.degraded))
             elif isinstance(e, SessionFellBack):
                 outcomes.append(Outcome(e.session_id, "fallback", reason=e.reason.value, detail=e.detail, facts=e.facts))
         resolved = await resolve_sessions(conn, outcomes)

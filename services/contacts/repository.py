@@ -27,8 +27,8 @@ UPSERT_VERIFIED = """
 INSERT INTO contacts AS c (
     bot_id, identify_method, identifier, external_id, name, email, phone_number, country_code,
     avatar, label, metadata, verified, version_at, version_event, last_verified_at, field_sources,
-    external_workspace_id
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $13, $12, $14, $15)
+    external_workspace_id, degraded
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $13, $12, $14, $15, $16)
 ON CONFLICT (bot_id, identify_method, identifier, external_workspace_id) DO UPDATE SET
     external_id      = COALESCE(EXCLUDED.external_id, c.external_id),
     name             = COALESCE(EXCLUDED.name, c.name),
@@ -41,7 +41,11 @@ ON CONFLICT (bot_id, identify_method, identifier, external_workspace_id) DO UPDA
     verified         = true,
     version_at       = EXCLUDED.version_at,
     version_event    = EXCLUDED.version_event,
-    last_verified_at = EXCLUDED.last_verified_at,
+    -- the latest verification says whether it was degraded (a degraded one's observed_at is when the
+    -- business verified the token; DEGRADED below dates it)
+    degraded         = CASE WHEN c.last_verified_at > EXCLUDED.last_verified_at THEN c.degraded
+                            ELSE EXCLUDED.degraded END,
+    last_verified_at = greatest(c.last_verified_at, EXCLUDED.last_verified_at),
     field_sources    = c.field_sources || EXCLUDED.field_sources,
     updated_at       = now()
 WHERE NOT c.verified  -- a verified identity takes precedence over what a visitor typed
@@ -65,6 +69,18 @@ ON CONFLICT (bot_id, identify_method, identifier, external_workspace_id) DO UPDA
     field_sources = c.field_sources || EXCLUDED.field_sources,
     updated_at    = now()
 WHERE NOT c.verified AND (c.version_at, c.version_event) < (EXCLUDED.version_at, EXCLUDED.version_event)
+"""
+
+# A verification from the outage grace: the contact's last verification, if none is newer, was degraded.
+DEGRADED = """
+UPDATE contacts c SET degraded = true, last_verified_at = u.at
+FROM (SELECT bot_id, identify_method, identifier, workspace, max(at) AS at
+      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+           AS k(bot_id, identify_method, identifier, workspace, at)
+      GROUP BY 1, 2, 3, 4) u
+WHERE (c.bot_id, c.identify_method, c.identifier) = (u.bot_id, u.identify_method, u.identifier)
+  AND c.external_workspace_id IS NOT DISTINCT FROM u.workspace
+  AND (c.last_verified_at IS NULL OR c.last_verified_at < u.at)
 """
 
 CONTACT_IDS = """
@@ -115,10 +131,13 @@ async def upsert_verified(conn: asyncpg.Connection, events: Sequence[IdentityVer
             e.bot_id, e.identify_method.value, e.identity.identifier, e.identity.id, e.identity.name,
             e.identity.email, e.identity.phone_number, e.identity.country_code, e.identity.avatar,
             e.identity.label, e.identity.metadata, e.observed_at, e.event_id, _sources(e),
-            e.identity.external_workspace_id,
+            e.identity.external_workspace_id, e.degraded,
         )
         for e in ordered
     ])
+    if degraded := [e for e in events if e.degraded]:
+        keys_at = [(*contact_key(e), e.occurred_at) for e in degraded]
+        await conn.execute(DEGRADED, *(list(column) for column in zip(*keys_at)))
     keys = list({contact_key(e) for e in events})
     rows = await conn.fetch(CONTACT_IDS, *([k[i] for k in keys] for i in range(4)))
     return {(r["bot_id"], r["identify_method"], r["identifier"], r["external_workspace_id"]): r["contact_id"]

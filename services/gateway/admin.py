@@ -22,8 +22,8 @@ from .access import NOT_FOUND_BOT, NOT_FOUND_WORKSPACE, principal, visible_bot
 from .http_errors import BODY_ERRORS, QUERY_ERRORS, Error, FieldError, error, json_response, read_model, read_query
 from .keys import HTTP, POOL, SECRETS
 from .schemas import AuthEventQuery, BotQuery, ContactQuery, CustomAuthSettingsIn, NewBot, TestRequest
-from .views import (AuthEventPage, Bot, BotPage, ContactDetail, ContactPage, CustomAuthSettings, SigningSecret, TestResult,
-                    TokenSecret)
+from .views import (AuthBreaker, AuthEventPage, Bot, BotPage, ContactDetail, ContactPage, CustomAuthSettings,
+                    SigningSecret, TestResult, TokenSecret)
 
 routes = Routes()
 ADMIN_BODY_MAX_BYTES = 256 * 1024
@@ -163,6 +163,16 @@ async def auth_events(request: web.Request) -> web.Response:
         limit=query.limit, cursor=query.cursor,
     )
     return json_response(page)
+
+
+@routes.get("/v1/bots/{bot_id}/custom-auth/breaker", "getAuthBreaker",
+            "The circuit breaker of the Authentication URL's host", tag="custom-auth", responses={
+    200: ("Its state as the verifier replicas last recorded it (each replica keeps its own breaker).", AuthBreaker),
+    **NOT_FOUND_BOT,
+})
+async def get_auth_breaker(request: web.Request) -> web.Response:
+    bot_id = await visible_bot(request)
+    return json_response(await directory.auth_breaker(request.app[POOL], bot_id))
 
 
 @routes.post("/v1/bots/{bot_id}/custom-auth/signing-secret", "rotateSigningSecret",

@@ -7,7 +7,9 @@ from uuid import UUID
 import asyncpg
 
 from . import pagination
-from .views import AuthEventPage, ContactDetail, ContactPage
+from services.verifier.breaker import host_of
+
+from .views import AuthBreaker, AuthEventPage, BreakerReplica, ContactDetail, ContactPage
 
 CONTACT_SUMMARY = """contact_id, identify_method, identifier, external_workspace_id, external_id, name, email, phone_number,
     country_code, avatar, label, verified, created_at, updated_at, last_verified_at"""
@@ -36,7 +38,7 @@ async def list_contacts(pool: asyncpg.Pool, bot_id: UUID, *, q: str | None, limi
 
 async def get_contact(pool: asyncpg.Pool, bot_id: UUID, contact_id: UUID) -> ContactDetail | None:
     row = await pool.fetchrow(
-        f"SELECT {CONTACT_SUMMARY}, metadata, field_sources FROM contacts WHERE bot_id = $1 AND contact_id = $2",
+        f"SELECT {CONTACT_SUMMARY}, metadata, field_sources, degraded FROM contacts WHERE bot_id = $1 AND contact_id = $2",
         bot_id, contact_id,
     )
     if row is None:
@@ -65,7 +67,7 @@ async def auth_events(
     rows = await pool.fetch(
         """SELECT session_id, origin, status, reason, detail, contact_id, created_at, resolved_at,
                   round(extract(epoch FROM resolved_at - created_at) * 1000)::int AS latency_ms,
-                  auth_http_status, auth_latency_ms, whitelist_note
+                  auth_http_status, auth_latency_ms, whitelist_note, degraded, circuit_open
            FROM widget_sessions
            WHERE bot_id = $1 AND ($2::text IS NULL OR reason = $2) AND ($3::text IS NULL OR status = $3)
              AND ($4::timestamptz IS NULL OR (created_at, session_id) < ($4, $5::text))
@@ -74,3 +76,17 @@ async def auth_events(
         bot_id, reason, status, created_at, session_id, limit + 1,
     )
     return AuthEventPage.model_validate(pagination.page(rows, limit, items="events", key="session_id"))
+
+
+async def auth_breaker(pool: asyncpg.Pool, bot_id: UUID) -> AuthBreaker | None:
+    """The breaker state the verifier replicas recorded for the host of the bot's Authentication URL."""
+    auth_url = await pool.fetchval("SELECT auth_url FROM custom_auth_settings WHERE bot_id = $1", bot_id)
+    host = host_of(auth_url) if auth_url else None
+    rows = await pool.fetch(
+        """SELECT replica, state, since, opened, detail, updated_at FROM auth_breakers
+           WHERE host = $1 ORDER BY updated_at DESC LIMIT 50""", host,
+    ) if host else []
+    replicas = [BreakerReplica(**r) for r in rows]
+    states = {r.state for r in replicas}
+    state = "open" if "open" in states else "half_open" if "half_open" in states else "closed"
+    return AuthBreaker(host=host, state=state, replicas=replicas)

@@ -152,6 +152,9 @@ class ContactDetail(ContactSummary):
     metadata: dict[str, Any]
     sources: dict[str, Literal["api", "visitor"]] = Field(
         description="where each field's current value came from: the business's API or the visitor's form")
+    degraded: bool = Field(description=(
+        "its last verification was degraded: made from the outage grace while the Authentication URL was "
+        "unavailable (see `outage_grace_seconds`)"))
 
 
 class ContactPage(View):
@@ -174,11 +177,35 @@ class AuthEvent(View):
     auth_http_status: int | None = Field(description="the Authentication URL's HTTP status, if it answered")
     auth_latency_ms: float | None = Field(description="duration of the identity call")
     whitelist_note: str | None
+    degraded: bool = Field(description="verified from the outage grace: the Authentication URL was unavailable")
+    circuit_open: bool = Field(description=(
+        "the Authentication URL was not called: the circuit breaker for its host was open (it kept failing)"))
 
 
 class AuthEventPage(View):
     events: list[AuthEvent] = Field(description="newest first")
     next_cursor: str | None
+
+
+# --- the circuit breaker of the bot's Authentication URL host (built by directory.py) -----------
+
+
+class BreakerReplica(View):
+    replica: str = Field(description="the verifier replica holding this breaker (each replica keeps its own)")
+    state: Literal["closed", "open", "half_open"]
+    since: datetime = Field(description="when it entered this state")
+    opened: int = Field(description="times this replica opened the circuit since it started")
+    detail: str | None = Field(description="why it entered this state, e.g. `25 of 30 calls failed in the last 30 s`")
+    updated_at: datetime
+
+
+class AuthBreaker(View):
+    """The circuit breaker for the host of the bot's Authentication URL, as the verifiers last recorded it."""
+
+    host: str | None = Field(description="host:port of the Authentication URL; null when none is set")
+    state: Literal["closed", "open", "half_open"] = Field(description=(
+        "`open` when any replica's circuit is open, else `half_open` when one is probing, else `closed`"))
+    replicas: list[BreakerReplica] = Field(description="each verifier replica that recorded a transition, newest first")
 
 
 # --- the Testing panel (built by testing.py) ----------------------------------------------------

@@ -14,11 +14,13 @@ from shared.consumer import Emit
 from shared.domains import origin_allowed
 from shared.events import CallFacts, FallbackReason, Identity, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
 from shared.http import OutboundClient, unsendable_header
-from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, BotLabel, result_class
+from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, DEGRADED, BotLabel, result_class
 from shared.sessions import EXPIRED_DETAIL, not_pending
 from shared.stages import Retry
 
 from .answer import AuthFailure
+from .breaker import CircuitOpenFailure
+from .grace import GraceCache
 from .identity import UNSENDABLE_TOKEN, IdentityCall, call_identity
 from .pushed import PushedIdentities, is_widget_token, pushed_identity
 from .tokens import JwksCache, check_token
@@ -76,13 +78,14 @@ class Decision:
 
 async def decide(
     event: WidgetOpened, config: AuthConfig | None, *, http: OutboundClient, whitelist: ApiWhitelist,
-    pushed: PushedIdentities | None = None, jwks: JwksCache | None = None,
+    pushed: PushedIdentities | None = None, jwks: JwksCache | None = None, grace: GraceCache | None = None,
 ) -> Decision:
     """Case 1 (Custom Authentication off), Case 2 (the domain whitelist), Case 3: who the visitor is,
     from a widget token the business pushed (``pushed``), or with ``identity_source: signed_token``
     the token verified here (no call but the JWKS's: ``jwks`` caches it; None makes a throwaway
-    cache), or the identity call. Writes nothing but a widget token's owner (the Testing panel
-    passes a dry-run ``pushed``): the verifier emits the outcome, the Testing panel shows it."""
+    cache), or the identity call (through the business's outage with ``grace``). Writes nothing but a
+    widget token's owner and the outage grace cache (the Testing panel passes a dry-run ``pushed``
+    and no ``grace``): the verifier emits the outcome, the Testing panel shows it."""
     if config is None or not config.enabled:
         return Decision(_fallback(event, FallbackReason.ca_disabled, "Custom Authentication is off for this bot"))
     if config.header_token is not None and unsendable_header(config.header_token.get_secret_value()):
@@ -119,16 +122,22 @@ async def decide(
     facts = CallFacts(
         auth_http_status=call.response.status if call.response else None,
         auth_latency_ms=round(call.elapsed_ms, 1), whitelist_note=note,
+        circuit_open=isinstance(call.failure, CircuitOpenFailure),
     )
+    outcome: IdentityVerified | SessionFellBack
     if call.failure is not None:
-        return Decision(_fallback(event, call.failure.reason, call.failure.detail, facts), call, call.failure.retry)
-    assert call.identity is not None
-    return Decision(_verified(event, config, call.identity, facts), call)
+        outcome = _fallback(event, call.failure.reason, call.failure.detail, facts)
+    else:
+        assert call.identity is not None
+        outcome = _verified(event, config, call.identity, facts)
+    if grace is not None:  # remembered, marked rejected, or verified from the outage grace (services/verifier/grace.py)
+        outcome = await grace.after_call(event, config, outcome)
+    return Decision(outcome, call, call.failure is not None and call.failure.retry)
 
 
 async def verify(
     event: WidgetOpened, *, load_config: LoadConfig, http: OutboundClient, whitelist: ApiWhitelist,
-    pushed: PushedIdentities | None = None, jwks: JwksCache | None = None,
+    pushed: PushedIdentities | None = None, jwks: JwksCache | None = None, grace: GraceCache | None = None,
 ) -> IdentityVerified | SessionFellBack | Retry:
     """The outcome to emit, or :class:`Retry` carrying ``auth_unavailable`` when the business's API
     blinked, so the runner tries again while the visitor can still wait."""
@@ -138,15 +147,16 @@ async def verify(
         log.warning("open picked up after its deadline; not calling the business")
         return _fallback(event, FallbackReason.internal_error, EXPIRED_DETAIL)
     decision = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist,
-                            pushed=pushed, jwks=jwks)
-    if decision.call is not None:
+                            pushed=pushed, jwks=jwks, grace=grace)
+    if decision.call is not None and not decision.outcome.facts.circuit_open:  # a call was made
         bot, facts = BOTS(event.bot_id), decision.outcome.facts
         AUTH_CALL_SECONDS.labels(bot).observe(decision.call.elapsed_ms / 1000)
         failure = decision.call.failure
         AUTH_CALLS.labels(bot, result_class(facts.auth_http_status, failure and failure.reason.value)).inc()
-    if decision.retry:
-        assert isinstance(decision.outcome, SessionFellBack)
-        return Retry(decision.outcome.detail, otherwise=decision.outcome)
+    if decision.retry:  # the outcome if no attempt is left: the fallback, or a degraded verification
+        failure = decision.call.failure if decision.call is not None else None  # a JWKS that blinked: no call
+        detail = failure.detail if failure is not None else getattr(decision.outcome, "detail", "not now")
+        return Retry(detail, otherwise=decision.outcome)
     return decision.outcome
 
 
@@ -165,8 +175,11 @@ async def emit(outcome: IdentityVerified | SessionFellBack, *, publish: Emit) ->
     """Publish an outcome (batched with those decided at about the same time, confirmed), then say
     so in the session's canonical log line: a line exists only for an outcome the broker holds."""
     await publish(outcome)
+    degraded = getattr(outcome, "degraded", False)
+    if degraded:
+        DEGRADED.labels(BOTS(outcome.bot_id)).inc()
     log.info(
         "session verified" if isinstance(outcome, IdentityVerified) else "session fell back",
         reason=getattr(outcome, "reason", None), auth_http_status=outcome.facts.auth_http_status,
-        auth_latency_ms=outcome.facts.auth_latency_ms,
+        auth_latency_ms=outcome.facts.auth_latency_ms, degraded=degraded, circuit_open=outcome.facts.circuit_open,
     )

@@ -20,6 +20,7 @@ from shared.http import DestinationBlocked, HostBusy, InvalidResponse, OutboundC
 from shared.signing import sign
 
 from .answer import AuthFailure, parse_identity_response
+from .breaker import CircuitOpen, CircuitOpenFailure
 
 _DESCRIPTIONS: dict[FallbackReason, str] = {
     FallbackReason.ca_disabled: (
@@ -116,6 +117,8 @@ async def call_identity(
         identity = parse_identity_response(response.status, response.body, identify_method)
     except AuthFailure as exc:
         failure = exc
+    except CircuitOpen as exc:  # the host keeps failing: not called (services/verifier/breaker.py)
+        failure = CircuitOpenFailure(exc)
     except DestinationBlocked as exc:
         failure = AuthFailure(FallbackReason.destination_blocked, str(exc))
     except HostBusy as exc:

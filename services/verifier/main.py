@@ -14,7 +14,9 @@ from shared.http import outbound_client
 from shared.service import health_server
 from shared.stages import RetryPolicy, Stage
 
+from .breaker import BreakerPolicy, breaker_client
 from .config import cached_config
+from .grace import grace_cache
 from .handler import already_done, emit, give_up, verify
 from .pushed import PushedIdentities
 from .settings import VerifierSettings
@@ -42,6 +44,13 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
             max_body=settings.auth_max_body_bytes, limit_per_host=settings.auth_max_connections_per_host,
             ports=settings.allowed_outbound_ports(), max_wait=settings.auth_host_wait_seconds,
         ) as http,
+        # The identity call goes through a circuit breaker per business host (breaker.py); the grace cache
+        # verifies returning visitors through the business's outage (grace.py).
+        breaker_client(http, pool, BreakerPolicy(
+            window_seconds=settings.breaker_window_seconds, min_failures=settings.breaker_min_failures,
+            failure_ratio=settings.breaker_failure_ratio, open_seconds=settings.breaker_open_seconds,
+        )) as guarded,
+        grace_cache(pool, secrets) as grace,
     ):
         whitelist = ApiWhitelist(http, ttl=settings.whitelist_ttl_seconds)
         config.on_change.append(lambda bot_id: whitelist.forget(bot_id) if bot_id else None)
@@ -55,8 +64,8 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
         # The stage: widget-opened events, decided by `verify`; an open it gives up on falls back to internal_error.
         stage = Stage(
             queue=messaging.VERIFIER_QUEUE,
-            handles={WidgetOpened: partial(verify, load_config=config.get, http=http, whitelist=whitelist,
-                                           pushed=PushedIdentities(pool, secrets), jwks=jwks)},
+            handles={WidgetOpened: partial(verify, load_config=config.get, http=guarded, whitelist=whitelist,
+                                           pushed=PushedIdentities(pool, secrets), jwks=jwks, grace=grace)},
             retry=RetryPolicy(
                 RETRY_DELAYS, MAX_ATTEMPTS, deadline=lambda event: event.deadline_at,
                 # An attempt may wait for a slot to the business's host, then for its answer.

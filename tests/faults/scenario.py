@@ -14,6 +14,7 @@ import os
 import secrets
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,8 @@ RATE = float(os.environ.get("DOORMAN_FAULTS_RATE", 80 if FULL else 30))  # widge
 DURATION = float(os.environ.get("DOORMAN_FAULTS_SECONDS", 30 if FULL else 6))
 DEADLINE = 8.0  # the visitor's deadline in these runs
 IDENTIFIERS = 40  # distinct visitors per bot: the same person comes back often
+RETURNING = 8  # with `returning`: every other open per bot is one of this many visitors reusing their token
+OUTAGE_SECONDS = 30.0 if FULL else 4.0  # "the business's API goes down for 30 s" (shorter in the quick run)
 ADMIN_TOKEN = "faults-admin-token-" + secrets.token_hex(8)
 SECRET_KEY = Fernet.generate_key().decode()
 
@@ -54,6 +57,14 @@ class Result:
     late: int = 0
     dead_letters: int = 0
     seconds: float = 0.0
+    # With the business's API down (`outage`): verified from the grace cache, and how each kind of visitor
+    # who opened during the outage ended.
+    degraded: int = 0
+    outage_returning: int = 0  # opens by visitors whose token was verified before the outage
+    outage_returning_verified: int = 0
+    outage_new: int = 0  # opens with a token never verified before the outage
+    outage_new_unavailable: int = 0
+    wrongly_degraded: int = 0  # degraded with a token the business had not verified before: must be 0
 
 
 @dataclass
@@ -66,6 +77,8 @@ class Cluster:
     prefix: str = field(default_factory=lambda: f"faults-{secrets.token_hex(3)}")
     gateway_port: int = field(default_factory=free_port)
     services: dict[str, list[Service]] = field(default_factory=dict)
+    api_down: bool = False  # every bot's Authentication URL answers 503
+    outage: tuple[datetime, datetime] | None = None  # when it went down and came back
 
     @property
     def gateway_url(self) -> str:
@@ -129,7 +142,8 @@ async def _admin(http: aiohttp.ClientSession, method: str, url: str, body: Any) 
         return await resp.json()
 
 
-async def make_bots(cluster: Cluster, http: aiohttp.ClientSession, *, hanging: int = 0, count: int = 3) -> list[tuple[str, bool]]:
+async def make_bots(cluster: Cluster, http: aiohttp.ClientSession, *, hanging: int = 0, count: int = 3,
+                    grace: int = 0) -> list[tuple[str, bool]]:
     bots = []
     for i in range(count):
         hangs = i < hanging
@@ -137,21 +151,24 @@ async def make_bots(cluster: Cluster, http: aiohttp.ClientSession, *, hanging: i
         def answer(body: Any, hangs: bool = hangs) -> Answer:
             if hangs:
                 return Answer(json={}, delay=30)
+            if cluster.api_down:
+                return Answer(status=503, json={})
             token = body["access_token"]
             return verified(id=identifier(token), name=f"Visitor {identifier(token)}")
 
         url = cluster.customer_api.responder(answer)
         bot = await _admin(http, "POST", f"{cluster.gateway_url}/v1/bots", {"name": f"faults {i}"})
         await _admin(http, "PUT", f"{cluster.gateway_url}/v1/bots/{bot['bot_id']}/custom-auth",
-                     {"enabled": True, "auth_url": url, "header_token": "Bearer faults"})
+                     {"enabled": True, "auth_url": url, "header_token": "Bearer faults", "outage_grace_seconds": grace})
         bots.append((bot["bot_id"], hangs))
     return bots
 
 
 async def drive(cluster: Cluster, http: aiohttp.ClientSession, bots: list[tuple[str, bool]],
-                result: Result, until: asyncio.Event) -> dict[str, tuple[str, str]]:
+                result: Result, until: asyncio.Event, returning: bool = False) -> dict[str, tuple[str, str]]:
     """Open widgets at RATE per second for at least DURATION seconds and until ``until`` is set;
-    returns session -> (bot, token)."""
+    returns session -> (bot, token). With ``returning``, every other open of a bot reuses the token of
+    one of RETURNING visitors (a visitor coming back), the others carry a token never seen."""
     accepted: dict[str, tuple[str, str]] = {}
     interval, n = 1.0 / RATE, 0
     started = time.monotonic()
@@ -172,7 +189,9 @@ async def drive(cluster: Cluster, http: aiohttp.ClientSession, bots: list[tuple[
 
     while time.monotonic() - started < DURATION or not until.is_set():
         bot, _ = bots[n % len(bots)]
-        task = asyncio.create_task(one(bot, f"{bot[:8]}-{n}"))
+        turn = n // len(bots)
+        token = f"{bot[:8]}-r-{turn // 2 % RETURNING}" if returning and turn % 2 == 0 else f"{bot[:8]}-{n}"
+        task = asyncio.create_task(one(bot, token))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         n += 1
@@ -218,7 +237,8 @@ async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[
                 bots: list[tuple[str, bool]], result: Result) -> None:
     sessions = list(accepted)
     rows = await pool.fetch(
-        "SELECT session_id, status, reason, resolved_at > deadline_at AS late FROM widget_sessions WHERE session_id = ANY($1)",
+        """SELECT session_id, status, reason, resolved_at > deadline_at AS late, degraded, created_at, resolved_at
+           FROM widget_sessions WHERE session_id = ANY($1)""",
         sessions)
     by_id = {r["session_id"]: r for r in rows}
     result.accepted = len(sessions)
@@ -226,6 +246,9 @@ async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[
     result.verified = sum(1 for r in rows if r["status"] == "verified")
     result.fallback = dict(Counter(r["reason"] for r in rows if r["status"] == "fallback"))
     result.late = sum(1 for r in rows if r["late"])
+    result.degraded = sum(1 for r in rows if r["degraded"])
+    if cluster.outage is not None:
+        count_outage(cluster.outage, accepted, rows, result)
     result.half_accepted = await pool.fetchval(
         "SELECT count(*) FROM widget_sessions WHERE bot_id = ANY($1::uuid[]) AND NOT session_id = ANY($2)",
         [bot for bot, _ in bots], sessions)
@@ -246,6 +269,40 @@ async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[
     result.lost_contacts = len(expected - stored)
 
     result.dead_letters = await dead_letters(cluster)
+
+
+def count_outage(outage: tuple[datetime, datetime], accepted: dict[str, tuple[str, str]],
+                 rows: list[asyncpg.Record], result: Result) -> None:
+    """How the visitors who opened while the business's API was down ended: a returning visitor (token
+    verified before the outage) verified, a new one fallen back; nobody degraded without a verification."""
+    down, up = outage
+    first_verified: dict[str, datetime] = {}  # token -> when the business first verified it
+    for r in rows:
+        if r["status"] == "verified" and not r["degraded"]:
+            token = accepted[r["session_id"]][1]
+            first_verified[token] = min(first_verified.get(token, r["resolved_at"]), r["resolved_at"])
+    for r in rows:
+        token = accepted[r["session_id"]][1]
+        known_at = first_verified.get(token)
+        if r["degraded"] and (known_at is None or known_at > r["created_at"]):
+            result.wrongly_degraded += 1
+        if not down <= r["created_at"] <= up:
+            continue
+        if known_at is not None and known_at < down:
+            result.outage_returning += 1
+            result.outage_returning_verified += r["status"] == "verified"
+        else:
+            result.outage_new += 1
+            result.outage_new_unavailable += r["reason"] == "auth_unavailable"
+
+
+async def business_down(cluster: Cluster) -> None:
+    """The business's API answers 503 to every identity call for OUTAGE_SECONDS."""
+    down = datetime.now(UTC)
+    cluster.api_down = True
+    await asyncio.sleep(OUTAGE_SECONDS)
+    cluster.api_down = False
+    cluster.outage = (down, datetime.now(UTC))
 
 
 async def dead_letters(cluster: Cluster, settle_for: float = 2.0) -> int:
@@ -270,7 +327,7 @@ Fault = Callable[[Cluster], Awaitable[None]]
 
 
 async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int = 0,
-              verifiers: int = 2, contacts: int = 2) -> Result:
+              verifiers: int = 2, contacts: int = 2, grace: int = 0, returning: bool = False) -> Result:
     result = Result(fault=name)
     started = time.monotonic()
     await cluster.start(verifiers=verifiers, contacts=contacts)
@@ -278,9 +335,9 @@ async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int 
     try:
         async with AsyncExitStack() as es:
             http = await es.enter_async_context(aiohttp.ClientSession())
-            bots = await make_bots(cluster, http, hanging=hanging)
+            bots = await make_bots(cluster, http, hanging=hanging, grace=grace)
             recovered = asyncio.Event()
-            load = asyncio.create_task(drive(cluster, http, bots, result, recovered))
+            load = asyncio.create_task(drive(cluster, http, bots, result, recovered, returning))
             if fault is not None:
                 await asyncio.sleep(DURATION / 3)
                 await fault(cluster)
@@ -300,7 +357,8 @@ async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int 
 def table(results: list[Result]) -> str:
     head = ("fault", "accepted", "503", "errors", "half-accepted", "verified", "fallback", "lost", "lost contacts",
             "duplicated", "late", "dead letters", "s")
-    rows = [(r.fault, r.accepted, r.refused_503, r.other_errors, r.half_accepted, r.verified,
+    rows = [(r.fault, r.accepted, r.refused_503, r.other_errors, r.half_accepted,
+             f"{r.verified} ({r.degraded} degraded)" if r.degraded else r.verified,
              ", ".join(f"{k} {v}" for k, v in sorted(r.fallback.items())) or "-", r.lost_sessions, r.lost_contacts,
              r.duplicated, r.late, r.dead_letters, r.seconds) for r in results]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -18,7 +18,7 @@ from shared import messaging
 from tests.fake_customer import FakeCustomerAPI
 from tests.faults.conftest import RESULTS
 from tests.faults.infra import PgCluster, RabbitNode
-from tests.faults.scenario import Cluster, Fault, run
+from tests.faults.scenario import OUTAGE_SECONDS, Cluster, Fault, business_down, run
 
 
 async def kill_verifier(cluster: Cluster) -> None:
@@ -87,6 +87,8 @@ SCENARIOS: list[tuple[str, Fault | None, dict[str, int]]] = [
     ("restart PostgreSQL", restart_postgresql, {}),
     ("poison messages", poison, {}),
     ("one bot's customer API hangs", None, {"hanging": 1}),
+    (f"the business's API goes down for {OUTAGE_SECONDS:g} s (grace on)", business_down,
+     {"grace": 300, "returning": True}),
 ]
 
 
@@ -112,3 +114,11 @@ async def test_nothing_lost_nothing_duplicated(
         assert result.fallback.get("auth_unavailable", 0) > 0, result
     if fault is None and not options:
         assert result.fallback == {} and result.late == 0, result
+    if fault is business_down:
+        # Returning visitors stay verified (degraded); new ones fall back with auth_unavailable.
+        assert result.outage_returning > 0 and result.outage_returning_verified == result.outage_returning, result
+        assert result.outage_new > 0 and result.outage_new_unavailable > 0, result
+        assert result.degraded > 0 and result.wrongly_degraded == 0, result
+        assert set(result.fallback) == {"auth_unavailable"}, result
+    else:
+        assert result.degraded == 0, result

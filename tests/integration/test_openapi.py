@@ -129,6 +129,8 @@ async def test_bots_and_settings_match(stack: Stack, doc: dict[str, Any]) -> Non
     await call(stack, doc, "PUT", "/v1/bots/{bot_id}/custom-auth", 200, bot_id=bot_id, json=settings)
     view = await call(stack, doc, "GET", "/v1/bots/{bot_id}/custom-auth", 200, bot_id=bot_id)
     assert view["header_token_set"] is True
+    breaker = await call(stack, doc, "GET", "/v1/bots/{bot_id}/custom-auth/breaker", 200, bot_id=bot_id)
+    assert breaker["host"] == "shop.example.com:443" and breaker["state"] == "closed"
 
 
 async def test_errors_match(stack: Stack, doc: dict[str, Any]) -> None:

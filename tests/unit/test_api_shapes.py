@@ -18,7 +18,7 @@ from shared.sessions import SessionView, busy_view, fallback_view, widget_view
 def _row(**overrides: Any) -> dict[str, Any]:
     row = {"session_id": "s" * 43, "status": "pending", "reason": None, "detail": None, "collected": False,
            "deadline_at": datetime.now(UTC) + timedelta(seconds=5), "contact_id": None, "name": None, "email": None,
-           "phone_number": None, "avatar": None, "verified": None, "collect_information": None}
+           "phone_number": None, "avatar": None, "verified": None, "collect_information": None, "degraded": False}
     return {**row, **overrides}
 
 

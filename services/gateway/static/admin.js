@@ -423,6 +423,7 @@
     ["signed_token.claims", "err-st-claims", null],
     ["signed_token", "err-st-jwks_url", "st-jwks-url"],  // "jwks_url is required for RS256"
     ["collect_information", "err-collect_information", "ci-mode"],
+    ["outage_grace_seconds", "err-outage_grace_seconds", "ca-outage-grace"],
   ];
 
   function requestFieldBoxes() {
@@ -467,6 +468,7 @@
     updateSourceFields();
     fillTokenSettings(settings);
     fillCollectInformation(settings);
+    fillGrace(settings);
   }
 
   // Collect Information: one sentence for each mode, shown under the select.
@@ -523,6 +525,7 @@
       },
     };
     body.collect_information = $("ci-mode").value;
+    body.outage_grace_seconds = graceSeconds();
     if ($("ca-clear-token").checked) body.header_token = null;
     else if ($("ca-header-token").value !== "") body.header_token = $("ca-header-token").value;
     Object.assign(body, tokenSettingsBody());
@@ -717,6 +720,62 @@
       : `Every check passed (${token.algorithm}).`;
     $("test-token-header").textContent = token.header ? pretty(token.header) : "(the header cannot be read)";
     $("test-token-claims").textContent = token.claims ? pretty(token.claims) : "(the claims cannot be read)";
+  }
+
+  // ---------------------------------------------------------------- Outage grace and the circuit breaker
+
+  function graceSeconds() {
+    const raw = $("ca-outage-grace").value.trim();
+    if (raw === "") return 0;
+    return /^\d+$/.test(raw) ? Number(raw) : raw;  // anything else: the API's field error says why
+  }
+
+  function fillGrace(settings) {
+    $("ca-outage-grace").value = String(settings.outage_grace_seconds || 0);
+    loadBreaker();
+  }
+
+  function degradedBadge(title) {
+    const node = badge("degraded", "warn");
+    node.title = title;
+    node.dataset.testid = "degraded";
+    return node;
+  }
+
+  function graceMarks(e) {
+    const marks = [];
+    if (e.degraded) marks.push(" ", degradedBadge("Verified from the outage grace: your Authentication URL was unavailable."));
+    if (e.circuit_open) {
+      const node = badge("circuit open", "neutral");
+      node.title = "Not called: the circuit breaker for the Authentication URL's host was open.";
+      node.dataset.testid = "circuit-open";
+      marks.push(" ", node);
+    }
+    return marks;
+  }
+
+  const BREAKER_TEXT = {
+    closed: ["closed", "ok", "calls go through"],
+    open: ["open", "warn", "your Authentication URL kept failing: it is not called until the next probe"],
+    half_open: ["half-open", "info", "one probe call is checking whether your Authentication URL is back"],
+  };
+
+  async function loadBreaker() {
+    const bot = state.botId;
+    try {
+      const b = await api("GET", `/v1/bots/${enc(bot)}/custom-auth/breaker`);
+      if (bot !== state.botId) return;
+      const [label, kind, meaning] = BREAKER_TEXT[b.state] || [b.state, "neutral", ""];
+      $("breaker-host").textContent = b.host ? `for ${b.host}` : "(no Authentication URL yet)";
+      $("breaker-state").replaceChildren(badge(label, kind), ` ${meaning}`);
+      $("breaker").dataset.state = b.state;
+      $("breaker-replicas").replaceChildren(...b.replicas.map((r) => h("li", { dataset: { testid: "breaker-replica" } },
+        `${r.replica}: ${(BREAKER_TEXT[r.state] || [r.state])[0]} since ${fmtTime(r.since)}`,
+        r.detail ? ` (${r.detail})` : "", r.opened ? `, opened ${r.opened}×` : "")));
+    } catch (err) {
+      if (err.status === 401 || bot !== state.botId) return;
+      $("breaker-state").textContent = `The breaker state could not be loaded: ${err.message}`;
+    }
   }
 
   // ---------------------------------------------------------------- Testing panel
@@ -943,6 +1002,7 @@
     const sources = c.sources || {};
     $("contact-name").textContent = c.name || c.email || c.phone_number || c.identifier || "(no name)";
     $("contact-verified").replaceChildren(c.verified ? badge("verified", "ok") : badge("not verified", "neutral"));
+    if (c.degraded) $("contact-verified").append(" ", degradedBadge("Its last verification was degraded: made from the outage grace while your Authentication URL was unavailable."));
     $("contact-fields").replaceChildren(...CONTACT_FIELDS.map(([key, label, kind, system]) => {
       let value = c[key];
       if (key === "verified") value = value ? "yes" : "no";
@@ -1012,7 +1072,7 @@
   function eventRow(e) {
     return h("tr", { dataset: { testid: "event-row", sessionStatus: e.status, reason: e.reason || "" } },
       timeCell(e.created_at),
-      h("td", {}, statusBadge(e.status)),
+      h("td", {}, statusBadge(e.status), ...graceMarks(e)),
       h("td", {}, e.reason ? h("code", { class: "reason" }, e.reason) : dash(null)),
       h("td", { class: "detail" }, e.detail || !e.origin ? dash(e.detail) : null,
         e.origin ? h("span", { class: "muted small block" }, `from ${e.origin}`) : null),
@@ -1041,6 +1101,7 @@
     $("settings-form").addEventListener("change", onSettingsInput);
     $("test-form").addEventListener("submit", onTestSubmit);
     $("st-new-secret").addEventListener("click", onNewTokenSecret);
+    $("breaker-refresh").addEventListener("click", loadBreaker);
     $("contacts-search").addEventListener("submit", (event) => {
       event.preventDefault();
       clearTimeout(searchTimer);

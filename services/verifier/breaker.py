@@ -1,0 +1,280 @@
+"""A circuit breaker per business host (host:port of the Authentication URL), in each verifier replica.
+
+closed     calls go through; each one's result is counted in one-second buckets over the last
+           ``window`` seconds. Unavailable (a timeout, a connection error, HTTP 408/429/5xx: what
+           ``answer.py``/``identity.py`` call ``auth_unavailable``) is a failure; any other HTTP answer
+           (2xx, a 401/403 rejection, an answer that is not a valid identity) is a success; a call that
+           was never made or whose answer could not be read (the host's call cap, a blocked address, a
+           body over the bound, a cancelled call) counts for nothing.
+           At least ``min_failures`` failures that are at least ``failure_ratio`` of the calls: open.
+open       no call is made: :class:`CircuitOpen`, which the identity call turns into
+           ``auth_unavailable`` at once (no retry: another attempt would find the circuit open too).
+half_open  after ``open_seconds``, one call (the probe) goes through, the others are still refused;
+           the probe succeeding closes the circuit, failing opens it again for ``open_seconds``.
+
+:class:`BreakerClient` wraps the verifier's outbound client for the identity call (the composition
+root passes it to ``verify``), so :func:`handler.decide` knows nothing of it; the whitelist API keeps
+the plain client (it has its own last-good-list fallback), and the Testing panel, which calls with
+the gateway's own client, always calls. Each transition is
+counted in the metrics (``doorman_breaker_*``), logged, and written by :class:`BreakerLog` to the
+``auth_breakers`` table, where the admin API reads it (state lives in memory; per replica is fine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import aiohttp
+import asyncpg
+import structlog
+from yarl import URL
+
+from shared.events import FallbackReason, utcnow
+from shared.http import OutboundClient, OutboundResponse
+from shared.metrics import BREAKER_SHORT_CIRCUITS, BREAKER_STATE, BREAKER_TRANSITIONS, BotLabel
+
+from .answer import AuthFailure
+
+log = structlog.get_logger("doorman.verifier.breaker")
+State = Literal["closed", "open", "half_open"]
+STATES: tuple[State, ...] = ("closed", "open", "half_open")
+HOSTS = BotLabel()  # the same cap as bots: one host label per business, "other" past 200
+
+
+def host_of(url: str) -> str | None:
+    """The breaker's key for a URL: ``host:port`` as the outbound client counts its calls per host."""
+    try:
+        parsed = URL(url)
+        return f"{parsed.host}:{parsed.port}" if parsed.host and parsed.port else None
+    except (ValueError, TypeError):
+        return None
+
+
+def unavailable_status(status: int) -> bool:
+    return status in (408, 429) or 500 <= status <= 599
+
+
+class CircuitOpen(Exception):
+    """The host's circuit is open: the call was not made."""
+
+    def __init__(self, host: str, why: str, retry_in: float) -> None:
+        super().__init__(f"the circuit breaker for {host} is open ({why}); the Authentication URL was not called, "
+                         f"next probe in {max(retry_in, 0):.0f} s")
+        self.host = host
+
+
+class CircuitOpenFailure(AuthFailure):
+    """``auth_unavailable`` because the circuit was open: no call, no retry."""
+
+    def __init__(self, exc: CircuitOpen) -> None:
+        super().__init__(FallbackReason.auth_unavailable, str(exc), retry=False)
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    window_seconds: float = 30.0
+    min_failures: int = 20
+    failure_ratio: float = 0.5
+    open_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
+class Transition:
+    host: str
+    state: State
+    since: datetime
+    opened: int  # times this breaker opened (in this replica)
+    detail: str | None
+
+
+@dataclass
+class _Host:
+    state: State = "closed"
+    buckets: deque[list[int]] = field(default_factory=deque)  # [second, calls, failures], oldest first
+    opened: int = 0
+    why: str = ""
+    probe_at: float = 0.0  # open: when the next call may probe
+    probing: bool = False  # half_open: the probe is in flight
+
+
+class Breakers:
+    """Every host's breaker in this replica. ``admit`` before a call (True: this call is the probe),
+    ``record`` after it (failed: True/False, or None when no call was made)."""
+
+    def __init__(self, policy: BreakerPolicy, *, on_transition: Callable[[Transition], None] = lambda t: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self._on_transition = on_transition
+        self._clock = clock
+        self._hosts: dict[str, _Host] = {}
+
+    def state(self, host: str) -> State:
+        entry = self._hosts.get(host)
+        return entry.state if entry else "closed"
+
+    def admit(self, host: str) -> bool:
+        """Whether the call may go (True: it is the half-open probe); raises :class:`CircuitOpen` if not."""
+        entry = self._hosts.get(host)
+        if entry is None or entry.state == "closed":
+            return False
+        now = self._clock()
+        if entry.state == "open" and now >= entry.probe_at:
+            self._enter(host, entry, "half_open", "probing with one call")
+        if entry.state == "half_open" and not entry.probing:
+            entry.probing = True
+            return True
+        BREAKER_SHORT_CIRCUITS.labels(HOSTS(host)).inc()
+        raise CircuitOpen(host, entry.why, entry.probe_at - now)
+
+    def record(self, host: str, *, failed: bool | None, probe: bool) -> None:
+        entry = self._hosts.get(host)
+        if probe and entry is not None and entry.state == "half_open":
+            entry.probing = False
+            if failed is True:
+                self._open(host, entry, "the probe failed")
+            elif failed is False:
+                entry.buckets.clear()
+                self._enter(host, entry, "closed", "the probe succeeded")
+            return  # no call was made: the next call probes
+        if failed is None or (entry is not None and entry.state != "closed"):
+            return  # only the probe decides while the circuit is not closed
+        if entry is None:
+            entry = self._hosts[host] = _Host()
+        calls, failures = self._count(entry, failed)
+        if failed and failures >= self.policy.min_failures and failures >= self.policy.failure_ratio * calls:
+            self._open(host, entry, f"{failures} of {calls} calls failed in the last {self.policy.window_seconds:g} s")
+
+    def _count(self, entry: _Host, failed: bool) -> tuple[int, int]:
+        second = int(self._clock())
+        buckets = entry.buckets
+        while buckets and buckets[0][0] <= second - self.policy.window_seconds:
+            buckets.popleft()
+        if not buckets or buckets[-1][0] != second:
+            buckets.append([second, 0, 0])
+        buckets[-1][1] += 1
+        buckets[-1][2] += failed
+        return sum(b[1] for b in buckets), sum(b[2] for b in buckets)
+
+    def _open(self, host: str, entry: _Host, why: str) -> None:
+        entry.opened += 1
+        entry.why = why
+        entry.probe_at = self._clock() + self.policy.open_seconds
+        entry.buckets.clear()
+        self._enter(host, entry, "open", why)
+
+    def _enter(self, host: str, entry: _Host, state: State, detail: str) -> None:
+        entry.state = state
+        label = HOSTS(host)
+        for s in STATES:
+            BREAKER_STATE.labels(label, s).set(1 if s == state else 0)
+        BREAKER_TRANSITIONS.labels(label, state).inc()
+        (log.warning if state == "open" else log.info)("circuit breaker " + state.replace("_", "-"), host=host,
+                                                       detail=detail, opened=entry.opened)
+        self._on_transition(Transition(host, state, utcnow(), entry.opened, detail))
+
+
+class BreakerClient:
+    """The outbound client with a breaker in front of each host: what the verifier calls through."""
+
+    def __init__(self, inner: OutboundClient, breakers: Breakers) -> None:
+        self._inner = inner
+        self.breakers = breakers
+
+    def check_url(self, url: str) -> URL:
+        return self._inner.check_url(url)
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> OutboundResponse:
+        target = self._inner.check_url(url)
+        host = f"{target.host}:{target.port}"
+        probe = self.breakers.admit(host)
+        failed: bool | None = None
+        try:
+            response = await self._inner.request(method, url, **kwargs)
+            failed = unavailable_status(response.status)
+            return response
+        except (TimeoutError, asyncio.TimeoutError, aiohttp.ClientError):
+            failed = True
+            raise
+        finally:  # anything else (the host's call cap, a blocked address, a cancelled call): no call was made
+            self.breakers.record(host, failed=failed, probe=probe)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def replica_id() -> str:
+    """This verifier replica, as the admin API shows it: the pod's or machine's name, and a nonce."""
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+_UPSERT = """
+INSERT INTO auth_breakers (host, replica, state, since, opened, detail, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, now())
+ON CONFLICT (host, replica) DO UPDATE SET
+    state = EXCLUDED.state, since = EXCLUDED.since, opened = EXCLUDED.opened, detail = EXCLUDED.detail,
+    updated_at = now()
+"""
+
+
+class BreakerLog:
+    """Writes transitions to ``auth_breakers`` in order, off the call's path (a transition is rare; a
+    failed write is logged and the next transition writes the state again)."""
+
+    def __init__(self, pool: asyncpg.Pool, replica: str) -> None:
+        self._pool = pool
+        self.replica = replica
+        self._queue: asyncio.Queue[Transition] = asyncio.Queue(maxsize=10_000)
+
+    def __call__(self, transition: Transition) -> None:
+        try:
+            self._queue.put_nowait(transition)
+        except asyncio.QueueFull:
+            log.warning("breaker transitions not recorded: the writer is behind", host=transition.host)
+
+    async def _write(self, t: Transition) -> None:
+        try:
+            await self._pool.execute(_UPSERT, t.host, self.replica, t.state, t.since, t.opened, t.detail)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("breaker transition not recorded", host=t.host, state=t.state, error=repr(exc))
+
+    async def drain(self) -> None:
+        while not self._queue.empty():
+            await self._write(self._queue.get_nowait())
+
+    async def run(self) -> None:
+        while True:
+            await self._write(await self._queue.get())
+
+    async def forget_replica(self) -> None:
+        """On a graceful stop this replica's breakers go with its memory."""
+        try:
+            await self._pool.execute("DELETE FROM auth_breakers WHERE replica = $1", self.replica)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("breaker rows of this replica not removed", error=repr(exc))
+
+
+@asynccontextmanager
+async def breaker_client(inner: OutboundClient, pool: asyncpg.Pool, policy: BreakerPolicy) -> AsyncIterator[BreakerClient]:
+    """The guarded client for the life of the context, its transitions written as they happen."""
+    record = BreakerLog(pool, replica_id())
+    writer = asyncio.create_task(record.run())
+    try:
+        yield BreakerClient(inner, Breakers(policy, on_transition=record))
+    finally:
+        writer.cancel()
+        try:
+            await writer
+        except asyncio.CancelledError:
+            pass
+        await record.drain()
+        await record.forget_replica()

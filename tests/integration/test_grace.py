@@ -1,0 +1,259 @@
+"""Verifying through the business's outage, against the real services: the circuit breaker per
+business host and the outage grace (``outage_grace_seconds``).
+
+A stack of its own, whose verifier's breaker opens after 3 failed calls and probes after 3 s, and a
+fake business on a port of its own per test: a breaker is per host, so no test trips another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client import REGISTRY
+
+from services.contacts.main import running as contacts_running
+from services.contacts.repository import upsert_verified
+from services.contacts.settings import ContactsSettings
+from services.verifier.main import running as verifier_running
+from services.verifier.settings import VerifierSettings
+from shared import db
+from shared.crypto import Secrets
+from shared.events import IdentifyMethod, Identity, IdentityVerified, utcnow
+from tests.conftest import (
+    AUTH_TIMEOUT, Stack, admin_headers, await_outcome, create_bot, open_session, service_config, start_gateway,
+)
+from tests.fake_customer import Answer, FakeCustomerAPI, verified
+
+OPEN_SECONDS = 3.0
+
+
+@pytest.fixture(scope="module")
+async def grace_stack(database_url: str, broker_prefix: Callable[[], str], secret_key: str) -> AsyncIterator[Stack]:
+    config = {**service_config(database_url, broker_prefix(), secret_key),
+              "breaker_min_failures": 3, "breaker_open_seconds": OPEN_SECONDS}
+    async with AsyncExitStack() as es:
+        gateway = await start_gateway(es, config)
+        await es.enter_async_context(verifier_running(VerifierSettings(**config)))
+        await es.enter_async_context(contacts_running(ContactsSettings(**config)))
+        pool = await es.enter_async_context(db.pool(database_url, max_size=4))
+        http = await es.enter_async_context(aiohttp.ClientSession())
+        yield Stack(config, gateway, pool, http)
+
+
+@pytest.fixture
+async def business() -> AsyncIterator[FakeCustomerAPI]:
+    """A business of its own (its own host:port, so its own circuit breaker)."""
+    api = FakeCustomerAPI()
+    runner = web.AppRunner(api.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    api.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield api
+    await runner.cleanup()
+
+
+class Switch:
+    """The business's API: up (verifies by token), or down in a given way."""
+
+    def __init__(self) -> None:
+        self.mode = "up"
+        self.rejected: set[str] = set()
+
+    def __call__(self, body: Any) -> Answer:
+        token = body["access_token"]
+        if token in self.rejected:
+            return Answer(status=401, json={"error": "no"})
+        if self.mode == "503":
+            return Answer(status=503, json={})
+        if self.mode == "timeout":
+            return Answer(json={}, delay=AUTH_TIMEOUT + 0.5)
+        person = token.split("-")[0]  # "frank-token-01..." is frank's token: the token itself is not in the answer
+        return verified(id=f"id-{person}", name=f"Visitor {person}", email=f"{person}@example.com")
+
+
+async def grace_bot(stack: Stack, business: FakeCustomerAPI, switch: Switch, grace: int = 300) -> tuple[str, str]:
+    url = business.responder(switch)
+    bot_id = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url, header_token="Bearer g",
+                              outage_grace_seconds=grace)
+    return bot_id, url
+
+
+async def visit(stack: Stack, bot_id: str, token: str) -> dict[str, Any]:
+    session_id = await open_session(stack.http, stack.gateway.url, {"bot_id": bot_id, "access_token": token})
+    return await await_outcome(stack.http, stack.gateway.url, session_id)
+
+
+async def admin_get(stack: Stack, path: str) -> Any:
+    async with stack.http.get(f"{stack.gateway.url}{path}", headers=admin_headers()) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_breaker_opens_stops_calling_probes_after_the_pause_and_closes(
+        grace_stack: Stack, business: FakeCustomerAPI) -> None:
+    switch = Switch()
+    bot_id, url = await grace_bot(grace_stack, business, switch, grace=0)
+    host = url.removeprefix("http://").split("/")[0]
+    switch.mode = "503"
+
+    first = await visit(grace_stack, bot_id, "b-1")  # three attempts fail, the circuit opens, the fourth is not made
+    assert first["fallback"]["reason"] == "auth_unavailable"
+    assert len(business.received(url)) == 3
+    assert metric("doorman_breaker_state", host=host, state="open") == 1
+
+    second = await visit(grace_stack, bot_id, "b-2")  # at once, no call
+    assert second["fallback"]["reason"] == "auth_unavailable"
+    assert "circuit breaker for " + host + " is open" in second["fallback"]["detail"]
+    assert len(business.received(url)) == 3
+    assert metric("doorman_breaker_short_circuits_total", host=host) >= 2
+
+    log = (await admin_get(grace_stack, f"/v1/bots/{bot_id}/auth-events"))["events"]
+    assert log[0]["circuit_open"] is True and "circuit breaker" in log[0]["detail"]
+    assert log[1]["circuit_open"] is True  # its last attempt found the circuit open too
+    await asyncio.sleep(0.3)  # transitions are written off the call's path
+    breaker = await admin_get(grace_stack, f"/v1/bots/{bot_id}/custom-auth/breaker")
+    assert breaker["host"] == host and breaker["state"] == "open"
+    assert breaker["replicas"][0]["opened"] == 1 and "calls failed" in breaker["replicas"][0]["detail"]
+
+    switch.mode = "up"
+    await asyncio.sleep(OPEN_SECONDS)
+    probe = await visit(grace_stack, bot_id, "b-3")  # half-open: one call, it succeeds, the circuit closes
+    assert probe["status"] == "verified"
+    assert len(business.received(url)) == 4
+    assert metric("doorman_breaker_state", host=host, state="closed") == 1
+    assert metric("doorman_breaker_transitions_total", host=host, to="half_open") >= 1
+    await asyncio.sleep(0.3)
+    assert (await admin_get(grace_stack, f"/v1/bots/{bot_id}/custom-auth/breaker"))["state"] == "closed"
+
+
+async def contacts_of(stack: Stack, bot_id: str) -> list[dict[str, Any]]:
+    return (await admin_get(stack, f"/v1/bots/{bot_id}/contacts"))["contacts"]
+
+
+@pytest.mark.parametrize("outage", ["503", "timeout"])
+async def test_a_returning_visitor_is_verified_degraded_with_the_same_identity(
+        grace_stack: Stack, business: FakeCustomerAPI, outage: str) -> None:
+    switch = Switch()
+    bot_id, url = await grace_bot(grace_stack, business, switch)
+    fresh = await visit(grace_stack, bot_id, "alice")
+    assert fresh["status"] == "verified" and fresh["degraded"] is False
+    contact_id = fresh["contact"]["contact_id"]
+    detail = await admin_get(grace_stack, f"/v1/bots/{bot_id}/contacts/{contact_id}")
+    assert detail["degraded"] is False
+    before = metric("doorman_degraded_verifications_total", bot=bot_id)
+
+    switch.mode = outage
+    returning = await visit(grace_stack, bot_id, "alice")
+    assert returning["status"] == "verified" and returning["degraded"] is True
+    assert returning["contact"] == fresh["contact"]
+    new = await visit(grace_stack, bot_id, "bob")  # never verified: falls back
+    assert new["status"] == "fallback" and new["fallback"]["reason"] == "auth_unavailable" and new["degraded"] is False
+
+    [contact] = await contacts_of(grace_stack, bot_id)  # no second contact
+    assert contact["contact_id"] == contact_id
+    detail = await admin_get(grace_stack, f"/v1/bots/{bot_id}/contacts/{contact_id}")
+    assert detail["degraded"] is True and detail["name"] == "Visitor alice" and detail["verified"] is True
+    log = (await admin_get(grace_stack, f"/v1/bots/{bot_id}/auth-events"))["events"]
+    assert [(e["status"], e["degraded"]) for e in log] == [("fallback", False), ("verified", True), ("verified", False)]
+    assert metric("doorman_degraded_verifications_total", bot=bot_id) == before + 1
+    async with grace_stack.http.get(f"{grace_stack.gateway.url}/v1/widget/sessions/{log[1]['session_id']}") as resp:
+        assert (await resp.json())["degraded"] is True
+
+    # Back up (after the breaker's pause): a fresh verification clears the flag.
+    switch.mode = "up"
+    await asyncio.sleep(OPEN_SECONDS)
+    again = await visit(grace_stack, bot_id, "alice")
+    assert again["status"] == "verified" and again["degraded"] is False
+    assert (await admin_get(grace_stack, f"/v1/bots/{bot_id}/contacts/{contact_id}"))["degraded"] is False
+
+
+async def test_grace_off_falls_back(grace_stack: Stack, business: FakeCustomerAPI) -> None:
+    switch = Switch()
+    bot_id, _url = await grace_bot(grace_stack, business, switch, grace=0)
+    assert (await visit(grace_stack, bot_id, "carol"))["status"] == "verified"
+    switch.mode = "503"
+    outcome = await visit(grace_stack, bot_id, "carol")
+    assert outcome["status"] == "fallback" and outcome["fallback"]["reason"] == "auth_unavailable"
+    # Nothing is kept for a bot without a grace period.
+    assert await grace_stack.pool.fetchval("SELECT count(*) FROM grace_identities WHERE bot_id = $1::uuid", bot_id) == 0
+
+
+async def test_a_rejected_token_is_not_verified_through_an_outage(grace_stack: Stack, business: FakeCustomerAPI) -> None:
+    switch = Switch()
+    bot_id, _url = await grace_bot(grace_stack, business, switch)
+    assert (await visit(grace_stack, bot_id, "dave"))["status"] == "verified"
+    switch.rejected.add("dave")
+    assert (await visit(grace_stack, bot_id, "dave"))["fallback"]["reason"] == "auth_rejected"
+    switch.rejected.clear()
+    switch.mode = "503"
+    outcome = await visit(grace_stack, bot_id, "dave")
+    assert outcome["status"] == "fallback" and outcome["fallback"]["reason"] == "auth_unavailable"
+
+
+async def test_an_expired_grace_window_falls_back(grace_stack: Stack, business: FakeCustomerAPI) -> None:
+    switch = Switch()
+    bot_id, _url = await grace_bot(grace_stack, business, switch, grace=1)
+    assert (await visit(grace_stack, bot_id, "erin"))["status"] == "verified"
+    await asyncio.sleep(1.2)
+    switch.mode = "503"
+    outcome = await visit(grace_stack, bot_id, "erin")
+    assert outcome["status"] == "fallback" and outcome["fallback"]["reason"] == "auth_unavailable"
+
+
+async def test_tokens_are_kept_only_as_keyed_hashes_and_the_testing_panel_keeps_none(
+        grace_stack: Stack, business: FakeCustomerAPI, secret_key: str) -> None:
+    switch = Switch()
+    bot_id, _url = await grace_bot(grace_stack, business, switch)
+    token = "frank-token-0123456789"
+    assert (await visit(grace_stack, bot_id, token))["status"] == "verified"
+    rows = await grace_stack.pool.fetch("SELECT token_hash, g::text AS whole FROM grace_identities g WHERE bot_id = $1::uuid",
+                                        bot_id)
+    assert len(rows) == 1
+    assert bytes(rows[0]["token_hash"]) == Secrets(secret_key).keyed_hash(token) and len(rows[0]["token_hash"]) == 32
+    assert token not in rows[0]["whole"] and token.encode().hex() not in rows[0]["whole"]
+
+    async with grace_stack.http.post(f"{grace_stack.gateway.url}/v1/bots/{bot_id}/custom-auth/test",
+                                     json={"access_token": "panel-token"}, headers=admin_headers()) as resp:
+        assert resp.status == 200 and (await resp.json())["ok"] is True
+    assert await grace_stack.pool.fetchval("SELECT count(*) FROM grace_identities WHERE bot_id = $1::uuid", bot_id) == 1
+
+
+async def test_a_degraded_verification_never_overwrites_newer_data_and_the_latest_verification_sets_the_flag(
+        grace_stack: Stack) -> None:
+    bot_id = await create_bot(grace_stack.http, grace_stack.gateway.url)
+    t0 = utcnow() - timedelta(minutes=10)
+
+    def event(name: str, observed_minutes: int, *, degraded: bool = False, occurred_minutes: int | None = None) -> IdentityVerified:
+        return IdentityVerified(
+            correlation_id="c", session_id="s", bot_id=bot_id, identify_method=IdentifyMethod.id,
+            identity=Identity(identifier="p-1", id="p-1", name=name), observed_at=t0 + timedelta(minutes=observed_minutes),
+            occurred_at=t0 + timedelta(minutes=occurred_minutes if occurred_minutes is not None else observed_minutes),
+            degraded=degraded)
+
+    async def apply(*events: IdentityVerified) -> Any:
+        async with grace_stack.pool.acquire() as conn, conn.transaction():
+            await upsert_verified(conn, list(events))
+        return await grace_stack.pool.fetchrow(
+            "SELECT name, degraded, last_verified_at FROM contacts WHERE bot_id = $1::uuid AND identifier = 'p-1'", bot_id)
+
+    row = await apply(event("Old name", 1))
+    assert (row["name"], row["degraded"]) == ("Old name", False)
+    row = await apply(event("New name", 2))  # the business's newer answer
+    # A degraded verification at minute 5 from the identity verified at minute 1 (with the old name).
+    row = await apply(event("Old name", 1, degraded=True, occurred_minutes=5))
+    assert (row["name"], row["degraded"], row["last_verified_at"]) == ("New name", True, t0 + timedelta(minutes=5))
+    row = await apply(event("Late name", 3))  # a fresh answer from before the degraded one, arriving late
+    assert (row["name"], row["degraded"], row["last_verified_at"]) == ("Late name", True, t0 + timedelta(minutes=5))
+    row = await apply(event("Fresh name", 6))  # the next verification by the business clears it
+    assert (row["name"], row["degraded"], row["last_verified_at"]) == ("Fresh name", False, t0 + timedelta(minutes=6))
