@@ -18,12 +18,12 @@ import asyncpg
 
 from services.verifier.handler import VISITOR_FIELDS, Decision, decide
 from services.verifier.identity import IdentityCall, call_identity, describe
-from services.verifier.pushed import PushedIdentities
+from services.verifier.pushed import PushedIdentities, is_widget_token
 from services.verifier.tokens import JwksCache, TokenRejected, check_token, read_claims, read_header
 from services.verifier.whitelist import ApiWhitelist
 from shared.auth_config import AuthConfig
 from shared.crypto import Secrets
-from shared.events import Identity, SessionFellBack, WidgetOpened, utcnow
+from shared.events import Identity, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
 from shared.http import OutboundClient
 
 from . import directory
@@ -151,6 +151,20 @@ _TOKEN_HINTS = {
 }
 
 
+async def _decided_without_call(pool: asyncpg.Pool, bot_id: UUID, config: AuthConfig, decision: Decision) -> TestResult:
+    outcome = decision.outcome
+    identity = outcome.identity if isinstance(outcome, IdentityVerified) else None
+    failure = None
+    if isinstance(outcome, SessionFellBack):
+        failure = TestFailure(reason=outcome.reason, detail=outcome.detail, hint=describe(outcome.reason))
+    return TestResult(
+        ok=failure is None, enabled=config.enabled, identify_method=config.identify_method,
+        identity_source=config.identity_source, request=None, response=None, token=None, identity=identity,
+        match=await _match(pool, bot_id, config, identity), elapsed_ms=0.0, failure=failure,
+        visitor_outcome=_visitor_outcome(decision),
+    )
+
+
 async def run_test(pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest,
                    secrets: Secrets) -> TestResult:
     pushed = PushedIdentities(pool, secrets, dry_run=True)  # a widget token is checked, never taken
@@ -158,6 +172,9 @@ async def run_test(pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, confi
         return await run_token_test(pool, http, bot_id, config, sample, pushed)
     assert config.auth_url is not None
     decision = await _dry_run(http, bot_id, config, sample, pushed)
+    if is_widget_token(sample.access_token):
+        # A widget token Doorman issued is never sent to the business (a real open does not send it either).
+        return await _decided_without_call(pool, bot_id, config, decision)
     # A visitor who never reaches the call (Custom Authentication off, a refused domain) still gets
     # the call shown: the panel is where the business gets it right before switching it on.
     call = decision.call or await call_identity(

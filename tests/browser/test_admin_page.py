@@ -296,7 +296,7 @@ async def test_testing_panel_verdicts(page: Page, stack: Stack, customer_api: Fa
     await page.get_by_test_id("test-origin").fill("https://evil.example")
     await page.get_by_role("button", name="Send test request").click()
     await expect(page.get_by_test_id("test-visitor")).to_have_text(
-        "A visitor on https://evil.example would get the Collect Information form: domain_not_allowed "
+        "A visitor on https://evil.example would not be verified: domain_not_allowed "
         "(this site's domain is not on the bot's whitelist).")
     await expect(verdict).to_contain_text("Verified: would create contact Tess Tester")
     await page.get_by_test_id("test-origin").fill("https://shop.example.com")

@@ -140,7 +140,7 @@ async def test_testing_panel_shows_a_pasted_jwt(page: Page, stack: Stack) -> Non
     await expect(page.get_by_test_id("test-token-header")).to_contain_text(f'"kid": "{made["kid"]}"')
     await expect(page.get_by_test_id("test-token-claims")).to_contain_text('"name": "Pat Panel"')
     await expect(page.get_by_test_id("test-request")).to_be_hidden()  # no call is made
-    await expect(page.get_by_test_id("test-visitor")).to_contain_text("Collect Information form: auth_rejected")
+    await expect(page.get_by_test_id("test-visitor")).to_contain_text("would not be verified: auth_rejected")
 
     fresh = jwt.encode({"sub": "panel-1", "aud": bot, "iat": now, "exp": now + 300, "name": "Pat Panel"},
                        made["secret"], algorithm="HS256", headers={"kid": made["kid"]})

@@ -209,7 +209,9 @@ async def test_the_testing_panel_only_checks_a_widget_token(stack: Stack, custom
             assert resp.status == 200, await resp.text()
             result = await resp.json()
         assert result["visitor_outcome"] == {"status": "verified", "reason": None, "detail": None}
+        assert result["identity"]["email"] == "panel@example.com" and result["request"] is None
     assert await stack.pool.fetchval("SELECT used_by FROM pushed_identities WHERE bot_id = $1", bot_id) is None
+    assert customer_api.received(url) == []  # a widget token Doorman issued is never sent to the business
     assert (await open_with(stack, bot_id, token))["status"] == "verified"  # not consumed by the dry runs
 
 

@@ -843,7 +843,8 @@
     if (!outcome) return "";
     const who = origin ? `A visitor on ${origin}` : "A visitor (no site given)";
     if (outcome.status === "verified") return `${who} would be verified.`;
-    return `${who} would get the Collect Information form: ${outcome.reason}${outcome.detail ? ` (${outcome.detail})` : ""}.`;
+    // Not "gets the form": what a visitor who falls back is offered is the bot's collect_information mode.
+    return `${who} would not be verified: ${outcome.reason}${outcome.detail ? ` (${outcome.detail})` : ""}.`;
   }
 
   function renderTestResult(r) {
