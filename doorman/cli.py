@@ -90,7 +90,13 @@ def cmd_secrets_rotate(_: argparse.Namespace) -> None:
     from shared.settings import SecretKeySettings
 
     s = _settings(SecretKeySettings)
-    print(f"re-encrypted {asyncio.run(rotate_secrets(s))} header token(s) with the first key")  # type: ignore[arg-type]
+    done = asyncio.run(rotate_secrets(s))  # type: ignore[arg-type]
+    print(f"re-encrypted the secrets of {done.rotated} bot(s) with the first key")
+    if done.unreadable:
+        print("no key decrypts these (left as they are; set them again in the bot's settings):", file=sys.stderr)
+        for item in done.unreadable:
+            print(f"  {item}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def _use_uvloop() -> None:

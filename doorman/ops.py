@@ -14,6 +14,7 @@ from yarl import URL
 from services.contacts import main as contacts
 from services.verifier import main as verifier
 from shared import messaging
+from shared.crypto import InvalidToken
 from shared.settings import DoormanSettings, SecretKeySettings
 
 # Each stage's delay queues (its retry policy is declared in its service's composition root).
@@ -140,12 +141,18 @@ SECRET_COLUMNS = ("header_token_cipher", "signing_secret_cipher", "signing_previ
                   "token_secret_cipher", "token_previous_cipher")
 
 
-async def rotate_secrets(settings: SecretKeySettings) -> int:
-    """Re-encrypt every stored secret (header tokens, signing secrets) with the first key of
+@dataclass(frozen=True)
+class Rotation:
+    rotated: int  # bots whose secrets were re-encrypted
+    unreadable: list[str]  # "<bot_id> <column>": no key decrypts it (already unusable: its key was dropped)
+
+
+async def rotate_secrets(settings: SecretKeySettings) -> Rotation:
+    """Re-encrypt every stored secret (header tokens, signing and token secrets) with the first key of
     DOORMAN_SECRET_KEY. Row by row, each under its own lock, so services keep running; safe to
-    run again. Returns how many bots' secrets were re-encrypted."""
+    run again. A secret no key can decrypt is left as it is and reported: it stops nothing else."""
     secrets = settings.secrets()
-    rotated = 0
+    rotated, unreadable = 0, []
     conn = await asyncpg.connect(settings.database_url.get_secret_value())
     try:
         for row in await conn.fetch("SELECT bot_id FROM custom_auth_settings"):
@@ -154,15 +161,18 @@ async def rotate_secrets(settings: SecretKeySettings) -> int:
                     f"SELECT {', '.join(SECRET_COLUMNS)} FROM custom_auth_settings WHERE bot_id = $1 FOR UPDATE",
                     row["bot_id"],
                 )
-                present = [c for c in SECRET_COLUMNS if ciphers[c] is not None]
-                if not present:
+                new = {}
+                for column in (c for c in SECRET_COLUMNS if ciphers[c] is not None):
+                    try:
+                        new[column] = secrets.rotate(ciphers[column])
+                    except InvalidToken:
+                        unreadable.append(f"{row['bot_id']} {column}")
+                if not new:
                     continue
-                assignments = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(present))
-                await conn.execute(
-                    f"UPDATE custom_auth_settings SET {assignments} WHERE bot_id = $1",
-                    row["bot_id"], *(secrets.rotate(ciphers[c]) for c in present),
-                )
+                assignments = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(new))
+                await conn.execute(f"UPDATE custom_auth_settings SET {assignments} WHERE bot_id = $1",
+                                   row["bot_id"], *new.values())
                 rotated += 1
     finally:
         await conn.close()
-    return rotated
+    return Rotation(rotated, unreadable)

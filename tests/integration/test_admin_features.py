@@ -289,8 +289,14 @@ async def test_key_rotation_re_encrypts_header_tokens(stack: Stack, secret_key: 
     bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url, header_token=HEADER_TOKEN)
     new_key = Fernet.generate_key().decode()
 
+    # A secret no key decrypts (its key was dropped) is reported and stops nothing else.
+    lost = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url, header_token=HEADER_TOKEN)
+    await stack.pool.execute("UPDATE custom_auth_settings SET header_token_cipher = $2 WHERE bot_id = $1", lost,
+                             Fernet(Fernet.generate_key()).encrypt(b"under a key long gone"))
+
     settings = SecretKeySettings(database_url=stack.config["database_url"], secret_key=f"{new_key},{secret_key}")
-    assert await rotate_secrets(settings) >= 1
+    done = await rotate_secrets(settings)
+    assert done.rotated >= 1 and f"{lost} header_token_cipher" in done.unreadable
 
     cipher = await stack.pool.fetchval("SELECT header_token_cipher FROM custom_auth_settings WHERE bot_id = $1", bot)
     assert Secrets(new_key).decrypt(cipher) == HEADER_TOKEN  # the old key is no longer needed
