@@ -45,8 +45,9 @@ ON CONFLICT (bot_id, token_hash) DO UPDATE SET
 WHERE g.verified_at IS NULL OR g.verified_at < EXCLUDED.verified_at
 """
 # A rejection newer than the last verification also forgets the identity.
+# Under every key's hash: while keys rotate, the identity may be remembered under the old key's.
 _REJECT = """
-INSERT INTO grace_identities AS g (bot_id, token_hash, rejected_at) VALUES ($1, $2, $3)
+INSERT INTO grace_identities AS g (bot_id, token_hash, rejected_at) SELECT $1, h, $3 FROM unnest($2::bytea[]) AS h
 ON CONFLICT (bot_id, token_hash) DO UPDATE SET
     rejected_at = greatest(g.rejected_at, EXCLUDED.rejected_at),
     identity = CASE WHEN g.verified_at < EXCLUDED.rejected_at THEN NULL ELSE g.identity END
@@ -87,7 +88,7 @@ class GraceCache:
     async def reject(self, bot_id: object, token: str, at: datetime) -> None:
         """Not best effort: a rejected token must never be verified from the cache, so a failure here
         fails the open (retried, the business is asked again)."""
-        await self._pool.execute(_REJECT, bot_id, self._secrets.keyed_hash(token), at)
+        await self._pool.execute(_REJECT, bot_id, self._secrets.keyed_hashes(token), at)
 
     async def recall(self, bot_id: object, token: str, identify_method: str, grace_seconds: int,
                      now: datetime) -> tuple[Identity, datetime] | None:

@@ -257,3 +257,23 @@ async def test_a_degraded_verification_never_overwrites_newer_data_and_the_lates
     assert (row["name"], row["degraded"], row["last_verified_at"]) == ("Late name", True, t0 + timedelta(minutes=5))
     row = await apply(event("Fresh name", 6))  # the next verification by the business clears it
     assert (row["name"], row["degraded"], row["last_verified_at"]) == ("Fresh name", False, t0 + timedelta(minutes=6))
+
+
+async def test_a_rejection_while_keys_rotate_covers_the_identity_remembered_under_the_old_key(
+        grace_stack: Stack, secret_key: str) -> None:
+    """Remembered under the old key; after a new key is put first, a rejection must still stop the grace."""
+    from cryptography.fernet import Fernet
+
+    from services.verifier.grace import GraceCache
+
+    bot_id = await create_bot(grace_stack.http, grace_stack.gateway.url)
+    token, now = "rotating-token-0123456789", utcnow()
+    verified_then = IdentityVerified(correlation_id="c", session_id="s", bot_id=bot_id, identify_method=IdentifyMethod.id,
+                                     identity=Identity(identifier="r-1", id="r-1"), observed_at=now - timedelta(seconds=5))
+    await GraceCache(grace_stack.pool, Secrets(secret_key)).remember(bot_id, token, verified_then)
+    rotated = GraceCache(grace_stack.pool, Secrets(f"{Fernet.generate_key().decode()},{secret_key}"))
+    assert await rotated.recall(bot_id, token, "id", 600, now) is not None  # found under the old key's hash
+
+    await rotated.reject(bot_id, token, now - timedelta(seconds=1))
+
+    assert await rotated.recall(bot_id, token, "id", 600, now) is None
