@@ -30,6 +30,8 @@ ALLOWED = frozenset({
     "busy", "opens", "replica", "sessions",
     # the circuit breaker and the outage grace (services/verifier/breaker.py, grace.py)
     "host", "opened", "degraded", "circuit_open", "verified_seconds_ago", "rows",
+    # ending sessions (services/gateway/ending.py): the status a session had, and who ended it
+    "was", "ended_by",
 })
 FREE_TEXT = frozenset({"event", "exception", "detail", "error", "stack", "api_url"})
 REDACTED = "[redacted]"

@@ -15,7 +15,11 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20)
 SESSIONS_OPENED = Counter("doorman_sessions_opened_total", "Widget opens accepted (202) by the gateway")
 SESSIONS_REFUSED = Counter("doorman_sessions_refused_total", "Widget opens refused by the gateway", ["reason"])
 WAITING_STREAMS = Gauge("doorman_waiting_streams", "Widgets waiting on an outcome stream on this gateway")
-OUTCOMES = Counter("doorman_outcomes_total", "Sessions resolved, by outcome", ["status", "reason"])
+OUTCOMES = Counter("doorman_outcomes_total",
+                   "Sessions resolved, by outcome (verified, fallback, or ended while still pending)", ["status", "reason"])
+SESSIONS_ENDED = Counter("doorman_sessions_ended_total",
+                         "Sessions ended (status `ended`), by the status they had and by whom: visitor (logout) or revoked",
+                         ["was", "by"])
 SESSION_SECONDS = Histogram("doorman_session_seconds", "Widget open to recorded outcome", ["status"],
                             buckets=LATENCY_BUCKETS)
 AUTH_CALLS = Counter("doorman_auth_calls_total", "Identity calls to businesses, by result class", ["bot", "result"])

@@ -15,6 +15,9 @@ expire (overdue)           contacts,   :func:`expire_overdue`: the sweeper, or a
                            gateway     gateway reading one
 claim / release the form   gateway     :func:`claim_collection`, :func:`release_collection`
 link the form's contact    contacts    :func:`link_collected`
+end (logout)               gateway     :func:`end_session`: any status but ``ended``;
+                                       final (a later outcome changes nothing)
+end a contact's sessions   gateway     :func:`end_contact_sessions` (revocation)
 prune                      contacts    :func:`prune`, after the retention period
 =========================  ==========  ================================================
 
@@ -45,7 +48,9 @@ from shared.events import CallFacts, FallbackReason, utcnow
 EXPIRE_GRACE_SECONDS = 2.0
 EXPIRED_DETAIL = "the session was not resolved in time"
 BUSY_DETAIL = "Doorman is too busy to verify visitors right now"
-SessionStatus = Literal["pending", "verified", "fallback"]
+SessionStatus = Literal["pending", "verified", "fallback", "ended"]
+TERMINAL_STATUSES = ("verified", "fallback", "ended")  # every accepted open ends in exactly one of these
+ENDED_DETAIL = {"visitor": "the visitor logged out", "revoked": "the contact's sessions were revoked"}
 
 # -- ids ------------------------------------------------------------------------------------------
 
@@ -140,8 +145,10 @@ class Fallback(TypedDict):
 @with_config(ConfigDict(extra="forbid"))
 class SessionView(TypedDict):
     session_id: str
-    status: SessionStatus
-    contact: Annotated[WidgetContact | None, Field(description="set when verified")]
+    status: Annotated[SessionStatus, Field(description=(
+        "`ended`: the visitor logged out (`DELETE /v1/widget/sessions/{session_id}`) or the contact's sessions "
+        "were revoked; final, and nothing of the visitor is shown"))]
+    contact: Annotated[WidgetContact | None, Field(description="set when verified (never once ended)")]
     fallback: Annotated[Fallback | None, Field(
         description="set when status is `fallback`: offer what `collect_information` says")]
     collected: Annotated[bool, Field(description="the Collect Information form was sent for this session")]
@@ -163,6 +170,8 @@ _SESSION_VIEWS = f"""SELECT {_VIEW_COLUMNS} FROM widget_sessions s LEFT JOIN con
 
 def widget_view(row: asyncpg.Record | dict[str, Any]) -> SessionView:
     """What the widget sees: GET /v1/widget/sessions/{id}, the SSE ``outcome`` event, ``?wait``."""
+    if row["status"] == "ended":
+        return ended_view(row["session_id"], row["collected"])
     contact: WidgetContact | None = {
         "contact_id": row["contact_id"], "name": row["name"], "email": row["email"],
         "phone_number": row["phone_number"], "avatar": row["avatar"], "verified": row["verified"],
@@ -190,6 +199,12 @@ def fallback_view(
     return {"session_id": session_id, "status": "fallback", "contact": None,
             "fallback": {"reason": reason, "detail": detail}, "collected": False,
             "collect_information": _mode("fallback", collect_information), "degraded": False}
+
+
+def ended_view(session_id: str, collected: bool = False) -> SessionView:
+    """An ended session: nothing of the visitor (no contact, no fallback, no form to offer)."""
+    return {"session_id": session_id, "status": "ended", "contact": None, "fallback": None, "collected": collected,
+            "collect_information": None, "degraded": False}
 
 
 def busy_view(session_id: str, collect_information: str | None = None) -> SessionView:
@@ -368,6 +383,62 @@ async def expire_overdue(
         rows = await conn.fetch(_EXPIRE.format(candidates=_THESE_OVERDUE), reason, detail, EXPIRE_GRACE_SECONDS,
                                 list(session_ids))
     return [Expired(r["session_id"], r["bot_id"], r["watcher"], r["collect_information"]) for r in rows]
+
+
+# -- end: the visitor logged out, or the contact's sessions were revoked --------------------------------
+
+EndedBy = Literal["visitor", "revoked"]
+
+
+@dataclass(frozen=True)
+class Ended:
+    session_id: str
+    bot_id: UUID
+    was: str  # the status it had: pending | verified | fallback
+    watcher: str | None
+    collected: bool = False
+
+    def resolved(self) -> Resolved:
+        """As told to the gateways that may hold its stream (or remember its earlier outcome)."""
+        return Resolved(self.session_id, self.bot_id, "ended", None, self.watcher, 0.0,
+                        ended_view(self.session_id, self.collected))
+
+
+# The row lock (FOR UPDATE in the subquery) orders an end against resolve_sessions and watch_session:
+# a racing outcome finds the session no longer pending and changes nothing; a racing watcher is returned.
+_END = """
+UPDATE widget_sessions s SET status = 'ended', ended_at = now(), ended_by = $2, resolved_at = coalesce(s.resolved_at, now()),
+       detail = CASE WHEN old.status = 'pending' THEN $3 ELSE s.detail END
+FROM (SELECT session_id, status FROM widget_sessions WHERE {which} AND status <> 'ended'
+      ORDER BY session_id FOR UPDATE) old
+WHERE s.session_id = old.session_id
+RETURNING s.session_id, s.bot_id, old.status AS was, s.watcher, s.collected_at IS NOT NULL AS collected
+"""
+
+
+def _ended(rows: Sequence[asyncpg.Record]) -> list[Ended]:
+    return [Ended(r["session_id"], r["bot_id"], r["was"], r["watcher"], r["collected"]) for r in rows]
+
+
+async def end_session(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> Ended | Literal["ended"] | None:
+    """The visitor logged out: the session ends, whatever it was. Returns what ended, ``"ended"`` if it
+    already had (ending is idempotent), None if there is no such session. Ending a pending session is
+    final: its outcome, when it comes, still updates the contact but not the session."""
+    rows = await conn.fetch(_END.format(which="session_id = $1"), session_id, "visitor", ENDED_DETAIL["visitor"])
+    if rows:
+        return _ended(rows)[0]
+    exists = await conn.fetchval("SELECT true FROM widget_sessions WHERE session_id = $1", session_id)
+    return "ended" if exists else None
+
+
+async def end_contact_sessions(conn: asyncpg.Connection | asyncpg.Pool, bot_id: UUID, contact_id: UUID) -> list[Ended]:
+    """Revocation: end every session of the contact not already ended (verified with it, or whose
+    Collect Information form made or updated it)."""
+    rows = await conn.fetch(
+        _END.format(which="bot_id = $4 AND (contact_id = $1 OR collected_contact_id = $1)"),
+        contact_id, "revoked", ENDED_DETAIL["revoked"], bot_id,
+    )
+    return _ended(rows)
 
 
 # -- the Collect Information form ---------------------------------------------------------------------

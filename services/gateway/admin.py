@@ -4,7 +4,7 @@ Authentication settings, the Testing panel, contacts and the authentication acti
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import secrets
 
@@ -15,15 +15,17 @@ from pydantic import BaseModel
 from shared.auth_config import load as load_auth_config
 from shared.http import DestinationBlocked, OutboundClient
 from shared.routes import Handler, Routes
+from shared.sessions import end_contact_sessions
 from shared.signing import new_secret as new_signing_secret
 
 from . import directory, store, testing
 from .access import NOT_FOUND_BOT, NOT_FOUND_WORKSPACE, principal, visible_bot
 from .http_errors import BODY_ERRORS, QUERY_ERRORS, Error, FieldError, error, json_response, read_model, read_query
-from .keys import HTTP, POOL, SECRETS
+from .ending import tell_ended
+from .keys import HTTP, HUB, POOL, PUBLISH, SECRETS
 from .schemas import AuthEventQuery, BotQuery, ContactQuery, CustomAuthSettingsIn, NewBot, TestRequest
 from .views import (AuthBreaker, AuthEventPage, Bot, BotPage, ContactDetail, ContactPage, CustomAuthSettings,
-                    SigningSecret, TestResult, TokenSecret)
+                    SessionsRevoked, SigningSecret, TestResult, TokenSecret)
 
 routes = Routes()
 ADMIN_BODY_MAX_BYTES = 256 * 1024
@@ -148,6 +150,32 @@ async def get_contact(request: web.Request) -> web.Response:
     if contact is None:
         raise error(404, "contact_not_found", "no contact has this id")
     return json_response(contact)
+
+
+@routes.post("/v1/bots/{bot_id}/contacts/{contact_id}/revoke", "revokeContactSessions",
+             "End every session of a contact", tag="contacts", responses={
+    200: (("Every session of the contact not already ended (verified with it, or whose Collect Information form made "
+           "it) is now `ended`, on every gateway replica; a stream still waiting gets one `ended` event."),
+          SessionsRevoked),
+    404: ("No bot has this `bot_id`, or no contact of that bot has this id.", Error),
+})
+async def revoke_contact_sessions(request: web.Request) -> web.Response:
+    bot_id = await visible_bot(request)
+    contact_id = _contact_id(request)
+    pool = request.app[POOL]
+    if not await pool.fetchval("SELECT true FROM contacts WHERE bot_id = $1 AND contact_id = $2", bot_id, contact_id):
+        raise error(404, "contact_not_found", "no contact has this id")
+    ended = await end_contact_sessions(pool, bot_id, contact_id)
+    await tell_ended(ended, by="revoked", hub=request.app[HUB], publish=request.app[PUBLISH],
+                     correlation_id=uuid4().hex[:16])
+    return json_response(SessionsRevoked(ended=len(ended)))
+
+
+def _contact_id(request: web.Request) -> UUID:
+    try:
+        return UUID(request.match_info["contact_id"])
+    except ValueError:
+        raise error(404, "contact_not_found", "no contact has this id") from None
 
 
 @routes.get("/v1/bots/{bot_id}/auth-events", "listAuthEvents", "The authentication activity log", tag="contacts",

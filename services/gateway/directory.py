@@ -67,7 +67,7 @@ async def auth_events(
     rows = await pool.fetch(
         """SELECT session_id, origin, status, reason, detail, contact_id, created_at, resolved_at,
                   round(extract(epoch FROM resolved_at - created_at) * 1000)::int AS latency_ms,
-                  auth_http_status, auth_latency_ms, whitelist_note, degraded, circuit_open
+                  auth_http_status, auth_latency_ms, whitelist_note, degraded, circuit_open, ended_by, ended_at
            FROM widget_sessions
            WHERE bot_id = $1 AND ($2::text IS NULL OR reason = $2) AND ($3::text IS NULL OR status = $3)
              AND ($4::timestamptz IS NULL OR (created_at, session_id) < ($4, $5::text))

@@ -115,8 +115,10 @@ class OutcomeHub:
             log.info("streams gone while pinging", streams=gone)
 
     def resolved(self, told: SessionResolved) -> None:
+        """An outcome, or an end (``ended``: the visitor logged out or was revoked, whichever replica
+        was asked): a waiting stream gets it, and a later question here is answered with it."""
         opened_at = self._opened.pop(told.session_id, None)
-        if opened_at is not None:
+        if opened_at is not None and told.status != "ended":  # a logout says nothing about the pipeline's delay
             # The pipeline's own delay: open to outcome, minus the time the business took to answer.
             business = (told.facts.auth_latency_ms or 0.0) / 1000
             self.admission.observe(time.monotonic() - opened_at - business)

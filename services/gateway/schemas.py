@@ -24,6 +24,7 @@ from yarl import URL
 from shared.domains import normalise_domain_entry
 from shared.http import unsendable_header
 from shared.events import FallbackReason, IdentifyMethod
+from shared.sessions import SessionStatus
 
 RequestField = Literal["user_id", "email", "name", "phone_number", "external_workspace_id"]
 Short = Annotated[str, Field(max_length=256)]
@@ -184,7 +185,7 @@ class ContactQuery(Strict):
 
 class AuthEventQuery(Strict):
     reason: FallbackReason | None = None
-    status: Literal["pending", "verified", "fallback"] | None = None
+    status: SessionStatus | None = None
     limit: Annotated[int, Field(ge=1, le=100)] = 50
     cursor: Annotated[str, Field(max_length=500)] | None = None
 

@@ -180,6 +180,14 @@ class AuthEvent(View):
     degraded: bool = Field(description="verified from the outage grace: the Authentication URL was unavailable")
     circuit_open: bool = Field(description=(
         "the Authentication URL was not called: the circuit breaker for its host was open (it kept failing)"))
+    ended_by: Literal["visitor", "revoked"] | None = Field(None, description=(
+        "status `ended`: the visitor logged out, or the contact's sessions were revoked; `reason` and `resolved_at` "
+        "still say how it had gone before (a session ended while pending has no reason)"))
+    ended_at: datetime | None = None
+
+
+class SessionsRevoked(View):
+    ended: int = Field(description="the contact's sessions ended now (those already ended are not counted)")
 
 
 class AuthEventPage(View):

@@ -1,4 +1,4 @@
-"""The widget API: open a session, read it, stream its outcome."""
+"""The widget API: open a session, read it, stream its outcome, end it (logout)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ from shared.events import ContactCollected, WidgetOpened, utcnow
 from shared.metrics import WAITING_STREAMS
 from shared.routes import Response, Routes, Stream
 from shared.sessions import (
-    NewSession, SessionView, busy_view, claim_collection, new_session_id, release_collection, session_view,
-    watch_session,
+    NewSession, SessionView, busy_view, claim_collection, end_session, new_session_id, release_collection,
+    session_view, watch_session,
 )
 
-from .http_errors import BODY_ERRORS, UNAVAILABLE, Error, dumps, error, json_response, read_model, read_query
+from .http_errors import BODY_ERRORS, RETRY_AFTER, UNAVAILABLE, Error, dumps, error, json_response, read_model, read_query
+from .ending import tell_ended
 from .keys import HUB, LIMITS, OPENS, POOL, PUBLISH, SETTINGS
 from .opening import Busy, Open, Opened
 from .outcomes import OutcomeHub, View
@@ -161,7 +162,8 @@ async def collect_contact(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/widget/sessions/{session_id}", "getSession", "Read a widget session", tag="widget", responses={
-    200: ("The session: pending, verified (with the contact) or fallback (with the reason).", SessionView),
+    200: ("The session: pending, verified (with the contact), fallback (with the reason) or ended (logged out or "
+          "revoked: no contact).", SessionView),
     **NO_SESSION, **LIMITED,
 })
 async def read_session(request: web.Request) -> web.Response:
@@ -170,6 +172,26 @@ async def read_session(request: web.Request) -> web.Response:
     if view is None:
         raise error(404, "session_not_found", "no session has this id")
     return json_response(view)
+
+
+@routes.delete("/v1/widget/sessions/{session_id}", "endSession", "End a widget session (the visitor logged out)",
+               tag="widget", responses={
+    204: ("Ended (or it already was): the session's status is `ended` from now on, on every gateway replica, and a "
+          "stream still waiting gets one `ended` event and closes. Ending a pending session is final: a verification "
+          "that comes later still updates the contact, but the session stays `ended`.", None),
+    **NO_SESSION, **LIMITED,
+    503: Response("The database is unavailable; retry after `Retry-After` seconds.", Error, RETRY_AFTER),
+})
+async def end_widget_session(request: web.Request) -> web.Response:
+    await request.app[LIMITS].read_by_client(request)
+    session_id = session_id_of(request)
+    ended = await end_session(request.app[POOL], session_id)  # the database away: 503 (as_json_error)
+    if ended is None:
+        raise error(404, "session_not_found", "no session has this id")
+    if ended != "ended":
+        await tell_ended([ended], by="visitor", hub=request.app[HUB], publish=request.app[PUBLISH],
+                         correlation_id=uuid4().hex[:16])
+    return web.Response(status=204)
 
 
 SSE_HEADERS = {
@@ -183,9 +205,11 @@ SSE_HEADERS = {
     200: Response("Server-Sent Events.", stream=Stream(
         "Exactly one event, `event: outcome`, sent when the session resolves (at once if it already has, as an open "
         "refused with reason `busy` has); its `data` is the session as JSON, the same object "
-        "`GET /v1/widget/sessions/{session_id}` returns (schema `SessionView`). "
+        "`GET /v1/widget/sessions/{session_id}` returns (schema `SessionView`). A session ended before it resolved "
+        "(the visitor logged out, `DELETE /v1/widget/sessions/{session_id}`, or was revoked) sends `event: ended` "
+        "instead, its `data` the ended session. "
         "Then the stream ends. Comment pings keep the connection open while the session is pending.",
-        events={"outcome": SessionView})),
+        events={"outcome": SessionView, "ended": SessionView})),
     **NO_SESSION, **LIMITED,
 })
 async def stream_session(request: web.Request) -> web.StreamResponse:
@@ -219,7 +243,8 @@ async def stream_session(request: web.Request) -> web.StreamResponse:
         finally:
             hub.done_streaming(stream)
         if view:
-            await stream.write(b"event: outcome\ndata: %s\n\n" % dumps(view).encode())
+            name = b"ended" if view.get("status") == "ended" else b"outcome"
+            await stream.write(b"event: %s\ndata: %s\n\n" % (name, dumps(view).encode()))
         await stream.write_eof()
         return stream
     except ConnectionResetError:  # the visitor left: nothing to tell anyone

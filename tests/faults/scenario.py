@@ -1,7 +1,8 @@
 """Steady widget traffic through the real stack while a fault strikes, then the count.
 
-Every accepted (202) widget open must end in exactly one outcome; every identity a
-verifier published (broker-confirmed) must become a contact; nothing is duplicated.
+Every accepted (202) widget open must end in exactly one terminal status (verified, fallback, or
+ended: some visitors log out, while pending or after their outcome, and stay logged out); every
+identity a verifier published (broker-confirmed) must become a contact; nothing is duplicated.
 Late (resolved after the visitor's deadline) is reported, not forbidden.
 """
 
@@ -36,6 +37,7 @@ RATE = float(os.environ.get("DOORMAN_FAULTS_RATE", 80 if FULL else 30))  # widge
 DURATION = float(os.environ.get("DOORMAN_FAULTS_SECONDS", 30 if FULL else 6))
 DEADLINE = 8.0  # the visitor's deadline in these runs
 IDENTIFIERS = 40  # distinct visitors per bot: the same person comes back often
+LOGOUT_EVERY = 10  # every tenth accepted open logs out (DELETE) 0 to 0.8 s later: some pending, some resolved
 RETURNING = 8  # with `returning`: every other open per bot is one of this many visitors reusing their token
 OUTAGE_SECONDS = 30.0 if FULL else 4.0  # "the business's API goes down for 30 s" (shorter in the quick run)
 ADMIN_TOKEN = "faults-admin-token-" + secrets.token_hex(8)
@@ -50,6 +52,10 @@ class Result:
     other_errors: int = 0
     verified: int = 0
     fallback: dict[str, int] = field(default_factory=dict)
+    ended: int = 0  # final status `ended`
+    logged_out: int = 0  # DELETEs answered 204
+    not_ended: int = 0  # logged out (204) but not `ended` at the end: must be 0
+    ended_while_pending: int = 0  # of those ended, how many before their outcome (the race exercised)
     half_accepted: int = 0  # sessions stored although the widget was refused
     lost_sessions: int = 0
     lost_contacts: int = 0
@@ -165,33 +171,47 @@ async def make_bots(cluster: Cluster, http: aiohttp.ClientSession, *, hanging: i
 
 
 async def drive(cluster: Cluster, http: aiohttp.ClientSession, bots: list[tuple[str, bool]],
-                result: Result, until: asyncio.Event, returning: bool = False) -> dict[str, tuple[str, str]]:
+                result: Result, until: asyncio.Event, returning: bool = False,
+                logged_out: set[str] | None = None) -> dict[str, tuple[str, str]]:
     """Open widgets at RATE per second for at least DURATION seconds and until ``until`` is set;
     returns session -> (bot, token). With ``returning``, every other open of a bot reuses the token of
-    one of RETURNING visitors (a visitor coming back), the others carry a token never seen."""
+    one of RETURNING visitors (a visitor coming back), the others carry a token never seen. Every
+    LOGOUT_EVERY-th open logs out a little later; the sessions whose DELETE said 204 go in ``logged_out``."""
+    logged_out = set() if logged_out is None else logged_out
     accepted: dict[str, tuple[str, str]] = {}
     interval, n = 1.0 / RATE, 0
     started = time.monotonic()
     tasks: set[asyncio.Task[None]] = set()
 
-    async def one(bot: str, token: str) -> None:
+    async def one(bot: str, token: str, n: int) -> None:
         try:
             async with http.post(f"{cluster.gateway_url}/v1/widget/sessions", json={"bot_id": bot, "access_token": token},
                                  timeout=aiohttp.ClientTimeout(total=15)) as resp:
                 if resp.status == 202:
-                    accepted[(await resp.json())["session_id"]] = (bot, token)
+                    session_id = (await resp.json())["session_id"]
+                    accepted[session_id] = (bot, token)
                 elif resp.status == 503:
                     result.refused_503 += 1
                 else:
                     result.other_errors += 1
         except (aiohttp.ClientError, asyncio.TimeoutError):
             result.other_errors += 1
+            return
+        if resp.status == 202 and n % LOGOUT_EVERY == 0:
+            await asyncio.sleep(n // LOGOUT_EVERY % 5 * 0.2)
+            try:
+                async with http.delete(f"{cluster.gateway_url}/v1/widget/sessions/{session_id}",
+                                       timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                    if resp.status == 204:
+                        logged_out.add(session_id)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass  # not known to be logged out: counted as whatever it ends as
 
     while time.monotonic() - started < DURATION or not until.is_set():
         bot, _ = bots[n % len(bots)]
         turn = n // len(bots)
         token = f"{bot[:8]}-r-{turn // 2 % RETURNING}" if returning and turn % 2 == 0 else f"{bot[:8]}-{n}"
-        task = asyncio.create_task(one(bot, token))
+        task = asyncio.create_task(one(bot, token, n))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         n += 1
@@ -234,7 +254,7 @@ def _log_lines(cluster: Cluster, service: str) -> list[dict[str, Any]]:
 
 
 async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[str, str]],
-                bots: list[tuple[str, bool]], result: Result) -> None:
+                bots: list[tuple[str, bool]], result: Result, logged_out: set[str] = frozenset()) -> None:
     sessions = list(accepted)
     rows = await pool.fetch(
         """SELECT session_id, status, reason, resolved_at > deadline_at AS late, degraded, created_at, resolved_at
@@ -245,6 +265,9 @@ async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[
     result.lost_sessions = sum(1 for s in sessions if s not in by_id or by_id[s]["status"] == "pending")
     result.verified = sum(1 for r in rows if r["status"] == "verified")
     result.fallback = dict(Counter(r["reason"] for r in rows if r["status"] == "fallback"))
+    result.ended = sum(1 for r in rows if r["status"] == "ended")
+    result.logged_out = len(logged_out)
+    result.not_ended = sum(1 for s in logged_out if s not in by_id or by_id[s]["status"] != "ended")
     result.late = sum(1 for r in rows if r["late"])
     result.degraded = sum(1 for r in rows if r["degraded"])
     if cluster.outage is not None:
@@ -253,12 +276,16 @@ async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[
         "SELECT count(*) FROM widget_sessions WHERE bot_id = ANY($1::uuid[]) AND NOT session_id = ANY($2)",
         [bot for bot, _ in bots], sessions)
 
-    # Exactly one outcome: each session was resolved by exactly one writer, once.
+    # Exactly one terminal status: each session was resolved by exactly one writer, once, or ended while
+    # still pending (then no outcome may resolve it afterwards); ending a resolved session is not a second one.
     resolutions = Counter(
         line["session_id"] for service in ("contacts", "gateway") for line in _log_lines(cluster, service)
         if line.get("event") in ("session resolved", "session swept: never resolved", "session expired on read")
+        or (line.get("event") == "session ended" and line.get("was") == "pending")
     )
     result.duplicated = sum(1 for s in sessions if resolutions[s] > 1)
+    result.ended_while_pending = sum(1 for line in _log_lines(cluster, "gateway")
+                                     if line.get("event") == "session ended" and line.get("was") == "pending")
     result.duplicated += await pool.fetchval(
         "SELECT count(*) FROM (SELECT 1 FROM contacts GROUP BY bot_id, identify_method, identifier, external_workspace_id HAVING count(*) > 1) d")
 
@@ -337,7 +364,8 @@ async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int 
             http = await es.enter_async_context(aiohttp.ClientSession())
             bots = await make_bots(cluster, http, hanging=hanging, grace=grace)
             recovered = asyncio.Event()
-            load = asyncio.create_task(drive(cluster, http, bots, result, recovered, returning))
+            logged_out: set[str] = set()
+            load = asyncio.create_task(drive(cluster, http, bots, result, recovered, returning, logged_out))
             if fault is not None:
                 await asyncio.sleep(DURATION / 3)
                 await fault(cluster)
@@ -346,7 +374,7 @@ async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int 
             accepted = await load
             pool = await es.enter_async_context(asyncpg.create_pool(cluster.pg.url(cluster.database), min_size=1, max_size=2))
             await settle(cluster, pool, list(accepted), timeout=DEADLINE + 30)
-            await count(cluster, pool, accepted, bots, result)
+            await count(cluster, pool, accepted, bots, result, logged_out)
     finally:
         codes = await cluster.stop()
     result.seconds = round(time.monotonic() - started, 1)
@@ -355,11 +383,12 @@ async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int 
 
 
 def table(results: list[Result]) -> str:
-    head = ("fault", "accepted", "503", "errors", "half-accepted", "verified", "fallback", "lost", "lost contacts",
-            "duplicated", "late", "dead letters", "s")
+    head = ("fault", "accepted", "503", "errors", "half-accepted", "verified", "fallback", "ended (logged out; while pending)", "lost",
+            "lost contacts", "duplicated", "late", "dead letters", "s")
     rows = [(r.fault, r.accepted, r.refused_503, r.other_errors, r.half_accepted,
              f"{r.verified} ({r.degraded} degraded)" if r.degraded else r.verified,
-             ", ".join(f"{k} {v}" for k, v in sorted(r.fallback.items())) or "-", r.lost_sessions, r.lost_contacts,
+             ", ".join(f"{k} {v}" for k, v in sorted(r.fallback.items())) or "-", f"{r.ended} ({r.logged_out}; {r.ended_while_pending} pending)",
+             r.lost_sessions, r.lost_contacts,
              r.duplicated, r.late, r.dead_letters, r.seconds) for r in results]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

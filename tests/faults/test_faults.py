@@ -106,6 +106,7 @@ async def test_nothing_lost_nothing_duplicated(
     assert result.lost_sessions == 0, result
     assert result.lost_contacts == 0, result
     assert result.duplicated == 0, result
+    assert result.logged_out > 0 and result.not_ended == 0 and result.ended >= result.logged_out, result
     if fault is poison:
         assert result.dead_letters == POISON, result
     else:

@@ -294,3 +294,27 @@ async def test_identity_push_matches(stack: Stack, doc: dict[str, Any]) -> None:
     assert [f["field"] for f in body["error"]["fields"]] == ["email"]
     await call(stack, doc, "POST", "/v1/bots/{bot_id}/identities", 404, bot_id=uuid4(), json={"id": "1"})
     await call(stack, doc, "POST", "/v1/bots/{bot_id}/identities", 401, admin=False, bot_id=bot_id, json={"id": "1"})
+
+
+async def test_logout_and_revocation_match(stack: Stack, doc: dict[str, Any], customer_api: FakeCustomerAPI) -> None:
+    url = customer_api.endpoint(verified(id="oa-end", name="Leaving"))
+    bot_id = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url)
+    session_id = await open_session(stack.http, stack.gateway.url, {"bot_id": bot_id, "access_token": "tok"})
+    verified_view = await await_outcome(stack.http, stack.gateway.url, session_id)
+    contact_id = verified_view["contact"]["contact_id"]
+
+    revoked = await call(stack, doc, "POST", "/v1/bots/{bot_id}/contacts/{contact_id}/revoke", 200,
+                         bot_id=bot_id, contact_id=contact_id)
+    assert revoked == {"ended": 1}
+    await call(stack, doc, "POST", "/v1/bots/{bot_id}/contacts/{contact_id}/revoke", 404, bot_id=bot_id,
+               contact_id=uuid4())
+    view = await call(stack, doc, "GET", "/v1/widget/sessions/{session_id}", 200, admin=False, session_id=session_id)
+    assert view["status"] == "ended" and view["contact"] is None
+    events = await call(stack, doc, "GET", "/v1/bots/{bot_id}/auth-events", 200, bot_id=bot_id,
+                        query={"status": "ended"})
+    assert [e["ended_by"] for e in events["events"]] == ["revoked"]
+
+    # DELETE answers 204 with no body: its documented statuses are checked here; its 404 is a JSON error.
+    async with stack.http.delete(f"{stack.gateway.url}/v1/widget/sessions/{session_id}") as resp:
+        assert resp.status == 204 and "204" in doc["paths"]["/v1/widget/sessions/{session_id}"]["delete"]["responses"]
+    await call(stack, doc, "DELETE", "/v1/widget/sessions/{session_id}", 404, admin=False, session_id="x" * 40)

@@ -30,11 +30,20 @@ def _row(**overrides: Any) -> dict[str, Any]:
     busy_view("s" * 43),
     widget_view(_row(status="fallback", reason="ca_disabled", detail="off", collect_information="off")),
     busy_view("s" * 43, "optional"),
-], ids=["pending", "verified", "fallback", "expired", "busy", "fallback-off", "busy-optional"])
+    widget_view(_row(status="ended", contact_id=uuid4(), name="Ann", verified=True, degraded=True)),
+], ids=["pending", "verified", "fallback", "expired", "busy", "fallback-off", "busy-optional", "ended"])
 def test_session_views_are_what_the_document_says(view: SessionView) -> None:
     """As the widget receives it (the gateway's JSON): exactly the documented keys, each of its type."""
     parsed = TypeAdapter(SessionView).validate_json(dumps(view))
     assert set(parsed) == SessionView.__required_keys__ == set(view)
+
+
+def test_an_ended_session_shows_nothing_of_the_visitor() -> None:
+    for before in ({"reason": "auth_rejected", "detail": "401", "collect_information": "required"},
+                   {"contact_id": uuid4(), "name": "Ann", "email": "ann@example.com", "verified": True, "degraded": True}):
+        view = widget_view(_row(status="ended", **before))
+        assert (view["status"], view["contact"], view["fallback"], view["collect_information"], view["degraded"]) == (
+            "ended", None, None, None, False)
 
 
 def test_collect_information_is_the_mode_only_when_fallen_back() -> None:

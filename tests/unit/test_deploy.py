@@ -553,7 +553,7 @@ def _check_expr(expr: str, where: str, *, kube_allowed: bool) -> set[str]:
                 elif m.name == "reason" and name.startswith("doorman_outcomes"):
                     problems.extend([f"reason {v}" for v in values if v not in {r.value for r in FallbackReason}])
                 elif m.name == "status" and name.startswith("doorman_outcomes"):
-                    problems.extend([f"status {v}" for v in values if v not in {"verified", "fallback"}])
+                    problems.extend([f"status {v}" for v in values if v not in {"verified", "fallback", "ended"}])
                 elif m.name == "deployment":
                     problems.extend([f"deployment {v}" for v in values if v not in _objects("Deployment")])
                 elif m.name == "job_name":

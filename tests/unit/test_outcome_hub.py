@@ -92,3 +92,18 @@ async def test_the_tick_forgets_what_it_opened_long_ago() -> None:
 
     await hub.tick(nothing, poll_seconds=60, forget_after=0.005)
     assert hub.in_flight == 0
+
+
+async def test_an_end_reaches_the_waiting_stream_replaces_a_remembered_outcome_and_is_no_pipeline_delay() -> None:
+    admission = RecordingAdmission()
+    hub = OutcomeHub("gw-test", admission)
+    hub.opened(["s1"])
+    waiting = hub.watch("s1")
+    hub.resolved(told("s1", "ended"))  # the visitor logged out before the outcome
+    assert (await waiting)["status"] == "ended"
+    assert hub.in_flight == 0 and admission.delays == []
+
+    hub.resolved(told("s2", "verified"))  # remembered, unasked; then the contact is revoked
+    hub.resolved(told("s2", "ended"))
+    late = hub.watch("s2")
+    assert late.done() and late.result()["status"] == "ended"

@@ -6,7 +6,10 @@
  * data-name, data-email and data-phone-number also prefill the Collect Information form: only defaults
  * the visitor can change, sent only as what the visitor submits.
  *
- * No globals, no dependencies, no build step. Works under a strict Content-Security-Policy that
+ * For single-page sites: window.Doorman.identify(accessToken, fields?) after an in-page login or a token
+ * refresh, window.Doorman.logout() when the visitor logs out (see the block "logout and re-identification").
+ *
+ * No other globals, no dependencies, no build step. Works under a strict Content-Security-Policy that
  * allows only the gateway's origin: styles come from GATEWAY/widget.css (no inline style), the DOM
  * is built with DOM APIs and textContent only. The access token is read once, removed from the
  * element, and only ever sent in a POST body, never in a URL.
@@ -48,6 +51,8 @@
     skip: "Chat without sharing",
     anonymous: "An agent will be with you shortly.",
     anonymousNote: "You're chatting without sharing your details.",
+    ended: "You've been signed out of this chat.",
+    startAgain: "Start a new chat",
     poweredBy: "Secured by Doorman"
   };
 
@@ -350,7 +355,8 @@
       stopWaiting();
       if (gen === generation) poll(gen, Date.now() + POLL_GIVE_UP_MS);
     };
-    source.addEventListener("outcome", function (event) {
+    // "outcome" when the session resolves; "ended" when it was ended first (a logout elsewhere, a revocation).
+    var onView = function (event) {
       if (stream !== source) return;
       var view;
       try {
@@ -361,7 +367,9 @@
       }
       stopWaiting();
       if (gen === generation) resolve(view);
-    });
+    };
+    source.addEventListener("outcome", onView);
+    source.addEventListener("ended", onView);
     source.addEventListener("error", fallBackToPolling);
     timer = setTimeout(fallBackToPolling, STREAM_GIVE_UP_MS);
   }
@@ -402,6 +410,9 @@
       if (view.collected) showThanks(null);
       else if (view.collect_information === "off") showAnonymous();
       else showForm(view.collect_information === "optional");
+    } else if (view.status === "ended") {
+      forgetVisitor(); // the server ended it (a revocation, a logout in another tab): nothing of them stays
+      showEnded();
     } else {
       showError(STRINGS.connectFailed, true);
     }
@@ -613,6 +624,104 @@
     setState("form", form);
     if (opened && panel.contains(root.activeElement)) fields.name.input.focus();
   }
+
+  // ---- logout and re-identification (window.Doorman) ----------------------------------------------
+  // A single-page site logs visitors in and out without a reload: identify() ends the current session
+  // on the server (DELETE), takes the new token (and fields), opens a new session and re-renders;
+  // logout() ends the session and forgets the visitor: the embed's data-* attributes, the form's
+  // prefill, the view on screen and anything stored under STORAGE_PREFIX. The widget itself keeps
+  // nothing in sessionStorage or localStorage; any key it ever stores must start with STORAGE_PREFIX.
+  var STORAGE_PREFIX = "doorman.widget.";
+  var IDENTITY_FIELDS = ["user_id", "email", "name", "phone_number", "external_workspace_id"];
+  var IDENTITY_ATTRIBUTES = ["data-token", "data-user-id", "data-email", "data-name", "data-phone-number",
+                             "data-phone", "data-external-workspace-id"];
+
+  // Ends the current session on the server (the session id only, in the path; no token). Resolves
+  // either way: a visitor who logs out is logged out here even when the network is away.
+  function endSession() {
+    stopWaiting();
+    generation++;
+    var ending = sessionId;
+    sessionId = null;
+    if (!ending) return Promise.resolve();
+    return fetch(base + "/v1/widget/sessions/" + encodeURIComponent(ending), {
+      method: "DELETE", mode: "cors", credentials: "omit", cache: "no-store"
+    }).then(function () {}, function () {});
+  }
+
+  function clearStorage(storage) {
+    try {
+      for (var i = storage.length - 1; i >= 0; i--) {
+        var key = storage.key(i);
+        if (key && key.indexOf(STORAGE_PREFIX) === 0) storage.removeItem(key);
+      }
+    } catch (e) { /* storage blocked (privacy settings, sandboxed frame): nothing was stored either */ }
+  }
+
+  function forgetVisitor() {
+    embed.access_token = null;
+    for (var i = 0; i < IDENTITY_FIELDS.length; i++) embed[IDENTITY_FIELDS[i]] = null;
+    for (var j = 0; j < IDENTITY_ATTRIBUTES.length; j++) script.removeAttribute(IDENTITY_ATTRIBUTES[j]);
+    PREFILL.name = PREFILL.email = PREFILL.phone = null;
+    try { clearStorage(window.sessionStorage); } catch (e) { /* no storage */ }
+    try { clearStorage(window.localStorage); } catch (e) { /* no storage */ }
+  }
+
+  function clearView() {
+    panel.removeAttribute("data-state");
+    body.setAttribute("aria-busy", "false");
+    while (body.firstChild) body.removeChild(body.firstChild);
+  }
+
+  function showEnded() {
+    var view = el("div", "dm-view dm-chat");
+    var bubble = el("div", "dm-bubble");
+    bubble.appendChild(el("p", "dm-ended", STRINGS.ended));
+    view.appendChild(bubble);
+    var again = el("button", "dm-button dm-retry", STRINGS.startAgain);
+    again.type = "button";
+    again.addEventListener("click", start);
+    view.appendChild(again);
+    setState("ended", view);
+  }
+
+  // Begin again as whoever the embed now says: at once if the widget had started, else on the next open.
+  function restart() {
+    started = false;
+    clearView();
+    if (opened) start();
+  }
+
+  function given(value) {
+    if (value === undefined || value === null) return null;
+    value = String(value).trim();
+    return value === "" ? null : value;
+  }
+
+  // Returns a promise settled once the previous session's DELETE is answered; the new session is
+  // opened at once (if the widget had started), in parallel.
+  function identify(accessToken, fields) {
+    var values = fields && typeof fields === "object" ? fields : {};
+    var ended = endSession();
+    forgetVisitor(); // nothing of the previous visitor carries over to the new one
+    embed.access_token = given(accessToken);
+    for (var i = 0; i < IDENTITY_FIELDS.length; i++) embed[IDENTITY_FIELDS[i]] = given(values[IDENTITY_FIELDS[i]]);
+    if (embed.phone_number === null) embed.phone_number = given(values.phone);
+    PREFILL.name = embed.name;
+    PREFILL.email = embed.email;
+    PREFILL.phone = embed.phone_number;
+    restart();
+    return ended;
+  }
+
+  function logout() {
+    var ended = endSession();
+    forgetVisitor();
+    restart();
+    return ended;
+  }
+
+  window.Doorman = Object.freeze({ identify: identify, logout: logout });
 
   // ---- open / close -----------------------------------------------------------------------------
   function open() {
