@@ -9,6 +9,7 @@ import asyncpg
 import structlog
 from aio_pika.exceptions import PublishError
 
+from shared.crypto import Secrets
 from shared.events import ContactCollected, Event, FallbackReason, IdentityVerified, SessionFellBack, SessionResolved
 from shared.messaging import Publisher
 from shared.metrics import OUTCOMES, SESSION_SECONDS
@@ -17,23 +18,33 @@ from shared.sessions import Outcome, Resolved, resolve_sessions
 from .repository import contact_key, take_new, upsert_collected, upsert_verified
 
 log = structlog.get_logger("doorman.contacts")
+# A verification the business answered before its contact was erased, arriving after the erasure
+# while its session still waits (rare: a session waits seconds): the contact is not made again.
+ERASED_DETAIL = "the contact was erased after this visitor was verified"
 
 
-async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publisher) -> None:
+async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publisher,
+                 secrets: Secrets | None = None) -> None:
     """One transaction for the whole batch; notifications only after the commit.
 
     The inbox makes it idempotent by event id: an event already processed (a
     redelivery, a replay, a second verifier run of the same widget open) is skipped.
+    ``secrets`` matches erased contacts' tombstones (tombstones.py), so an event older than
+    an erasure brings nothing back; the service always passes it.
     """
     async with pool.acquire() as conn, conn.transaction():
         events = await take_new(conn, events)
         verified = [e for e in events if isinstance(e, IdentityVerified)]
-        contact_ids = await upsert_verified(conn, verified)
-        await upsert_collected(conn, [e for e in events if isinstance(e, ContactCollected)])
+        contact_ids = await upsert_verified(conn, verified, secrets)
+        await upsert_collected(conn, [e for e in events if isinstance(e, ContactCollected)], secrets)
         outcomes = []
         for e in events:
             if isinstance(e, IdentityVerified):
-                outcomes.append(Outcome(e.session_id, "verified", contact_id=contact_ids[contact_key(e)], facts=e.facts,
+                if (contact_id := contact_ids.get(contact_key(e))) is None:
+                    outcomes.append(Outcome(e.session_id, "fallback", reason=FallbackReason.internal_error.value,
+                                            detail=ERASED_DETAIL, facts=e.facts))
+                    continue
+                outcomes.append(Outcome(e.session_id, "verified", contact_id=contact_id, facts=e.facts,
                                         degraded=e.degraded))
             elif isinstance(e, SessionFellBack):
                 outcomes.append(Outcome(e.session_id, "fallback", reason=e.reason.value, detail=e.detail, facts=e.facts))
@@ -70,8 +81,8 @@ async def _tell(replica: str, told: list[SessionResolved], publish: Publisher) -
         log.warning("outcome notification failed", replica=replica, sessions=len(told), error=repr(exc))
 
 
-async def record_one(event: Event, *, pool: asyncpg.Pool, publish: Publisher) -> None:
-    await record([event], pool=pool, publish=publish)
+async def record_one(event: Event, *, pool: asyncpg.Pool, publish: Publisher, secrets: Secrets | None = None) -> None:
+    await record([event], pool=pool, publish=publish, secrets=secrets)
 
 
 async def give_up(event: Event, *, pool: asyncpg.Pool, publish: Publisher) -> None:

@@ -35,13 +35,15 @@ async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1")
     ):
         # The stage: outcomes and collected forms, recorded a batch per transaction (one event at a time
         # when a batch fails); an event it gives up on ends its session in internal_error.
-        one = partial(record_one, pool=pool, publish=notify)
+        # The secret key hashes contact keys to match erased contacts' tombstones (tombstones.py).
+        secrets = settings.secrets()
+        one = partial(record_one, pool=pool, publish=notify, secrets=secrets)
         stage = Stage(
             queue=messaging.CONTACTS_QUEUE,
             handles={IdentityVerified: one, SessionFellBack: one, ContactCollected: one},
             retry=RetryPolicy(RETRY_DELAYS, MAX_ATTEMPTS),
             give_up=partial(give_up, pool=pool, publish=notify),
-            batch=partial(record, pool=pool, publish=notify),
+            batch=partial(record, pool=pool, publish=notify, secrets=secrets),
             batch_size=settings.contacts_batch_size, batch_flushes=settings.contacts_flushes,
         )
 

@@ -9,7 +9,7 @@ import asyncpg
 from . import pagination
 from services.verifier.breaker import host_of
 
-from .views import AuthBreaker, AuthEventPage, BreakerReplica, ContactDetail, ContactPage
+from .views import AuthBreaker, AuthEventPage, BreakerReplica, ContactDetail, ContactHistoryEntry, ContactPage
 
 CONTACT_SUMMARY = """contact_id, identify_method, identifier, external_workspace_id, external_id, name, email, phone_number,
     country_code, avatar, label, verified, created_at, updated_at, last_verified_at"""
@@ -36,15 +36,22 @@ async def list_contacts(pool: asyncpg.Pool, bot_id: UUID, *, q: str | None, limi
     return ContactPage.model_validate(pagination.page(rows, limit, items="contacts", key="contact_id"))
 
 
-async def get_contact(pool: asyncpg.Pool, bot_id: UUID, contact_id: UUID) -> ContactDetail | None:
+async def get_contact(
+    pool: asyncpg.Pool | asyncpg.Connection, bot_id: UUID, contact_id: UUID,
+) -> ContactDetail | None:
     row = await pool.fetchrow(
-        f"SELECT {CONTACT_SUMMARY}, metadata, field_sources, degraded FROM contacts WHERE bot_id = $1 AND contact_id = $2",
+        f"""SELECT {CONTACT_SUMMARY}, metadata, field_sources, degraded, typed, taken_over_at, identity_history
+            FROM contacts WHERE bot_id = $1 AND contact_id = $2""",
         bot_id, contact_id,
     )
     if row is None:
         return None
     contact = dict(row)
     contact["sources"] = contact.pop("field_sources")
+    contact["history"] = [ContactHistoryEntry(
+        kind=e["kind"], at=e["at"], session_id=e.get("session_id"), event_id=e["event_id"],
+        old_external_id=e.get("old_external_id"), new_external_id=e.get("new_external_id"),
+    ) for e in contact.pop("identity_history")]
     return ContactDetail.model_validate(contact)
 
 

@@ -148,6 +148,20 @@ class ContactSummary(View):
     last_verified_at: datetime | None
 
 
+class ContactHistoryEntry(View):
+    """A change of who the contact is, recorded by the verification that made it."""
+
+    kind: Literal["identity_changed", "took_over_unverified"] = Field(description=(
+        "`identity_changed`: a verification changed this verified contact's `external_id` (the business's `id`; "
+        "the contact is keyed by email or phone, and the latest verification wins); `took_over_unverified`: a "
+        "verified identity took over this contact, which a visitor had made through the Collect Information form"))
+    at: datetime = Field(description="when the business verified the identity that made the change")
+    session_id: str | None = Field(description="the widget session of that verification")
+    event_id: UUID
+    old_external_id: str | None = Field(description="`identity_changed`: the business's id before; else null")
+    new_external_id: str | None = Field(description="`identity_changed`: the business's id after; else null")
+
+
 class ContactDetail(ContactSummary):
     metadata: dict[str, Any]
     sources: dict[str, Literal["api", "visitor"]] = Field(
@@ -155,6 +169,62 @@ class ContactDetail(ContactSummary):
     degraded: bool = Field(description=(
         "its last verification was degraded: made from the outage grace while the Authentication URL was "
         "unavailable (see `outage_grace_seconds`)"))
+    typed: dict[str, str] = Field(description=(
+        "what a visitor typed in the Collect Information form (`name`, `email`, `phone_number`, `country_code`) "
+        "before a verified identity took this contact over: never verified. Empty unless `taken_over_at` is set"))
+    taken_over_at: datetime | None = Field(description=(
+        "when a verified identity took over this contact, which a visitor had made through the form: what was said "
+        "before came from someone who was not verified (show agents an impersonation warning); null: never"))
+    history: list[ContactHistoryEntry] = Field(description=(
+        "identity changes, oldest first (the last 50): `identity_changed` and `took_over_unverified`"))
+
+
+class ExportedSession(View):
+    """A widget session of the contact, as the activity log keeps it."""
+
+    session_id: str
+    link: Literal["verified", "collected"] = Field(description=(
+        "`verified`: the session was verified as this contact; `collected`: its visitor sent the Collect "
+        "Information form that made or updated this contact"))
+    origin: str | None
+    status: SessionStatus
+    reason: FallbackReason | None
+    detail: str | None
+    created_at: datetime
+    resolved_at: datetime | None
+    collected_at: datetime | None = Field(description="when the Collect Information form was sent, if it was")
+    degraded: bool
+
+
+class ExportedPushedIdentity(View):
+    """A profile the business pushed for the contact (`POST /v1/bots/{bot_id}/identities`)."""
+
+    identity: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime
+    used_by: str | None = Field(description="the session that used its widget token; null: unused")
+    used_at: datetime | None
+
+
+class ExportedCachedIdentity(View):
+    """The contact's identity as the outage grace cache keeps it (by the access token's keyed hash)."""
+
+    identify_method: IdentifyMethod | None
+    identity: dict[str, Any]
+    verified_at: datetime | None
+
+
+class ContactExport(View):
+    """Everything Doorman stores about one contact."""
+
+    exported_at: datetime
+    contact: ContactDetail = Field(description="the profile, `metadata`, field sources, verification flags, history")
+    sessions: list[ExportedSession] = Field(description=(
+        "its widget sessions still kept (see the sessions' retention), newest first, with their outcomes"))
+    pushed_identities: list[ExportedPushedIdentity] = Field(description=(
+        "profiles pushed for it (matched by the session that used them, or by identifier or business id)"))
+    cached_identities: list[ExportedCachedIdentity] = Field(description=(
+        "its identity in the outage grace cache (bots with `outage_grace_seconds`), by identifier or business id"))
 
 
 class ContactPage(View):

@@ -318,3 +318,46 @@ async def test_logout_and_revocation_match(stack: Stack, doc: dict[str, Any], cu
     async with stack.http.delete(f"{stack.gateway.url}/v1/widget/sessions/{session_id}") as resp:
         assert resp.status == 204 and "204" in doc["paths"]["/v1/widget/sessions/{session_id}"]["delete"]["responses"]
     await call(stack, doc, "DELETE", "/v1/widget/sessions/{session_id}", 404, admin=False, session_id="x" * 40)
+
+
+async def test_erasure_and_export_match(stack: Stack, doc: dict[str, Any], customer_api: FakeCustomerAPI) -> None:
+    """Export with everything in it (identity history, typed fields, sessions of both kinds, a pushed and a cached
+    identity), the erasure's 204, and the 404s after it."""
+    ids = {"a": "oa-owner-A", "b": "oa-owner-B"}
+    url = customer_api.responder(lambda body: verified(id=ids[body["access_token"]], email="oa-erase@example.com")
+                                 if body["access_token"] in ids else Answer(status=401))
+    bot_id = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url, identify_method="email",
+                              outage_grace_seconds=60)
+    rejected = await open_session(stack.http, stack.gateway.url, {"bot_id": bot_id, "access_token": "nobody"})
+    assert (await await_outcome(stack.http, stack.gateway.url, rejected))["status"] == "fallback"
+    async with stack.http.post(f"{stack.gateway.url}/v1/widget/sessions/{rejected}/contact",
+                               json={"name": "Typed", "email": "oa-erase@example.com"}) as resp:
+        assert resp.status == 202
+    from tests.integration.test_collect_information import contact_where  # the contacts service writes it
+    await contact_where(stack, bot_id, "identifier = $2", "oa-erase@example.com")
+    for token in ("a", "b"):
+        session_id = await open_session(stack.http, stack.gateway.url, {"bot_id": bot_id, "access_token": token})
+        outcome = await await_outcome(stack.http, stack.gateway.url, session_id)
+        assert outcome["status"] == "verified"
+    async with stack.http.post(f"{stack.gateway.url}/v1/bots/{bot_id}/identities", headers=admin_headers(),
+                               json={"email": "oa-erase@example.com", "id": "oa-owner-B"}) as resp:
+        assert resp.status == 201
+    contact_id = outcome["contact"]["contact_id"]
+
+    detail = await call(stack, doc, "GET", "/v1/bots/{bot_id}/contacts/{contact_id}", 200, bot_id=bot_id,
+                        contact_id=contact_id)
+    assert [h["kind"] for h in detail["history"]] == ["took_over_unverified", "identity_changed"] and detail["typed"]
+    exported = await call(stack, doc, "GET", "/v1/bots/{bot_id}/contacts/{contact_id}/export", 200, bot_id=bot_id,
+                          contact_id=contact_id)
+    assert {s["link"] for s in exported["sessions"]} == {"verified", "collected"}
+    assert exported["pushed_identities"] and exported["cached_identities"]
+
+    template = "/v1/bots/{bot_id}/contacts/{contact_id}"
+    async with stack.http.delete(stack.gateway.url + template.format(bot_id=bot_id, contact_id=contact_id),
+                                 headers=admin_headers()) as resp:
+        assert resp.status == 204 and await resp.read() == b""
+    assert "content" not in doc["paths"][template]["delete"]["responses"]["204"]
+    for method, path in (("DELETE", template), ("GET", template + "/export")):
+        gone = await call(stack, doc, method, path, 404, bot_id=bot_id, contact_id=contact_id)
+        assert gone["error"]["code"] == "contact_erased"
+    await call(stack, doc, "GET", template + "/export", 404, bot_id=bot_id, contact_id=uuid4())

@@ -1018,12 +1018,112 @@
       h("td", {}, sourceBadge(sources.metadata)));
     $("contact-fields").append(metaRow);
     $("contact-metadata").textContent = pretty(c.metadata || {});
+    renderLifecycle(c);
   }
 
   function closeContact() {
     state.contactSeq++;
     show($("contact-details"), false);
     show($("contacts-list-view"), true);
+  }
+
+  // ---------------------------------------------------------------- Contact lifecycle: identity history, export, erasure
+
+  const TYPED_LABELS = { name: "name", email: "email", phone_number: "phone", country_code: "country code" };
+  let lifecycleContact = null;  // {bot, contactId} of the contact on screen
+
+  function renderLifecycle(c) {
+    lifecycleContact = { bot: state.botId, contactId: c.contact_id };
+    setText($("contact-lifecycle-error"), "");
+    // The impersonation warning: a verified identity took over a contact a visitor made through the form.
+    const warning = $("contact-takeover");
+    const typed = Object.entries(c.typed || {});
+    warning.replaceChildren();
+    if (c.taken_over_at) {
+      warning.append(h("strong", {}, "Possible impersonation. "),
+        `Until ${fmtTime(c.taken_over_at)} this contact was a visitor who was not verified (the Collect Information form); `,
+        "a verified identity took it over then, so what was said before may not come from this person.",
+        typed.length ? h("span", { class: "block", dataset: { testid: "contact-typed" } },
+          "The visitor typed: ", typed.map(([key, value]) => `${TYPED_LABELS[key] || key} “${value}”`).join(", "), ".") : null);
+    }
+    show(warning, Boolean(c.taken_over_at));
+    const history = c.history || [];
+    $("contact-history").replaceChildren(...history.slice().reverse().map(historyEntry));  // newest first
+    show($("contact-history-empty"), history.length === 0);
+  }
+
+  function historyEntry(e) {
+    const what = e.kind === "identity_changed"
+      ? ["Identity changed: your id ", h("code", {}, e.old_external_id), " became ", h("code", {}, e.new_external_id),
+        " (the latest verification wins)"]
+      : e.kind === "took_over_unverified"
+        ? ["A verified identity took over this contact, which an unverified visitor had made through the form"]
+        : [e.kind];
+    return h("li", { dataset: { testid: "history-entry", kind: e.kind } },
+      h("span", { class: "nowrap", title: e.at }, fmtTime(e.at, true)), " · ", ...what,
+      e.session_id ? h("span", { class: "muted small block mono" }, `session ${e.session_id}`) : null);
+  }
+
+  async function onExportContact() {
+    const target = lifecycleContact;
+    if (!target) return;
+    const button = $("contact-export");
+    button.disabled = true;
+    setText($("contact-lifecycle-error"), "");
+    try {
+      const data = await api("GET", `/v1/bots/${enc(target.bot)}/contacts/${enc(target.contactId)}/export`);
+      const url = URL.createObjectURL(new Blob([pretty(data)], { type: "application/json" }));
+      const link = h("a", { href: url, download: `contact-${target.contactId}.json`, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+    } catch (err) {
+      if (err.status !== 401) setText($("contact-lifecycle-error"), `The export failed: ${err.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function onEraseContact() {
+    if (!lifecycleContact) return;
+    const dialog = $("erase-dialog");
+    dialog.returnValue = "";
+    dialog.showModal();
+  }
+
+  async function onEraseDialogClose() {
+    const target = lifecycleContact;
+    if ($("erase-dialog").returnValue !== "erase" || !target) return;
+    const button = $("contact-erase");
+    button.disabled = true;
+    setText($("contact-lifecycle-error"), "");
+    try {
+      await api("DELETE", `/v1/bots/${enc(target.bot)}/contacts/${enc(target.contactId)}`);
+    } catch (err) {
+      if (err.status === 401) return;
+      if (err.code !== "contact_erased") {  // erased already (another tab): the same outcome
+        setText($("contact-lifecycle-error"), `The contact could not be erased: ${err.message}`);
+        return;
+      }
+    } finally {
+      button.disabled = false;
+    }
+    const row = document.querySelector(`#contacts-body tr[data-contact-id="${CSS.escape(target.contactId)}"]`);
+    if (row) row.remove();
+    if (state.lastContact === target.contactId && !$("contact-details").hidden) {
+      lifecycleContact = null;
+      show($("contact-card"), false);
+      $("contact-state").className = "state";
+      setText($("contact-state"), "Contact erased: its personal data is gone. If this person is verified again, they become a new contact.");
+      $("contact-back").focus();
+    }
+  }
+
+  function initLifecycle() {
+    $("contact-export").addEventListener("click", onExportContact);
+    $("contact-erase").addEventListener("click", onEraseContact);
+    $("erase-dialog").addEventListener("close", onEraseDialogClose);
   }
 
   // ---------------------------------------------------------------- Activity
@@ -1113,6 +1213,7 @@
       searchTimer = setTimeout(() => loadContacts(true), 300);
     });
     $("contacts-more").addEventListener("click", () => loadContacts(false));
+    initLifecycle();
     $("contact-back").addEventListener("click", () => {
       closeContact();
       const row = document.querySelector(`#contacts-body tr[data-contact-id="${CSS.escape(state.lastContact || "")}"] .row-link`);
