@@ -19,7 +19,8 @@ import asyncpg
 from services.verifier.handler import VISITOR_FIELDS, Decision, decide
 from services.verifier.identity import IdentityCall, call_identity, describe
 from services.verifier.pushed import PushedIdentities, is_widget_token
-from services.verifier.tokens import JwksCache, TokenRejected, check_token, read_claims, read_header
+from services.verifier.jwks import JwksCache
+from services.verifier.tokens import TokenRejected, check_token, read_claims, read_header
 from services.verifier.whitelist import ApiWhitelist
 from shared.auth_config import AuthConfig
 from shared.crypto import Secrets

@@ -23,7 +23,8 @@ from .breaker import CircuitOpenFailure
 from .grace import GraceCache
 from .identity import UNSENDABLE_TOKEN, IdentityCall, call_identity
 from .pushed import PushedIdentities, is_widget_token, pushed_identity
-from .tokens import JwksCache, check_token
+from .jwks import JwksCache
+from .tokens import check_token
 from .whitelist import ApiWhitelist
 
 log = structlog.get_logger("doorman.verifier")

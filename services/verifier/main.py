@@ -20,7 +20,7 @@ from .grace import grace_cache
 from .handler import already_done, emit, give_up, verify
 from .pushed import PushedIdentities
 from .settings import VerifierSettings
-from .tokens import JwksCache
+from .jwks import JwksCache
 from .whitelist import ApiWhitelist
 
 # The visitor is waiting: short delays, and another attempt only if it can end before the deadline.

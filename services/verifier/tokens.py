@@ -29,35 +29,29 @@ The ``kid`` is only ever a dictionary key: never a path, a URL or SQL.
 
 from __future__ import annotations
 
-import asyncio
 import binascii
 import json
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import aiohttp
 import jwt
 import structlog
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.utils import base64url_decode
 
 from shared.auth_config import AuthConfig
 from shared.events import FallbackReason, Identity
-from shared.http import DestinationBlocked, HostBusy, InvalidResponse, OutboundClient
 from shared.identifiers import IDENTIFIER_FIELDS
 
-from .answer import MAX_JSON_DEPTH, PROFILE_FIELDS, AuthFailure, InvalidProfile, depth_exceeds, build_identity
+from .answer import MAX_JSON_DEPTH, PROFILE_FIELDS, AuthFailure, InvalidProfile, build_identity, depth_exceeds
+from .jwks import JwksCache, JwksUnavailable, UnknownKey, quote
 
 log = structlog.get_logger("doorman.verifier.tokens")
 
 LEEWAY_SECONDS = 30
 MAX_TOKEN_CHARS = 8192  # as the widget API's access_token
-MAX_KID_SHOWN = 64  # characters of a refused kid quoted in the detail
-MAX_JWKS_KEYS = 100
 
 # What PyJWT checks: the signature only. The claims are ours (below), in DESIGN.md's order.
 _SIGNATURE_ONLY = {
@@ -74,150 +68,7 @@ class TokenRejected(Exception):
         self.code = code
 
 
-class JwksUnavailable(Exception):
-    """The JWKS could not be fetched or read: ``auth_unavailable``."""
-
-
-# -- the JWKS, cached per bot and URL ------------------------------------------------------------
-
-
-@dataclass
-class _Jwks:
-    url: str
-    keys: dict[str, dict[str, Any]] = field(default_factory=dict)  # kid -> JWK as published
-    built: dict[tuple[str, str], Any] = field(default_factory=dict)  # (algorithm, kid) -> key object
-    fetched_at: float | None = None  # the last good fetch
-    attempted_at: float | None = None  # the last fetch, good or not
-    failed: bool = False
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-class JwksCache:
-    """The business's signing keys (``jwks_url``), per bot, read through the guarded outbound client.
-
-    Fresh for ``ttl`` seconds; then fetched again (the last good keys are kept for ``max_stale``
-    seconds while the URL fails). A ``kid`` it does not hold makes it fetch again at most once per
-    ``refetch_interval`` seconds per bot and URL (a business that rotated its keys is seen within
-    a minute; a stream of made-up kids costs one fetch a minute). After a failed fetch the URL is
-    not asked again for ``retry_after_failure`` seconds. Concurrent lookups share one fetch.
-    Per process: a second verifier replica keeps its own.
-    """
-
-    def __init__(
-        self, http: OutboundClient, *, ttl: float = 300.0, refetch_interval: float = 60.0,
-        retry_after_failure: float = 5.0, max_stale: float = 3600.0, max_entries: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._http = http
-        self._ttl = ttl
-        self._refetch_interval = refetch_interval
-        self._retry_after_failure = retry_after_failure
-        self._max_stale = max_stale
-        self._max_entries = max_entries
-        self._clock = clock
-        self._entries: OrderedDict[UUID, _Jwks] = OrderedDict()
-
-    def forget(self, bot_id: UUID | None) -> None:
-        """The bot's settings changed (None: every bot's may have)."""
-        if bot_id is None:
-            self._entries.clear()
-        else:
-            self._entries.pop(bot_id, None)
-
-    async def key(self, bot_id: UUID, url: str, algorithm: str, kid: str) -> Any:
-        """The key to verify a ``kid``'s signature with; TokenRejected(unknown_kid) or JwksUnavailable."""
-        entry = self._entry(bot_id, url)
-        now = self._clock()
-        if entry.fetched_at is None or now - entry.fetched_at >= self._ttl:
-            await self._refresh(entry, bot_id, lambda e: e.fetched_at is None or self._clock() - e.fetched_at >= self._ttl)
-            if entry.fetched_at is None or self._clock() - entry.fetched_at >= self._max_stale:
-                raise JwksUnavailable("the JWKS could not be fetched")
-        if kid not in entry.keys:
-            await self._refresh(entry, bot_id, lambda e: kid not in e.keys and (
-                e.attempted_at is None or self._clock() - e.attempted_at >= self._refetch_interval))
-            if kid not in entry.keys and entry.failed and entry.attempted_at is not None \
-                    and self._clock() - entry.attempted_at < self._retry_after_failure:
-                raise JwksUnavailable("the JWKS could not be fetched to look for this kid")
-        if kid not in entry.keys:
-            raise TokenRejected("unknown_kid", f"no key in the JWKS has kid {_quote(kid)}")
-        built = entry.built.get((algorithm, kid))
-        if built is None:
-            built = entry.built[(algorithm, kid)] = _key_for(entry.keys[kid], algorithm, kid)
-        return built
-
-    def _entry(self, bot_id: UUID, url: str) -> _Jwks:
-        entry = self._entries.get(bot_id)
-        if entry is None or entry.url != url:
-            entry = self._entries[bot_id] = _Jwks(url)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
-        self._entries.move_to_end(bot_id)
-        return entry
-
-    async def _refresh(self, entry: _Jwks, bot_id: UUID, still_needed: Callable[[_Jwks], bool]) -> None:
-        async with entry.lock:  # one fetch at a time; those who waited re-check whether theirs is still needed
-            if not still_needed(entry):
-                return
-            if entry.failed and entry.attempted_at is not None \
-                    and self._clock() - entry.attempted_at < self._retry_after_failure:
-                return
-            entry.attempted_at = self._clock()
-            try:
-                entry.keys = await self._fetch(entry.url)
-            except JwksUnavailable as exc:
-                entry.failed = True
-                log.warning("jwks_fetch_failed", bot_id=str(bot_id), reason=str(exc))
-                return
-            entry.built.clear()
-            entry.fetched_at, entry.failed = self._clock(), False
-            log.info("jwks_fetched", bot_id=str(bot_id), keys=len(entry.keys))
-
-    async def _fetch(self, url: str) -> dict[str, dict[str, Any]]:
-        try:
-            response = await self._http.request("GET", url, headers={"Accept": "application/json"})
-        except DestinationBlocked as exc:
-            raise JwksUnavailable(f"the JWKS URL's address is not allowed ({exc})") from None
-        except HostBusy:
-            raise JwksUnavailable("the JWKS URL has too many calls in flight") from None
-        except InvalidResponse as exc:
-            raise JwksUnavailable(f"the JWKS cannot be read ({exc})") from None
-        except (TimeoutError, asyncio.TimeoutError):
-            raise JwksUnavailable("the JWKS URL did not answer in time") from None
-        except aiohttp.ClientError as exc:
-            raise JwksUnavailable(f"could not reach the JWKS URL ({type(exc).__name__})") from None
-        if not 200 <= response.status < 300:
-            raise JwksUnavailable(f"the JWKS URL answered HTTP {response.status}")
-        try:
-            document = json.loads(response.body)
-        except (ValueError, RecursionError):
-            raise JwksUnavailable("the JWKS is not JSON") from None
-        keys = document.get("keys") if isinstance(document, dict) else None
-        if not isinstance(keys, list):
-            raise JwksUnavailable('the JWKS is not {"keys": [...]}')
-        return {k["kid"]: k for k in keys[:MAX_JWKS_KEYS] if isinstance(k, dict) and isinstance(k.get("kid"), str)}
-
-
-def _key_for(jwk: Mapping[str, Any], algorithm: str, kid: str) -> Any:
-    """The public key a JWK holds, if it can verify ``algorithm``; else unknown_kid (a key of another
-    type, curve, use or algorithm is not this token's key)."""
-    if jwk.get("use", "sig") != "sig" or jwk.get("alg", algorithm) != algorithm:
-        raise TokenRejected("unknown_kid", f"the JWKS key {_quote(kid)} is not for {algorithm} signatures")
-    try:
-        if algorithm == "RS256" and jwk.get("kty") == "RSA":
-            return RSAAlgorithm.from_jwk(dict(jwk))
-        if algorithm == "ES256" and jwk.get("kty") == "EC" and jwk.get("crv") == "P-256":
-            return ECAlgorithm.from_jwk(dict(jwk))
-    except (jwt.InvalidKeyError, ValueError, TypeError, KeyError):
-        raise TokenRejected("unknown_kid", f"the JWKS key {_quote(kid)} cannot be read") from None
-    raise TokenRejected("unknown_kid", f"the JWKS key {_quote(kid)} is not a {algorithm} key")
-
-
 # -- the checks ----------------------------------------------------------------------------------
-
-
-def _quote(value: object) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)[:MAX_KID_SHOWN]
-    return json.dumps(text[:MAX_KID_SHOWN] + ("…" if len(text) > MAX_KID_SHOWN else ""))
 
 
 def read_header(token: str) -> dict[str, Any]:
@@ -274,7 +125,7 @@ def check_claims(claims: Mapping[str, Any], config: AuthConfig, bot_id: UUID, *,
     if str(bot_id) not in [a.lower() for a in audiences if isinstance(a, str)]:
         raise TokenRejected("wrong_audience", f"aud must be this bot's id ({bot_id})")
     if settings.issuer is not None and claims.get("iss") != settings.issuer:
-        raise TokenRejected("wrong_issuer", f"iss must be {_quote(settings.issuer)}")
+        raise TokenRejected("wrong_issuer", f"iss must be {quote(settings.issuer)}")
     return identity_from_claims(claims, config)
 
 
@@ -304,11 +155,14 @@ async def _key(token_header: Mapping[str, Any], config: AuthConfig, bot_id: UUID
     if settings.algorithm == "HS256":
         secret = settings.secrets().get(kid)
         if secret is None:
-            raise TokenRejected("unknown_kid", f"kid {_quote(kid)} is not one of this bot's current token secrets")
+            raise TokenRejected("unknown_kid", f"kid {quote(kid)} is not one of this bot's current token secrets")
         return secret.get_secret_value().encode()
     if not settings.jwks_url:
         raise TokenRejected("unknown_kid", "the bot has no jwks_url to read keys from")
-    return await jwks.key(bot_id, settings.jwks_url, settings.algorithm, kid)
+    try:
+        return await jwks.key(bot_id, settings.jwks_url, settings.algorithm, kid)
+    except UnknownKey as exc:
+        raise TokenRejected("unknown_kid", str(exc)) from None
 
 
 async def verify_token(token: str, config: AuthConfig, bot_id: UUID, *, jwks: JwksCache) -> Identity:
@@ -317,7 +171,7 @@ async def verify_token(token: str, config: AuthConfig, bot_id: UUID, *, jwks: Jw
     header = read_header(token)
     algorithm = config.signed_token.algorithm
     if header.get("alg") != algorithm:
-        raise TokenRejected("algorithm_not_allowed", f"alg is {_quote(header.get('alg'))}; this bot accepts only {algorithm}")
+        raise TokenRejected("algorithm_not_allowed", f"alg is {quote(header.get('alg'))}; this bot accepts only {algorithm}")
     key = await _key(header, config, bot_id, jwks)
     try:
         claims = jwt.decode(token, key, algorithms=[algorithm], options=_SIGNATURE_ONLY)  # type: ignore[arg-type]

@@ -15,21 +15,20 @@ one fetch per bot per ttl.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
-import aiohttp
 import structlog
 from pydantic import SecretStr
 from yarl import URL
 
 from shared.domains import normalise_domain_entry
-from shared.http import DestinationBlocked, HostBusy, InvalidResponse, OutboundClient, ResponseTooLarge
+from shared.http import OutboundClient
+
+from .fetch import FetchFailed, fetch_json
 
 log = structlog.get_logger("doorman.verifier.whitelist")
 
@@ -179,25 +178,9 @@ class ApiWhitelist:
         if header_token is not None:
             headers["Authorization"] = header_token.get_secret_value()
         try:
-            response = await self._http.request("GET", api_url, headers=headers)
-        except DestinationBlocked as exc:
-            raise _FetchFailed(f"the whitelist API's address is not allowed ({exc})") from None
-        except HostBusy:
-            raise _FetchFailed("the whitelist API has too many calls in flight") from None
-        except ResponseTooLarge:
-            raise _FetchFailed("the whitelist API's answer is too large") from None
-        except InvalidResponse as exc:
-            raise _FetchFailed(f"the whitelist API's answer cannot be read ({exc})") from None
-        except (TimeoutError, asyncio.TimeoutError):
-            raise _FetchFailed("the whitelist API did not answer in time") from None
-        except aiohttp.ClientError as exc:
-            raise _FetchFailed(f"could not reach the whitelist API ({type(exc).__name__})") from None
-        if not 200 <= response.status < 300:
-            raise _FetchFailed(f"the whitelist API answered HTTP {response.status}")
-        try:
-            document: Any = json.loads(response.body)
-        except (ValueError, RecursionError):
-            raise _FetchFailed("the whitelist API's answer is not JSON") from None
+            document = await fetch_json(self._http, api_url, what="the whitelist API", headers=headers)
+        except FetchFailed as exc:
+            raise _FetchFailed(str(exc)) from None
         if isinstance(document, dict) and isinstance(document.get("domains"), list):
             raw = document["domains"]
         elif isinstance(document, list):

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from services.verifier.tokens import LEEWAY_SECONDS, MAX_TOKEN_CHARS, JwksCache, TokenRejected, check_token
+from services.verifier.jwks import JwksCache, UnknownKey
+from services.verifier.tokens import LEEWAY_SECONDS, MAX_TOKEN_CHARS, check_token
 from shared.auth_config import AuthConfig, SignedToken
 from shared.db import CONFIG_CHANNEL
 from shared.events import IdentifyMethod
@@ -303,18 +304,18 @@ async def test_jwks_cache_refetch_rule(customer_api: FakeCustomerAPI) -> None:
         assert await cache.key(bot, url, "RS256", RSA_KID) is not None
         for at, kid in ((1010, "rotated"), (1030, "made-up"), (1059, "rotated")):
             now[0] = at
-            with pytest.raises(TokenRejected, match="^unknown_kid: "):
+            with pytest.raises(UnknownKey, match="^no key in the JWKS has kid "):
                 await cache.key(bot, url, "RS256", kid)
         assert len(customer_api.received(url)) == 1
         now[0] = 1061
         assert await cache.key(bot, url, "RS256", "rotated") is not None  # the business rotated: seen within a minute
         assert len(customer_api.received(url)) == 2
         now[0] = 1100
-        with pytest.raises(TokenRejected):
+        with pytest.raises(UnknownKey):
             await cache.key(bot, url, "RS256", "made-up")
         assert len(customer_api.received(url)) == 2
         now[0] = 1122
-        with pytest.raises(TokenRejected):
+        with pytest.raises(UnknownKey):
             await cache.key(bot, url, "RS256", "made-up")
         assert len(customer_api.received(url)) == 3
         # A known kid never fetches while the keys are fresh; after the TTL they are read again.
