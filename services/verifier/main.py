@@ -14,7 +14,8 @@ from shared.http import outbound_client
 from shared.service import health_server
 from shared.stages import RetryPolicy, Stage
 
-from .breaker import BreakerPolicy, breaker_client
+from .breaker import BreakerPolicy
+from .breaker_log import breaker_client
 from .config import cached_config
 from .grace import grace_cache
 from .handler import already_done, emit, give_up, verify
