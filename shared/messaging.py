@@ -25,10 +25,22 @@ from dataclasses import dataclass
 from uuid import uuid4
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.exceptions import PublishError
 
-from shared.events import ContactCollected, Event, IdentityVerified, SessionFellBack, WidgetOpened, encode
+from shared.events import (
+    ContactCollected,
+    Event,
+    IdentityVerified,
+    SessionFellBack,
+    SessionResolved,
+    WidgetOpened,
+    encode,
+)
 from shared.metrics import PUBLISH_SECONDS
+
+log = structlog.get_logger("doorman.messaging")
 
 
 VERIFIER_QUEUE = "verifier.widget-opened"
@@ -185,3 +197,18 @@ async def publisher(
         yield Publisher(exchange, timeout=timeout)
     finally:
         await channel.close()
+
+
+async def tell_replicas(told: Mapping[str, Sequence[SessionResolved]], publish: Publisher) -> None:
+    """One ``session.resolved.<replica>`` message to each gateway replica named, carrying what it is
+    told (outcomes, ends). Best effort: the database is the truth, and a waiting stream re-reads it now
+    and then, so a lost notification only costs latency; a replica gone has no queue (unroutable)."""
+    async def one(replica: str, events: Sequence[SessionResolved]) -> None:
+        try:
+            await publish.many(events, routing_key=f"{SessionResolved.event_type}.{replica}")
+        except PublishError:
+            log.info("gateway replica gone; left for polling", replica=replica, sessions=len(events))
+        except Exception as exc:
+            log.warning("session notification failed", replica=replica, sessions=len(events), error=repr(exc))
+
+    await asyncio.gather(*(one(replica, events) for replica, events in told.items()))

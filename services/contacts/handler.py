@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 import asyncpg
 import structlog
-from aio_pika.exceptions import PublishError
 
 from shared.crypto import Secrets
 from shared.events import ContactCollected, Event, FallbackReason, IdentityVerified, SessionFellBack, SessionResolved
-from shared.messaging import Publisher
+from shared.messaging import Publisher, tell_replicas
 from shared.metrics import OUTCOMES, SESSION_SECONDS
 from shared.sessions import Outcome, Resolved, resolve_sessions
 
@@ -69,16 +67,7 @@ async def notify(resolved: Sequence[Resolved], *, correlation: dict[str, str], p
                                bot_id=r.bot_id, status=r.status, view=r.view, facts=r.facts)
         for replica in replicas:
             by_replica.setdefault(replica, []).append(told)
-    await asyncio.gather(*(_tell(replica, told, publish) for replica, told in by_replica.items()))
-
-
-async def _tell(replica: str, told: list[SessionResolved], publish: Publisher) -> None:
-    try:
-        await publish.many(told, routing_key=f"{SessionResolved.event_type}.{replica}")
-    except PublishError:
-        log.info("gateway replica gone; outcomes left for polling", replica=replica, sessions=len(told))
-    except Exception as exc:
-        log.warning("outcome notification failed", replica=replica, sessions=len(told), error=repr(exc))
+    await tell_replicas(by_replica, publish)
 
 
 async def record_one(event: Event, *, pool: asyncpg.Pool, publish: Publisher, secrets: Secrets | None = None) -> None:

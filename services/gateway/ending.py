@@ -10,14 +10,12 @@ it now and then, so a lost notification only costs latency.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 import structlog
-from aio_pika.exceptions import PublishError
 
 from shared.events import SessionResolved
-from shared.messaging import Publisher
+from shared.messaging import Publisher, tell_replicas
 from shared.metrics import OUTCOMES, SESSIONS_ENDED
 from shared.sessions import Ended
 
@@ -44,13 +42,4 @@ async def tell_ended(ended: Sequence[Ended], *, by: str, hub: OutcomeHub, publis
                 hub.resolved(told)
             else:
                 by_replica.setdefault(replica, []).append(told)
-    await asyncio.gather(*(_tell(replica, told, publish) for replica, told in by_replica.items()))
-
-
-async def _tell(replica: str, told: list[SessionResolved], publish: Publisher) -> None:
-    try:
-        await publish.many(told, routing_key=f"{SessionResolved.event_type}.{replica}")
-    except PublishError:
-        log.info("gateway replica gone; ends left for polling", replica=replica, sessions=len(told))
-    except Exception as exc:
-        log.warning("end notification failed", replica=replica, sessions=len(told), error=repr(exc))
+    await tell_replicas(by_replica, publish)
