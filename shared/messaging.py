@@ -170,17 +170,13 @@ class FailoverConnection(RobustConnection):
             except Exception as exc:  # refused, timed out, or the node could not restore our channels
                 last = exc
                 if len(self.urls) > 1:
-                    log.warning("broker node unavailable", node=node_of(self.url), error=type(exc).__name__)
+                    log.warning("broker node unavailable", host=node_of(self.url), error=type(exc).__name__)
                 continue
             if len(self.urls) > 1:
-                log.info("broker connected", node=node_of(self.url), connection=self._name)
+                log.info("broker connected", host=node_of(self.url))
             return
         assert last is not None
         raise last
-
-    @property
-    def _name(self) -> str:
-        return str(self.kwargs.get("client_properties", {}).get("connection_name", ""))
 
 
 _ATTEMPT = getattr(RobustConnection, "_RobustConnection__connect_transport", None)

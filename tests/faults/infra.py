@@ -144,9 +144,9 @@ class RabbitNode:
 
 
 class RabbitCluster:
-    """Three :class:`RabbitNode` s in one cluster. Quorum queues get a member on every node (their
-    default initial group size is the cluster's size, up to 5 members); their leader starts on
-    the node of the connection that declared them."""
+    """Three :class:`RabbitNode` s in one cluster. Quorum queues declared without
+    ``x-quorum-initial-group-size`` (Doorman's) get a member on every node; their leader starts on
+    the node of the connection that declared them (``queue_leader_locator`` client-local)."""
 
     def __init__(self, size: int = 3) -> None:
         self.nodes = [RabbitNode() for _ in range(size)]

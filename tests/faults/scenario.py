@@ -29,7 +29,7 @@ from cryptography.fernet import Fernet
 from doorman.ops import RETRY_DELAYS
 from shared import messaging
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
-from tests.faults.infra import PgCluster, RabbitNode, Service, free_port
+from tests.faults.infra import PgCluster, RabbitCluster, RabbitNode, Service, free_port
 
 FULL = bool(os.environ.get("DOORMAN_FAULTS_FULL"))
 RATE = float(os.environ.get("DOORMAN_FAULTS_RATE", 80 if FULL else 30))  # widget opens per second
@@ -65,11 +65,19 @@ class Result:
     outage_new: int = 0  # opens with a token never verified before the outage
     outage_new_unavailable: int = 0
     wrongly_degraded: int = 0  # degraded with a token the business had not verified before: must be 0
+    # What visitors saw while the fault struck (from its start until 3 s after it ended; the whole run
+    # without a fault): opens tried and refused, how long an open took to answer, and to its outcome.
+    fault_opens: int = 0
+    fault_503: int = 0
+    fault_open_ms: tuple[int, int, int] = (0, 0, 0)  # p50, p99, max
+    fault_outcome_s: tuple[float, float] = (0.0, 0.0)  # p50, p99 of accepted opens, open to outcome
+    replicas: dict[str, int] = field(default_factory=dict)  # broker cluster: members of each work queue
+    failovers: int = 0  # broker cluster: service connections that moved to another node during the fault
 
 
 @dataclass
 class Cluster:
-    rabbit: RabbitNode
+    rabbit: RabbitNode | RabbitCluster
     pg: PgCluster
     database: str
     customer_api: FakeCustomerAPI
@@ -79,6 +87,9 @@ class Cluster:
     services: dict[str, list[Service]] = field(default_factory=dict)
     api_down: bool = False  # every bot's Authentication URL answers 503
     outage: tuple[datetime, datetime] | None = None  # when it went down and came back
+    samples: list[tuple[float, float, int]] = field(default_factory=list)  # open: (sent at, seconds, status)
+    window: tuple[float, float] | None = None  # when the fault struck (epoch seconds), for the latencies
+    replicas: dict[str, int] = field(default_factory=dict)  # broker cluster: members of each work queue
 
     @property
     def gateway_url(self) -> str:
@@ -86,7 +97,7 @@ class Cluster:
 
     def env(self) -> dict[str, str]:
         return {
-            **os.environ, "DOORMAN_ENVIRONMENT": "test", "DOORMAN_AMQP_URL": self.rabbit.url,
+            **os.environ, "DOORMAN_ENVIRONMENT": "test", "DOORMAN_AMQP_URL": self.rabbit.urls,
             "DOORMAN_AMQP_PREFIX": self.prefix, "DOORMAN_DATABASE_URL": self.pg.url(self.database),
             "DOORMAN_SECRET_KEY": SECRET_KEY,
             "DOORMAN_ADMIN_TOKEN": ADMIN_TOKEN, "DOORMAN_ALLOW_PRIVATE_NETWORKS": "true", "DOORMAN_OUTBOUND_PORTS": "*",
@@ -96,19 +107,25 @@ class Cluster:
             "DOORMAN_RATE_LIMIT_OPENS_PER_BOT": "1000000/minute", "DOORMAN_RATE_LIMIT_READS_PER_CLIENT": "1000000/minute", "DOORMAN_LOG_JSON": "true", "DOORMAN_DB_POOL_MAX": "10",
         }
 
-    async def start(self, *, verifiers: int = 2, contacts: int = 2) -> None:
+    async def start(self, *, verifiers: int = 2, contacts: int = 2, gateway_first: bool = False) -> None:
+        """``gateway_first``: the gateway declares the queues before the workers start, so on a
+        broker cluster their leaders are on the gateway's node (quorum queues start on the
+        declaring connection's node)."""
         env = self.env()
         self.services = {
             name: [Service(name, env, self.log_dir, i) for i in range(count)]
             for name, count in (("gateway", 1), ("verifier", verifiers), ("contacts", contacts))
         }
-        await asyncio.gather(*(s.start() for group in self.services.values() for s in group))
+        if gateway_first:
+            await self.services["gateway"][0].start()
+            await self.wait_ready(workers=False)
+        await asyncio.gather(*(s.start() for group in self.services.values() for s in group if s.proc is None))
         await self.wait_ready()
 
-    async def wait_ready(self, timeout: float = 60) -> None:
+    async def wait_ready(self, timeout: float = 60, *, workers: bool = True) -> None:
         deadline = time.monotonic() + timeout
         expected = {messaging.VERIFIER_QUEUE: len(self.services["verifier"]),
-                    messaging.CONTACTS_QUEUE: len(self.services["contacts"])}
+                    messaging.CONTACTS_QUEUE: len(self.services["contacts"])} if workers else {}
         async with aiohttp.ClientSession() as http:
             while True:
                 try:
@@ -175,9 +192,11 @@ async def drive(cluster: Cluster, http: aiohttp.ClientSession, bots: list[tuple[
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(bot: str, token: str) -> None:
+        sent, status = time.time(), 0
         try:
             async with http.post(f"{cluster.gateway_url}/v1/widget/sessions", json={"bot_id": bot, "access_token": token},
                                  timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                status = resp.status
                 if resp.status == 202:
                     accepted[(await resp.json())["session_id"]] = (bot, token)
                 elif resp.status == 503:
@@ -186,6 +205,8 @@ async def drive(cluster: Cluster, http: aiohttp.ClientSession, bots: list[tuple[
                     result.other_errors += 1
         except (aiohttp.ClientError, asyncio.TimeoutError):
             result.other_errors += 1
+        finally:
+            cluster.samples.append((sent, time.time() - sent, status))
 
     while time.monotonic() - started < DURATION or not until.is_set():
         bot, _ = bots[n % len(bots)]
@@ -249,6 +270,12 @@ async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[
     result.degraded = sum(1 for r in rows if r["degraded"])
     if cluster.outage is not None:
         count_outage(cluster.outage, accepted, rows, result)
+    count_window(cluster, rows, result)
+    if cluster.window is not None:  # connections (re)made to the broker after the fault struck
+        result.failovers = sum(
+            1 for service in cluster.services for line in _log_lines(cluster, service)
+            if line.get("event") == "broker connected"
+            and datetime.fromisoformat(line["timestamp"]).timestamp() >= cluster.window[0])
     result.half_accepted = await pool.fetchval(
         "SELECT count(*) FROM widget_sessions WHERE bot_id = ANY($1::uuid[]) AND NOT session_id = ANY($2)",
         [bot for bot, _ in bots], sessions)
@@ -269,6 +296,24 @@ async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[
     result.lost_contacts = len(expected - stored)
 
     result.dead_letters = await dead_letters(cluster)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def count_window(cluster: Cluster, rows: list[asyncpg.Record], result: Result) -> None:
+    """What visitors saw while the fault struck: refusals, open latency, time to outcome."""
+    start, end = cluster.window or (float("-inf"), float("inf"))
+    samples = [(seconds, status) for sent, seconds, status in cluster.samples if start <= sent <= end]
+    result.fault_opens = len(samples)
+    result.fault_503 = sum(1 for _, status in samples if status == 503)
+    answered = [seconds * 1000 for seconds, _ in samples]
+    result.fault_open_ms = (round(_quantile(answered, 0.5)), round(_quantile(answered, 0.99)), round(max(answered, default=0)))
+    outcomes = [(r["resolved_at"] - r["created_at"]).total_seconds() for r in rows
+                if r["resolved_at"] is not None and start <= r["created_at"].timestamp() <= end]
+    result.fault_outcome_s = (round(_quantile(outcomes, 0.5), 2), round(_quantile(outcomes, 0.99), 2))
 
 
 def count_outage(outage: tuple[datetime, datetime], accepted: dict[str, tuple[str, str]],
@@ -327,10 +372,11 @@ Fault = Callable[[Cluster], Awaitable[None]]
 
 
 async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int = 0,
-              verifiers: int = 2, contacts: int = 2, grace: int = 0, returning: bool = False) -> Result:
+              verifiers: int = 2, contacts: int = 2, grace: int = 0, returning: bool = False,
+              gateway_first: bool = False) -> Result:
     result = Result(fault=name)
     started = time.monotonic()
-    await cluster.start(verifiers=verifiers, contacts=contacts)
+    await cluster.start(verifiers=verifiers, contacts=contacts, gateway_first=gateway_first)
     codes: list[int | None] = []
     try:
         async with AsyncExitStack() as es:
@@ -340,7 +386,9 @@ async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int 
             load = asyncio.create_task(drive(cluster, http, bots, result, recovered, returning))
             if fault is not None:
                 await asyncio.sleep(DURATION / 3)
+                struck = time.time()
                 await fault(cluster)
+                cluster.window = (struck, time.time() + 3)
                 await asyncio.sleep(DURATION / 3)  # keep the load on after the fault: recovery is measured too
             recovered.set()
             accepted = await load
@@ -356,11 +404,15 @@ async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int 
 
 def table(results: list[Result]) -> str:
     head = ("fault", "accepted", "503", "errors", "half-accepted", "verified", "fallback", "lost", "lost contacts",
-            "duplicated", "late", "dead letters", "s")
+            "duplicated", "late", "dead letters", "during the fault: 503 / opens", "open ms p50/p99/max",
+            "to outcome s p50/p99", "connections failed over", "s")
     rows = [(r.fault, r.accepted, r.refused_503, r.other_errors, r.half_accepted,
              f"{r.verified} ({r.degraded} degraded)" if r.degraded else r.verified,
              ", ".join(f"{k} {v}" for k, v in sorted(r.fallback.items())) or "-", r.lost_sessions, r.lost_contacts,
-             r.duplicated, r.late, r.dead_letters, r.seconds) for r in results]
+             r.duplicated, r.late, r.dead_letters, f"{r.fault_503} / {r.fault_opens}",
+             "/".join(str(v) for v in r.fault_open_ms), "/".join(str(v) for v in r.fault_outcome_s),
+             r.failovers if r.replicas else "-", r.seconds)
+            for r in results]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)

@@ -1,9 +1,14 @@
-"""DOORMAN_AMQP_URL: one broker address or several; a bad one is refused without quoting it."""
+"""DOORMAN_AMQP_URL: one broker address or several; a bad one is refused without quoting it. A
+publish the broker refused during a failover is retried."""
 
 from __future__ import annotations
 
+import aiormq.exceptions
+import pamqp.commands
 import pytest
 from pydantic import ValidationError
+
+from shared.failures import is_transient
 
 from shared.messaging import broker_urls, node_of
 from shared.settings import DoormanSettings
@@ -34,3 +39,11 @@ def test_a_bad_address_is_refused_by_position_never_quoted(value: str) -> None:
         DoormanSettings(amqp_url=value)
     assert "DOORMAN_AMQP_URL: address" in str(refused.value)
     assert "s3cret" not in str(refused.value) and "s3cret" not in repr(refused.value)
+
+
+def test_a_publish_the_broker_nacked_is_worth_another_attempt_a_returned_one_is_not() -> None:
+    # A quorum queue electing a new leader after losing its node nacks publishes for a few seconds.
+    nacked = aiormq.exceptions.DeliveryError(None, pamqp.commands.Basic.Nack(delivery_tag=1, multiple=True))
+    returned = aiormq.exceptions.DeliveryError(None, pamqp.commands.Basic.Return(reply_code=312, reply_text="NO_ROUTE"))
+    assert is_transient(nacked)
+    assert not is_transient(returned)
