@@ -46,8 +46,9 @@ class QueueStats:
 
 
 def _management_base(settings: DoormanSettings) -> tuple[str, str]:
-    """The management API's base URL and Authorization header (credentials from the AMQP URL by default)."""
-    amqp = URL(settings.amqp_url.get_secret_value())
+    """The management API's base URL and Authorization header (credentials from the AMQP URL by default;
+    with several broker addresses, the first node's: point DOORMAN_RABBITMQ_MANAGEMENT_URL at the cluster)."""
+    amqp = URL(settings.amqp_urls()[0])
     base = URL(settings.rabbitmq_management_url) if settings.rabbitmq_management_url else URL.build(
         scheme="http", host=amqp.host or "127.0.0.1", port=15672)
     user, password = base.user or amqp.user or "guest", base.password or amqp.password or "guest"
@@ -57,7 +58,7 @@ def _management_base(settings: DoormanSettings) -> tuple[str, str]:
 
 async def _from_management(settings: DoormanSettings, names: list[str]) -> dict[str, dict] | None:
     base, auth = _management_base(settings)
-    vhost = quote(URL(settings.amqp_url.get_secret_value()).path.lstrip("/") or "/", safe="")
+    vhost = quote(URL(settings.amqp_urls()[0]).path.lstrip("/") or "/", safe="")
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
             found = {}

@@ -13,6 +13,7 @@ import asyncio
 
 import aiormq.exceptions
 import asyncpg
+import pamqp.commands
 
 _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     ConnectionError,
@@ -32,4 +33,12 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
 
 
 def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, _TRANSIENT_TYPES)
+    return isinstance(exc, _TRANSIENT_TYPES) or _nacked(exc)
+
+
+def _nacked(exc: BaseException) -> bool:
+    """The broker refused to take a publish (``basic.nack``): a quorum queue electing a new leader
+    after losing a node, or a full queue. Another attempt is accepted once the queue is back. (A
+    ``basic.return``, nowhere to route the message, stays permanent.)"""
+    return (isinstance(exc, aiormq.exceptions.DeliveryError) and not isinstance(exc, aiormq.exceptions.PublishError)
+            and isinstance(exc.frame, pamqp.commands.Basic.Nack))

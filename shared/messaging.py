@@ -19,15 +19,19 @@ Topology (``P`` is ``DOORMAN_AMQP_PREFIX``):
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from uuid import uuid4
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import PublishError
+from aio_pika.robust_connection import RobustConnection
+from yarl import URL
 
 from shared.events import (
     ContactCollected,
@@ -123,10 +127,84 @@ async def declare_retry_queues(channel: AbstractChannel, topology: Topology, nam
         })
 
 
+CONNECT_TIMEOUT = 5.0  # one attempt at one node (TCP and AMQP handshake): a node that does not answer is skipped
+
+
+def broker_urls(value: str) -> list[str]:
+    """``DOORMAN_AMQP_URL``: one broker address, or several (the nodes of a cluster) separated by commas.
+
+    Raises ValueError naming the position of a bad address, never the address (it holds a password)."""
+    urls = [u.strip() for u in value.split(",")]
+    for i, url in enumerate(urls, 1):
+        try:
+            parsed = URL(url)
+            valid = parsed.scheme in ("amqp", "amqps") and bool(parsed.host) and parsed.port != 0
+        except ValueError:  # its message may quote the address
+            valid = False
+        if not valid:
+            raise ValueError(f"DOORMAN_AMQP_URL: address {i} of {len(urls)} is not amqp://user:password@host:port/vhost")
+    return urls
+
+
+def node_of(url: URL | str) -> str:
+    """``host:port`` of a broker address: what may be logged of it."""
+    url = URL(url)
+    return f"{url.host}:{url.port or (5671 if url.scheme == 'amqps' else 5672)}"
+
+
+class FailoverConnection(RobustConnection):
+    """aio-pika's robust connection over several nodes of a cluster.
+
+    aio-pika's reconnect loop (restore channels, queues, bindings and consumers; publisher
+    confirms on the restored channels) is kept whole. Only its connection attempt changes: each
+    attempt tries every node once, starting after the node it last used (the first attempt at a
+    random node, so replicas spread over the cluster), and stops at the first that connects and
+    restores its channels. When none does, the attempt fails and the loop retries after
+    ``reconnect_interval``. The one hook is the attempt (``RobustConnection.__connect_transport``,
+    aio-pika >= 10.2), checked when this module is imported.
+    """
+
+    def __init__(self, urls: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(URL(urls[0]), **kwargs)
+        self.urls = [URL(u) for u in urls]
+        self._next = random.randrange(len(self.urls))
+
+    async def _RobustConnection__connect_transport(self) -> None:
+        last: BaseException | None = None
+        for _ in range(len(self.urls)):
+            index = self._next
+            self._next = (index + 1) % len(self.urls)
+            self.url = self.urls[index]
+            try:
+                await _ATTEMPT(self)
+            except Exception as exc:  # refused, timed out, or the node could not restore our channels
+                last = exc
+                if len(self.urls) > 1:
+                    log.warning("broker node unavailable", host=node_of(self.url), error=type(exc).__name__)
+                continue
+            if len(self.urls) > 1:
+                log.info("broker connected", host=node_of(self.url))
+            return
+        assert last is not None
+        raise last
+
+
+_ATTEMPT = getattr(RobustConnection, "_RobustConnection__connect_transport", None)
+if _ATTEMPT is None:  # pragma: no cover - a different aio-pika: fail at start, not at the first failover
+    raise ImportError("shared.messaging.FailoverConnection needs aio-pika's RobustConnection.__connect_transport (>= 10.2)")
+
+
 @asynccontextmanager
 async def connection(url: str, name: str) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
+    """A robust connection to the broker at ``url``: one address, or several comma-separated
+    (the nodes of a cluster; see :class:`FailoverConnection`)."""
     # Reconnect every second (not aio-pika's 5 s): the gateway refuses widget opens meanwhile.
-    conn = await aio_pika.connect_robust(url, client_properties={"connection_name": name}, reconnect_interval=1)
+    conn = FailoverConnection(broker_urls(url), client_properties={"connection_name": name}, reconnect_interval=1)
+    try:
+        await conn.connect(timeout=CONNECT_TIMEOUT)
+    except BaseException:
+        await conn.close()
+        raise
     try:
         yield conn
     finally:

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.crypto import Secrets, validate_keys
+from shared.messaging import broker_urls
 
 PLACEHOLDER = "change-me"
 
@@ -16,10 +17,14 @@ PLACEHOLDER = "change-me"
 class DoormanSettings(BaseSettings):
     """Settings every service reads. Environment variables are prefixed ``DOORMAN_``."""
 
-    model_config = SettingsConfigDict(env_prefix="DOORMAN_", extra="ignore", frozen=True)
+    # A refused setting's error never quotes the input: it holds the broker's and the database's passwords.
+    model_config = SettingsConfigDict(env_prefix="DOORMAN_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     environment: str = Field("production", description="'development' relaxes the secret checks")
-    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    amqp_url: SecretStr = Field(
+        SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
+        description="the broker; the nodes of a cluster comma-separated (amqp://u:p@h1:5672/v,amqp://u:p@h2:5672/v)",
+    )
     amqp_prefix: str = Field(
         "doorman", pattern=r"^[a-z0-9][a-z0-9_-]*$",
         description="prefix of every exchange and queue; lets environments share a broker",
@@ -34,6 +39,15 @@ class DoormanSettings(BaseSettings):
     log_json: bool | None = None  # None: JSON unless stderr is a terminal
     health_host: str = Field("127.0.0.1", description="where workers serve /healthz, /readyz, /metrics (0.0.0.0 in pods)")
     tracing: bool = Field(False, description="OpenTelemetry spans (export with OTEL_EXPORTER_OTLP_ENDPOINT)")
+
+    @model_validator(mode="after")
+    def _check_amqp_urls(self) -> "DoormanSettings":
+        self.amqp_urls()  # the error names the bad address's position, never the address
+        return self
+
+    def amqp_urls(self) -> list[str]:
+        """Every broker address of ``DOORMAN_AMQP_URL`` (several: the nodes of a cluster)."""
+        return broker_urls(self.amqp_url.get_secret_value())
 
     @property
     def development(self) -> bool:

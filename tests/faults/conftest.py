@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from doorman.migrate import migrate
-from tests.faults.infra import PgCluster, RabbitNode
+from tests.faults.infra import PgCluster, RabbitCluster, RabbitNode
 from tests.faults.scenario import Result, save, table
 
 RESULTS: list[Result] = []
@@ -22,6 +22,17 @@ async def rabbit() -> AsyncIterator[RabbitNode]:
     await node.start()
     yield node
     await node.destroy()
+
+
+@pytest.fixture(scope="session")
+async def rabbit_cluster() -> AsyncIterator[RabbitCluster]:
+    """Three RabbitMQ nodes in one cluster (slow to boot on two cores: the long run only)."""
+    cluster = RabbitCluster(3)
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await cluster.destroy()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 * :class:`RabbitNode`: a second RabbitMQ node (own name, ports, data dir, management
   plugin) started from the Debian package's scripts, as the rabbitmq user.
+* :class:`RabbitCluster`: three such nodes joined in one cluster (``rabbitmqctl join_cluster``;
+  they share the rabbitmq user's Erlang cookie), for losing a node under load.
 * :class:`PgCluster`: a throwaway PostgreSQL cluster (initdb in a temp dir) on its own port.
 * :class:`Service`: one Doorman process (`doorman gateway|verifier|contacts`) that can be
   killed with SIGKILL, stopped with SIGTERM and started again.
@@ -91,9 +93,16 @@ class RabbitNode:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
         }
 
+        self.running = False
+
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    @property
+    def urls(self) -> str:
+        """What the services are given as DOORMAN_AMQP_URL."""
+        return self.url
 
     @property
     def management_url(self) -> str:
@@ -101,11 +110,24 @@ class RabbitNode:
 
     async def start(self) -> None:
         await _run(_as_user("rabbitmq", str(RABBIT_BIN / "rabbitmq-server"), "-detached", env=self._env))
-        await wait_port(self.port, timeout=90)
-        await wait_port(self.management_port, timeout=60)
+        self.running = True
+        await wait_port(self.port, timeout=180)
+        await wait_port(self.management_port, timeout=120)
+
+    async def ctl(self, *args: str, tool: str = "rabbitmqctl", timeout: float = 120) -> str:
+        return await _run(_as_user("rabbitmq", str(RABBIT_BIN / tool), "-n", self.name, *args, env=self._env),
+                          timeout=timeout)
 
     async def stop(self) -> None:
-        await _run(_as_user("rabbitmq", str(RABBIT_BIN / "rabbitmqctl"), "-n", self.name, "stop", env=self._env))
+        await self.ctl("stop")
+        self.running = False
+        await wait_port(self.port, up=False)
+
+    async def kill9(self) -> None:
+        """SIGKILL the node's Erlang VM: no goodbye to its clients or its cluster."""
+        pid = int((await self.ctl("eval", "list_to_integer(os:getpid()).")).strip())
+        os.kill(pid, signal.SIGKILL)
+        self.running = False
         await wait_port(self.port, up=False)
 
     async def restart(self, down_for: float = 1.0) -> None:
@@ -119,6 +141,51 @@ class RabbitNode:
         except (RuntimeError, TimeoutError):
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RabbitCluster:
+    """Three :class:`RabbitNode` s in one cluster. Quorum queues declared without
+    ``x-quorum-initial-group-size`` (Doorman's) get a member on every node; their leader starts on
+    the node of the connection that declared them (``queue_leader_locator`` client-local)."""
+
+    def __init__(self, size: int = 3) -> None:
+        self.nodes = [RabbitNode() for _ in range(size)]
+
+    @property
+    def urls(self) -> str:
+        """Every node, comma-separated: what the services are given as DOORMAN_AMQP_URL."""
+        return ",".join(n.url for n in self.nodes)
+
+    @property
+    def live(self) -> RabbitNode:
+        return next(n for n in self.nodes if n.running)
+
+    @property
+    def url(self) -> str:
+        """One live node, for the suite's own clients."""
+        return self.live.url
+
+    @property
+    def management_url(self) -> str:
+        return self.live.management_url
+
+    def node(self, erlang_name: str) -> RabbitNode:
+        return next(n for n in self.nodes if n.name == erlang_name)
+
+    async def start(self) -> None:
+        await asyncio.gather(*(n.start() for n in self.nodes))
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            await node.ctl("stop_app")
+            await node.ctl("join_cluster", first.name)
+            await node.ctl("start_app")
+            await wait_port(node.port, timeout=120)
+        status = await first.ctl("cluster_status", "--formatter", "json")
+        missing = [n.name for n in self.nodes if n.name not in status]
+        assert not missing, f"not clustered: {missing}"
+
+    async def destroy(self) -> None:
+        await asyncio.gather(*(n.destroy() for n in self.nodes))
 
 
 class PgCluster:

@@ -30,7 +30,7 @@ from cryptography.fernet import Fernet
 from doorman.ops import RETRY_DELAYS
 from shared import messaging
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
-from tests.faults.infra import PgCluster, RabbitNode, Service, free_port
+from tests.faults.infra import PgCluster, RabbitCluster, RabbitNode, Service, free_port
 
 FULL = bool(os.environ.get("DOORMAN_FAULTS_FULL"))
 RATE = float(os.environ.get("DOORMAN_FAULTS_RATE", 80 if FULL else 30))  # widget opens per second
@@ -71,11 +71,19 @@ class Result:
     outage_new: int = 0  # opens with a token never verified before the outage
     outage_new_unavailable: int = 0
     wrongly_degraded: int = 0  # degraded with a token the business had not verified before: must be 0
+    # What visitors saw while the fault struck (from its start until 3 s after it ended; the whole run
+    # without a fault): opens tried and refused, how long an open took to answer, and to its outcome.
+    fault_opens: int = 0
+    fault_503: int = 0
+    fault_open_ms: tuple[int, int, int] = (0, 0, 0)  # p50, p99, max
+    fault_outcome_s: tuple[float, float] = (0.0, 0.0)  # p50, p99 of accepted opens, open to outcome
+    replicas: dict[str, int] = field(default_factory=dict)  # broker cluster: members of each work queue
+    failovers: int = 0  # broker cluster: service connections that moved to another node during the fault
 
 
 @dataclass
 class Cluster:
-    rabbit: RabbitNode
+    rabbit: RabbitNode | RabbitCluster
     pg: PgCluster
     database: str
     customer_api: FakeCustomerAPI
@@ -85,6 +93,9 @@ class Cluster:
     services: dict[str, list[Service]] = field(default_factory=dict)
     api_down: bool = False  # every bot's Authentication URL answers 503
     outage: tuple[datetime, datetime] | None = None  # when it went down and came back
+    samples: list[tuple[float, float, int]] = field(default_factory=list)  # open: (sent at, seconds, status)
+    window: tuple[float, float] | None = None  # when the fault struck (epoch seconds), for the latencies
+    replicas: dict[str, int] = field(default_factory=dict)  # broker cluster: members of each work queue
 
     @property
     def gateway_url(self) -> str:
@@ -92,7 +103,7 @@ class Cluster:
 
     def env(self) -> dict[str, str]:
         return {
-            **os.environ, "DOORMAN_ENVIRONMENT": "test", "DOORMAN_AMQP_URL": self.rabbit.url,
+            **os.environ, "DOORMAN_ENVIRONMENT": "test", "DOORMAN_AMQP_URL": self.rabbit.urls,
             "DOORMAN_AMQP_PREFIX": self.prefix, "DOORMAN_DATABASE_URL": self.pg.url(self.database),
             "DOORMAN_SECRET_KEY": SECRET_KEY,
             "DOORMAN_ADMIN_TOKEN": ADMIN_TOKEN, "DOORMAN_ALLOW_PRIVATE_NETWORKS": "true", "DOORMAN_OUTBOUND_PORTS": "*",
@@ -102,19 +113,25 @@ class Cluster:
             "DOORMAN_RATE_LIMIT_OPENS_PER_BOT": "1000000/minute", "DOORMAN_RATE_LIMIT_READS_PER_CLIENT": "1000000/minute", "DOORMAN_LOG_JSON": "true", "DOORMAN_DB_POOL_MAX": "10",
         }
 
-    async def start(self, *, verifiers: int = 2, contacts: int = 2) -> None:
+    async def start(self, *, verifiers: int = 2, contacts: int = 2, gateway_first: bool = False) -> None:
+        """``gateway_first``: the gateway declares the queues before the workers start, so on a
+        broker cluster their leaders are on the gateway's node (quorum queues start on the
+        declaring connection's node)."""
         env = self.env()
         self.services = {
             name: [Service(name, env, self.log_dir, i) for i in range(count)]
             for name, count in (("gateway", 1), ("verifier", verifiers), ("contacts", contacts))
         }
-        await asyncio.gather(*(s.start() for group in self.services.values() for s in group))
+        if gateway_first:
+            await self.services["gateway"][0].start()
+            await self.wait_ready(workers=False)
+        await asyncio.gather(*(s.start() for group in self.services.values() for s in group if s.proc is None))
         await self.wait_ready()
 
-    async def wait_ready(self, timeout: float = 60) -> None:
+    async def wait_ready(self, timeout: float = 60, *, workers: bool = True) -> None:
         deadline = time.monotonic() + timeout
         expected = {messaging.VERIFIER_QUEUE: len(self.services["verifier"]),
-                    messaging.CONTACTS_QUEUE: len(self.services["contacts"])}
+                    messaging.CONTACTS_QUEUE: len(self.services["contacts"])} if workers else {}
         async with aiohttp.ClientSession() as http:
             while True:
                 try:
@@ -184,9 +201,11 @@ async def drive(cluster: Cluster, http: aiohttp.ClientSession, bots: list[tuple[
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(bot: str, token: str, n: int) -> None:
+        sent, status, session_id = time.time(), 0, None
         try:
             async with http.post(f"{cluster.gateway_url}/v1/widget/sessions", json={"bot_id": bot, "access_token": token},
                                  timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                status = resp.status
                 if resp.status == 202:
                     session_id = (await resp.json())["session_id"]
                     accepted[session_id] = (bot, token)
@@ -196,8 +215,9 @@ async def drive(cluster: Cluster, http: aiohttp.ClientSession, bots: list[tuple[
                     result.other_errors += 1
         except (aiohttp.ClientError, asyncio.TimeoutError):
             result.other_errors += 1
-            return
-        if resp.status == 202 and n % LOGOUT_EVERY == 0:
+        finally:
+            cluster.samples.append((sent, time.time() - sent, status))
+        if session_id is not None and n % LOGOUT_EVERY == 0:
             await asyncio.sleep(n // LOGOUT_EVERY % 5 * 0.2)
             try:
                 async with http.delete(f"{cluster.gateway_url}/v1/widget/sessions/{session_id}",
@@ -257,7 +277,8 @@ async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[
                 bots: list[tuple[str, bool]], result: Result, logged_out: set[str] = frozenset()) -> None:
     sessions = list(accepted)
     rows = await pool.fetch(
-        """SELECT session_id, status, reason, resolved_at > deadline_at AS late, degraded, created_at, resolved_at
+        """SELECT session_id, status, reason, resolved_at > deadline_at AS late, degraded, created_at, resolved_at,
+                  contact_id IS NOT NULL AND reason IS NULL AS was_verified
            FROM widget_sessions WHERE session_id = ANY($1)""",
         sessions)
     by_id = {r["session_id"]: r for r in rows}
@@ -272,6 +293,12 @@ async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[
     result.degraded = sum(1 for r in rows if r["degraded"])
     if cluster.outage is not None:
         count_outage(cluster.outage, accepted, rows, result)
+    count_window(cluster, rows, result)
+    if cluster.window is not None:  # connections (re)made to the broker after the fault struck
+        result.failovers = sum(
+            1 for service in cluster.services for line in _log_lines(cluster, service)
+            if line.get("event") == "broker connected"
+            and datetime.fromisoformat(line["timestamp"]).timestamp() >= cluster.window[0])
     result.half_accepted = await pool.fetchval(
         "SELECT count(*) FROM widget_sessions WHERE bot_id = ANY($1::uuid[]) AND NOT session_id = ANY($2)",
         [bot for bot, _ in bots], sessions)
@@ -298,14 +325,32 @@ async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[
     result.dead_letters = await dead_letters(cluster)
 
 
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def count_window(cluster: Cluster, rows: list[asyncpg.Record], result: Result) -> None:
+    """What visitors saw while the fault struck: refusals, open latency, time to outcome."""
+    start, end = cluster.window or (float("-inf"), float("inf"))
+    samples = [(seconds, status) for sent, seconds, status in cluster.samples if start <= sent <= end]
+    result.fault_opens = len(samples)
+    result.fault_503 = sum(1 for _, status in samples if status == 503)
+    answered = [seconds * 1000 for seconds, _ in samples]
+    result.fault_open_ms = (round(_quantile(answered, 0.5)), round(_quantile(answered, 0.99)), round(max(answered, default=0)))
+    outcomes = [(r["resolved_at"] - r["created_at"]).total_seconds() for r in rows
+                if r["resolved_at"] is not None and start <= r["created_at"].timestamp() <= end]
+    result.fault_outcome_s = (round(_quantile(outcomes, 0.5), 2), round(_quantile(outcomes, 0.99), 2))
+
+
 def count_outage(outage: tuple[datetime, datetime], accepted: dict[str, tuple[str, str]],
                  rows: list[asyncpg.Record], result: Result) -> None:
     """How the visitors who opened while the business's API was down ended: a returning visitor (token
     verified before the outage) verified, a new one fallen back; nobody degraded without a verification."""
     down, up = outage
     first_verified: dict[str, datetime] = {}  # token -> when the business first verified it
-    for r in rows:
-        if r["status"] == "verified" and not r["degraded"]:
+    for r in rows:  # verified, and still so or logged out after (an end keeps the session's contact)
+        if r["was_verified"] and not r["degraded"]:
             token = accepted[r["session_id"]][1]
             first_verified[token] = min(first_verified.get(token, r["resolved_at"]), r["resolved_at"])
     for r in rows:
@@ -313,7 +358,7 @@ def count_outage(outage: tuple[datetime, datetime], accepted: dict[str, tuple[st
         known_at = first_verified.get(token)
         if r["degraded"] and (known_at is None or known_at > r["created_at"]):
             result.wrongly_degraded += 1
-        if not down <= r["created_at"] <= up:
+        if not down <= r["created_at"] <= up or r["status"] == "ended":  # a visitor who logged out chose its end
             continue
         if known_at is not None and known_at < down:
             result.outage_returning += 1
@@ -354,10 +399,11 @@ Fault = Callable[[Cluster], Awaitable[None]]
 
 
 async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int = 0,
-              verifiers: int = 2, contacts: int = 2, grace: int = 0, returning: bool = False) -> Result:
+              verifiers: int = 2, contacts: int = 2, grace: int = 0, returning: bool = False,
+              gateway_first: bool = False) -> Result:
     result = Result(fault=name)
     started = time.monotonic()
-    await cluster.start(verifiers=verifiers, contacts=contacts)
+    await cluster.start(verifiers=verifiers, contacts=contacts, gateway_first=gateway_first)
     codes: list[int | None] = []
     try:
         async with AsyncExitStack() as es:
@@ -368,7 +414,9 @@ async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int 
             load = asyncio.create_task(drive(cluster, http, bots, result, recovered, returning, logged_out))
             if fault is not None:
                 await asyncio.sleep(DURATION / 3)
+                struck = time.time()
                 await fault(cluster)
+                cluster.window = (struck, time.time() + 3)
                 await asyncio.sleep(DURATION / 3)  # keep the load on after the fault: recovery is measured too
             recovered.set()
             accepted = await load
@@ -383,13 +431,17 @@ async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int 
 
 
 def table(results: list[Result]) -> str:
-    head = ("fault", "accepted", "503", "errors", "half-accepted", "verified", "fallback", "ended (logged out; while pending)", "lost",
-            "lost contacts", "duplicated", "late", "dead letters", "s")
+    head = ("fault", "accepted", "503", "errors", "half-accepted", "verified", "fallback",
+            "ended (logged out; while pending)", "lost", "lost contacts", "duplicated", "late", "dead letters",
+            "during the fault: 503 / opens", "open ms p50/p99/max", "to outcome s p50/p99", "connections failed over", "s")
     rows = [(r.fault, r.accepted, r.refused_503, r.other_errors, r.half_accepted,
              f"{r.verified} ({r.degraded} degraded)" if r.degraded else r.verified,
-             ", ".join(f"{k} {v}" for k, v in sorted(r.fallback.items())) or "-", f"{r.ended} ({r.logged_out}; {r.ended_while_pending} pending)",
-             r.lost_sessions, r.lost_contacts,
-             r.duplicated, r.late, r.dead_letters, r.seconds) for r in results]
+             ", ".join(f"{k} {v}" for k, v in sorted(r.fallback.items())) or "-",
+             f"{r.ended} ({r.logged_out}; {r.ended_while_pending} pending)", r.lost_sessions, r.lost_contacts,
+             r.duplicated, r.late, r.dead_letters, f"{r.fault_503} / {r.fault_opens}",
+             "/".join(str(v) for v in r.fault_open_ms), "/".join(str(v) for v in r.fault_outcome_s),
+             r.failovers if r.replicas else "-", r.seconds)
+            for r in results]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)

@@ -8,17 +8,19 @@ RabbitMQ node and its own bots in the suite's own PostgreSQL cluster.
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 from uuid import uuid4
 
 import aio_pika
+import aiohttp
 import pytest
 
 from shared import messaging
 from tests.fake_customer import FakeCustomerAPI
 from tests.faults.conftest import RESULTS
-from tests.faults.infra import PgCluster, RabbitNode
-from tests.faults.scenario import OUTAGE_SECONDS, Cluster, Fault, business_down, run
+from tests.faults.infra import PgCluster, RabbitCluster, RabbitNode
+from tests.faults.scenario import FULL, OUTAGE_SECONDS, Cluster, Fault, business_down, run
 
 
 async def kill_verifier(cluster: Cluster) -> None:
@@ -123,3 +125,67 @@ async def test_nothing_lost_nothing_duplicated(
         assert set(result.fallback) == {"auth_unavailable"}, result
     else:
         assert result.degraded == 0, result
+
+
+# A RabbitMQ cluster of three, every service given all three addresses: lose the node leading a work queue.
+NODE_DOWN_SECONDS = 5.0
+MANAGEMENT_AUTH = {"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}
+
+
+async def work_queue_leader(cluster: Cluster) -> str:
+    """The Erlang name of the node leading the verifier's work queue, which the gateway (started
+    first, it declared the queues) is connected to; notes each work queue's members."""
+    async with aiohttp.ClientSession() as http:
+        queues = {name: await cluster.queue_info(http, name) for name in messaging.WORK_QUEUES}
+        async with http.get(f"{cluster.rabbit.management_url}/api/connections", headers=MANAGEMENT_AUTH) as resp:
+            connections = await resp.json()
+    cluster.replicas = {name: len(q.get("members", [])) for name, q in queues.items()}
+    leader = queues[messaging.VERIFIER_QUEUE]["leader"]
+    gateway = {c["node"] for c in connections if c.get("client_properties", {}).get("connection_name", "").startswith(
+        "doorman-gateway-")}
+    assert gateway == {leader}, f"the gateway is on {gateway}, the queue's leader on {leader}"
+    return leader
+
+
+async def kill_leader_node(cluster: Cluster) -> None:
+    """kill -9 the node leading the verifier's queue; after NODE_DOWN_SECONDS it boots and rejoins."""
+    assert isinstance(cluster.rabbit, RabbitCluster)
+    node = cluster.rabbit.node(await work_queue_leader(cluster))
+    await node.kill9()
+    await asyncio.sleep(NODE_DOWN_SECONDS)
+    await node.start()
+
+
+async def restart_leader_node(cluster: Cluster) -> None:
+    """Stop (rabbitmqctl stop) the node leading the verifier's queue, start it again."""
+    assert isinstance(cluster.rabbit, RabbitCluster)
+    node = cluster.rabbit.node(await work_queue_leader(cluster))
+    await node.restart(down_for=NODE_DOWN_SECONDS)
+
+
+CLUSTER_SCENARIOS: list[tuple[str, Fault]] = [
+    ("3-node RabbitMQ: kill -9 the node leading a work queue", kill_leader_node),
+    ("3-node RabbitMQ: restart the node leading a work queue", restart_leader_node),
+]
+
+
+@pytest.mark.skipif(not FULL, reason="a 3-node RabbitMQ cluster is slow to boot: `make faults` (DOORMAN_FAULTS_FULL=1)")
+@pytest.mark.parametrize(("name", "fault"), CLUSTER_SCENARIOS, ids=[s[0] for s in CLUSTER_SCENARIOS])
+async def test_a_broker_node_lost_loses_nothing(
+    name: str, fault: Fault, rabbit_cluster: RabbitCluster, pg: PgCluster, fault_database: str,
+    customer_api: FakeCustomerAPI, tmp_path: Path,
+) -> None:
+    cluster = Cluster(rabbit_cluster, pg, fault_database, customer_api, tmp_path)
+    result = await run(name, cluster, fault, gateway_first=True)
+    result.replicas = cluster.replicas
+    RESULTS.append(result)
+
+    assert result.replicas == {name: 3 for name in messaging.WORK_QUEUES}, result  # quorum queues on every node
+    assert result.accepted > 0
+    assert result.half_accepted == 0, result
+    assert result.lost_sessions == 0, result
+    assert result.lost_contacts == 0, result
+    assert result.duplicated == 0, result
+    assert result.dead_letters == 0, result
+    assert result.degraded == 0, result
+    assert result.failovers >= 1, result  # the gateway's connection, at least, moved to a live node

@@ -34,7 +34,7 @@ from services.gateway.settings import GatewaySettings
 from services.verifier.settings import VerifierSettings
 from shared.events import FallbackReason
 from doorman.ops import RETRY_DELAYS, all_queues
-from shared.messaging import AT_LEAST_ONCE, CONTACTS_QUEUE, DELIVERY_LIMIT, VERIFIER_QUEUE, WORK_QUEUES, Topology
+from shared.messaging import AT_LEAST_ONCE, broker_urls, CONTACTS_QUEUE, DELIVERY_LIMIT, VERIFIER_QUEUE, WORK_QUEUES, Topology
 from shared.settings import DoormanSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,6 +93,7 @@ def _env_names(cls: type) -> set[str]:
     return {f"DOORMAN_{name.upper()}" for name in cls.model_fields}  # type: ignore[attr-defined]
 
 
+KEDA_KEY = "KEDA_RABBITMQ_HOST"  # the Secret's one key that is no setting: KEDA's single broker address
 ALL_SETTINGS_ENV = set().union(*(_env_names(c) for c in SERVICE_SETTINGS.values()))
 
 
@@ -391,8 +392,11 @@ def test_k8s_env_names_exist_in_the_settings_and_secrets_come_from_the_secret() 
     config = next(iter(_objects("ConfigMap").values()))["data"]
     assert set(config) <= ALL_SETTINGS_ENV, set(config) - ALL_SETTINGS_ENV
     (secret,) = _objects("Secret", include_example=True).values()
-    assert set(secret["stringData"]) <= ALL_SETTINGS_ENV
-    assert secret["stringData"]["DOORMAN_AMQP_URL"].endswith(f"/{VHOST}")
+    assert set(secret["stringData"]) - {KEDA_KEY} <= ALL_SETTINGS_ENV
+    # Every node of the cluster, each on Doorman's vhost; KEDA's one address likewise.
+    nodes = broker_urls(secret["stringData"]["DOORMAN_AMQP_URL"])
+    assert len(nodes) == 3 and all(url.endswith(f"/{VHOST}") for url in nodes)
+    assert len(broker_urls(secret["stringData"][KEDA_KEY])) == 1 and secret["stringData"][KEDA_KEY].endswith(f"/{VHOST}")
     workloads = {**{_component(d): d for d in _objects("Deployment").values()},
                  **{_component(j): j for j in _objects("Job").values()}}
     assert set(workloads) == set(SERVICE_SETTINGS)
@@ -447,7 +451,7 @@ def test_keda_scales_each_worker_on_its_own_queue() -> None:
         assert trigger["metadata"]["mode"] == "QueueLength"
         assert trigger["metadata"]["queueName"] == TOPOLOGY.queue(WORKER_QUEUE[service])
         ref = auth[trigger["authenticationRef"]["name"]]["spec"]["secretTargetRef"]
-        assert ref == [{"parameter": "host", "name": secret["metadata"]["name"], "key": "DOORMAN_AMQP_URL"}]
+        assert ref == [{"parameter": "host", "name": secret["metadata"]["name"], "key": KEDA_KEY}]
 
 
 def test_workers_serve_health_and_metrics_on_the_pod_address() -> None:
