@@ -20,6 +20,7 @@ from shared.settings import DoormanSettings, SecretKeySettings
 RETRY_DELAYS: dict[str, tuple[float, ...]] = {
     messaging.VERIFIER_QUEUE: verifier.RETRY_DELAYS,
     messaging.CONTACTS_QUEUE: contacts.RETRY_DELAYS,
+    messaging.WEBHOOK_QUEUE: verifier.WEBHOOK_RETRY_DELAYS,  # DOORMAN_WEBHOOK_RETRY_DELAYS, when set, names others
 }
 
 

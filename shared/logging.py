@@ -30,6 +30,8 @@ ALLOWED = frozenset({
     "busy", "opens", "replica", "sessions",
     # the circuit breaker and the outage grace (services/verifier/breaker.py, grace.py)
     "host", "opened", "degraded", "circuit_open", "verified_seconds_ago", "rows",
+    # webhook deliveries (services/verifier/webhooks.py, shared/webhook_outbox.py)
+    "webhook_type", "http_status", "deliveries",
 })
 FREE_TEXT = frozenset({"event", "exception", "detail", "error", "stack", "api_url"})
 REDACTED = "[redacted]"

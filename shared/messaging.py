@@ -27,17 +27,19 @@ from uuid import uuid4
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
-from shared.events import ContactCollected, Event, IdentityVerified, SessionFellBack, WidgetOpened, encode
+from shared.events import ContactCollected, Event, IdentityVerified, SessionFellBack, WebhookDue, WidgetOpened, encode
 from shared.metrics import PUBLISH_SECONDS
 
 
 VERIFIER_QUEUE = "verifier.widget-opened"
 CONTACTS_QUEUE = "contacts.outcomes"
+WEBHOOK_QUEUE = "verifier.webhooks"  # webhook deliveries: the verifier's second stage, its own capacity
 # The wiring every publisher relies on: each work queue and the event types routed to it. The
 # stage consuming a queue (declared in its service's composition root) handles exactly these.
 WORK_QUEUES: dict[str, tuple[str, ...]] = {
     VERIFIER_QUEUE: (WidgetOpened.event_type,),
     CONTACTS_QUEUE: (IdentityVerified.event_type, SessionFellBack.event_type, ContactCollected.event_type),
+    WEBHOOK_QUEUE: (WebhookDue.event_type,),
 }
 DELIVERY_LIMIT = 10
 ATTEMPT_HEADER = "x-doorman-attempt"

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
 
-from shared import db, messaging
+from shared import db, messaging, webhook_outbox
 from shared.consumer import consuming
 from shared.events import ContactCollected, IdentityVerified, SessionFellBack
 from shared.service import health_server
@@ -32,16 +32,21 @@ async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1")
         # It publishes only outcome notifications, best effort (a waiting gateway re-reads the
         # database): written, not waited on.
         messaging.publisher(conn, topology, confirmed=False) as notify,
+        # Webhook deliveries (recorded in the batch's transaction) are published confirmed after the commit;
+        # what was not is swept up and published again (shared/webhook_outbox.py).
+        messaging.publisher(conn, topology) as deliveries,
+        webhook_outbox.subscriptions(pool, settings.database_url.get_secret_value()) as webhook_bots,
     ):
+        outbox = webhook_outbox.Outbox(pool, webhook_bots, deliveries)
         # The stage: outcomes and collected forms, recorded a batch per transaction (one event at a time
         # when a batch fails); an event it gives up on ends its session in internal_error.
-        one = partial(record_one, pool=pool, publish=notify)
+        one = partial(record_one, pool=pool, publish=notify, outbox=outbox)
         stage = Stage(
             queue=messaging.CONTACTS_QUEUE,
             handles={IdentityVerified: one, SessionFellBack: one, ContactCollected: one},
             retry=RetryPolicy(RETRY_DELAYS, MAX_ATTEMPTS),
-            give_up=partial(give_up, pool=pool, publish=notify),
-            batch=partial(record, pool=pool, publish=notify),
+            give_up=partial(give_up, pool=pool, publish=notify, outbox=outbox),
+            batch=partial(record, pool=pool, publish=notify, outbox=outbox),
             batch_size=settings.contacts_batch_size, batch_flushes=settings.contacts_flushes,
         )
 
@@ -50,6 +55,7 @@ async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1")
 
         async with (
             housekeeping(pool, notify, retention=timedelta(hours=settings.session_retention_hours)),
+            webhook_outbox.sweeping(pool, deliveries, retention=timedelta(hours=settings.session_retention_hours)),
             health_server(health_host, settings.contacts_port, ready=ready, pool=pool) as port,
             consuming(conn, topology, stage, prefetch=settings.contacts_batch_size * 2),
         ):
