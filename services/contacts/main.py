@@ -54,7 +54,7 @@ async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1")
             return {"database": await db.answers(pool), "broker": notify.ready}
 
         async with (
-            housekeeping(pool, notify, retention=timedelta(hours=settings.session_retention_hours)),
+            housekeeping(pool, notify, retention=timedelta(hours=settings.session_retention_hours), outbox=outbox),
             webhook_outbox.sweeping(pool, deliveries, retention=timedelta(hours=settings.session_retention_hours)),
             health_server(health_host, settings.contacts_port, ready=ready, pool=pool) as port,
             consuming(conn, topology, stage, prefetch=settings.contacts_batch_size * 2),

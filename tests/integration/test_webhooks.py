@@ -350,3 +350,25 @@ def test_signing_keeps_identity_calls_unique_and_webhooks_stable() -> None:
     a, b = sign(b"{}", ["whsec_x"], delivery="d-1"), sign(b"{}", ["whsec_x"], delivery="d-1", now=time.time() + 60)
     assert a[DELIVERY] == b[DELIVERY] == "d-1" and a[SIGNATURE] != b[SIGNATURE] and TIMESTAMP in a
     assert verify("whsec_x", a, b"{}")
+
+
+async def test_a_swept_session_is_announced_as_fell_back(stack: Stack, customer_api: FakeCustomerAPI) -> None:
+    """A session nobody resolved is ended by the contacts service's sweep (internal_error): its bot's webhook hears."""
+    from datetime import timedelta
+
+    from services.contacts.housekeeping import sweep
+    from shared.events import utcnow
+    from shared.sessions import new_replica_id, new_session_id
+    from tests.conftest import Published, store_pending
+
+    hook = customer_api.endpoint()
+    bot, _ = await webhook_bot(stack, customer_api, hook, events=["session.fell_back"])
+    session_id = new_session_id(new_replica_id())
+    assert await store_pending(stack.pool, session_id, bot, deadline_at=utcnow() - timedelta(seconds=30))
+    published = Published()
+    outbox = webhook_outbox.Outbox(stack.pool, webhook_outbox.Subscriptions(stack.pool), published)  # type: ignore[arg-type]
+    await sweep(stack.pool, Published(), outbox)  # type: ignore[arg-type]
+    [due] = published.events
+    assert isinstance(due, WebhookDue) and due.session_id == session_id and due.webhook_type == "session.fell_back"
+    body = json.loads(await stack.pool.fetchval("SELECT body FROM webhook_deliveries WHERE delivery_id = $1", due.event_id))
+    assert body["data"]["session_id"] == session_id and body["data"]["reason"] == "internal_error"
