@@ -372,3 +372,26 @@ async def test_a_swept_session_is_announced_as_fell_back(stack: Stack, customer_
     assert isinstance(due, WebhookDue) and due.session_id == session_id and due.webhook_type == "session.fell_back"
     body = json.loads(await stack.pool.fetchval("SELECT body FROM webhook_deliveries WHERE delivery_id = $1", due.event_id))
     assert body["data"]["session_id"] == session_id and body["data"]["reason"] == "internal_error"
+
+
+async def test_a_dead_delivery_is_sent_again_by_a_dlq_replay(stack: Stack, customer_api: FakeCustomerAPI) -> None:
+    """`doorman dlq replay verifier.webhooks`: the business fixed its endpoint; its dead deliveries go out again,
+    under the same id."""
+    from doorman.ops import replay
+    from shared.settings import DoormanSettings
+
+    hook = customer_api.endpoint(Answer(status=404, json={}), Answer(json={}))  # broken, then fixed
+    bot, secret = await webhook_bot(stack, customer_api, hook, events=["contact.created"])
+    await open_and_wait(stack, bot, "ok-lena")
+
+    async def status_is(wanted: str) -> list[dict[str, Any]] | None:
+        found = (await deliveries(stack, bot))["deliveries"]
+        return found if found and found[0]["status"] == wanted else None
+
+    [dead] = await wait_until(lambda: status_is("dead"), what="dead")
+    await replay(DoormanSettings(amqp_url=AMQP_URL, amqp_prefix=stack.config["amqp_prefix"]), "verifier.webhooks")
+    [delivered] = await wait_until(lambda: status_is("delivered"), what="delivered after the replay")
+    assert delivered["delivery_id"] == dead["delivery_id"] and delivered["attempts"] == 2
+    first, second = customer_api.received(hook)[:2]
+    assert first.headers[DELIVERY] == second.headers[DELIVERY] == dead["delivery_id"]
+    assert verify(secret, second.headers, second.raw)
