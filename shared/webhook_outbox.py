@@ -72,8 +72,19 @@ async def enqueue_webhook(
 
 async def forget_contact(conn: asyncpg.Connection, contact_id: UUID) -> int:
     """Erasure: delete every delivery about the contact (their bodies hold its personal data), pending ones
-    included, so none goes out after ``contact.erased``. Returns how many."""
-    return int((await conn.execute("DELETE FROM webhook_deliveries WHERE contact_id = $1", contact_id)).split()[-1])
+    included, so none goes out after ``contact.erased`` (which is kept). Returns how many."""
+    status = await conn.execute(
+        "DELETE FROM webhook_deliveries WHERE contact_id = $1 AND type <> 'contact.erased'", contact_id)
+    return int(status.split()[-1])
+
+
+async def contact_erased(conn: asyncpg.Connection, bot_id: UUID, contact_id: UUID) -> WebhookDue | None:
+    """What erasure calls in its transaction: forget the contact's deliveries and record ``contact.erased``
+    (``data: {contact_id}``, nothing personal) if the bot's webhook takes it. Publish the result after the
+    commit (``services.gateway.webhooks.publish_after_commit``) or leave it to the sweeper."""
+    await forget_contact(conn, contact_id)
+    return await enqueue_webhook(conn, bot_id, "contact.erased", {"contact_id": str(contact_id)},
+                                 contact_id=contact_id)
 
 
 _CONTACT_DATA = """jsonb_build_object(

@@ -60,7 +60,7 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
         outbound_client(
             allow_private=settings.allow_private_networks, timeout=settings.webhook_timeout_seconds,
             max_body=settings.auth_max_body_bytes, limit_per_host=settings.webhook_max_connections_per_host,
-            ports=settings.allowed_outbound_ports(), max_wait=settings.webhook_timeout_seconds * 6,
+            ports=settings.allowed_outbound_ports(), max_wait=settings.webhook_timeout_seconds,
         ) as webhook_http,
     ):
         whitelist = ApiWhitelist(http, ttl=settings.whitelist_ttl_seconds)
