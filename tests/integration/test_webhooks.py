@@ -318,7 +318,8 @@ async def test_a_hanging_endpoint_does_not_slow_widget_opens(stack: Stack, custo
         return list(await asyncio.gather(*(one(i) for i in range(n))))
 
     before = await opens(quick, 20, "before")
-    hanging = customer_api.endpoint(Answer(json={}, delay=60))
+    # Hangs past the webhook timeout (2 s here) on every attempt; not longer, so the fake business stops promptly.
+    hanging = customer_api.endpoint(Answer(json={}, delay=8))
     noisy, _ = await webhook_bot(stack, customer_api, hanging)
     await opens(noisy, 60, "noise")  # 60+ deliveries now hang on the endpoint, filling the webhook stage
     await wait_until(lambda: len(customer_api.received(hanging)) >= 8, what="hanging deliveries")
