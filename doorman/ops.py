@@ -21,6 +21,7 @@ from shared.settings import DoormanSettings, SecretKeySettings
 RETRY_DELAYS: dict[str, tuple[float, ...]] = {
     messaging.VERIFIER_QUEUE: verifier.RETRY_DELAYS,
     messaging.CONTACTS_QUEUE: contacts.RETRY_DELAYS,
+    messaging.WEBHOOK_QUEUE: verifier.WEBHOOK_RETRY_DELAYS,  # DOORMAN_WEBHOOK_RETRY_DELAYS, when set, names others
 }
 
 
@@ -113,7 +114,7 @@ async def queues(settings: DoormanSettings) -> None:
 
 
 async def replay(settings: DoormanSettings, queue: str) -> None:
-    """Move every message of ``queue``'s dead-letter queue back onto ``queue``, confirmed one by one."""
+    """Move the messages waiting in ``queue``'s dead-letter queue back onto ``queue``, confirmed one by one."""
     topology = messaging.Topology(settings.amqp_prefix)
     name = queue.removeprefix(f"{settings.amqp_prefix}.")
     if name not in messaging.WORK_QUEUES:
@@ -122,7 +123,10 @@ async def replay(settings: DoormanSettings, queue: str) -> None:
     async with messaging.connection(settings.amqp_url.get_secret_value(), "doorman-dlq-replay") as conn:
         channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
         dlq = await channel.declare_queue(topology.dead_letter_queue(name), passive=True)
-        while (message := await dlq.get(fail=False)) is not None:
+        # Only those there now: a replayed message that fails for good again at once (a webhook endpoint still
+        # answering 404) lands back here, and must not be replayed in a loop.
+        waiting = dlq.declaration_result.message_count or 0
+        while moved < waiting and (message := await dlq.get(fail=False)) is not None:
             headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
             headers[messaging.REPLAYED_HEADER] = 1
             await channel.default_exchange.publish(

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from shared.batching import Batcher
 from shared.events import Event, decode, utcnow
-from shared.failures import is_transient
+from shared.failures import FailedForGood, is_transient
 from shared.messaging import ATTEMPT_HEADER, REPLAYED_HEADER, Topology, declare, declare_retry_queues, events_message
 from shared.metrics import CONSUMER_IN_FLIGHT, DEAD_LETTERS, RETRIES, SKIPPED
 from shared.stages import Action, Failure, Retry, Stage, settle
@@ -192,6 +192,8 @@ class Consumer:
                 failure = Failure.of(exc, transient=is_transient(exc))
                 if failure.transient:
                     log.warning("transient failure", error=repr(exc), attempt=attempt)
+                elif isinstance(exc, FailedForGood):  # a handler's verdict, not a crash
+                    log.warning("failed for good", error=str(exc), attempt=attempt)
                 else:
                     log.error("handler crashed", error=repr(exc), attempt=attempt, exc_info=exc)
             if failure is None:  # settle's ack: nothing more to do for this event

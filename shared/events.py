@@ -150,9 +150,19 @@ class SessionResolved(Event):
     facts: CallFacts = CallFacts()
 
 
+class WebhookDue(Event):
+    """A webhook delivery was recorded (its row in ``webhook_deliveries``, written with the change it
+    announces): POST it to the bot's endpoint. The event id is the delivery id; ``session_id`` is the
+    session it came from, or ``-``."""
+
+    event_type: ClassVar[str] = "webhook.due"
+
+    webhook_type: str  # contact.created | contact.updated | contact.erased | session.fell_back
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.event_type: cls
-    for cls in (WidgetOpened, IdentityVerified, SessionFellBack, ContactCollected, SessionResolved)
+    for cls in (WidgetOpened, IdentityVerified, SessionFellBack, ContactCollected, SessionResolved, WebhookDue)
 }
 
 

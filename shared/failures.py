@@ -15,6 +15,17 @@ import aiormq.exceptions
 import asyncpg
 import pamqp.commands
 
+
+class TryLater(Exception):
+    """Raised by a handler: nothing crashed, but this attempt did not succeed and a later one may
+    (a webhook endpoint answered 503). Transient: parked for another attempt, dead-lettered when none is left."""
+
+
+class FailedForGood(Exception):
+    """Raised by a handler: this event can never succeed (a webhook endpoint answered 404). Dead-lettered
+    now, logged as a failure, not as a crash."""
+
+
 _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
@@ -29,6 +40,7 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     aiormq.exceptions.AMQPConnectionError,
     aiormq.exceptions.ChannelInvalidStateError,
+    TryLater,
 )
 
 

@@ -32,6 +32,8 @@ ALLOWED = frozenset({
     "host", "opened", "degraded", "circuit_open", "verified_seconds_ago", "rows",
     # ending sessions (services/gateway/ending.py): the status a session had, and who ended it
     "was", "ended_by",
+    # webhook deliveries (services/verifier/webhooks.py, shared/webhook_outbox.py)
+    "webhook_type", "http_status", "deliveries",
 })
 FREE_TEXT = frozenset({"event", "exception", "detail", "error", "stack", "api_url"})
 REDACTED = "[redacted]"

@@ -39,6 +39,7 @@ from shared.events import (
     IdentityVerified,
     SessionFellBack,
     SessionResolved,
+    WebhookDue,
     WidgetOpened,
     encode,
 )
@@ -49,11 +50,13 @@ log = structlog.get_logger("doorman.messaging")
 
 VERIFIER_QUEUE = "verifier.widget-opened"
 CONTACTS_QUEUE = "contacts.outcomes"
+WEBHOOK_QUEUE = "verifier.webhooks"  # webhook deliveries: the verifier's second stage, its own capacity
 # The wiring every publisher relies on: each work queue and the event types routed to it. The
 # stage consuming a queue (declared in its service's composition root) handles exactly these.
 WORK_QUEUES: dict[str, tuple[str, ...]] = {
     VERIFIER_QUEUE: (WidgetOpened.event_type,),
     CONTACTS_QUEUE: (IdentityVerified.event_type, SessionFellBack.event_type, ContactCollected.event_type),
+    WEBHOOK_QUEUE: (WebhookDue.event_type,),
 }
 DELIVERY_LIMIT = 10
 ATTEMPT_HEADER = "x-doorman-attempt"

@@ -1,6 +1,7 @@
 """Signed identity calls: the business can tell Doorman's calls from forgeries and replays.
 
-Each call carries ``Doorman-Timestamp`` (unix seconds), ``Doorman-Delivery`` (a unique id)
+Each call carries ``Doorman-Timestamp`` (unix seconds), ``Doorman-Delivery`` (a unique id: new for
+each identity call; a webhook's own id, the same on every retry, so the business can dedupe on it)
 and ``Doorman-Signature: v1=<hex>``, the HMAC-SHA256 with the bot's signing secret of
 ``"<timestamp>.<delivery>." + <the exact body bytes>``. While a rotated-out secret is still
 honoured, a second ``v1=`` signature made with it follows, comma-separated.
@@ -28,11 +29,15 @@ def signature(secret: str, timestamp: str, delivery: str, body: bytes) -> str:
     return hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
 
 
-def sign(body: bytes, signing_secrets: Sequence[str], *, now: float | None = None) -> dict[str, str]:
-    """The headers to add to a call; none when the bot has no signing secret."""
+def sign(
+    body: bytes, signing_secrets: Sequence[str], *, now: float | None = None, delivery: str | None = None,
+) -> dict[str, str]:
+    """The headers to add to a call; none when the bot has no signing secret. ``delivery``: the id to
+    send (a webhook's, stable across retries); None makes a new one (an identity call)."""
     if not signing_secrets:
         return {}
-    timestamp, delivery = str(int(now if now is not None else time.time())), str(uuid.uuid4())
+    timestamp = str(int(now if now is not None else time.time()))
+    delivery = delivery if delivery is not None else str(uuid.uuid4())
     signatures = ", ".join(f"v1={signature(s, timestamp, delivery, body)}" for s in signing_secrets)
     return {TIMESTAMP: timestamp, DELIVERY: delivery, SIGNATURE: signatures}
 

@@ -37,6 +37,7 @@ AMQP_URL = os.environ.get("DOORMAN_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672
 PG_ROOT = os.environ.get("DOORMAN_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 AUTH_TIMEOUT = 1.0
 SESSION_DEADLINE = 5.0
+WEBHOOK_RETRY_DELAYS = (0.2, 0.5, 1.0)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -62,7 +63,7 @@ async def _delete_topology(prefix: str) -> None:
     conn = await aio_pika.connect(AMQP_URL)
     async with conn:
         channel = await conn.channel()
-        for queue in all_queues(topology):
+        for queue in [*all_queues(topology), *topology.retry_queues(messaging.WEBHOOK_QUEUE, WEBHOOK_RETRY_DELAYS)]:
             await channel.queue_delete(queue)
         for exchange in (topology.exchange, topology.dead_letter_exchange):
             await channel.exchange_delete(exchange)
@@ -109,6 +110,9 @@ def service_config(database_url: str, prefix: str, secret_key: str) -> dict[str,
         # One open at a time whose retries back off (a business that blinks, on purpose) reads to admission
         # control as a standing queue; its own tests drive it directly (test_widget_wait, test_admission).
         "admission_target_seconds": 60,
+        # Webhook deliveries back off for seconds here, not a day.
+        "webhook_retry_delays": ",".join(str(d) for d in WEBHOOK_RETRY_DELAYS), "webhook_max_attempts": 4,
+        "webhook_timeout_seconds": 2,
     }
 
 

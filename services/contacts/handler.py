@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from uuid import UUID
 
 import asyncpg
 import structlog
@@ -12,6 +13,7 @@ from shared.events import ContactCollected, Event, FallbackReason, IdentityVerif
 from shared.messaging import Publisher, tell_replicas
 from shared.metrics import OUTCOMES, SESSION_SECONDS
 from shared.sessions import Outcome, Resolved, resolve_sessions
+from shared.webhook_outbox import Outbox
 
 from .repository import contact_key, take_new, upsert_collected, upsert_verified
 
@@ -22,12 +24,12 @@ ERASED_DETAIL = "the contact was erased after this visitor was verified"
 
 
 async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publisher,
-                 secrets: Secrets | None = None) -> None:
-    """One transaction for the whole batch; notifications only after the commit.
+                 secrets: Secrets | None = None, outbox: Outbox | None = None) -> None:
+    """One transaction for the whole batch; notifications (and webhook deliveries, recorded in it) only after the commit.
 
     The inbox makes it idempotent by event id: an event already processed (a
     redelivery, a replay, a second verifier run of the same widget open) is skipped.
-    ``secrets`` matches erased contacts' tombstones (tombstones.py), so an event older than
+    ``secrets`` matches erased contacts' tombstones (shared/tombstones.py), so an event older than
     an erasure brings nothing back; the service always passes it.
     """
     async with pool.acquire() as conn, conn.transaction():
@@ -47,12 +49,19 @@ async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publis
             elif isinstance(e, SessionFellBack):
                 outcomes.append(Outcome(e.session_id, "fallback", reason=e.reason.value, detail=e.detail, facts=e.facts))
         resolved = await resolve_sessions(conn, outcomes)
-    correlation = {e.session_id: e.correlation_id for e in events}
+        correlation = {e.session_id: e.correlation_id for e in events}
+        due = await outbox.record(conn, events, _fell_back(resolved), correlation) if outbox else []
     for r in resolved:
         _count(r)
         log.info("session resolved", session_id=r.session_id, bot_id=str(r.bot_id), status=r.status,
                  reason=r.reason, latency_ms=round(r.seconds * 1000, 1), correlation_id=correlation[r.session_id])
     await notify(resolved, correlation=correlation, publish=publish)
+    if due:
+        await outbox.publish(due)  # type: ignore[union-attr]
+
+
+def _fell_back(resolved: Sequence[Resolved]) -> dict[str, UUID]:
+    return {r.session_id: r.bot_id for r in resolved if r.status == "fallback"}
 
 
 async def notify(resolved: Sequence[Resolved], *, correlation: dict[str, str], publish: Publisher) -> None:
@@ -70,20 +79,24 @@ async def notify(resolved: Sequence[Resolved], *, correlation: dict[str, str], p
     await tell_replicas(by_replica, publish)
 
 
-async def record_one(event: Event, *, pool: asyncpg.Pool, publish: Publisher, secrets: Secrets | None = None) -> None:
-    await record([event], pool=pool, publish=publish, secrets=secrets)
+async def record_one(event: Event, *, pool: asyncpg.Pool, publish: Publisher, secrets: Secrets | None = None,
+                     outbox: Outbox | None = None) -> None:
+    await record([event], pool=pool, publish=publish, secrets=secrets, outbox=outbox)
 
 
-async def give_up(event: Event, *, pool: asyncpg.Pool, publish: Publisher) -> None:
+async def give_up(event: Event, *, pool: asyncpg.Pool, publish: Publisher, outbox: Outbox | None = None) -> None:
     """This event can never be recorded: its session still ends, in internal_error."""
     async with pool.acquire() as conn, conn.transaction():
         resolved = await resolve_sessions(conn, [Outcome(
             event.session_id, "fallback", reason=FallbackReason.internal_error.value,
             detail="the contact could not be recorded",
         )])
+        due = await outbox.record(conn, [], _fell_back(resolved)) if outbox else []
     for r in resolved:
         _count(r)
     await notify(resolved, correlation={event.session_id: event.correlation_id}, publish=publish)
+    if due:
+        await outbox.publish(due)  # type: ignore[union-attr]
 
 
 def _count(r: Resolved) -> None:

@@ -18,31 +18,37 @@ from shared.messaging import Publisher
 from shared.metrics import OUTCOMES, SWEPT
 from shared.service import background
 from shared.sessions import expire_overdue, prune
+from shared.webhook_outbox import Outbox
 
 from .handler import notify
 
 log = structlog.get_logger("doorman.contacts.housekeeping")
 
 
-async def sweep(pool: asyncpg.Pool, publish: Publisher) -> int:
-    """End overdue sessions as internal_error and tell their waiting gateways."""
-    expired = await expire_overdue(pool)
+async def sweep(pool: asyncpg.Pool, publish: Publisher, outbox: Outbox | None = None) -> int:
+    """End overdue sessions as internal_error and tell their waiting gateways (and the bots' webhooks)."""
+    async with pool.acquire() as conn, conn.transaction():
+        expired = await expire_overdue(conn)
+        due = await outbox.record(conn, [], {e.session_id: e.bot_id for e in expired}) if outbox and expired else []
     SWEPT.inc(len(expired))
     OUTCOMES.labels("fallback", "internal_error").inc(len(expired))
     for e in expired:
         log.warning("session swept: never resolved", session_id=e.session_id, bot_id=str(e.bot_id))
     await notify([e.resolved() for e in expired], correlation={}, publish=publish)
+    if due:
+        await outbox.publish(due)  # type: ignore[union-attr]
     return len(expired)
 
 
 @asynccontextmanager
 async def housekeeping(
     pool: asyncpg.Pool, publish: Publisher, *, retention: timedelta, sweep_every: float = 1.0, prune_every: float = 300.0,
+    outbox: Outbox | None = None,
 ) -> AsyncIterator[None]:
     async def sweeping() -> None:
         while True:
             try:
-                await sweep(pool, publish)
+                await sweep(pool, publish, outbox)
             except Exception as exc:  # a blip: next round
                 log.warning("sweep failed", error=repr(exc))
             await asyncio.sleep(sweep_every)

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
 
-from shared import db, messaging
+from shared import db, messaging, webhook_outbox
 from shared.consumer import consuming
 from shared.events import ContactCollected, IdentityVerified, SessionFellBack
 from shared.service import health_server
@@ -32,18 +32,23 @@ async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1")
         # It publishes only outcome notifications, best effort (a waiting gateway re-reads the
         # database): written, not waited on.
         messaging.publisher(conn, topology, confirmed=False) as notify,
+        # Webhook deliveries (recorded in the batch's transaction) are published confirmed after the commit;
+        # what was not is swept up and published again (shared/webhook_outbox.py).
+        messaging.publisher(conn, topology) as deliveries,
+        webhook_outbox.subscriptions(pool, settings.database_url.get_secret_value()) as webhook_bots,
     ):
+        outbox = webhook_outbox.Outbox(pool, webhook_bots, deliveries)
         # The stage: outcomes and collected forms, recorded a batch per transaction (one event at a time
         # when a batch fails); an event it gives up on ends its session in internal_error.
-        # The secret key hashes contact keys to match erased contacts' tombstones (tombstones.py).
+        # The secret key hashes contact keys to match erased contacts' tombstones (shared/tombstones.py).
         secrets = settings.secrets()
-        one = partial(record_one, pool=pool, publish=notify, secrets=secrets)
+        one = partial(record_one, pool=pool, publish=notify, secrets=secrets, outbox=outbox)
         stage = Stage(
             queue=messaging.CONTACTS_QUEUE,
             handles={IdentityVerified: one, SessionFellBack: one, ContactCollected: one},
             retry=RetryPolicy(RETRY_DELAYS, MAX_ATTEMPTS),
-            give_up=partial(give_up, pool=pool, publish=notify),
-            batch=partial(record, pool=pool, publish=notify, secrets=secrets),
+            give_up=partial(give_up, pool=pool, publish=notify, outbox=outbox),
+            batch=partial(record, pool=pool, publish=notify, secrets=secrets, outbox=outbox),
             batch_size=settings.contacts_batch_size, batch_flushes=settings.contacts_flushes,
         )
 
@@ -51,7 +56,8 @@ async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1")
             return {"database": await db.answers(pool), "broker": notify.ready}
 
         async with (
-            housekeeping(pool, notify, retention=timedelta(hours=settings.session_retention_hours)),
+            housekeeping(pool, notify, retention=timedelta(hours=settings.session_retention_hours), outbox=outbox),
+            webhook_outbox.sweeping(pool, deliveries, retention=timedelta(hours=settings.session_retention_hours)),
             health_server(health_host, settings.contacts_port, ready=ready, pool=pool) as port,
             consuming(conn, topology, stage, prefetch=settings.contacts_batch_size * 2),
         ):

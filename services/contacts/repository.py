@@ -10,7 +10,7 @@ business's own workspace from its answer (OpenCX's externalId, not Doorman's ten
 workspaces), NULL when it gave none, NULL being one partition of its own (NULLS NOT DISTINCT).
 
 An erased contact's key is tombstoned: an event for it that happened before the erasure changes
-nothing, a later one makes a new contact (tombstones.py).
+nothing, a later one makes a new contact (shared/tombstones.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from shared.crypto import Secrets
 from shared.events import ContactCollected, Event, IdentityVerified
 from shared.sessions import link_collected
 
-from .tombstones import NOT_ERASED, ContactKey, key_hashes
+from shared.tombstones import NOT_ERASED, ContactKey, key_hashes
 
 E = TypeVar("E", bound=Event)
 
@@ -35,7 +35,7 @@ E = TypeVar("E", bound=Event)
 #   email or phone) changes; the update still applies.
 # * took_over_unverified: the contact was made by the Collect Information form; what the visitor typed
 #   is kept in `typed` (and field_sources keep "visitor" for the fields the business did not send).
-# An event for an erased contact's key that happened before the erasure is skipped (tombstones.py).
+# An event for an erased contact's key that happened before the erasure is skipped (shared/tombstones.py).
 UPSERT_VERIFIED = f"""
 INSERT INTO contacts AS c (
     bot_id, identify_method, identifier, external_id, name, email, phone_number, country_code,
@@ -247,4 +247,4 @@ async def upsert_collected(
         )
         await link_collected(conn, e.session_id, e.bot_id, method, identifier)
     if secrets is not None:
-        await contact_ids(conn, hashes)  # the race with an erasure (tombstones.py)
+        await contact_ids(conn, hashes)  # the race with an erasure (shared/tombstones.py)

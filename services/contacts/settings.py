@@ -5,7 +5,7 @@ from pydantic import Field
 from shared.settings import SecretKeySettings
 
 
-class ContactsSettings(SecretKeySettings):  # the key hashes erased contacts' keys (services/contacts/tombstones.py)
+class ContactsSettings(SecretKeySettings):  # the key hashes erased contacts' keys (shared/tombstones.py)
     contacts_port: int = Field(8082, ge=0, le=65535, description="/healthz, /readyz; 0 picks a free port")
     contacts_batch_size: int = Field(
         100, ge=1, le=5000, description="most events written in one transaction (what waits while one commits)",

@@ -15,7 +15,7 @@ from shared.http import outbound_client
 from shared.service import background
 from shared.sessions import EXPIRE_GRACE_SECONDS, new_replica_id, session_views
 
-from . import access, admin, erasure, identities, opening, openapi, pages, widget, workspaces
+from . import access, admin, erasure, identities, opening, openapi, pages, webhooks, widget, workspaces
 from .admission import Admission, watch_lag
 from .http_errors import as_json_error
 from .keys import HTTP, HUB, LIMITS, OPENS, POOL, PUBLISH, SECRETS, SETTINGS
@@ -117,6 +117,7 @@ def init_app(settings: GatewaySettings) -> web.Application:
     app.add_routes(workspaces.routes)
     app.add_routes(identities.routes)
     app.add_routes(erasure.routes)
+    app.add_routes(webhooks.routes)
     app.add_routes(openapi.routes)
     app.add_routes(pages.routes)
     app.add_routes(health_routes(ready=lambda: _ready(app), pool=lambda: app.get(POOL)))

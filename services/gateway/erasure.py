@@ -1,7 +1,7 @@
 """Erasure and export of a contact (the admin API; the operator's token or the bot's workspace key).
 
 ``DELETE /v1/bots/{bot_id}/contacts/{contact_id}`` removes the contact's personal data in one
-transaction and leaves a tombstone (services/contacts/tombstones.py): the contact's key as a keyed
+transaction and leaves a tombstone (shared/tombstones.py): the contact's key as a keyed
 hash and when it was erased, so an older event (a replay, a retry, a dead letter put back, a late
 verification) cannot bring the contact back, while a new verification makes a new contact. Removed:
 
@@ -18,17 +18,19 @@ verification) cannot bring the contact back, while a new verification makes a ne
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
 from aiohttp import web
 
-from services.contacts.tombstones import key_hash
+from shared.tombstones import key_hash
 from shared.crypto import Secrets
-from shared.events import utcnow
+from shared import webhook_outbox
+from shared.events import WebhookDue, utcnow
 from shared.routes import Routes
 
-from . import directory
+from . import directory, webhooks
 from .access import visible_bot
 from .http_errors import Error, error, json_response
 from .keys import POOL, SECRETS
@@ -72,13 +74,13 @@ async def _not_found(pool: asyncpg.Pool, bot_id: UUID, contact_id: UUID) -> web.
     return error(404, "contact_not_found", "no contact has this id")
 
 
-async def erase(pool: asyncpg.Pool, secrets: Secrets, bot_id: UUID, contact_id: UUID) -> bool:
-    """Erase the contact (see the module's docstring); False when the bot has no such contact."""
+async def erase(pool: asyncpg.Pool, secrets: Secrets, bot_id: UUID, contact_id: UUID) -> Erased | None:
+    """Erase the contact (see the module's docstring); None when the bot has no such contact."""
     async with pool.acquire() as conn, conn.transaction():
         # The row lock orders this against the contacts service's upserts of the same contact.
         row = await conn.fetchrow(_KEY + " FOR UPDATE", bot_id, contact_id)
         if row is None:
-            return False
+            return None
         method, identifier, workspace, external_id = row
         await conn.execute(
             "INSERT INTO contact_tombstones (contact_id, bot_id, key_hash) VALUES ($1, $2, $3)",
@@ -88,7 +90,13 @@ async def erase(pool: asyncpg.Pool, secrets: Secrets, bot_id: UUID, contact_id: 
         await conn.execute(f"DELETE FROM {_CACHED}", bot_id, method, identifier, workspace, external_id)
         await conn.execute(f"UPDATE widget_sessions s SET detail = NULL WHERE {_OF_CONTACT}", bot_id, contact_id)
         await conn.execute("DELETE FROM contacts WHERE contact_id = $1", contact_id)  # sessions' links: SET NULL
-    return True
+        # Its earlier webhook deliveries hold its data: gone; `contact.erased` is announced if the bot takes it.
+        return Erased(await webhook_outbox.contact_erased(conn, bot_id, contact_id))
+
+
+@dataclass(frozen=True)
+class Erased:
+    announced: WebhookDue | None  # contact.erased, to publish once committed
 
 
 async def export(pool: asyncpg.Pool, bot_id: UUID, contact_id: UUID) -> ContactExport | None:
@@ -132,8 +140,9 @@ async def erase_contact(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
     contact_id = _contact_id(request)
     pool = request.app[POOL]
-    if not await erase(pool, request.app[SECRETS], bot_id, contact_id):
+    if (erased := await erase(pool, request.app[SECRETS], bot_id, contact_id)) is None:
         raise await _not_found(pool, bot_id, contact_id)
+    await webhooks.publish_after_commit(request.app, [erased.announced])
     return web.Response(status=204)
 
 

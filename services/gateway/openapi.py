@@ -33,6 +33,7 @@ TAGS = [
     {"name": "bots", "description": "Admin: bots."},
     {"name": "custom-auth", "description": "Admin: Custom Authentication settings and the Testing panel."},
     {"name": "contacts", "description": "Admin: contacts and the authentication activity log."},
+    {"name": "webhooks", "description": "Admin: the bot's webhook to the business and its delivery log."},
     {"name": "operations", "description": "Health, readiness and this document."},
 ]
 PATH_PARAMETERS = {

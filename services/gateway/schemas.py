@@ -272,3 +272,37 @@ class CollectedContact(Strict):
         if not (self.name or self.email or self.phone_number):
             raise ValueError("fill in at least one of name, email or phone_number")
         return self
+
+
+# --- webhooks to the business (services/gateway/webhooks.py) ------------------------------------
+
+WebhookType = Literal["contact.created", "contact.updated", "contact.erased", "session.fell_back"]
+
+
+class WebhookIn(Strict):
+    """``PUT /v1/bots/{bot_id}/webhook``: where Doorman POSTs the bot's events, and which."""
+
+    url: HttpUrl | None = Field(None, description="the business's endpoint; required when `enabled`")
+    events: Annotated[list[WebhookType], Field(max_length=4)] = Field([], description="the event types to send")
+    enabled: bool
+
+    @field_validator("events")
+    @classmethod
+    def _no_repeats(cls, events: list[str]) -> list[str]:
+        if len(set(events)) != len(events):
+            raise ValueError("must not repeat an event type")
+        return events
+
+    def missing(self) -> list[tuple[str, str]]:
+        """(field, message) for what enabling needs and the body lacks."""
+        if not self.enabled:
+            return []
+        needs = [("url", "required when the webhook is enabled")] if not self.url else []
+        if not self.events:
+            needs.append(("events", "choose at least one event type when the webhook is enabled"))
+        return needs
+
+
+class DeliveryQuery(Strict):
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+    cursor: Annotated[str, Field(max_length=500)] | None = None

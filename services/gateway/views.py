@@ -354,3 +354,33 @@ class TestResult(View):
         "what a real widget open from `origin` would get today with these settings (Custom Authentication off, "
         "domain not allowed, missing token and the call's own result), decided by the verifier's own code in a "
         "dry run"))
+
+
+# --- webhooks to the business (built by webhooks.py) ---------------------------------------------
+
+
+class WebhookSettings(View):
+    url: str | None
+    events: list[Literal["contact.created", "contact.updated", "contact.erased", "session.fell_back"]]
+    enabled: bool
+    signing_secret_set: bool = Field(description="deliveries (and identity calls) carry `Doorman-Signature`")
+    signing_secret: str | None = Field(description=(
+        "`whsec_...`: made by this PUT because the bot had none (enabling needs one), shown this once; "
+        "verify `Doorman-Signature` with it. Null otherwise"))
+    updated_at: datetime | None = Field(description="null: never saved")
+
+
+class WebhookDelivery(View):
+    delivery_id: UUID = Field(description="the body's `id` and the `Doorman-Delivery` header, on every attempt")
+    type: Literal["contact.created", "contact.updated", "contact.erased", "session.fell_back"]
+    status: Literal["pending", "delivered", "dead"] = Field(description=(
+        "`dead`: the endpoint answered 4xx (not 408/429), or kept failing for about a day"))
+    attempts: int
+    last_error: str | None = Field(description="what the last failed attempt met, e.g. `HTTP 503`")
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+class WebhookDeliveryPage(View):
+    deliveries: list[WebhookDelivery] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")

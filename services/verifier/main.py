@@ -9,7 +9,7 @@ from functools import partial
 from shared import db, messaging
 from shared.batching import Batcher
 from shared.consumer import consuming
-from shared.events import Event, WidgetOpened
+from shared.events import Event, WebhookDue, WidgetOpened
 from shared.http import outbound_client
 from shared.service import health_server
 from shared.stages import RetryPolicy, Stage
@@ -21,12 +21,17 @@ from .grace import grace_cache
 from .handler import already_done, emit, give_up, verify
 from .pushed import PushedIdentities
 from .settings import VerifierSettings
+from . import webhooks
 from .jwks import JwksCache
 from .whitelist import ApiWhitelist
 
 # The visitor is waiting: short delays, and another attempt only if it can end before the deadline.
 RETRY_DELAYS = (0.25, 1.0, 2.0)
 MAX_ATTEMPTS = 5
+# Webhooks: nobody waits; the business's endpoint may be down for hours. 5 s, 30 s, 2 min, ... then every 4 h:
+# the 13th attempt comes about 23.7 h after the first, then the delivery is dead (a day).
+WEBHOOK_RETRY_DELAYS = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0)
+WEBHOOK_MAX_ATTEMPTS = 13
 
 
 @asynccontextmanager
@@ -52,6 +57,12 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
             failure_ratio=settings.breaker_failure_ratio, open_seconds=settings.breaker_open_seconds,
         )) as guarded,
         grace_cache(pool, secrets) as grace,
+        # Webhook deliveries have an outbound client of their own: a hanging endpoint holds only its slots.
+        outbound_client(
+            allow_private=settings.allow_private_networks, timeout=settings.webhook_timeout_seconds,
+            max_body=settings.auth_max_body_bytes, limit_per_host=settings.webhook_max_connections_per_host,
+            ports=settings.allowed_outbound_ports(), max_wait=settings.webhook_timeout_seconds,
+        ) as webhook_http,
     ):
         whitelist = ApiWhitelist(http, ttl=settings.whitelist_ttl_seconds)
         config.on_change.append(lambda bot_id: whitelist.forget(bot_id) if bot_id else None)
@@ -77,12 +88,25 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
             max_events=settings.verifier_concurrency,
         )
 
+        # The second stage: webhook deliveries, on a channel of their own (its own prefetch and concurrency);
+        # back-off for about a day, then dead (a copy in verifier.webhooks.dlq).
+        webhook_stage = Stage(
+            queue=messaging.WEBHOOK_QUEUE,
+            handles={WebhookDue: partial(webhooks.deliver, pool=pool, http=webhook_http, load_config=config.get)},
+            retry=RetryPolicy(settings.webhook_delays() or WEBHOOK_RETRY_DELAYS,
+                              settings.webhook_max_attempts or WEBHOOK_MAX_ATTEMPTS),
+            give_up=partial(webhooks.give_up, pool=pool),
+            already_done=partial(webhooks.already_done, pool=pool),
+            max_events=settings.webhook_concurrency,
+        )
+
         async def ready() -> dict[str, bool]:
             return {"database": await db.answers(pool), "broker": publish.ready}
 
         async with (
             health_server(health_host, settings.verifier_port, ready=ready, pool=pool) as port,
             consuming(conn, topology, stage, prefetch=settings.verifier_prefetch, emit=emit_outcome),
+            consuming(conn, topology, webhook_stage, prefetch=settings.webhook_prefetch),
         ):
             try:
                 yield port

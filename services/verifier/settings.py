@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.settings import OutboundSettings, SecretKeySettings
 
@@ -32,3 +32,32 @@ class VerifierSettings(SecretKeySettings, OutboundSettings):
     breaker_open_seconds: float = Field(
         15.0, ge=0.1, le=3600, description="how long an open circuit refuses calls before one probe (half-open)",
     )
+
+    # Webhook deliveries (services/verifier/webhooks.py): their own stage, channel and outbound client, so a slow
+    # endpoint never takes capacity from widget opens.
+    webhook_prefetch: int = Field(32, ge=1, le=10_000, description="webhook deliveries taken from the broker at once")
+    webhook_concurrency: int = Field(32, ge=1, le=10_000, description="webhook deliveries in flight at once per replica")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60, description="how long a webhook endpoint may take to answer")
+    webhook_max_connections_per_host: int = Field(
+        8, ge=1, le=10_000, description="deliveries in flight to one host; more wait their turn",
+    )
+    webhook_retry_delays: str | None = Field(None, description=(
+        "seconds between attempts, comma-separated (the last repeats); default about a day of back-off"))
+    webhook_max_attempts: int | None = Field(None, ge=1, le=1000, description="attempts before a delivery is dead")
+
+    @model_validator(mode="after")
+    def _check_webhook_delays(self) -> "VerifierSettings":
+        self.webhook_delays()
+        return self
+
+    def webhook_delays(self) -> tuple[float, ...] | None:
+        """The configured back-off, or None for the default."""
+        if self.webhook_retry_delays is None:
+            return None
+        try:
+            delays = tuple(float(d) for d in self.webhook_retry_delays.split(","))
+        except ValueError:
+            raise ValueError("DOORMAN_WEBHOOK_RETRY_DELAYS: seconds, comma-separated, e.g. 5,30,120") from None
+        if not delays or any(not 0 < d <= 86400 for d in delays):
+            raise ValueError("DOORMAN_WEBHOOK_RETRY_DELAYS: each delay between 0 and 86400 seconds")
+        return delays

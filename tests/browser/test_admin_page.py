@@ -157,7 +157,7 @@ async def test_settings_save_every_value_and_the_header_token_never_stays(
     await page.get_by_label("Enable the domain whitelist").check()
     await page.get_by_label("Typed here").check()
     await page.get_by_label("Domains, one per line").fill("Shop.Example.com\n\n  *.example.com  ")
-    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("button", name="Save", exact=True).click()
 
     await expect(page.get_by_test_id("ca-status")).to_have_text("Saved")
     await expect(token_input).to_have_value("")
@@ -194,7 +194,7 @@ async def test_settings_save_every_value_and_the_header_token_never_stays(
 
     # Saving with the input left empty keeps the stored token...
     await page.get_by_label("Authentication URL").fill(url + "?v=2")
-    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("button", name="Save", exact=True).click()
     await expect(page.get_by_test_id("ca-status")).to_have_text("Saved")
     status, saved = await api(stack, "GET", f"/v1/bots/{bot}/custom-auth")
     assert (saved["auth_url"], saved["header_token_set"]) == (url + "?v=2", True)
@@ -202,7 +202,7 @@ async def test_settings_save_every_value_and_the_header_token_never_stays(
     # ...and the checkbox clears it.
     await page.get_by_label("Clear the stored header token").check()
     await expect(token_input).to_be_disabled()
-    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("button", name="Save", exact=True).click()
     await expect(page.get_by_test_id("ca-token-state")).to_have_text("not set")
     await expect(page.get_by_test_id("ca-status")).to_have_text("Saved")
     await expect(token_input).to_have_attribute("placeholder", "not set")
@@ -222,7 +222,7 @@ async def test_invalid_settings_show_errors_next_to_their_inputs(page: Page, sta
     await auth_url.fill("ftp://x")
     await page.get_by_label("Enable the domain whitelist").check()
     await domains.fill("ok.example.com\nhttps://example.com/path")
-    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("button", name="Save", exact=True).click()
 
     auth_error = page.locator(".field", has=auth_url).get_by_test_id("err-auth_url")
     await expect(auth_error).to_contain_text("must be an http:// or https:// URL")
@@ -239,7 +239,7 @@ async def test_invalid_settings_show_errors_next_to_their_inputs(page: Page, sta
     # A body-level error (enabled without a URL) is shown at the top of the form.
     await auth_url.fill("")
     await domains.fill("ok.example.com")
-    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("button", name="Save", exact=True).click()
     await expect(page.get_by_test_id("settings-form-errors")).to_contain_text(
         "auth_url is required when Custom Authentication is enabled")
     await expect(auth_error).to_be_hidden()
@@ -249,12 +249,12 @@ async def test_invalid_settings_show_errors_next_to_their_inputs(page: Page, sta
     await auth_url.fill("https://shop.example.com/doorman/auth")
     await page.get_by_label("Read from your API").check()
     await expect(domains).to_be_hidden()
-    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("button", name="Save", exact=True).click()
     await expect(page.get_by_test_id("err-api_url")).to_contain_text("api_url is required")
     await expect(page.get_by_label("Whitelist API URL")).to_have_attribute("aria-invalid", "true")
 
     await page.get_by_label("Typed here").check()
-    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("button", name="Save", exact=True).click()
     await expect(page.get_by_test_id("ca-status")).to_have_text("Saved")
     await expect(page.get_by_test_id("settings-form-errors")).to_be_hidden()
     await expect(auth_url).not_to_have_attribute("aria-invalid", "true")

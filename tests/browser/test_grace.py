@@ -48,13 +48,13 @@ async def test_grace_setting_round_trips_and_the_breaker_state_is_shown(page: Pa
     await expect(page.get_by_test_id("breaker-state")).to_contain_text("closed")
 
     await grace.fill("120")
-    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("button", name="Save", exact=True).click()
     await expect(page.get_by_test_id("ca-status")).to_have_text("Saved")
     status, settings = await api(stack, "GET", f"/v1/bots/{bot}/custom-auth")
     assert status == 200 and settings["outage_grace_seconds"] == 120 and settings["auth_url"] == "https://down.example.com/auth"
 
     await grace.fill("100000")  # over a day: the API's field error, next to the field
-    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("button", name="Save", exact=True).click()
     error = page.get_by_test_id("err-outage_grace_seconds")
     await expect(error).to_be_visible()
     await expect(error).to_contain_text("86400")
@@ -77,7 +77,7 @@ async def test_grace_setting_round_trips_and_the_breaker_state_is_shown(page: Pa
         await stack.pool.execute("DELETE FROM auth_breakers WHERE replica = 'verifier-test-1'")
 
     await grace.fill("0")
-    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("button", name="Save", exact=True).click()
     await expect(page.get_by_test_id("ca-status")).to_have_text("Saved")
     assert (await api(stack, "GET", f"/v1/bots/{bot}/custom-auth"))[1]["outage_grace_seconds"] == 0
 

@@ -148,7 +148,7 @@ async def test_admin_collect_information_block_and_workspace_field_save(page: Pa
     await page.get_by_label("When a visitor is not verified").select_option("off")
     await expect(page.get_by_test_id("ci-help")).to_contain_text("chats anonymously")
     await page.get_by_test_id("rf-external_workspace_id").check()
-    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("button", name="Save", exact=True).click()
     await expect(page.get_by_test_id("ca-status")).to_have_text("Saved")
 
     status, saved = await api(stack, "GET", f"/v1/bots/{bot}/custom-auth")
@@ -160,7 +160,7 @@ async def test_admin_collect_information_block_and_workspace_field_save(page: Pa
     await expect(page.get_by_test_id("rf-external_workspace_id")).to_be_checked()
     await mode.select_option("optional")
     await expect(page.get_by_test_id("ci-help")).to_contain_text("skip")
-    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("button", name="Save", exact=True).click()
     await expect(page.get_by_test_id("ca-status")).to_have_text("Saved")
     assert (await api(stack, "GET", f"/v1/bots/{bot}/custom-auth"))[1]["collect_information"] == "optional"
 

@@ -74,14 +74,14 @@ async def test_identity_source_settings_save_and_the_token_secret_shows_once(pag
     await page.get_by_label("Algorithm").select_option("RS256")
     await expect(page.get_by_test_id("st-jwks-url")).to_be_visible()
     await expect(page.get_by_role("button", name="New token secret")).to_be_hidden()
-    await page.get_by_role("button", name="Save").click()  # RS256 needs a JWKS URL: said next to it
+    await page.get_by_role("button", name="Save", exact=True).click()  # RS256 needs a JWKS URL: said next to it
     await expect(page.get_by_test_id("err-st-jwks_url")).to_contain_text("jwks_url is required for RS256")
     await page.get_by_label("JWKS URL").fill("https://shop.example.com/.well-known/jwks.json")
     await page.get_by_label("Issuer").fill("https://shop.example.com")
     await page.get_by_label("Maximum lifetime (seconds)").fill("600")
     await page.get_by_test_id("st-claim-id").fill("uid")
     await page.get_by_test_id("st-claim-email").fill("mail")
-    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("button", name="Save", exact=True).click()
     await expect(page.get_by_test_id("ca-status")).to_have_text("Saved")
 
     status, saved = await api(stack, "GET", f"/v1/bots/{bot}/custom-auth")
@@ -115,7 +115,7 @@ async def test_identity_source_settings_save_and_the_token_secret_shows_once(pag
     await page.get_by_test_id("ids-auth-url").check()
     await expect(page.get_by_test_id("st-fields")).to_be_hidden()
     await page.get_by_label("Authentication URL").fill("https://shop.example.com/doorman/auth")
-    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("button", name="Save", exact=True).click()
     await expect(page.get_by_test_id("ca-status")).to_have_text("Saved")
     status, saved = await api(stack, "GET", f"/v1/bots/{bot}/custom-auth")
     assert saved["identity_source"] == "auth_url" and saved["signed_token"]["issuer"] == "https://shop.example.com"

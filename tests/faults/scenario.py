@@ -39,7 +39,8 @@ DEADLINE = 8.0  # the visitor's deadline in these runs
 IDENTIFIERS = 40  # distinct visitors per bot: the same person comes back often
 LOGOUT_EVERY = 10  # every tenth accepted open logs out (DELETE) 0 to 0.8 s later: some pending, some resolved
 RETURNING = 8  # with `returning`: every other open per bot is one of this many visitors reusing their token
-OUTAGE_SECONDS = 30.0 if FULL else 4.0  # "the business's API goes down for 30 s" (shorter in the quick run)
+OUTAGE_SECONDS = 30.0 if FULL else 4.0
+WEBHOOK_RETRY_DELAYS = (0.5, 1.0, 2.0)  # "the business's API goes down for 30 s" (shorter in the quick run)
 ADMIN_TOKEN = "faults-admin-token-" + secrets.token_hex(8)
 SECRET_KEY = Fernet.generate_key().decode()
 
@@ -79,6 +80,12 @@ class Result:
     fault_outcome_s: tuple[float, float] = (0.0, 0.0)  # p50, p99 of accepted opens, open to outcome
     replicas: dict[str, int] = field(default_factory=dict)  # broker cluster: members of each work queue
     failovers: int = 0  # broker cluster: service connections that moved to another node during the fault
+    # With `webhooks`: every bot's webhook on (all events); what was recorded, and how it reached the endpoint.
+    webhooks: int = 0  # deliveries recorded
+    webhooks_lost: int = 0  # recorded but never answered 2xx by the endpoint, or an announcement never recorded
+    webhooks_duplicated: int = 0  # a second delivery id for the same change (not a retry of one id): must be 0
+    webhook_repeats: int = 0  # POSTs repeating an id already answered 2xx (at least once: allowed, reported)
+    webhooks_retried: int = 0  # deliveries that needed more than one attempt (the endpoint was down)
 
 
 @dataclass
@@ -92,6 +99,8 @@ class Cluster:
     gateway_port: int = field(default_factory=free_port)
     services: dict[str, list[Service]] = field(default_factory=dict)
     api_down: bool = False  # every bot's Authentication URL answers 503
+    webhook_down: bool = False  # every bot's webhook endpoint answers 503
+    webhook_ok: list[str] = field(default_factory=list)  # delivery ids the webhook endpoint answered 2xx, in order
     outage: tuple[datetime, datetime] | None = None  # when it went down and came back
     samples: list[tuple[float, float, int]] = field(default_factory=list)  # open: (sent at, seconds, status)
     window: tuple[float, float] | None = None  # when the fault struck (epoch seconds), for the latencies
@@ -111,6 +120,9 @@ class Cluster:
             "DOORMAN_GATEWAY_PORT": str(self.gateway_port), "DOORMAN_VERIFIER_PORT": "0",
             "DOORMAN_CONTACTS_PORT": "0", "DOORMAN_RATE_LIMIT_OPENS_PER_CLIENT": "1000000/minute",
             "DOORMAN_RATE_LIMIT_OPENS_PER_BOT": "1000000/minute", "DOORMAN_RATE_LIMIT_READS_PER_CLIENT": "1000000/minute", "DOORMAN_LOG_JSON": "true", "DOORMAN_DB_POOL_MAX": "10",
+            # Webhook deliveries back off for seconds here (a day in production).
+            "DOORMAN_WEBHOOK_RETRY_DELAYS": ",".join(str(d) for d in WEBHOOK_RETRY_DELAYS),
+            "DOORMAN_WEBHOOK_MAX_ATTEMPTS": "40", "DOORMAN_WEBHOOK_TIMEOUT_SECONDS": "2",
         }
 
     async def start(self, *, verifiers: int = 2, contacts: int = 2, gateway_first: bool = False) -> None:
@@ -166,7 +178,7 @@ async def _admin(http: aiohttp.ClientSession, method: str, url: str, body: Any) 
 
 
 async def make_bots(cluster: Cluster, http: aiohttp.ClientSession, *, hanging: int = 0, count: int = 3,
-                    grace: int = 0) -> list[tuple[str, bool]]:
+                    grace: int = 0, webhooks: bool = False) -> list[tuple[str, bool]]:
     bots = []
     for i in range(count):
         hangs = i < hanging
@@ -183,8 +195,62 @@ async def make_bots(cluster: Cluster, http: aiohttp.ClientSession, *, hanging: i
         bot = await _admin(http, "POST", f"{cluster.gateway_url}/v1/bots", {"name": f"faults {i}"})
         await _admin(http, "PUT", f"{cluster.gateway_url}/v1/bots/{bot['bot_id']}/custom-auth",
                      {"enabled": True, "auth_url": url, "header_token": "Bearer faults", "outage_grace_seconds": grace})
+        if webhooks:
+            await _admin(http, "PUT", f"{cluster.gateway_url}/v1/bots/{bot['bot_id']}/webhook",
+                         {"url": webhook_endpoint(cluster), "enabled": True,
+                          "events": ["contact.created", "contact.updated", "contact.erased", "session.fell_back"]})
         bots.append((bot["bot_id"], hangs))
+    if webhooks:
+        await asyncio.sleep(0.5)  # every contacts replica hears of the webhooks (LISTEN/NOTIFY)
     return bots
+
+
+def webhook_endpoint(cluster: Cluster) -> str:
+    """The business's webhook endpoint: 503 while ``cluster.webhook_down``, else 200 (recording the id)."""
+    def answer(body: Any) -> Answer:
+        if cluster.webhook_down:
+            return Answer(status=503, json={})
+        cluster.webhook_ok.append(body["id"])
+        return Answer(json={"ok": True})
+    return cluster.customer_api.responder(answer)
+
+
+async def webhook_endpoint_down(cluster: Cluster) -> None:
+    """The business's webhook endpoint answers 503 to every delivery for OUTAGE_SECONDS."""
+    cluster.webhook_down = True
+    await asyncio.sleep(OUTAGE_SECONDS)
+    cluster.webhook_down = False
+
+
+async def count_webhooks(pool: asyncpg.Pool, bots: list[tuple[str, bool]], answered: list[str], result: Result,
+                         timeout: float) -> None:
+    """Once no delivery is pending (or ``timeout``): every recorded delivery answered 2xx by the endpoint under
+    its own id; every contact announced as created and every fallback as fell back, once each."""
+    ids = [bot for bot, _ in bots]
+    deadline = time.monotonic() + timeout
+    while await pool.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE bot_id = ANY($1::uuid[]) AND status = 'pending'", ids):
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    rows = await pool.fetch("SELECT delivery_id, status, attempts FROM webhook_deliveries WHERE bot_id = ANY($1::uuid[])",
+                            ids)
+    ok = Counter(answered)
+    result.webhooks = len(rows)
+    result.webhooks_lost = sum(1 for r in rows if r["status"] != "delivered" or str(r["delivery_id"]) not in ok)
+    result.webhook_repeats = sum(n - 1 for n in ok.values())
+    result.webhooks_retried = sum(1 for r in rows if r["attempts"] > 1)
+    result.webhooks_lost += await pool.fetchval(
+        """SELECT count(*) FROM contacts c WHERE c.bot_id = ANY($1::uuid[]) AND NOT EXISTS (
+               SELECT 1 FROM webhook_deliveries d WHERE d.contact_id = c.contact_id AND d.type = 'contact.created')""", ids)
+    result.webhooks_lost += await pool.fetchval(
+        """SELECT count(*) FROM widget_sessions s WHERE s.bot_id = ANY($1::uuid[]) AND s.status = 'fallback'
+             AND s.reason <> 'busy'  -- refused at the gateway under overload: not announced (shed, not decided)
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.session_id = s.session_id)""", ids)
+    result.webhooks_duplicated = await pool.fetchval(
+        """SELECT count(*) FROM (SELECT 1 FROM webhook_deliveries WHERE bot_id = ANY($1::uuid[])
+                                   AND type IN ('contact.created', 'session.fell_back')
+                                 GROUP BY type, contact_id, session_id HAVING count(*) > 1) d""", ids)
 
 
 async def drive(cluster: Cluster, http: aiohttp.ClientSession, bots: list[tuple[str, bool]],
@@ -400,7 +466,7 @@ Fault = Callable[[Cluster], Awaitable[None]]
 
 async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int = 0,
               verifiers: int = 2, contacts: int = 2, grace: int = 0, returning: bool = False,
-              gateway_first: bool = False) -> Result:
+              gateway_first: bool = False, webhooks: bool = False) -> Result:
     result = Result(fault=name)
     started = time.monotonic()
     await cluster.start(verifiers=verifiers, contacts=contacts, gateway_first=gateway_first)
@@ -408,7 +474,7 @@ async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int 
     try:
         async with AsyncExitStack() as es:
             http = await es.enter_async_context(aiohttp.ClientSession())
-            bots = await make_bots(cluster, http, hanging=hanging, grace=grace)
+            bots = await make_bots(cluster, http, hanging=hanging, grace=grace, webhooks=webhooks)
             recovered = asyncio.Event()
             logged_out: set[str] = set()
             load = asyncio.create_task(drive(cluster, http, bots, result, recovered, returning, logged_out))
@@ -423,6 +489,8 @@ async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int 
             pool = await es.enter_async_context(asyncpg.create_pool(cluster.pg.url(cluster.database), min_size=1, max_size=2))
             await settle(cluster, pool, list(accepted), timeout=DEADLINE + 30)
             await count(cluster, pool, accepted, bots, result, logged_out)
+            if webhooks:
+                await count_webhooks(pool, bots, cluster.webhook_ok, result, timeout=60)
     finally:
         codes = await cluster.stop()
     result.seconds = round(time.monotonic() - started, 1)
@@ -433,18 +501,26 @@ async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int 
 def table(results: list[Result]) -> str:
     head = ("fault", "accepted", "503", "errors", "half-accepted", "verified", "fallback",
             "ended (logged out; while pending)", "lost", "lost contacts", "duplicated", "late", "dead letters",
-            "during the fault: 503 / opens", "open ms p50/p99/max", "to outcome s p50/p99", "connections failed over", "s")
+            "webhooks", "during the fault: 503 / opens", "open ms p50/p99/max", "to outcome s p50/p99",
+            "connections failed over", "s")
     rows = [(r.fault, r.accepted, r.refused_503, r.other_errors, r.half_accepted,
              f"{r.verified} ({r.degraded} degraded)" if r.degraded else r.verified,
              ", ".join(f"{k} {v}" for k, v in sorted(r.fallback.items())) or "-",
              f"{r.ended} ({r.logged_out}; {r.ended_while_pending} pending)", r.lost_sessions, r.lost_contacts,
-             r.duplicated, r.late, r.dead_letters, f"{r.fault_503} / {r.fault_opens}",
+             r.duplicated, r.late, r.dead_letters, _webhooks(r), f"{r.fault_503} / {r.fault_opens}",
              "/".join(str(v) for v in r.fault_open_ms), "/".join(str(v) for v in r.fault_outcome_s),
              r.failovers if r.replicas else "-", r.seconds)
             for r in results]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _webhooks(r: Result) -> str:
+    if not r.webhooks:
+        return "-"
+    return (f"{r.webhooks} ({r.webhooks_retried} retried, {r.webhooks_lost} lost, {r.webhooks_duplicated} duplicated, "
+            f"{r.webhook_repeats} repeats)")
 
 
 def save(results: list[Result], path: Path) -> None:

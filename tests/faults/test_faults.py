@@ -20,7 +20,7 @@ from shared import messaging
 from tests.fake_customer import FakeCustomerAPI
 from tests.faults.conftest import RESULTS
 from tests.faults.infra import PgCluster, RabbitCluster, RabbitNode
-from tests.faults.scenario import FULL, OUTAGE_SECONDS, Cluster, Fault, business_down, run
+from tests.faults.scenario import FULL, OUTAGE_SECONDS, Cluster, Fault, business_down, run, webhook_endpoint_down
 
 
 async def kill_verifier(cluster: Cluster) -> None:
@@ -91,6 +91,7 @@ SCENARIOS: list[tuple[str, Fault | None, dict[str, int]]] = [
     ("one bot's customer API hangs", None, {"hanging": 1}),
     (f"the business's API goes down for {OUTAGE_SECONDS:g} s (grace on)", business_down,
      {"grace": 300, "returning": True}),
+    (f"the webhook endpoint is down for {OUTAGE_SECONDS:g} s", webhook_endpoint_down, {"webhooks": True}),
 ]
 
 
@@ -125,6 +126,11 @@ async def test_nothing_lost_nothing_duplicated(
         assert set(result.fallback) == {"auth_unavailable"}, result
     else:
         assert result.degraded == 0, result
+    if options.get("webhooks"):
+        # Deliveries caught up: every change announced, each delivered under its own id; a repeat of an id
+        # (at least once) is allowed, a second id for one change is not.
+        assert result.webhooks > 0 and result.webhooks_retried > 0, result  # the outage did hit deliveries
+        assert result.webhooks_lost == 0 and result.webhooks_duplicated == 0, result
 
 
 # A RabbitMQ cluster of three, every service given all three addresses: lose the node leading a work queue.

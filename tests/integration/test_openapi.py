@@ -361,3 +361,30 @@ async def test_erasure_and_export_match(stack: Stack, doc: dict[str, Any], custo
         gone = await call(stack, doc, method, path, 404, bot_id=bot_id, contact_id=contact_id)
         assert gone["error"]["code"] == "contact_erased"
     await call(stack, doc, "GET", template + "/export", 404, bot_id=bot_id, contact_id=uuid4())
+
+
+async def test_webhook_and_its_deliveries_match(stack: Stack, doc: dict[str, Any], customer_api: FakeCustomerAPI) -> None:
+    import asyncio
+
+    bot_id = await create_bot(stack.http, stack.gateway.url, enabled=True,
+                              auth_url=customer_api.endpoint(verified(id="oa-hook", name="Hooked")))
+    shown = await call(stack, doc, "GET", "/v1/bots/{bot_id}/webhook", 200, bot_id=bot_id)
+    assert shown["enabled"] is False and shown["updated_at"] is None
+    made = await call(stack, doc, "PUT", "/v1/bots/{bot_id}/webhook", 200, bot_id=bot_id,
+                      json={"url": customer_api.endpoint(), "events": ["contact.created"], "enabled": True})
+    assert made["signing_secret"].startswith("whsec_")
+    body = await call(stack, doc, "PUT", "/v1/bots/{bot_id}/webhook", 422, bot_id=bot_id, json={"enabled": True})
+    assert {f["field"] for f in body["error"]["fields"]} == {"url", "events"}
+    await call(stack, doc, "PUT", "/v1/bots/{bot_id}/webhook", 404, bot_id=uuid4(), json={"enabled": False})
+    await call(stack, doc, "GET", "/v1/bots/{bot_id}/webhook", 401, admin=False, bot_id=bot_id)
+    await asyncio.sleep(0.2)  # the contacts service hears of the webhook
+    await await_outcome(stack.http, stack.gateway.url,
+                        await open_session(stack.http, stack.gateway.url, {"bot_id": bot_id, "access_token": "t"}))
+    for _ in range(100):
+        page = await call(stack, doc, "GET", "/v1/bots/{bot_id}/webhook/deliveries", 200, bot_id=bot_id)
+        if page["deliveries"] and page["deliveries"][0]["status"] == "delivered":
+            break
+        await asyncio.sleep(0.1)
+    assert page["deliveries"][0]["type"] == "contact.created" and page["deliveries"][0]["status"] == "delivered"
+    await call(stack, doc, "GET", "/v1/bots/{bot_id}/webhook/deliveries", 422, bot_id=bot_id, query={"limit": "0"})
+    await call(stack, doc, "GET", "/v1/bots/{bot_id}/webhook/deliveries", 404, bot_id=uuid4())

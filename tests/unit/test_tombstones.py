@@ -7,7 +7,7 @@ from uuid import uuid4
 
 from cryptography.fernet import Fernet
 
-from services.contacts.tombstones import key_hash, key_hashes
+from shared.tombstones import key_hash, key_hashes
 from shared.crypto import Secrets
 
 BOT = uuid4()

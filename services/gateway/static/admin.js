@@ -334,6 +334,7 @@
     $("events-status").value = "";
     $("events-body").replaceChildren();
     show($("events-more"), false);
+    resetWebhook();
   }
 
   function toggleNewBot(open) {
@@ -387,6 +388,7 @@
       show($(`panel-${name}`), selected);
     }
     if (tab === "settings" && state.settingsFor !== state.botId) loadSettings();
+    if (tab === "settings" && webhook.botId !== state.botId) loadWebhook();  // Webhook block (issue 14)
     if (tab === "contacts" && $("contact-details").hidden) loadContacts(true);
     if (tab === "activity") loadEvents(true);
   }
@@ -776,6 +778,133 @@
       if (err.status === 401 || bot !== state.botId) return;
       $("breaker-state").textContent = `The breaker state could not be loaded: ${err.message}`;
     }
+  }
+
+  // ---------------------------------------------------------------- Webhooks to the business (issue 14)
+
+  const webhook = { botId: null, seq: 0, cursor: null };
+  const DELIVERY_KINDS = { delivered: "ok", pending: "info", dead: "warn" };
+
+  function webhookEventBoxes() {
+    return Array.from(document.querySelectorAll('input[name="webhook_events"]'));
+  }
+
+  function resetWebhook() {
+    webhook.botId = null;
+    webhook.seq += 1;
+    $("webhook-form").reset();
+    show($("webhook-card"), false);
+    show($("wh-secret-shown"), false);
+    $("wh-secret-value").textContent = "";
+    clearWebhookErrors();
+    $("wh-status").textContent = "";
+    $("wh-deliveries-body").replaceChildren();
+    show($("wh-more"), false);
+  }
+
+  function clearWebhookErrors() {
+    for (const id of ["wh-errors", "err-wh-enabled", "err-wh-url", "err-wh-events"]) setText($(id), "");
+  }
+
+  function fillWebhook(w) {
+    $("wh-enabled").checked = w.enabled;
+    $("wh-url").value = w.url || "";
+    for (const box of webhookEventBoxes()) box.checked = w.events.includes(box.value);
+    $("wh-secret-state").textContent = w.signing_secret_set ? "set" : "none yet";
+  }
+
+  async function loadWebhook() {
+    const bot = state.botId;
+    webhook.botId = bot;
+    try {
+      const w = await api("GET", `/v1/bots/${enc(bot)}/webhook`);
+      if (bot !== state.botId) return;
+      fillWebhook(w);
+      show($("webhook-card"), true);
+    } catch (err) {
+      if (err.status === 401 || bot !== state.botId) return;
+      webhook.botId = null;
+      setText($("app-error"), `The webhook could not be loaded: ${err.message}`);
+      return;
+    }
+    loadDeliveries(true);
+  }
+
+  async function onWebhookSubmit(event) {
+    event.preventDefault();
+    const bot = state.botId;
+    clearWebhookErrors();
+    const body = {
+      enabled: $("wh-enabled").checked,
+      url: $("wh-url").value.trim() || null,
+      events: webhookEventBoxes().filter((b) => b.checked).map((b) => b.value),
+    };
+    $("wh-save").disabled = true;
+    $("wh-status").textContent = "Saving…";
+    try {
+      const w = await api("PUT", `/v1/bots/${enc(bot)}/webhook`, body);
+      if (bot !== state.botId) return;
+      fillWebhook(w);
+      if (w.signing_secret) {  // made now, shown this once: it is never shown again
+        $("wh-secret-value").textContent = w.signing_secret;
+        show($("wh-secret-shown"), true);
+      }
+      $("wh-status").textContent = "Saved.";
+    } catch (err) {
+      if (err.status === 401 || bot !== state.botId) return;
+      $("wh-status").textContent = "";
+      const targets = { enabled: "err-wh-enabled", url: "err-wh-url", events: "err-wh-events" };
+      const general = [];
+      for (const f of err.fields) {
+        const target = targets[String(f.field).split(".")[0]];
+        if (target) setText($(target), cleanMessage(f.message));
+        else general.push(cleanMessage(f.message));
+      }
+      if (!err.fields.length || general.length) {
+        setText($("wh-errors"), general.length ? general.join(" ") : err.message);
+        $("wh-errors").focus();
+      }
+    } finally {
+      $("wh-save").disabled = false;
+    }
+  }
+
+  function deliveryRow(d) {
+    return h("tr", { dataset: { testid: "wh-delivery", status: d.status, type: d.type } },
+      timeCell(d.created_at),
+      h("td", { class: "mono small nowrap" }, d.type),
+      h("td", {}, badge(d.status, DELIVERY_KINDS[d.status] || "neutral")),
+      h("td", { class: "num" }, String(d.attempts)),
+      h("td", { class: "small" }, dash(d.last_error)),
+      d.delivered_at ? timeCell(d.delivered_at) : h("td", {}, dash(null)),
+      h("td", { class: "mono small" }, d.delivery_id));
+  }
+
+  async function loadDeliveries(fresh) {
+    const bot = state.botId;
+    const seq = ++webhook.seq;
+    if (fresh) webhook.cursor = null;
+    const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (webhook.cursor) params.set("cursor", webhook.cursor);
+    try {
+      const page = await api("GET", `/v1/bots/${enc(bot)}/webhook/deliveries?${params}`);
+      if (seq !== webhook.seq || bot !== state.botId) return;
+      const rows = page.deliveries.map(deliveryRow);
+      if (fresh) $("wh-deliveries-body").replaceChildren(...rows);
+      else $("wh-deliveries-body").append(...rows);
+      webhook.cursor = page.next_cursor;
+      show($("wh-more"), Boolean(page.next_cursor));
+      setText($("wh-deliveries-state"), $("wh-deliveries-body").children.length ? "" : "No deliveries yet.");
+    } catch (err) {
+      if (err.status === 401 || seq !== webhook.seq) return;
+      setText($("wh-deliveries-state"), `The delivery log could not be loaded: ${err.message}`);
+    }
+  }
+
+  function initWebhook() {
+    $("webhook-form").addEventListener("submit", onWebhookSubmit);
+    $("wh-refresh").addEventListener("click", () => loadDeliveries(true));
+    $("wh-more").addEventListener("click", () => loadDeliveries(false));
   }
 
   // ---------------------------------------------------------------- Testing panel
@@ -1226,6 +1355,7 @@
     $("events-reason").addEventListener("change", () => loadEvents(true));
     $("events-status").addEventListener("change", () => loadEvents(true));
     $("events-more").addEventListener("click", () => loadEvents(false));
+    initWebhook();
     window.addEventListener("hashchange", route);
 
     let saved = null;

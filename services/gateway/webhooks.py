@@ -1,0 +1,124 @@
+"""The bot's webhook to the business (``PUT|GET /v1/bots/{bot_id}/webhook``) and its delivery log
+(``GET .../webhook/deliveries``). Enabling needs the bot's signing secret: one is made, and shown this
+once, if the bot has none. Deliveries are recorded by the code that makes each change
+(shared/webhook_outbox.py) and sent by the verifier (services/verifier/webhooks.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+import asyncpg
+from aiohttp import web
+
+from shared import webhook_outbox
+from shared.crypto import Secrets
+from shared.db import CONFIG_CHANNEL
+from shared.events import WebhookDue
+from shared.http import DestinationBlocked
+from shared.routes import Routes
+from shared.signing import new_secret
+
+from . import pagination
+from .access import NOT_FOUND_BOT, visible_bot
+from .admin import ADMIN_BODY_MAX_BYTES
+from .http_errors import BODY_ERRORS, QUERY_ERRORS, FieldError, error, json_response, read_model, read_query
+from .keys import HTTP, POOL, PUBLISH, SECRETS
+from .schemas import DeliveryQuery, WebhookIn
+from .views import WebhookDeliveryPage, WebhookSettings
+
+routes = Routes()
+
+_READ = """SELECT w.url, coalesce(w.events, '{}') AS events, coalesce(w.enabled, false) AS enabled, w.updated_at,
+                  a.signing_secret_cipher IS NOT NULL AS signing_secret_set
+           FROM bots b LEFT JOIN webhooks w USING (bot_id) LEFT JOIN custom_auth_settings a USING (bot_id)
+           WHERE b.bot_id = $1"""
+_PUT = """INSERT INTO webhooks (bot_id, url, events, enabled) VALUES ($1, $2, $3, $4)
+          ON CONFLICT (bot_id) DO UPDATE SET url = EXCLUDED.url, events = EXCLUDED.events,
+                                             enabled = EXCLUDED.enabled, updated_at = now()"""
+# Only when the bot has none: a secret already set (and shared with the business) is never replaced here.
+_FIRST_SECRET = """UPDATE custom_auth_settings SET signing_secret_cipher = $2, revision = revision + 1, updated_at = now()
+                   WHERE bot_id = $1 AND signing_secret_cipher IS NULL RETURNING true"""
+
+
+def _view(row: asyncpg.Record, made: str | None = None) -> WebhookSettings:
+    return WebhookSettings(url=row["url"], events=list(row["events"]), enabled=row["enabled"],
+                           signing_secret_set=row["signing_secret_set"], signing_secret=made,
+                           updated_at=row["updated_at"])
+
+
+@routes.get("/v1/bots/{bot_id}/webhook", "getWebhook", "Read the bot's webhook", tag="webhooks",
+            responses={200: ("The webhook (defaults when never saved).", WebhookSettings), **NOT_FOUND_BOT})
+async def get_webhook(request: web.Request) -> web.Response:
+    bot_id = await visible_bot(request)
+    row = await request.app[POOL].fetchrow(_READ, bot_id)
+    if row is None:
+        raise error(404, "bot_not_found", "no bot has this bot_id")
+    return json_response(_view(row))
+
+
+@routes.put("/v1/bots/{bot_id}/webhook", "putWebhook", "Replace the bot's webhook", tag="webhooks",
+            body=WebhookIn, responses={
+    200: ("The stored webhook. When enabling it made the bot's first signing secret, `signing_secret` shows it "
+          "this once.", WebhookSettings),
+    **NOT_FOUND_BOT, **BODY_ERRORS,
+})
+async def put_webhook(request: web.Request) -> web.Response:
+    bot_id = await visible_bot(request)
+    body = await read_model(request, WebhookIn, max_bytes=ADMIN_BODY_MAX_BYTES)
+    problems: list[FieldError] = [{"field": f, "message": m} for f, m in body.missing()]
+    if body.url:
+        try:  # what the verifier would refuse from the URL alone (scheme, port, an IP literal not public)
+            request.app[HTTP].check_url(body.url)
+        except DestinationBlocked as exc:
+            problems.append({"field": "url", "message": f"Doorman will not call this URL: {exc}"})
+    if problems:
+        raise error(422, "invalid_body", "the request body is not valid", fields=problems)
+    made = await _store(request.app[POOL], bot_id, body, request.app[SECRETS])
+    row = await request.app[POOL].fetchrow(_READ, bot_id)
+    return json_response(_view(row, made))
+
+
+async def _store(pool: asyncpg.Pool, bot_id: UUID, body: WebhookIn, secrets: Secrets) -> str | None:
+    """Save the webhook; returns the signing secret made for it, if the bot had none and it is enabled."""
+    made = None
+    async with pool.acquire() as conn, conn.transaction():
+        try:
+            await conn.execute(_PUT, bot_id, body.url, list(body.events), body.enabled)
+        except asyncpg.ForeignKeyViolationError:  # the bot was deleted meanwhile
+            raise error(404, "bot_not_found", "no bot has this bot_id") from None
+        if body.enabled:
+            await conn.execute("INSERT INTO custom_auth_settings (bot_id) VALUES ($1) ON CONFLICT DO NOTHING", bot_id)
+            secret = new_secret()
+            if await conn.fetchval(_FIRST_SECRET, bot_id, secrets.encrypt(secret)):
+                made = secret
+                await conn.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(bot_id))  # verifiers re-read it
+        await conn.execute("SELECT pg_notify($1, $2)", webhook_outbox.WEBHOOKS_CHANNEL, str(bot_id))
+    return made
+
+
+@routes.get("/v1/bots/{bot_id}/webhook/deliveries", "listWebhookDeliveries", "The webhook's delivery log",
+            tag="webhooks", query=DeliveryQuery, responses={
+    200: ("Deliveries, newest first: each attempt's outcome as last recorded.", WebhookDeliveryPage),
+    **NOT_FOUND_BOT, **QUERY_ERRORS,
+})
+async def list_deliveries(request: web.Request) -> web.Response:
+    bot_id = await visible_bot(request)
+    query = read_query(request, DeliveryQuery)
+    created_at, delivery_id = pagination.after(query.cursor, UUID)
+    rows = await request.app[POOL].fetch(
+        """SELECT delivery_id, type, status, attempts, last_error, created_at, delivered_at FROM webhook_deliveries
+           WHERE bot_id = $1 AND ($2::timestamptz IS NULL OR (created_at, delivery_id) < ($2, $3::uuid))
+           ORDER BY created_at DESC, delivery_id DESC LIMIT $4""",
+        bot_id, created_at, delivery_id, query.limit + 1,
+    )
+    return json_response(WebhookDeliveryPage.model_validate(
+        pagination.page(rows, query.limit, items="deliveries", key="delivery_id")))
+
+
+async def publish_after_commit(app: web.Application, due: Sequence[WebhookDue | None]) -> None:
+    """For gateway code that recorded deliveries (``webhook_outbox.enqueue_webhook`` in its transaction,
+    e.g. erasure's ``contact.erased``): hand them to the broker once committed. Never raises; what is not
+    published now is swept up by the contacts service within seconds."""
+    await webhook_outbox.publish(app[POOL], app[PUBLISH], [d for d in due if d is not None])

@@ -1,0 +1,113 @@
+"""Deliver webhooks to the business: the verifier's second stage (``verifier.webhooks``), with its own
+capacity and its own outbound client, so a slow endpoint never takes anything from widget opens.
+
+A delivery's row (``webhook_deliveries``, recorded by whoever made the change: shared/webhook_outbox.py)
+holds the exact body. Each attempt POSTs it to the bot's webhook URL, signed like an identity call with
+``Doorman-Delivery`` = the body's ``id`` (the same on every attempt: the business dedupes on it), and
+records the attempt. 2xx: delivered. 4xx other than 408 and 429: failed for good (dead now). Anything
+else (408, 429, 5xx, a timeout, no connection): another attempt after the stage's back-off, dead once
+none is left (about a day). A dead delivery's copy waits in ``verifier.webhooks.dlq``:
+``doorman dlq replay verifier.webhooks`` tries it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from uuid import UUID
+
+import aiohttp
+import asyncpg
+import structlog
+
+from shared.auth_config import AuthConfig
+from shared.events import WebhookDue
+from shared.failures import FailedForGood, TryLater
+from shared.http import DestinationBlocked, HostBusy, InvalidResponse, OutboundClient
+from shared.signing import sign
+
+log = structlog.get_logger("doorman.webhooks")
+
+LoadConfig = Callable[[UUID], Awaitable[AuthConfig | None]]
+EVENT_HEADER = "Doorman-Event"  # the body's `type`, for routing without parsing
+
+_LOAD = """SELECT d.body, d.status, d.type, w.url, coalesce(w.enabled, false) AS enabled
+           FROM webhook_deliveries d LEFT JOIN webhooks w USING (bot_id) WHERE d.delivery_id = $1"""
+# One attempt made: a success delivers it; a failure keeps it pending (a replayed dead one included) until
+# the stage gives up (`give_up`).
+_ATTEMPTED = """UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = $2,
+                    status = CASE WHEN $3 THEN 'delivered' ELSE 'pending' END,
+                    delivered_at = CASE WHEN $3 THEN now() ELSE delivered_at END
+                WHERE delivery_id = $1 AND status <> 'delivered'"""
+
+
+def verdict(status: int) -> type[Exception] | None:
+    """None: delivered; :class:`TryLater` or :class:`FailedForGood` for what the answer's status means."""
+    if 200 <= status < 300:
+        return None
+    if 400 <= status < 500 and status not in (408, 429):
+        return FailedForGood
+    return TryLater
+
+
+async def deliver(event: WebhookDue, *, pool: asyncpg.Pool, http: OutboundClient, load_config: LoadConfig) -> None:
+    """One attempt at one delivery (see the module's docstring). Raises :class:`TryLater` or
+    :class:`FailedForGood` when it did not succeed; returns when it did, or when there is nothing to do."""
+    row = await pool.fetchrow(_LOAD, event.event_id)
+    if row is None or row["status"] == "delivered":
+        return  # erased with its contact, or delivered already (a redelivered message)
+    if not row["enabled"] or not row["url"]:
+        await _attempted(pool, event, "the webhook is turned off", ok=False)
+        raise FailedForGood("the webhook is turned off")
+    config = await load_config(event.bot_id)
+    signing = config.signing_secrets() if config is not None else []
+    if not signing:  # enabling a webhook makes one; it can only be missing if the bot lost its settings
+        await _attempted(pool, event, "the bot has no signing secret", ok=False)
+        raise FailedForGood("the bot has no signing secret")
+    body = row["body"].encode()
+    headers = {"Content-Type": "application/json", EVENT_HEADER: row["type"],
+               **sign(body, signing, delivery=str(event.event_id))}
+    error, failure = None, TryLater
+    try:
+        response = await http.request("POST", row["url"], headers=headers, data=body)
+    except DestinationBlocked as exc:
+        error, failure = f"Doorman will not call this URL: {exc}", FailedForGood
+    except HostBusy as exc:
+        error = f"too many deliveries to this host at once ({exc})"
+    except InvalidResponse as exc:
+        error = f"the answer could not be read ({exc})"
+    except (TimeoutError, asyncio.TimeoutError):
+        error = "the endpoint did not answer in time"
+    except aiohttp.ClientError as exc:
+        error = f"could not reach the endpoint ({type(exc).__name__})"
+    else:
+        kind = verdict(response.status)
+        if kind is None:
+            await _attempted(pool, event, None, ok=True)
+            log.info("webhook delivered", webhook_type=row["type"], http_status=response.status,
+                     latency_ms=round(response.elapsed_ms, 1))
+            return
+        error, failure = f"HTTP {response.status}", kind
+    await _attempted(pool, event, error, ok=False)
+    raise failure(error)
+
+
+async def _attempted(pool: asyncpg.Pool, event: WebhookDue, error: str | None, *, ok: bool) -> None:
+    await pool.execute(_ATTEMPTED, event.event_id, error, ok)
+
+
+async def give_up(event: WebhookDue, *, pool: asyncpg.Pool) -> None:
+    """Failed for good, or no attempt left (about a day of them): dead. Its copy goes to the DLQ."""
+    await pool.execute(
+        "UPDATE webhook_deliveries SET status = 'dead' WHERE delivery_id = $1 AND status = 'pending'", event.event_id,
+    )
+    log.warning("webhook delivery dead", webhook_type=event.webhook_type)
+
+
+async def already_done(events: Sequence[WebhookDue], *, pool: asyncpg.Pool) -> set[UUID]:
+    """Redelivered or retried deliveries that were delivered (or erased) meanwhile: not sent again."""
+    ids = [e.event_id for e in events]
+    pending = {r["delivery_id"] for r in await pool.fetch(
+        "SELECT delivery_id FROM webhook_deliveries WHERE delivery_id = ANY($1::uuid[]) AND status <> 'delivered'", ids,
+    )}
+    return {i for i in ids if i not in pending}

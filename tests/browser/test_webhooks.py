@@ -1,0 +1,119 @@
+"""The admin page's Webhook block in real Chromium: turn the webhook on (the signing secret shown once),
+field errors, and the delivery log filling in as the fake business receives deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from playwright.async_api import ConsoleMessage, Page, expect
+
+from shared.signing import verify
+from tests.browser.conftest import screenshot
+from tests.conftest import ADMIN_TOKEN, Stack, admin_headers, verify_once
+from tests.fake_customer import Answer, FakeCustomerAPI, verified
+
+
+@pytest.fixture(autouse=True)
+async def no_csp_violations(page: Page) -> AsyncIterator[None]:
+    violations: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            violations.append(message.text)
+
+    page.on("console", on_console)
+    yield
+    assert violations == []
+
+
+async def api(stack: Stack, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async with stack.http.request(method, f"{stack.gateway.url}{path}", json=body, headers=admin_headers()) as resp:
+        return resp.status, await resp.json()
+
+
+async def open_admin(page: Page, stack: Stack, bot: str) -> None:
+    await page.goto(f"{stack.gateway.url}/admin#bot={bot}&tab=settings")
+    await page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_test_id("bot-id")).to_have_text(bot)
+
+
+async def test_turn_the_webhook_on_and_watch_deliveries(page: Page, stack: Stack, customer_api: FakeCustomerAPI) -> None:
+    status, bot = await api(stack, "POST", "/v1/bots", {"name": f"Hooked shop {uuid4().hex[:6]}"})
+    assert status == 201
+    bot_id = bot["bot_id"]
+    status, _ = await api(stack, "PUT", f"/v1/bots/{bot_id}/custom-auth", {
+        "enabled": True, "auth_url": customer_api.endpoint(verified(id="web-1", name="Webby"))})
+    assert status == 200
+    hook = customer_api.endpoint(Answer(json={"ok": True}))
+    await open_admin(page, stack, bot_id)
+
+    card = page.get_by_test_id("webhook-card")
+    await expect(card).to_be_visible()
+    await expect(page.get_by_test_id("wh-secret-state")).to_have_text("none yet")
+
+    # Enabled without a URL or events: field errors, nothing saved.
+    await page.get_by_test_id("wh-enabled").check()
+    await page.get_by_test_id("wh-save").click()
+    await expect(page.get_by_test_id("err-wh-url")).to_contain_text("required")
+    await expect(page.get_by_test_id("err-wh-events")).to_contain_text("at least one")
+    await expect(page.get_by_test_id("wh-secret-shown")).to_be_hidden()
+
+    await page.get_by_test_id("wh-url").fill("ftp://example.com/hook")
+    await page.get_by_test_id("wh-ev-contact.created").check()
+    await page.get_by_test_id("wh-save").click()
+    await expect(page.get_by_test_id("err-wh-url")).to_contain_text("http")
+
+    # Saved: the signing secret is made and shown this once.
+    await page.get_by_test_id("wh-url").fill(hook)
+    await page.get_by_test_id("wh-ev-session.fell_back").check()
+    await page.get_by_test_id("wh-save").click()
+    await expect(page.get_by_test_id("wh-status")).to_have_text("Saved.")
+    await expect(page.get_by_test_id("err-wh-url")).to_be_hidden()
+    shown = page.get_by_test_id("wh-secret-value")
+    await expect(page.get_by_test_id("wh-secret-shown")).to_be_visible()
+    secret = await shown.text_content()
+    assert secret and secret.startswith("whsec_")
+    await expect(page.get_by_test_id("wh-secret-state")).to_have_text("set")
+
+    # Saving again does not show it again.
+    await page.get_by_test_id("wh-save").click()
+    await expect(page.get_by_test_id("wh-status")).to_have_text("Saved.")
+    status, stored = await api(stack, "GET", f"/v1/bots/{bot_id}/webhook")
+    assert stored["enabled"] and stored["url"] == hook and sorted(stored["events"]) == ["contact.created",
+                                                                                      "session.fell_back"]
+    assert secret not in str(stored)
+
+    # A visitor verifies: contact.created is delivered, signed with the secret the page showed.
+    await asyncio.sleep(0.3)
+    outcome = await verify_once(stack, bot_id, access_token="tok")
+    assert outcome["status"] == "verified"
+    for _ in range(100):
+        if customer_api.received(hook):
+            break
+        await asyncio.sleep(0.1)
+    [call] = customer_api.received(hook)
+    assert verify(secret, call.headers, call.raw)
+
+    rows = page.get_by_test_id("wh-delivery")
+    for _ in range(20):
+        await page.get_by_test_id("wh-refresh").click()
+        if await rows.count() == 1 and await rows.first.get_attribute("data-status") == "delivered":
+            break
+        await asyncio.sleep(0.2)
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_have_attribute("data-status", "delivered")
+    await expect(rows.first).to_contain_text("contact.created")
+    await expect(rows.first).to_contain_text(call.headers["Doorman-Delivery"])
+    await page.get_by_test_id("webhook-card").scroll_into_view_if_needed()
+    await screenshot(page, "webhooks-admin")
+
+    # Reloading the page never shows the secret again.
+    await page.reload()
+    await expect(page.get_by_test_id("webhook-card")).to_be_visible()
+    await expect(page.get_by_test_id("wh-secret-shown")).to_be_hidden()
+    assert secret not in await page.content()
