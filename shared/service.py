@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -46,6 +46,17 @@ async def background(coro: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.T
             await task
         except asyncio.CancelledError:
             pass
+
+
+async def every(seconds: float, job: Callable[[], Awaitable[object]], *, failed: str) -> None:
+    """Run ``job`` every ``seconds`` for ever (under :func:`background`); a failure is logged as
+    ``failed`` and the next round comes (the database or the broker blinked)."""
+    while True:
+        try:
+            await job()
+        except Exception as exc:
+            log.warning(failed, error=repr(exc))
+        await asyncio.sleep(seconds)
 
 
 async def run_until_signalled(service: Callable[[], AbstractAsyncContextManager[object]], name: str) -> None:

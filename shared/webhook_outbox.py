@@ -12,12 +12,12 @@ A bot's webhook settings (table ``webhooks``) say whether a change is recorded a
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -26,7 +26,9 @@ import structlog
 
 from shared.events import ContactCollected, Event, IdentityVerified, WebhookDue
 from shared.messaging import Publisher
+from shared import db
 from shared.service import background
+from shared.service import every as run_every
 
 log = structlog.get_logger("doorman.webhooks")
 
@@ -226,24 +228,14 @@ async def prune(pool: asyncpg.Pool, older_than: timedelta) -> int:
 async def sweeping(
     pool: asyncpg.Pool, publisher: Publisher, *, retention: timedelta, every: float = 1.0, prune_every: float = 300.0,
 ) -> AsyncIterator[None]:
-    async def sweeper() -> None:
-        while True:
-            try:
-                await sweep(pool, publisher)
-            except Exception as exc:  # the broker or the database blinked: next round
-                log.warning("webhook sweep failed", error=repr(exc))
-            await asyncio.sleep(every)
+    async def pruned() -> None:
+        if n := await prune(pool, retention):
+            log.info("old webhook deliveries pruned", deleted=n)
 
-    async def pruner() -> None:
-        while True:
-            try:
-                if n := await prune(pool, retention):
-                    log.info("old webhook deliveries pruned", deleted=n)
-            except Exception as exc:
-                log.warning("webhook pruning failed", error=repr(exc))
-            await asyncio.sleep(prune_every)
-
-    async with background(sweeper()), background(pruner()):
+    async with (
+        background(run_every(every, partial(sweep, pool, publisher), failed="webhook sweep failed")),
+        background(run_every(prune_every, pruned, failed="webhook pruning failed")),
+    ):
         yield
 
 
@@ -267,33 +259,19 @@ class Subscriptions:
         rows = await self._pool.fetch("SELECT bot_id FROM webhooks WHERE enabled")
         self._bots = frozenset(r["bot_id"] for r in rows)
 
-    async def listen_forever(self, dsn: str, *, retry: float = 1.0) -> None:
-        while True:
-            lost, changed = asyncio.Event(), asyncio.Event()
-            try:
-                conn = await asyncpg.connect(dsn)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("webhook listener cannot connect; every bot counts as subscribed", error=repr(exc))
-                await asyncio.sleep(retry)
-                continue
-            try:
-                conn.add_termination_listener(lambda _c: lost.set())
-                await conn.add_listener(WEBHOOKS_CHANNEL, lambda *_: changed.set())
-                await self.reload()
-                self.listening = True
-                while not lost.is_set():
-                    try:
-                        await asyncio.wait_for(changed.wait(), 15)
-                        changed.clear()
-                        await self.reload()
-                    except TimeoutError:  # a silent network drop shows only when we ask
-                        await conn.fetchval("SELECT 1", timeout=5)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                log.warning("webhook listener failed; every bot counts as subscribed", error=repr(exc))
-            finally:
-                self.listening = False
-                if not conn.is_closed():
-                    await conn.close()
+    async def _notified(self, _payload: str) -> None:
+        await self.reload()
+
+    async def _up(self) -> None:
+        await self.reload()
+        self.listening = True
+
+    def _down(self) -> None:
+        self.listening = False
+
+    async def listen_forever(self, dsn: str) -> None:
+        await db.listen_forever(dsn, WEBHOOKS_CHANNEL, notified=self._notified, up=self._up, down=self._down,
+                                name="webhook (every bot counts as subscribed meanwhile)")
 
 
 @asynccontextmanager

@@ -6,17 +6,17 @@ ends each session conditionally, and pruning deletes in small chunks.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 
 import asyncpg
 import structlog
 
 from shared.messaging import Publisher
 from shared.metrics import OUTCOMES, SWEPT
-from shared.service import background
+from shared.service import background, every
 from shared.sessions import expire_overdue, prune
 from shared.webhook_outbox import Outbox
 
@@ -45,22 +45,12 @@ async def housekeeping(
     pool: asyncpg.Pool, publish: Publisher, *, retention: timedelta, sweep_every: float = 1.0, prune_every: float = 300.0,
     outbox: Outbox | None = None,
 ) -> AsyncIterator[None]:
-    async def sweeping() -> None:
-        while True:
-            try:
-                await sweep(pool, publish, outbox)
-            except Exception as exc:  # a blip: next round
-                log.warning("sweep failed", error=repr(exc))
-            await asyncio.sleep(sweep_every)
+    async def pruned() -> None:
+        if n := await prune(pool, retention):
+            log.info("old sessions pruned", deleted=n)
 
-    async def pruning() -> None:
-        while True:
-            try:
-                if n := await prune(pool, retention):
-                    log.info("old sessions pruned", deleted=n)
-            except Exception as exc:
-                log.warning("pruning failed", error=repr(exc))
-            await asyncio.sleep(prune_every)
-
-    async with background(sweeping()), background(pruning()):
+    async with (
+        background(every(sweep_every, partial(sweep, pool, publish, outbox), failed="sweep failed")),
+        background(every(prune_every, pruned, failed="pruning failed")),
+    ):
         yield

@@ -10,7 +10,6 @@ settings; a TTL bounds an entry's life as a second safety net.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +21,7 @@ import structlog
 
 from shared.auth_config import AuthConfig, load
 from shared.crypto import Secrets
+from shared import db
 from shared.db import CONFIG_CHANNEL
 from shared.service import background
 
@@ -61,7 +61,7 @@ class ConfigCache:
         for callback in self.on_change:
             callback(bot_id)
 
-    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    async def _notified(self, payload: str) -> None:
         try:
             bot_id = UUID(payload)
         except ValueError:
@@ -70,34 +70,18 @@ class ConfigCache:
         log.info("bot settings changed", bot_id=str(bot_id))
         self.invalidate(bot_id)
 
-    async def listen_forever(self, dsn: str, *, retry: float = 1.0) -> None:
-        """Hold a LISTEN connection; reconnect when it drops (cache bypassed meanwhile)."""
-        while True:
-            lost = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(dsn)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("config listener cannot connect; cache bypassed", error=repr(exc))
-                await asyncio.sleep(retry)
-                continue
-            try:
-                conn.add_termination_listener(lambda _c: lost.set())
-                await conn.add_listener(CONFIG_CHANNEL, self._notified)
-                self.invalidate()
-                self.listening = True
-                while not lost.is_set():
-                    try:
-                        await asyncio.wait_for(lost.wait(), 15)
-                    except TimeoutError:  # a silent network drop shows only when we ask
-                        await conn.fetchval("SELECT 1", timeout=5)
-                log.warning("config listener lost; cache bypassed until it reconnects")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                log.warning("config listener failed; cache bypassed until it reconnects", error=repr(exc))
-            finally:
-                self.listening = False
-                self.invalidate()
-                if not conn.is_closed():
-                    await conn.close()
+    async def _up(self) -> None:
+        self.invalidate()
+        self.listening = True
+
+    def _down(self) -> None:
+        """Until the listener is back, a change could go unheard: the cache is bypassed."""
+        self.listening = False
+        self.invalidate()
+
+    async def listen_forever(self, dsn: str) -> None:
+        await db.listen_forever(dsn, CONFIG_CHANNEL, notified=self._notified, up=self._up, down=self._down,
+                                name="config (cache bypassed meanwhile)")
 
 
 @asynccontextmanager

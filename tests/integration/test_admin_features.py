@@ -274,7 +274,7 @@ async def test_config_cache_serves_from_memory_until_notified(stack: Stack, secr
 
     await stack.pool.execute("UPDATE custom_auth_settings SET auth_url = 'https://b.example.com/auth' WHERE bot_id = $1", bot)
     assert (await cache.get(bot)).auth_url == "https://a.example.com/auth"  # no database read per message
-    cache._notified(None, 0, "", str(bot))
+    await cache._notified(str(bot))  # what the LISTEN connection hands over
     assert (await cache.get(bot)).auth_url == "https://b.example.com/auth"
 
     cache.listening = False  # listener down: never trust the cache
