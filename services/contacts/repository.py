@@ -24,10 +24,16 @@ import asyncpg
 from shared.crypto import Secrets
 from shared.events import ContactCollected, Event, IdentityVerified
 from shared.sessions import link_collected
-
 from shared.tombstones import NOT_ERASED, ContactKey, key_hashes
 
 E = TypeVar("E", bound=Event)
+
+
+def _kept_unless_sent(columns: Sequence[str]) -> str:
+    """An upsert's SET for profile fields: what the event sends, else what the contact has (absent or null
+    keeps the value)."""
+    return ",\n    ".join(f"{c} = COALESCE(EXCLUDED.{c}, c.{c})" for c in columns)
+
 
 # A verified identity: latest data wins (the version guard), and what changes who the contact is is
 # recorded on it, never silent (identity_history, at most the last 50 entries):
@@ -46,13 +52,7 @@ SELECT $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8:
        $11::jsonb, true, $12::timestamptz, $13::uuid, $12::timestamptz, $14::jsonb, $15::text, $16::bool
 WHERE {NOT_ERASED.format(hashes="$17", at="$12")}
 ON CONFLICT (bot_id, identify_method, identifier, external_workspace_id) DO UPDATE SET
-    external_id      = COALESCE(EXCLUDED.external_id, c.external_id),
-    name             = COALESCE(EXCLUDED.name, c.name),
-    email            = COALESCE(EXCLUDED.email, c.email),
-    phone_number     = COALESCE(EXCLUDED.phone_number, c.phone_number),
-    country_code     = COALESCE(EXCLUDED.country_code, c.country_code),
-    avatar           = COALESCE(EXCLUDED.avatar, c.avatar),
-    label            = COALESCE(EXCLUDED.label, c.label),
+    {_kept_unless_sent(("external_id", "name", "email", "phone_number", "country_code", "avatar", "label"))},
     metadata         = c.metadata || EXCLUDED.metadata,
     verified         = true,
     version_at       = EXCLUDED.version_at,
@@ -93,10 +93,7 @@ SELECT $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, fal
        $10::jsonb
 WHERE {NOT_ERASED.format(hashes="$11", at="$8")}
 ON CONFLICT (bot_id, identify_method, identifier, external_workspace_id) DO UPDATE SET
-    name          = COALESCE(EXCLUDED.name, c.name),
-    email         = COALESCE(EXCLUDED.email, c.email),
-    phone_number  = COALESCE(EXCLUDED.phone_number, c.phone_number),
-    country_code  = COALESCE(EXCLUDED.country_code, c.country_code),
+    {_kept_unless_sent(("name", "email", "phone_number", "country_code"))},
     version_at    = EXCLUDED.version_at,
     version_event = EXCLUDED.version_event,
     field_sources = c.field_sources || EXCLUDED.field_sources,

@@ -24,8 +24,8 @@ from .http_errors import BODY_ERRORS, QUERY_ERRORS, Error, FieldError, error, js
 from .ending import tell_ended
 from .keys import HTTP, HUB, POOL, PUBLISH, SECRETS
 from .schemas import AuthEventQuery, BotQuery, ContactQuery, CustomAuthSettingsIn, NewBot, TestRequest
-from .views import (AuthBreaker, AuthEventPage, Bot, BotPage, ContactDetail, ContactPage, CustomAuthSettings,
-                    SessionsRevoked, SigningSecret, TestResult, TokenSecret)
+from .views import AuthBreaker, Bot, BotPage, CustomAuthSettings, SigningSecret, TestResult, TokenSecret
+from .contact_views import AuthEventPage, ContactDetail, ContactPage, SessionsRevoked
 
 routes = Routes()
 ADMIN_BODY_MAX_BYTES = 256 * 1024

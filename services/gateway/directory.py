@@ -9,7 +9,8 @@ import asyncpg
 from . import pagination
 from services.verifier.breaker import host_of
 
-from .views import AuthBreaker, AuthEventPage, BreakerReplica, ContactDetail, ContactHistoryEntry, ContactPage
+from .views import AuthBreaker, BreakerReplica
+from .contact_views import AuthEventPage, ContactDetail, ContactHistoryEntry, ContactPage
 
 CONTACT_SUMMARY = """contact_id, identify_method, identifier, external_workspace_id, external_id, name, email, phone_number,
     country_code, avatar, label, verified, created_at, updated_at, last_verified_at"""

@@ -34,7 +34,7 @@ from . import directory, webhooks
 from .access import visible_bot
 from .http_errors import Error, error, json_response
 from .keys import POOL, SECRETS
-from .views import ContactExport, ExportedCachedIdentity, ExportedPushedIdentity, ExportedSession
+from .contact_views import ContactExport, ExportedCachedIdentity, ExportedPushedIdentity, ExportedSession
 
 routes = Routes()
 
@@ -130,6 +130,11 @@ async def export(pool: asyncpg.Pool, bot_id: UUID, contact_id: UUID) -> ContactE
     )
 
 
+async def _addressed(request: web.Request) -> tuple[asyncpg.Pool, UUID, UUID]:
+    """The pool, the bot (one the caller may see) and the contact id the path names."""
+    return request.app[POOL], await visible_bot(request), _contact_id(request)
+
+
 @routes.delete("/v1/bots/{bot_id}/contacts/{contact_id}", "eraseContact", "Erase a contact", tag="contacts",
                responses={
     204: ("Erased: its personal data is gone, and an event from before now (a replay, a retry, a late "
@@ -137,9 +142,7 @@ async def export(pool: asyncpg.Pool, bot_id: UUID, contact_id: UUID) -> ContactE
     **NOT_FOUND_CONTACT,
 })
 async def erase_contact(request: web.Request) -> web.Response:
-    bot_id = await visible_bot(request)
-    contact_id = _contact_id(request)
-    pool = request.app[POOL]
+    pool, bot_id, contact_id = await _addressed(request)
     if (erased := await erase(pool, request.app[SECRETS], bot_id, contact_id)) is None:
         raise await _not_found(pool, bot_id, contact_id)
     await webhooks.publish_after_commit(request.app, [erased.announced])
@@ -153,10 +156,7 @@ async def erase_contact(request: web.Request) -> web.Response:
     **NOT_FOUND_CONTACT,
 })
 async def export_contact(request: web.Request) -> web.Response:
-    bot_id = await visible_bot(request)
-    contact_id = _contact_id(request)
-    pool = request.app[POOL]
-    exported = await export(pool, bot_id, contact_id)
-    if exported is None:
+    pool, bot_id, contact_id = await _addressed(request)
+    if (exported := await export(pool, bot_id, contact_id)) is None:
         raise await _not_found(pool, bot_id, contact_id)
     return json_response(exported)

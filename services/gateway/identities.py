@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
 from aiohttp import web
+from pydantic import AfterValidator, Field, StrictStr, WithJsonSchema
 
 from services.verifier.answer import MAX_JSON_DEPTH, InvalidProfile, build_identity, depth_exceeds
 from services.verifier.pushed import WIDGET_TOKEN_PREFIX
@@ -24,8 +25,35 @@ from .access import NOT_FOUND_BOT, visible_bot
 from .admin import ADMIN_BODY_MAX_BYTES
 from .http_errors import BODY_ERRORS, Error, error, json_response, read_model
 from .keys import POOL, SECRETS
-from .schemas import PushIdentity
+from .schemas import Strict
 from .views import WidgetToken
+
+
+def _string_or_integer(value: object) -> object:
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ValueError("must be a string or an integer")
+
+
+# One field error (not one per union member) when it is neither.
+StringOrInteger = Annotated[Any, AfterValidator(_string_or_integer), WithJsonSchema({"type": ["string", "integer"]})]
+
+
+class PushIdentity(Strict):
+    """``POST /v1/bots/{bot_id}/identities``: a visitor's profile, pushed by the business's server. It is
+    read as an Authentication URL's ``data`` is (bounded, normalised); it must hold the bot's identify
+    method's field."""
+
+    id: StringOrInteger | None = None
+    email: StrictStr | None = None
+    name: StrictStr | None = None
+    phone_number: StrictStr | None = None
+    country_code: StrictStr | None = None
+    external_workspace_id: Annotated[str, Field(min_length=1, max_length=256, description=(
+        "the business's own workspace (partition) this visitor belongs to; not a Doorman workspace"))] | None = None
+    metadata: dict[str, Any] | None = None
+    ttl_seconds: Annotated[int, Field(ge=60, le=86400, description=(
+        "how long the widget token can be used, in seconds"))] = 600
 
 routes = Routes()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -11,9 +11,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StrictStr,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -204,33 +202,6 @@ class TestRequest(Strict):
         "decision uses it; omitted: decided as an open without an Origin header"))] | None = None
 
 
-def _string_or_integer(value: object) -> object:
-    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    raise ValueError("must be a string or an integer")
-
-
-# One field error (not one per union member) when it is neither.
-StringOrInteger = Annotated[Any, AfterValidator(_string_or_integer), WithJsonSchema({"type": ["string", "integer"]})]
-
-
-class PushIdentity(Strict):
-    """``POST /v1/bots/{bot_id}/identities``: a visitor's profile, pushed by the business's server. It is
-    read as an Authentication URL's ``data`` is (bounded, normalised); it must hold the bot's identify
-    method's field."""
-
-    id: StringOrInteger | None = None
-    email: StrictStr | None = None
-    name: StrictStr | None = None
-    phone_number: StrictStr | None = None
-    country_code: StrictStr | None = None
-    external_workspace_id: Annotated[str, Field(min_length=1, max_length=256, description=(
-        "the business's own workspace (partition) this visitor belongs to; not a Doorman workspace"))] | None = None
-    metadata: dict[str, Any] | None = None
-    ttl_seconds: Annotated[int, Field(ge=60, le=86400, description=(
-        "how long the widget token can be used, in seconds"))] = 600
-
-
 def _blank_is_none(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
@@ -272,37 +243,3 @@ class CollectedContact(Strict):
         if not (self.name or self.email or self.phone_number):
             raise ValueError("fill in at least one of name, email or phone_number")
         return self
-
-
-# --- webhooks to the business (services/gateway/webhooks.py) ------------------------------------
-
-WebhookType = Literal["contact.created", "contact.updated", "contact.erased", "session.fell_back"]
-
-
-class WebhookIn(Strict):
-    """``PUT /v1/bots/{bot_id}/webhook``: where Doorman POSTs the bot's events, and which."""
-
-    url: HttpUrl | None = Field(None, description="the business's endpoint; required when `enabled`")
-    events: Annotated[list[WebhookType], Field(max_length=4)] = Field([], description="the event types to send")
-    enabled: bool
-
-    @field_validator("events")
-    @classmethod
-    def _no_repeats(cls, events: list[str]) -> list[str]:
-        if len(set(events)) != len(events):
-            raise ValueError("must not repeat an event type")
-        return events
-
-    def missing(self) -> list[tuple[str, str]]:
-        """(field, message) for what enabling needs and the body lacks."""
-        if not self.enabled:
-            return []
-        needs = [("url", "required when the webhook is enabled")] if not self.url else []
-        if not self.events:
-            needs.append(("events", "choose at least one event type when the webhook is enabled"))
-        return needs
-
-
-class DeliveryQuery(Strict):
-    limit: Annotated[int, Field(ge=1, le=100)] = 50
-    cursor: Annotated[str, Field(max_length=500)] | None = None

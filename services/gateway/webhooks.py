@@ -7,10 +7,12 @@ once, if the bot has none. Deliveries are recorded by the code that makes each c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Literal
 from uuid import UUID
 
 import asyncpg
 from aiohttp import web
+from pydantic import Field, field_validator
 
 from shared import webhook_outbox
 from shared.crypto import Secrets
@@ -25,8 +27,40 @@ from .access import NOT_FOUND_BOT, visible_bot
 from .admin import ADMIN_BODY_MAX_BYTES
 from .http_errors import BODY_ERRORS, QUERY_ERRORS, FieldError, error, json_response, read_model, read_query
 from .keys import HTTP, POOL, PUBLISH, SECRETS
-from .schemas import DeliveryQuery, WebhookIn
+from .schemas import HttpUrl, Strict
 from .views import WebhookDeliveryPage, WebhookSettings
+
+
+WebhookType = Literal["contact.created", "contact.updated", "contact.erased", "session.fell_back"]
+
+
+class WebhookIn(Strict):
+    """``PUT /v1/bots/{bot_id}/webhook``: where Doorman POSTs the bot's events, and which."""
+
+    url: HttpUrl | None = Field(None, description="the business's endpoint; required when `enabled`")
+    events: Annotated[list[WebhookType], Field(max_length=4)] = Field([], description="the event types to send")
+    enabled: bool
+
+    @field_validator("events")
+    @classmethod
+    def _no_repeats(cls, events: list[str]) -> list[str]:
+        if len(set(events)) != len(events):
+            raise ValueError("must not repeat an event type")
+        return events
+
+    def missing(self) -> list[tuple[str, str]]:
+        """(field, message) for what enabling needs and the body lacks."""
+        if not self.enabled:
+            return []
+        needs = [("url", "required when the webhook is enabled")] if not self.url else []
+        if not self.events:
+            needs.append(("events", "choose at least one event type when the webhook is enabled"))
+        return needs
+
+
+class DeliveryQuery(Strict):
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+    cursor: Annotated[str, Field(max_length=500)] | None = None
 
 routes = Routes()
 
