@@ -41,6 +41,7 @@ async def open_direct(request: web.Request) -> web.Response:
     contact_id = await request.app[POOL].fetchval(
         UPSERT, bot_id, "id", identifier, identifier, data.get("name"), None, None, None, None, None, {},
         now, uuid4(), {"external_id": "api", "name": "api"},
+        None, False, [], None,  # no business workspace, not degraded, no tombstone hashes, no session to record
     )
     return web.json_response({
         "session_id": secrets.token_urlsafe(32), "status": "verified", "fallback": None,

@@ -465,7 +465,7 @@ async def backlog_drain(ctx: Context, *, events: int | None = None, on_start=Non
     batch = int(os.environ.get("DOORMAN_CONTACTS_BATCH_SIZE", 100))
     rows = [
         (raw_bot, "id", e.identity.identifier, e.identity.id, e.identity.name, None, None, None, None, None, {},
-         e.observed_at, e.event_id, {"external_id": "api", "name": "api"})
+         e.observed_at, e.event_id, {"external_id": "api", "name": "api"}, None, False, [], e.session_id)
         for e in events_list
     ]
     conn = await asyncpg.connect(stack.database_url)

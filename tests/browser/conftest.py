@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from typing import Any
 
-from tests.conftest import Stack
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright, expect
+
+from tests.conftest import ADMIN_TOKEN, Stack, admin_headers
 
 CHROMIUM = os.environ.get("DOORMAN_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -101,3 +103,37 @@ async def screenshot(page: Page, name: str) -> None:
     if os.environ.get("DOORMAN_SCREENSHOTS"):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+# -- the admin page's tests (a module uses them with `pytestmark = pytest.mark.usefixtures("no_csp_violations")`)
+
+
+@pytest.fixture
+async def no_csp_violations(page: Page) -> AsyncIterator[None]:
+    """The page must work under its strict CSP: no inline script or style is ever refused."""
+    violations: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            violations.append(message.text)
+
+    page.on("console", on_console)
+    yield
+    assert violations == []
+
+
+async def api(stack: Stack, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """The admin API with the operator's token."""
+    async with stack.http.request(method, f"{stack.gateway.url}{path}", json=body, headers=admin_headers()) as resp:
+        return resp.status, await resp.json()
+
+
+async def open_admin(page: Page, stack: Stack, bot: str | None = None, tab: str | None = None) -> None:
+    """Open /admin (on a bot and tab when given) and sign in with the admin token."""
+    fragment = (f"#bot={bot}" + (f"&tab={tab}" if tab else "")) if bot else ""
+    await page.goto(f"{stack.gateway.url}/admin{fragment}")
+    await page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_test_id("bot-select")).to_be_visible()
+    if bot:
+        await expect(page.get_by_test_id("bot-id")).to_have_text(bot)

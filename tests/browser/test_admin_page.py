@@ -5,40 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
 
 import pytest
-from playwright.async_api import ConsoleMessage, Dialog, Page, expect
+from playwright.async_api import Dialog, Page, expect
 
 from shared.events import FallbackReason
 from services.verifier.identity import describe
-from tests.browser.conftest import screenshot
-from tests.conftest import ADMIN_TOKEN, Stack, admin_headers, create_bot, verify_once
+from tests.browser.conftest import api, open_admin, screenshot
+from tests.conftest import ADMIN_TOKEN, Stack, create_bot, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
+
+pytestmark = pytest.mark.usefixtures("no_csp_violations")
 
 TOKEN_KEY = "doorman.adminToken"
 WIDTH = 1100
-
-
-@pytest.fixture(autouse=True)
-async def no_csp_violations(page: Page) -> AsyncIterator[None]:
-    """The page must work under its strict CSP: no inline script or style is ever refused."""
-    violations: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text:
-            violations.append(message.text)
-
-    page.on("console", on_console)
-    yield
-    assert violations == []
-
-
-async def api(stack: Stack, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    async with stack.http.request(method, f"{stack.gateway.url}{path}", json=body, headers=admin_headers()) as resp:
-        return resp.status, await resp.json()
 
 
 async def new_bot(stack: Stack, name: str) -> str:
@@ -50,17 +32,6 @@ async def new_bot(stack: Stack, name: str) -> str:
 async def put_settings(stack: Stack, bot: str, **settings: Any) -> None:
     status, body = await api(stack, "PUT", f"/v1/bots/{bot}/custom-auth", settings)
     assert status == 200, body
-
-
-async def open_admin(page: Page, stack: Stack, bot: str | None = None, tab: str | None = None) -> None:
-    """Open /admin (on a bot and tab when given) and sign in with the admin token."""
-    fragment = (f"#bot={bot}" + (f"&tab={tab}" if tab else "")) if bot else ""
-    await page.goto(f"{stack.gateway.url}/admin{fragment}")
-    await page.get_by_label("Admin token").fill(ADMIN_TOKEN)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_test_id("bot-select")).to_be_visible()
-    if bot:
-        await expect(page.get_by_test_id("bot-id")).to_have_text(bot)
 
 
 async def fit_to_content(page: Page) -> None:

@@ -6,37 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
 import pytest
-from playwright.async_api import ConsoleMessage, Page, expect
+from playwright.async_api import Page, expect
 
-from tests.browser.conftest import screenshot
-from tests.conftest import ADMIN_TOKEN, Stack, admin_headers, create_bot, verify_once
+from tests.browser.conftest import open_admin, screenshot
+from tests.conftest import Stack, admin_headers, create_bot, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
-
-@pytest.fixture(autouse=True)
-async def no_csp_violations(page: Page) -> AsyncIterator[None]:
-    """The page must work under its strict CSP (the download included)."""
-    violations: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text:
-            violations.append(message.text)
-
-    page.on("console", on_console)
-    yield
-    assert violations == []
-
-
-async def open_admin(page: Page, stack: Stack, bot: str, tab: str) -> None:
-    await page.goto(f"{stack.gateway.url}/admin#bot={bot}&tab={tab}")
-    await page.get_by_label("Admin token").fill(ADMIN_TOKEN)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_test_id("bot-id")).to_have_text(bot)
+pytestmark = pytest.mark.usefixtures("no_csp_violations")
 
 
 async def contact_status(stack: Stack, bot: str, contact_id: str) -> int:

@@ -3,40 +3,15 @@ bot's Authentication URL host, and "degraded" in Contact Details and the activit
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from playwright.async_api import ConsoleMessage, Page, expect
+from playwright.async_api import Page, expect
 
-from tests.browser.conftest import screenshot
-from tests.conftest import ADMIN_TOKEN, Stack, admin_headers, create_bot, verify_once
+from tests.browser.conftest import api, open_admin, screenshot
+from tests.conftest import Stack, create_bot, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
-
-@pytest.fixture(autouse=True)
-async def no_csp_violations(page: Page) -> AsyncIterator[None]:
-    violations: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text:
-            violations.append(message.text)
-
-    page.on("console", on_console)
-    yield
-    assert violations == []
-
-
-async def api(stack: Stack, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    async with stack.http.request(method, f"{stack.gateway.url}{path}", json=body, headers=admin_headers()) as resp:
-        return resp.status, await resp.json()
-
-
-async def open_admin(page: Page, stack: Stack, bot: str, tab: str) -> None:
-    await page.goto(f"{stack.gateway.url}/admin#bot={bot}&tab={tab}")
-    await page.get_by_label("Admin token").fill(ADMIN_TOKEN)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_test_id("bot-id")).to_have_text(bot)
+pytestmark = pytest.mark.usefixtures("no_csp_violations")
 
 
 async def test_grace_setting_round_trips_and_the_breaker_state_is_shown(page: Page, stack: Stack) -> None:

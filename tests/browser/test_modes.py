@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from playwright.async_api import ConsoleMessage, Page, expect
+from playwright.async_api import Page, expect
 
 from tests.browser.conftest import HostPage
 from tests.browser.test_admin_page import api, open_admin
@@ -17,18 +17,7 @@ from tests.browser.test_widget import Watch, open_widget, wait_for
 from tests.conftest import Stack, create_bot, verify_once
 from tests.fake_customer import FakeCustomerAPI, verified
 
-
-@pytest.fixture(autouse=True)
-async def no_csp_violations(page: Page) -> AsyncIterator[None]:
-    violations: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text:
-            violations.append(message.text)
-
-    page.on("console", on_console)
-    yield
-    assert violations == []
+pytestmark = pytest.mark.usefixtures("no_csp_violations")
 
 
 @pytest.fixture

@@ -4,40 +4,15 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
-from typing import Any
 
 import jwt
 import pytest
-from playwright.async_api import ConsoleMessage, Dialog, Page, expect
+from playwright.async_api import Dialog, Page, expect
 
-from tests.browser.conftest import screenshot
-from tests.conftest import ADMIN_TOKEN, Stack, admin_headers, create_bot, verify_once
+from tests.browser.conftest import api, open_admin, screenshot
+from tests.conftest import Stack, create_bot, verify_once
 
-
-@pytest.fixture(autouse=True)
-async def no_csp_violations(page: Page) -> AsyncIterator[None]:
-    violations: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text:
-            violations.append(message.text)
-
-    page.on("console", on_console)
-    yield
-    assert violations == []
-
-
-async def api(stack: Stack, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    async with stack.http.request(method, f"{stack.gateway.url}{path}", json=body, headers=admin_headers()) as resp:
-        return resp.status, await resp.json()
-
-
-async def open_admin(page: Page, stack: Stack, bot: str, tab: str | None = None) -> None:
-    await page.goto(f"{stack.gateway.url}/admin#bot={bot}" + (f"&tab={tab}" if tab else ""))
-    await page.get_by_label("Admin token").fill(ADMIN_TOKEN)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_test_id("bot-id")).to_have_text(bot)
+pytestmark = pytest.mark.usefixtures("no_csp_violations")
 
 
 async def test_identity_source_settings_save_and_the_token_secret_shows_once(page: Page, stack: Stack) -> None:

@@ -4,42 +4,17 @@ field errors, and the delivery log filling in as the fake business receives deli
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
 from uuid import uuid4
 
 import pytest
-from playwright.async_api import ConsoleMessage, Page, expect
+from playwright.async_api import Page, expect
 
 from shared.signing import verify
-from tests.browser.conftest import screenshot
-from tests.conftest import ADMIN_TOKEN, Stack, admin_headers, verify_once
+from tests.browser.conftest import api, open_admin, screenshot
+from tests.conftest import Stack, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
-
-@pytest.fixture(autouse=True)
-async def no_csp_violations(page: Page) -> AsyncIterator[None]:
-    violations: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text:
-            violations.append(message.text)
-
-    page.on("console", on_console)
-    yield
-    assert violations == []
-
-
-async def api(stack: Stack, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    async with stack.http.request(method, f"{stack.gateway.url}{path}", json=body, headers=admin_headers()) as resp:
-        return resp.status, await resp.json()
-
-
-async def open_admin(page: Page, stack: Stack, bot: str) -> None:
-    await page.goto(f"{stack.gateway.url}/admin#bot={bot}&tab=settings")
-    await page.get_by_label("Admin token").fill(ADMIN_TOKEN)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_test_id("bot-id")).to_have_text(bot)
+pytestmark = pytest.mark.usefixtures("no_csp_violations")
 
 
 async def test_turn_the_webhook_on_and_watch_deliveries(page: Page, stack: Stack, customer_api: FakeCustomerAPI) -> None:
@@ -50,7 +25,7 @@ async def test_turn_the_webhook_on_and_watch_deliveries(page: Page, stack: Stack
         "enabled": True, "auth_url": customer_api.endpoint(verified(id="web-1", name="Webby"))})
     assert status == 200
     hook = customer_api.endpoint(Answer(json={"ok": True}))
-    await open_admin(page, stack, bot_id)
+    await open_admin(page, stack, bot_id, "settings")
 
     card = page.get_by_test_id("webhook-card")
     await expect(card).to_be_visible()
