@@ -78,10 +78,13 @@ class CircuitOpenFailure(AuthFailure):
 
 @dataclass(frozen=True)
 class BreakerPolicy:
-    window_seconds: float = 30.0
-    min_failures: int = 20
-    failure_ratio: float = 0.5
-    open_seconds: float = 15.0
+    """When a host's circuit opens and for how long: the ``DOORMAN_BREAKER_*`` settings, whose
+    defaults and meaning are declared once, in :class:`~.settings.VerifierSettings`."""
+
+    window_seconds: float
+    min_failures: int
+    failure_ratio: float
+    open_seconds: float
 
 
 @dataclass(frozen=True)
