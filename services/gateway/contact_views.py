@@ -143,6 +143,9 @@ class AuthEvent(View):
         "status `ended`: the visitor logged out, or the contact's sessions were revoked; `reason` and `resolved_at` "
         "still say how it had gone before (a session ended while pending has no reason)"))
     ended_at: datetime | None = None
+    identity_change: ContactHistoryEntry | None = Field(None, description=(
+        "`identity_changed` or `took_over_unverified`, when this session's verification changed who its contact "
+        "is (the same entry is in the contact's `history`)"))
 
 
 class SessionsRevoked(View):

@@ -73,13 +73,17 @@ async def auth_events(
     """Recent sessions, newest first, with why they ended as they did."""
     created_at, session_id = pagination.after(cursor)
     rows = await pool.fetch(
-        """SELECT session_id, origin, status, reason, detail, contact_id, created_at, resolved_at,
-                  round(extract(epoch FROM resolved_at - created_at) * 1000)::int AS latency_ms,
-                  auth_http_status, auth_latency_ms, whitelist_note, degraded, circuit_open, ended_by, ended_at
-           FROM widget_sessions
-           WHERE bot_id = $1 AND ($2::text IS NULL OR reason = $2) AND ($3::text IS NULL OR status = $3)
-             AND ($4::timestamptz IS NULL OR (created_at, session_id) < ($4, $5::text))
-           ORDER BY created_at DESC, session_id DESC
+        """SELECT s.session_id, s.origin, s.status, s.reason, s.detail, s.contact_id, s.created_at, s.resolved_at,
+                  round(extract(epoch FROM s.resolved_at - s.created_at) * 1000)::int AS latency_ms,
+                  s.auth_http_status, s.auth_latency_ms, s.whitelist_note, s.degraded, s.circuit_open, s.ended_by,
+                  s.ended_at,
+                  -- the change of who the contact is that this session's verification made, if any
+                  (SELECT h FROM contacts c, jsonb_array_elements(c.identity_history) h
+                   WHERE c.contact_id = s.contact_id AND h->>'session_id' = s.session_id LIMIT 1) AS identity_change
+           FROM widget_sessions s
+           WHERE s.bot_id = $1 AND ($2::text IS NULL OR s.reason = $2) AND ($3::text IS NULL OR s.status = $3)
+             AND ($4::timestamptz IS NULL OR (s.created_at, s.session_id) < ($4, $5::text))
+           ORDER BY s.created_at DESC, s.session_id DESC
            LIMIT $6""",
         bot_id, reason, status, created_at, session_id, limit + 1,
     )

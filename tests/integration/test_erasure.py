@@ -273,6 +273,10 @@ async def test_identity_changed_is_recorded_with_the_old_and_new_ids(stack: Stac
     assert (change["kind"], change["old_external_id"], change["new_external_id"], change["session_id"]) == (
         "identity_changed", "owner-A", "owner-B", second["session_id"])
     assert contact["taken_over_at"] is None and contact["typed"] == {}
+    # The activity log names it on the session whose verification made it.
+    _, log = await api(stack, "GET", f"/v1/bots/{bot}/auth-events")
+    changes = {e["session_id"]: e["identity_change"] for e in log["events"]}
+    assert changes[first["session_id"]] is None and changes[second["session_id"]] == change
     # The same id again is no change; the export carries the history too.
     await verify_once(stack, bot, access_token="token-b")
     _, exported = await api(stack, "GET", f"/v1/bots/{bot}/contacts/{contact_id}/export")
