@@ -7,7 +7,7 @@ import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -88,16 +88,24 @@ def secret_key() -> str:
     return Fernet.generate_key().decode()
 
 
-@pytest.fixture(scope="session")
-async def customer_api() -> AsyncIterator[FakeCustomerAPI]:
+@asynccontextmanager
+async def serving_business() -> AsyncIterator[FakeCustomerAPI]:
+    """A fake business on 127.0.0.1, on a port of its own (so a host:port of its own)."""
     api = FakeCustomerAPI()
     runner = web.AppRunner(api.app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
     api.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield api
-    await runner.cleanup()
+    try:
+        yield api
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def customer_api() -> AsyncIterator[FakeCustomerAPI]:
+    async with serving_business() as api:
+        yield api
 
 
 def service_config(database_url: str, prefix: str, secret_key: str) -> dict[str, Any]:
@@ -145,17 +153,23 @@ class Stack:
     http: aiohttp.ClientSession
 
 
-@pytest.fixture(scope="session")
-async def stack(database_url: str, broker_prefix: Callable[[], str], secret_key: str) -> AsyncIterator[Stack]:
-    """Gateway, verifier and contacts in this process, on the real broker and database."""
-    config = service_config(database_url, broker_prefix(), secret_key)
+@asynccontextmanager
+async def running_stack(config: dict[str, Any]) -> AsyncIterator[Stack]:
+    """Gateway, verifier and contacts in this process with ``config``, on the real broker and database."""
     async with AsyncExitStack() as es:
         gateway = await start_gateway(es, config)
         await es.enter_async_context(verifier_running(VerifierSettings(**config)))
         await es.enter_async_context(contacts_running(ContactsSettings(**config)))
-        pool = await es.enter_async_context(db.pool(database_url, max_size=4))
+        pool = await es.enter_async_context(db.pool(config["database_url"], max_size=4))
         http = await es.enter_async_context(aiohttp.ClientSession())
         yield Stack(config, gateway, pool, http)
+
+
+@pytest.fixture(scope="session")
+async def stack(database_url: str, broker_prefix: Callable[[], str], secret_key: str) -> AsyncIterator[Stack]:
+    """Gateway, verifier and contacts in this process, on the real broker and database."""
+    async with running_stack(service_config(database_url, broker_prefix(), secret_key)) as running:
+        yield running
 
 
 def admin_headers() -> dict[str, str]:

@@ -9,25 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 from prometheus_client import REGISTRY
 
-from services.contacts.main import running as contacts_running
 from services.contacts.repository import upsert_verified
-from services.contacts.settings import ContactsSettings
-from services.verifier.main import running as verifier_running
-from services.verifier.settings import VerifierSettings
-from shared import db
 from shared.crypto import Secrets
 from shared.events import IdentifyMethod, Identity, IdentityVerified, utcnow
 from tests.conftest import (
-    AUTH_TIMEOUT, Stack, admin_headers, await_outcome, create_bot, open_session, service_config, start_gateway,
+    AUTH_TIMEOUT, Stack, admin_headers, await_outcome, create_bot, open_session, running_stack, service_config,
+    serving_business,
 )
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
@@ -38,25 +31,15 @@ OPEN_SECONDS = 3.0
 async def grace_stack(database_url: str, broker_prefix: Callable[[], str], secret_key: str) -> AsyncIterator[Stack]:
     config = {**service_config(database_url, broker_prefix(), secret_key),
               "breaker_min_failures": 3, "breaker_open_seconds": OPEN_SECONDS}
-    async with AsyncExitStack() as es:
-        gateway = await start_gateway(es, config)
-        await es.enter_async_context(verifier_running(VerifierSettings(**config)))
-        await es.enter_async_context(contacts_running(ContactsSettings(**config)))
-        pool = await es.enter_async_context(db.pool(database_url, max_size=4))
-        http = await es.enter_async_context(aiohttp.ClientSession())
-        yield Stack(config, gateway, pool, http)
+    async with running_stack(config) as stack:
+        yield stack
 
 
 @pytest.fixture
 async def business() -> AsyncIterator[FakeCustomerAPI]:
     """A business of its own (its own host:port, so its own circuit breaker)."""
-    api = FakeCustomerAPI()
-    runner = web.AppRunner(api.app(), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    api.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield api
-    await runner.cleanup()
+    async with serving_business() as api:
+        yield api
 
 
 class Switch:
