@@ -114,6 +114,45 @@ def _confused(b: Bots) -> str:
 
 
 NOW = int(time.time())
+
+
+def _hand_signed(b: Bots, payload: dict[str, Any]) -> str:
+    """HS256 with the bot's secret, made by hand: PyJWT refuses to put NaN or Infinity in a token."""
+    return unsigned({"alg": "HS256", "typ": "JWT", "kid": b.secret["kid"]}, payload,
+                    lambda data: hmac.new(b.secret["secret"].encode(), data, hashlib.sha256).digest())
+
+
+def _time_claim(name: str, value: Any, **others: Any) -> Callable[[Bots], str]:
+    return lambda b: _hand_signed(b, {**claims(b.hs, **others), name: value})
+
+
+YEAR = 365 * 24 * 3600
+# A time claim that is not a finite NumericDate (1970 to 9999): invalid_claim, right after bad_signature.
+NOT_A_TIME: list[tuple[str, str, Callable[[Bots], str], str]] = [
+    ("exp NaN", "hs", _time_claim("exp", float("nan")), "invalid_claim"),
+    ("iat NaN, exp a year out", "hs", _time_claim("iat", float("nan"), exp=int(time.time()) + YEAR), "invalid_claim"),
+    ("nbf NaN", "hs", _time_claim("nbf", float("nan")), "invalid_claim"),
+    ("exp Infinity", "hs", _time_claim("exp", float("inf")), "invalid_claim"),
+    ("exp -Infinity", "hs", _time_claim("exp", float("-inf")), "invalid_claim"),
+    ("iat -Infinity", "hs", _time_claim("iat", float("-inf")), "invalid_claim"),
+    ("nbf Infinity", "hs", _time_claim("nbf", float("inf")), "invalid_claim"),
+    ("exp a huge integer", "hs", _time_claim("exp", 10**400), "invalid_claim"),
+    ("exp 1e308, iat -1e308", "hs", _time_claim("exp", 1e308, iat=-1e308), "invalid_claim"),
+    ("exp past year 9999", "hs", _time_claim("exp", 253402300800), "invalid_claim"),
+    ("exp true", "hs", _time_claim("exp", True), "invalid_claim"),
+    ("exp a string", "hs", _time_claim("exp", str(int(time.time()) + 60)), "invalid_claim"),
+    ("iat null", "hs", _time_claim("iat", None), "invalid_claim"),
+    ("nbf an object", "hs", _time_claim("nbf", {"$gt": 0}), "invalid_claim"),
+    ("a NaN exp in a tampered token", "hs", lambda b: ".".join([
+        _hand_signed(b, {**claims(b.hs), "exp": float("nan")}).rsplit(".", 1)[0],
+        b.hs_token(claims(b.hs)).rsplit(".", 1)[1]]), "bad_signature"),
+    ("expired, with a NaN nbf", "hs", _time_claim("nbf", float("nan"), iat=NOW - 4000, exp=NOW - 3600), "invalid_claim"),
+    ("a lifetime of 9999 years", "hs", _time_claim("exp", 253402300799, iat=0), "lifetime_too_long"),
+    ("metadata holding NaN", "hs", lambda b: _hand_signed(b, claims(b.hs, metadata={"score": float("nan")})),
+     "invalid_claim"),
+]
+
+
 ATTACKS: list[tuple[str, str, Callable[[Bots], str], str]] = [
     # (row, bot, token, the check that must refuse it)
     ("alg none", "hs", lambda b: unsigned({"alg": "none", "kid": b.secret["kid"]}, claims(b.hs)), "algorithm_not_allowed"),
@@ -153,6 +192,7 @@ ATTACKS: list[tuple[str, str, Callable[[Bots], str], str]] = [
     ("missing claim", "hs", lambda b: b.hs_token({k: v for k, v in claims(b.hs).items() if k != "sub"}), "missing_claim"),
     ("blank claim", "hs", lambda b: b.hs_token(claims(b.hs, sub="  ")), "missing_claim"),
     ("not a JWT", "hs", lambda b: "opaque-session-token", "malformed_token"),
+    *NOT_A_TIME,
 ]
 
 
@@ -375,6 +415,18 @@ async def test_testing_panel_shows_the_token(stack: Stack, bots: Bots) -> None:
     assert result["ok"] is True and result["token"]["failed_check"] is None
     assert result["identity"]["identifier"] == "visitor-1" and result["match"]["action"] in ("create", "update")
     assert result["visitor_outcome"]["status"] == "verified"
+
+
+async def test_testing_panel_shows_a_token_whose_time_claims_are_not_numbers(stack: Stack, bots: Bots) -> None:
+    token = _hand_signed(bots, claims(bots.hs, exp=float("nan"), nbf=float("inf"), iat=10**400))
+    async with stack.http.post(f"{stack.gateway.url}/v1/bots/{bots.hs}/custom-auth/test", headers=admin_headers(),
+                               json={"access_token": token}) as resp:
+        assert resp.status == 200, await resp.text()
+        result = json.loads(await resp.text(), parse_constant=lambda constant: pytest.fail(f"{constant} is not JSON"))
+    assert result["ok"] is False and result["token"]["failed_check"] == "invalid_claim"
+    assert (result["token"]["claims"]["exp"], result["token"]["claims"]["nbf"]) == ("NaN", "Infinity")
+    assert result["failure"]["detail"].startswith("invalid_claim: exp ")
+    assert result["visitor_outcome"]["status"] == "fallback"
 
 
 # -- the checks alone (no I/O) ----------------------------------------------------------------------
