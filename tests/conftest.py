@@ -108,6 +108,13 @@ async def customer_api() -> AsyncIterator[FakeCustomerAPI]:
         yield api
 
 
+@pytest.fixture(scope="session")
+async def session_loop() -> asyncio.AbstractEventLoop:
+    """The loop the services and the fake business run on (pytest-asyncio's session loop); idle while a
+    sync test (a Hypothesis test: its examples run one by one on it) runs."""
+    return asyncio.get_running_loop()
+
+
 def service_config(database_url: str, prefix: str, secret_key: str) -> dict[str, Any]:
     """Settings shared by every service of one stack (as keyword arguments)."""
     return {

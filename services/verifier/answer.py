@@ -146,7 +146,10 @@ def _metadata(data: Mapping[str, Any], label: Label) -> dict[str, Any]:
         raise InvalidProfile("metadata", f"{label('metadata')} must be an object or null")
     if depth_exceeds(metadata, MAX_JSON_DEPTH):
         raise InvalidProfile("metadata", f"{label('metadata')} is nested deeper than {MAX_JSON_DEPTH} levels")
-    size = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    try:
+        size = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8"))
+    except ValueError:  # NaN or Infinity (a signed token's claims may hold them; JSON cannot)
+        raise InvalidProfile("metadata", f"{label('metadata')} holds a number JSON cannot carry (NaN or Infinity)") from None
     if size > MAX_METADATA_BYTES:
         raise InvalidProfile("metadata", f"{label('metadata')} is larger than {MAX_METADATA_BYTES} bytes")
     return metadata

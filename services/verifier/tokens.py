@@ -11,14 +11,17 @@ failure is ``auth_rejected`` with a detail starting with its code:
     unknown_kid            no key has the token's ``kid`` (HS256: the bot's current or previous
                            secret; RS256/ES256: the JWKS)
     bad_signature          the signature does not verify
-    expired                ``exp`` missing, not a number, or past
+    invalid_claim          a time claim (``exp``, ``nbf``, ``iat``) present but not a NumericDate:
+                           a finite number of seconds from 1970 to the end of 9999 (not NaN,
+                           Infinity, a huge number, a boolean, a string or null)
+    expired                ``exp`` missing or past
     not_yet_valid          ``nbf`` in the future
-    issued_in_future       ``iat`` missing, not a number, or in the future
+    issued_in_future       ``iat`` missing or in the future
     lifetime_too_long      ``exp - iat`` over ``max_lifetime_seconds``
     wrong_audience         ``aud`` is not the bot id (a list holding it is fine)
     wrong_issuer           ``iss`` is not the configured issuer (when one is set)
     missing_claim          the identify method's claim is absent or blank
-    invalid_claim          a mapped claim cannot be used (an unparsable phone number as the
+    invalid_claim          (again) a mapped claim cannot be used (an unparsable phone number as the
                            identifier, metadata over the limits): an addition to DESIGN's list
 
 Clock skew: LEEWAY_SECONDS (30 s) either way for ``exp``, ``nbf`` and ``iat``; ``max_lifetime`` is
@@ -32,7 +35,7 @@ from __future__ import annotations
 import binascii
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -52,6 +55,7 @@ log = structlog.get_logger("doorman.verifier.tokens")
 
 LEEWAY_SECONDS = 30
 MAX_TOKEN_CHARS = 8192  # as the widget API's access_token
+MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime holds
 
 # What PyJWT checks: the signature only. The claims are ours (below), in DESIGN.md's order.
 _SIGNATURE_ONLY = {
@@ -71,50 +75,65 @@ class TokenRejected(Exception):
 # -- the checks ----------------------------------------------------------------------------------
 
 
-def read_header(token: str) -> dict[str, Any]:
-    """The token's JOSE header, unverified (what the Testing panel shows, and where ``alg`` and
-    ``kid`` are read); TokenRejected(malformed_token) when it is not a JWT."""
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _segment(token: str, index: int, what: str, parse_constant: Callable[[str], Any]) -> dict[str, Any]:
+    """Part ``index`` of the token (0: the header, 1: the claims) as the JSON object it encodes, read
+    here rather than by PyJWT (which refuses a non-string kid before alg is compared);
+    TokenRejected(malformed_token) when it is none."""
     if len(token) > MAX_TOKEN_CHARS:
         raise TokenRejected("malformed_token", f"the token is longer than {MAX_TOKEN_CHARS} characters")
     if token.count(".") != 2:
         raise TokenRejected("malformed_token", "a JWT has three dot-separated parts")
-    try:  # read here rather than by PyJWT, which refuses a non-string kid before alg is compared
-        header = json.loads(base64url_decode(token.partition(".")[0]))
+    try:
+        value = json.loads(base64url_decode(token.split(".")[index]), parse_constant=parse_constant)
     except (binascii.Error, RecursionError, ValueError):
-        header = None
-    if not isinstance(header, dict):
-        raise TokenRejected("malformed_token", "the token's header is not a base64url-encoded JSON object")
-    return header
+        value = None
+    if not isinstance(value, dict):
+        raise TokenRejected("malformed_token", f"the token's {what} is not a base64url-encoded JSON object")
+    return value
+
+
+def read_header(token: str) -> dict[str, Any]:
+    """The token's JOSE header, unverified (what the Testing panel shows, and where ``alg`` and
+    ``kid`` are read); TokenRejected(malformed_token) when it is not a JWT (NaN or Infinity in it:
+    not JSON)."""
+    return _segment(token, 0, "header", _not_json)
 
 
 def read_claims(token: str) -> dict[str, Any]:
-    """The token's claims WITHOUT verifying anything (the Testing panel shows them)."""
-    try:
-        return jwt.decode(token, options={**_SIGNATURE_ONLY, "verify_signature": False})  # type: ignore[typeddict-item]
-    except (jwt.InvalidTokenError, RecursionError, ValueError):
-        raise TokenRejected("malformed_token", "the token's payload is not a base64url-encoded JSON object") from None
+    """The token's claims WITHOUT verifying anything (the Testing panel shows them, as JSON): NaN
+    and Infinity, which a signed token may hold (:func:`check_claims` refuses them as times) but JSON
+    cannot, as the strings the token spells them with."""
+    return _segment(token, 1, "payload", str)
 
 
-def _number(claims: Mapping[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
+    """The time claim ``name`` in seconds since 1970, None when absent; TokenRejected(invalid_claim)
+    when it is not a NumericDate Doorman can compare and show (finite, 1970 to 9999)."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= MAX_NUMERIC_DATE:
+        return float(value)  # NaN fails the comparison above; the bound keeps every difference finite
+    raise TokenRejected("invalid_claim", f"{name} must be a number of seconds since 1970 (up to year 9999)")
 
 
 def check_claims(claims: Mapping[str, Any], config: AuthConfig, bot_id: UUID, *, now: float | None = None) -> Identity:
     """Every check after the signature, in DESIGN.md's order; the Identity the claims map to."""
     settings = config.signed_token
     now = time.time() if now is None else now
-    exp, nbf, iat = _number(claims, "exp"), _number(claims, "nbf"), _number(claims, "iat")
+    exp, nbf, iat = (_numeric_date(claims, name) for name in ("exp", "nbf", "iat"))
     if exp is None:
-        raise TokenRejected("expired", "the token has no numeric exp claim")
+        raise TokenRejected("expired", "the token has no exp claim")
     if exp <= now - LEEWAY_SECONDS:
         raise TokenRejected("expired", f"the token expired {round(now - exp)} s ago")
-    if "nbf" in claims and nbf is None:
-        raise TokenRejected("not_yet_valid", "the nbf claim is not a number")
     if nbf is not None and nbf > now + LEEWAY_SECONDS:
         raise TokenRejected("not_yet_valid", f"the token is valid only in {round(nbf - now)} s")
     if iat is None:
-        raise TokenRejected("issued_in_future", "the token has no numeric iat claim")
+        raise TokenRejected("issued_in_future", "the token has no iat claim")
     if iat > now + LEEWAY_SECONDS:
         raise TokenRejected("issued_in_future", f"iat is {round(iat - now)} s in the future")
     if exp - iat > settings.max_lifetime_seconds:

@@ -136,12 +136,6 @@ async def fuzz_world(stack: Stack, customer_api: FakeCustomerAPI) -> World:
 
 
 @pytest.fixture(scope="module")
-async def session_loop() -> asyncio.AbstractEventLoop:
-    """The loop the gateway runs on (pytest-asyncio's session loop); idle while a sync test runs."""
-    return asyncio.get_running_loop()
-
-
-@pytest.fixture(scope="module")
 async def api_schema(stack: Stack) -> Any:
     """The live document, as Schemathesis loads it from the gateway."""
     config = SchemathesisConfig.from_dict({

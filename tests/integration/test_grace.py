@@ -8,6 +8,7 @@ fake business on a port of its own per test: a breaker is per host, so no test t
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.contacts.repository import upsert_verified
+from shared import events
 from shared.crypto import Secrets
 from shared.events import IdentifyMethod, Identity, IdentityVerified, utcnow
 from tests.conftest import (
@@ -47,12 +49,12 @@ class Switch:
 
     def __init__(self) -> None:
         self.mode = "up"
-        self.rejected: set[str] = set()
+        self.refusals: dict[str, Answer] = {}  # token -> how the business refuses it
 
     def __call__(self, body: Any) -> Answer:
         token = body["access_token"]
-        if token in self.rejected:
-            return Answer(status=401, json={"error": "no"})
+        if token in self.refusals:
+            return self.refusals[token]
         if self.mode == "503":
             return Answer(status=503, json={})
         if self.mode == "timeout":
@@ -172,16 +174,70 @@ async def test_grace_off_falls_back(grace_stack: Stack, business: FakeCustomerAP
     assert await grace_stack.pool.fetchval("SELECT count(*) FROM grace_identities WHERE bot_id = $1::uuid", bot_id) == 0
 
 
-async def test_a_rejected_token_is_not_verified_through_an_outage(grace_stack: Stack, business: FakeCustomerAPI) -> None:
+# Every answer that does not verify the token is a refusal for the grace cache; the visitor's reason is part 1's.
+REFUSALS = [
+    ("401", Answer(status=401, json={"error": "no"}), "auth_rejected"),
+    ("status false", Answer(json={"status": False, "message": "logged out"}), "auth_rejected"),
+    ("404 session not found", Answer(status=404, json={"error": "session not found"}), "invalid_response"),
+    ("302 to the login page", Answer(status=302, body=b"", content_type="text/html"), "invalid_response"),
+    ("400", Answer(status=400, json={"error": "bad token"}), "invalid_response"),
+    ("200 without an identity", Answer(json={"status": True, "data": {"name": "no id"}}), "invalid_response"),
+    ("200 login page", Answer(body=b"<html>Please log in</html>", content_type="text/html"), "invalid_response"),
+]
+
+
+@pytest.mark.parametrize(("refusal", "answer", "reason"), REFUSALS, ids=[row for row, *_ in REFUSALS])
+async def test_a_refused_token_is_not_verified_through_an_outage(
+        grace_stack: Stack, business: FakeCustomerAPI, refusal: str, answer: Answer, reason: str) -> None:
     switch = Switch()
     bot_id, _url = await grace_bot(grace_stack, business, switch)
     assert (await visit(grace_stack, bot_id, "dave"))["status"] == "verified"
-    switch.rejected.add("dave")
-    assert (await visit(grace_stack, bot_id, "dave"))["fallback"]["reason"] == "auth_rejected"
-    switch.rejected.clear()
-    switch.mode = "503"
+    switch.refusals["dave"] = answer
+    refused = await visit(grace_stack, bot_id, "dave")
+    assert refused["status"] == "fallback" and refused["fallback"]["reason"] == reason, refused
+    del switch.refusals["dave"]
+    switch.mode = "timeout" if refusal == "302 to the login page" else "503"
     outcome = await visit(grace_stack, bot_id, "dave")
-    assert outcome["status"] == "fallback" and outcome["fallback"]["reason"] == "auth_unavailable"
+    assert outcome["status"] == "fallback" and outcome["fallback"]["reason"] == "auth_unavailable", (refusal, outcome)
+    assert outcome["degraded"] is False
+
+
+def skew_verifier_clock(monkeypatch: pytest.MonkeyPatch, by: timedelta) -> None:
+    """The verifier replica's clock is ``by`` off: every verifier module that reads the time through
+    ``shared.events.utcnow`` reads it shifted (the database, the broker and the other services keep theirs)."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("services.verifier.") and getattr(module, "utcnow", None) is events.utcnow:
+            monkeypatch.setattr(module, "utcnow", lambda: events.utcnow() + by)
+
+
+async def test_a_verifier_whose_clock_is_behind_cannot_make_a_refusal_look_older_than_the_verification(
+        grace_stack: Stack, business: FakeCustomerAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    switch = Switch()
+    bot_id, _url = await grace_bot(grace_stack, business, switch)
+    assert (await visit(grace_stack, bot_id, "gina"))["status"] == "verified"
+    switch.refusals["gina"] = Answer(status=401, json={"error": "no"})
+    with monkeypatch.context() as skewed:
+        skew_verifier_clock(skewed, -timedelta(hours=1))
+        assert (await visit(grace_stack, bot_id, "gina"))["fallback"]["reason"] == "auth_rejected"
+    del switch.refusals["gina"]
+    switch.mode = "503"
+    outcome = await visit(grace_stack, bot_id, "gina")
+    assert outcome["status"] == "fallback" and outcome["fallback"]["reason"] == "auth_unavailable", outcome
+
+
+async def test_a_verifier_whose_clock_is_behind_still_verifies_after_a_refusal(
+        grace_stack: Stack, business: FakeCustomerAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    switch = Switch()
+    bot_id, _url = await grace_bot(grace_stack, business, switch)
+    switch.refusals["hank"] = Answer(status=401, json={"error": "no"})
+    assert (await visit(grace_stack, bot_id, "hank"))["fallback"]["reason"] == "auth_rejected"
+    del switch.refusals["hank"]
+    with monkeypatch.context() as skewed:
+        skew_verifier_clock(skewed, -timedelta(hours=1))
+        assert (await visit(grace_stack, bot_id, "hank"))["status"] == "verified"
+    switch.mode = "503"
+    outcome = await visit(grace_stack, bot_id, "hank")
+    assert outcome["status"] == "verified" and outcome["degraded"] is True, outcome
 
 
 async def test_an_expired_grace_window_falls_back(grace_stack: Stack, business: FakeCustomerAPI) -> None:
@@ -250,13 +306,13 @@ async def test_a_rejection_while_keys_rotate_covers_the_identity_remembered_unde
     from services.verifier.grace import GraceCache
 
     bot_id = await create_bot(grace_stack.http, grace_stack.gateway.url)
-    token, now = "rotating-token-0123456789", utcnow()
+    token = "rotating-token-0123456789"
     verified_then = IdentityVerified(correlation_id="c", session_id="s", bot_id=bot_id, identify_method=IdentifyMethod.id,
-                                     identity=Identity(identifier="r-1", id="r-1"), observed_at=now - timedelta(seconds=5))
+                                     identity=Identity(identifier="r-1", id="r-1"), observed_at=utcnow())
     await GraceCache(grace_stack.pool, Secrets(secret_key)).remember(bot_id, token, verified_then)
     rotated = GraceCache(grace_stack.pool, Secrets(f"{Fernet.generate_key().decode()},{secret_key}"))
-    assert await rotated.recall(bot_id, token, "id", 600, now) is not None  # found under the old key's hash
+    assert await rotated.recall(bot_id, token, "id", 600) is not None  # found under the old key's hash
 
-    await rotated.reject(bot_id, token, now - timedelta(seconds=1))
+    await rotated.reject(bot_id, token)
 
-    assert await rotated.recall(bot_id, token, "id", 600, now) is None
+    assert await rotated.recall(bot_id, token, "id", 600) is None

@@ -4,6 +4,7 @@ JWKS the fake business serves; the JWKS cache; no call to the Authentication URL
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -114,6 +115,45 @@ def _confused(b: Bots) -> str:
 
 
 NOW = int(time.time())
+
+
+def _hand_signed(b: Bots, payload: dict[str, Any]) -> str:
+    """HS256 with the bot's secret, made by hand: PyJWT refuses to put NaN or Infinity in a token."""
+    return unsigned({"alg": "HS256", "typ": "JWT", "kid": b.secret["kid"]}, payload,
+                    lambda data: hmac.new(b.secret["secret"].encode(), data, hashlib.sha256).digest())
+
+
+def _time_claim(name: str, value: Any, **others: Any) -> Callable[[Bots], str]:
+    return lambda b: _hand_signed(b, {**claims(b.hs, **others), name: value})
+
+
+YEAR = 365 * 24 * 3600
+# A time claim that is not a finite NumericDate (1970 to 9999): invalid_claim, right after bad_signature.
+NOT_A_TIME: list[tuple[str, str, Callable[[Bots], str], str]] = [
+    ("exp NaN", "hs", _time_claim("exp", float("nan")), "invalid_claim"),
+    ("iat NaN, exp a year out", "hs", _time_claim("iat", float("nan"), exp=int(time.time()) + YEAR), "invalid_claim"),
+    ("nbf NaN", "hs", _time_claim("nbf", float("nan")), "invalid_claim"),
+    ("exp Infinity", "hs", _time_claim("exp", float("inf")), "invalid_claim"),
+    ("exp -Infinity", "hs", _time_claim("exp", float("-inf")), "invalid_claim"),
+    ("iat -Infinity", "hs", _time_claim("iat", float("-inf")), "invalid_claim"),
+    ("nbf Infinity", "hs", _time_claim("nbf", float("inf")), "invalid_claim"),
+    ("exp a huge integer", "hs", _time_claim("exp", 10**400), "invalid_claim"),
+    ("exp 1e308, iat -1e308", "hs", _time_claim("exp", 1e308, iat=-1e308), "invalid_claim"),
+    ("exp past year 9999", "hs", _time_claim("exp", 253402300800), "invalid_claim"),
+    ("exp true", "hs", _time_claim("exp", True), "invalid_claim"),
+    ("exp a string", "hs", _time_claim("exp", str(int(time.time()) + 60)), "invalid_claim"),
+    ("iat null", "hs", _time_claim("iat", None), "invalid_claim"),
+    ("nbf an object", "hs", _time_claim("nbf", {"$gt": 0}), "invalid_claim"),
+    ("a NaN exp in a tampered token", "hs", lambda b: ".".join([
+        _hand_signed(b, {**claims(b.hs), "exp": float("nan")}).rsplit(".", 1)[0],
+        b.hs_token(claims(b.hs)).rsplit(".", 1)[1]]), "bad_signature"),
+    ("expired, with a NaN nbf", "hs", _time_claim("nbf", float("nan"), iat=NOW - 4000, exp=NOW - 3600), "invalid_claim"),
+    ("a lifetime of 9999 years", "hs", _time_claim("exp", 253402300799, iat=0), "lifetime_too_long"),
+    ("metadata holding NaN", "hs", lambda b: _hand_signed(b, claims(b.hs, metadata={"score": float("nan")})),
+     "invalid_claim"),
+]
+
+
 ATTACKS: list[tuple[str, str, Callable[[Bots], str], str]] = [
     # (row, bot, token, the check that must refuse it)
     ("alg none", "hs", lambda b: unsigned({"alg": "none", "kid": b.secret["kid"]}, claims(b.hs)), "algorithm_not_allowed"),
@@ -153,6 +193,7 @@ ATTACKS: list[tuple[str, str, Callable[[Bots], str], str]] = [
     ("missing claim", "hs", lambda b: b.hs_token({k: v for k, v in claims(b.hs).items() if k != "sub"}), "missing_claim"),
     ("blank claim", "hs", lambda b: b.hs_token(claims(b.hs, sub="  ")), "missing_claim"),
     ("not a JWT", "hs", lambda b: "opaque-session-token", "malformed_token"),
+    *NOT_A_TIME,
 ]
 
 
@@ -280,41 +321,60 @@ async def test_rs256_and_es256_through_the_jwks(
     assert outcome["fallback"]["detail"].startswith("unknown_kid: "), outcome
 
 
-async def test_unknown_kid_refetches_the_jwks_at_most_once_a_minute(stack: Stack, customer_api: FakeCustomerAPI) -> None:
-    new_key = ROTATED_RSA_KEY
-    jwks_url = customer_api.endpoint(jwks((RSA_KEY, RSA_KID)), jwks((RSA_KEY, RSA_KID), (new_key, "rotated")))
+async def test_a_kid_the_business_adds_is_used_within_10_seconds_and_unknown_kids_fetch_at_most_once_per_10_seconds(
+        stack: Stack, customer_api: FakeCustomerAPI) -> None:
+    published = [(RSA_KEY, RSA_KID)]
+    jwks_url = customer_api.responder(lambda _request: jwks(*published))
     bot_id = await signed_token_bot(stack, algorithm="RS256", jwks_url=jwks_url)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     token = jwt.encode(claims(bot_id), RSA_KEY, algorithm="RS256", headers={"kid": RSA_KID})
     assert (await verify_once(stack, bot_id, access_token=token))["status"] == "verified"
-    for kid in ("rotated", "made-up-1", "made-up-2"):
-        forged = jwt.encode(claims(bot_id), new_key, algorithm="RS256", headers={"kid": kid})
-        outcome = await verify_once(stack, bot_id, access_token=forged)
+    assert len(customer_api.received(jwks_url)) == 1
+
+    published.append((ROTATED_RSA_KEY, "rotated"))  # the business adds a key and signs with it at once
+    fresh = jwt.encode(claims(bot_id), ROTATED_RSA_KEY, algorithm="RS256", headers={"kid": "rotated"})
+    first_token = loop.time()
+    made_up = 0
+    while True:  # its visitor tries again, among a flood of tokens with made-up kids
+        attempt = loop.time()
+        flood = [jwt.encode(claims(bot_id), ATTACKER_RSA_KEY, algorithm="RS256", headers={"kid": f"made-up-{made_up + n}"})
+                 for n in range(3)]
+        made_up += len(flood)
+        outcome, *refused = await asyncio.gather(*(verify_once(stack, bot_id, access_token=t) for t in (fresh, *flood)))
+        assert all(r["fallback"]["detail"].startswith("unknown_kid: ") for r in refused), refused
+        if outcome["status"] == "verified":
+            break
         assert outcome["fallback"]["detail"].startswith("unknown_kid: "), outcome
-    assert len(customer_api.received(jwks_url)) == 1  # fetched a moment ago: not again within the minute
+        # An attempt begun 10 s after the first token finds the kid: the JWKS was last read before that token.
+        assert attempt - first_token < 10, f"the new kid was still unknown {attempt - first_token:.1f} s after its first token"
+    # At most one fetch per 10 s since the first (the flood included).
+    assert len(customer_api.received(jwks_url)) <= 1 + (loop.time() - started) // 10, len(customer_api.received(jwks_url))
+    assert made_up > 3  # the flood ran
 
 
 async def test_jwks_cache_refetch_rule(customer_api: FakeCustomerAPI) -> None:
-    """The cache's own clock: a kid it lacks makes it fetch again at most once per 60 s."""
+    """The cache's own clock: a kid it lacks makes it fetch again at most once per 10 s."""
     new_key = ROTATED_RSA_KEY
     url = customer_api.endpoint(jwks((RSA_KEY, RSA_KID)), jwks((RSA_KEY, RSA_KID), (new_key, "rotated")))
     now = [1000.0]
     bot = uuid4()
     async with outbound_client(allow_private=True, timeout=1, max_body=65536, limit_per_host=4) as http:
-        cache = JwksCache(http, ttl=300, refetch_interval=60, clock=lambda: now[0])
+        cache = JwksCache(http, ttl=300, clock=lambda: now[0])
         assert await cache.key(bot, url, "RS256", RSA_KID) is not None
-        for at, kid in ((1010, "rotated"), (1030, "made-up"), (1059, "rotated")):
+        for at, kid in ((1001, "rotated"), (1005, "made-up"), (1009.9, "rotated")):
             now[0] = at
             with pytest.raises(UnknownKey, match="^no key in the JWKS has kid "):
                 await cache.key(bot, url, "RS256", kid)
         assert len(customer_api.received(url)) == 1
-        now[0] = 1061
-        assert await cache.key(bot, url, "RS256", "rotated") is not None  # the business rotated: seen within a minute
+        now[0] = 1010
+        assert await cache.key(bot, url, "RS256", "rotated") is not None  # the business rotated: seen within 10 s
         assert len(customer_api.received(url)) == 2
-        now[0] = 1100
+        now[0] = 1015
         with pytest.raises(UnknownKey):
             await cache.key(bot, url, "RS256", "made-up")
         assert len(customer_api.received(url)) == 2
-        now[0] = 1122
+        now[0] = 1020
         with pytest.raises(UnknownKey):
             await cache.key(bot, url, "RS256", "made-up")
         assert len(customer_api.received(url)) == 3
@@ -322,7 +382,7 @@ async def test_jwks_cache_refetch_rule(customer_api: FakeCustomerAPI) -> None:
         now[0] = 1300
         await cache.key(bot, url, "RS256", RSA_KID)
         assert len(customer_api.received(url)) == 3
-        now[0] = 1500
+        now[0] = 1400
         await cache.key(bot, url, "RS256", RSA_KID)
         assert len(customer_api.received(url)) == 4
 
@@ -375,6 +435,18 @@ async def test_testing_panel_shows_the_token(stack: Stack, bots: Bots) -> None:
     assert result["ok"] is True and result["token"]["failed_check"] is None
     assert result["identity"]["identifier"] == "visitor-1" and result["match"]["action"] in ("create", "update")
     assert result["visitor_outcome"]["status"] == "verified"
+
+
+async def test_testing_panel_shows_a_token_whose_time_claims_are_not_numbers(stack: Stack, bots: Bots) -> None:
+    token = _hand_signed(bots, claims(bots.hs, exp=float("nan"), nbf=float("inf"), iat=10**400))
+    async with stack.http.post(f"{stack.gateway.url}/v1/bots/{bots.hs}/custom-auth/test", headers=admin_headers(),
+                               json={"access_token": token}) as resp:
+        assert resp.status == 200, await resp.text()
+        result = json.loads(await resp.text(), parse_constant=lambda constant: pytest.fail(f"{constant} is not JSON"))
+    assert result["ok"] is False and result["token"]["failed_check"] == "invalid_claim"
+    assert (result["token"]["claims"]["exp"], result["token"]["claims"]["nbf"]) == ("NaN", "Infinity")
+    assert result["failure"]["detail"].startswith("invalid_claim: exp ")
+    assert result["visitor_outcome"]["status"] == "fallback"
 
 
 # -- the checks alone (no I/O) ----------------------------------------------------------------------
