@@ -7,7 +7,8 @@ A rejection of that token (``auth_rejected``) marks the row, and nothing verifie
 again until the business verifies it afresh.
 
 When the Authentication URL is unavailable (``auth_unavailable``: a timeout, a connection error,
-HTTP 408/429/5xx, the host's call cap, an open circuit), a visitor whose same token was verified
+HTTP 408/429/5xx, an open circuit; not Doorman's own lack of a call slot to the host, which
+:func:`.handler.decide` keeps from this cache), a visitor whose same token was verified
 within the last ``outage_grace_seconds``, and not rejected since, is verified from that identity:
 an ``IdentityVerified`` with ``degraded=True`` whose ``observed_at`` is when the business verified it
 (so it never overwrites newer data of the contact). It takes the fallback's place as the outcome,
