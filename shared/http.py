@@ -21,8 +21,7 @@ import re
 import socket
 import time
 import zlib
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
+
+from shared.host_slots import HostSlots
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Allow = Callable[[str], bool]
@@ -236,29 +237,36 @@ class OutboundResponse:
 
 
 class HostBusy(Exception):
-    """As many calls to this host are in flight as allowed: try later, don't queue behind a slow host."""
+    """No call slot to the host came free in time: Doorman's own lack of capacity, not the business's
+    answer (the business was not called)."""
+
+
+NO_SLOT = "Doorman's calls to this host are all in use"
 
 
 class OutboundClient:
     """Calls a business's URL under Doorman's rules.
 
-    Calls per destination host are capped (``limit_per_host``); one more waits for a free slot at
-    most ``max_wait`` seconds, then fails with :class:`HostBusy`. A fast business's burst (a batch
-    of opens) queues briefly; a business whose API hangs holds at most that many of a verifier's
-    in-flight slots, briefly more waiters, and every other business's visitors go on being served.
+    Calls per destination host are capped (``limit_per_host``) and the slots are shared fairly between
+    the tenants calling the host (``tenant``: the bot whose call it is; :mod:`shared.host_slots`). A call
+    with no free slot waits at most ``max_wait`` seconds, then fails with :class:`HostBusy`; one whose
+    tenant holds fewer slots than its share waits up to the call timeout longer, since by then every
+    call in flight has ended and handed its slot on, to such tenants first. A fast business's burst (a
+    batch of opens) queues briefly; a business whose API hangs holds at most that many of a verifier's
+    in-flight slots (its share of them once other bots call the same host), briefly more waiters, and
+    every other business's visitors go on being served.
     """
 
     def __init__(
         self, session: aiohttp.ClientSession, *, allow_private: bool, timeout: float, max_body: int,
-        ports: frozenset[int] | None = None, allow: Allow | None = None, limit_per_host: int | None = None,
-        max_wait: float = 0.0,
+        limit_per_host: int, ports: frozenset[int] | None = None, allow: Allow | None = None, max_wait: float = 0.0,
     ) -> None:
         self._session = session
         self._limit_per_host = limit_per_host
         self._max_wait = max_wait
-        self._in_flight: dict[str, int] = {}
-        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        self._hosts: dict[str, HostSlots[asyncio.Future[None]]] = {}  # hosts with a call in flight
         self._refusal = _policy(allow, allow_private)
+        self._call_seconds = timeout
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_body = max_body
         self._ports = ports  # None: any port
@@ -280,45 +288,51 @@ class OutboundClient:
 
     async def request(
         self, method: str, url: str, *, headers: dict[str, str], json: Any = None, data: bytes | None = None,
+        tenant: Hashable = None,
     ) -> OutboundResponse:
+        """``tenant``: whose call this is (a bot id), for the fair share of the host's call slots."""
         target = self.check_url(url)
         host = f"{target.host}:{target.port}"
-        await self._take_slot(host, target.host)
+        await self._take_slot(host, target.host, tenant)
         try:
             return await self._request(method, target, headers=headers, json=json, data=data)
         finally:
-            self._give_slot(host)
+            self._give_slot(host, tenant)
 
-    async def _take_slot(self, host: str, name: str | None) -> None:
-        in_flight = self._in_flight.get(host, 0)
-        if self._limit_per_host is None or in_flight < self._limit_per_host:
-            self._in_flight[host] = in_flight + 1
+    async def _take_slot(self, host: str, name: str | None, tenant: Hashable) -> None:
+        slots = self._hosts.get(host)
+        if slots is None:
+            slots = self._hosts[host] = HostSlots(self._limit_per_host)
+        if slots.take(tenant):
             return
-        if self._max_wait > 0:
+        patience = self._max_wait + (self._call_seconds if slots.below_share(tenant) else 0.0)
+        if patience > 0:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.setdefault(host, deque()).append(waiter)
+            slots.wait(tenant, waiter)
             try:
-                async with asyncio.timeout(self._max_wait):
-                    await waiter  # a finishing call hands its slot over
+                async with asyncio.timeout(patience):
+                    await waiter  # a call that ends hands its slot over
                 return
             except BaseException as exc:
                 if waiter.done() and not waiter.cancelled():  # handed over just as we gave up: pass it on
-                    self._give_slot(host)
+                    self._give_slot(host, tenant)
+                else:
+                    slots.leave(tenant, waiter)
                 if not isinstance(exc, TimeoutError):
                     raise
-        raise HostBusy(f"{self._limit_per_host} calls to {name} are already in flight")
+        raise HostBusy(f"{NO_SLOT} ({self._limit_per_host} calls to {name} in flight, none came free in time)")
 
-    def _give_slot(self, host: str) -> None:
-        waiters = self._waiters.get(host)
-        while waiters:
-            waiter = waiters.popleft()
+    def _give_slot(self, host: str, tenant: Hashable) -> None:
+        slots = self._hosts[host]
+        handed = slots.release(tenant)
+        while handed is not None:
+            turn, waiter = handed
             if not waiter.done():
-                waiter.set_result(None)  # the slot goes to the longest waiter; in_flight is unchanged
+                waiter.set_result(None)  # it holds the slot now
                 return
-        self._waiters.pop(host, None)
-        self._in_flight[host] -= 1
-        if not self._in_flight[host]:
-            del self._in_flight[host]
+            handed = slots.release(turn)  # it gave up just now (its leave() finds it gone): the next one
+        if slots.idle:
+            del self._hosts[host]
 
     async def _request(
         self, method: str, target: URL, *, headers: dict[str, str], json: Any, data: bytes | None,
@@ -399,8 +413,10 @@ async def outbound_client(
     connector = aiohttp.TCPConnector(
         resolver=GuardedResolver(allow_private=allow_private, allow=allow, inner=inner_resolver),
         socket_factory=_guarded_socket_factory(_policy(allow, allow_private)),
+        # No queue in the connector: the client's own slots bound the calls per host (fairly between bots),
+        # and a hidden one would count its wait in the call's timeout, Doorman's queueing as the business's slowness.
         limit=0,
-        limit_per_host=limit_per_host,
+        limit_per_host=0,
         ttl_dns_cache=None,
         use_dns_cache=False,
     )

@@ -23,6 +23,10 @@ SESSIONS_ENDED = Counter("doorman_sessions_ended_total",
 SESSION_SECONDS = Histogram("doorman_session_seconds", "Widget open to recorded outcome", ["status"],
                             buckets=LATENCY_BUCKETS)
 AUTH_CALLS = Counter("doorman_auth_calls_total", "Identity calls to businesses, by result class", ["bot", "result"])
+AUTH_CALLS_WITHOUT_SLOT = Counter(
+    "doorman_auth_calls_without_slot_total",
+    "Identity calls not made: no call slot to the business's host came free in time (Doorman's own capacity)", ["bot"],
+)
 AUTH_CALL_SECONDS = Histogram("doorman_auth_call_seconds", "Identity call duration", ["bot"], buckets=LATENCY_BUCKETS)
 CONSUMER_IN_FLIGHT = Gauge("doorman_consumer_in_flight", "Messages being handled", ["queue"])
 RETRIES = Counter("doorman_retries_total", "Messages parked in a delay queue for a retry", ["queue"])

@@ -86,10 +86,12 @@ class OutboundSettings(BaseSettings):
     allow_private_networks: bool = False
     auth_timeout_seconds: float = Field(5.0, gt=0, le=30)
     auth_max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
-    auth_max_connections_per_host: int = Field(32, ge=1)
-    auth_host_wait_seconds: float = Field(
-        0.5, ge=0, le=10, description="how long a call waits for a free slot to its host before failing as busy",
+    auth_max_connections_per_host: int = Field(
+        32, ge=1, description="calls in flight to one host at once, shared fairly between the bots calling it",
     )
+    auth_host_wait_seconds: float = Field(0.5, ge=0, le=10, description=(
+        "how long a call waits for a free slot to its host before failing as busy (a bot holding fewer than its "
+        "share of the host's slots waits up to auth_timeout_seconds longer)"))
     outbound_ports: str = Field(
         "80,443", description="ports outbound calls may use: comma-separated (e.g. 80,443,8443), or * for any",
     )

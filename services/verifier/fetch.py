@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import aiohttp
@@ -17,15 +17,15 @@ class FetchFailed(Exception):
     """``str(exc)``: why, e.g. "the whitelist API did not answer in time"."""
 
 
-async def fetch_json(http: OutboundClient, url: str, *, what: str, headers: Mapping[str, str]) -> Any:
+async def fetch_json(http: OutboundClient, url: str, *, what: str, headers: Mapping[str, str], tenant: Hashable) -> Any:
     """The decoded JSON of a 2xx answer to ``GET url``; ``what`` names the URL in failures
-    ("the whitelist API", "the JWKS URL")."""
+    ("the whitelist API", "the JWKS URL"); ``tenant``: the bot it is fetched for."""
     try:
-        response = await http.request("GET", url, headers=dict(headers))
+        response = await http.request("GET", url, headers=dict(headers), tenant=tenant)
     except DestinationBlocked as exc:
         raise FetchFailed(f"{what}'s address is not allowed ({exc})") from None
-    except HostBusy:
-        raise FetchFailed(f"{what} has too many calls in flight") from None
+    except HostBusy as exc:
+        raise FetchFailed(f"{what} was not called: {exc}") from None
     except ResponseTooLarge:
         raise FetchFailed(f"{what}'s answer is too large") from None
     except InvalidResponse as exc:

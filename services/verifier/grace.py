@@ -10,7 +10,8 @@ stays ``auth_rejected`` or ``invalid_response``. Which came last, a verification
 decided by the database's clock (``now()`` in the SQL below), never by a verifier replica's.
 
 When the Authentication URL is unavailable (``auth_unavailable``: a timeout, a connection error,
-HTTP 408/429/5xx, the host's call cap, an open circuit), a visitor whose same token was verified
+HTTP 408/429/5xx, an open circuit; not Doorman's own lack of a call slot to the host, which
+:func:`.handler.decide` keeps from this cache), a visitor whose same token was verified
 within the last ``outage_grace_seconds``, and not refused since, is verified from that identity:
 an ``IdentityVerified`` with ``degraded=True`` whose ``observed_at`` is that of the business's
 verification (so it never overwrites newer data of the contact). It takes the fallback's place as the outcome,

@@ -14,14 +14,14 @@ from shared.consumer import Emit
 from shared.domains import origin_allowed
 from shared.events import CallFacts, FallbackReason, Identity, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
 from shared.http import OutboundClient, unsendable_header
-from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, DEGRADED, BotLabel, result_class
+from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, AUTH_CALLS_WITHOUT_SLOT, DEGRADED, BotLabel, result_class
 from shared.sessions import EXPIRED_DETAIL, not_pending
 from shared.stages import Retry
 
 from .answer import AuthFailure
 from .breaker import CircuitOpenFailure
 from .grace import GraceCache
-from .identity import UNSENDABLE_TOKEN, IdentityCall, call_identity
+from .identity import UNSENDABLE_TOKEN, IdentityCall, NoCallSlotFailure, call_identity
 from .pushed import PushedIdentities, is_widget_token, pushed_identity
 from .jwks import JwksCache
 from .tokens import check_token
@@ -119,6 +119,7 @@ async def decide(
         http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
         access_token=event.access_token.get_secret_value(), request_fields=config.request_fields,
         visitor={f: getattr(event, f) for f in VISITOR_FIELDS}, signing_secrets=config.signing_secrets(),
+        tenant=event.bot_id,
     )
     facts = CallFacts(
         auth_http_status=call.response.status if call.response else None,
@@ -131,7 +132,9 @@ async def decide(
     else:
         assert call.identity is not None
         outcome = _verified(event, config, call.identity, facts)
-    if grace is not None:  # remembered, marked rejected, or verified from the outage grace (services/verifier/grace.py)
+    # Remembered, marked rejected, or verified from the outage grace (services/verifier/grace.py); not when the call
+    # found no slot: Doorman's own lack of capacity is not the business's outage.
+    if grace is not None and not isinstance(call.failure, NoCallSlotFailure):
         outcome = await grace.after_call(event, config, outcome)
     return Decision(outcome, call, call.failure is not None and call.failure.retry)
 
@@ -149,13 +152,14 @@ async def verify(
         return _fallback(event, FallbackReason.internal_error, EXPIRED_DETAIL)
     decision = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist,
                             pushed=pushed, jwks=jwks, grace=grace)
-    if decision.call is not None and not decision.outcome.facts.circuit_open:  # a call was made
+    failure = decision.call.failure if decision.call is not None else None  # no call: e.g. a JWKS that blinked
+    if isinstance(failure, NoCallSlotFailure):
+        AUTH_CALLS_WITHOUT_SLOT.labels(BOTS(event.bot_id)).inc()
+    elif decision.call is not None and not decision.outcome.facts.circuit_open:  # a call was made
         bot, facts = BOTS(event.bot_id), decision.outcome.facts
         AUTH_CALL_SECONDS.labels(bot).observe(decision.call.elapsed_ms / 1000)
-        failure = decision.call.failure
         AUTH_CALLS.labels(bot, result_class(facts.auth_http_status, failure and failure.reason.value)).inc()
     if decision.retry:  # the outcome if no attempt is left: the fallback, or a degraded verification
-        failure = decision.call.failure if decision.call is not None else None  # a JWKS that blinked: no call
         detail = failure.detail if failure is not None else getattr(decision.outcome, "detail", "not now")
         return Retry(detail, otherwise=decision.outcome)
     return decision.outcome

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -84,6 +84,17 @@ def identity_request(
     return headers, body
 
 
+class NoCallSlotFailure(AuthFailure):
+    """``auth_unavailable`` because Doorman had no call slot to the business's host in time: its own lack of
+    capacity, not the business's outage. The business was not called, so the outage grace does not vouch
+    for the token (:func:`.handler.decide`), the circuit breaker does not count it (:class:`.breaker.BreakerClient`),
+    and there is no retry: the bot's share of the host's slots is taken by its own calls, or the host's by
+    other bots' calls until their timeout, and another attempt in a moment costs everyone's visitors."""
+
+    def __init__(self, exc: HostBusy) -> None:
+        super().__init__(FallbackReason.auth_unavailable, f"{exc}; the Authentication URL was not called", retry=False)
+
+
 @dataclass(frozen=True)
 class IdentityCall:
     """One identity call, whatever happened: what was sent, what came back, what it means."""
@@ -99,8 +110,9 @@ class IdentityCall:
 async def call_identity(
     http: OutboundClient, *, auth_url: str, identify_method: IdentifyMethod, header_token: SecretStr | None,
     access_token: str, request_fields: Sequence[str], visitor: Mapping[str, str | None],
-    signing_secrets: Sequence[str] = (),
+    signing_secrets: Sequence[str] = (), tenant: Hashable = None,
 ) -> IdentityCall:
+    """``tenant``: the bot calling, for its fair share of the host's call slots."""
     headers, body = identity_request(
         header_token=header_token, access_token=access_token, request_fields=request_fields, visitor=visitor,
     )
@@ -113,7 +125,7 @@ async def call_identity(
     identity: Identity | None = None
     failure: AuthFailure | None = None
     try:
-        response = await http.request("POST", auth_url, headers=headers, data=payload)
+        response = await http.request("POST", auth_url, headers=headers, data=payload, tenant=tenant)
         identity = parse_identity_response(response.status, response.body, identify_method)
     except AuthFailure as exc:
         failure = exc
@@ -122,9 +134,7 @@ async def call_identity(
     except DestinationBlocked as exc:
         failure = AuthFailure(FallbackReason.destination_blocked, str(exc))
     except HostBusy as exc:
-        # As many calls to this business as allowed are already waiting on it: another attempt in a
-        # moment would find them still there, and every retry costs the other businesses' visitors.
-        failure = AuthFailure(FallbackReason.auth_unavailable, f"the Authentication URL is busy ({exc})", retry=False)
+        failure = NoCallSlotFailure(exc)
     except InvalidResponse as exc:
         failure = AuthFailure(FallbackReason.invalid_response, str(exc))
     except (TimeoutError, asyncio.TimeoutError):

@@ -126,7 +126,7 @@ class JwksCache:
                 return
             entry.attempted_at = self._clock()
             try:
-                entry.keys = await self._fetch(entry.url)
+                entry.keys = await self._fetch(entry.url, bot_id)
             except JwksUnavailable as exc:
                 entry.failed = True
                 log.warning("jwks_fetch_failed", bot_id=str(bot_id), reason=str(exc))
@@ -135,9 +135,10 @@ class JwksCache:
             entry.fetched_at, entry.failed = self._clock(), False
             log.info("jwks_fetched", bot_id=str(bot_id), keys=len(entry.keys))
 
-    async def _fetch(self, url: str) -> dict[str, dict[str, Any]]:
+    async def _fetch(self, url: str, bot_id: UUID) -> dict[str, dict[str, Any]]:
         try:
-            document = await fetch_json(self._http, url, what="the JWKS URL", headers={"Accept": "application/json"})
+            document = await fetch_json(self._http, url, what="the JWKS URL", headers={"Accept": "application/json"},
+                                        tenant=bot_id)
         except FetchFailed as exc:
             raise JwksUnavailable(str(exc)) from None
         keys = document.get("keys") if isinstance(document, dict) else None

@@ -57,7 +57,9 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
             failure_ratio=settings.breaker_failure_ratio, open_seconds=settings.breaker_open_seconds,
         )) as guarded,
         grace_cache(pool, secrets) as grace,
-        # Webhook deliveries have an outbound client of their own: a hanging endpoint holds only its slots.
+        # Webhook deliveries have an outbound client of their own: a hanging endpoint holds only its slots, never
+        # the identity calls' (nobody waits for a delivery, a visitor waits for an open), and its bot only its share
+        # of them where bots' endpoints share a host.
         outbound_client(
             allow_private=settings.allow_private_networks, timeout=settings.webhook_timeout_seconds,
             max_body=settings.auth_max_body_bytes, limit_per_host=settings.webhook_max_connections_per_host,
@@ -80,7 +82,8 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
                                            pushed=PushedIdentities(pool, secrets), jwks=jwks, grace=grace)},
             retry=RetryPolicy(
                 RETRY_DELAYS, MAX_ATTEMPTS, deadline=lambda event: event.deadline_at,
-                # An attempt may wait for a slot to the business's host, then for its answer.
+                # An attempt may wait for a slot to the business's host, then for its answer (a bot below its share
+                # of a host that other bots' calls fill may wait up to a call timeout longer: shared/http.py).
                 attempt_seconds=settings.auth_host_wait_seconds + settings.auth_timeout_seconds,
             ),
             give_up=partial(give_up, emit=emit_outcome),

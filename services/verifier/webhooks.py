@@ -69,7 +69,7 @@ async def deliver(event: WebhookDue, *, pool: asyncpg.Pool, http: OutboundClient
                **sign(body, signing, delivery=str(event.event_id))}
     error, failure = None, TryLater
     try:
-        response = await http.request("POST", row["url"], headers=headers, data=body)
+        response = await http.request("POST", row["url"], headers=headers, data=body, tenant=event.bot_id)
     except DestinationBlocked as exc:
         error, failure = f"Doorman will not call this URL: {exc}", FailedForGood
     except HostBusy as exc:

@@ -178,7 +178,7 @@ class ApiWhitelist:
         if header_token is not None:
             headers["Authorization"] = header_token.get_secret_value()
         try:
-            document = await fetch_json(self._http, api_url, what="the whitelist API", headers=headers)
+            document = await fetch_json(self._http, api_url, what="the whitelist API", headers=headers, tenant=bot_id)
         except FetchFailed as exc:
             raise _FetchFailed(str(exc)) from None
         if isinstance(document, dict) and isinstance(document.get("domains"), list):

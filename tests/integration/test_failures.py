@@ -14,7 +14,7 @@ from services.verifier.handler import decide
 from services.verifier.whitelist import ApiWhitelist
 from shared import messaging
 from shared.events import IdentifyMethod, WidgetOpened, utcnow
-from shared.http import outbound_client
+from shared.http import NO_SLOT, outbound_client
 from shared.metrics import SKIPPED
 from tests.conftest import store_pending, AMQP_URL, Stack, admin_headers, await_outcome, create_bot, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
@@ -217,7 +217,7 @@ async def test_a_hanging_business_holds_at_most_its_share_of_calls(customer_api:
 
 
 async def test_a_business_already_at_its_call_cap_ends_the_open_without_retries(customer_api: FakeCustomerAPI) -> None:
-    """One more attempt in a moment would find the same calls hanging: auth_unavailable at once, no retry
+    """One more attempt in a moment would find the bot's own calls hanging: auth_unavailable at once, no retry
     churn; a business that blinked (timeout, 5xx) is retried instead."""
     import asyncio as aio
 
@@ -225,7 +225,7 @@ async def test_a_business_already_at_its_call_cap_ends_the_open_without_retries(
     event = WidgetOpened(correlation_id="c", session_id="s", bot_id=uuid4(), access_token="t",
                          deadline_at=utcnow() + timedelta(seconds=30))
     async with outbound_client(allow_private=True, timeout=1, max_body=65536, limit_per_host=1) as http:
-        stuck = aio.create_task(http.request("POST", hanging, headers={}, json={}))
+        stuck = aio.create_task(http.request("POST", hanging, headers={}, json={}, tenant=event.bot_id))
         deadline = aio.get_running_loop().time() + 5
         while not customer_api.received(hanging):
             assert aio.get_running_loop().time() < deadline
@@ -235,7 +235,7 @@ async def test_a_business_already_at_its_call_cap_ends_the_open_without_retries(
         finally:
             stuck.cancel()
             await aio.gather(stuck, return_exceptions=True)
-        assert busy.outcome.reason.value == "auth_unavailable" and "busy" in busy.outcome.detail
+        assert busy.outcome.reason.value == "auth_unavailable" and NO_SLOT in busy.outcome.detail
         assert not busy.retry
         # Now free: the call itself times out, worth a retry.
         blinked = await decide(event, _config(hanging), http=http, whitelist=ApiWhitelist(http))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from yarl import URL
 
-from services.verifier.breaker import BreakerPolicy, Breakers, CircuitOpen, Transition, host_of
+from services.verifier.breaker import BreakerClient, BreakerPolicy, Breakers, CircuitOpen, Transition, host_of
+from shared.http import NO_SLOT, HostBusy, OutboundResponse
 
 HOST = "api.shop.example:443"
 
@@ -107,3 +109,22 @@ def test_hosts_are_independent_and_keyed_like_the_call_cap() -> None:
     assert host_of("https://API.shop.example/auth") == "api.shop.example:443"
     assert host_of("http://127.0.0.1:8090/x") == "127.0.0.1:8090"
     assert host_of("not a url") is None
+
+
+class NoSlot:
+    """An outbound client whose every call finds no call slot to the host (Doorman's own queueing)."""
+
+    def check_url(self, url: str) -> URL:
+        return URL(url)
+
+    async def request(self, method: str, url: str, **kwargs: object) -> OutboundResponse:
+        raise HostBusy(NO_SLOT)
+
+
+async def test_a_call_that_found_no_slot_is_not_counted_as_the_business_failing() -> None:
+    breakers, _clock, seen = make(min_failures=1)
+    client = BreakerClient(NoSlot(), breakers)  # type: ignore[arg-type]
+    for _ in range(5):
+        with pytest.raises(HostBusy):
+            await client.request("POST", "https://api.shop.example/auth", headers={}, tenant="bot")
+    assert breakers.state(HOST) == "closed" and seen == []
