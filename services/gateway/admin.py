@@ -12,7 +12,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel
 
-from shared.auth_config import load as load_auth_config
+from shared.auth_config import NotBound, load as load_auth_config
 from shared.http import DestinationBlocked, OutboundClient
 from shared.routes import Handler, Routes
 from shared.sessions import end_contact_sessions
@@ -75,13 +75,22 @@ get_custom_auth = routes.get(
 
 
 @routes.put("/v1/bots/{bot_id}/custom-auth", "putCustomAuth", "Replace Custom Authentication settings",
-            tag="custom-auth", body=CustomAuthSettingsIn,
-            responses={200: ("The stored settings.", CustomAuthSettings), **NOT_FOUND_BOT, **BODY_ERRORS})
+            tag="custom-auth", body=CustomAuthSettingsIn, responses={
+    200: ("The stored settings.", CustomAuthSettings), **NOT_FOUND_BOT, **BODY_ERRORS,
+    422: ("The body is not valid: `fields` says which fields and why. A stored header token is sent only to the "
+          "origins (scheme, host, port) of the `auth_url` and whitelist `api_url` it was saved with: moving either "
+          "to another origin, or adding an `api_url`, without a new `header_token` is refused (field `header_token`).",
+          Error),
+})
 async def put_custom_auth(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
     body = await read_model(request, CustomAuthSettingsIn, max_bytes=ADMIN_BODY_MAX_BYTES)
     _refuse_blocked_urls(request.app[HTTP], body)
-    settings = await store.put_custom_auth(request.app[POOL], bot_id, body, request.app[SECRETS])
+    try:
+        settings = await store.put_custom_auth(request.app[POOL], bot_id, body, request.app[SECRETS])
+    except NotBound:
+        raise error(422, "invalid_body", "the request body is not valid",
+                    fields=[{"field": "header_token", "message": "enter the header token again for the new URL"}]) from None
     if settings is None:
         raise error(404, "bot_not_found", "no bot has this bot_id")
     return json_response(settings)
