@@ -242,3 +242,19 @@ async def rotate_token_secret(request: web.Request) -> web.Response:
     if not await store.rotate_token_secret(request.app[POOL], bot_id, made.kid, made.secret, request.app[SECRETS]):
         raise error(404, "bot_not_found", "no bot has this bot_id")
     return json_response(made, status=201)
+
+
+@routes.delete("/v1/bots/{bot_id}/custom-auth/token-secret/{kid}", "deleteTokenSecret",
+               "Delete one of the bot's HS256 token secrets", tag="custom-auth", responses={
+    204: (("Deleted: from the next widget open on, a token naming this `kid` fails `unknown_kid`. Deleting the only "
+           "secret leaves the bot without one until `POST .../token-secret` makes a new one."), None),
+    404: (("No bot has this `bot_id`, or it belongs to another workspace (`bot_not_found`); or neither of the bot's "
+           "token secrets (the current one, the previous one while it still verifies) has this `kid` "
+           "(`token_secret_not_found`)."), Error),
+})
+async def delete_token_secret(request: web.Request) -> web.Response:
+    """Cut a (leaked) HS256 secret off at once, without waiting for a rotation's 24 hours."""
+    bot_id = await visible_bot(request)
+    if not await store.delete_token_secret(request.app[POOL], bot_id, request.match_info["kid"]):
+        raise error(404, "token_secret_not_found", "the bot has no token secret with this kid")
+    return web.Response(status=204)

@@ -42,6 +42,8 @@ PATH_PARAMETERS = {
     "contact_id": ("The contact's id.", {"type": "string", "format": "uuid"}),
     "workspace_id": ("The workspace's id.", {"type": "string", "format": "uuid"}),
     "key_id": ("The API key's id.", {"type": "string", "format": "uuid"}),
+    "kid": ("The `kid` of one of the bot's HS256 token secrets (`POST .../custom-auth/token-secret` showed it).",
+            {"type": "string"}),
 }
 DESCRIPTION = (
     "The widget API (public, CORS for any origin) opens a session and delivers its outcome; the admin API "

@@ -168,12 +168,16 @@ async def rotate_signing_secret(pool: asyncpg.Pool, bot_id: UUID, secret: str, s
 
 async def rotate_token_secret(pool: asyncpg.Pool, bot_id: UUID, kid: str, secret: str, secrets: Secrets) -> bool:
     """Make ``secret`` (named ``kid``) the bot's HS256 token secret; the current one becomes the previous,
-    still verifying for SIGNING_OVERLAP_HOURS (a secret already previous is dropped). False: no such bot."""
+    still verifying for SIGNING_OVERLAP_HOURS (a secret already previous is dropped; with no current one,
+    after a delete, the previous one stays as it is). False: no such bot."""
     async with pool.acquire() as conn, conn.transaction():
         updated = await conn.fetchval(
             """UPDATE custom_auth_settings SET
-                   token_previous_cipher = token_secret_cipher, token_previous_kid = token_secret_kid,
-                   token_previous_until = CASE WHEN token_secret_cipher IS NULL THEN NULL
+                   token_previous_cipher = CASE WHEN token_secret_cipher IS NULL THEN token_previous_cipher
+                                                ELSE token_secret_cipher END,
+                   token_previous_kid = CASE WHEN token_secret_cipher IS NULL THEN token_previous_kid
+                                             ELSE token_secret_kid END,
+                   token_previous_until = CASE WHEN token_secret_cipher IS NULL THEN token_previous_until
                                                ELSE now() + make_interval(hours => $4) END,
                    token_secret_cipher = $2, token_secret_kid = $3, revision = revision + 1, updated_at = now()
                WHERE bot_id = $1 RETURNING true""",
@@ -181,3 +185,25 @@ async def rotate_token_secret(pool: asyncpg.Pool, bot_id: UUID, kid: str, secret
         )
         await conn.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(bot_id))
     return bool(updated)
+
+
+async def delete_token_secret(pool: asyncpg.Pool, bot_id: UUID, kid: str) -> bool:
+    """Forget the bot's HS256 secret named ``kid`` (the current one, or the previous one while it still
+    verifies): tokens naming it fail ``unknown_kid`` from the verifiers' next read (NOTIFY on commit).
+    False: the bot has no such secret."""
+    async with pool.acquire() as conn, conn.transaction():
+        deleted = await conn.fetchval(
+            """UPDATE custom_auth_settings SET
+                   token_secret_cipher = CASE WHEN token_secret_kid = $2 THEN NULL ELSE token_secret_cipher END,
+                   token_secret_kid = CASE WHEN token_secret_kid = $2 THEN NULL ELSE token_secret_kid END,
+                   token_previous_cipher = CASE WHEN token_previous_kid = $2 THEN NULL ELSE token_previous_cipher END,
+                   token_previous_until = CASE WHEN token_previous_kid = $2 THEN NULL ELSE token_previous_until END,
+                   token_previous_kid = CASE WHEN token_previous_kid = $2 THEN NULL ELSE token_previous_kid END,
+                   revision = revision + 1, updated_at = now()
+               WHERE bot_id = $1 AND (token_secret_kid = $2 OR (token_previous_kid = $2 AND token_previous_until > now()))
+               RETURNING true""",
+            bot_id, kid,
+        )
+        if deleted:
+            await conn.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(bot_id))
+    return bool(deleted)
