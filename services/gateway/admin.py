@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from uuid import UUID, uuid4
 
+import re
 import secrets
 
 import asyncpg
@@ -227,6 +228,7 @@ async def rotate_signing_secret(request: web.Request) -> web.Response:
 
 
 TOKEN_SECRET_PREFIX = "dmts_"
+TOKEN_SECRET_KID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what a kid made below can be (secrets.token_urlsafe)
 
 
 @routes.post("/v1/bots/{bot_id}/custom-auth/token-secret", "rotateTokenSecret",
@@ -255,6 +257,8 @@ async def rotate_token_secret(request: web.Request) -> web.Response:
 async def delete_token_secret(request: web.Request) -> web.Response:
     """Cut a (leaked) HS256 secret off at once, without waiting for a rotation's 24 hours."""
     bot_id = await visible_bot(request)
-    if not await store.delete_token_secret(request.app[POOL], bot_id, request.match_info["kid"]):
+    kid = request.match_info["kid"]
+    # Anything no kid can be is simply not found (never sent to the database).
+    if not TOKEN_SECRET_KID.fullmatch(kid) or not await store.delete_token_secret(request.app[POOL], bot_id, kid):
         raise error(404, "token_secret_not_found", "the bot has no token secret with this kid")
     return web.Response(status=204)

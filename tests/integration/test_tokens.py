@@ -369,7 +369,7 @@ async def test_deleting_one_token_secret_leaves_the_other(stack: Stack) -> None:
 
 async def test_deleting_a_token_secret_that_is_not_there_is_404(stack: Stack) -> None:
     bot_id = await signed_token_bot(stack)
-    for kid in ("never-made", "a" * 300, "ünïcode kid"):
+    for kid in ("never-made", "a" * 300, "ünïcode kid", "nul\x00kid"):
         status, body = await delete_token_secret(stack, bot_id, kid)
         assert status == 404 and body["error"]["code"] == "token_secret_not_found", (kid, body)
     made = await new_token_secret(stack, bot_id)
