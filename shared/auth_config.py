@@ -6,6 +6,7 @@ Read by the verifier (through its cache) and by the gateway's Testing panel.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -15,12 +16,53 @@ import asyncpg
 from pydantic import SecretStr
 
 from shared.crypto import Secrets
+from shared.domains import url_origin
 from shared.events import IdentifyMethod, utcnow
 
 
 IdentitySource = Literal["auth_url", "signed_token"]
 CollectInformation = Literal["required", "optional", "off"]
 DEFAULT_CLAIMS = {"id": "sub", "email": "email", "name": "name", "phone_number": "phone_number", "metadata": "metadata"}
+
+
+# The settings a header token is sent to (their names in the PUT body): it is bound to the origin of each.
+AUTH_URL = "auth_url"
+WHITELIST_API_URL = "domain_whitelist.api_url"
+
+
+class NotBound(Exception):
+    """A stored secret was asked for a URL on another origin than the one it was saved for; nothing is sent."""
+
+
+def moved(saved_for: Mapping[str, str | None], urls: Mapping[str, str | None]) -> list[str]:
+    """The settings of ``urls`` (name -> URL) set to a URL on another origin than the URL the secret was
+    saved with in that setting (``saved_for``). A setting saved unset counts: adding a URL is a move; a
+    URL with no origin is never on the saved one."""
+    moves = []
+    for name, url in urls.items():
+        saved = saved_for.get(name)
+        if url is not None and (url_origin(url) is None or saved is None or url_origin(url) != url_origin(saved)):
+            moves.append(name)
+    return moves
+
+
+@dataclass(frozen=True)
+class BoundSecret:
+    """A write-only secret (``name``) and the URL of each setting it was saved with: it is handed out
+    only to be sent to a URL on the origin (scheme, host, port) that setting had then."""
+
+    name: str
+    value: SecretStr
+    saved_for: Mapping[str, str | None]  # AUTH_URL / WHITELIST_API_URL -> the URL then (None: not set)
+
+    def for_url(self, setting: str, url: str) -> SecretStr:
+        """The secret, to send to ``url`` (the value of ``setting``); NotBound when it was not saved for its origin."""
+        if moved(self.saved_for, {setting: url}):
+            saved = self.saved_for.get(setting)
+            then = f"for the {setting} on {url_origin(saved)}" if saved else f"when the {setting} was not set"
+            raise NotBound(f"{self.name}: it was saved {then}, not for {url_origin(url) or 'a URL without an origin'}, "
+                           f"so it was not sent; enter the {self.name.replace('_', ' ')} again for the new URL")
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -56,7 +98,7 @@ class SignedToken:
 class AuthConfig:
     enabled: bool
     auth_url: str | None
-    header_token: SecretStr | None
+    header_token: BoundSecret | None
     identify_method: IdentifyMethod
     request_fields: tuple[str, ...]
     whitelist_enabled: bool
@@ -81,7 +123,8 @@ class AuthConfig:
 
 async def load(pool: asyncpg.Pool, secrets: Secrets, bot_id: UUID) -> AuthConfig | None:
     row = await pool.fetchrow(
-        """SELECT enabled, auth_url, header_token_cipher, identify_method, request_fields,
+        """SELECT enabled, auth_url, header_token_cipher, header_token_for_auth_url, header_token_for_api_url,
+                  identify_method, request_fields,
                   whitelist_enabled, whitelist_source, whitelist_domains, whitelist_api_url,
                   signing_secret_cipher, signing_previous_cipher, signing_previous_until,
                   identity_source, token_algorithm, token_jwks_url, token_issuer, token_max_lifetime_seconds,
@@ -101,10 +144,13 @@ async def load(pool: asyncpg.Pool, secrets: Secrets, bot_id: UUID) -> AuthConfig
         value = secret(cipher)
         return TokenSecret(row[kid], value) if value is not None and row[kid] else None
 
+    header_token = secret("header_token_cipher")
     return AuthConfig(
         enabled=row["enabled"],
         auth_url=row["auth_url"],
-        header_token=secret("header_token_cipher"),
+        header_token=BoundSecret("header_token", header_token, {
+            AUTH_URL: row["header_token_for_auth_url"], WHITELIST_API_URL: row["header_token_for_api_url"],
+        }) if header_token is not None else None,
         identify_method=IdentifyMethod(row["identify_method"]),
         request_fields=tuple(row["request_fields"]),
         whitelist_enabled=row["whitelist_enabled"],

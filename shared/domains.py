@@ -5,6 +5,8 @@ trailing dot stripped. An entry matches its host exactly; ``*.example.com``
 matches subdomains at any depth but not ``example.com`` itself. Matching is
 on whole labels, so ``evilexample.com`` and ``example.com.evil.io`` never
 match ``example.com``. A missing or ``null`` Origin matches nothing.
+
+A URL's origin (where a stored secret may be sent, :func:`url_origin`) uses the same host rules.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import idna
+from yarl import URL
 
 WILDCARD_PREFIX = "*."
 
@@ -86,6 +89,33 @@ def host_from_origin(origin: str | None) -> str | None:
         return normalise_host(parts.hostname)
     except ValueError:
         return None
+
+
+def url_origin(url: str) -> str | None:
+    """Where a request to an http(s) URL goes, as ``scheme://host:port`` in one spelling: the host as
+    :func:`normalise_host` writes it (IP literals in their canonical form), the scheme's default port
+    written out. "HTTPS://Bücher.example./x" and "https://xn--bcher-kva.example:443" are both
+    "https://xn--bcher-kva.example:443". None when the URL has no such origin.
+
+    Parsed with yarl, as the outbound client parses the URLs it calls.
+    """
+    try:
+        parsed = URL(url)
+        scheme, host, port = parsed.scheme, parsed.raw_host, parsed.port
+    except (ValueError, TypeError):
+        return None
+    if scheme not in ("http", "https") or not host or not port:
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            host = normalise_host(host)
+        except ValueError:
+            return None
+    else:
+        host = f"[{address.compressed}]" if address.version == 6 else address.compressed
+    return f"{scheme}://{host}:{port}"
 
 
 def normalise_domain_entry(entry: str) -> str:

@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from uuid import UUID, uuid4
 
+import re
 import secrets
 
 import asyncpg
 from aiohttp import web
 from pydantic import BaseModel
 
-from shared.auth_config import load as load_auth_config
+from shared.auth_config import NotBound, load as load_auth_config
 from shared.http import DestinationBlocked, OutboundClient
 from shared.routes import Handler, Routes
 from shared.sessions import end_contact_sessions
@@ -75,13 +76,22 @@ get_custom_auth = routes.get(
 
 
 @routes.put("/v1/bots/{bot_id}/custom-auth", "putCustomAuth", "Replace Custom Authentication settings",
-            tag="custom-auth", body=CustomAuthSettingsIn,
-            responses={200: ("The stored settings.", CustomAuthSettings), **NOT_FOUND_BOT, **BODY_ERRORS})
+            tag="custom-auth", body=CustomAuthSettingsIn, responses={
+    200: ("The stored settings.", CustomAuthSettings), **NOT_FOUND_BOT, **BODY_ERRORS,
+    422: ("The body is not valid: `fields` says which fields and why. A stored header token is sent only to the "
+          "origins (scheme, host, port) of the `auth_url` and whitelist `api_url` it was saved with: moving either "
+          "to another origin, or adding an `api_url`, without a new `header_token` is refused (field `header_token`).",
+          Error),
+})
 async def put_custom_auth(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
     body = await read_model(request, CustomAuthSettingsIn, max_bytes=ADMIN_BODY_MAX_BYTES)
     _refuse_blocked_urls(request.app[HTTP], body)
-    settings = await store.put_custom_auth(request.app[POOL], bot_id, body, request.app[SECRETS])
+    try:
+        settings = await store.put_custom_auth(request.app[POOL], bot_id, body, request.app[SECRETS])
+    except NotBound:
+        raise error(422, "invalid_body", "the request body is not valid",
+                    fields=[{"field": "header_token", "message": "enter the header token again for the new URL"}]) from None
     if settings is None:
         raise error(404, "bot_not_found", "no bot has this bot_id")
     return json_response(settings)
@@ -110,8 +120,8 @@ def _refuse_blocked_urls(http: OutboundClient, body: CustomAuthSettingsIn) -> No
           "with `identity_source: signed_token` the pasted JWT's header, claims and the check that failed.",
           TestResult),
     **NOT_FOUND_BOT, **BODY_ERRORS,
-    422: ("The body is not valid, or the bot (identity source `auth_url`) has no `auth_url` yet "
-          "(`invalid_settings`).", Error),
+    409: ("The bot cannot be tested as it is: identity source `auth_url` and no `auth_url` yet (`invalid_state`; "
+          "`fields` names the setting).", Error),
 })
 async def test_custom_auth(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
@@ -121,7 +131,7 @@ async def test_custom_auth(request: web.Request) -> web.Response:
     if config is None:
         raise error(404, "bot_not_found", "no bot has this bot_id")
     if config.identity_source == "auth_url" and not config.auth_url:
-        raise error(422, "invalid_settings", "set the bot's auth_url before testing",
+        raise error(409, "invalid_state", "set the bot's auth_url before testing",
                     fields=[{"field": "auth_url", "message": "not set"}])
     return json_response(await testing.run_test(pool, request.app[HTTP], bot_id, config, sample, request.app[SECRETS]))
 
@@ -218,6 +228,7 @@ async def rotate_signing_secret(request: web.Request) -> web.Response:
 
 
 TOKEN_SECRET_PREFIX = "dmts_"
+TOKEN_SECRET_KID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what a kid made below can be (secrets.token_urlsafe)
 
 
 @routes.post("/v1/bots/{bot_id}/custom-auth/token-secret", "rotateTokenSecret",
@@ -233,3 +244,21 @@ async def rotate_token_secret(request: web.Request) -> web.Response:
     if not await store.rotate_token_secret(request.app[POOL], bot_id, made.kid, made.secret, request.app[SECRETS]):
         raise error(404, "bot_not_found", "no bot has this bot_id")
     return json_response(made, status=201)
+
+
+@routes.delete("/v1/bots/{bot_id}/custom-auth/token-secret/{kid}", "deleteTokenSecret",
+               "Delete one of the bot's HS256 token secrets", tag="custom-auth", responses={
+    204: (("Deleted: from the next widget open on, a token naming this `kid` fails `unknown_kid`. Deleting the only "
+           "secret leaves the bot without one until `POST .../token-secret` makes a new one."), None),
+    404: (("No bot has this `bot_id`, or it belongs to another workspace (`bot_not_found`); or neither of the bot's "
+           "token secrets (the current one, the previous one while it still verifies) has this `kid` "
+           "(`token_secret_not_found`)."), Error),
+})
+async def delete_token_secret(request: web.Request) -> web.Response:
+    """Cut a (leaked) HS256 secret off at once, without waiting for a rotation's 24 hours."""
+    bot_id = await visible_bot(request)
+    kid = request.match_info["kid"]
+    # Anything no kid can be is simply not found (never sent to the database).
+    if not TOKEN_SECRET_KID.fullmatch(kid) or not await store.delete_token_secret(request.app[POOL], bot_id, kid):
+        raise error(404, "token_secret_not_found", "the bot has no token secret with this kid")
+    return web.Response(status=204)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, TypeAdapter
 from shared.routes import Operation, Response, Routes, operation_of
 
 from .access import ADMIN_PATHS, UNAUTHORIZED
-from .admin import ADMIN_BODY_MAX_BYTES
+from .admin import ADMIN_BODY_MAX_BYTES, TOKEN_SECRET_KID
 from .keys import SETTINGS
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -42,6 +42,8 @@ PATH_PARAMETERS = {
     "contact_id": ("The contact's id.", {"type": "string", "format": "uuid"}),
     "workspace_id": ("The workspace's id.", {"type": "string", "format": "uuid"}),
     "key_id": ("The API key's id.", {"type": "string", "format": "uuid"}),
+    "kid": ("The `kid` of one of the bot's HS256 token secrets (`POST .../custom-auth/token-secret` showed it).",
+            {"type": "string", "pattern": f"^{TOKEN_SECRET_KID.pattern}$"}),
 }
 DESCRIPTION = (
     "The widget API (public, CORS for any origin) opens a session and delivers its outcome; the admin API "

@@ -135,7 +135,9 @@ class SignedTokenSettings(Strict):
 
 
 class CustomAuthSettingsIn(Strict):
-    """PUT body. ``header_token`` is write-only: absent keeps the stored one, null clears it."""
+    """PUT body. ``header_token`` is write-only: absent keeps the stored one, null clears it. A stored one
+    is sent only to the origins (scheme, host, port) of the ``auth_url`` and ``domain_whitelist.api_url``
+    it was saved with: a PUT moving either elsewhere (or adding an ``api_url``) must give it again."""
 
     enabled: bool
     identity_source: Literal["auth_url", "signed_token"] = Field("auth_url", description=(

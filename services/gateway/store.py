@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
+from shared.auth_config import AUTH_URL, WHITELIST_API_URL, NotBound, moved
 from shared.crypto import Secrets
 from shared.db import CONFIG_CHANNEL
 
@@ -98,6 +99,8 @@ _PUT_SETTINGS = f"""
     UPDATE custom_auth_settings SET
         enabled = $2, auth_url = $3,
         header_token_cipher = CASE WHEN $4 THEN header_token_cipher ELSE $5 END,
+        header_token_for_auth_url = CASE WHEN $4 THEN header_token_for_auth_url WHEN $5 IS NULL THEN NULL ELSE $3 END,
+        header_token_for_api_url = CASE WHEN $4 THEN header_token_for_api_url WHEN $5 IS NULL THEN NULL ELSE $11 END,
         identify_method = $6, request_fields = $7,
         whitelist_enabled = $8, whitelist_source = $9, whitelist_domains = $10, whitelist_api_url = $11,
         identity_source = $12, token_algorithm = $13, token_jwks_url = $14, token_issuer = $15,
@@ -109,13 +112,28 @@ _PUT_SETTINGS = f"""
 """
 
 
+_SAVED_FOR = """SELECT header_token_cipher IS NOT NULL AS token_set, header_token_for_auth_url, header_token_for_api_url
+                FROM custom_auth_settings WHERE bot_id = $1 FOR UPDATE"""
+
+
 async def put_custom_auth(
     pool: asyncpg.Pool, bot_id: UUID, body: CustomAuthSettingsIn, secrets: Secrets,
 ) -> CustomAuthSettings | None:
+    """Replace the bot's settings (None: no such bot). A header token given is bound to the URLs given
+    with it; one kept must stay on the origins it was saved for: NotBound when ``body`` moves a URL it
+    is sent to elsewhere (nothing is changed, so nothing is ever sent there)."""
     keep_token = "header_token" not in body.model_fields_set
     cipher = secrets.encrypt(body.header_token) if body.header_token else None
     whitelist, token = body.domain_whitelist, body.signed_token
     async with pool.acquire() as conn, conn.transaction():
+        if keep_token:
+            saved = await conn.fetchrow(_SAVED_FOR, bot_id)
+            if saved is None:
+                return None
+            urls = {AUTH_URL: body.auth_url, WHITELIST_API_URL: whitelist.api_url}
+            saved_for = {AUTH_URL: saved["header_token_for_auth_url"], WHITELIST_API_URL: saved["header_token_for_api_url"]}
+            if saved["token_set"] and (moves := moved(saved_for, urls)):
+                raise NotBound(f"the header token was not saved for the new {' and '.join(moves)}")
         row = await conn.fetchrow(
             _PUT_SETTINGS, bot_id, body.enabled, body.auth_url, keep_token, cipher, body.identify_method.value,
             list(body.request_fields), whitelist.enabled, whitelist.source, list(whitelist.domains), whitelist.api_url,
@@ -150,12 +168,16 @@ async def rotate_signing_secret(pool: asyncpg.Pool, bot_id: UUID, secret: str, s
 
 async def rotate_token_secret(pool: asyncpg.Pool, bot_id: UUID, kid: str, secret: str, secrets: Secrets) -> bool:
     """Make ``secret`` (named ``kid``) the bot's HS256 token secret; the current one becomes the previous,
-    still verifying for SIGNING_OVERLAP_HOURS (a secret already previous is dropped). False: no such bot."""
+    still verifying for SIGNING_OVERLAP_HOURS (a secret already previous is dropped; with no current one,
+    after a delete, the previous one stays as it is). False: no such bot."""
     async with pool.acquire() as conn, conn.transaction():
         updated = await conn.fetchval(
             """UPDATE custom_auth_settings SET
-                   token_previous_cipher = token_secret_cipher, token_previous_kid = token_secret_kid,
-                   token_previous_until = CASE WHEN token_secret_cipher IS NULL THEN NULL
+                   token_previous_cipher = CASE WHEN token_secret_cipher IS NULL THEN token_previous_cipher
+                                                ELSE token_secret_cipher END,
+                   token_previous_kid = CASE WHEN token_secret_cipher IS NULL THEN token_previous_kid
+                                             ELSE token_secret_kid END,
+                   token_previous_until = CASE WHEN token_secret_cipher IS NULL THEN token_previous_until
                                                ELSE now() + make_interval(hours => $4) END,
                    token_secret_cipher = $2, token_secret_kid = $3, revision = revision + 1, updated_at = now()
                WHERE bot_id = $1 RETURNING true""",
@@ -163,3 +185,25 @@ async def rotate_token_secret(pool: asyncpg.Pool, bot_id: UUID, kid: str, secret
         )
         await conn.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(bot_id))
     return bool(updated)
+
+
+async def delete_token_secret(pool: asyncpg.Pool, bot_id: UUID, kid: str) -> bool:
+    """Forget the bot's HS256 secret named ``kid`` (the current one, or the previous one while it still
+    verifies): tokens naming it fail ``unknown_kid`` from the verifiers' next read (NOTIFY on commit).
+    False: the bot has no such secret."""
+    async with pool.acquire() as conn, conn.transaction():
+        deleted = await conn.fetchval(
+            """UPDATE custom_auth_settings SET
+                   token_secret_cipher = CASE WHEN token_secret_kid = $2 THEN NULL ELSE token_secret_cipher END,
+                   token_secret_kid = CASE WHEN token_secret_kid = $2 THEN NULL ELSE token_secret_kid END,
+                   token_previous_cipher = CASE WHEN token_previous_kid = $2 THEN NULL ELSE token_previous_cipher END,
+                   token_previous_until = CASE WHEN token_previous_kid = $2 THEN NULL ELSE token_previous_until END,
+                   token_previous_kid = CASE WHEN token_previous_kid = $2 THEN NULL ELSE token_previous_kid END,
+                   revision = revision + 1, updated_at = now()
+               WHERE bot_id = $1 AND (token_secret_kid = $2 OR (token_previous_kid = $2 AND token_previous_until > now()))
+               RETURNING true""",
+            bot_id, kid,
+        )
+        if deleted:
+            await conn.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(bot_id))
+    return bool(deleted)

@@ -9,7 +9,7 @@ from uuid import UUID, uuid5
 import asyncpg
 import structlog
 
-from shared.auth_config import AuthConfig
+from shared.auth_config import AuthConfig, NotBound
 from shared.consumer import Emit
 from shared.domains import origin_allowed
 from shared.events import CallFacts, FallbackReason, Identity, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
@@ -89,12 +89,15 @@ async def decide(
     and no ``grace``): the verifier emits the outcome, the Testing panel shows it."""
     if config is None or not config.enabled:
         return Decision(_fallback(event, FallbackReason.ca_disabled, "Custom Authentication is off for this bot"))
-    if config.header_token is not None and unsendable_header(config.header_token.get_secret_value()):
+    if config.header_token is not None and unsendable_header(config.header_token.value.get_secret_value()):
         # Saved before tokens were checked: neither the whitelist API nor the Authentication URL can be called.
         return Decision(_fallback(event, FallbackReason.misconfigured, UNSENDABLE_TOKEN))
     note = None
     if config.whitelist_enabled:
-        allowed, note, refusal = await _whitelist_check(event, config, whitelist)
+        try:
+            allowed, note, refusal = await _whitelist_check(event, config, whitelist)
+        except NotBound as exc:  # the header token was saved for another whitelist API: it was not asked
+            return Decision(_fallback(event, FallbackReason.misconfigured, str(exc)))
         if not allowed:
             return Decision(_fallback(event, FallbackReason.domain_not_allowed, refusal, CallFacts(whitelist_note=note)))
     if event.access_token is None or not event.access_token.get_secret_value().strip():

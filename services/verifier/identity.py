@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import aiohttp
 from pydantic import SecretStr
 
+from shared.auth_config import AUTH_URL, BoundSecret, NotBound
 from shared.events import FallbackReason, Identity, IdentifyMethod
 from shared.http import DestinationBlocked, HostBusy, InvalidResponse, OutboundClient, OutboundResponse, unsendable_header
 from shared.signing import sign
@@ -107,19 +108,34 @@ class IdentityCall:
     elapsed_ms: float
 
 
+def _header_token_for(auth_url: str, header_token: BoundSecret | None) -> tuple[SecretStr | None, AuthFailure | None]:
+    """The header token to send to ``auth_url``, and why the call cannot be made with it, if it cannot: a
+    token saved for another origin is not put in the request at all."""
+    if header_token is None:
+        return None, None
+    try:
+        token = header_token.for_url(AUTH_URL, auth_url)
+    except NotBound as exc:
+        return None, AuthFailure(FallbackReason.misconfigured, str(exc))
+    if unsendable_header(token.get_secret_value()):
+        return token, AuthFailure(FallbackReason.misconfigured, UNSENDABLE_TOKEN)
+    return token, None
+
+
 async def call_identity(
-    http: OutboundClient, *, auth_url: str, identify_method: IdentifyMethod, header_token: SecretStr | None,
+    http: OutboundClient, *, auth_url: str, identify_method: IdentifyMethod, header_token: BoundSecret | None,
     access_token: str, request_fields: Sequence[str], visitor: Mapping[str, str | None],
     signing_secrets: Sequence[str] = (), tenant: Hashable = None,
 ) -> IdentityCall:
     """``tenant``: the bot calling, for its fair share of the host's call slots."""
+    token, unusable = _header_token_for(auth_url, header_token)
     headers, body = identity_request(
-        header_token=header_token, access_token=access_token, request_fields=request_fields, visitor=visitor,
+        header_token=token, access_token=access_token, request_fields=request_fields, visitor=visitor,
     )
     payload = json.dumps(body, separators=(",", ":")).encode()  # the exact bytes sent, and signed
     headers.update(sign(payload, signing_secrets))
-    if header_token is not None and unsendable_header(header_token.get_secret_value()):
-        return IdentityCall(headers, body, None, None, AuthFailure(FallbackReason.misconfigured, UNSENDABLE_TOKEN), 0.0)
+    if unusable is not None:  # not called
+        return IdentityCall(headers, body, None, None, unusable, 0.0)
     started = time.perf_counter()
     response: OutboundResponse | None = None
     identity: Identity | None = None

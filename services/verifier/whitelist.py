@@ -25,6 +25,7 @@ import structlog
 from pydantic import SecretStr
 from yarl import URL
 
+from shared.auth_config import WHITELIST_API_URL, BoundSecret
 from shared.domains import normalise_domain_entry
 from shared.http import OutboundClient
 
@@ -83,14 +84,17 @@ class ApiWhitelist:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    async def lookup(self, bot_id: UUID, api_url: str, header_token: SecretStr | None) -> WhitelistLookup:
+    async def lookup(self, bot_id: UUID, api_url: str, header_token: BoundSecret | None) -> WhitelistLookup:
+        """The list at ``api_url``; raises NotBound, asking nothing, when the header token was saved for
+        another whitelist API origin."""
+        token = header_token.for_url(WHITELIST_API_URL, api_url) if header_token is not None else None
         entry = self._entry(bot_id, api_url)
         now = self._clock()
         retry_blocked = entry.failed_at is not None and now - entry.failed_at < self._retry_after_failure
 
         if entry.domains is None or entry.fetched_at is None:
             if not retry_blocked:
-                await self._wait(self._start(entry, bot_id, header_token))
+                await self._wait(self._start(entry, bot_id, token))
             if entry.domains is None:
                 return WhitelistLookup(None, f"missing: {entry.failure or 'the whitelist API was not read'}")
             return WhitelistLookup(entry.domains, None)
@@ -100,11 +104,11 @@ class ApiWhitelist:
             return WhitelistLookup(entry.domains, None)
         if age < self._ttl:
             if not retry_blocked and not self._closed:
-                self._start(entry, bot_id, header_token)
+                self._start(entry, bot_id, token)
             return WhitelistLookup(entry.domains, None)
 
         if not retry_blocked:
-            await self._wait(self._start(entry, bot_id, header_token))
+            await self._wait(self._start(entry, bot_id, token))
         if entry.fetched_at is not None and self._clock() - entry.fetched_at < self._ttl:
             return WhitelistLookup(entry.domains, None)
         return WhitelistLookup(entry.domains, f"stale: {entry.failure or 'the whitelist could not be refreshed'}")

@@ -192,12 +192,14 @@ async def test_fallback_when_the_call_fails(stack: Stack, customer_api: FakeCust
 @pytest.mark.parametrize("auth_url", ["http://0.0.0.0:9/auth", "http://224.0.0.1/auth", "http://[::ffff:0.0.0.0]/auth"])
 async def test_destination_blocked(stack: Stack, auth_url: str) -> None:
     # The test stack allows loopback (the fake business lives there), but never these. The API
-    # refuses them when saved (422), so store one as if saved under an older, looser policy.
+    # refuses them when saved (422), so store one as if saved under an older, looser policy (the header token
+    # with it: the verifier sends it only to the origin it was saved for).
     bot = await create_bot(stack.http, stack.gateway.url, **settings("https://auth.example.com/x"))
     async with stack.http.put(f"{stack.gateway.url}/v1/bots/{bot}/custom-auth", json=settings(auth_url),
                               headers=admin_headers()) as resp:
         assert resp.status == 422
-    await stack.pool.execute("UPDATE custom_auth_settings SET auth_url = $2 WHERE bot_id = $1", bot, auth_url)
+    await stack.pool.execute("UPDATE custom_auth_settings SET auth_url = $2, header_token_for_auth_url = $2 "
+                             "WHERE bot_id = $1", bot, auth_url)
     await stack.pool.execute("SELECT pg_notify('doorman_config_changed', $1)", bot)
 
     outcome = await verify_once(stack, bot, access_token="t")

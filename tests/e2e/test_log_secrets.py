@@ -98,7 +98,8 @@ async def test_no_secret_in_any_log(processes: Any, customer_api: FakeCustomerAP
         blocked = await bot(enabled=True, auth_url="https://auth.example.com/x")  # 0.0.0.0 is refused when saved
         conn = await asyncpg.connect(database_url)
         try:
-            await conn.execute("UPDATE custom_auth_settings SET auth_url = 'http://0.0.0.0:9/auth' WHERE bot_id = $1", blocked)
+            await conn.execute("UPDATE custom_auth_settings SET auth_url = 'http://0.0.0.0:9/auth', "
+                               "header_token_for_auth_url = 'http://0.0.0.0:9/auth' WHERE bot_id = $1", blocked)
             await conn.execute("SELECT pg_notify('doorman_config_changed', $1)", blocked)
         finally:
             await conn.close()

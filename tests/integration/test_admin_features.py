@@ -115,8 +115,10 @@ async def test_panel_failure_has_the_reason_and_what_to_fix(stack: Stack, custom
 
 async def test_panel_errors(stack: Stack) -> None:
     bot = await create_bot(stack.http, stack.gateway.url)
+    # A valid request the bot's state cannot serve (no auth_url to call yet): a conflict, not a bad body.
     status, body, _ = await admin_post(stack, f"/v1/bots/{bot}/custom-auth/test", {"access_token": "t"})
-    assert status == 422 and body["error"]["fields"][0]["field"] == "auth_url"
+    assert status == 409 and body["error"]["code"] == "invalid_state"
+    assert body["error"]["fields"] == [{"field": "auth_url", "message": "not set"}]
     status, body, _ = await admin_post(stack, f"/v1/bots/{bot}/custom-auth/test", {})
     assert status == 422 and body["error"]["fields"][0]["field"] == "access_token"
     status, _, _ = await admin_post(stack, f"/v1/bots/{uuid4()}/custom-auth/test", {"access_token": "t"})

@@ -139,7 +139,8 @@ async def test_errors_match(stack: Stack, doc: dict[str, Any]) -> None:
                       json={"enabled": True, "identify_method": "nope"})
     assert body["error"]["fields"]
     await call(stack, doc, "GET", "/v1/bots/{bot_id}/contacts", 422, bot_id=bot_id, query={"limit": "0"})
-    await call(stack, doc, "POST", "/v1/bots/{bot_id}/custom-auth/test", 422, bot_id=bot_id, json={"access_token": "t"})
+    await call(stack, doc, "POST", "/v1/bots/{bot_id}/custom-auth/test", 409, bot_id=bot_id, json={"access_token": "t"})
+    await call(stack, doc, "POST", "/v1/bots/{bot_id}/custom-auth/test", 422, bot_id=bot_id, json={})
     await call(stack, doc, "GET", "/v1/bots/{bot_id}", 401, admin=False, bot_id=bot_id)
     await call(stack, doc, "GET", "/v1/bots/{bot_id}", 404, bot_id=uuid4())
     await call(stack, doc, "GET", "/v1/bots/{bot_id}/contacts/{contact_id}", 404, bot_id=bot_id, contact_id=uuid4())
@@ -238,6 +239,13 @@ async def test_token_secret_and_token_panel_match(stack: Stack, doc: dict[str, A
     result = await call(stack, doc, "POST", "/v1/bots/{bot_id}/custom-auth/test", 200, bot_id=bot_id,
                         json={"access_token": "not-a-jwt"})
     assert result["token"]["failed_check"] == "malformed_token" and result["token"]["header"] is None
+    secret = "/v1/bots/{bot_id}/custom-auth/token-secret/{kid}"
+    assert "204" in doc["paths"][secret]["delete"]["responses"]
+    async with stack.http.delete(stack.gateway.url + secret.format(bot_id=bot_id, kid=made["kid"]),
+                                 headers=admin_headers()) as resp:
+        assert resp.status == 204
+    await call(stack, doc, "DELETE", secret, 404, bot_id=bot_id, kid=made["kid"])
+    await call(stack, doc, "DELETE", secret, 404, bot_id=uuid4(), kid=made["kid"])
 
 
 async def test_operations_endpoints_match(stack: Stack, doc: dict[str, Any]) -> None:

@@ -303,6 +303,89 @@ async def test_token_secret_for_an_unknown_bot_is_404(stack: Stack) -> None:
         assert resp.status == 404
 
 
+async def delete_token_secret(stack: Stack, bot_id: str, kid: str) -> tuple[int, Any]:
+    async with stack.http.delete(f"{stack.gateway.url}/v1/bots/{bot_id}/custom-auth/token-secret/{kid}",
+                                 headers=admin_headers()) as resp:
+        return resp.status, (await resp.json() if resp.status != 204 else None)
+
+
+async def secret_kid(stack: Stack, bot_id: str) -> str | None:
+    async with stack.http.get(f"{stack.gateway.url}/v1/bots/{bot_id}/custom-auth", headers=admin_headers()) as resp:
+        return (await resp.json())["signed_token"]["secret_kid"]
+
+
+async def refused_because(stack: Stack, bot_id: str, token: str) -> str:
+    """Open the widget with ``token``; it must fall back: the admin-side detail, from the activity log."""
+    outcome = await verify_once(stack, bot_id, access_token=token)
+    assert outcome["status"] == "fallback" and outcome["fallback"]["reason"] == "auth_rejected", outcome
+    async with stack.http.get(f"{stack.gateway.url}/v1/bots/{bot_id}/auth-events", params={"limit": "1"},
+                              headers=admin_headers()) as resp:
+        [event] = (await resp.json())["events"]
+    assert event["session_id"] == outcome["session_id"]
+    return event["detail"]
+
+
+def hs_token(bot_id: str, secret: dict[str, str], **extra: Any) -> str:
+    return jwt.encode(claims(bot_id, **extra), secret["secret"], algorithm="HS256", headers={"kid": secret["kid"]})
+
+
+async def test_a_leaked_token_secret_is_cut_off_at_once(stack: Stack) -> None:
+    """Whoever holds a leaked HS256 secret signs any identity they like; deleting the secret stops that
+    with the next open, and the bot has no secret until a new one is made."""
+    bot_id = await signed_token_bot(stack)
+    leaked = await new_token_secret(stack, bot_id)
+    forged = hs_token(bot_id, leaked, sub="someone-else")
+    assert (await verify_once(stack, bot_id, access_token=forged))["status"] == "verified"
+
+    assert await delete_token_secret(stack, bot_id, leaked["kid"]) == (204, None)
+
+    assert (await refused_because(stack, bot_id, forged)).startswith("unknown_kid: ")
+    assert await secret_kid(stack, bot_id) is None
+    status, body = await delete_token_secret(stack, bot_id, leaked["kid"])  # gone already
+    assert status == 404 and body["error"]["code"] == "token_secret_not_found"
+    fresh = await new_token_secret(stack, bot_id)
+    assert (await verify_once(stack, bot_id, access_token=hs_token(bot_id, fresh)))["status"] == "verified"
+    assert (await refused_because(stack, bot_id, forged)).startswith("unknown_kid: ")
+
+
+async def test_deleting_one_token_secret_leaves_the_other(stack: Stack) -> None:
+    bot_id = await signed_token_bot(stack)
+    first, second = await new_token_secret(stack, bot_id), await new_token_secret(stack, bot_id)
+
+    assert (await delete_token_secret(stack, bot_id, first["kid"]))[0] == 204  # the previous one
+    assert (await refused_because(stack, bot_id, hs_token(bot_id, first))).startswith("unknown_kid: ")
+    assert (await verify_once(stack, bot_id, access_token=hs_token(bot_id, second)))["status"] == "verified"
+
+    third = await new_token_secret(stack, bot_id)  # second is now the previous one
+    assert (await delete_token_secret(stack, bot_id, third["kid"]))[0] == 204  # the current one
+    assert (await refused_because(stack, bot_id, hs_token(bot_id, third))).startswith("unknown_kid: ")
+    assert await secret_kid(stack, bot_id) is None
+    assert (await verify_once(stack, bot_id, access_token=hs_token(bot_id, second)))["status"] == "verified"
+    # A new secret with none current: the previous one keeps the rest of its 24 hours.
+    fourth = await new_token_secret(stack, bot_id)
+    for kept in (second, fourth):
+        assert (await verify_once(stack, bot_id, access_token=hs_token(bot_id, kept)))["status"] == "verified"
+
+
+async def test_deleting_a_token_secret_that_is_not_there_is_404(stack: Stack) -> None:
+    bot_id = await signed_token_bot(stack)
+    for kid in ("never-made", "a" * 300, "ünïcode kid", "nul\x00kid"):
+        status, body = await delete_token_secret(stack, bot_id, kid)
+        assert status == 404 and body["error"]["code"] == "token_secret_not_found", (kid, body)
+    made = await new_token_secret(stack, bot_id)
+    status, body = await delete_token_secret(stack, str(uuid4()), made["kid"])
+    assert status == 404 and body["error"]["code"] == "bot_not_found"
+    status, body = await delete_token_secret(stack, "not-a-bot", made["kid"])
+    assert status == 404 and body["error"]["code"] == "bot_not_found"
+
+    # A previous secret past its 24 hours verifies nothing: it is not one of the bot's any more.
+    await new_token_secret(stack, bot_id)
+    await stack.pool.execute("UPDATE custom_auth_settings SET token_previous_until = now() - interval '1 second' "
+                             "WHERE bot_id = $1", UUID(bot_id))
+    status, body = await delete_token_secret(stack, bot_id, made["kid"])
+    assert status == 404 and body["error"]["code"] == "token_secret_not_found"
+
+
 @pytest.mark.parametrize(("algorithm", "key", "kid"), [("RS256", RSA_KEY, RSA_KID), ("ES256", EC_KEY, EC_KID)])
 async def test_rs256_and_es256_through_the_jwks(
     stack: Stack, customer_api: FakeCustomerAPI, algorithm: str, key: Any, kid: str,

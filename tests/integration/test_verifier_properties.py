@@ -26,7 +26,7 @@ from services.verifier.jwks import JwksCache
 from services.verifier.pushed import PushedIdentities
 from services.verifier.whitelist import ApiWhitelist
 from shared import db
-from shared.auth_config import AuthConfig, SignedToken, TokenSecret
+from shared.auth_config import AUTH_URL, WHITELIST_API_URL, AuthConfig, BoundSecret, SignedToken, TokenSecret
 from shared.crypto import Secrets
 from shared.events import FallbackReason, IdentifyMethod, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
 from shared.http import OutboundClient, outbound_client
@@ -80,8 +80,12 @@ MOSTLY_TRUE = st.sampled_from([True, True, True, False])
 @st.composite
 def settings_(draw: st.DrawFn, url: str, whitelist_url: str) -> AuthConfig:
     header_token = draw(st.sampled_from(["Bearer ok", None, "bad\r\nX-Injected: 1", "Bearer é"]) | TEXT)
+    # Mostly saved with these URLs; else for others (settings edited in the database): not sent, misconfigured.
+    saved_for = draw(st.sampled_from([{AUTH_URL: url, WHITELIST_API_URL: whitelist_url}] * 3 + [
+        {AUTH_URL: "https://elsewhere.example/auth", WHITELIST_API_URL: None}]))
     return AuthConfig(
-        enabled=draw(MOSTLY_TRUE), auth_url=url, header_token=None if header_token is None else SecretStr(header_token),
+        enabled=draw(MOSTLY_TRUE), auth_url=url,
+        header_token=None if header_token is None else BoundSecret("header_token", SecretStr(header_token), saved_for),
         identify_method=draw(st.sampled_from(list(IdentifyMethod))),
         request_fields=tuple(draw(st.lists(st.sampled_from(["user_id", "email", "name", "phone_number",
                                                             "external_workspace_id"]), unique=True))),

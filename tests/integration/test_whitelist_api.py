@@ -12,12 +12,13 @@ from pydantic import SecretStr
 
 from services.verifier import whitelist as whitelist_module
 from services.verifier.whitelist import ApiWhitelist, WhitelistLookup
+from shared.auth_config import WHITELIST_API_URL, BoundSecret, NotBound
 from shared.http import OutboundClient, outbound_client
 from tests.fake_customer import Answer, FakeCustomerAPI
 
 TTL = 100.0
 RETRY = 10.0
-TOKEN = SecretStr("Bearer s3cr3t-Token with spaces")
+SECRET = "Bearer s3cr3t-Token with spaces"
 LIST_A = Answer(json={"domains": ["shop.example.com", "*.example.org"]})
 LIST_B = Answer(json={"domains": ["other.example.net"]})
 A = ("shop.example.com", "*.example.org")
@@ -88,9 +89,14 @@ def bot() -> UUID:
     return uuid4()
 
 
+def token(api_url: str) -> BoundSecret:
+    """The header token, as saved with ``api_url`` as the whitelist API."""
+    return BoundSecret("header_token", SecretStr(SECRET), {WHITELIST_API_URL: api_url})
+
+
 async def test_object_shape_normalised_with_invalid_entry_skipped(wl: ApiWhitelist, customer_api: FakeCustomerAPI) -> None:
     url = customer_api.endpoint(Answer(json={"domains": ["Shop.Example.COM.", "https://bad.example.com", "*.Bücher.de", 7]}))
-    assert await wl.lookup(bot(), url, TOKEN) == WhitelistLookup(("shop.example.com", "*.xn--bcher-kva.de"), None)
+    assert await wl.lookup(bot(), url, token(url)) == WhitelistLookup(("shop.example.com", "*.xn--bcher-kva.de"), None)
 
 
 async def test_bare_list_shape(wl: ApiWhitelist, customer_api: FakeCustomerAPI) -> None:
@@ -100,9 +106,9 @@ async def test_bare_list_shape(wl: ApiWhitelist, customer_api: FakeCustomerAPI) 
 
 async def test_request_headers_token_verbatim(wl: ApiWhitelist, customer_api: FakeCustomerAPI) -> None:
     url = customer_api.endpoint(LIST_A)
-    await wl.lookup(bot(), url, TOKEN)
+    await wl.lookup(bot(), url, token(url))
     [request] = customer_api.received(url)
-    assert request.headers["Authorization"] == TOKEN.get_secret_value()
+    assert request.headers["Authorization"] == SECRET
     assert request.headers["Accept"] == "application/json"
 
     no_token = customer_api.endpoint(LIST_A)
@@ -111,12 +117,24 @@ async def test_request_headers_token_verbatim(wl: ApiWhitelist, customer_api: Fa
     assert "Authorization" not in request.headers
 
 
+async def test_a_token_saved_for_another_origin_is_not_sent(wl: ApiWhitelist, customer_api: FakeCustomerAPI) -> None:
+    """The same path on another port, or a token saved with no whitelist API: refused before any request."""
+    url = customer_api.endpoint(LIST_A)
+    elsewhere = url.replace(customer_api.url, "http://127.0.0.1:9")
+    for saved in (token(elsewhere), BoundSecret("header_token", SecretStr(SECRET), {WHITELIST_API_URL: None})):
+        with pytest.raises(NotBound, match=r"^header_token: .*enter the header token again for the new URL$") as refused:
+            await wl.lookup(bot(), url, saved)
+        assert SECRET not in str(refused.value)
+    assert customer_api.received(url) == []
+    assert (await wl.lookup(bot(), url, token(url))).domains == A  # saved for this origin: asked
+
+
 async def test_fresh_hits_make_no_request(wl: ApiWhitelist, clock: FakeClock, customer_api: FakeCustomerAPI) -> None:
     url, b = customer_api.endpoint(LIST_A), bot()
-    assert (await wl.lookup(b, url, TOKEN)).domains == A
+    assert (await wl.lookup(b, url, token(url))).domains == A
     for _ in range(3):
         clock.advance(TTL * 0.2)  # up to 0.6 * ttl: still fresh
-        assert await wl.lookup(b, url, TOKEN) == WhitelistLookup(A, None)
+        assert await wl.lookup(b, url, token(url)) == WhitelistLookup(A, None)
     assert len(customer_api.received(url)) == 1
 
 
@@ -124,15 +142,15 @@ async def test_refresh_ahead_answers_at_once_with_one_background_request(
     wl: ApiWhitelist, clock: FakeClock, customer_api: FakeCustomerAPI,
 ) -> None:
     url, b = customer_api.endpoint(LIST_A, Answer(json=LIST_B.json, delay=0.2)), bot()
-    await wl.lookup(b, url, TOKEN)
+    await wl.lookup(b, url, token(url))
     clock.advance(TTL * 0.85)
     # The refresh answers only after 0.2 s: getting list A back proves the lookup did not wait.
-    assert await wl.lookup(b, url, TOKEN) == WhitelistLookup(A, None)
-    assert await wl.lookup(b, url, TOKEN) == WhitelistLookup(A, None)  # refresh already under way
+    assert await wl.lookup(b, url, token(url)) == WhitelistLookup(A, None)
+    assert await wl.lookup(b, url, token(url)) == WhitelistLookup(A, None)  # refresh already under way
     results: list[WhitelistLookup] = []
 
     async def refreshed() -> bool:
-        results.append(await wl.lookup(b, url, TOKEN))
+        results.append(await wl.lookup(b, url, token(url)))
         return results[-1].domains == B
 
     loop = asyncio.get_running_loop()
@@ -148,9 +166,9 @@ async def test_server_error_after_success_serves_stale_once_expired(
     wl: ApiWhitelist, clock: FakeClock, customer_api: FakeCustomerAPI, logs: RecordingLog,
 ) -> None:
     url, b = customer_api.endpoint(LIST_A, Answer(status=500, json={"error": "boom"})), bot()
-    await wl.lookup(b, url, TOKEN)
+    await wl.lookup(b, url, token(url))
     clock.advance(TTL)
-    assert await wl.lookup(b, url, TOKEN) == WhitelistLookup(A, "stale: the whitelist API answered HTTP 500")
+    assert await wl.lookup(b, url, token(url)) == WhitelistLookup(A, "stale: the whitelist API answered HTTP 500")
     [warning] = logs.named("whitelist_fetch_failed")
     assert warning["bot_id"] == str(b)
     assert warning["reason"] == "the whitelist API answered HTTP 500"
@@ -166,9 +184,9 @@ async def test_garbage_answer_serves_stale(
     wl: ApiWhitelist, clock: FakeClock, customer_api: FakeCustomerAPI, garbage: Answer,
 ) -> None:
     url, b = customer_api.endpoint(LIST_A, garbage), bot()
-    await wl.lookup(b, url, TOKEN)
+    await wl.lookup(b, url, token(url))
     clock.advance(TTL + 1)
-    result = await wl.lookup(b, url, TOKEN)
+    result = await wl.lookup(b, url, token(url))
     assert result.domains == A
     assert result.note is not None and result.note.startswith("stale: the whitelist API's answer is")
 
@@ -186,38 +204,38 @@ async def test_too_many_domains_fails(http: OutboundClient, clock: FakeClock, cu
 
 async def test_slow_api_serves_stale_after_success(wl: ApiWhitelist, clock: FakeClock, customer_api: FakeCustomerAPI) -> None:
     url, b = customer_api.endpoint(LIST_A, Answer(json=LIST_B.json, delay=1.0)), bot()
-    await wl.lookup(b, url, TOKEN)
+    await wl.lookup(b, url, token(url))
     clock.advance(TTL)
-    assert await wl.lookup(b, url, TOKEN) == WhitelistLookup(A, "stale: the whitelist API did not answer in time")
+    assert await wl.lookup(b, url, token(url)) == WhitelistLookup(A, "stale: the whitelist API did not answer in time")
 
 
 async def test_slow_api_on_first_fetch_is_missing(wl: ApiWhitelist, customer_api: FakeCustomerAPI) -> None:
     url = customer_api.endpoint(Answer(json=LIST_A.json, delay=1.0))
-    assert await wl.lookup(bot(), url, TOKEN) == WhitelistLookup(None, "missing: the whitelist API did not answer in time")
+    assert await wl.lookup(bot(), url, token(url)) == WhitelistLookup(None, "missing: the whitelist API did not answer in time")
 
 
 async def test_retry_after_failure_when_expired(wl: ApiWhitelist, clock: FakeClock, customer_api: FakeCustomerAPI) -> None:
     url, b = customer_api.endpoint(LIST_A, Answer(status=503), LIST_B), bot()
-    await wl.lookup(b, url, TOKEN)
+    await wl.lookup(b, url, token(url))
     clock.advance(TTL)
-    assert (await wl.lookup(b, url, TOKEN)).note == "stale: the whitelist API answered HTTP 503"
+    assert (await wl.lookup(b, url, token(url))).note == "stale: the whitelist API answered HTTP 503"
     clock.advance(RETRY - 0.5)
-    assert await wl.lookup(b, url, TOKEN) == WhitelistLookup(A, "stale: the whitelist API answered HTTP 503")
+    assert await wl.lookup(b, url, token(url)) == WhitelistLookup(A, "stale: the whitelist API answered HTTP 503")
     assert len(customer_api.received(url)) == 2
     clock.advance(0.5)
-    assert await wl.lookup(b, url, TOKEN) == WhitelistLookup(B, None)
+    assert await wl.lookup(b, url, token(url)) == WhitelistLookup(B, None)
     assert len(customer_api.received(url)) == 3
 
 
 async def test_retry_after_failure_when_never_read(wl: ApiWhitelist, clock: FakeClock, customer_api: FakeCustomerAPI) -> None:
     url, b = customer_api.endpoint(Answer(status=500), LIST_A), bot()
     missing = WhitelistLookup(None, "missing: the whitelist API answered HTTP 500")
-    assert await wl.lookup(b, url, TOKEN) == missing
+    assert await wl.lookup(b, url, token(url)) == missing
     clock.advance(RETRY - 0.5)
-    assert await wl.lookup(b, url, TOKEN) == missing
+    assert await wl.lookup(b, url, token(url)) == missing
     assert len(customer_api.received(url)) == 1
     clock.advance(0.5)
-    assert await wl.lookup(b, url, TOKEN) == WhitelistLookup(A, None)
+    assert await wl.lookup(b, url, token(url)) == WhitelistLookup(A, None)
     assert len(customer_api.received(url)) == 2
 
 
@@ -225,40 +243,40 @@ async def test_failed_background_refresh_keeps_list_without_note_until_expiry(
     wl: ApiWhitelist, clock: FakeClock, customer_api: FakeCustomerAPI, logs: RecordingLog,
 ) -> None:
     url, b = customer_api.endpoint(LIST_A, Answer(status=500), LIST_B), bot()
-    await wl.lookup(b, url, TOKEN)
+    await wl.lookup(b, url, token(url))
     clock.advance(TTL - RETRY / 2)  # refresh-ahead window, expiry sooner than retry_after_failure
-    assert await wl.lookup(b, url, TOKEN) == WhitelistLookup(A, None)
+    assert await wl.lookup(b, url, token(url)) == WhitelistLookup(A, None)
     await eventually(lambda: bool(logs.named("whitelist_fetch_failed")))
-    assert await wl.lookup(b, url, TOKEN) == WhitelistLookup(A, None)  # not expired: no note, no retry
+    assert await wl.lookup(b, url, token(url)) == WhitelistLookup(A, None)  # not expired: no note, no retry
     clock.advance(RETRY / 2)  # expired, but the failure is too recent to retry
-    assert await wl.lookup(b, url, TOKEN) == WhitelistLookup(A, "stale: the whitelist API answered HTTP 500")
+    assert await wl.lookup(b, url, token(url)) == WhitelistLookup(A, "stale: the whitelist API answered HTTP 500")
     assert len(customer_api.received(url)) == 2
     clock.advance(RETRY / 2)
-    assert await wl.lookup(b, url, TOKEN) == WhitelistLookup(B, None)
+    assert await wl.lookup(b, url, token(url)) == WhitelistLookup(B, None)
     assert len(customer_api.received(url)) == 3
 
 
 async def test_concurrent_first_lookups_share_one_request(wl: ApiWhitelist, customer_api: FakeCustomerAPI) -> None:
     url, b = customer_api.endpoint(Answer(json=LIST_A.json, delay=0.1)), bot()
-    results = await asyncio.gather(*(wl.lookup(b, url, TOKEN) for _ in range(10)))
+    results = await asyncio.gather(*(wl.lookup(b, url, token(url)) for _ in range(10)))
     assert results == [WhitelistLookup(A, None)] * 10
     assert len(customer_api.received(url)) == 1
 
 
 async def test_forget_refetches(wl: ApiWhitelist, customer_api: FakeCustomerAPI) -> None:
     url, b = customer_api.endpoint(LIST_A, LIST_B), bot()
-    assert (await wl.lookup(b, url, TOKEN)).domains == A
+    assert (await wl.lookup(b, url, token(url))).domains == A
     wl.forget(b)
-    assert (await wl.lookup(b, url, TOKEN)).domains == B
+    assert (await wl.lookup(b, url, token(url))).domains == B
     assert len(customer_api.received(url)) == 2
     wl.forget(uuid4())  # unknown bot: nothing to do
 
 
 async def test_changed_api_url_refetches(wl: ApiWhitelist, customer_api: FakeCustomerAPI) -> None:
     first, second, b = customer_api.endpoint(LIST_A), customer_api.endpoint(LIST_B), bot()
-    assert (await wl.lookup(b, first, TOKEN)).domains == A
-    assert (await wl.lookup(b, second, TOKEN)).domains == B
-    assert (await wl.lookup(b, second, TOKEN)).domains == B
+    assert (await wl.lookup(b, first, token(first))).domains == A
+    assert (await wl.lookup(b, second, token(second))).domains == B
+    assert (await wl.lookup(b, second, token(second))).domains == B
     assert len(customer_api.received(first)) == 1
     assert len(customer_api.received(second)) == 1
 
@@ -279,23 +297,23 @@ async def test_least_recently_used_bot_is_evicted(http: OutboundClient, clock: F
 
 
 async def test_blocked_destination_is_missing(wl: ApiWhitelist) -> None:
-    result = await wl.lookup(bot(), "http://0.0.0.0:9/list", TOKEN)
+    result = await wl.lookup(bot(), "http://0.0.0.0:9/list", token("http://0.0.0.0:9/list"))
     assert result.domains is None
     assert result.note is not None and result.note.startswith("missing: the whitelist API's address is not allowed")
 
 
 async def test_unreachable_api_is_missing(wl: ApiWhitelist, customer_api: FakeCustomerAPI) -> None:
     # A closed port on loopback: connection refused.
-    result = await wl.lookup(bot(), "http://127.0.0.1:9/list", TOKEN)
+    result = await wl.lookup(bot(), "http://127.0.0.1:9/list", token("http://127.0.0.1:9/list"))
     assert result == WhitelistLookup(None, "missing: could not reach the whitelist API (ClientConnectorError)")
 
 
 async def test_logs_never_carry_token_or_query(wl: ApiWhitelist, customer_api: FakeCustomerAPI, logs: RecordingLog) -> None:
     url = customer_api.endpoint(Answer(status=500)) + "?key=query-secret"
-    await wl.lookup(bot(), url, TOKEN)
+    await wl.lookup(bot(), url, token(url))
     [warning] = logs.named("whitelist_fetch_failed")
     text = repr(logs.events)
-    assert "query-secret" not in text and TOKEN.get_secret_value() not in text
+    assert "query-secret" not in text and SECRET not in text
     assert warning["api_url"] == url.split("?")[0]
 
 

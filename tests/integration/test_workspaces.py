@@ -73,6 +73,21 @@ async def test_cross_workspace_access_is_refused_everywhere(stack: Stack, two_wo
     assert await stack.pool.fetchval("SELECT count(*) FROM bots WHERE name = 'sneaky'") == 0
 
 
+async def test_another_workspaces_token_secret_cannot_be_deleted(stack: Stack, two_workspaces: dict[str, Any]) -> None:
+    _, key_a, _, _ = two_workspaces["a"]
+    _, key_b, bot_b, _ = two_workspaces["b"]
+    status, made = await call(stack, "POST", f"/v1/bots/{bot_b}/custom-auth/token-secret", key_b)
+    assert status == 201
+    path = f"/v1/bots/{bot_b}/custom-auth/token-secret/{made['kid']}"
+
+    status, error = await call(stack, "DELETE", path, key_a)
+
+    assert status == 404 and error["error"]["code"] == "bot_not_found"  # as if it did not exist
+    status, settings = await call(stack, "GET", f"/v1/bots/{bot_b}/custom-auth", key_b)
+    assert settings["signed_token"]["secret_kid"] == made["kid"]
+    assert (await call(stack, "DELETE", path, key_b))[0] == 204
+
+
 async def test_keys_are_hashed_at_rest_and_revocable(stack: Stack) -> None:
     ws, key = await workspace_with_key(stack, "Shop C")
     rows = await stack.pool.fetch("SELECT * FROM api_keys WHERE workspace_id = $1", ws)
