@@ -97,7 +97,7 @@ class CallFacts(BaseModel):
     auth_http_status: int | None = None  # the Authentication URL's HTTP status, if it answered
     auth_latency_ms: float | None = None  # duration of the identity call
     whitelist_note: str | None = None  # e.g. "stale: the whitelist API answered HTTP 500"
-    circuit_open: bool = False  # not called: the circuit breaker for the Authentication URL's host was open
+    circuit_open: bool = False  # not called: the bot's circuit breaker for its Authentication URL's host was open
 
 
 class IdentityVerified(Event):

@@ -42,14 +42,16 @@ ADMISSION_DELAY = Gauge("doorman_admission_pipeline_delay_seconds",
                         "Quickest open-to-outcome (less the business's call) of the last interval")
 SWEPT = Counter("doorman_sessions_swept_total", "Overdue sessions ended as internal_error by the sweeper")
 # Verifying through the business's outage (services/verifier/breaker.py, grace.py). `host` is an
-# Authentication URL's host:port, capped like the bot label (BotLabel) at the first 200 a process sees.
+# Authentication URL's host:port, capped like the bot label (BotLabel) at the first 200 a process sees. A breaker
+# is per bot and host; its metrics are labelled by host only (host x bot would be up to 40,000 series): which bot's
+# is open, the admin API and the activity log say.
 BREAKER_STATE = Gauge("doorman_breaker_state",
-                      "1 for the state each business host's circuit breaker is in on this verifier, else 0",
+                      "Circuit breakers on this verifier (one per bot calling the business host) in each state",
                       ["host", "state"])
 BREAKER_TRANSITIONS = Counter("doorman_breaker_transitions_total", "Circuit breaker transitions, by the state entered",
                               ["host", "to"])
 BREAKER_SHORT_CIRCUITS = Counter("doorman_breaker_short_circuits_total",
-                                 "Identity calls not made because the host's circuit was open", ["host"])
+                                 "Identity calls not made because the bot's circuit for the host was open", ["host"])
 DEGRADED = Counter("doorman_degraded_verifications_total",
                    "Visitors verified from the grace cache while the Authentication URL was unavailable", ["bot"])
 GRACE_LOOKUPS = Counter("doorman_grace_lookups_total",

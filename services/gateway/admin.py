@@ -204,8 +204,9 @@ async def auth_events(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/bots/{bot_id}/custom-auth/breaker", "getAuthBreaker",
-            "The circuit breaker of the Authentication URL's host", tag="custom-auth", responses={
-    200: ("Its state as the verifier replicas last recorded it (each replica keeps its own breaker).", AuthBreaker),
+            "The bot's circuit breaker for its Authentication URL's host", tag="custom-auth", responses={
+    200: ("Its state as the verifier replicas last recorded it (each replica keeps its own breaker per bot and host: "
+          "only this bot's failed calls open it, never another bot's on the same host).", AuthBreaker),
     **NOT_FOUND_BOT,
 })
 async def get_auth_breaker(request: web.Request) -> web.Response:

@@ -138,7 +138,8 @@ class AuthEvent(View):
     whitelist_note: str | None
     degraded: bool = Field(description="verified from the outage grace: the Authentication URL was unavailable")
     circuit_open: bool = Field(description=(
-        "the Authentication URL was not called: the circuit breaker for its host was open (it kept failing)"))
+        "the Authentication URL was not called: the bot's circuit breaker for its host was open (its calls kept "
+        "failing)"))
     ended_by: Literal["visitor", "revoked"] | None = Field(None, description=(
         "status `ended`: the visitor logged out, or the contact's sessions were revoked; `reason` and `resolved_at` "
         "still say how it had gone before (a session ended while pending has no reason)"))

@@ -91,12 +91,13 @@ async def auth_events(
 
 
 async def auth_breaker(pool: asyncpg.Pool, bot_id: UUID) -> AuthBreaker | None:
-    """The breaker state the verifier replicas recorded for the host of the bot's Authentication URL."""
+    """The breaker state the verifier replicas recorded for the bot's calls to the host of its Authentication URL
+    (another bot's breaker for the same host is its own)."""
     auth_url = await pool.fetchval("SELECT auth_url FROM custom_auth_settings WHERE bot_id = $1", bot_id)
     host = host_of(auth_url) if auth_url else None
     rows = await pool.fetch(
         """SELECT replica, state, since, opened, detail, updated_at FROM auth_breakers
-           WHERE host = $1 ORDER BY updated_at DESC LIMIT 50""", host,
+           WHERE bot_id = $1 AND host = $2 ORDER BY updated_at DESC LIMIT 50""", bot_id, host,
     ) if host else []
     replicas = [BreakerReplica(**r) for r in rows]
     states = {r.state for r in replicas}

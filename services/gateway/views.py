@@ -122,20 +122,24 @@ class ApiKeyList(View):
     api_keys: list[ApiKey]
 
 
-# --- the circuit breaker of the bot's Authentication URL host (built by directory.py) -----------
+# --- the bot's circuit breaker for its Authentication URL's host (built by directory.py) ---------
 
 
 class BreakerReplica(View):
-    replica: str = Field(description="the verifier replica holding this breaker (each replica keeps its own)")
+    replica: str = Field(description=(
+        "the verifier replica holding this breaker (each replica keeps its own, per bot and host)"))
     state: Literal["closed", "open", "half_open"]
     since: datetime = Field(description="when it entered this state")
-    opened: int = Field(description="times this replica opened the circuit since it started")
+    opened: int = Field(description=(
+        "times this replica opened the circuit since it started (or since it forgot the breaker, idle for a window "
+        "and a pause)"))
     detail: str | None = Field(description="why it entered this state, e.g. `25 of 30 calls failed in the last 30 s`")
     updated_at: datetime
 
 
 class AuthBreaker(View):
-    """The circuit breaker for the host of the bot's Authentication URL, as the verifiers last recorded it."""
+    """The bot's own circuit breaker for the host of its Authentication URL, as the verifiers last recorded it: it
+    counts only this bot's calls, so another bot's failing endpoint on the same host never opens it."""
 
     host: str | None = Field(description="host:port of the Authentication URL; null when none is set")
     state: Literal["closed", "open", "half_open"] = Field(description=(

@@ -1,5 +1,5 @@
 """Where the admin API sees the verifier's circuit breakers: each transition written to
-``auth_breakers`` (host, replica, state), off the call's path."""
+``auth_breakers`` (bot, host, replica, state), off the call's path."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ def replica_id() -> str:
 
 
 _UPSERT = """
-INSERT INTO auth_breakers (host, replica, state, since, opened, detail, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, now())
-ON CONFLICT (host, replica) DO UPDATE SET
+INSERT INTO auth_breakers (bot_id, host, replica, state, since, opened, detail, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+ON CONFLICT (bot_id, host, replica) DO UPDATE SET
     state = EXCLUDED.state, since = EXCLUDED.since, opened = EXCLUDED.opened, detail = EXCLUDED.detail,
     updated_at = now()
 """
@@ -48,13 +48,15 @@ class BreakerLog:
         try:
             self._queue.put_nowait(transition)
         except asyncio.QueueFull:
-            log.warning("breaker transitions not recorded: the writer is behind", host=transition.host)
+            log.warning("breaker transitions not recorded: the writer is behind", host=transition.host,
+                        bot_id=str(transition.bot))
 
     async def _write(self, t: Transition) -> None:
         try:
-            await self._pool.execute(_UPSERT, t.host, self.replica, t.state, t.since, t.opened, t.detail)
+            await self._pool.execute(_UPSERT, t.bot, t.host, self.replica, t.state, t.since, t.opened, t.detail)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("breaker transition not recorded", host=t.host, state=t.state, error=repr(exc))
+            log.warning("breaker transition not recorded", host=t.host, bot_id=str(t.bot), state=t.state,
+                        error=repr(exc))
 
     async def drain(self) -> None:
         while not self._queue.empty():

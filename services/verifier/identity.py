@@ -145,7 +145,7 @@ async def call_identity(
         identity = parse_identity_response(response.status, response.body, identify_method)
     except AuthFailure as exc:
         failure = exc
-    except CircuitOpen as exc:  # the host keeps failing: not called (services/verifier/breaker.py)
+    except CircuitOpen as exc:  # this bot's calls to the host keep failing: not called (services/verifier/breaker.py)
         failure = CircuitOpenFailure(exc)
     except DestinationBlocked as exc:
         failure = AuthFailure(FallbackReason.destination_blocked, str(exc))

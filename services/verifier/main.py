@@ -50,7 +50,7 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
             max_body=settings.auth_max_body_bytes, limit_per_host=settings.auth_max_connections_per_host,
             ports=settings.allowed_outbound_ports(), max_wait=settings.auth_host_wait_seconds,
         ) as http,
-        # The identity call goes through a circuit breaker per business host (breaker.py); the grace cache
+        # The identity call goes through a circuit breaker per bot and business host (breaker.py); the grace cache
         # verifies returning visitors through the business's outage (grace.py).
         breaker_client(http, pool, BreakerPolicy(
             window_seconds=settings.breaker_window_seconds, min_failures=settings.breaker_min_failures,

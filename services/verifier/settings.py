@@ -17,17 +17,20 @@ class VerifierSettings(SecretKeySettings, OutboundSettings):
     verifier_emit_batch: int = Field(256, ge=1, le=5000, description="most outcomes published in one message")
     verifier_emit_flushes: int = Field(1, ge=1, le=64, description="outcome messages awaiting the broker's confirm at once")
 
-    # The circuit breaker per business host (services/verifier/breaker.py), per replica. It opens when, in the
-    # last `breaker_window_seconds`, at least `breaker_min_failures` identity calls to one host failed as
-    # unavailable (timeout, connection error, HTTP 408/429/5xx) and they were at least `breaker_failure_ratio`
-    # of that host's calls; while open, opens end `auth_unavailable` at once with no call; after
-    # `breaker_open_seconds` one call probes the host (half-open): success closes it, failure opens it again.
+    # The circuit breaker per bot and business host (services/verifier/breaker.py), per replica. It opens when, in
+    # the last `breaker_window_seconds`, at least `breaker_min_failures` of one bot's identity calls to one host
+    # failed as unavailable (timeout, connection error, HTTP 408/429/5xx) and they were at least
+    # `breaker_failure_ratio` of that bot's calls to the host; while open, that bot's opens end `auth_unavailable`
+    # at once with no call (other bots on the host keep calling); after `breaker_open_seconds` one of its calls
+    # probes the host (half-open): success closes it, failure opens it again.
     breaker_window_seconds: float = Field(30.0, ge=1, le=600, description="how far back the breaker counts calls")
     breaker_min_failures: int = Field(
-        20, ge=1, le=100_000, description="failed calls to one host within the window before its circuit may open",
+        20, ge=1, le=100_000,
+        description="a bot's failed calls to one host within the window before its circuit may open",
     )
     breaker_failure_ratio: float = Field(
-        0.5, gt=0, le=1, description="share of a host's calls in the window that must have failed to open its circuit",
+        0.5, gt=0, le=1,
+        description="share of a bot's calls to a host in the window that must have failed to open its circuit",
     )
     breaker_open_seconds: float = Field(
         15.0, ge=0.1, le=3600, description="how long an open circuit refuses calls before one probe (half-open)",

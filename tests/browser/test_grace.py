@@ -1,5 +1,5 @@
-"""The admin page's outage grace: the setting (seconds, 0 = off), the circuit breaker's state for the
-bot's Authentication URL host, and "degraded" in Contact Details and the activity log, in real Chromium."""
+"""The admin page's outage grace: the setting (seconds, 0 = off), the bot's circuit breaker's state for its
+Authentication URL's host, and "degraded" in Contact Details and the activity log, in real Chromium."""
 
 from __future__ import annotations
 
@@ -36,10 +36,11 @@ async def test_grace_setting_round_trips_and_the_breaker_state_is_shown(page: Pa
     await expect(grace).to_have_attribute("aria-invalid", "true")
     assert (await api(stack, "GET", f"/v1/bots/{bot}/custom-auth"))[1]["outage_grace_seconds"] == 120
 
-    # A verifier replica recorded that the host's circuit opened (as breaker.py does on each transition).
+    # A verifier replica recorded that the bot's circuit for the host opened (as breaker.py does on each transition).
     await stack.pool.execute(
-        """INSERT INTO auth_breakers (host, replica, state, since, opened, detail)
-           VALUES ('down.example.com:443', 'verifier-test-1', 'open', now(), 1, '20 of 22 calls failed in the last 30 s')""")
+        """INSERT INTO auth_breakers (bot_id, host, replica, state, since, opened, detail)
+           VALUES ($1, 'down.example.com:443', 'verifier-test-1', 'open', now(), 1,
+                   '20 of 22 calls failed in the last 30 s')""", bot)
     try:
         await page.reload()
         await expect(grace).to_have_value("120")

@@ -1,11 +1,10 @@
 """One bot cannot take another's capacity (DESIGN part 3): call slots to a host are shared fairly between
 the bots calling it, and Doorman's own queueing is not the business's outage.
 
-A stack of its own whose verifier makes at most ``CAP`` calls at once to one host, and whose breaker opens
-only after ``MIN_FAILURES`` failed calls: more than a hanging bot's calls can fail within a visitor's
-deadline (``CAP`` slots, each held for the call timeout), fewer than the opens that find no slot would
-make if they were counted. Each test has a business on a port of its own (its own host, its own breaker),
-and two bots whose Authentication URLs are two paths of that one host.
+A stack of its own whose verifier makes at most ``CAP`` calls at once to one host, with the breaker's default
+threshold (``MIN_FAILURES`` failed calls): a hanging bot's failed calls count against its own circuit, never the
+other bot's, and the opens that find no slot would be more than enough to open it if they were counted. Each test
+has a business on a port of its own, and two bots whose Authentication URLs are two paths of that one host.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from services.verifier.settings import VerifierSettings
 from shared.http import NO_SLOT, HostBusy, outbound_client
 from tests.conftest import (
     AUTH_TIMEOUT, Stack, admin_headers, await_outcome, create_bot, open_session, running_stack, service_config,
@@ -25,13 +25,12 @@ from tests.conftest import (
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
 CAP = 8
-MIN_FAILURES = 60
+MIN_FAILURES = VerifierSettings.model_fields["breaker_min_failures"].default
 
 
 @pytest.fixture(scope="module")
 async def fair_stack(database_url: str, broker_prefix: Callable[[], str], secret_key: str) -> AsyncIterator[Stack]:
-    config = {**service_config(database_url, broker_prefix(), secret_key),
-              "auth_max_connections_per_host": CAP, "breaker_min_failures": MIN_FAILURES}
+    config = {**service_config(database_url, broker_prefix(), secret_key), "auth_max_connections_per_host": CAP}
     async with running_stack(config) as stack:
         yield stack
 

@@ -122,6 +122,44 @@ async def test_breaker_opens_stops_calling_probes_after_the_pause_and_closes(
     assert (await admin_get(grace_stack, f"/v1/bots/{bot_id}/custom-auth/breaker"))["state"] == "closed"
 
 
+async def breaker_of(stack: Stack, bot_id: str, state: str, timeout: float = 10) -> dict[str, Any]:
+    """The bot's breaker view once it says ``state`` (transitions are written off the call's path)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (breaker := await admin_get(stack, f"/v1/bots/{bot_id}/custom-auth/breaker"))["state"] != state:
+        assert asyncio.get_running_loop().time() < deadline, breaker
+        await asyncio.sleep(0.05)
+    return breaker
+
+
+@pytest.mark.parametrize("outage", ["503", "timeout"])
+async def test_a_bots_failing_endpoint_opens_its_own_circuit_not_the_other_bots_on_its_host(
+        grace_stack: Stack, business: FakeCustomerAPI, outage: str) -> None:
+    down, up = Switch(), Switch()
+    down.mode = outage
+    bot_a, url_a = await grace_bot(grace_stack, business, down, grace=0)
+    bot_b, url_b = await grace_bot(grace_stack, business, up, grace=0)
+    host = url_a.removeprefix("http://").split("/")[0]
+    assert url_b.removeprefix("http://").split("/")[0] == host and url_a != url_b  # one host:port, two paths
+
+    first = await visit(grace_stack, bot_a, "a-1")  # its attempts fail until bot A's circuit opens
+    assert first["fallback"]["reason"] == "auth_unavailable"
+    calls_a = len(business.received(url_a))
+    refused = await visit(grace_stack, bot_a, "a-2")  # not called: bot A's circuit is open
+    assert refused["fallback"]["reason"] == "auth_unavailable" and "circuit breaker" in refused["fallback"]["detail"]
+    assert len(business.received(url_a)) == calls_a
+    breaker_a = await breaker_of(grace_stack, bot_a, "open")
+    assert breaker_a["host"] == host and "calls failed" in breaker_a["replicas"][0]["detail"]
+
+    # Bot B's Authentication URL on the same host works: its opens are called and verified.
+    for i in range(3):
+        outcome = await visit(grace_stack, bot_b, f"bea-{i}")
+        assert outcome["status"] == "verified" and outcome["degraded"] is False, outcome
+    assert len(business.received(url_b)) == 3
+    breaker_b = await admin_get(grace_stack, f"/v1/bots/{bot_b}/custom-auth/breaker")
+    assert (breaker_b["host"], breaker_b["state"], breaker_b["replicas"]) == (host, "closed", [])
+    assert (await admin_get(grace_stack, f"/v1/bots/{bot_a}/custom-auth/breaker"))["state"] == "open"
+
+
 async def contacts_of(stack: Stack, bot_id: str) -> list[dict[str, Any]]:
     return (await admin_get(stack, f"/v1/bots/{bot_id}/contacts"))["contacts"]
 

@@ -749,7 +749,7 @@
     if (e.degraded) marks.push(" ", degradedBadge("Verified from the outage grace: your Authentication URL was unavailable."));
     if (e.circuit_open) {
       const node = badge("circuit open", "neutral");
-      node.title = "Not called: the circuit breaker for the Authentication URL's host was open.";
+      node.title = "Not called: this bot's circuit breaker for its Authentication URL was open.";
       node.dataset.testid = "circuit-open";
       marks.push(" ", node);
     }
@@ -758,7 +758,7 @@
 
   const BREAKER_TEXT = {
     closed: ["closed", "ok", "calls go through"],
-    open: ["open", "warn", "your Authentication URL kept failing: it is not called until the next probe"],
+    open: ["open", "warn", "this bot's calls to your Authentication URL kept failing: it is not called until the next probe"],
     half_open: ["half-open", "info", "one probe call is checking whether your Authentication URL is back"],
   };
 
