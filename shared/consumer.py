@@ -27,6 +27,7 @@ from shared.batching import Batcher
 from shared.crypto import Secrets
 from shared.events import Event, decode, utcnow
 from shared.failures import FailedForGood, is_transient
+from shared.logging import session_ref
 from shared.messaging import ATTEMPT_HEADER, REPLAYED_HEADER, Topology, declare, declare_retry_queues, events_message
 from shared.metrics import CONSUMER_IN_FLIGHT, DEAD_LETTERS, RETRIES, SKIPPED
 from shared.stages import Action, Failure, Retry, Stage, settle
@@ -76,7 +77,7 @@ def _decode(message: AbstractIncomingMessage, secrets: Secrets | None) -> list[E
 
 def _context(event: Event) -> dict[str, Any]:
     return {
-        "correlation_id": event.correlation_id, "session_id": event.session_id,
+        "correlation_id": event.correlation_id, "session_ref": session_ref(event.session_id),
         "bot_id": str(event.bot_id), "event_type": event.event_type, "event_id": str(event.event_id),
     }
 
