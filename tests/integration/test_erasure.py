@@ -20,6 +20,7 @@ from tests.conftest import (AMQP_URL, Published, Stack, admin_headers, await_out
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 from tests.integration.test_collect_information import contact_where, submit
 from tests.integration.test_identity_push import push
+from tests.integration.test_webhooks import by_type, deliveries, open_and_wait, wait_until, webhook_bot
 from tests.integration.test_workspaces import workspace_with_key
 
 
@@ -361,3 +362,27 @@ async def test_an_old_verification_never_takes_over_a_form_contact_made_after_th
     [now] = await contacts_of(stack, bot)
     assert (now["contact_id"], now["verified"], now["name"], now["identity_history"]) == (
         form["contact_id"], False, "Olga Typed", [])
+
+
+async def test_erasure_forgets_the_fallback_deliveries_of_the_contacts_sessions(
+        stack: Stack, customer_api: FakeCustomerAPI) -> None:
+    """A visitor falls back (announced as session.fell_back, with the session id and the detail), then fills in the
+    form: that session is the contact's. Erasing the contact forgets that delivery as well as its contact.* ones."""
+    hook = customer_api.endpoint(Answer(json={"ok": True}))
+    bot, _ = await webhook_bot(stack, customer_api, hook)
+    fell = await open_and_wait(stack, bot, "forged")
+    assert fell["status"] == "fallback"
+    await wait_until(lambda: by_type(customer_api.received(hook), "session.fell_back"), what="session.fell_back")
+    assert (await submit(stack, fell["session_id"], {"name": "Fern Fallback", "email": "fern@example.com"}))[0] == 202
+    row = await contact_where(stack, bot, "identifier = $2", "fern@example.com")
+    await wait_until(lambda: by_type(customer_api.received(hook), "contact.created"), what="contact.created")
+
+    assert (await api(stack, "DELETE", f"/v1/bots/{bot}/contacts/{row['contact_id']}"))[0] == 204
+
+    logged = (await deliveries(stack, bot))["deliveries"]
+    assert [d["type"] for d in logged] == ["contact.erased"]
+    naming = await stack.pool.fetch(
+        """SELECT type FROM webhook_deliveries WHERE bot_id = $1
+           AND (session_id = $2 OR body LIKE '%' || $2 || '%' OR body LIKE '%fern@example.com%')""",
+        UUID(bot), fell["session_id"])
+    assert naming == []
