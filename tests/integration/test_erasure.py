@@ -386,3 +386,34 @@ async def test_erasure_forgets_the_fallback_deliveries_of_the_contacts_sessions(
            AND (session_id = $2 OR body LIKE '%' || $2 || '%' OR body LIKE '%fern@example.com%')""",
         UUID(bot), fell["session_id"])
     assert naming == []
+
+
+async def test_a_form_contacts_tombstone_holds_after_the_bot_changes_its_identify_method(stack: Stack) -> None:
+    """A form is filed under the bot's identify method when the form has that field (else its email, else its
+    phone). The contact made under `email` is erased after the bot moved to `phone_number`: the form's event
+    replayed (it happened before the erasure) must not make a contact again, under either key; a form the same
+    visitor sends after the erasure makes a new one (the tombstone holds back only what came before)."""
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=False, identify_method="email")
+    typed = {"name": "Mo Method", "email": "mo@example.com", "phone_number": "0912 345 678", "country_code": "+84"}
+    fallback = await verify_once(stack, bot, access_token="t")
+    assert (await submit(stack, fallback["session_id"], typed))[0] == 202
+    row = await contact_where(stack, bot, "identifier = $2", "mo@example.com")
+    assert row["identify_method"] == "email"
+    async with stack.http.put(f"{stack.gateway.url}/v1/bots/{bot}/custom-auth", headers=admin_headers(),
+                              json={"enabled": False, "identify_method": "phone_number"}) as resp:
+        assert resp.status == 200, await resp.text()
+
+    assert (await api(stack, "DELETE", f"/v1/bots/{bot}/contacts/{row['contact_id']}"))[0] == 204
+
+    replayed = ContactCollected(correlation_id="replay", session_id=fallback["session_id"], bot_id=UUID(bot),
+                                name="Mo Method", email="mo@example.com", phone_number="+84912345678",
+                                country_code="+84", occurred_at=row["version_at"])
+    await publish(stack, replayed)
+    await processed(stack, replayed.event_id)
+    assert await contacts_of(stack, bot) == []
+
+    again = await verify_once(stack, bot, access_token="t")
+    assert (await submit(stack, again["session_id"], {**typed, "name": "Mo Again"}))[0] == 202
+    new = await contact_where(stack, bot, "name = $2", "Mo Again")
+    assert (new["identify_method"], new["identifier"]) == ("phone_number", "+84912345678")
+    assert new["contact_id"] != row["contact_id"]
