@@ -100,15 +100,19 @@ class WidgetOpened(Event):
     @field_validator("access_token", mode="before")
     @classmethod
     def _opened_off_the_wire(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, dict) and set(value) == {"sealed"} and isinstance(value["sealed"], str):
-            try:
-                return _key_ring(info).decrypt(value["sealed"].encode())
-            except InvalidToken:
-                raise ValueError("no key of DOORMAN_SECRET_KEY opens this access token") from None
-        # Rolling upgrade: a JSON string is a token published in plaintext by a gateway from before tokens were
-        # sealed (or a dead letter from then: they expire after DOORMAN_DEAD_LETTER_TTL_DAYS). Read as it is.
-        # Remove this clause (refuse strings off the wire) in a release made that long after this one.
-        return value
+        if info.mode != "json" or value is None:
+            return value  # made in memory: the token itself
+        if isinstance(value, str):
+            # Rolling upgrade: a token published in plaintext by a gateway from before tokens were sealed (or a
+            # dead letter from then: they expire after DOORMAN_DEAD_LETTER_TTL_DAYS). Read as it is. Remove this
+            # clause in a release made that long after this one: a string off the wire is then refused.
+            return value
+        if not (isinstance(value, dict) and set(value) == {"sealed"} and isinstance(value["sealed"], str)):
+            raise ValueError('an access token comes off the wire as {"sealed": "<Fernet token>"}')
+        try:
+            return _key_ring(info).decrypt(value["sealed"].encode())
+        except InvalidToken:
+            raise ValueError("no key of DOORMAN_SECRET_KEY opens this access token") from None
 
 
 def _key_ring(info: SerializationInfo | ValidationInfo) -> Secrets:

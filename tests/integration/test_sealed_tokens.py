@@ -14,6 +14,9 @@ from uuid import uuid4
 import aio_pika
 import pytest
 from cryptography.fernet import Fernet
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import SecretStr
 from pydantic_core import PydanticSerializationError
 
 from shared import messaging
@@ -125,3 +128,24 @@ def test_an_open_with_a_token_cannot_be_encoded_without_the_key_ring() -> None:
         encode([event])
     assert b"plain-token" not in encode([event], secrets=Secrets(Fernet.generate_key().decode()))
     assert "plain-token" not in repr(event)
+
+
+RING = Secrets(Fernet.generate_key().decode())
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+                    max_leaves=6)
+
+
+@given(token=JSON | st.fixed_dictionaries({"sealed": JSON}) | st.builds(lambda t: {"sealed": t},
+                                                                          st.text().map(lambda t: RING.encrypt(t).decode())))
+def test_any_access_token_off_the_wire_decodes_or_is_refused(token: object) -> None:
+    """Whatever a message carries as the token: an event (its token opened) or a ValueError (the consumer
+    dead-letters the message as undecodable), never another exception."""
+    body = json.dumps({"correlation_id": "c", "session_id": "s", "bot_id": str(uuid4()), "access_token": token,
+                       "deadline_at": utcnow().isoformat()}).encode()
+    try:
+        [event] = decode(WidgetOpened.event_type, body, secrets=RING)
+    except ValueError:
+        return
+    assert isinstance(event, WidgetOpened)
+    assert event.access_token is None or isinstance(event.access_token, SecretStr)
