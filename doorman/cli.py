@@ -85,6 +85,16 @@ def cmd_dlq_replay(args: argparse.Namespace) -> None:
     asyncio.run(replay(s, args.queue))  # type: ignore[arg-type]
 
 
+def cmd_dlq_ttl(_: argparse.Namespace) -> None:
+    from doorman.ops import set_dead_letter_ttl
+    from shared.settings import DoormanSettings
+
+    s = _settings(DoormanSettings)
+    done = asyncio.run(set_dead_letter_ttl(s))  # type: ignore[arg-type]
+    print(f"dead letters ({done.policy.pattern}) expire after {s.dead_letter_ttl_days:g} day(s): "  # type: ignore[attr-defined]
+          f"policy {done.policy.name} set with {done.set_with}; {done.requeued} waiting re-queued to expire from now")
+
+
 def cmd_secrets_rotate(_: argparse.Namespace) -> None:
     from doorman.ops import rotate_secrets
     from shared.settings import SecretKeySettings
@@ -123,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     replay = dlq.add_parser("replay", help="move a queue's dead letters back onto it")
     replay.add_argument("queue", help="work queue name, e.g. verifier.widget-opened")
     replay.set_defaults(func=cmd_dlq_replay)
+    dlq.add_parser("ttl", help="make dead letters expire after DOORMAN_DEAD_LETTER_TTL_DAYS (a broker policy)").set_defaults(
+        func=cmd_dlq_ttl)
 
     keys = sub.add_parser("secrets", help="encryption keys").add_subparsers(dest="secrets_command", required=True)
     keys.add_parser("rotate", help="re-encrypt header tokens with the first DOORMAN_SECRET_KEY key").set_defaults(

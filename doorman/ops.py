@@ -1,9 +1,16 @@
-"""Operator commands: queue depths, dead-letter replay."""
+"""Operator commands: queue depths, dead-letter replay and expiry."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import aio_pika
@@ -36,6 +43,99 @@ async def declare_all(channel: aio_pika.abc.AbstractChannel, topology: messaging
         await messaging.declare_retry_queues(channel, topology, name, delays)
 
 
+# -- broker policies: settings that cannot be queue arguments (those never change on an existing queue) --------
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    pattern: str  # of queue names
+    apply_to: str
+    priority: int  # of the policies matching a queue, only the highest-priority one applies
+    definition: dict[str, Any]
+
+
+LEADERS = {"queue-leader-locator": "balanced"}  # spread queue leaders over the cluster's nodes
+
+
+def policies(prefix: str, dead_letter_ttl_days: float) -> list[Policy]:
+    """Doorman's policies for ``prefix`` (deploy/rabbitmq/definitions.json carries them)."""
+    return [
+        # Every queue of this prefix; only quorum queues (the gateways' exclusive queues are classic).
+        Policy(f"{prefix}-quorum", "^" + prefix.replace(".", "\\.") + "\\.", "quorum_queues", 0, dict(LEADERS)),
+        dead_letter_policy(prefix, dead_letter_ttl_days),
+    ]
+
+
+def dead_letter_policy(prefix: str, ttl_days: float) -> Policy:
+    """Dead letters expire (``DOORMAN_DEAD_LETTER_TTL_DAYS``): they hold what a stage gave up on, personal data
+    and sealed access tokens included, and nothing waits on the broker forever. Only one policy applies to a
+    queue, so this one, of a higher priority, repeats the leader locator. ``queues`` rather than
+    ``quorum_queues`` (RabbitMQ 3.12+): every dead-letter queue is a quorum queue anyway."""
+    return Policy(f"{prefix}-dead-letters", "^" + prefix.replace(".", "\\.") + "\\..*\\.dlq$", "queues", 1,
+                  {**LEADERS, "message-ttl": max(1, round(ttl_days * 86_400_000))})  # milliseconds
+
+
+@dataclass(frozen=True)
+class Expiry:
+    policy: Policy
+    set_with: str  # "the management API" or "rabbitmqctl"
+    requeued: int  # dead letters that waited already, re-queued to expire from now
+
+
+async def set_dead_letter_ttl(settings: DoormanSettings) -> Expiry:
+    """Make dead letters expire after ``DOORMAN_DEAD_LETTER_TTL_DAYS``: set :func:`dead_letter_policy`, then
+    re-queue the dead letters waiting already. A quorum queue stamps a message's expiry when it is enqueued, so
+    those would never expire and, at the head of their queue, would hold up the ones behind them; re-queued (each
+    re-publish confirmed before the original is acked), they expire that long from now."""
+    topology = messaging.Topology(settings.amqp_prefix)
+    policy = dead_letter_policy(settings.amqp_prefix, settings.dead_letter_ttl_days)
+    set_with = await _set_policy(settings, policy)
+    requeued = 0
+    async with messaging.connection(settings.amqp_url.get_secret_value(), "doorman-dlq-ttl") as conn:
+        channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
+        await declare_all(channel, topology)
+        for name in messaging.WORK_QUEUES:
+            dlq = topology.dead_letter_queue(name)
+            requeued += await _move_waiting(channel, dlq, dlq, headers=dict)
+    return Expiry(policy, set_with, requeued)
+
+
+async def _set_policy(settings: DoormanSettings, policy: Policy) -> str:
+    """Through the management API when it answers (as ``doorman queues`` reads it), else with ``rabbitmqctl`` when
+    this host has it (a broker node). Returns which did it; SystemExit when neither could."""
+    vhost = _vhost(settings)
+    if await _put_policy(settings, vhost, policy):
+        return "the management API"
+    command = ["rabbitmqctl", "set_policy", "-p", vhost, "--apply-to", policy.apply_to,
+               "--priority", str(policy.priority), policy.name, policy.pattern, json.dumps(policy.definition)]
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        raise SystemExit("doorman: the RabbitMQ management API did not answer (DOORMAN_RABBITMQ_MANAGEMENT_URL) and "
+                         f"this host has no rabbitmqctl; on a broker node run:\n  {shlex.join(command)}")
+    proc = await asyncio.create_subprocess_exec(ctl, *command[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"doorman: rabbitmqctl set_policy failed ({proc.returncode}): {out.decode().strip()}")
+    return "rabbitmqctl"
+
+
+async def _put_policy(settings: DoormanSettings, vhost: str, policy: Policy) -> bool:
+    """Set ``policy`` through the management API: False when it does not answer, SystemExit when it refuses."""
+    base, auth = _management_base(settings)
+    body = {"pattern": policy.pattern, "definition": policy.definition, "priority": policy.priority,
+            "apply-to": policy.apply_to}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            async with http.put(f"{base}/api/policies/{quote(vhost, safe='')}/{quote(policy.name, safe='')}",
+                                json=body, headers={"Authorization": auth}) as resp:
+                if resp.status >= 300:
+                    raise SystemExit(f"doorman: the RabbitMQ management API refused the policy: HTTP {resp.status}")
+                return True
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
 @dataclass(frozen=True)
 class QueueStats:
     queue: str
@@ -57,9 +157,14 @@ def _management_base(settings: DoormanSettings) -> tuple[str, str]:
     return str(base.with_user(None).with_path("")), auth
 
 
+def _vhost(settings: DoormanSettings) -> str:
+    """The virtual host of DOORMAN_AMQP_URL (its first node's)."""
+    return URL(settings.amqp_urls()[0]).path.lstrip("/") or "/"
+
+
 async def _from_management(settings: DoormanSettings, names: list[str]) -> dict[str, dict] | None:
     base, auth = _management_base(settings)
-    vhost = quote(URL(settings.amqp_urls()[0]).path.lstrip("/") or "/", safe="")
+    vhost = quote(_vhost(settings), safe="")
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
             found = {}
@@ -119,27 +224,37 @@ async def replay(settings: DoormanSettings, queue: str) -> None:
     name = queue.removeprefix(f"{settings.amqp_prefix}.")
     if name not in messaging.WORK_QUEUES:
         raise SystemExit(f"doorman: unknown queue {queue!r}; one of {', '.join(messaging.WORK_QUEUES)}")
-    moved = 0
     async with messaging.connection(settings.amqp_url.get_secret_value(), "doorman-dlq-replay") as conn:
         channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
-        dlq = await channel.declare_queue(topology.dead_letter_queue(name), passive=True)
-        # Only those there now: a replayed message that fails for good again at once (a webhook endpoint still
-        # answering 404) lands back here, and must not be replayed in a loop.
-        waiting = dlq.declaration_result.message_count or 0
-        while moved < waiting and (message := await dlq.get(fail=False)) is not None:
-            headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
-            headers[messaging.REPLAYED_HEADER] = 1
-            await channel.default_exchange.publish(
-                aio_pika.Message(
-                    body=message.body, headers=headers, content_type=message.content_type, type=message.type,
-                    message_id=message.message_id, correlation_id=message.correlation_id,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT, timestamp=message.timestamp,
-                ),
-                routing_key=topology.queue(name),
-            )
-            await message.ack()
-            moved += 1
+        moved = await _move_waiting(channel, topology.dead_letter_queue(name), topology.queue(name), headers=_replayed)
     print(f"replayed {moved} message(s) onto {topology.queue(name)}")
+
+
+def _replayed(headers: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: v for k, v in headers.items() if not k.startswith("x-")}, messaging.REPLAYED_HEADER: 1}
+
+
+async def _move_waiting(channel: aio_pika.abc.AbstractChannel, source: str, target: str, *,
+                        headers: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
+    """Move the messages waiting in queue ``source`` onto queue ``target`` (with ``headers`` of theirs), each
+    re-publish confirmed before the original is acked. Only those there now: a replayed message that fails for
+    good again at once (a webhook endpoint still answering 404) lands back in its dead-letter queue, and must not
+    be replayed in a loop. Returns how many moved."""
+    queue = await channel.declare_queue(source, passive=True)
+    waiting = queue.declaration_result.message_count or 0
+    moved = 0
+    while moved < waiting and (message := await queue.get(fail=False)) is not None:
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                body=message.body, headers=headers(dict(message.headers or {})), content_type=message.content_type,
+                type=message.type, message_id=message.message_id, correlation_id=message.correlation_id,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT, timestamp=message.timestamp,
+            ),
+            routing_key=target,
+        )
+        await message.ack()
+        moved += 1
+    return moved
 
 
 SECRET_COLUMNS = ("header_token_cipher", "signing_secret_cipher", "signing_previous_cipher",

@@ -24,8 +24,10 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
 from shared.batching import Batcher
+from shared.crypto import Secrets
 from shared.events import Event, decode, utcnow
 from shared.failures import FailedForGood, is_transient
+from shared.logging import session_ref
 from shared.messaging import ATTEMPT_HEADER, REPLAYED_HEADER, Topology, declare, declare_retry_queues, events_message
 from shared.metrics import CONSUMER_IN_FLIGHT, DEAD_LETTERS, RETRIES, SKIPPED
 from shared.stages import Action, Failure, Retry, Stage, settle
@@ -66,16 +68,16 @@ class _Delivery:
     events: list[Event]
 
 
-def _decode(message: AbstractIncomingMessage) -> list[Event] | None:
+def _decode(message: AbstractIncomingMessage, secrets: Secrets | None) -> list[Event] | None:
     try:
-        return decode(message.type or "", message.body)
+        return decode(message.type or "", message.body, secrets=secrets)
     except (KeyError, ValidationError, ValueError):
         return None
 
 
 def _context(event: Event) -> dict[str, Any]:
     return {
-        "correlation_id": event.correlation_id, "session_id": event.session_id,
+        "correlation_id": event.correlation_id, "session_ref": session_ref(event.session_id),
         "bot_id": str(event.bot_id), "event_type": event.event_type, "event_id": str(event.event_id),
     }
 
@@ -91,8 +93,9 @@ class Consumer:
     """
 
     def __init__(self, channel: AbstractChannel, queue: AbstractQueue, topology: Topology, stage: Stage,
-                 *, emit: Emit | None = None) -> None:
+                 *, emit: Emit | None = None, secrets: Secrets | None = None) -> None:
         self._channel = channel
+        self._secrets = secrets
         self._queue = queue
         self._topology = topology
         self._stage = stage
@@ -125,7 +128,7 @@ class Consumer:
             log.warning("shutdown grace expired; unacked messages will be redelivered", in_flight=self._in_flight.count)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        events = _decode(message)
+        events = _decode(message, self._secrets)
         if events is None:
             log.error("undecodable message dead-lettered", message_type=message.type, message_id=message.message_id)
             await message.reject(requeue=False)
@@ -233,7 +236,7 @@ class Consumer:
         headers = {k: v for k, v in (message.headers or {}).items()
                    if not k.startswith("x-") and k != FAILURE_HEADER}
         await self._channel.default_exchange.publish(
-            events_message([event], {**headers, **extra}), routing_key=queue, timeout=5,
+            events_message([event], {**headers, **extra}, secrets=self._secrets), routing_key=queue, timeout=5,
         )
 
     async def _handle_batch(self, deliveries: list[_Delivery]) -> list[None]:
@@ -270,8 +273,10 @@ async def consuming(
     prefetch: int,
     emit: Emit | None = None,
     grace: float = 10.0,
+    secrets: Secrets | None = None,
 ) -> AsyncIterator[Consumer]:
-    """Consume ``stage``'s work queue until the context exits; ``emit`` publishes what handlers return."""
+    """Consume ``stage``'s work queue until the context exits; ``emit`` publishes what handlers return.
+    ``secrets`` (the key ring) opens and seals the access tokens of ``widget.opened`` events."""
     channel = await conn.channel(publisher_confirms=True)
     try:
         await channel.set_qos(prefetch_count=prefetch)
@@ -281,7 +286,7 @@ async def consuming(
         bound = set(topology.routing_keys(stage.queue))
         if bound != set(stage.event_types):  # a stage handling what its queue does not receive, or the reverse
             raise ValueError(f"stage {stage.queue} handles {sorted(stage.event_types)} but its queue receives {sorted(bound)}")
-        consumer = Consumer(channel, queue, topology, stage, emit=emit)
+        consumer = Consumer(channel, queue, topology, stage, emit=emit, secrets=secrets)
         await consumer.start()
         try:
             yield consumer

@@ -1,5 +1,6 @@
-"""Header tokens are encrypted at rest with Fernet (AES-128-CBC + HMAC-SHA256); tokens that need
-only be recognised (widget tokens, visitors' access tokens) are kept as keyed hashes.
+"""Header tokens are encrypted at rest with Fernet (AES-128-CBC + HMAC-SHA256), and visitors' access
+tokens on the broker (``widget.opened`` events, sealed by shared/events.py); tokens that need only be
+recognised (widget tokens, visitors' access tokens in the grace cache) are kept as keyed hashes.
 
 ``DOORMAN_SECRET_KEY`` holds one key, or several separated by commas: the first
 encrypts, every one decrypts (MultiFernet), which is how keys are rotated.

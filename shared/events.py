@@ -13,7 +13,12 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_serializer, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, SecretStr, SerializationInfo, TypeAdapter, ValidationInfo, field_serializer,
+    field_validator, model_validator,
+)
+
+from shared.crypto import InvalidToken, Secrets
 
 
 def utcnow() -> datetime:
@@ -82,11 +87,39 @@ class WidgetOpened(Event):
     external_workspace_id: str | None = None  # the embed's data-external-workspace-id: forwarded when selected, never trusted
     deadline_at: datetime
 
+    # The access token is a SecretStr in memory (repr() and logs see '**********'), and sealed with the key ring
+    # on the wire: {"sealed": "<Fernet token>"} (encode and decode with ``secrets``), so the broker, its delay
+    # and dead-letter queues, and whoever reads them hold only ciphertext. Only the gateway (which seals) and
+    # the verifier (which opens) hold the key ring for it.
     @field_serializer("access_token", when_used="json")
-    def _reveal_on_the_wire(self, token: SecretStr | None) -> str | None:
-        # The token travels to the verifier and nowhere else; repr() and logs
-        # only ever see SecretStr('**********').
-        return token.get_secret_value() if token is not None else None
+    def _sealed_on_the_wire(self, token: SecretStr | None, info: SerializationInfo) -> dict[str, str] | None:
+        if token is None:
+            return None
+        return {"sealed": _key_ring(info).encrypt(token.get_secret_value()).decode()}
+
+    @field_validator("access_token", mode="before")
+    @classmethod
+    def _opened_off_the_wire(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.mode != "json" or value is None:
+            return value  # made in memory: the token itself
+        if isinstance(value, str):
+            # Rolling upgrade: a token published in plaintext by a gateway from before tokens were sealed (or a
+            # dead letter from then: they expire after DOORMAN_DEAD_LETTER_TTL_DAYS). Read as it is. Remove this
+            # clause in a release made that long after this one: a string off the wire is then refused.
+            return value
+        if not (isinstance(value, dict) and set(value) == {"sealed"} and isinstance(value["sealed"], str)):
+            raise ValueError('an access token comes off the wire as {"sealed": "<Fernet token>"}')
+        try:
+            return _key_ring(info).decrypt(value["sealed"].encode())
+        except InvalidToken:
+            raise ValueError("no key of DOORMAN_SECRET_KEY opens this access token") from None
+
+
+def _key_ring(info: SerializationInfo | ValidationInfo) -> Secrets:
+    secrets = info.context.get(KEY_RING) if isinstance(info.context, dict) else None
+    if secrets is None:
+        raise ValueError("an access token goes on or off the wire only sealed: pass the key ring (secrets=)")
+    return secrets
 
 
 class CallFacts(BaseModel):
@@ -169,15 +202,22 @@ EVENT_TYPES: dict[str, type[Event]] = {
 _BATCHES = {event_type: TypeAdapter(list[cls]) for event_type, cls in EVENT_TYPES.items()}
 
 
-def decode(event_type: str, body: bytes) -> list[Event]:
-    """A message's events: its body is one event (a retry, a replay) or a JSON array of them (a batch)."""
+KEY_RING = "secrets"  # the validation and serialization context's key for the key ring
+
+
+def decode(event_type: str, body: bytes, *, secrets: Secrets | None = None) -> list[Event]:
+    """A message's events: its body is one event (a retry, a replay) or a JSON array of them (a batch).
+    ``secrets`` opens sealed access tokens (``widget.opened``); without it such an event does not decode."""
+    context = {KEY_RING: secrets}
     if body[:1] == b"[":
-        return _BATCHES[event_type].validate_json(body)
-    return [EVENT_TYPES[event_type].model_validate_json(body)]
+        return _BATCHES[event_type].validate_json(body, context=context)
+    return [EVENT_TYPES[event_type].model_validate_json(body, context=context)]
 
 
-def encode(events: Sequence[Event]) -> bytes:
-    """The body of one message carrying ``events`` (all of one type)."""
+def encode(events: Sequence[Event], *, secrets: Secrets | None = None) -> bytes:
+    """The body of one message carrying ``events`` (all of one type). ``secrets`` seals access tokens
+    (``widget.opened``); without it an event carrying one does not encode."""
+    context = {KEY_RING: secrets}
     if len(events) == 1:
-        return events[0].model_dump_json().encode()
-    return _BATCHES[events[0].event_type].dump_json(list(events))
+        return events[0].model_dump_json(context=context).encode()
+    return _BATCHES[events[0].event_type].dump_json(list(events), context=context)

@@ -33,6 +33,7 @@ from aio_pika.exceptions import PublishError
 from aio_pika.robust_connection import RobustConnection
 from yarl import URL
 
+from shared.crypto import Secrets
 from shared.events import (
     ContactCollected,
     Event,
@@ -214,19 +215,22 @@ async def connection(url: str, name: str) -> AsyncIterator[aio_pika.abc.Abstract
         await conn.close()
 
 
-def event_message(event: Event, headers: dict[str, int | str] | None = None) -> aio_pika.Message:
-    return events_message([event], headers)
+def event_message(event: Event, headers: dict[str, int | str] | None = None, *,
+                  secrets: Secrets | None = None) -> aio_pika.Message:
+    return events_message([event], headers, secrets=secrets)
 
 
-def events_message(events: Sequence[Event], headers: dict[str, int | str] | None = None) -> aio_pika.Message:
+def events_message(events: Sequence[Event], headers: dict[str, int | str] | None = None, *,
+                   secrets: Secrets | None = None) -> aio_pika.Message:
     """One persistent message carrying ``events`` (all of one type); each keeps its own id.
 
     A single event travels as itself (its id is the message id); several as a JSON array,
     under a message id of their own. Batching is the transport's business: consumers
-    settle every event on its own (see :mod:`shared.consumer`)."""
+    settle every event on its own (see :mod:`shared.consumer`). ``secrets`` (the key ring)
+    seals the access tokens of ``widget.opened`` events (:func:`shared.events.encode`)."""
     first = events[0]
     return aio_pika.Message(
-        body=encode(events),
+        body=encode(events, secrets=secrets),
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         type=first.event_type,
@@ -238,11 +242,13 @@ def events_message(events: Sequence[Event], headers: dict[str, int | str] | None
 
 
 class Publisher:
-    """Publishes events and waits for the broker's confirm (bounded); unroutable messages raise."""
+    """Publishes events and waits for the broker's confirm (bounded); unroutable messages raise.
+    With ``secrets`` (the key ring) it may publish ``widget.opened`` events: their access tokens sealed."""
 
-    def __init__(self, exchange: AbstractExchange, *, timeout: float = 5.0) -> None:
+    def __init__(self, exchange: AbstractExchange, *, timeout: float = 5.0, secrets: Secrets | None = None) -> None:
         self._exchange = exchange
         self._timeout = timeout
+        self._secrets = secrets
 
     @property
     def ready(self) -> bool:
@@ -262,20 +268,22 @@ class Publisher:
     async def _one(self, events: list[Event], routing_key: str) -> None:
         with PUBLISH_SECONDS.labels(events[0].event_type).time():
             await self._exchange.publish(
-                events_message(events), routing_key, mandatory=True, timeout=self._timeout,
+                events_message(events, secrets=self._secrets), routing_key, mandatory=True, timeout=self._timeout,
             )
 
 
 @asynccontextmanager
 async def publisher(
     conn: aio_pika.abc.AbstractConnection, topology: Topology, *, timeout: float = 5.0, confirmed: bool = True,
+    secrets: Secrets | None = None,
 ) -> AsyncIterator[Publisher]:
     """Publishes on a channel of its own. ``confirmed=False`` is for notifications that may be
-    lost (the receiver has another way to learn the news): they are written and not waited on."""
+    lost (the receiver has another way to learn the news): they are written and not waited on.
+    ``secrets``: the key ring, for a publisher of widget opens (see :class:`Publisher`)."""
     channel = await conn.channel(publisher_confirms=confirmed, on_return_raises=confirmed)
     try:
         exchange = await declare(channel, topology)
-        yield Publisher(exchange, timeout=timeout)
+        yield Publisher(exchange, timeout=timeout, secrets=secrets)
     finally:
         await channel.close()
 

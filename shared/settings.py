@@ -39,6 +39,11 @@ class DoormanSettings(BaseSettings):
     log_json: bool | None = None  # None: JSON unless stderr is a terminal
     health_host: str = Field("127.0.0.1", description="where workers serve /healthz, /readyz, /metrics (0.0.0.0 in pods)")
     tracing: bool = Field(False, description="OpenTelemetry spans (export with OTEL_EXPORTER_OTLP_ENDPOINT)")
+    dead_letter_ttl_days: float = Field(
+        14.0, gt=0, le=49, description=(
+            "dead letters (<queue>.dlq) expire after this many days: a broker policy (`doorman dlq ttl`, "
+            "deploy/rabbitmq/definitions.json); at most 49, RabbitMQ's largest TTL being 2^32-1 ms"),
+    )
 
     @model_validator(mode="after")
     def _check_amqp_urls(self) -> "DoormanSettings":

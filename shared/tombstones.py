@@ -10,6 +10,12 @@ after it makes a new contact. The rule is one clause, :data:`NOT_ERASED`, in eac
 event happened" is its ``version_at``: the business's answer (``observed_at``) for a verified identity,
 the form's submission (``occurred_at``) for a collected one.
 
+A form (Collect Information) is filed under the bot's identify method when it has that field, else its
+email, else its phone: which key its contact has depends on the bot's identify method when it was
+processed. So a form is matched against the tombstones of every key it may be filed under (its email's
+and its phone's, or its session's): a form from before the erasure of a contact it names is skipped
+whatever the bot's identify method is now (services/contacts/repository.py: ``collected_keys``).
+
 One race is closed after the upserts, in the statement that reads the batch's contact ids
 (:data:`repository.CONTACT_IDS`): an upsert whose statement began just before the erasure committed
 waits for the erased row's lock, finds it gone, and inserts it afresh from the old event; that

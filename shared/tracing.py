@@ -4,7 +4,9 @@ The maintained instrumentations do the work: aio-pika (the trace context rides i
 message's AMQP headers, so a session's spans join across gateway, verifier and contacts),
 aiohttp server (the gateway) and aiohttp client (identity calls). Spans are exported over
 OTLP/HTTP when the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is
-set; log lines carry the ``trace_id`` either way.
+set; log lines carry the ``trace_id`` either way. No span carries a session id
+(shared/tracing_redaction.py): a widget session's path says ``{session_id}``, and the span its
+``session_ref``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ def configure(service: str, enabled: bool) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    from shared.tracing_redaction import SessionIdsRedacted
+
     provider = TracerProvider(resource=Resource.create({"service.name": f"doorman-{service}"}))
+    provider.add_span_processor(SessionIdsRedacted())  # first: what the exporters get is redacted
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

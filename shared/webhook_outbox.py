@@ -72,19 +72,22 @@ async def enqueue_webhook(
     return _due(row) if row is not None else None
 
 
-async def forget_contact(conn: asyncpg.Connection, contact_id: UUID) -> int:
-    """Erasure: delete every delivery about the contact (their bodies hold its personal data), pending ones
-    included, so none goes out after ``contact.erased`` (which is kept). Returns how many."""
+async def forget_contact(conn: asyncpg.Connection, bot_id: UUID, contact_id: UUID, sessions: Sequence[str]) -> int:
+    """Erasure: delete every delivery about the contact or about one of its ``sessions`` (``session.fell_back``
+    of a session whose visitor then sent the form: the session id and the detail), pending ones included, so
+    none goes out after ``contact.erased`` (which is kept). Returns how many."""
     status = await conn.execute(
-        "DELETE FROM webhook_deliveries WHERE contact_id = $1 AND type <> 'contact.erased'", contact_id)
+        """DELETE FROM webhook_deliveries WHERE bot_id = $1 AND (contact_id = $2 OR session_id = ANY($3::text[]))
+           AND type <> 'contact.erased'""", bot_id, contact_id, list(sessions))
     return int(status.split()[-1])
 
 
-async def contact_erased(conn: asyncpg.Connection, bot_id: UUID, contact_id: UUID) -> WebhookDue | None:
-    """What erasure calls in its transaction: forget the contact's deliveries and record ``contact.erased``
-    (``data: {contact_id}``, nothing personal) if the bot's webhook takes it. Publish the result after the
-    commit (``services.gateway.webhooks.publish_after_commit``) or leave it to the sweeper."""
-    await forget_contact(conn, contact_id)
+async def contact_erased(conn: asyncpg.Connection, bot_id: UUID, contact_id: UUID,
+                         sessions: Sequence[str]) -> WebhookDue | None:
+    """What erasure calls in its transaction: forget the deliveries of the contact and of its ``sessions``, and
+    record ``contact.erased`` (``data: {contact_id}``, nothing personal) if the bot's webhook takes it. Publish
+    the result after the commit (``services.gateway.webhooks.publish_after_commit``) or leave it to the sweeper."""
+    await forget_contact(conn, bot_id, contact_id, sessions)
     return await enqueue_webhook(conn, bot_id, "contact.erased", {"contact_id": str(contact_id)},
                                  contact_id=contact_id)
 

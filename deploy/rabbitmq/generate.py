@@ -10,7 +10,9 @@ arguments differ from the declared ones makes the services fail with PRECONDITIO
 so regenerate whenever ``shared/messaging.py`` changes (tests/unit/test_deploy.py checks it).
 
 Operational settings that must not be queue arguments (the services would then see
-inequivalent arguments) are policies: see :data:`POLICIES`.
+inequivalent arguments) are policies, declared in ``doorman.ops.policies``: the leader locator, and
+the dead letters' expiry (``DOORMAN_DEAD_LETTER_TTL_DAYS``; ``doorman dlq ttl`` sets it on a running
+broker).
 """
 
 from __future__ import annotations
@@ -26,28 +28,20 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from doorman.ops import declare_all  # noqa: E402
+from doorman.ops import declare_all, policies  # noqa: E402
 from shared import messaging  # noqa: E402
+from shared.settings import DoormanSettings  # noqa: E402
 
 OUTPUT = Path(__file__).with_name("definitions.json")
 PREFIX = "doorman"  # DOORMAN_AMQP_PREFIX's default
 VHOST = "doorman"  # the vhost in DOORMAN_AMQP_URL (amqp://user:pass@host:5672/doorman)
+TTL_DAYS: float = DoormanSettings.model_fields["dead_letter_ttl_days"].default  # DOORMAN_DEAD_LETTER_TTL_DAYS's
 
 
-def policies(prefix: str, vhost: str) -> list[dict[str, Any]]:
-    """Policies: at most one applies to a queue (the highest priority), so keep them disjoint."""
-    return [{
-        "vhost": vhost,
-        "name": f"{prefix}-quorum",
-        # Every queue of this prefix; only quorum queues (the gateways' exclusive queues are classic).
-        "pattern": "^" + prefix.replace(".", "\\.") + "\\.",
-        "apply-to": "quorum_queues",
-        "priority": 0,
-        "definition": {
-            # Spread queue leaders over the cluster's nodes instead of the node a client declared on.
-            "queue-leader-locator": "balanced",
-        },
-    }]
+def policy_definitions(prefix: str, vhost: str, dead_letter_ttl_days: float) -> list[dict[str, Any]]:
+    """``doorman.ops.policies`` as definitions: at most one applies to a queue (the highest priority)."""
+    return [{"vhost": vhost, "name": p.name, "pattern": p.pattern, "apply-to": p.apply_to, "priority": p.priority,
+             "definition": p.definition} for p in policies(prefix, dead_letter_ttl_days)]
 
 
 class _Queue:
@@ -104,7 +98,7 @@ def declared(prefix: str = PREFIX) -> _Channel:
     return channel
 
 
-def definitions(prefix: str = PREFIX, vhost: str = VHOST) -> dict[str, Any]:
+def definitions(prefix: str = PREFIX, vhost: str = VHOST, dead_letter_ttl_days: float = TTL_DAYS) -> dict[str, Any]:
     channel = declared(prefix)
     with_vhost = lambda items: [{**item, "vhost": vhost} for item in items]  # noqa: E731
     return {
@@ -112,22 +106,24 @@ def definitions(prefix: str = PREFIX, vhost: str = VHOST) -> dict[str, Any]:
         "exchanges": with_vhost(channel.exchanges),
         "queues": with_vhost(channel.queues),
         "bindings": with_vhost(channel.bindings),
-        "policies": policies(prefix, vhost),
+        "policies": policy_definitions(prefix, vhost, dead_letter_ttl_days),
     }
 
 
-def render(prefix: str = PREFIX, vhost: str = VHOST) -> str:
-    return json.dumps(definitions(prefix, vhost), indent=2, sort_keys=True) + "\n"
+def render(prefix: str = PREFIX, vhost: str = VHOST, dead_letter_ttl_days: float = TTL_DAYS) -> str:
+    return json.dumps(definitions(prefix, vhost, dead_letter_ttl_days), indent=2, sort_keys=True) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prefix", default=PREFIX, help="DOORMAN_AMQP_PREFIX (default: %(default)s)")
     parser.add_argument("--vhost", default=VHOST, help="virtual host (default: %(default)s)")
+    parser.add_argument("--dead-letter-ttl-days", type=float, default=TTL_DAYS,
+                        help="DOORMAN_DEAD_LETTER_TTL_DAYS (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=OUTPUT, help="default: %(default)s")
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 if the file differs")
     args = parser.parse_args(argv)
-    text = render(args.prefix, args.vhost)
+    text = render(args.prefix, args.vhost, args.dead_letter_ttl_days)
     if args.check:
         current = args.output.read_text() if args.output.exists() else ""
         if current != text:

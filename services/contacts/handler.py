@@ -10,6 +10,7 @@ import structlog
 
 from shared.crypto import Secrets
 from shared.events import ContactCollected, Event, FallbackReason, IdentityVerified, SessionFellBack, SessionResolved
+from shared.logging import session_ref
 from shared.messaging import Publisher, tell_replicas
 from shared.metrics import OUTCOMES, SESSION_SECONDS
 from shared.sessions import Outcome, Resolved, resolve_sessions
@@ -53,7 +54,7 @@ async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publis
         due = await outbox.record(conn, events, _fell_back(resolved), correlation) if outbox else []
     for r in resolved:
         _count(r)
-        log.info("session resolved", session_id=r.session_id, bot_id=str(r.bot_id), status=r.status,
+        log.info("session resolved", session_ref=session_ref(r.session_id), bot_id=str(r.bot_id), status=r.status,
                  reason=r.reason, latency_ms=round(r.seconds * 1000, 1), correlation_id=correlation[r.session_id])
     await notify(resolved, correlation=correlation, publish=publish)
     if due:

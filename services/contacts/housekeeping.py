@@ -14,6 +14,7 @@ from functools import partial
 import asyncpg
 import structlog
 
+from shared.logging import session_ref
 from shared.messaging import Publisher
 from shared.metrics import OUTCOMES, SWEPT
 from shared.service import background, every
@@ -33,7 +34,7 @@ async def sweep(pool: asyncpg.Pool, publish: Publisher, outbox: Outbox | None = 
     SWEPT.inc(len(expired))
     OUTCOMES.labels("fallback", "internal_error").inc(len(expired))
     for e in expired:
-        log.warning("session swept: never resolved", session_id=e.session_id, bot_id=str(e.bot_id))
+        log.warning("session swept: never resolved", session_ref=session_ref(e.session_id), bot_id=str(e.bot_id))
     await notify([e.resolved() for e in expired], correlation={}, publish=publish)
     if due:
         await outbox.publish(due)  # type: ignore[union-attr]

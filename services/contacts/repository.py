@@ -209,16 +209,20 @@ async def take_new(conn: asyncpg.Connection, events: Sequence[E]) -> list[E]:
     return [e for e in unique if e.event_id in new]
 
 
+def collected_keys(event: ContactCollected) -> dict[str, str]:
+    """Every key a form may be filed under, whatever the bot's identify method: its email's and its phone's;
+    with neither, its session's."""
+    keys = {method: value for method, value in (("email", event.email), ("phone_number", event.phone_number)) if value}
+    return keys or {"session": event.session_id}
+
+
 def collected_key(event: ContactCollected, identify_method: str | None) -> tuple[str, str]:
     """Which contact a form belongs to: the bot's identify method when the form has that field,
     else the email, else the phone; a form with neither is a contact of its own session."""
-    by_field = {"email": event.email, "phone_number": event.phone_number}
-    if identify_method in by_field and by_field[identify_method]:
-        return identify_method, by_field[identify_method]  # type: ignore[return-value]
-    for method, value in by_field.items():
-        if value:
-            return method, value
-    return "session", event.session_id
+    keys = collected_keys(event)
+    if identify_method is not None and identify_method in keys:
+        return identify_method, keys[identify_method]
+    return next(iter(keys.items()))
 
 
 async def upsert_collected(
@@ -237,10 +241,13 @@ async def upsert_collected(
         method, identifier = collected_key(e, methods.get(e.bot_id))
         key = (e.bot_id, method, identifier, None)
         hashes[key] = key_hashes(secrets, key)
+        # Skipped if it came before the erasure of a contact under any of its keys: the bot's identify method may
+        # have changed since the form was sent, and with it the key the form's contact was filed under.
+        erased_if = [h for m, i in collected_keys(e).items() for h in key_hashes(secrets, (e.bot_id, m, i, None))]
         typed = {"name": e.name, "email": e.email, "phone_number": e.phone_number, "country_code": e.country_code}
         await conn.execute(
             UPSERT_COLLECTED, e.bot_id, method, identifier, e.name, e.email, e.phone_number, e.country_code,
-            e.occurred_at, e.event_id, {k: "visitor" for k, v in typed.items() if v is not None}, hashes[key],
+            e.occurred_at, e.event_id, {k: "visitor" for k, v in typed.items() if v is not None}, erased_if,
         )
         await link_collected(conn, e.session_id, e.bot_id, method, identifier)
     if secrets is not None:

@@ -68,7 +68,7 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB]
     async with (
         messaging.connection(s.amqp_url.get_secret_value(), f"doorman-gateway-{hub.replica}") as conn,
-        messaging.publisher(conn, topology) as publish,
+        messaging.publisher(conn, topology, secrets=app[SECRETS]) as publish,  # seals widget opens' access tokens
         consume_outcomes(conn, topology, hub),
         background(tick_forever(hub, partial(session_views, app[POOL]), poll_seconds=s.sse_poll_seconds,
                                 forget_after=s.session_deadline_seconds + EXPIRE_GRACE_SECONDS + 5)),

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import structlog
 
 from shared.events import SessionResolved
+from shared.logging import session_ref
 from shared.messaging import Publisher, tell_replicas
 from shared.metrics import OUTCOMES, SESSIONS_ENDED
 from shared.sessions import Ended
@@ -32,7 +33,7 @@ async def tell_ended(ended: Sequence[Ended], *, by: str, hub: OutcomeHub, publis
         SESSIONS_ENDED.labels(e.was, by).inc()
         if e.was == "pending":  # its one outcome is `ended` (a later verification changes nothing)
             OUTCOMES.labels("ended", "").inc()
-        log.info("session ended", session_id=e.session_id, bot_id=str(e.bot_id), was=e.was, ended_by=by,
+        log.info("session ended", session_ref=session_ref(e.session_id), bot_id=str(e.bot_id), was=e.was, ended_by=by,
                  correlation_id=correlation_id)
         resolved = e.resolved()
         told = SessionResolved(correlation_id=correlation_id, session_id=e.session_id, bot_id=e.bot_id,

@@ -9,6 +9,8 @@ verification) cannot bring the contact back, while a new verification makes a ne
 * its link from the widget sessions that verified as it or sent the form that made it, and those
   sessions' free-text ``detail`` (it may quote the business's answer); the sessions stay in the
   activity log with their status, reason and timings, pointing at no one;
+* the webhook deliveries about it or about those sessions (``session.fell_back`` of a session whose
+  visitor then sent the form), pending ones included; ``contact.erased`` is recorded instead;
 * identities the business pushed for it (``pushed_identities``): the one its sessions used, and any
   other of the bot with its identifier or business id (in its business workspace), used or not;
 * its identity in the outage grace cache (``grace_identities``), by identifier or business id.
@@ -88,10 +90,12 @@ async def erase(pool: asyncpg.Pool, secrets: Secrets, bot_id: UUID, contact_id: 
         )
         await conn.execute(f"DELETE FROM {_PUSHED}", bot_id, contact_id, method, identifier, workspace, external_id)
         await conn.execute(f"DELETE FROM {_CACHED}", bot_id, method, identifier, workspace, external_id)
-        await conn.execute(f"UPDATE widget_sessions s SET detail = NULL WHERE {_OF_CONTACT}", bot_id, contact_id)
+        sessions = [r["session_id"] for r in await conn.fetch(
+            f"UPDATE widget_sessions s SET detail = NULL WHERE {_OF_CONTACT} RETURNING s.session_id", bot_id, contact_id)]
         await conn.execute("DELETE FROM contacts WHERE contact_id = $1", contact_id)  # sessions' links: SET NULL
-        # Its earlier webhook deliveries hold its data: gone; `contact.erased` is announced if the bot takes it.
-        return Erased(await webhook_outbox.contact_erased(conn, bot_id, contact_id))
+        # The earlier webhook deliveries about it or its sessions hold its data: gone; `contact.erased` is
+        # announced if the bot takes it.
+        return Erased(await webhook_outbox.contact_erased(conn, bot_id, contact_id, sessions))
 
 
 @dataclass(frozen=True)

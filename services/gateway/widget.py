@@ -16,6 +16,7 @@ from typing_extensions import TypedDict
 
 from shared.domains import origin_header
 from shared.events import ContactCollected, WidgetOpened, utcnow
+from shared.logging import session_ref
 from shared.metrics import WAITING_STREAMS
 from shared.routes import Response, Routes, Stream
 from shared.sessions import (
@@ -100,7 +101,7 @@ async def open_session(request: web.Request) -> web.Response:
         raise error(404, "bot_not_found", "no bot has this bot_id")
     if opened is Opened.unavailable:
         raise error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"})
-    log.info("widget opened", session_id=session.session_id, bot_id=str(body.bot_id), busy=session.busy,
+    log.info("widget opened", session_ref=session_ref(session.session_id), bot_id=str(body.bot_id), busy=session.busy,
              correlation_id=event.correlation_id if event else None,
              latency_ms=round((time.perf_counter() - started) * 1000, 1))
     if wait is not None:
@@ -156,7 +157,8 @@ async def collect_contact(request: web.Request) -> web.Response:
         await release_collection(pool, session_id)
         log.error("collected contact not published", error=type(exc).__name__, bot_id=str(bot_id))
         raise error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"}) from None
-    log.info("contact collected", session_id=session_id, bot_id=str(bot_id), correlation_id=event.correlation_id)
+    log.info("contact collected", session_ref=session_ref(session_id), bot_id=str(bot_id),
+             correlation_id=event.correlation_id)
     accepted: ContactAccepted = {"session_id": session_id, "status": "accepted"}
     return json_response(accepted, status=202)
 

@@ -108,7 +108,8 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
 
         async with (
             health_server(health_host, settings.verifier_port, ready=ready, pool=pool) as port,
-            consuming(conn, topology, stage, prefetch=settings.verifier_prefetch, emit=emit_outcome),
+            # The key ring opens the visitors' access tokens, sealed on the wire (shared/events.py).
+            consuming(conn, topology, stage, prefetch=settings.verifier_prefetch, emit=emit_outcome, secrets=secrets),
             consuming(conn, topology, webhook_stage, prefetch=settings.webhook_prefetch),
         ):
             try:

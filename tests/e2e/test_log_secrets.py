@@ -1,12 +1,14 @@
 """No secret ever reaches a log: a full run as real processes, success and every failure, logs captured.
 
 The access tokens, the header token, a signing secret, the admin token and the whitelist API's token are
-unique strings; none of them may appear anywhere in any service's output.
+unique strings; none of them may appear anywhere in any service's output. Nor may a session id (a bearer
+value: it reads the outcome): the logs carry its ``session_ref``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import signal
 import sys
@@ -17,6 +19,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from shared.logging import session_ref
 from tests.conftest import ADMIN_TOKEN, await_outcome, open_session, service_config, service_env, wait_for_consumers, wait_ready
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 from tests.faults.infra import free_port
@@ -111,6 +114,12 @@ async def test_no_secret_in_any_log(processes: Any, customer_api: FakeCustomerAP
         async with http.post(f"{url}/v1/widget/sessions/{outcomes[1]['session_id']}/contact",
                              json={"name": "Form Filler", "email": "form@example.com"}) as resp:
             assert resp.status == 202
+        # Every route that names a session: read it, send its form twice (409), end it (logout), end it again.
+        for method, path, status in (("GET", "", 200), ("POST", "/contact", 409), ("DELETE", "", 204),
+                                     ("DELETE", "", 204)):
+            async with http.request(method, f"{url}/v1/widget/sessions/{outcomes[1]['session_id']}{path}",
+                                    json={"name": "Again"} if method == "POST" else None) as resp:
+                assert resp.status == status, (method, path, await resp.text())
         async with http.get(f"{url}/v1/bots", headers={"Authorization": "Bearer wrong-" + secrets.token_hex(8)}) as resp:
             assert resp.status == 401
 
@@ -124,3 +133,7 @@ async def test_no_secret_in_any_log(processes: Any, customer_api: FakeCustomerAP
         assert secret not in text, f"a secret leaked into the logs: {secret[:12]}..."
     for private in ("visitor@example.com", "+84912345678", "form@example.com", "Form Filler", "Vera"):
         assert private not in text, f"contact data in the logs: {private}"
+    refs = {json.loads(line).get("session_ref") for line in text.splitlines() if line.startswith("{")}
+    for outcome in outcomes:
+        assert outcome["session_id"] not in text, f"a session id in the logs: {outcome['session_id'][:8]}..."
+        assert session_ref(outcome["session_id"]) in refs  # what the logs carry instead

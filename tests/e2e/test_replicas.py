@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from shared import messaging
+from shared.logging import session_ref
 from tests.conftest import (
     Stack, await_outcome, create_bot, open_session, service_config, service_env, start_gateway, wait_for_consumers,
 )
@@ -76,8 +77,8 @@ async def test_competing_replicas_resolve_each_session_once(replicas: tuple[dict
     for log in logs:
         for line in log.read_text().splitlines():
             if line.startswith("{") and json.loads(line).get("event") == "session resolved":
-                resolved[json.loads(line)["session_id"]] += 1
-    assert resolved == Counter({sid: 1 for sid, _ in results})
+                resolved[json.loads(line)["session_ref"]] += 1
+    assert resolved == Counter({session_ref(sid): 1 for sid, _ in results})
     # Competing consumers: the broker spread the work over every replica.
     work = {log.name: log.read_text().count('"session resolved"') + log.read_text().count('"session verified"') for log in logs}
     assert all(work.values()), work

@@ -29,6 +29,7 @@ from cryptography.fernet import Fernet
 
 from doorman.ops import RETRY_DELAYS
 from shared import messaging
+from shared.logging import session_ref
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 from tests.faults.infra import PgCluster, RabbitCluster, RabbitNode, Service, free_port
 
@@ -372,19 +373,19 @@ async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[
     # Exactly one terminal status: each session was resolved by exactly one writer, once, or ended while
     # still pending (then no outcome may resolve it afterwards); ending a resolved session is not a second one.
     resolutions = Counter(
-        line["session_id"] for service in ("contacts", "gateway") for line in _log_lines(cluster, service)
+        line["session_ref"] for service in ("contacts", "gateway") for line in _log_lines(cluster, service)
         if line.get("event") in ("session resolved", "session swept: never resolved", "session expired on read")
         or (line.get("event") == "session ended" and line.get("was") == "pending")
     )
-    result.duplicated = sum(1 for s in sessions if resolutions[s] > 1)
+    result.duplicated = sum(1 for s in sessions if resolutions[session_ref(s)] > 1)
     result.ended_while_pending = sum(1 for line in _log_lines(cluster, "gateway")
                                      if line.get("event") == "session ended" and line.get("was") == "pending")
     result.duplicated += await pool.fetchval(
         "SELECT count(*) FROM (SELECT 1 FROM contacts GROUP BY bot_id, identify_method, identifier, external_workspace_id HAVING count(*) > 1) d")
 
     # No contact lost: every identity a verifier published (after the broker's confirm) is stored.
-    published = {line["session_id"] for line in _log_lines(cluster, "verifier") if line.get("event") == "session verified"}
-    expected = {(bot, identifier(token)) for sid, (bot, token) in accepted.items() if sid in published}
+    published = {line["session_ref"] for line in _log_lines(cluster, "verifier") if line.get("event") == "session verified"}
+    expected = {(bot, identifier(token)) for sid, (bot, token) in accepted.items() if session_ref(sid) in published}
     stored = {(str(r["bot_id"]), r["identifier"]) for r in await pool.fetch("SELECT bot_id, identifier FROM contacts")}
     result.lost_contacts = len(expected - stored)
 

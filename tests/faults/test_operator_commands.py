@@ -1,4 +1,4 @@
-"""`doorman queues` against a broker with the management API (the suite's own node)."""
+"""`doorman queues` and `doorman dlq ttl` against a broker with the management API (the suite's own node)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import secrets
 
 import aio_pika
 
-from doorman.ops import declare_all, queue_stats
+from doorman.ops import declare_all, queue_stats, set_dead_letter_ttl
 from shared import messaging
 from shared.settings import DoormanSettings
 from tests.faults.infra import RabbitNode
@@ -39,3 +39,25 @@ async def test_queue_stats_show_ready_unacked_consumers_retries_and_dead_letters
             assert asyncio.get_running_loop().time() < deadline, (got, contacts)
             await asyncio.sleep(0.2)
         await taken.ack()
+
+
+async def test_dlq_ttl_sets_the_expiry_policy_through_the_management_api(rabbit: RabbitNode) -> None:
+    prefix = f"ttl-{secrets.token_hex(3)}"
+    topology = messaging.Topology(prefix)
+    settings = DoormanSettings(amqp_url=rabbit.url, amqp_prefix=prefix, rabbitmq_management_url=rabbit.management_url,
+                               dead_letter_ttl_days=1 / 86_400)  # one second
+    async with await aio_pika.connect(rabbit.url) as conn:
+        channel = await conn.channel(publisher_confirms=True)
+        await declare_all(channel, topology)
+        dlq = topology.dead_letter_queue(messaging.CONTACTS_QUEUE)
+        await channel.default_exchange.publish(aio_pika.Message(b"{}"), routing_key=dlq)  # waiting before the policy
+
+        done = await set_dead_letter_ttl(settings)
+
+        assert (done.set_with, done.requeued) == ("the management API", 1)
+
+        deadline = asyncio.get_running_loop().time() + 20
+        while (await channel.declare_queue(dlq, passive=True)).declaration_result.message_count:
+            assert asyncio.get_running_loop().time() < deadline, "the dead letter never expired"
+            await asyncio.sleep(0.1)
+    assert done.policy.name in await rabbit.ctl("list_policies")

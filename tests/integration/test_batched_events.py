@@ -16,6 +16,7 @@ import aio_pika
 
 from shared import messaging
 from shared.consumer import FAILURE_HEADER
+from shared.crypto import Secrets
 from shared.events import Event, IdentifyMethod, Identity, IdentityVerified, WidgetOpened, decode, utcnow
 from shared.metrics import CONSUMER_IN_FLIGHT
 from tests.conftest import AMQP_URL, Stack, await_outcome, create_bot, store_pending
@@ -29,7 +30,8 @@ async def publish_one_message(stack: Stack, events: Sequence[Event]) -> None:
     async with await aio_pika.connect(AMQP_URL) as conn:
         channel = await conn.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(topology.exchange)
-        await exchange.publish(messaging.events_message(events), routing_key=events[0].event_type, mandatory=True)
+        await exchange.publish(messaging.events_message(events, secrets=Secrets(stack.config["secret_key"])),
+                               routing_key=events[0].event_type, mandatory=True)
 
 
 async def purge_dead_letters(stack: Stack, queue: str) -> None:
@@ -93,7 +95,7 @@ async def test_each_widget_open_of_one_message_gets_its_own_outcome(stack: Stack
 
     await settled(messaging.VERIFIER_QUEUE)
     [dead] = await dead_letters(stack.config["amqp_prefix"], messaging.VERIFIER_QUEUE)
-    [dead_event] = decode(dead.type or "", dead.body)  # the failing event alone, not the batch
+    [dead_event] = decode(dead.type or "", dead.body, secrets=Secrets(stack.config["secret_key"]))  # the failing event alone, not the batch
     assert (dead_event.session_id, dead_event.event_id) == (events[2].session_id, events[2].event_id)
     assert dead.message_id == str(events[2].event_id)
     assert dead.headers.get(FAILURE_HEADER)

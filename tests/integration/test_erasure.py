@@ -20,6 +20,7 @@ from tests.conftest import (AMQP_URL, Published, Stack, admin_headers, await_out
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 from tests.integration.test_collect_information import contact_where, submit
 from tests.integration.test_identity_push import push
+from tests.integration.test_webhooks import by_type, deliveries, open_and_wait, wait_until, webhook_bot
 from tests.integration.test_workspaces import workspace_with_key
 
 
@@ -361,3 +362,58 @@ async def test_an_old_verification_never_takes_over_a_form_contact_made_after_th
     [now] = await contacts_of(stack, bot)
     assert (now["contact_id"], now["verified"], now["name"], now["identity_history"]) == (
         form["contact_id"], False, "Olga Typed", [])
+
+
+async def test_erasure_forgets_the_fallback_deliveries_of_the_contacts_sessions(
+        stack: Stack, customer_api: FakeCustomerAPI) -> None:
+    """A visitor falls back (announced as session.fell_back, with the session id and the detail), then fills in the
+    form: that session is the contact's. Erasing the contact forgets that delivery as well as its contact.* ones."""
+    hook = customer_api.endpoint(Answer(json={"ok": True}))
+    bot, _ = await webhook_bot(stack, customer_api, hook)
+    fell = await open_and_wait(stack, bot, "forged")
+    assert fell["status"] == "fallback"
+    await wait_until(lambda: by_type(customer_api.received(hook), "session.fell_back"), what="session.fell_back")
+    assert (await submit(stack, fell["session_id"], {"name": "Fern Fallback", "email": "fern@example.com"}))[0] == 202
+    row = await contact_where(stack, bot, "identifier = $2", "fern@example.com")
+    await wait_until(lambda: by_type(customer_api.received(hook), "contact.created"), what="contact.created")
+
+    assert (await api(stack, "DELETE", f"/v1/bots/{bot}/contacts/{row['contact_id']}"))[0] == 204
+
+    logged = (await deliveries(stack, bot))["deliveries"]
+    assert [d["type"] for d in logged] == ["contact.erased"]
+    naming = await stack.pool.fetch(
+        """SELECT type FROM webhook_deliveries WHERE bot_id = $1
+           AND (session_id = $2 OR body LIKE '%' || $2 || '%' OR body LIKE '%fern@example.com%')""",
+        UUID(bot), fell["session_id"])
+    assert naming == []
+
+
+async def test_a_form_contacts_tombstone_holds_after_the_bot_changes_its_identify_method(stack: Stack) -> None:
+    """A form is filed under the bot's identify method when the form has that field (else its email, else its
+    phone). The contact made under `email` is erased after the bot moved to `phone_number`: the form's event
+    replayed (it happened before the erasure) must not make a contact again, under either key; a form the same
+    visitor sends after the erasure makes a new one (the tombstone holds back only what came before)."""
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=False, identify_method="email")
+    typed = {"name": "Mo Method", "email": "mo@example.com", "phone_number": "0912 345 678", "country_code": "+84"}
+    fallback = await verify_once(stack, bot, access_token="t")
+    assert (await submit(stack, fallback["session_id"], typed))[0] == 202
+    row = await contact_where(stack, bot, "identifier = $2", "mo@example.com")
+    assert row["identify_method"] == "email"
+    async with stack.http.put(f"{stack.gateway.url}/v1/bots/{bot}/custom-auth", headers=admin_headers(),
+                              json={"enabled": False, "identify_method": "phone_number"}) as resp:
+        assert resp.status == 200, await resp.text()
+
+    assert (await api(stack, "DELETE", f"/v1/bots/{bot}/contacts/{row['contact_id']}"))[0] == 204
+
+    replayed = ContactCollected(correlation_id="replay", session_id=fallback["session_id"], bot_id=UUID(bot),
+                                name="Mo Method", email="mo@example.com", phone_number="+84912345678",
+                                country_code="+84", occurred_at=row["version_at"])
+    await publish(stack, replayed)
+    await processed(stack, replayed.event_id)
+    assert await contacts_of(stack, bot) == []
+
+    again = await verify_once(stack, bot, access_token="t")
+    assert (await submit(stack, again["session_id"], {**typed, "name": "Mo Again"}))[0] == 202
+    new = await contact_where(stack, bot, "name = $2", "Mo Again")
+    assert (new["identify_method"], new["identifier"]) == ("phone_number", "+84912345678")
+    assert new["contact_id"] != row["contact_id"]

@@ -13,7 +13,8 @@ from shared.auth_config import AuthConfig
 from services.verifier.handler import decide
 from services.verifier.whitelist import ApiWhitelist
 from shared import messaging
-from shared.events import IdentifyMethod, WidgetOpened, utcnow
+from shared.crypto import Secrets
+from shared.events import IdentifyMethod, WidgetOpened, encode, utcnow
 from shared.http import NO_SLOT, outbound_client
 from shared.metrics import SKIPPED
 from tests.conftest import store_pending, AMQP_URL, Stack, admin_headers, await_outcome, create_bot, verify_once
@@ -56,7 +57,6 @@ async def test_a_saved_header_token_that_cannot_be_sent_ends_opens_misconfigured
     """A token with a line break, saved before such tokens were refused (422): not one request goes
     out (aiohttp would refuse it; a line break would inject a header), the visitor gets the form with
     reason `misconfigured` naming the setting, and nothing is dead-lettered per visitor."""
-    from shared.crypto import Secrets
     from shared.metrics import DEAD_LETTERS
 
     url = customer_api.endpoint(verified(id="never"))
@@ -130,7 +130,8 @@ async def test_dlq_replay_puts_dead_letters_back_to_work(stack: Stack, customer_
     async with await aio_pika.connect(AMQP_URL) as conn:
         channel = await conn.channel(publisher_confirms=True)
         await channel.default_exchange.publish(
-            aio_pika.Message(event.model_dump_json().encode(), type=event.event_type, content_type="application/json"),
+            aio_pika.Message(encode([event], secrets=Secrets(stack.config["secret_key"])), type=event.event_type,
+                             content_type="application/json"),
             routing_key=messaging.Topology(prefix).dead_letter_queue(messaging.VERIFIER_QUEUE),
         )
 
@@ -160,7 +161,8 @@ async def test_a_replayed_dead_letter_of_a_resolved_session_calls_no_one(stack: 
     async with await aio_pika.connect(AMQP_URL) as conn:
         channel = await conn.channel(publisher_confirms=True)
         await channel.default_exchange.publish(
-            messaging.event_message(event), routing_key=messaging.Topology(prefix).dead_letter_queue(messaging.VERIFIER_QUEUE),
+            messaging.event_message(event, secrets=Secrets(stack.config["secret_key"])),
+            routing_key=messaging.Topology(prefix).dead_letter_queue(messaging.VERIFIER_QUEUE),
         )
     skipped = SKIPPED.labels(messaging.VERIFIER_QUEUE)
     before = skipped._value.get()
@@ -255,7 +257,8 @@ async def test_an_open_picked_up_after_its_deadline_is_not_sent_to_the_business(
     async with await aio_pika.connect(AMQP_URL) as conn:
         channel = await conn.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(messaging.Topology(stack.config["amqp_prefix"]).exchange)
-        await exchange.publish(messaging.event_message(event), routing_key=event.event_type, mandatory=True)
+        await exchange.publish(messaging.event_message(event, secrets=Secrets(stack.config["secret_key"])),
+                               routing_key=event.event_type, mandatory=True)
 
     outcome = await await_outcome(stack.http, stack.gateway.url, session_id)
 

@@ -15,6 +15,7 @@ from services.verifier.handler import already_done, decide
 from services.verifier.whitelist import ApiWhitelist
 from shared import messaging, sessions
 from shared.auth_config import AuthConfig
+from shared.crypto import Secrets
 from shared.events import IdentifyMethod, WidgetOpened, utcnow
 from shared.http import outbound_client
 from shared.metrics import SKIPPED
@@ -33,7 +34,7 @@ async def test_a_redelivered_widget_open_is_not_processed_twice(stack: Stack, cu
     async with await aio_pika.connect(AMQP_URL) as conn:
         channel = await conn.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(messaging.Topology(stack.config["amqp_prefix"]).exchange)
-        await exchange.publish(messaging.event_message(event), routing_key=event.event_type)
+        await exchange.publish(messaging.event_message(event, secrets=Secrets(secret_key)), routing_key=event.event_type)
     outcome = await await_outcome(stack.http, stack.gateway.url, session_id)
     assert outcome["status"] == "verified"
 
@@ -46,7 +47,7 @@ async def test_a_redelivered_widget_open_is_not_processed_twice(stack: Stack, cu
     async with await aio_pika.connect(AMQP_URL) as conn:
         channel = await conn.channel(publisher_confirms=True)
         await channel.default_exchange.publish(
-            messaging.event_message(event, {messaging.ATTEMPT_HEADER: 2}),
+            messaging.event_message(event, {messaging.ATTEMPT_HEADER: 2}, secrets=Secrets(secret_key)),
             routing_key=topology.queue(messaging.VERIFIER_QUEUE))
     deadline = asyncio.get_running_loop().time() + 10
     while skipped._value.get() == before:  # the verifier runs in this process

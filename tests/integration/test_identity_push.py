@@ -176,7 +176,7 @@ async def test_a_redelivery_of_the_owning_sessions_open_is_not_a_reuse(stack: St
         channel = await conn.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(messaging.Topology(stack.config["amqp_prefix"]).exchange)
         for _ in range(2):
-            await exchange.publish(messaging.event_message(event), routing_key=event.event_type)
+            await exchange.publish(messaging.event_message(event, secrets=Secrets(secret_key)), routing_key=event.event_type)
     outcome = await await_outcome(stack.http, stack.gateway.url, session_id)
     assert outcome["status"] == "verified" and outcome["contact"]["email"] == "again@example.com"
 

@@ -170,15 +170,20 @@ def test_queue_arguments_are_the_ones_the_services_need(definitions: dict[str, A
 
 
 def test_policies_only_add_what_queue_arguments_do_not_set(definitions: dict[str, Any]) -> None:
+    """One policy applies to a queue, the highest-priority one matching it: every queue gets the leader locator,
+    the dead-letter queues also their expiry (DOORMAN_DEAD_LETTER_TTL_DAYS, 14 by default), none anything its
+    arguments set (the delay queues' TTL is theirs)."""
     policies = definitions["policies"]
-    assert policies, "at least the leader-locator policy"
-    names = all_queues(TOPOLOGY)
-    for policy in policies:
-        assert policy["vhost"] == VHOST and policy["apply-to"] == "quorum_queues"
-        assert set(policy["definition"]) <= {"queue-leader-locator"}
-        assert all(re.search(policy["pattern"], n) for n in names)
-        assert not re.search(policy["pattern"], "other.queue")
-    assert policies[0]["definition"]["queue-leader-locator"] == "balanced"
+    assert all(p["vhost"] == VHOST and p["apply-to"] in ("queues", "quorum_queues") for p in policies)
+    assert not any(re.search(p["pattern"], "other.queue") for p in policies)
+    for name in all_queues(TOPOLOGY):
+        matching = [p for p in policies if re.search(p["pattern"], name)]
+        top = max(p["priority"] for p in matching)
+        [applied] = [p for p in matching if p["priority"] == top]
+        expected = {"queue-leader-locator": "balanced"}
+        if name.endswith(".dlq"):
+            expected["message-ttl"] = 14 * 24 * 3600 * 1000
+        assert applied["definition"] == expected, name
 
 
 def test_rabbitmq_config_loads_the_definitions_and_plugins(compose: dict[str, Any]) -> None:
