@@ -52,6 +52,23 @@ SessionStatus = Literal["pending", "verified", "fallback", "ended"]
 TERMINAL_STATUSES = ("verified", "fallback", "ended")  # every accepted open ends in exactly one of these
 ENDED_DETAIL = {"visitor": "the visitor logged out", "revoked": "the contact's sessions were revoked"}
 
+# What the widget tells a visitor whose session fell back (the view's ``fallback.detail``): chosen by the reason
+# alone. The session's own detail (the business's words, the addresses a name resolved to, URLs, settings) is
+# for the admin activity log only.
+VISITOR_MESSAGES: dict[str, str] = {
+    FallbackReason.ca_disabled: "Automatic sign-in is not turned on for this chat.",
+    FallbackReason.domain_not_allowed: "Automatic sign-in is not available on this website (domain not allowed).",
+    FallbackReason.missing_token: "You are not signed in on this website, so we could not recognise you.",
+    FallbackReason.auth_rejected: "Your sign-in could not be confirmed.",
+    FallbackReason.auth_unavailable: (
+        "Your sign-in could not be confirmed right now because the website did not answer in time."),
+    FallbackReason.invalid_response: "Your sign-in could not be confirmed because the website's answer could not be used.",
+    FallbackReason.destination_blocked: "Automatic sign-in is not set up correctly for this chat.",
+    FallbackReason.internal_error: "Something went wrong on our side while confirming your sign-in.",
+    FallbackReason.busy: "We are too busy to confirm your sign-in right now.",
+    FallbackReason.misconfigured: "Automatic sign-in is not set up correctly for this chat.",
+}
+
 # -- ids ------------------------------------------------------------------------------------------
 
 REPLICA_HEX = 12
@@ -139,7 +156,10 @@ class WidgetContact(TypedDict):
 @with_config(ConfigDict(extra="forbid"))
 class Fallback(TypedDict):
     reason: FallbackReason
-    detail: str | None
+    detail: Annotated[str, Field(description=(
+        "a message for the visitor, chosen by `reason` alone (e.g. \"Your sign-in could not be confirmed.\"): never "
+        "what the business answered, an address, a URL or a setting. The precise detail is in the admin activity "
+        "log (`GET /v1/bots/{bot_id}/auth-events`)"))]
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -161,7 +181,7 @@ class SessionView(TypedDict):
         "verified within the bot's `outage_grace_seconds`"))]
 
 
-_VIEW_COLUMNS = """s.session_id, s.status, s.reason, s.detail, s.deadline_at, s.collected_at IS NOT NULL AS collected,
+_VIEW_COLUMNS = """s.session_id, s.status, s.reason, s.deadline_at, s.collected_at IS NOT NULL AS collected,
                    s.collect_information, s.degraded,
                    c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified"""
 _SESSION_VIEWS = f"""SELECT {_VIEW_COLUMNS} FROM widget_sessions s LEFT JOIN contacts c USING (contact_id)
@@ -169,7 +189,8 @@ _SESSION_VIEWS = f"""SELECT {_VIEW_COLUMNS} FROM widget_sessions s LEFT JOIN con
 
 
 def widget_view(row: asyncpg.Record | dict[str, Any]) -> SessionView:
-    """What the widget sees: GET /v1/widget/sessions/{id}, the SSE ``outcome`` event, ``?wait``."""
+    """What the widget sees: GET /v1/widget/sessions/{id}, the SSE ``outcome`` event, ``?wait``. A fallback's
+    ``detail`` is the reason's message for the visitor (:data:`VISITOR_MESSAGES`), never the stored detail."""
     if row["status"] == "ended":
         return ended_view(row["session_id"], row["collected"])
     contact: WidgetContact | None = {
@@ -177,7 +198,7 @@ def widget_view(row: asyncpg.Record | dict[str, Any]) -> SessionView:
         "phone_number": row["phone_number"], "avatar": row["avatar"], "verified": row["verified"],
     } if row["contact_id"] else None
     fallback: Fallback | None = (
-        {"reason": row["reason"], "detail": row["detail"]} if row["status"] == "fallback" else None
+        {"reason": row["reason"], "detail": VISITOR_MESSAGES[row["reason"]]} if row["status"] == "fallback" else None
     )
     return {"session_id": row["session_id"], "status": row["status"], "contact": contact, "fallback": fallback,
             "collected": row["collected"], "collect_information": _mode(row["status"], row["collect_information"]),
@@ -192,12 +213,10 @@ def _mode(status: str, captured: str | None) -> CollectInformation | None:
     return captured or "required"  # type: ignore[return-value]
 
 
-def fallback_view(
-    session_id: str, reason: FallbackReason, detail: str, collect_information: str | None = None,
-) -> SessionView:
+def fallback_view(session_id: str, reason: FallbackReason, collect_information: str | None = None) -> SessionView:
     """The view of a session that fell back before any contact or form: a busy refusal, an expiry."""
     return {"session_id": session_id, "status": "fallback", "contact": None,
-            "fallback": {"reason": reason, "detail": detail}, "collected": False,
+            "fallback": {"reason": reason, "detail": VISITOR_MESSAGES[reason]}, "collected": False,
             "collect_information": _mode("fallback", collect_information), "degraded": False}
 
 
@@ -208,7 +227,7 @@ def ended_view(session_id: str, collected: bool = False) -> SessionView:
 
 
 def busy_view(session_id: str, collect_information: str | None = None) -> SessionView:
-    return fallback_view(session_id, FallbackReason.busy, BUSY_DETAIL, collect_information)
+    return fallback_view(session_id, FallbackReason.busy, collect_information)
 
 
 def _overdue(row: asyncpg.Record, now: datetime) -> bool:
@@ -305,7 +324,7 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::int[
          degraded, circuit_open)
 LEFT JOIN contacts c ON c.contact_id = u.contact_id
 WHERE s.session_id = u.session_id AND s.status = 'pending'
-RETURNING s.session_id, s.bot_id, s.status, s.reason, s.detail, s.watcher, s.created_at, s.resolved_at,
+RETURNING s.session_id, s.bot_id, s.status, s.reason, s.watcher, s.created_at, s.resolved_at,
           s.collected_at IS NOT NULL AS collected, s.collect_information, s.degraded,
           c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified
 """
@@ -364,8 +383,7 @@ class Expired:
     def resolved(self) -> Resolved:
         """As told to the waiting gateways."""
         return Resolved(self.session_id, self.bot_id, "fallback", FallbackReason.internal_error.value, self.watcher,
-                        0.0, fallback_view(self.session_id, FallbackReason.internal_error, EXPIRED_DETAIL,
-                                           self.collect_information))
+                        0.0, fallback_view(self.session_id, FallbackReason.internal_error, self.collect_information))
 
 
 async def expire_overdue(

@@ -179,6 +179,15 @@ async def stack(database_url: str, broker_prefix: Callable[[], str], secret_key:
         yield running
 
 
+@pytest.fixture(scope="session")
+async def strict_stack(database_url: str, broker_prefix: Callable[[], str], secret_key: str) -> AsyncIterator[Stack]:
+    """A second stack on the same database whose outbound policy refuses private networks (production's
+    default): its verifier answers ``destination_blocked`` for the fake business on 127.0.0.1."""
+    config = {**service_config(database_url, broker_prefix(), secret_key), "allow_private_networks": False}
+    async with running_stack(config) as running:
+        yield running
+
+
 def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -230,6 +239,16 @@ async def await_outcome(http: aiohttp.ClientSession, gateway_url: str, session_i
 async def verify_once(stack: Stack, bot_id: str, *, origin: str | None = None, **fields: Any) -> dict[str, Any]:
     session_id = await open_session(stack.http, stack.gateway.url, {"bot_id": bot_id, **fields}, origin=origin)
     return await await_outcome(stack.http, stack.gateway.url, session_id)
+
+
+async def logged_detail(stack: Stack, bot_id: str, session_id: str) -> str | None:
+    """The session's precise ``detail`` as the admin activity log shows it (the widget's view carries only a
+    visitor-safe message chosen by the reason)."""
+    async with stack.http.get(f"{stack.gateway.url}/v1/bots/{bot_id}/auth-events", params={"limit": "100"},
+                              headers=admin_headers()) as resp:
+        assert resp.status == 200, await resp.text()
+        [event] = [e for e in (await resp.json())["events"] if e["session_id"] == session_id]
+    return event["detail"]
 
 
 class Published:

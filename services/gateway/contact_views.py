@@ -128,7 +128,10 @@ class AuthEvent(View):
     origin: str | None
     status: SessionStatus
     reason: FallbackReason | None
-    detail: str | None
+    detail: str | None = Field(description=(
+        "why, precisely, for the bot's admins: what the business answered, the address a name resolved to, the "
+        "setting at fault (the visitor's view carries only a message chosen by `reason`); null for a session verified "
+        "or still pending, and once its contact was erased"))
     contact_id: UUID | None
     created_at: datetime
     resolved_at: datetime | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -49,11 +50,17 @@ async def get_contact(
         return None
     contact = dict(row)
     contact["sources"] = contact.pop("field_sources")
-    contact["history"] = [ContactHistoryEntry(
-        kind=e["kind"], at=e["at"], session_id=e.get("session_id"), event_id=e["event_id"],
-        old_external_id=e.get("old_external_id"), new_external_id=e.get("new_external_id"),
-    ) for e in contact.pop("identity_history")]
+    contact["history"] = [history_entry(e) for e in contact.pop("identity_history")]
     return ContactDetail.model_validate(contact)
+
+
+def history_entry(stored: dict[str, Any]) -> ContactHistoryEntry:
+    """An ``identity_history`` entry as the contacts service writes it (``UPSERT_VERIFIED``): a
+    ``took_over_unverified`` entry has no ids, and an entry written before sessions were named has no session."""
+    return ContactHistoryEntry(
+        kind=stored["kind"], at=stored["at"], session_id=stored.get("session_id"), event_id=stored["event_id"],
+        old_external_id=stored.get("old_external_id"), new_external_id=stored.get("new_external_id"),
+    )
 
 
 async def find_contact(
@@ -87,7 +94,11 @@ async def auth_events(
            LIMIT $6""",
         bot_id, reason, status, created_at, session_id, limit + 1,
     )
-    return AuthEventPage.model_validate(pagination.page(rows, limit, items="events", key="session_id"))
+    page = pagination.page(rows, limit, items="events", key="session_id")
+    for event in page["events"]:
+        if event["identity_change"] is not None:
+            event["identity_change"] = history_entry(event["identity_change"])
+    return AuthEventPage.model_validate(page)
 
 
 async def auth_breaker(pool: asyncpg.Pool, bot_id: UUID) -> AuthBreaker | None:

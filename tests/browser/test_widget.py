@@ -15,6 +15,7 @@ import pytest
 from playwright.async_api import ConsoleMessage, Locator, Page, Request, Route, expect
 
 from services.gateway.keys import HUB
+from shared.sessions import VISITOR_MESSAGES
 from tests.browser.conftest import HostPage, screenshot
 from tests.conftest import Stack, create_bot
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
@@ -145,11 +146,12 @@ async def test_verified_visitor_is_greeted_and_the_token_stays_secret(
     await screenshot(page, "widget-verified")
 
 
+BUSINESS_NOTE = "<b>secret-internal-note</b>"  # the business's own words: for the admin activity log only
 FALLBACKS = {
     "case1-ca-off": ({}, True, "ca_disabled"),
     "case2-domain-refused": ({"domain_whitelist": {"enabled": True, "source": "manual", "domains": ["example.com"]}},
                              True, "domain_not_allowed"),
-    "case3-rejected": ({"answer": Answer(status=401, json={"status": False, "message": "expired"})}, True, "auth_rejected"),
+    "case3-rejected": ({"answer": Answer(json={"status": False, "message": BUSINESS_NOTE})}, True, "auth_rejected"),
     "case3-no-token": ({}, False, "missing_token"),
 }
 
@@ -173,6 +175,12 @@ async def test_every_fallback_shows_the_form(
         await expect(dialog.get_by_label(label)).to_be_visible()
     await expect(dialog.get_by_text("Include your country code")).to_be_visible()
     assert await stack.pool.fetchval("SELECT reason FROM widget_sessions WHERE bot_id = $1", uuid.UUID(bot)) == reason
+    # A visitor who came signed in is told why they were not recognised, in the words chosen for the reason.
+    if with_token:
+        await expect(dialog.locator(".dm-reason")).to_have_text(VISITOR_MESSAGES[reason])
+    else:
+        await expect(dialog.locator(".dm-reason")).to_have_count(0)
+    assert "secret-internal-note" not in await page.content() + await dialog.inner_text()
     if case == "case1-ca-off":
         await settle(dialog)
         await screenshot(page, "widget-form")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.conftest import Stack, create_bot, verify_once
+from tests.conftest import Stack, admin_headers, create_bot, verify_once
 from tests.fake_customer import FakeCustomerAPI, verified
 
 
@@ -96,3 +96,26 @@ async def test_verified_identity_later_takes_precedence(stack: Stack, customer_a
     assert outcome["contact"]["contact_id"] == str(typed["contact_id"])
     assert contact["name"] == "From API" and contact["phone_number"] == "+14155552671"  # absent in the answer: kept
     assert contact["field_sources"]["name"] == "api" and contact["field_sources"]["phone_number"] == "visitor"
+
+
+async def test_the_activity_log_shows_a_verified_identity_taking_over_a_form_contact(
+        stack: Stack, customer_api: FakeCustomerAPI) -> None:
+    """The form made a contact; a verified identity with the same email takes it over. The activity log (and the
+    admin page's activity tab, which reads it) still answers, and says so on the session that took it over."""
+    url = customer_api.endpoint(verified(email="takeover@example.com", id="biz-7", name="Verified"))
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url, identify_method="email")
+    fallback = await verify_once(stack, bot)  # no token: missing_token
+    assert (await submit(stack, fallback["session_id"], {"name": "Typed", "email": "takeover@example.com"}))[0] == 202
+    form = await contact_where(stack, bot, "identifier = $2", "takeover@example.com")
+
+    taken = await verify_once(stack, bot, access_token="t")
+
+    assert taken["contact"]["contact_id"] == str(form["contact_id"])
+    async with stack.http.get(f"{stack.gateway.url}/v1/bots/{bot}/auth-events", headers=admin_headers()) as resp:
+        assert resp.status == 200, await resp.text()
+        log = await resp.json()
+    changes = {e["session_id"]: e["identity_change"] for e in log["events"]}
+    assert changes[fallback["session_id"]] is None
+    change = changes[taken["session_id"]]
+    assert (change["kind"], change["session_id"], change["old_external_id"], change["new_external_id"]) == (
+        "took_over_unverified", taken["session_id"], None, None)

@@ -9,6 +9,7 @@ from uuid import uuid4
 
 import pytest
 
+from shared.sessions import VISITOR_MESSAGES
 from tests.conftest import (
     ADMIN_TOKEN, Stack, admin_headers, await_outcome, create_bot, open_session, start_gateway, verify_once,
 )
@@ -210,7 +211,7 @@ async def test_health_endpoints(stack: Stack) -> None:
 async def test_verify_once_helper_sees_one_outcome(stack: Stack) -> None:
     bot = await create_bot(stack.http, stack.gateway.url)
     outcome = await verify_once(stack, bot, access_token="t")
-    assert outcome["fallback"] == {"reason": "ca_disabled", "detail": "Custom Authentication is off for this bot"}
+    assert outcome["fallback"] == {"reason": "ca_disabled", "detail": VISITOR_MESSAGES["ca_disabled"]}
 
 
 async def test_urls_doorman_would_never_call_are_refused_when_saved(stack: Stack) -> None:

@@ -21,8 +21,8 @@ from shared import events
 from shared.crypto import Secrets
 from shared.events import IdentifyMethod, Identity, IdentityVerified, utcnow
 from tests.conftest import (
-    AUTH_TIMEOUT, Stack, admin_headers, await_outcome, create_bot, open_session, running_stack, service_config,
-    serving_business,
+    AUTH_TIMEOUT, Stack, admin_headers, await_outcome, create_bot, logged_detail, open_session, running_stack,
+    service_config, serving_business,
 )
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
@@ -99,12 +99,11 @@ async def test_breaker_opens_stops_calling_probes_after_the_pause_and_closes(
 
     second = await visit(grace_stack, bot_id, "b-2")  # at once, no call
     assert second["fallback"]["reason"] == "auth_unavailable"
-    assert "circuit breaker for " + host + " is open" in second["fallback"]["detail"]
     assert len(business.received(url)) == 3
     assert metric("doorman_breaker_short_circuits_total", host=host) >= 2
 
     log = (await admin_get(grace_stack, f"/v1/bots/{bot_id}/auth-events"))["events"]
-    assert log[0]["circuit_open"] is True and "circuit breaker" in log[0]["detail"]
+    assert log[0]["circuit_open"] is True and "circuit breaker for " + host + " is open" in log[0]["detail"]
     assert log[1]["circuit_open"] is True  # its last attempt found the circuit open too
     await asyncio.sleep(0.3)  # transitions are written off the call's path
     breaker = await admin_get(grace_stack, f"/v1/bots/{bot_id}/custom-auth/breaker")
@@ -145,7 +144,8 @@ async def test_a_bots_failing_endpoint_opens_its_own_circuit_not_the_other_bots_
     assert first["fallback"]["reason"] == "auth_unavailable"
     calls_a = len(business.received(url_a))
     refused = await visit(grace_stack, bot_a, "a-2")  # not called: bot A's circuit is open
-    assert refused["fallback"]["reason"] == "auth_unavailable" and "circuit breaker" in refused["fallback"]["detail"]
+    assert refused["fallback"]["reason"] == "auth_unavailable"
+    assert "circuit breaker" in (await logged_detail(grace_stack, bot_a, refused["session_id"]) or "")
     assert len(business.received(url_a)) == calls_a
     breaker_a = await breaker_of(grace_stack, bot_a, "open")
     assert breaker_a["host"] == host and "calls failed" in breaker_a["replicas"][0]["detail"]

@@ -8,11 +8,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from services.gateway.keys import HUB
-from shared.sessions import BUSY_DETAIL
+from shared.sessions import BUSY_DETAIL, VISITOR_MESSAGES
 from tests.conftest import Stack, admin_headers, await_outcome, create_bot
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
-BUSY = {"reason": "busy", "detail": BUSY_DETAIL}
+BUSY = {"reason": "busy", "detail": VISITOR_MESSAGES["busy"]}  # the widget's; the activity log keeps BUSY_DETAIL
 
 
 async def open_with(stack: Stack, body: dict[str, Any], wait: Any = None) -> tuple[int, dict[str, Any]]:

@@ -12,11 +12,11 @@ from pydantic import TypeAdapter
 
 from services.gateway.http_errors import Error, dumps, error
 from shared.events import FallbackReason
-from shared.sessions import SessionView, busy_view, fallback_view, widget_view
+from shared.sessions import VISITOR_MESSAGES, SessionView, busy_view, fallback_view, widget_view
 
 
 def _row(**overrides: Any) -> dict[str, Any]:
-    row = {"session_id": "s" * 43, "status": "pending", "reason": None, "detail": None, "collected": False,
+    row = {"session_id": "s" * 43, "status": "pending", "reason": None, "collected": False,
            "deadline_at": datetime.now(UTC) + timedelta(seconds=5), "contact_id": None, "name": None, "email": None,
            "phone_number": None, "avatar": None, "verified": None, "collect_information": None, "degraded": False}
     return {**row, **overrides}
@@ -25,10 +25,10 @@ def _row(**overrides: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("view", [
     widget_view(_row()),
     widget_view(_row(status="verified", contact_id=uuid4(), name="Ann", email="ann@example.com", verified=True)),
-    widget_view(_row(status="fallback", reason="auth_rejected", detail="401", collected=True)),
-    fallback_view("s" * 43, FallbackReason.internal_error, "late"),
+    widget_view(_row(status="fallback", reason="auth_rejected", collected=True)),
+    fallback_view("s" * 43, FallbackReason.internal_error),
     busy_view("s" * 43),
-    widget_view(_row(status="fallback", reason="ca_disabled", detail="off", collect_information="off")),
+    widget_view(_row(status="fallback", reason="ca_disabled", collect_information="off")),
     busy_view("s" * 43, "optional"),
     widget_view(_row(status="ended", contact_id=uuid4(), name="Ann", verified=True, degraded=True)),
 ], ids=["pending", "verified", "fallback", "expired", "busy", "fallback-off", "busy-optional", "ended"])
@@ -38,8 +38,16 @@ def test_session_views_are_what_the_document_says(view: SessionView) -> None:
     assert set(parsed) == SessionView.__required_keys__ == set(view)
 
 
+def test_every_fallback_reason_has_a_message_for_the_visitor() -> None:
+    """The widget's ``fallback.detail`` is chosen by the reason: a reason without a message would fail the view."""
+    assert set(VISITOR_MESSAGES) == set(FallbackReason)
+    for reason in FallbackReason:
+        view = widget_view(_row(status="fallback", reason=reason.value))
+        assert view["fallback"] == {"reason": reason.value, "detail": VISITOR_MESSAGES[reason]}
+
+
 def test_an_ended_session_shows_nothing_of_the_visitor() -> None:
-    for before in ({"reason": "auth_rejected", "detail": "401", "collect_information": "required"},
+    for before in ({"reason": "auth_rejected", "collect_information": "required"},
                    {"contact_id": uuid4(), "name": "Ann", "email": "ann@example.com", "verified": True, "degraded": True}):
         view = widget_view(_row(status="ended", **before))
         assert (view["status"], view["contact"], view["fallback"], view["collect_information"], view["degraded"]) == (
@@ -48,9 +56,10 @@ def test_an_ended_session_shows_nothing_of_the_visitor() -> None:
 
 def test_collect_information_is_the_mode_only_when_fallen_back() -> None:
     assert widget_view(_row(status="verified", collect_information="off"))["collect_information"] is None
-    assert widget_view(_row(status="fallback", collect_information="off"))["collect_information"] == "off"
+    fell_back = _row(status="fallback", reason="ca_disabled", collect_information="off")
+    assert widget_view(fell_back)["collect_information"] == "off"
     # A session that fell back before the mode was captured was offered the form.
-    assert widget_view(_row(status="fallback"))["collect_information"] == "required"
+    assert widget_view(_row(status="fallback", reason="ca_disabled"))["collect_information"] == "required"
     assert busy_view("s" * 43, "optional")["collect_information"] == "optional"
 
 

@@ -1181,15 +1181,19 @@
     show($("contact-history-empty"), history.length === 0);
   }
 
-  function historyEntry(e) {
-    const what = e.kind === "identity_changed"
+  // What an identity change (a contact's history entry, or the activity log's identity_change) says.
+  function identityChangeText(e) {
+    return e.kind === "identity_changed"
       ? ["Identity changed: your id ", h("code", {}, e.old_external_id), " became ", h("code", {}, e.new_external_id),
         " (the latest verification wins)"]
       : e.kind === "took_over_unverified"
         ? ["A verified identity took over this contact, which an unverified visitor had made through the form"]
         : [e.kind];
+  }
+
+  function historyEntry(e) {
     return h("li", { dataset: { testid: "history-entry", kind: e.kind } },
-      h("span", { class: "nowrap", title: e.at }, fmtTime(e.at, true)), " · ", ...what,
+      h("span", { class: "nowrap", title: e.at }, fmtTime(e.at, true)), " · ", ...identityChangeText(e),
       e.session_id ? h("span", { class: "muted small block mono" }, `session ${e.session_id}`) : null);
   }
 
@@ -1299,13 +1303,23 @@
     return value === null || value === undefined ? dash(null) : String(Math.round(value));
   }
 
+  const ENDED_BY = { visitor: "by the visitor (logged out)", revoked: "by a revocation of the contact's sessions" };
+
   function eventRow(e) {
-    return h("tr", { dataset: { testid: "event-row", sessionStatus: e.status, reason: e.reason || "" } },
+    const ended = e.status === "ended" && e.ended_by
+      ? h("span", { class: "muted small block", dataset: { testid: "event-ended" }, title: e.ended_at || undefined },
+        `ended ${ENDED_BY[e.ended_by] || e.ended_by}`, e.ended_at ? ` at ${fmtTime(e.ended_at, true)}` : "")
+      : null;
+    const change = e.identity_change
+      ? h("span", { class: "small block", dataset: { testid: "event-identity-change", kind: e.identity_change.kind } },
+        ...identityChangeText(e.identity_change))
+      : null;
+    return h("tr", { dataset: { testid: "event-row", sessionId: e.session_id, sessionStatus: e.status, reason: e.reason || "" } },
       timeCell(e.created_at),
-      h("td", {}, statusBadge(e.status), ...graceMarks(e)),
+      h("td", {}, statusBadge(e.status), ...graceMarks(e), ended),
       h("td", {}, e.reason ? h("code", { class: "reason" }, e.reason) : dash(null)),
       h("td", { class: "detail" }, e.detail || !e.origin ? dash(e.detail) : null,
-        e.origin ? h("span", { class: "muted small block" }, `from ${e.origin}`) : null),
+        e.origin ? h("span", { class: "muted small block" }, `from ${e.origin}`) : null, change),
       h("td", { class: "num" }, dash(e.auth_http_status)),
       h("td", { class: "num" }, ms(e.auth_latency_ms)),
       h("td", { class: "num" }, ms(e.latency_ms)),

@@ -408,8 +408,8 @@
       showVerified(view.contact);
     } else if (view.status === "fallback") {
       if (view.collected) showThanks(null);
-      else if (view.collect_information === "off") showAnonymous();
-      else showForm(view.collect_information === "optional");
+      else if (view.collect_information === "off") showAnonymous(whyNotRecognised(view));
+      else showForm(view.collect_information === "optional", whyNotRecognised(view));
     } else if (view.status === "ended") {
       forgetVisitor(); // the server ended it (a revocation, a logout in another tab): nothing of them stays
       showEnded();
@@ -418,9 +418,18 @@
     }
   }
 
+  // A visitor who came signed in (the embed gave a token) is told why they were not recognised: the view's
+  // fallback.detail, a message the server chose by the reason alone (never the business's own words).
+  // A visitor who came without one is not told they are not signed in.
+  function whyNotRecognised(view) {
+    var message = embed.access_token && view.fallback && view.fallback.detail;
+    return message ? el("p", "dm-reason", message) : null;
+  }
+
   // ---- anonymous chat: no form (collect_information "off", or skipped when "optional") ---------
-  function showAnonymous() {
+  function showAnonymous(reason) {
     var view = el("div", "dm-view dm-chat");
+    if (reason) view.appendChild(reason);
     var bubble = el("div", "dm-bubble");
     bubble.appendChild(el("p", "dm-anonymous", STRINGS.anonymous));
     bubble.appendChild(el("p", "dm-note", STRINGS.anonymousNote));
@@ -435,9 +444,10 @@
   // The embed's data-name, data-email and data-phone-number, as the fields' starting values.
   var PREFILL = { name: embed.name, email: embed.email, phone: embed.phone_number };
 
-  function showForm(skippable) {
+  function showForm(skippable, reason) {
     var form = el("form", "dm-view dm-form");
     form.noValidate = true;
+    if (reason) form.appendChild(reason);
     form.appendChild(el("p", "dm-intro", skippable ? STRINGS.formIntroOptional : STRINGS.formIntro));
 
     var fields = {};
