@@ -158,8 +158,10 @@ async def every_shape(stack: Stack, strict: Stack, customer_api: FakeCustomerAPI
                               ("misconfigured", now + timedelta(hours=1))):
         s[what] = sessions.new_session_id(sessions.new_replica_id())
         assert await store_pending(stack.pool, s[what], shapes.bot, deadline_at=deadline_at)
-    async with stack.http.get(f"{stack.gateway.url}/v1/widget/sessions/{s['internal_error']}") as resp:
-        assert (await resp.json())["fallback"]["reason"] == "internal_error"  # expired by the gateway reading it
+    # Past its deadline: ended internal_error by whichever comes first, the gateway reading it or the sweeper
+    # (a plain GET racing the sweeper's lock may still read it pending; the stream waits for the outcome).
+    expired = await await_outcome(stack.http, stack.gateway.url, s["internal_error"])
+    assert expired["fallback"]["reason"] == "internal_error", expired
     async with stack.pool.acquire() as conn, conn.transaction():
         await sessions.resolve_sessions(conn, [sessions.Outcome(s["misconfigured"], "fallback", reason="misconfigured",
                                                                 detail=UNSENDABLE_TOKEN)])
