@@ -7,9 +7,9 @@ from uuid import UUID
 
 import asyncpg
 
-from . import pagination
-from services.verifier.breaker import host_of
+from shared.destinations import host_of
 
+from . import pagination
 from .views import AuthBreaker, BreakerReplica
 from .contact_views import AuthEventPage, ContactDetail, ContactHistoryEntry, ContactPage
 
