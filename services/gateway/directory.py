@@ -63,17 +63,6 @@ def history_entry(stored: dict[str, Any]) -> ContactHistoryEntry:
     )
 
 
-async def find_contact(
-    pool: asyncpg.Pool, bot_id: UUID, identify_method: str, identifier: str, external_workspace_id: str | None = None,
-) -> UUID | None:
-    """The contact a verified identity would update: its key includes the business's workspace (none: NULL)."""
-    return await pool.fetchval(
-        """SELECT contact_id FROM contacts WHERE bot_id = $1 AND identify_method = $2 AND identifier = $3
-                  AND external_workspace_id IS NOT DISTINCT FROM $4""",
-        bot_id, identify_method, identifier, external_workspace_id,
-    )
-
-
 async def auth_events(
     pool: asyncpg.Pool, bot_id: UUID, *, reason: str | None, status: str | None, limit: int, cursor: str | None,
 ) -> AuthEventPage:
