@@ -9,7 +9,6 @@ the key ring, as a widget open's does: the broker never holds it readable.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -49,7 +48,9 @@ class PanelRequest(BaseModel):
     phone_number: str | None = None
     external_workspace_id: str | None = None
     origin: str | None = None
-    answer_by: datetime  # the asker has given up by then: not worth starting after
+    # How long the asker waits. The broker drops a request nobody took within it (its expiration), and the run is
+    # bounded by it: no replica's clock is compared with another's.
+    patience_seconds: float = Field(gt=0, le=MAX_PATIENCE_SECONDS)
 
     @classmethod
     def sealed(cls, secrets: Secrets, *, access_token: str, **sample: Any) -> PanelRequest:

@@ -4,13 +4,11 @@ answer (:class:`shared.panel.TestResult`) is what ``POST /v1/bots/{bot_id}/custo
 
 from __future__ import annotations
 
-from datetime import timedelta
 from uuid import UUID
 
 from aiohttp import web
 
 from shared.crypto import Secrets
-from shared.events import utcnow
 from shared.messaging import Topology
 from shared.panel import REQUEST_TYPE, TESTING_QUEUE, PanelAnswer, PanelRequest, TestResult
 from shared.rpc import Asker, Unanswered
@@ -23,8 +21,7 @@ async def run_test(ask: Asker, topology: Topology, secrets: Secrets, bot_id: UUI
                    patience: float) -> TestResult:
     """The verifier's dry run of ``sample`` with the bot's current settings; 503 ``verifier_unavailable``
     when no verifier answers within ``patience`` seconds."""
-    request = PanelRequest.sealed(secrets, bot_id=bot_id, answer_by=utcnow() + timedelta(seconds=patience),
-                                  **sample.model_dump())
+    request = PanelRequest.sealed(secrets, bot_id=bot_id, patience_seconds=patience, **sample.model_dump())
     try:
         body = await ask.ask(topology.queue(TESTING_QUEUE), request.model_dump_json().encode(), timeout=patience,
                              kind=REQUEST_TYPE)

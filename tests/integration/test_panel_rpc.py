@@ -53,7 +53,7 @@ async def test_with_no_verifier_running_the_panel_says_so(database_url: str, bro
         bot_id = await create_bot(http, gateway.url, enabled=True, auth_url=url)
         status, body, took = await run_panel(http, gateway.url, bot_id)
     assert_unavailable(status, body)
-    assert took < ANSWER_SECONDS + 1
+    assert took < ANSWER_SECONDS  # at once: no verifier has declared the panel's queue, so nothing would answer
     assert customer_api.received(url) == []  # the gateway called no one itself
 
 
