@@ -2,7 +2,8 @@
 
 ``POST /tokens {"user": "alice"}`` issues an access token the way a business's
 login would; ``POST /auth`` is the Authentication URL Doorman calls. Tokens are
-HMAC-signed, so the demo needs no storage.
+HMAC-signed, so the demo needs no storage. ``GET /demo?bot_id=...&user=alice`` is the
+business's shop page, signed in, embedding the widget from the gateway (given as ``gateway_url``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
+from importlib import resources
 from typing import Any
+from uuid import UUID
 
 from aiohttp import web
 
@@ -28,8 +32,21 @@ def _sign(user: str, key: bytes) -> str:
     return f"{user}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
 
 
-def make_app(key: bytes = b"demo-signing-key") -> web.Application:
+DEMO_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Demo shop: Doorman widget</title>
+<link rel="stylesheet" href="/demo.css"></head>
+<body><header><h1>Demo shop</h1><p>Signed in as <b>{user}</b> (a token from the demo customer API).
+Open the chat bubble in the corner.</p></header>
+<script src="{gateway}/widget.js" data-bot-id="{bot_id}" data-token="{token}" data-lang="en"></script>
+</body></html>
+"""
+
+
+def make_app(key: bytes = b"demo-signing-key", *, gateway_url: str = "http://127.0.0.1:8080") -> web.Application:
     app = web.Application()
+    # The page loads nothing inline: its own stylesheet, and the widget's script, styles and API from the gateway.
+    page_csp = (f"default-src 'none'; script-src {gateway_url}; style-src 'self' {gateway_url}; "
+                f"connect-src {gateway_url}; img-src 'self' data: https:; base-uri 'none'; frame-ancestors 'none'")
 
     async def issue(request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else {}
@@ -48,5 +65,24 @@ def make_app(key: bytes = b"demo-signing-key") -> web.Application:
             return web.json_response({"status": False, "message": "unknown or expired token"})
         return web.json_response({"status": True, "message": "ok", "data": USERS[user]})
 
-    app.add_routes([web.post("/tokens", issue), web.post("/auth", authenticate)])
+    async def demo_page(request: web.Request) -> web.Response:
+        """The shop page as a business would have it: its visitor signed in, the widget embedded."""
+        try:
+            bot_id = UUID(request.query.get("bot_id", ""))
+        except ValueError:
+            return web.Response(status=422, text="pass ?bot_id=<bot id>")
+        user = request.query.get("user", "alice")
+        if user not in USERS:
+            return web.Response(status=404, text=f"unknown demo user; try one of {sorted(USERS)}")
+        page = DEMO_PAGE.format(user=html.escape(user), gateway=html.escape(gateway_url), bot_id=bot_id,
+                                token=html.escape(_sign(user, key)))
+        return web.Response(text=page, content_type="text/html",
+                            headers={"Content-Security-Policy": page_csp, "Cache-Control": "no-store"})
+
+    async def demo_css(_: web.Request) -> web.Response:
+        return web.Response(body=(resources.files("doorman") / "demo.css").read_bytes(), content_type="text/css",
+                            charset="utf-8")
+
+    app.add_routes([web.post("/tokens", issue), web.post("/auth", authenticate), web.get("/demo", demo_page),
+                    web.get("/demo.css", demo_css)])
     return app

@@ -97,7 +97,9 @@ async def up(*, demo_port: int = 8090) -> None:
     applied = await migrate(database_url)
     print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
 
-    demo = web.AppRunner(make_app(), access_log=None)
+    port = env.get("DOORMAN_GATEWAY_PORT", "8080")
+    base = f"http://127.0.0.1:{port}"
+    demo = web.AppRunner(make_app(gateway_url=base), access_log=None)
     await demo.setup()
     await web.TCPSite(demo, "127.0.0.1", demo_port).start()
     demo_url = f"http://127.0.0.1:{demo_port}"
@@ -111,8 +113,6 @@ async def up(*, demo_port: int = 8090) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        port = env.get("DOORMAN_GATEWAY_PORT", "8080")
-        base = f"http://127.0.0.1:{port}"
         await _wait_ready(f"{base}/readyz", procs)
         bot_id = await _demo_bot(base, dev["DOORMAN_ADMIN_TOKEN"], demo_url, dev.get("DEMO_BOT_ID"))
         _save({**dev, "DEMO_BOT_ID": bot_id})
@@ -136,7 +136,8 @@ Doorman is up.
   demo bot           {bot_id}   (identify by email, Custom Authentication on)
 
 In a browser:
-  {base}/demo?bot_id={bot_id}            a shop page with the widget (signed in as alice; &user=bob)
+  {base}/demo?bot_id={bot_id}            a shop page with the widget (signed in as alice; &user=bob;
+                                         served by the demo customer API, as a business's site would be)
   {base}/admin                           the admin page (paste the admin token)
 
 With curl:

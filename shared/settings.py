@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.crypto import Secrets, validate_keys
+from shared.destinations import Destinations
 from shared.messaging import broker_urls
 
 PLACEHOLDER = "change-me"
@@ -83,32 +84,27 @@ class SecretKeySettings(DoormanSettings):
         return Secrets(keys)
 
 
-class OutboundSettings(BaseSettings):
-    """How Doorman calls a business's Authentication URL."""
+class DestinationSettings(BaseSettings):
+    """Which URLs Doorman calls (the verifier, when calling; the gateway, when settings are saved)."""
 
     model_config = SettingsConfigDict(env_prefix="DOORMAN_", extra="ignore", frozen=True)
 
     allow_private_networks: bool = False
-    auth_timeout_seconds: float = Field(5.0, gt=0, le=30)
-    auth_max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
-    auth_max_connections_per_host: int = Field(
-        32, ge=1, description="calls in flight to one host at once, shared fairly between the bots calling it",
-    )
-    auth_host_wait_seconds: float = Field(0.5, ge=0, le=10, description=(
-        "how long a call waits for a free slot to its host before failing as busy (a bot holding fewer than its "
-        "share of the host's slots waits up to auth_timeout_seconds longer)"))
     outbound_ports: str = Field(
         "80,443", description="ports outbound calls may use: comma-separated (e.g. 80,443,8443), or * for any",
     )
 
     @model_validator(mode="after")
-    def _check_outbound_ports(self) -> "OutboundSettings":
+    def _check_outbound_ports(self) -> "DestinationSettings":
         self.parse_ports(self.outbound_ports)
         return self
 
     def allowed_outbound_ports(self) -> frozenset[int] | None:
         """The ports outbound calls may use; None for any (pass as ``outbound_client(ports=...)``)."""
         return self.parse_ports(self.outbound_ports)
+
+    def destinations(self) -> Destinations:
+        return Destinations(self.allow_private_networks, self.allowed_outbound_ports())
 
     @staticmethod
     def parse_ports(value: str) -> frozenset[int] | None:
@@ -122,3 +118,16 @@ class OutboundSettings(BaseSettings):
                 raise ValueError(f"DOORMAN_OUTBOUND_PORTS: {item!r} is not a port (1-65535); use e.g. 80,443 or *")
             ports.add(int(item))
         return frozenset(ports)
+
+
+class OutboundSettings(DestinationSettings):
+    """How Doorman calls a business's Authentication URL (the verifier)."""
+
+    auth_timeout_seconds: float = Field(5.0, gt=0, le=30)
+    auth_max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
+    auth_max_connections_per_host: int = Field(
+        32, ge=1, description="calls in flight to one host at once, shared fairly between the bots calling it",
+    )
+    auth_host_wait_seconds: float = Field(0.5, ge=0, le=10, description=(
+        "how long a call waits for a free slot to its host before failing as busy (a bot holding fewer than its "
+        "share of the host's slots waits up to auth_timeout_seconds longer)"))

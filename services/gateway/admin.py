@@ -13,19 +13,23 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel
 
-from shared.auth_config import NotBound, load as load_auth_config
-from shared.http import DestinationBlocked, OutboundClient
-from shared.routes import Handler, Routes
+from shared.auth_config import NotBound
+from shared.destinations import DestinationBlocked, Destinations
+from shared.messaging import Topology
+from shared.panel import TestResult
+from shared.routes import Handler, Response, Routes
 from shared.sessions import end_contact_sessions
 from shared.signing import new_secret as new_signing_secret
 
 from . import directory, store, testing
 from .access import NOT_FOUND_BOT, NOT_FOUND_WORKSPACE, principal, visible_bot
-from .http_errors import BODY_ERRORS, QUERY_ERRORS, Error, FieldError, error, json_response, read_model, read_query
+from .http_errors import (
+    BODY_ERRORS, QUERY_ERRORS, RETRY_AFTER, Error, FieldError, error, json_response, read_model, read_query,
+)
 from .ending import tell_ended
-from .keys import HTTP, HUB, POOL, PUBLISH, SECRETS
+from .keys import ASK, DESTINATIONS, HUB, POOL, PUBLISH, SECRETS, SETTINGS
 from .schemas import AuthEventQuery, BotQuery, ContactQuery, CustomAuthSettingsIn, NewBot, TestRequest
-from .views import AuthBreaker, Bot, BotPage, CustomAuthSettings, SigningSecret, TestResult, TokenSecret
+from .views import AuthBreaker, Bot, BotPage, CustomAuthSettings, SigningSecret, TokenSecret
 from .contact_views import AuthEventPage, ContactDetail, ContactPage, SessionsRevoked
 
 routes = Routes()
@@ -86,7 +90,7 @@ get_custom_auth = routes.get(
 async def put_custom_auth(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
     body = await read_model(request, CustomAuthSettingsIn, max_bytes=ADMIN_BODY_MAX_BYTES)
-    _refuse_blocked_urls(request.app[HTTP], body)
+    _refuse_blocked_urls(request.app[DESTINATIONS], body)
     try:
         settings = await store.put_custom_auth(request.app[POOL], bot_id, body, request.app[SECRETS])
     except NotBound:
@@ -97,7 +101,7 @@ async def put_custom_auth(request: web.Request) -> web.Response:
     return json_response(settings)
 
 
-def _refuse_blocked_urls(http: OutboundClient, body: CustomAuthSettingsIn) -> None:
+def _refuse_blocked_urls(destinations: Destinations, body: CustomAuthSettingsIn) -> None:
     """Say now, as a field error, what the verifier would refuse at call time from the URL alone
     (scheme, port, an IP literal that is not public). Names that resolve to forbidden addresses
     are only known when called: destination_blocked then."""
@@ -107,7 +111,7 @@ def _refuse_blocked_urls(http: OutboundClient, body: CustomAuthSettingsIn) -> No
     for field, url in urls.items():
         if url:
             try:
-                http.check_url(url)
+                destinations.check_url(url)
             except DestinationBlocked as exc:
                 problems.append({"field": field, "message": f"Doorman will not call this URL: {exc}"})
     if problems:
@@ -122,18 +126,17 @@ def _refuse_blocked_urls(http: OutboundClient, body: CustomAuthSettingsIn) -> No
     **NOT_FOUND_BOT, **BODY_ERRORS,
     409: ("The bot cannot be tested as it is: identity source `auth_url` and no `auth_url` yet (`invalid_state`; "
           "`fields` names the setting).", Error),
+    503: Response(("The test runs in a verifier (the gateway calls no business itself): no verifier answered within "
+                   "`DOORMAN_VERIFIER_ANSWER_SECONDS` (10 by default; `verifier_unavailable`), or the broker is "
+                   "unavailable (`unavailable`). Retry after `Retry-After` seconds."), Error, RETRY_AFTER),
 })
 async def test_custom_auth(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
     sample = await read_model(request, TestRequest, max_bytes=ADMIN_BODY_MAX_BYTES)
-    pool = request.app[POOL]
-    config = await load_auth_config(pool, request.app[SECRETS], bot_id)
-    if config is None:
-        raise error(404, "bot_not_found", "no bot has this bot_id")
-    if config.identity_source == "auth_url" and not config.auth_url:
-        raise error(409, "invalid_state", "set the bot's auth_url before testing",
-                    fields=[{"field": "auth_url", "message": "not set"}])
-    return json_response(await testing.run_test(pool, request.app[HTTP], bot_id, config, sample, request.app[SECRETS]))
+    settings = request.app[SETTINGS]
+    result = await testing.run_test(request.app[ASK], Topology(settings.amqp_prefix), request.app[SECRETS], bot_id,
+                                    sample, patience=settings.verifier_answer_seconds)
+    return json_response(result)
 
 
 @routes.get("/v1/bots/{bot_id}/contacts", "listContacts", "List and search contacts", tag="contacts",

@@ -8,17 +8,16 @@ from typing import Any
 
 from aiohttp import web
 
-from shared import db, messaging
+from shared import db, messaging, rpc
 from shared.batching import Batcher
 from shared.health import health_routes
-from shared.http import outbound_client
 from shared.service import background
 from shared.sessions import EXPIRE_GRACE_SECONDS, new_replica_id, session_views
 
 from . import access, admin, erasure, identities, opening, openapi, pages, webhooks, widget, workspaces
 from .admission import Admission, watch_lag
 from .http_errors import as_json_error
-from .keys import HTTP, HUB, LIMITS, OPENS, POOL, PUBLISH, SECRETS, SETTINGS
+from .keys import ASK, DESTINATIONS, HUB, LIMITS, OPENS, POOL, PUBLISH, SECRETS, SETTINGS
 from .outcomes import OutcomeHub, consume_outcomes, tick_forever
 from .ratelimit import WidgetLimits
 from .settings import GatewaySettings
@@ -69,29 +68,19 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     async with (
         messaging.connection(s.amqp_url.get_secret_value(), f"doorman-gateway-{hub.replica}") as conn,
         messaging.publisher(conn, topology, secrets=app[SECRETS]) as publish,  # seals widget opens' access tokens
+        rpc.asking(conn) as ask,  # the Testing panel runs in a verifier: asked over the broker
         consume_outcomes(conn, topology, hub),
         background(tick_forever(hub, partial(session_views, app[POOL]), poll_seconds=s.sse_poll_seconds,
                                 forget_after=s.session_deadline_seconds + EXPIRE_GRACE_SECONDS + 5)),
         background(watch_lag(hub.admission)),
     ):
         app[PUBLISH] = publish
+        app[ASK] = ask
         opens = Batcher(partial(opening.flush, pool=app[POOL], publish=publish, hub=hub), name="gateway opens",
                         max_weight=s.open_batch_max, max_in_flight=s.open_flushes)
         app[OPENS] = opens
         yield
         await opens.drain()
-
-
-async def _outbound(app: web.Application) -> AsyncIterator[None]:
-    """The Testing panel calls businesses' URLs under the same guard as the verifier."""
-    s = app[SETTINGS]
-    async with outbound_client(
-        allow_private=s.allow_private_networks, timeout=s.auth_timeout_seconds,
-        max_body=s.auth_max_body_bytes, limit_per_host=s.auth_max_connections_per_host,
-        ports=s.allowed_outbound_ports(),
-    ) as http:
-        app[HTTP] = http
-        yield
 
 
 # Request lines and headers up to 16 KiB (aiohttp's default is 8 KiB): room for every documented query.
@@ -102,6 +91,7 @@ def init_app(settings: GatewaySettings) -> web.Application:
     app = web.Application(middlewares=[edge], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[SECRETS] = settings.secrets()
+    app[DESTINATIONS] = settings.destinations()
     app[HUB] = OutcomeHub(new_replica_id(), Admission(
         target=settings.admission_target_seconds, max_in_flight=settings.admission_max_in_flight,
     ))
@@ -110,7 +100,7 @@ def init_app(settings: GatewaySettings) -> web.Application:
         reads_per_client=settings.rate_limit_reads_per_client, trust_forwarded_for=settings.trust_forwarded_for,
         storage_uri=settings.rate_limit_storage.get_secret_value(),
     )
-    app.cleanup_ctx.extend([_database, _broker, _outbound])
+    app.cleanup_ctx.extend([_database, _broker])
     app.on_startup.append(openapi.publish)
     app.add_routes(widget.routes)
     app.add_routes(admin.routes)

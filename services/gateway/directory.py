@@ -7,9 +7,9 @@ from uuid import UUID
 
 import asyncpg
 
-from . import pagination
-from services.verifier.breaker import host_of
+from shared.destinations import host_of
 
+from . import pagination
 from .views import AuthBreaker, BreakerReplica
 from .contact_views import AuthEventPage, ContactDetail, ContactHistoryEntry, ContactPage
 
@@ -60,17 +60,6 @@ def history_entry(stored: dict[str, Any]) -> ContactHistoryEntry:
     return ContactHistoryEntry(
         kind=stored["kind"], at=stored["at"], session_id=stored.get("session_id"), event_id=stored["event_id"],
         old_external_id=stored.get("old_external_id"), new_external_id=stored.get("new_external_id"),
-    )
-
-
-async def find_contact(
-    pool: asyncpg.Pool, bot_id: UUID, identify_method: str, identifier: str, external_workspace_id: str | None = None,
-) -> UUID | None:
-    """The contact a verified identity would update: its key includes the business's workspace (none: NULL)."""
-    return await pool.fetchval(
-        """SELECT contact_id FROM contacts WHERE bot_id = $1 AND identify_method = $2 AND identifier = $3
-                  AND external_workspace_id IS NOT DISTINCT FROM $4""",
-        bot_id, identify_method, identifier, external_workspace_id,
     )
 
 

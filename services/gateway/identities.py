@@ -16,9 +16,8 @@ import asyncpg
 from aiohttp import web
 from pydantic import AfterValidator, Field, StrictStr, WithJsonSchema
 
-from services.verifier.answer import MAX_JSON_DEPTH, InvalidProfile, build_identity, depth_exceeds
-from services.verifier.pushed import WIDGET_TOKEN_PREFIX
 from shared.events import IdentifyMethod
+from shared.profiles import MAX_JSON_DEPTH, WIDGET_TOKEN_PREFIX, InvalidProfile, build_identity, depth_exceeds
 from shared.routes import Routes
 
 from .access import NOT_FOUND_BOT, visible_bot

@@ -6,8 +6,9 @@ import asyncpg
 from aiohttp import web
 
 from shared.crypto import Secrets
-from shared.http import OutboundClient
+from shared.destinations import Destinations
 from shared.messaging import Publisher
+from shared.rpc import Asker
 
 from shared.batching import Batcher
 
@@ -21,6 +22,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 PUBLISH = web.AppKey("publish", Publisher)
 HUB = web.AppKey("hub", OutcomeHub)
 SECRETS = web.AppKey("secrets", Secrets)
-HTTP = web.AppKey("http", OutboundClient)
+DESTINATIONS = web.AppKey("destinations", Destinations)  # the URLs a verifier would call: checked when saved
+ASK = web.AppKey("ask", Asker)  # requests to the verifiers (the Testing panel)
 LIMITS = web.AppKey("limits", WidgetLimits)
 OPENS = web.AppKey("opens", Batcher[Open, Opened | Busy])  # hand an open in; see .opening

@@ -20,7 +20,7 @@ from shared.identifiers import InvalidIdentifier, normalise_email, normalise_pho
 from yarl import URL
 
 from shared.domains import normalise_domain_entry
-from shared.http import unsendable_header
+from shared.destinations import unsendable_header
 from shared.events import FallbackReason, IdentifyMethod
 from shared.sessions import SessionStatus
 

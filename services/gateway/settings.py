@@ -5,7 +5,8 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 
 from services.gateway.ratelimit import check_limit, storage_uri
-from shared.settings import PLACEHOLDER, OutboundSettings, SecretKeySettings
+from shared.panel import MAX_PATIENCE_SECONDS
+from shared.settings import PLACEHOLDER, DestinationSettings, SecretKeySettings
 
 
 def _storage(value: SecretStr) -> SecretStr:
@@ -13,7 +14,7 @@ def _storage(value: SecretStr) -> SecretStr:
     return value
 
 
-class GatewaySettings(SecretKeySettings, OutboundSettings):
+class GatewaySettings(SecretKeySettings, DestinationSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=0, le=65535)
     gateway_backlog: int = Field(
@@ -41,6 +42,10 @@ class GatewaySettings(SecretKeySettings, OutboundSettings):
     rate_limit_storage: Annotated[SecretStr, AfterValidator(_storage)] = Field(SecretStr("memory://"), description=(
         "where rate-limit counters live: memory:// (each replica its own) or redis://host:port/db (one budget "
         "for every replica); secret, as a Redis URL may hold a password"))
+    verifier_answer_seconds: float = Field(
+        10.0, gt=0, le=MAX_PATIENCE_SECONDS,
+        description="how long the Testing panel waits for a verifier to run it before answering 503 verifier_unavailable",
+    )
     trust_forwarded_for: bool = Field(False, description="behind a proxy: take the client address from X-Forwarded-For")
     demo_api_url: str | None = Field(None, description="set by `doorman up`: serves /demo with its tokens")
 

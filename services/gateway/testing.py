@@ -1,195 +1,43 @@
-"""The Testing panel: a dry run of a widget open with a bot's current settings, writing nothing.
-
-The verifier's own decision (:func:`services.verifier.handler.decide`) runs in process, so the
-panel says what a real open from the given origin would get today (``visitor_outcome``), Custom
-Authentication off or a refused domain included; the identity call is shown either way. With
-``identity_source: signed_token`` the pasted JWT is shown instead (header, claims read without
-trusting them, the check that failed), verified by the verifier's own code (:mod:`services.verifier.tokens`).
-"""
+"""The Testing panel, asked of a verifier: the gateway calls no business itself (it holds no outbound
+client). The sample goes to the verifiers' panel queue with its access token sealed, and the verifier's
+answer (:class:`shared.panel.TestResult`) is what ``POST /v1/bots/{bot_id}/custom-auth/test`` returns."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import timedelta
-from typing import Any
 from uuid import UUID
 
-import asyncpg
+from aiohttp import web
 
-from services.verifier.handler import VISITOR_FIELDS, Decision, decide
-from services.verifier.identity import IdentityCall, call_identity, describe
-from services.verifier.pushed import PushedIdentities, is_widget_token
-from services.verifier.jwks import JwksCache
-from services.verifier.tokens import TokenRejected, check_token, read_claims, read_header
-from services.verifier.whitelist import ApiWhitelist
-from shared.auth_config import AuthConfig
 from shared.crypto import Secrets
-from shared.events import Identity, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
-from shared.http import OutboundClient
+from shared.messaging import Topology
+from shared.panel import REQUEST_TYPE, TESTING_QUEUE, PanelAnswer, PanelRequest, TestResult
+from shared.rpc import Asker, Unanswered
 
-from . import directory
+from .http_errors import error
 from .schemas import TestRequest
-from .views import TestFailure, TestMatch, TestRequestSent, TestResponseReceived, TestResult, TestToken, VisitorOutcome
-
-RESPONSE_BODY_SHOWN = 4096  # characters of the business's answer echoed back
-HIDDEN_RESPONSE_HEADERS = frozenset({"set-cookie", "authorization", "proxy-authorization"})
 
 
-def mask(secret: str) -> str:
-    """``Bearer abc...`` -> ``Bearer ****`` (a leading auth scheme is kept; nothing else)."""
-    scheme, sep, _rest = secret.partition(" ")
-    shown = f"{scheme} " if sep and scheme.isalpha() and len(scheme) <= 16 else ""
-    return f"{shown}**** ({len(secret)} characters)"
-
-
-def _request_view(config: AuthConfig, call: IdentityCall) -> TestRequestSent:
-    headers = dict(call.headers)
-    if "Authorization" in headers:
-        headers["Authorization"] = mask(headers["Authorization"])
-    body = dict(call.body)
-    body["access_token"] = mask(body["access_token"] or "")
-    return TestRequestSent(method="POST", url=config.auth_url or "", headers=headers, body=body)
-
-
-def _response_view(call: IdentityCall) -> TestResponseReceived | None:
-    if call.response is None:
-        return None
-    text = call.response.body.decode("utf-8", errors="replace")
-    return TestResponseReceived(
-        status=call.response.status,
-        headers={k: v for k, v in call.response.headers.items() if k.lower() not in HIDDEN_RESPONSE_HEADERS},
-        body=text[:RESPONSE_BODY_SHOWN], body_truncated=len(text) > RESPONSE_BODY_SHOWN, body_bytes=len(call.response.body),
-    )
-
-
-async def _dry_run(
-    http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest, pushed: PushedIdentities,
-    jwks: JwksCache | None = None,
-) -> Decision:
-    """The verifier's decision for an open from ``sample.origin`` with ``sample``'s token and fields.
-    A whitelist API is read afresh (the verifier may hold it cached for a few minutes); a widget
-    token (``dmw_``) is only checked, never taken."""
-    event = WidgetOpened(
-        correlation_id="testing-panel", session_id="testing-panel", bot_id=bot_id, origin=sample.origin,
-        access_token=sample.access_token, **{f: getattr(sample, f) for f in VISITOR_FIELDS},
-        deadline_at=utcnow() + timedelta(minutes=1),
-    )
-    whitelist = ApiWhitelist(http)
+async def run_test(ask: Asker, topology: Topology, secrets: Secrets, bot_id: UUID, sample: TestRequest, *,
+                   patience: float) -> TestResult:
+    """The verifier's dry run of ``sample`` with the bot's current settings; 503 ``verifier_unavailable``
+    when no verifier answers within ``patience`` seconds."""
+    request = PanelRequest.sealed(secrets, bot_id=bot_id, patience_seconds=patience, **sample.model_dump())
     try:
-        return await decide(event, config, http=http, whitelist=whitelist, pushed=pushed, jwks=jwks)
-    finally:
-        await whitelist.close()
+        body = await ask.ask(topology.queue(TESTING_QUEUE), request.model_dump_json().encode(), timeout=patience,
+                             kind=REQUEST_TYPE)
+    except Unanswered:
+        raise _unavailable(patience) from None
+    answer = PanelAnswer.model_validate_json(body)
+    if answer.refused == "bot_not_found":
+        raise error(404, "bot_not_found", "no bot has this bot_id")
+    if answer.refused == "no_auth_url":
+        raise error(409, "invalid_state", "set the bot's auth_url before testing",
+                    fields=[{"field": "auth_url", "message": "not set"}])
+    assert answer.result is not None
+    return answer.result
 
 
-def _visitor_outcome(decision: Decision) -> VisitorOutcome:
-    outcome = decision.outcome
-    if isinstance(outcome, SessionFellBack):
-        return VisitorOutcome(status="fallback", reason=outcome.reason, detail=outcome.detail)
-    return VisitorOutcome(status="verified", reason=None, detail=None)
-
-
-async def _match(pool: asyncpg.Pool, bot_id: UUID, config: AuthConfig, identity: Identity | None) -> TestMatch | None:
-    if identity is None:
-        return None
-    existing = await directory.find_contact(pool, bot_id, config.identify_method.value, identity.identifier,
-                                            identity.external_workspace_id)
-    return TestMatch(action="update" if existing else "create", contact_id=existing)
-
-
-def _unverified(read: Callable[[str], dict[str, Any]], token: str) -> dict[str, Any] | None:
-    try:
-        return read(token)
-    except TokenRejected:
-        return None
-
-
-async def run_token_test(
-    pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest,
-    pushed: PushedIdentities,
-) -> TestResult:
-    """``identity_source: signed_token``: the pasted JWT, read and verified as the verifier would
-    (the JWKS fetched afresh, once for both)."""
-    jwks = JwksCache(http)
-    decision = await _dry_run(http, bot_id, config, sample, pushed, jwks)
-    # Checked here too: a visitor refused before the token (Custom Authentication off, a refused
-    # domain) still gets the token shown, as the identity call is for auth_url bots.
-    check = await check_token(sample.access_token, config, bot_id, jwks=jwks)
-    token = TestToken(
-        algorithm=config.signed_token.algorithm, header=_unverified(read_header, sample.access_token),
-        claims=_unverified(read_claims, sample.access_token), failed_check=check.code,
-    )
-    failure = None
-    if check.failure is not None:
-        failure = TestFailure(reason=check.failure.reason, detail=check.failure.detail, hint=describe_token(check.code))
-    return TestResult(
-        ok=check.failure is None, enabled=config.enabled, identify_method=config.identify_method,
-        identity_source="signed_token", request=None, response=None, token=token, identity=check.identity,
-        match=await _match(pool, bot_id, config, check.identity), elapsed_ms=round(check.elapsed_ms, 1),
-        failure=failure, visitor_outcome=_visitor_outcome(decision),
-    )
-
-
-def describe_token(code: str | None) -> str:
-    """What to fix for a failed token check."""
-    return _TOKEN_HINTS.get(code or "", "Check how your server mints the token.")
-
-
-_TOKEN_HINTS = {
-    "malformed_token": "Paste the JWT itself: three base64url parts separated by dots.",
-    "algorithm_not_allowed": "Sign with the algorithm chosen in the bot's settings (alg none is never accepted).",
-    "unknown_kid": ("Put the kid of a current key in the token's header: the kid shown when the token secret "
-                    "was made (HS256), or a kid published in your JWKS (RS256/ES256)."),
-    "bad_signature": "Sign with the secret or private key that belongs to the token's kid, and do not alter the token.",
-    "expired": "Give the token an exp in the future; mint a fresh token when the widget opens.",
-    "not_yet_valid": "Drop nbf or set it to now; check your server's clock.",
-    "issued_in_future": "Set iat to the time the token is minted; check your server's clock.",
-    "lifetime_too_long": "Make exp - iat no longer than the bot's maximum lifetime.",
-    "wrong_audience": "Set aud to this bot's id.",
-    "wrong_issuer": "Set iss to exactly the issuer in the bot's settings.",
-    "missing_claim": "Put the identify method's claim (as named in the bot's settings) in the token.",
-    "invalid_claim": "Fix the claim named in the detail: it cannot be used as it is.",
-    "jwks_unavailable": "Make your JWKS URL answer {\"keys\": [...]} quickly, from a public address.",
-}
-
-
-async def _decided_without_call(pool: asyncpg.Pool, bot_id: UUID, config: AuthConfig, decision: Decision) -> TestResult:
-    outcome = decision.outcome
-    identity = outcome.identity if isinstance(outcome, IdentityVerified) else None
-    failure = None
-    if isinstance(outcome, SessionFellBack):
-        failure = TestFailure(reason=outcome.reason, detail=outcome.detail, hint=describe(outcome.reason))
-    return TestResult(
-        ok=failure is None, enabled=config.enabled, identify_method=config.identify_method,
-        identity_source=config.identity_source, request=None, response=None, token=None, identity=identity,
-        match=await _match(pool, bot_id, config, identity), elapsed_ms=0.0, failure=failure,
-        visitor_outcome=_visitor_outcome(decision),
-    )
-
-
-async def run_test(pool: asyncpg.Pool, http: OutboundClient, bot_id: UUID, config: AuthConfig, sample: TestRequest,
-                   secrets: Secrets) -> TestResult:
-    pushed = PushedIdentities(pool, secrets, dry_run=True)  # a widget token is checked, never taken
-    if config.identity_source == "signed_token":
-        return await run_token_test(pool, http, bot_id, config, sample, pushed)
-    assert config.auth_url is not None
-    decision = await _dry_run(http, bot_id, config, sample, pushed)
-    if is_widget_token(sample.access_token):
-        # A widget token Doorman issued is never sent to the business (a real open does not send it either).
-        return await _decided_without_call(pool, bot_id, config, decision)
-    # A visitor who never reaches the call (Custom Authentication off, a refused domain) still gets
-    # the call shown: the panel is where the business gets it right before switching it on.
-    call = decision.call or await call_identity(
-        http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
-        access_token=sample.access_token, request_fields=config.request_fields,
-        visitor={f: getattr(sample, f) for f in VISITOR_FIELDS}, signing_secrets=config.signing_secrets(),
-    )
-    match = await _match(pool, bot_id, config, call.identity)
-    failure = None
-    if call.failure is not None:
-        failure = TestFailure(reason=call.failure.reason, detail=call.failure.detail, hint=describe(call.failure.reason))
-    return TestResult(
-        ok=call.failure is None, enabled=config.enabled, identify_method=config.identify_method,
-        identity_source="auth_url", request=_request_view(config, call), response=_response_view(call), token=None,
-        identity=call.identity, match=match,
-        elapsed_ms=round(call.elapsed_ms, 1), failure=failure, visitor_outcome=_visitor_outcome(decision),
-    )
+def _unavailable(patience: float) -> web.HTTPException:
+    return error(503, "verifier_unavailable", (
+        f"no verifier answered within {patience:g} s: the test runs in the verifier service, which calls your "
+        "Authentication URL; check that a verifier is running, then try again"), headers={"Retry-After": "5"})

@@ -3,18 +3,19 @@
 no others: a query that drifts from its model fails where the answer is built, before any client sees it.
 
 The widget's answers are TypedDicts beside the code that builds them (:mod:`shared.sessions`,
-``widget.py``): its hot path makes no model per request.
+``widget.py``): its hot path makes no model per request. The Testing panel's answer is built by the
+verifier that runs it (:class:`shared.panel.TestResult`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events import FallbackReason, IdentifyMethod, Identity
+from shared.events import IdentifyMethod
 
 from .schemas import RequestField, SignedTokenSettings
 
@@ -145,76 +146,6 @@ class AuthBreaker(View):
     state: Literal["closed", "open", "half_open"] = Field(description=(
         "`open` when any replica's circuit is open, else `half_open` when one is probing, else `closed`"))
     replicas: list[BreakerReplica] = Field(description="each verifier replica that recorded a transition, newest first")
-
-
-# --- the Testing panel (built by testing.py) ----------------------------------------------------
-
-
-class TestRequestSent(View):
-    method: Literal["POST"]
-    url: str
-    headers: dict[str, str] = Field(description="as sent; `Authorization` masked")
-    body: dict[str, Any] = Field(description="as sent; `access_token` masked")
-
-
-class TestResponseReceived(View):
-    status: int
-    headers: dict[str, str] = Field(description="without `Set-Cookie` and authorization headers")
-    body: str = Field(description="the first 4096 characters")
-    body_truncated: bool
-    body_bytes: int
-
-
-class TestMatch(View):
-    action: Literal["create", "update"]
-    contact_id: UUID | None = Field(description="the contact a real session would update")
-
-
-class TestFailure(View):
-    reason: FallbackReason
-    detail: str
-    hint: str = Field(description="what to fix")
-
-
-class VisitorOutcome(View):
-    status: Literal["verified", "fallback"]
-    reason: FallbackReason | None = Field(description="null when verified")
-    detail: str | None
-
-
-class TestToken(View):
-    """``identity_source: signed_token``: the pasted JWT as Doorman read it."""
-
-    algorithm: Literal["HS256", "RS256", "ES256"] = Field(description="the bot's algorithm, the only one accepted")
-    header: dict[str, Any] | None = Field(description="the token's JOSE header; null when it cannot be read")
-    claims: dict[str, Any] | None = Field(description=(
-        "the token's claims, decoded WITHOUT trusting them (shown even when a check fails); null when unreadable"))
-    failed_check: str | None = Field(description=(
-        "the first check that failed (`algorithm_not_allowed`, `unknown_kid`, `bad_signature`, `expired`, "
-        "`not_yet_valid`, `issued_in_future`, `lifetime_too_long`, `wrong_audience`, `wrong_issuer`, "
-        "`missing_claim`, `invalid_claim`, `malformed_token`, `jwks_unavailable`); null when every check passed"))
-
-
-class TestResult(View):
-    """The identity call made with the bot's current settings (or, with ``identity_source: signed_token``,
-    the pasted token verified as the verifier would); nothing is written."""
-
-    ok: bool
-    enabled: bool = Field(description="whether Custom Authentication is on (the test runs either way)")
-    identify_method: IdentifyMethod
-    identity_source: Literal["auth_url", "signed_token"]
-    request: TestRequestSent | None = Field(description=(
-        "the identity call as sent; null with `identity_source: signed_token` (no call is made)"))
-    response: TestResponseReceived | None = Field(description="null when no answer arrived (or no call was made)")
-    token: TestToken | None = Field(description="with `identity_source: signed_token`: the token; else null")
-    identity: Identity | None = Field(description="the profile parsed from the answer (or the token's claims)")
-    match: TestMatch | None
-    elapsed_ms: float
-    failure: TestFailure | None
-    visitor_outcome: VisitorOutcome = Field(description=(
-        "what a real widget open from `origin` would get today with these settings (Custom Authentication off, "
-        "domain not allowed, missing token and the call's own result), decided by the verifier's own code in a "
-        "dry run"))
 
 
 # --- webhooks to the business (built by webhooks.py) ---------------------------------------------

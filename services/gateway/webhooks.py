@@ -17,8 +17,8 @@ from pydantic import Field, field_validator
 from shared import webhook_outbox
 from shared.crypto import Secrets
 from shared.db import CONFIG_CHANNEL
+from shared.destinations import DestinationBlocked
 from shared.events import WebhookDue
-from shared.http import DestinationBlocked
 from shared.routes import Routes
 from shared.signing import new_secret
 
@@ -26,7 +26,7 @@ from . import pagination
 from .access import NOT_FOUND_BOT, visible_bot
 from .admin import ADMIN_BODY_MAX_BYTES
 from .http_errors import BODY_ERRORS, QUERY_ERRORS, FieldError, error, json_response, read_model, read_query
-from .keys import HTTP, POOL, PUBLISH, SECRETS
+from .keys import DESTINATIONS, POOL, PUBLISH, SECRETS
 from .schemas import HttpUrl, Strict
 from .views import WebhookDeliveryPage, WebhookSettings
 
@@ -104,7 +104,7 @@ async def put_webhook(request: web.Request) -> web.Response:
     problems: list[FieldError] = [{"field": f, "message": m} for f, m in body.missing()]
     if body.url:
         try:  # what the verifier would refuse from the URL alone (scheme, port, an IP literal not public)
-            request.app[HTTP].check_url(body.url)
+            request.app[DESTINATIONS].check_url(body.url)
         except DestinationBlocked as exc:
             problems.append({"field": "url", "message": f"Doorman will not call this URL: {exc}"})
     if problems:

@@ -55,15 +55,6 @@ HOSTS = BotLabel()  # the same cap as bots: one host label per business, "other"
 Key = tuple[Hashable, str]  # (the bot calling, host:port)
 
 
-def host_of(url: str) -> str | None:
-    """The breaker's key for a URL: ``host:port`` as the outbound client counts its calls per host."""
-    try:
-        parsed = URL(url)
-        return f"{parsed.host}:{parsed.port}" if parsed.host and parsed.port else None
-    except (ValueError, TypeError):
-        return None
-
-
 def unavailable_status(status: int) -> bool:
     return status in (408, 429) or 500 <= status <= 599
 

@@ -13,7 +13,8 @@ from shared.auth_config import AuthConfig, NotBound
 from shared.consumer import Emit
 from shared.domains import origin_allowed
 from shared.events import CallFacts, FallbackReason, Identity, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
-from shared.http import OutboundClient, unsendable_header
+from shared.destinations import unsendable_header
+from shared.http import OutboundClient
 from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, AUTH_CALLS_WITHOUT_SLOT, DEGRADED, BotLabel, result_class
 from shared.sessions import EXPIRED_DETAIL, not_pending
 from shared.stages import Retry

@@ -16,8 +16,9 @@ import aiohttp
 from pydantic import SecretStr
 
 from shared.auth_config import AUTH_URL, BoundSecret, NotBound
+from shared.destinations import DestinationBlocked, unsendable_header
 from shared.events import FallbackReason, Identity, IdentifyMethod
-from shared.http import DestinationBlocked, HostBusy, InvalidResponse, OutboundClient, OutboundResponse, unsendable_header
+from shared.http import HostBusy, InvalidResponse, OutboundClient, OutboundResponse
 from shared.signing import sign
 
 from .answer import AuthFailure, parse_identity_response

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
-from shared import db, messaging
+from shared import db, messaging, panel, rpc
 from shared.batching import Batcher
 from shared.consumer import consuming
 from shared.events import Event, WebhookDue, WidgetOpened
@@ -21,7 +21,7 @@ from .grace import grace_cache
 from .handler import already_done, emit, give_up, verify
 from .pushed import PushedIdentities
 from .settings import VerifierSettings
-from . import webhooks
+from . import testing, webhooks
 from .jwks import JwksCache
 from .whitelist import ApiWhitelist
 
@@ -65,6 +65,13 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
             max_body=settings.auth_max_body_bytes, limit_per_host=settings.webhook_max_connections_per_host,
             ports=settings.allowed_outbound_ports(), max_wait=settings.webhook_timeout_seconds,
         ) as webhook_http,
+        # The Testing panel (asked by the gateways, which call no one) has an outbound client of its own too: a
+        # business whose widget opens fill its slots can still be tested.
+        outbound_client(
+            allow_private=settings.allow_private_networks, timeout=settings.auth_timeout_seconds,
+            max_body=settings.auth_max_body_bytes, limit_per_host=settings.testing_concurrency,
+            ports=settings.allowed_outbound_ports(), max_wait=settings.auth_timeout_seconds,
+        ) as testing_http,
     ):
         whitelist = ApiWhitelist(http, ttl=settings.whitelist_ttl_seconds)
         config.on_change.append(lambda bot_id: whitelist.forget(bot_id) if bot_id else None)
@@ -111,6 +118,11 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
             # The key ring opens the visitors' access tokens, sealed on the wire (shared/events.py).
             consuming(conn, topology, stage, prefetch=settings.verifier_prefetch, emit=emit_outcome, secrets=secrets),
             consuming(conn, topology, webhook_stage, prefetch=settings.webhook_prefetch),
+            # The Testing panel: requests from the gateways on a queue, channel and prefetch of its own, answered
+            # through direct reply-to; never behind widget opens.
+            rpc.answering(conn, partial(panel.declare_queue, topology=topology),
+                          partial(testing.answer, pool=pool, http=testing_http, secrets=secrets),
+                          prefetch=settings.testing_concurrency),
         ):
             try:
                 yield port

@@ -18,10 +18,9 @@ import asyncpg
 
 from shared.crypto import Secrets
 from shared.events import FallbackReason, IdentifyMethod, Identity, WidgetOpened
+from shared.profiles import WIDGET_TOKEN_PREFIX, InvalidProfile, build_identity
 
-from .answer import AuthFailure, InvalidProfile, build_identity
-
-WIDGET_TOKEN_PREFIX = "dmw_"
+from .answer import AuthFailure
 
 # Owned by this session (a redelivery), or free and still valid: take it. Row locks order racers:
 # the loser re-reads the winner's row, finds used_by set to another session, and updates nothing.

@@ -48,6 +48,9 @@ class VerifierSettings(SecretKeySettings, OutboundSettings):
         "seconds between attempts, comma-separated (the last repeats); default about a day of back-off"))
     webhook_max_attempts: int | None = Field(None, ge=1, le=1000, description="attempts before a delivery is dead")
 
+    # The Testing panel (services/verifier/testing.py), run for the gateways: its own queue, channel and client.
+    testing_concurrency: int = Field(8, ge=1, le=1000, description="Testing panel runs at once per replica")
+
     @model_validator(mode="after")
     def _check_webhook_delays(self) -> "VerifierSettings":
         self.webhook_delays()

@@ -47,8 +47,9 @@ from jwt.utils import base64url_decode
 from shared.auth_config import AuthConfig
 from shared.events import FallbackReason, Identity
 from shared.identifiers import IDENTIFIER_FIELDS
+from shared.profiles import MAX_JSON_DEPTH, PROFILE_FIELDS, InvalidProfile, build_identity, depth_exceeds
 
-from .answer import MAX_JSON_DEPTH, PROFILE_FIELDS, AuthFailure, InvalidProfile, build_identity, depth_exceeds
+from .answer import AuthFailure
 from .jwks import JwksCache, JwksUnavailable, UnknownKey, quote
 
 log = structlog.get_logger("doorman.verifier.tokens")

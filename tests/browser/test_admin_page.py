@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+from contextlib import AsyncExitStack
 from typing import Any
 from uuid import uuid4
 
+import aiohttp
 import pytest
 from playwright.async_api import Dialog, Page, expect
 
 from shared.events import FallbackReason
 from services.verifier.identity import describe
 from tests.browser.conftest import api, open_admin, screenshot
-from tests.conftest import ADMIN_TOKEN, Stack, create_bot, verify_once
+from tests.conftest import ADMIN_TOKEN, Stack, create_bot, service_config, start_gateway, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
 pytestmark = pytest.mark.usefixtures("no_csp_violations")
@@ -286,6 +288,25 @@ async def test_testing_panel_verdicts(page: Page, stack: Stack, customer_api: Fa
 
     await fit_to_content(page)
     await screenshot(page, "admin-testing")
+
+
+async def test_testing_panel_says_when_no_verifier_answers(page: Page, database_url: str, broker_prefix: Any,
+                                                          secret_key: str, customer_api: FakeCustomerAPI) -> None:
+    """A gateway whose broker prefix no verifier serves: the test cannot run, and the panel says why."""
+    async with AsyncExitStack() as es:
+        gateway = await start_gateway(es, {**service_config(database_url, broker_prefix(), secret_key),
+                                           "verifier_answer_seconds": 1})
+        http = await es.enter_async_context(aiohttp.ClientSession())
+        alone = Stack(config={}, gateway=gateway, pool=None, http=http)  # type: ignore[arg-type]  # no database reads
+        bot = await create_bot(http, gateway.url, enabled=True, auth_url=customer_api.endpoint(verified(id="x")))
+        await open_admin(page, alone, bot, tab="testing")
+        await page.get_by_label("Access token").fill("sample-token")
+        await page.get_by_role("button", name="Send test request").click()
+        errors = page.get_by_test_id("test-form-errors")
+        await expect(errors).to_contain_text("The test could not run: no verifier service answered.")
+        await expect(errors).to_contain_text("check that it is running")
+        await expect(page.get_by_test_id("test-result")).to_be_hidden()
+        await expect(page.get_by_test_id("test-send")).to_be_enabled()
 
 
 # --- (e) contacts and Contact Details -----------------------------------------------------------

@@ -27,15 +27,14 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import ValidationError
 
+from shared.destinations import DestinationBlocked, address_allowed
 from shared.events import FallbackReason, IdentifyMethod
 from shared.http import (
     BadResponse,
-    DestinationBlocked,
     GuardedResolver,
     InvalidResponse,
     OutboundClient,
     ResponseTooLarge,
-    address_allowed,
     outbound_client,
 )
 from services.verifier.identity import IdentityCall, call_identity

@@ -6,7 +6,8 @@ import pytest
 from prometheus_client import REGISTRY
 from yarl import URL
 
-from services.verifier.breaker import BreakerClient, BreakerPolicy, Breakers, CircuitOpen, Transition, host_of
+from services.verifier.breaker import BreakerClient, BreakerPolicy, Breakers, CircuitOpen, Transition
+from shared.destinations import host_of
 from shared.http import NO_SLOT, HostBusy, OutboundResponse
 
 HOST = "api.shop.example:443"

@@ -256,7 +256,7 @@ def test_compose_validates_against_the_compose_spec_schema(compose: dict[str, An
 
 def test_compose_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"rabbitmq", "postgres", "migrate", "gateway", "verifier", "contacts"}
+    assert set(services) == {"rabbitmq", "postgres", "migrate", "gateway", "verifier", "contacts", "edge"}
     assert services["postgres"]["image"] == "postgres:16"
     assert services["migrate"]["command"] == ["migrate"]
     assert services["migrate"]["restart"] == "no"
@@ -277,7 +277,26 @@ def test_compose_services(compose: dict[str, Any]) -> None:
         assert grace and int(grace.group(1)) > 10, "longer than the services' 10 s drain"
     gateway = services["gateway"]
     assert gateway["environment"]["DOORMAN_GATEWAY_HOST"] == "0.0.0.0"
-    assert any(p.endswith(":8080") for p in gateway["ports"])
+    assert any(p.endswith(":8080") for p in services["edge"]["ports"])
+
+
+def test_compose_gateway_has_no_way_out(compose: dict[str, Any]) -> None:
+    """DESIGN part 3: the gateway makes no outbound calls. On Compose it is on the internal network only (no route
+    out of the host, so no port of its own either); the edge relays to it; only the verifier calls out."""
+    services, networks = compose["services"], compose["networks"]
+    internal = {name for name, network in networks.items() if (network or {}).get("internal") is True}
+    assert services["gateway"]["networks"] == ["internal"] and internal == {"internal"}
+    assert "ports" not in services["gateway"]
+    outside = {name for name, s in services.items() if set(s.get("networks", [])) - internal}
+    assert outside == {"verifier", "edge", "rabbitmq"}  # rabbitmq: its published management ports
+    for name, service in services.items():
+        assert service.get("networks"), f"{name}: on the default network, which has a way out"
+    edge = services["edge"]
+    assert edge["read_only"] is True and edge["cap_drop"] == ["ALL"]
+    assert edge["depends_on"]["gateway"] == {"condition": "service_healthy"}
+    (mount,) = edge["volumes"]
+    conf = (DEPLOY / mount.split(":")[0].removeprefix("./")).read_text()
+    assert "stream {" in conf and "set $gateway gateway:8080;" in conf and "listen 8080;" in conf
 
 
 def test_compose_env_names_exist_in_the_settings(compose: dict[str, Any]) -> None:
@@ -457,6 +476,59 @@ def test_keda_scales_each_worker_on_its_own_queue() -> None:
         assert trigger["metadata"]["queueName"] == TOPOLOGY.queue(WORKER_QUEUE[service])
         ref = auth[trigger["authenticationRef"]["name"]]["spec"]["secretTargetRef"]
         assert ref == [{"parameter": "host", "name": secret["metadata"]["name"], "key": KEDA_KEY}]
+
+
+# What the Doorman pods depend on, by port (the egress every pod may have): DNS, RabbitMQ (AMQP, AMQPS),
+# PostgreSQL, Redis, the OTLP collector (gRPC, HTTP).
+DEPENDENCY_PORTS = {53, 5672, 5671, 5432, 6379, 4317, 4318}
+PRIVATE_RANGES = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10", "127.0.0.0/8"}
+
+
+def _egress_of(pod_labels: dict[str, str]) -> list[dict[str, Any]]:
+    """Every egress rule of the NetworkPolicies that select a pod with these labels (they add up)."""
+    rules = []
+    for policy in _objects("NetworkPolicy").values():
+        if policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items():
+            assert policy["spec"]["policyTypes"] == ["Egress"], "these policies restrict egress only"
+            rules += policy["spec"]["egress"]
+    return rules
+
+
+def _pod_labels() -> dict[str, dict[str, str]]:
+    workloads = [*_objects("Deployment").values(), *_objects("Job").values()]
+    return {_component(w): w["spec"]["template"]["metadata"]["labels"] for w in workloads}
+
+
+def test_every_pods_egress_is_restricted_to_named_peers_and_ports() -> None:
+    for component, labels in _pod_labels().items():
+        rules = _egress_of(labels)
+        assert rules, f"{component}: no NetworkPolicy restricts its egress"
+        for rule in rules:
+            assert rule.get("to") and rule.get("ports"), f"{component}: a rule without peers or ports allows them all"
+        dependencies = [r for r in rules if {p["port"] for p in r["ports"]} <= DEPENDENCY_PORTS]
+        assert {p["port"] for r in dependencies for p in r["ports"]} == DEPENDENCY_PORTS, component
+
+
+def test_the_gateway_reaches_its_dependencies_and_nothing_else() -> None:
+    """DESIGN part 3: the gateway makes no outbound calls (tests/e2e/test_no_egress.py shows it on a network)."""
+    rules = _egress_of(_pod_labels()["gateway"])
+    assert {p["port"] for r in rules for p in r["ports"]} == DEPENDENCY_PORTS
+    blocks = [peer["ipBlock"]["cidr"] for r in rules for peer in r["to"] if "ipBlock" in peer]
+    assert "0.0.0.0/0" not in blocks and "::/0" not in blocks
+    assert _egress_of(_pod_labels()["contacts"]) == rules, "contacts calls out no more than the gateway"
+
+
+def test_only_the_verifier_calls_out_and_never_to_private_ranges() -> None:
+    config = next(iter(_objects("ConfigMap").values()))["data"]
+    rules = _egress_of(_pod_labels()["verifier"])
+    internet = [r for r in rules if any(peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for peer in r["to"])]
+    (rule,) = internet
+    (v4,) = [p["ipBlock"] for p in rule["to"] if p["ipBlock"]["cidr"] == "0.0.0.0/0"]
+    (v6,) = [p["ipBlock"] for p in rule["to"] if p["ipBlock"]["cidr"] == "::/0"]
+    assert set(v4["except"]) == PRIVATE_RANGES
+    assert {"fc00::/7", "fe80::/10"} <= set(v6["except"])
+    ports = {p["port"] for p in rule["ports"]}
+    assert ports == VerifierSettings.parse_ports(config["DOORMAN_OUTBOUND_PORTS"]), "the outbound ports the verifier uses"
 
 
 def test_workers_serve_health_and_metrics_on_the_pod_address() -> None:

@@ -959,7 +959,13 @@
         else if (f.field === "auth_url") addError(top, "Set the Authentication URL in the Custom Authentication tab and save it first.");
         else addError(top, `${f.field === "body" ? "" : f.field + ": "}${cleanMessage(f.message)}`);
       }
-      if (!err.fields.length) addError(top, err.message);
+      if (err.code === "verifier_unavailable") {
+        // The test runs in a verifier service (the gateway calls no business itself): none answered in time.
+        addError(top, "The test could not run: no verifier service answered. The verifier is the part of Doorman " +
+          "that calls your Authentication URL; check that it is running, then send the test again.");
+      } else if (!err.fields.length) {
+        addError(top, err.message);
+      }
       top.hidden = !top.childElementCount;
     } finally {
       button.disabled = false;
@@ -967,7 +973,7 @@
     }
   }
 
-  // What a real widget open would get today: the verifier's own decision, run dry by the server.
+  // What a real widget open would get today: the verifier's own decision, run dry by a verifier.
   function visitorOutcomeText(outcome, origin) {
     if (!outcome) return "";
     const who = origin ? `A visitor on ${origin}` : "A visitor (no site given)";
