@@ -19,10 +19,9 @@ from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, AUTH_CALLS_WITHOUT_SLO
 from shared.sessions import EXPIRED_DETAIL, not_pending
 from shared.stages import Retry
 
-from .answer import AuthFailure
-from .breaker import CircuitOpenFailure
+from .failures import AuthFailure, Kind
 from .grace import GraceCache
-from .identity import UNSENDABLE_TOKEN, IdentityCall, NoCallSlotFailure, call_identity
+from .identity import UNSENDABLE_TOKEN, IdentityCall, call_identity
 from .pushed import PushedIdentities, is_widget_token, pushed_identity
 from .jwks import JwksCache
 from .tokens import check_token
@@ -75,7 +74,13 @@ class Decision:
 
     outcome: IdentityVerified | SessionFellBack
     call: IdentityCall | None = None
-    retry: bool = False  # the business's API blinked: another attempt shortly may do better
+    retry: bool = False  # the failure's kind says another attempt shortly may do better (failures.py)
+
+
+def _failed(event: WidgetOpened, failure: AuthFailure, facts: CallFacts) -> Decision:
+    """A failure with no identity call behind it (a widget token, a signed token): its fallback, and a retry
+    when its kind says so."""
+    return Decision(_fallback(event, failure.reason, failure.detail, facts), retry=failure.retry)
 
 
 async def decide(
@@ -108,14 +113,14 @@ async def decide(
         try:
             identity = await pushed_identity(pushed, event, config.identify_method)
         except AuthFailure as failure:
-            return Decision(_fallback(event, failure.reason, failure.detail, CallFacts(whitelist_note=note)))
+            return _failed(event, failure, CallFacts(whitelist_note=note))
         return Decision(_verified(event, config, identity, CallFacts(whitelist_note=note)))
     if config.identity_source == "signed_token":
         token = await check_token(event.access_token.get_secret_value(), config, event.bot_id, jwks=jwks or JwksCache(http))
         # The check's time (a JWKS fetch included) stands where the identity call's would: the business's share.
         facts = CallFacts(auth_latency_ms=round(token.elapsed_ms, 1), whitelist_note=note)
         if token.failure is not None:
-            return Decision(_fallback(event, token.failure.reason, token.failure.detail, facts), retry=token.failure.retry)
+            return _failed(event, token.failure, facts)
         assert token.identity is not None
         return Decision(_verified(event, config, token.identity, facts))
     assert config.auth_url is not None
@@ -128,7 +133,7 @@ async def decide(
     facts = CallFacts(
         auth_http_status=call.response.status if call.response else None,
         auth_latency_ms=round(call.elapsed_ms, 1), whitelist_note=note,
-        circuit_open=isinstance(call.failure, CircuitOpenFailure),
+        circuit_open=call.failure is not None and call.failure.kind is Kind.CIRCUIT_OPEN,
     )
     outcome: IdentityVerified | SessionFellBack
     if call.failure is not None:
@@ -136,10 +141,9 @@ async def decide(
     else:
         assert call.identity is not None
         outcome = _verified(event, config, call.identity, facts)
-    # Remembered, marked rejected, or verified from the outage grace (services/verifier/grace.py); not when the call
-    # found no slot: Doorman's own lack of capacity is not the business's outage.
-    if grace is not None and not isinstance(call.failure, NoCallSlotFailure):
-        outcome = await grace.after_call(event, config, outcome)
+    # Remembered, marked refused, or verified from the outage grace, as the failure's kind says (failures.py).
+    if grace is not None:
+        outcome = await grace.after_call(event, config, outcome, call.failure)
     return Decision(outcome, call, call.failure is not None and call.failure.retry)
 
 
@@ -157,7 +161,7 @@ async def verify(
     decision = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist,
                             pushed=pushed, jwks=jwks, grace=grace)
     failure = decision.call.failure if decision.call is not None else None  # no call: e.g. a JWKS that blinked
-    if isinstance(failure, NoCallSlotFailure):
+    if failure is not None and failure.kind is Kind.NO_SLOT:
         AUTH_CALLS_WITHOUT_SLOT.labels(BOTS(event.bot_id)).inc()
     elif decision.call is not None and not decision.outcome.facts.circuit_open:  # a call was made
         bot, facts = BOTS(event.bot_id), decision.outcome.facts
