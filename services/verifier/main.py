@@ -25,14 +25,6 @@ from . import testing, webhooks
 from .jwks import JwksCache
 from .whitelist import ApiWhitelist
 
-# The visitor is waiting: short delays, and another attempt only if it can end before the deadline.
-RETRY_DELAYS = (0.25, 1.0, 2.0)
-MAX_ATTEMPTS = 5
-# Webhooks: nobody waits; the business's endpoint may be down for hours. 5 s, 30 s, 2 min, ... then every 4 h:
-# the 13th attempt comes about 23.7 h after the first, then the delivery is dead (a day).
-WEBHOOK_RETRY_DELAYS = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0)
-WEBHOOK_MAX_ATTEMPTS = 13
-
 
 @asynccontextmanager
 async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1") -> AsyncIterator[int]:
@@ -88,7 +80,7 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
             handles={WidgetOpened: partial(verify, load_config=config.get, http=guarded, whitelist=whitelist,
                                            pushed=PushedIdentities(pool, secrets), jwks=jwks, grace=grace)},
             retry=RetryPolicy(
-                RETRY_DELAYS, MAX_ATTEMPTS, deadline=lambda event: event.deadline_at,
+                settings.verifier_retry_delays, settings.verifier_max_attempts, deadline=lambda event: event.deadline_at,
                 # An attempt may wait for a slot to the business's host, then for its answer (a bot below its share
                 # of a host that other bots' calls fill may wait up to a call timeout longer: shared/http.py).
                 attempt_seconds=settings.auth_host_wait_seconds + settings.auth_timeout_seconds,
@@ -103,8 +95,7 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
         webhook_stage = Stage(
             queue=messaging.WEBHOOK_QUEUE,
             handles={WebhookDue: partial(webhooks.deliver, pool=pool, http=webhook_http, load_config=config.get)},
-            retry=RetryPolicy(settings.webhook_delays() or WEBHOOK_RETRY_DELAYS,
-                              settings.webhook_max_attempts or WEBHOOK_MAX_ATTEMPTS),
+            retry=RetryPolicy(settings.webhook_retry_delays, settings.webhook_max_attempts),
             give_up=partial(webhooks.give_up, pool=pool),
             already_done=partial(webhooks.already_done, pool=pool),
             max_events=settings.webhook_concurrency,
