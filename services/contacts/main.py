@@ -44,6 +44,8 @@ async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1")
             handles={IdentityVerified: one, SessionFellBack: one, ContactCollected: one},
             retry=RetryPolicy(settings.contacts_retry_delays, settings.contacts_max_attempts),
             give_up=partial(give_up, pool=pool, publish=notify, outbox=outbox),
+            # What they return: the webhook deliveries recorded with the batch, published after its commit.
+            emit=outbox.publish,
             batch=partial(record, pool=pool, publish=notify, secrets=secrets, outbox=outbox),
             batch_size=settings.contacts_batch_size, batch_flushes=settings.contacts_flushes,
         )

@@ -10,9 +10,10 @@ import asyncpg
 import structlog
 
 from shared.auth_config import AuthConfig, NotBound
-from shared.consumer import Emit
 from shared.domains import origin_allowed
-from shared.events import CallFacts, FallbackReason, Identity, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
+from shared.events import (
+    CallFacts, Event, FallbackReason, Identity, IdentityVerified, SessionFellBack, WidgetOpened, utcnow,
+)
 from shared.destinations import unsendable_header
 from shared.http import OutboundClient
 from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, AUTH_CALLS_WITHOUT_SLOT, DEGRADED, BotLabel, result_class
@@ -151,8 +152,9 @@ async def verify(
     event: WidgetOpened, *, load_config: LoadConfig, http: OutboundClient, whitelist: ApiWhitelist,
     pushed: PushedIdentities | None = None, jwks: JwksCache | None = None, grace: GraceCache | None = None,
 ) -> IdentityVerified | SessionFellBack | Retry:
-    """The outcome to emit, or :class:`Retry` carrying ``auth_unavailable`` when the business's API
-    blinked, so the runner tries again while the visitor can still wait."""
+    """The outcome to emit, or :class:`Retry` when the failure's kind says another attempt may do better
+    (the business's API blinked: failures.py), so the runner tries again while the visitor can still wait;
+    it carries the outcome to give when none is left."""
     if utcnow() > event.deadline_at:
         # It waited in the queue past the visitor's deadline (a backlog): the visitor is no longer
         # waiting for the business's answer, and calling now would only delay the opens behind it.
@@ -179,20 +181,21 @@ async def already_done(events: Sequence[WidgetOpened], *, pool: asyncpg.Pool) ->
     return {e.event_id for e in events if e.session_id in done}
 
 
-async def give_up(event: WidgetOpened, *, emit: Emit) -> None:
-    """The verifier failed for good on this open: the session still ends."""
-    await emit(_fallback(event, FallbackReason.internal_error, "the verifier could not process this session"))
+async def give_up(event: WidgetOpened) -> SessionFellBack:
+    """The verifier failed for good on this open: the session still ends (this is emitted)."""
+    return _fallback(event, FallbackReason.internal_error, "the verifier could not process this session")
 
 
-async def emit(outcome: IdentityVerified | SessionFellBack, *, publish: Emit) -> None:
-    """Publish an outcome (batched with those decided at about the same time, confirmed), then say
-    so in the session's canonical log line: a line exists only for an outcome the broker holds."""
-    await publish(outcome)
-    degraded = getattr(outcome, "degraded", False)
-    if degraded:
-        DEGRADED.labels(BOTS(outcome.bot_id)).inc()
-    log.info(
-        "session verified" if isinstance(outcome, IdentityVerified) else "session fell back",
-        reason=getattr(outcome, "reason", None), auth_http_status=outcome.facts.auth_http_status,
-        auth_latency_ms=outcome.facts.auth_latency_ms, degraded=degraded, circuit_open=outcome.facts.circuit_open,
-    )
+async def emit(outcomes: Sequence[IdentityVerified | SessionFellBack], *, publish: Callable[[Event], Awaitable[None]]) -> None:
+    """Publish each outcome (batched with those decided at about the same time, confirmed: a handler emits one),
+    then say so in the session's canonical log line: a line exists only for an outcome the broker holds."""
+    for outcome in outcomes:
+        await publish(outcome)
+        degraded = getattr(outcome, "degraded", False)
+        if degraded:
+            DEGRADED.labels(BOTS(outcome.bot_id)).inc()
+        log.info(
+            "session verified" if isinstance(outcome, IdentityVerified) else "session fell back",
+            reason=getattr(outcome, "reason", None), auth_http_status=outcome.facts.auth_http_status,
+            auth_latency_ms=outcome.facts.auth_latency_ms, degraded=degraded, circuit_open=outcome.facts.circuit_open,
+        )
