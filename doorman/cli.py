@@ -70,10 +70,9 @@ def cmd_up(args: argparse.Namespace) -> None:
 
 
 def cmd_queues(_: argparse.Namespace) -> None:
-    from doorman.ops import queues
-    from shared.settings import DoormanSettings
+    from doorman.ops import QueueSettings, queues
 
-    s = _settings(DoormanSettings)
+    s = _settings(QueueSettings)
     asyncio.run(queues(s))  # type: ignore[arg-type]
 
 

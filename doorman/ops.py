@@ -8,7 +8,7 @@ import json
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -18,29 +18,41 @@ import aiohttp
 import asyncpg
 from yarl import URL
 
-from services.contacts import main as contacts
-from services.verifier import main as verifier
+from services.contacts.settings import ContactsRetrySettings
+from services.verifier.settings import VerifierRetrySettings
 from shared import messaging
 from shared.crypto import InvalidToken
 from shared.settings import DoormanSettings, SecretKeySettings
 
-# Each stage's delay queues (its retry policy is declared in its service's composition root).
-RETRY_DELAYS: dict[str, tuple[float, ...]] = {
-    messaging.VERIFIER_QUEUE: verifier.RETRY_DELAYS,
-    messaging.CONTACTS_QUEUE: contacts.RETRY_DELAYS,
-    messaging.WEBHOOK_QUEUE: verifier.WEBHOOK_RETRY_DELAYS,  # DOORMAN_WEBHOOK_RETRY_DELAYS, when set, names others
-}
+RetryDelays = Mapping[str, Sequence[float]]  # work queue -> its stage's delays, which name its delay queues
 
 
-def all_queues(topology: messaging.Topology) -> list[str]:
+class QueueSettings(DoormanSettings, VerifierRetrySettings, ContactsRetrySettings):
+    """What `doorman queues` reads: the broker, and each stage's delays (DOORMAN_*_RETRY_DELAYS) as its service does."""
+
+
+def retry_delays(settings: QueueSettings) -> dict[str, tuple[float, ...]]:
+    return {
+        messaging.VERIFIER_QUEUE: settings.verifier_retry_delays,
+        messaging.CONTACTS_QUEUE: settings.contacts_retry_delays,
+        messaging.WEBHOOK_QUEUE: settings.webhook_retry_delays,
+    }
+
+
+# Each stage's delays by default: what deploy/rabbitmq/definitions.json declares (other settings name other queues).
+RETRY_DELAYS = retry_delays(QueueSettings.model_construct())
+
+
+def all_queues(topology: messaging.Topology, delays: RetryDelays = RETRY_DELAYS) -> list[str]:
     """Every queue Doorman's stages use: work, dead-letter and delay queues."""
-    return topology.all_queues(RETRY_DELAYS)
+    return topology.all_queues(delays)
 
 
-async def declare_all(channel: aio_pika.abc.AbstractChannel, topology: messaging.Topology) -> None:
+async def declare_all(channel: aio_pika.abc.AbstractChannel, topology: messaging.Topology,
+                      delays: RetryDelays = RETRY_DELAYS) -> None:
     await messaging.declare(channel, topology)
-    for name, delays in RETRY_DELAYS.items():
-        await messaging.declare_retry_queues(channel, topology, name, delays)
+    for name, stage_delays in delays.items():
+        await messaging.declare_retry_queues(channel, topology, name, stage_delays)
 
 
 # -- broker policies: settings that cannot be queue arguments (those never change on an existing queue) --------
@@ -178,17 +190,18 @@ async def _from_management(settings: DoormanSettings, names: list[str]) -> dict[
         return None
 
 
-async def queue_stats(settings: DoormanSettings) -> list[QueueStats]:
+async def queue_stats(settings: QueueSettings) -> list[QueueStats]:
     """Per work queue: ready and unacknowledged messages, consumers, retries in flight, dead letters.
 
     Reads the RabbitMQ management API when it answers (exact ready/unacked); otherwise
     falls back to AMQP passive declares, which know ready messages and consumers only.
     """
     topology = messaging.Topology(settings.amqp_prefix)
+    delays = retry_delays(settings)
     async with messaging.connection(settings.amqp_url.get_secret_value(), "doorman-queues") as conn:
         channel = await conn.channel()
-        await declare_all(channel, topology)
-        names = all_queues(topology)
+        await declare_all(channel, topology, delays)
+        names = all_queues(topology, delays)
         management = await _from_management(settings, names)
         counts: dict[str, tuple[int, int | None, int]] = {}
         for name in names:
@@ -201,14 +214,14 @@ async def queue_stats(settings: DoormanSettings) -> list[QueueStats]:
     stats = []
     for name in messaging.WORK_QUEUES:
         ready, unacked, consumers = counts[topology.queue(name)]
-        retry = [counts[q] for q in topology.retry_queues(name, RETRY_DELAYS[name])]
+        retry = [counts[q] for q in topology.retry_queues(name, delays[name])]
         retrying = sum(r[0] + (r[1] or 0) for r in retry)
         dlq = counts[topology.dead_letter_queue(name)]
         stats.append(QueueStats(topology.queue(name), ready, unacked, consumers, retrying, dlq[0] + (dlq[1] or 0)))
     return stats
 
 
-async def queues(settings: DoormanSettings) -> None:
+async def queues(settings: QueueSettings) -> None:
     stats = await queue_stats(settings)
     print(f"{'queue':<40} {'ready':>7} {'unacked':>8} {'consumers':>10} {'retrying':>9} {'dead letters':>13}")
     for s in stats:

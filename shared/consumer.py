@@ -2,18 +2,19 @@
 
 A message carries one event or a batch of them (:func:`shared.events.encode`); the batch is
 only the transport. Each event is handled by the stage's handler for its type and settled on
-its own by :func:`shared.stages.settle`: acked (what the handler returned emitted first,
-confirmed), parked alone in the stage's delay queue (``<queue>.retry.<ms>``), answered with the
-outcome its :class:`~shared.stages.Retry` carried, or given up on (the stage's fallback) and
-copied to the dead-letter queue. The message is acked only once every one of its events is
-settled; if one cannot be (the broker went away), the whole message is requeued, and the events
-already done are recognised on the redelivery (``already_done``) or by the next stage's inbox.
+its own by :func:`shared.stages.settle`: acked, parked alone in the stage's delay queue
+(``<queue>.retry.<ms>``), answered with the outcome its :class:`~shared.stages.Retry` carried,
+or given up on (the stage's ``give_up``) and copied to the dead-letter queue. Whatever a handler,
+a batch handler or a give-up returns, and a Retry's outcome, goes one way: :meth:`Consumer._emit`,
+the stage's ``emit`` (confirmed), before the ack. The message is acked only once every one of its
+events is settled; if one cannot be (the broker went away), the whole message is requeued, and the
+events already done are recognised on the redelivery (``already_done``) or by the next stage's inbox.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,11 +31,10 @@ from shared.failures import FailedForGood, is_transient
 from shared.logging import session_ref
 from shared.messaging import ATTEMPT_HEADER, REPLAYED_HEADER, Topology, declare, declare_retry_queues, events_message
 from shared.metrics import CONSUMER_IN_FLIGHT, DEAD_LETTERS, RETRIES, SKIPPED
-from shared.stages import Action, Failure, Retry, Stage, settle
+from shared.stages import Action, Emitted, Failure, Retry, Stage, emitted, settle
 
 log = structlog.get_logger("doorman.consumer")
 
-Emit = Callable[[Event], Awaitable[None]]
 FAILURE_HEADER = "doorman-failure"
 
 
@@ -93,14 +93,13 @@ class Consumer:
     """
 
     def __init__(self, channel: AbstractChannel, queue: AbstractQueue, topology: Topology, stage: Stage,
-                 *, emit: Emit | None = None, secrets: Secrets | None = None) -> None:
+                 *, secrets: Secrets | None = None) -> None:
         self._channel = channel
         self._secrets = secrets
         self._queue = queue
         self._topology = topology
         self._stage = stage
         self._name = stage.queue
-        self._emit = emit
         self._batches: Batcher[_Delivery, None] = Batcher(
             self._handle_batch, name=stage.queue, max_weight=stage.batch_size, max_in_flight=stage.batch_flushes,
             weight=lambda d: len(d.events),
@@ -189,7 +188,7 @@ class Consumer:
                 if isinstance(result, Retry):
                     failure = Failure.retry(result)
                     log.warning("not now; another attempt may do better", detail=result.detail, attempt=attempt)
-                elif result is not None and self._emit is not None:
+                else:
                     await self._emit(result)
             except Exception as exc:
                 failure = Failure.of(exc, transient=is_transient(exc))
@@ -215,12 +214,10 @@ class Consumer:
                 RETRIES.labels(self._name).inc()
                 log.info("parked for another attempt", attempt=attempt, retry_in_s=decision.delay)
             elif decision.action is Action.ANSWER:
-                assert failure.answer is not None
-                if self._emit is not None:
-                    await self._emit(failure.answer)
+                await self._emit(failure.answer)
             elif decision.action is Action.DEAD_LETTER:
                 log.error("failed for good, dead-lettering", attempt=attempt, failure=failure.kind)
-                await self._stage.give_up(event)
+                await self._emit(await self._stage.give_up(event))
                 await self._republish(message, event, self._topology.dead_letter_queue(self._name),
                                       {ATTEMPT_HEADER: attempt, FAILURE_HEADER: failure.kind})
                 DEAD_LETTERS.labels(self._name).inc()
@@ -228,6 +225,15 @@ class Consumer:
             log.error("failure not settled, redelivering", error=repr(exc))
             return False
         return True
+
+    async def _emit(self, result: Emitted) -> None:
+        """What a handler, a batch handler or a give-up returned (or a Retry's outcome), published by the stage's
+        ``emit``: the one way a stage's output leaves, before the event is acked (a failure here fails the event)."""
+        if not (events := emitted(result)):
+            return
+        if self._stage.emit is None:
+            raise TypeError(f"stage {self._name} emitted {events[0].event_type} but has no emit")
+        await self._stage.emit(events)
 
     async def _republish(
         self, message: AbstractIncomingMessage, event: Event, queue: str, extra: dict[str, int | str],
@@ -242,7 +248,7 @@ class Consumer:
     async def _handle_batch(self, deliveries: list[_Delivery]) -> list[None]:
         assert self._stage.batch is not None
         try:
-            await self._stage.batch([e for d in deliveries for e in d.events])
+            await self._emit(await self._stage.batch([e for d in deliveries for e in d.events]))
         except Exception as exc:
             log.warning("batch failed, retrying one by one", size=sum(len(d.events) for d in deliveries),
                         error=repr(exc))
@@ -271,12 +277,11 @@ async def consuming(
     stage: Stage,
     *,
     prefetch: int,
-    emit: Emit | None = None,
     grace: float = 10.0,
     secrets: Secrets | None = None,
 ) -> AsyncIterator[Consumer]:
-    """Consume ``stage``'s work queue until the context exits; ``emit`` publishes what handlers return.
-    ``secrets`` (the key ring) opens and seals the access tokens of ``widget.opened`` events."""
+    """Consume ``stage``'s work queue until the context exits. ``secrets`` (the key ring) opens and seals the
+    access tokens of ``widget.opened`` events."""
     channel = await conn.channel(publisher_confirms=True)
     try:
         await channel.set_qos(prefetch_count=prefetch)
@@ -286,7 +291,7 @@ async def consuming(
         bound = set(topology.routing_keys(stage.queue))
         if bound != set(stage.event_types):  # a stage handling what its queue does not receive, or the reverse
             raise ValueError(f"stage {stage.queue} handles {sorted(stage.event_types)} but its queue receives {sorted(bound)}")
-        consumer = Consumer(channel, queue, topology, stage, emit=emit, secrets=secrets)
+        consumer = Consumer(channel, queue, topology, stage, secrets=secrets)
         await consumer.start()
         try:
             yield consumer

@@ -1,10 +1,12 @@
-"""Which errors are worth another attempt, named in one place.
+"""Which exceptions escaping a handler are worth another attempt, named in one place.
 
 A dependency that blinked (the database restarting, the broker's connection dropping, a
 timeout) is transient: the consumer runner parks the event for another attempt
 (:func:`shared.stages.settle`) and the gateway answers 503 with ``Retry-After``. Anything
 else is a bug or bad data: retrying would fail the same way. A handler that knows another
-attempt may do better without anything having crashed returns :class:`shared.stages.Retry`.
+attempt may do better without anything having crashed returns :class:`shared.stages.Retry`
+or raises :class:`TryLater` / :class:`FailedForGood`; for a call to a business, the verifier's
+handlers ask :mod:`services.verifier.failures` which.
 """
 
 from __future__ import annotations

@@ -235,7 +235,7 @@ def _overdue(row: asyncpg.Record, now: datetime) -> bool:
 
 
 async def session_view(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> SessionView | None:
-    """The widget's view of a session; an overdue pending one is ended here first."""
+    """The widget's view of a session (an overdue pending one falls back first: :func:`session_views`)."""
     views = await session_views(conn, [session_id])
     return views.get(session_id)
 
@@ -389,10 +389,10 @@ class Expired:
 async def expire_overdue(
     conn: asyncpg.Connection | asyncpg.Pool, *, session_ids: Sequence[str] | None = None, limit: int = 1000,
 ) -> list[Expired]:
-    """End overdue pending sessions (those given, or up to ``limit``) as internal_error.
+    """Resolve overdue pending sessions (those given, or up to ``limit``) as fallback(internal_error).
 
     A session still pending ``EXPIRE_GRACE_SECONDS`` after its deadline lost a message
-    somewhere despite retries and redeliveries; ending it with a conditional update keeps
+    somewhere despite retries and redeliveries; resolving it with a conditional update keeps
     it to exactly one outcome whoever gets there first."""
     reason, detail = FallbackReason.internal_error.value, EXPIRED_DETAIL
     if session_ids is None:

@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.crypto import Secrets, validate_keys
 from shared.destinations import Destinations
 from shared.messaging import broker_urls
 
 PLACEHOLDER = "change-me"
+
+
+def _comma_separated(value: object, info: ValidationInfo) -> object:
+    """``"0.25,1,2"`` (as an environment variable says it) -> ``(0.25, 1.0, 2.0)``; a sequence as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return tuple(float(d) for d in value.split(","))
+    except ValueError:
+        raise ValueError(f"DOORMAN_{(info.field_name or '').upper()}: seconds, comma-separated, e.g. 0.25,1,2") from None
+
+
+# A stage's back-off (shared.stages.RetryPolicy.delays): seconds between attempts, the last repeating. Each delay
+# names a delay queue (``<queue>.retry.<ms>``), so the services and `doorman queues` read the same setting.
+Delays = Annotated[
+    tuple[Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)], ...],
+    NoDecode, BeforeValidator(_comma_separated), Field(min_length=1),
+]
 
 
 class DoormanSettings(BaseSettings):

@@ -2,10 +2,12 @@
 with each event it was handed.
 
 A :class:`Stage` says which event types it handles and with which handler, its retry policy,
-and what it does when it gives up. A handler returns what it emits (an event, or nothing), or a
-:class:`Retry`: "another attempt may do better; if none is left, emit this". An exception is a
-crash, transient or not (:func:`shared.failures.is_transient`). :func:`settle` turns what
-happened into one of four actions; :mod:`shared.consumer` carries them out on the broker.
+what it does when it gives up, and how what it emits is published. A handler (a batch handler, a
+give-up) returns what it emits (events, or nothing), which the runner hands to the stage's ``emit``
+and acks only once that returned; or a handler returns a :class:`Retry`: "another attempt may do
+better; if none is left, emit this". An exception is a crash, transient or not
+(:func:`shared.failures.is_transient`). :func:`settle` turns what happened into one of four
+actions; :mod:`shared.consumer` carries them out on the broker.
 """
 
 from __future__ import annotations
@@ -28,10 +30,19 @@ class Retry:
     otherwise: Event
 
 
-Handler = Callable[[Event], Awaitable[Event | Retry | None]]
-BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
-GiveUp = Callable[[Event], Awaitable[None]]
+Emitted = Event | Sequence[Event] | None  # what a handler or a give-up returns: the events it emits
+Handler = Callable[[Event], Awaitable[Emitted | Retry]]
+BatchHandler = Callable[[Sequence[Event]], Awaitable[Emitted]]
+GiveUp = Callable[[Event], Awaitable[Emitted]]
+Emit = Callable[[Sequence[Event]], Awaitable[None]]  # publishes them; returns once the broker holds them
 AlreadyDone = Callable[[Sequence[Event]], Awaitable[set[UUID]]]
+
+
+def emitted(result: Emitted) -> list[Event]:
+    """What a handler or a give-up returned, as a list of the events to emit."""
+    if result is None:
+        return []
+    return [result] if isinstance(result, Event) else list(result)
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,11 @@ class Stage:
     queue: str  # a work queue of :data:`shared.messaging.WORK_QUEUES`
     handles: Mapping[type[Event], Handler]
     retry: RetryPolicy
-    give_up: GiveUp  # the event failed for good: end its session all the same (it is also dead-lettered)
+    # The event failed for good (a copy is dead-lettered): what becomes of it (a widget open falls back, a webhook
+    # delivery is dead), and what that emits.
+    give_up: GiveUp
+    # Publishes what the handlers and give_up return (confirmed), before the event is acked; None: they emit nothing.
+    emit: Emit | None = None
     # Optional: handle every event waiting together (group commit); a failing batch falls back to ``handles``.
     batch: BatchHandler | None = None
     batch_size: int = 1
@@ -92,7 +107,7 @@ class Action(Enum):
     ACK = "ack"  # done (what the handler returned is emitted first)
     PARK = "park"  # copy the event alone into the stage's delay queue for ``delay`` seconds
     ANSWER = "answer"  # no attempt left, but the failure carries its outcome: emit it (it is an answer, not a fault)
-    DEAD_LETTER = "dead-letter"  # failed for good: the stage gives up (its fallback) and a copy goes to the DLQ
+    DEAD_LETTER = "dead-letter"  # failed for good: the stage's give_up (what it returns is emitted), a copy to the DLQ
 
 
 @dataclass(frozen=True)

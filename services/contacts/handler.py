@@ -9,7 +9,9 @@ import asyncpg
 import structlog
 
 from shared.crypto import Secrets
-from shared.events import ContactCollected, Event, FallbackReason, IdentityVerified, SessionFellBack, SessionResolved
+from shared.events import (
+    ContactCollected, Event, FallbackReason, IdentityVerified, SessionFellBack, SessionResolved, WebhookDue,
+)
 from shared.logging import session_ref
 from shared.messaging import Publisher, tell_replicas
 from shared.metrics import OUTCOMES, SESSION_SECONDS
@@ -25,8 +27,9 @@ ERASED_DETAIL = "the contact was erased after this visitor was verified"
 
 
 async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publisher,
-                 secrets: Secrets | None = None, outbox: Outbox | None = None) -> None:
-    """One transaction for the whole batch; notifications (and webhook deliveries, recorded in it) only after the commit.
+                 secrets: Secrets | None = None, outbox: Outbox | None = None) -> list[WebhookDue]:
+    """One transaction for the whole batch; after the commit, the waiting gateways are told (best effort), and
+    the webhook deliveries recorded in it are returned: what the stage emits (``outbox.publish``).
 
     The inbox makes it idempotent by event id: an event already processed (a
     redelivery, a replay, a second verifier run of the same widget open) is skipped.
@@ -57,8 +60,7 @@ async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publis
         log.info("session resolved", session_ref=session_ref(r.session_id), bot_id=str(r.bot_id), status=r.status,
                  reason=r.reason, latency_ms=round(r.seconds * 1000, 1), correlation_id=correlation[r.session_id])
     await notify(resolved, correlation=correlation, publish=publish)
-    if due:
-        await outbox.publish(due)  # type: ignore[union-attr]
+    return due
 
 
 def _fell_back(resolved: Sequence[Resolved]) -> dict[str, UUID]:
@@ -81,12 +83,13 @@ async def notify(resolved: Sequence[Resolved], *, correlation: dict[str, str], p
 
 
 async def record_one(event: Event, *, pool: asyncpg.Pool, publish: Publisher, secrets: Secrets | None = None,
-                     outbox: Outbox | None = None) -> None:
-    await record([event], pool=pool, publish=publish, secrets=secrets, outbox=outbox)
+                     outbox: Outbox | None = None) -> list[WebhookDue]:
+    return await record([event], pool=pool, publish=publish, secrets=secrets, outbox=outbox)
 
 
-async def give_up(event: Event, *, pool: asyncpg.Pool, publish: Publisher, outbox: Outbox | None = None) -> None:
-    """This event can never be recorded: its session still ends, in internal_error."""
+async def give_up(event: Event, *, pool: asyncpg.Pool, publish: Publisher, outbox: Outbox | None = None) -> list[WebhookDue]:
+    """This event can never be recorded: its session still ends, in internal_error (the webhook deliveries that
+    records are returned, to be emitted)."""
     async with pool.acquire() as conn, conn.transaction():
         resolved = await resolve_sessions(conn, [Outcome(
             event.session_id, "fallback", reason=FallbackReason.internal_error.value,
@@ -96,8 +99,7 @@ async def give_up(event: Event, *, pool: asyncpg.Pool, publish: Publisher, outbo
     for r in resolved:
         _count(r)
     await notify(resolved, correlation={event.session_id: event.correlation_id}, publish=publish)
-    if due:
-        await outbox.publish(due)  # type: ignore[union-attr]
+    return due
 
 
 def _count(r: Resolved) -> None:

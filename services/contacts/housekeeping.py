@@ -27,7 +27,7 @@ log = structlog.get_logger("doorman.contacts.housekeeping")
 
 
 async def sweep(pool: asyncpg.Pool, publish: Publisher, outbox: Outbox | None = None) -> int:
-    """End overdue sessions as internal_error and tell their waiting gateways (and the bots' webhooks)."""
+    """Resolve overdue sessions as fallback(internal_error) and tell their waiting gateways (and the bots' webhooks)."""
     async with pool.acquire() as conn, conn.transaction():
         expired = await expire_overdue(conn)
         due = await outbox.record(conn, [], {e.session_id: e.bot_id for e in expired}) if outbox and expired else []

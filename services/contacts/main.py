@@ -17,10 +17,6 @@ from .housekeeping import housekeeping
 from .handler import give_up, record, record_one
 from .settings import ContactsSettings
 
-# A contact must not be lost: keep trying through a database restart (about a minute).
-RETRY_DELAYS = (0.25, 1.0, 4.0, 15.0)
-MAX_ATTEMPTS = 8
-
 
 @asynccontextmanager
 async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1") -> AsyncIterator[int]:
@@ -46,8 +42,10 @@ async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1")
         stage = Stage(
             queue=messaging.CONTACTS_QUEUE,
             handles={IdentityVerified: one, SessionFellBack: one, ContactCollected: one},
-            retry=RetryPolicy(RETRY_DELAYS, MAX_ATTEMPTS),
+            retry=RetryPolicy(settings.contacts_retry_delays, settings.contacts_max_attempts),
             give_up=partial(give_up, pool=pool, publish=notify, outbox=outbox),
+            # What they return: the webhook deliveries recorded with the batch, published after its commit.
+            emit=outbox.publish,
             batch=partial(record, pool=pool, publish=notify, secrets=secrets, outbox=outbox),
             batch_size=settings.contacts_batch_size, batch_flushes=settings.contacts_flushes,
         )

@@ -2,7 +2,7 @@
 
 Success means HTTP 2xx, a UTF-8 JSON object, ``status`` absent or true, and a ``data``
 object holding the identify method's field, non-empty. Anything else is an
-:class:`AuthFailure` with the fallback reason and a precise detail.
+:class:`AuthFailure` of the kind :mod:`.failures` names, with a precise detail.
 
 The ``data`` object becomes an Identity by :func:`shared.profiles.build_identity`, as a signed
 identity token's claims (:mod:`.tokens`) and a pushed identity do, so every mode stores a visitor alike.
@@ -13,45 +13,34 @@ from __future__ import annotations
 import json
 from typing import Any, NoReturn
 
-from shared.events import FallbackReason, Identity, IdentifyMethod
+from shared.events import Identity, IdentifyMethod
 from shared.profiles import MAX_JSON_DEPTH, InvalidProfile, build_identity, depth_exceeds
+
+from .failures import AuthFailure, Kind, status_kind
 
 MAX_MESSAGE = 200  # characters of the business's "message" quoted in a rejection
 
 
-class AuthFailure(Exception):
-    """The identity call did not verify the visitor; ``str(exc)`` is the detail. ``retry``: whether
-    another attempt shortly may do better (the business blinked), by default for ``auth_unavailable``."""
-
-    def __init__(self, reason: FallbackReason, detail: str, *, retry: bool | None = None) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.retry = reason is FallbackReason.auth_unavailable if retry is None else retry
-
-
 def _invalid(detail: str) -> NoReturn:
-    raise AuthFailure(FallbackReason.invalid_response, detail)
+    raise AuthFailure(Kind.INVALID_ANSWER, detail)
 
 
 def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_STATUS_DETAILS = {
+    Kind.REFUSED: "the Authentication URL refused the token (HTTP {status})",
+    Kind.UNAVAILABLE: "the Authentication URL is unavailable (HTTP {status})",
+    Kind.REDIRECT: "the Authentication URL answered HTTP {status}; redirects are not followed",
+    Kind.CLIENT_ERROR: "unexpected HTTP {status}",
+    Kind.ODD_STATUS: "unexpected HTTP {status}",
+}
+
+
 def _check_status(status: int) -> None:
-    if 200 <= status <= 299:
-        return
-    if status in (401, 403):
-        raise AuthFailure(
-            FallbackReason.auth_rejected, f"the Authentication URL refused the token (HTTP {status})"
-        )
-    if status in (408, 429) or 500 <= status <= 599:
-        raise AuthFailure(
-            FallbackReason.auth_unavailable, f"the Authentication URL is unavailable (HTTP {status})"
-        )
-    if 300 <= status <= 399:
-        _invalid(f"the Authentication URL answered HTTP {status}; redirects are not followed")
-    _invalid(f"unexpected HTTP {status}")
+    if (kind := status_kind(status)) is not None:
+        raise AuthFailure(kind, _STATUS_DETAILS[kind].format(status=status))
 
 
 def _decode(body: bytes) -> Any:
@@ -73,7 +62,7 @@ def _check_outcome(document: dict[str, Any]) -> None:
             detail = f"the Authentication URL rejected the token: {message.strip()[:MAX_MESSAGE]}"
         else:
             detail = "the Authentication URL rejected the token (status false)"
-        raise AuthFailure(FallbackReason.auth_rejected, detail)
+        raise AuthFailure(Kind.REFUSED, detail)
     _invalid("status must be true or false")
 
 

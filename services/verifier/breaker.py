@@ -4,14 +4,14 @@ same host (DESIGN part 3: one bot cannot take another's capacity); each bot's ci
 bot's calls.
 
 closed     calls go through; each one's result is counted in one-second buckets over the last
-           ``window`` seconds. Unavailable (a timeout, a connection error, HTTP 408/429/5xx: what
-           ``answer.py``/``identity.py`` call ``auth_unavailable``) is a failure; any other HTTP answer
-           (2xx, a 401/403 rejection, an answer that is not a valid identity) is a success; a call that
-           was never made or whose answer could not be read (the host's call cap, a blocked address, a
-           body over the bound, a cancelled call) counts for nothing.
-           At least ``min_failures`` failures that are at least ``failure_ratio`` of the calls: open.
-open       no call is made: :class:`CircuitOpen`, which the identity call turns into
-           ``auth_unavailable`` at once (no retry: another attempt would find the circuit open too).
+           ``window`` seconds, as :data:`.failures.VERDICTS` says: unavailable (a timeout, a connection
+           error, HTTP 408/429/5xx) is a failure; any other HTTP answer (2xx, a 401/403 rejection, an answer
+           that is not a valid identity) is a success; a call that was never made or whose answer could not
+           be read (the host's call cap, a blocked address, a body over the bound) counts for nothing, and
+           so does a cancelled call. At least ``min_failures`` failures that are at least ``failure_ratio``
+           of the calls: open.
+open       no call is made: :class:`CircuitOpen`, a failure of kind ``circuit_open`` (``auth_unavailable``
+           at once, no retry: :mod:`.failures`).
 half_open  after ``open_seconds``, one call (the probe) goes through, the others are still refused;
            the probe succeeding closes the circuit, failing opens it again for ``open_seconds``.
 
@@ -21,9 +21,10 @@ changes nothing); an open one's failures are older than the window, so it is clo
 other) and the bot's next call is counted afresh.
 
 :class:`BreakerClient` wraps the verifier's outbound client for the identity call (the composition
-root passes it to ``verify``), so :func:`handler.decide` knows nothing of it; the whitelist API keeps
-the plain client (it has its own last-good-list fallback), and the Testing panel, which calls with
-the gateway's own client, always calls. Each transition is
+root passes it to ``verify``): :func:`handler.decide` calls through it as through any client, and learns of
+an open circuit only as a failure of that kind. The whitelist API keeps the plain client (it has its own
+last-good-list fallback), and the Testing panel, which calls with the gateway's own client, always calls.
+Each transition is
 counted in the metrics (``doorman_breaker_*``, labelled by host only: the gauge counts the host's
 breakers, one per bot, in each state), logged, and written by :class:`~.breaker_log.BreakerLog` to the
 ``auth_breakers`` table, where the admin API reads the bot's own (state lives in memory; per replica is fine).
@@ -31,7 +32,6 @@ breakers, one per bot, in each state), logged, and written by :class:`~.breaker_
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -39,15 +39,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-import aiohttp
 import structlog
 from yarl import URL
 
-from shared.events import FallbackReason, utcnow
+from shared.events import utcnow
 from shared.http import OutboundClient, OutboundResponse
 from shared.metrics import BREAKER_SHORT_CIRCUITS, BREAKER_STATE, BREAKER_TRANSITIONS, BotLabel
 
-from .answer import AuthFailure
+from .failures import VERDICTS, AuthFailure, Count, Kind, kind_of, status_kind
 
 log = structlog.get_logger("doorman.verifier.breaker")
 State = Literal["closed", "open", "half_open"]
@@ -55,24 +54,13 @@ HOSTS = BotLabel()  # the same cap as bots: one host label per business, "other"
 Key = tuple[Hashable, str]  # (the bot calling, host:port)
 
 
-def unavailable_status(status: int) -> bool:
-    return status in (408, 429) or 500 <= status <= 599
-
-
-class CircuitOpen(Exception):
+class CircuitOpen(AuthFailure):
     """The bot's circuit for the host is open: the call was not made."""
 
     def __init__(self, host: str, why: str, retry_in: float) -> None:
-        super().__init__(f"the circuit breaker for {host} is open ({why}); the Authentication URL was not called, "
-                         f"next probe in {max(retry_in, 0):.0f} s")
+        super().__init__(Kind.CIRCUIT_OPEN, f"the circuit breaker for {host} is open ({why}); the Authentication "
+                         f"URL was not called, next probe in {max(retry_in, 0):.0f} s")
         self.host = host
-
-
-class CircuitOpenFailure(AuthFailure):
-    """``auth_unavailable`` because the circuit was open: no call, no retry."""
-
-    def __init__(self, exc: CircuitOpen) -> None:
-        super().__init__(FallbackReason.auth_unavailable, str(exc), retry=False)
 
 
 @dataclass(frozen=True)
@@ -220,16 +208,18 @@ class BreakerClient:
         target = self._inner.check_url(url)
         host = f"{target.host}:{target.port}"
         probe = self.breakers.admit(tenant, host)
-        failed: bool | None = None
+        counted = Count.NOTHING  # what a cancelled call counts for
         try:
             response = await self._inner.request(method, url, tenant=tenant, **kwargs)
-            failed = unavailable_status(response.status)
+            kind = status_kind(response.status)
+            counted = Count.SUCCESS if kind is None else VERDICTS[kind].breaker
             return response
-        except (TimeoutError, asyncio.TimeoutError, aiohttp.ClientError):
-            failed = True
+        except Exception as exc:
+            kind = kind_of(exc)
+            counted = Count.NOTHING if kind is None else VERDICTS[kind].breaker
             raise
-        finally:  # anything else (the host's call cap, a blocked address, a cancelled call): no call was made
-            self.breakers.record(tenant, host, failed=failed, probe=probe)
+        finally:
+            self.breakers.record(tenant, host, failed=counted.value, probe=probe)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

@@ -4,15 +4,16 @@ For a bot with ``identity_source: auth_url`` and a grace period, every identity 
 URL verifies is remembered by the access token's keyed hash (:meth:`shared.crypto.Secrets.keyed_hash`;
 looked up with every key's hash, so key rotation keeps matching); the token itself is never stored.
 A refusal of that token marks the row, and nothing verifies it from the cache again until the business
-verifies it afresh. A refusal is every answer that does not verify the token (:data:`REFUSALS`: 401/403,
-``status: false``, a redirect, any other 4xx, a 2xx without a usable identity); the visitor's reason
-stays ``auth_rejected`` or ``invalid_response``. Which came last, a verification or a refusal, is
-decided by the database's clock (``now()`` in the SQL below), never by a verifier replica's.
+verifies it afresh. A refusal is every answer that does not verify the token (401/403, ``status: false``,
+a redirect, any other 4xx, a 2xx without a usable identity, an answer that cannot be read: the kinds
+:data:`.failures.VERDICTS` marks ``Grace.REFUSES``); the visitor's reason stays ``auth_rejected`` or
+``invalid_response``. Which came last, a verification or a refusal, is decided by the database's clock
+(``now()`` in the SQL below), never by a verifier replica's.
 
-When the Authentication URL is unavailable (``auth_unavailable``: a timeout, a connection error,
-HTTP 408/429/5xx, an open circuit; not Doorman's own lack of a call slot to the host, which
-:func:`.handler.decide` keeps from this cache), a visitor whose same token was verified
-within the last ``outage_grace_seconds``, and not refused since, is verified from that identity:
+When the Authentication URL is unavailable (a timeout, a connection error, HTTP 408/429/5xx, an open
+circuit: the kinds marked ``Grace.ANSWERS``; not Doorman's own lack of a call slot to the host, nor a
+blocked address or an unusable setting, which neither vouch for the token nor refuse it), a visitor whose
+same token was verified within the last ``outage_grace_seconds``, and not refused since, is verified from that identity:
 an ``IdentityVerified`` with ``degraded=True`` whose ``observed_at`` is that of the business's
 verification (so it never overwrites newer data of the contact). It takes the fallback's place as the outcome,
 including as what a retry ends in when no attempt is left.
@@ -33,18 +34,15 @@ import structlog
 
 from shared.auth_config import AuthConfig
 from shared.crypto import Secrets
-from shared.events import FallbackReason, Identity, IdentityVerified, SessionFellBack, WidgetOpened
+from shared.events import Identity, IdentityVerified, SessionFellBack, WidgetOpened
 from shared.metrics import GRACE_LOOKUPS
 from shared.service import background
+
+from .failures import AuthFailure, Grace
 
 log = structlog.get_logger("doorman.verifier.grace")
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 PRUNE_EVERY_SECONDS = 600.0
-
-# The answers that refuse a token. The others that are not a verification are no answer (auth_unavailable:
-# no answer in time, a connection failure, 408/429/5xx, an open circuit) or no call (a blocked address,
-# a setting that cannot be sent): they neither vouch for the token nor refuse it.
-REFUSALS = frozenset({FallbackReason.auth_rejected, FallbackReason.invalid_response})
 
 # verified_at and rejected_at are the database's now(): one clock for every replica.
 _REMEMBER = """
@@ -121,20 +119,21 @@ class GraceCache:
             return None
         return Identity.model_validate(row["identity"]), row["observed_at"], float(row["age"])
 
-    async def after_call(self, event: WidgetOpened, config: AuthConfig,
-                         outcome: IdentityVerified | SessionFellBack) -> IdentityVerified | SessionFellBack:
-        """The outcome of the identity call, seen by the grace cache: remembered, marked, or replaced
-        by the identity verified earlier with the same token."""
+    async def after_call(self, event: WidgetOpened, config: AuthConfig, outcome: IdentityVerified | SessionFellBack,
+                         failure: AuthFailure | None) -> IdentityVerified | SessionFellBack:
+        """The outcome of the identity call (``failure``: why it is a fallback), seen by the grace cache:
+        remembered, marked, or replaced by the identity verified earlier with the same token."""
         if not applies(config) or event.access_token is None:
             return outcome
         token = event.access_token.get_secret_value()
         if isinstance(outcome, IdentityVerified):
             await self.remember(event.bot_id, token, outcome)
             return outcome
-        if outcome.reason in REFUSALS:
+        assert failure is not None
+        if failure.verdict.grace is Grace.REFUSES:
             await self.reject(event.bot_id, token)
             return outcome
-        if outcome.reason is not FallbackReason.auth_unavailable:
+        if failure.verdict.grace is not Grace.ANSWERS:
             return outcome
         found = await self.recall(event.bot_id, token, config.identify_method.value, config.outage_grace_seconds)
         if found is None:

@@ -10,19 +10,19 @@ import asyncpg
 import structlog
 
 from shared.auth_config import AuthConfig, NotBound
-from shared.consumer import Emit
 from shared.domains import origin_allowed
-from shared.events import CallFacts, FallbackReason, Identity, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
+from shared.events import (
+    CallFacts, Event, FallbackReason, Identity, IdentityVerified, SessionFellBack, WidgetOpened, utcnow,
+)
 from shared.destinations import unsendable_header
 from shared.http import OutboundClient
 from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, AUTH_CALLS_WITHOUT_SLOT, DEGRADED, BotLabel, result_class
 from shared.sessions import EXPIRED_DETAIL, not_pending
 from shared.stages import Retry
 
-from .answer import AuthFailure
-from .breaker import CircuitOpenFailure
+from .failures import AuthFailure, Kind
 from .grace import GraceCache
-from .identity import UNSENDABLE_TOKEN, IdentityCall, NoCallSlotFailure, call_identity
+from .identity import UNSENDABLE_TOKEN, IdentityCall, call_identity
 from .pushed import PushedIdentities, is_widget_token, pushed_identity
 from .jwks import JwksCache
 from .tokens import check_token
@@ -75,7 +75,13 @@ class Decision:
 
     outcome: IdentityVerified | SessionFellBack
     call: IdentityCall | None = None
-    retry: bool = False  # the business's API blinked: another attempt shortly may do better
+    retry: bool = False  # the failure's kind says another attempt shortly may do better (failures.py)
+
+
+def _failed(event: WidgetOpened, failure: AuthFailure, facts: CallFacts) -> Decision:
+    """A failure with no identity call behind it (a widget token, a signed token): its fallback, and a retry
+    when its kind says so."""
+    return Decision(_fallback(event, failure.reason, failure.detail, facts), retry=failure.retry)
 
 
 async def decide(
@@ -108,14 +114,14 @@ async def decide(
         try:
             identity = await pushed_identity(pushed, event, config.identify_method)
         except AuthFailure as failure:
-            return Decision(_fallback(event, failure.reason, failure.detail, CallFacts(whitelist_note=note)))
+            return _failed(event, failure, CallFacts(whitelist_note=note))
         return Decision(_verified(event, config, identity, CallFacts(whitelist_note=note)))
     if config.identity_source == "signed_token":
         token = await check_token(event.access_token.get_secret_value(), config, event.bot_id, jwks=jwks or JwksCache(http))
         # The check's time (a JWKS fetch included) stands where the identity call's would: the business's share.
         facts = CallFacts(auth_latency_ms=round(token.elapsed_ms, 1), whitelist_note=note)
         if token.failure is not None:
-            return Decision(_fallback(event, token.failure.reason, token.failure.detail, facts), retry=token.failure.retry)
+            return _failed(event, token.failure, facts)
         assert token.identity is not None
         return Decision(_verified(event, config, token.identity, facts))
     assert config.auth_url is not None
@@ -128,7 +134,7 @@ async def decide(
     facts = CallFacts(
         auth_http_status=call.response.status if call.response else None,
         auth_latency_ms=round(call.elapsed_ms, 1), whitelist_note=note,
-        circuit_open=isinstance(call.failure, CircuitOpenFailure),
+        circuit_open=call.failure is not None and call.failure.kind is Kind.CIRCUIT_OPEN,
     )
     outcome: IdentityVerified | SessionFellBack
     if call.failure is not None:
@@ -136,10 +142,9 @@ async def decide(
     else:
         assert call.identity is not None
         outcome = _verified(event, config, call.identity, facts)
-    # Remembered, marked rejected, or verified from the outage grace (services/verifier/grace.py); not when the call
-    # found no slot: Doorman's own lack of capacity is not the business's outage.
-    if grace is not None and not isinstance(call.failure, NoCallSlotFailure):
-        outcome = await grace.after_call(event, config, outcome)
+    # Remembered, marked refused, or verified from the outage grace, as the failure's kind says (failures.py).
+    if grace is not None:
+        outcome = await grace.after_call(event, config, outcome, call.failure)
     return Decision(outcome, call, call.failure is not None and call.failure.retry)
 
 
@@ -147,8 +152,9 @@ async def verify(
     event: WidgetOpened, *, load_config: LoadConfig, http: OutboundClient, whitelist: ApiWhitelist,
     pushed: PushedIdentities | None = None, jwks: JwksCache | None = None, grace: GraceCache | None = None,
 ) -> IdentityVerified | SessionFellBack | Retry:
-    """The outcome to emit, or :class:`Retry` carrying ``auth_unavailable`` when the business's API
-    blinked, so the runner tries again while the visitor can still wait."""
+    """The outcome to emit, or :class:`Retry` when the failure's kind says another attempt may do better
+    (the business's API blinked: failures.py), so the runner tries again while the visitor can still wait;
+    it carries the outcome to give when none is left."""
     if utcnow() > event.deadline_at:
         # It waited in the queue past the visitor's deadline (a backlog): the visitor is no longer
         # waiting for the business's answer, and calling now would only delay the opens behind it.
@@ -157,7 +163,7 @@ async def verify(
     decision = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist,
                             pushed=pushed, jwks=jwks, grace=grace)
     failure = decision.call.failure if decision.call is not None else None  # no call: e.g. a JWKS that blinked
-    if isinstance(failure, NoCallSlotFailure):
+    if failure is not None and failure.kind is Kind.NO_SLOT:
         AUTH_CALLS_WITHOUT_SLOT.labels(BOTS(event.bot_id)).inc()
     elif decision.call is not None and not decision.outcome.facts.circuit_open:  # a call was made
         bot, facts = BOTS(event.bot_id), decision.outcome.facts
@@ -175,20 +181,21 @@ async def already_done(events: Sequence[WidgetOpened], *, pool: asyncpg.Pool) ->
     return {e.event_id for e in events if e.session_id in done}
 
 
-async def give_up(event: WidgetOpened, *, emit: Emit) -> None:
-    """The verifier failed for good on this open: the session still ends."""
-    await emit(_fallback(event, FallbackReason.internal_error, "the verifier could not process this session"))
+async def give_up(event: WidgetOpened) -> SessionFellBack:
+    """The verifier failed for good on this open: the session still ends (this is emitted)."""
+    return _fallback(event, FallbackReason.internal_error, "the verifier could not process this session")
 
 
-async def emit(outcome: IdentityVerified | SessionFellBack, *, publish: Emit) -> None:
-    """Publish an outcome (batched with those decided at about the same time, confirmed), then say
-    so in the session's canonical log line: a line exists only for an outcome the broker holds."""
-    await publish(outcome)
-    degraded = getattr(outcome, "degraded", False)
-    if degraded:
-        DEGRADED.labels(BOTS(outcome.bot_id)).inc()
-    log.info(
-        "session verified" if isinstance(outcome, IdentityVerified) else "session fell back",
-        reason=getattr(outcome, "reason", None), auth_http_status=outcome.facts.auth_http_status,
-        auth_latency_ms=outcome.facts.auth_latency_ms, degraded=degraded, circuit_open=outcome.facts.circuit_open,
-    )
+async def emit(outcomes: Sequence[IdentityVerified | SessionFellBack], *, publish: Callable[[Event], Awaitable[None]]) -> None:
+    """Publish each outcome (batched with those decided at about the same time, confirmed: a handler emits one),
+    then say so in the session's canonical log line: a line exists only for an outcome the broker holds."""
+    for outcome in outcomes:
+        await publish(outcome)
+        degraded = getattr(outcome, "degraded", False)
+        if degraded:
+            DEGRADED.labels(BOTS(outcome.bot_id)).inc()
+        log.info(
+            "session verified" if isinstance(outcome, IdentityVerified) else "session fell back",
+            reason=getattr(outcome, "reason", None), auth_http_status=outcome.facts.auth_http_status,
+            auth_latency_ms=outcome.facts.auth_latency_ms, degraded=degraded, circuit_open=outcome.facts.circuit_open,
+        )

@@ -6,23 +6,21 @@ verifier's decision. The answer is read by :mod:`.answer`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
-import aiohttp
 from pydantic import SecretStr
 
 from shared.auth_config import AUTH_URL, BoundSecret, NotBound
-from shared.destinations import DestinationBlocked, unsendable_header
+from shared.destinations import unsendable_header
 from shared.events import FallbackReason, Identity, IdentifyMethod
-from shared.http import HostBusy, InvalidResponse, OutboundClient, OutboundResponse
+from shared.http import OutboundClient, OutboundResponse
 from shared.signing import sign
 
-from .answer import AuthFailure, parse_identity_response
-from .breaker import CircuitOpen, CircuitOpenFailure
+from .answer import parse_identity_response
+from .failures import AuthFailure, Kind, kind_of
 
 _DESCRIPTIONS: dict[FallbackReason, str] = {
     FallbackReason.ca_disabled: (
@@ -86,17 +84,6 @@ def identity_request(
     return headers, body
 
 
-class NoCallSlotFailure(AuthFailure):
-    """``auth_unavailable`` because Doorman had no call slot to the business's host in time: its own lack of
-    capacity, not the business's outage. The business was not called, so the outage grace does not vouch
-    for the token (:func:`.handler.decide`), the circuit breaker does not count it (:class:`.breaker.BreakerClient`),
-    and there is no retry: the bot's share of the host's slots is taken by its own calls, or the host's by
-    other bots' calls until their timeout, and another attempt in a moment costs everyone's visitors."""
-
-    def __init__(self, exc: HostBusy) -> None:
-        super().__init__(FallbackReason.auth_unavailable, f"{exc}; the Authentication URL was not called", retry=False)
-
-
 @dataclass(frozen=True)
 class IdentityCall:
     """One identity call, whatever happened: what was sent, what came back, what it means."""
@@ -109,6 +96,17 @@ class IdentityCall:
     elapsed_ms: float
 
 
+def _detail(kind: Kind, exc: BaseException) -> str:
+    """What the activity log says of a call that raised ``exc``."""
+    if kind is Kind.TIMEOUT:
+        return "the Authentication URL did not answer in time"
+    if kind is Kind.UNREACHABLE:
+        return f"could not reach the Authentication URL ({type(exc).__name__})"
+    if kind is Kind.NO_SLOT:
+        return f"{exc}; the Authentication URL was not called"
+    return str(exc)
+
+
 def _header_token_for(auth_url: str, header_token: BoundSecret | None) -> tuple[SecretStr | None, AuthFailure | None]:
     """The header token to send to ``auth_url``, and why the call cannot be made with it, if it cannot: a
     token saved for another origin is not put in the request at all."""
@@ -117,9 +115,9 @@ def _header_token_for(auth_url: str, header_token: BoundSecret | None) -> tuple[
     try:
         token = header_token.for_url(AUTH_URL, auth_url)
     except NotBound as exc:
-        return None, AuthFailure(FallbackReason.misconfigured, str(exc))
+        return None, AuthFailure(Kind.MISCONFIGURED, str(exc))
     if unsendable_header(token.get_secret_value()):
-        return token, AuthFailure(FallbackReason.misconfigured, UNSENDABLE_TOKEN)
+        return token, AuthFailure(Kind.MISCONFIGURED, UNSENDABLE_TOKEN)
     return token, None
 
 
@@ -144,21 +142,9 @@ async def call_identity(
     try:
         response = await http.request("POST", auth_url, headers=headers, data=payload, tenant=tenant)
         identity = parse_identity_response(response.status, response.body, identify_method)
-    except AuthFailure as exc:
-        failure = exc
-    except CircuitOpen as exc:  # this bot's calls to the host keep failing: not called (services/verifier/breaker.py)
-        failure = CircuitOpenFailure(exc)
-    except DestinationBlocked as exc:
-        failure = AuthFailure(FallbackReason.destination_blocked, str(exc))
-    except HostBusy as exc:
-        failure = NoCallSlotFailure(exc)
-    except InvalidResponse as exc:
-        failure = AuthFailure(FallbackReason.invalid_response, str(exc))
-    except (TimeoutError, asyncio.TimeoutError):
-        failure = AuthFailure(FallbackReason.auth_unavailable, "the Authentication URL did not answer in time")
-    except aiohttp.ClientError as exc:
-        failure = AuthFailure(
-            FallbackReason.auth_unavailable, f"could not reach the Authentication URL ({type(exc).__name__})",
-        )
+    except Exception as exc:
+        if (kind := kind_of(exc)) is None:  # a crash: shared/failures.py says whether the stage retries it
+            raise
+        failure = exc if isinstance(exc, AuthFailure) else AuthFailure(kind, _detail(kind, exc))
     elapsed = (time.perf_counter() - started) * 1000
     return IdentityCall(headers, body, response, identity, failure, elapsed)

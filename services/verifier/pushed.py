@@ -17,10 +17,10 @@ from uuid import UUID
 import asyncpg
 
 from shared.crypto import Secrets
-from shared.events import FallbackReason, IdentifyMethod, Identity, WidgetOpened
+from shared.events import IdentifyMethod, Identity, WidgetOpened
 from shared.profiles import WIDGET_TOKEN_PREFIX, InvalidProfile, build_identity
 
-from .answer import AuthFailure
+from .failures import AuthFailure, Kind
 
 # Owned by this session (a redelivery), or free and still valid: take it. Row locks order racers:
 # the loser re-reads the winner's row, finds used_by set to another session, and updates nothing.
@@ -39,7 +39,7 @@ def is_widget_token(token: str) -> bool:
 
 
 def _rejected(detail: str) -> AuthFailure:
-    return AuthFailure(FallbackReason.auth_rejected, detail)
+    return AuthFailure(Kind.WIDGET_TOKEN_REFUSED, detail)
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def _identity(stored: dict[str, Any], method: IdentifyMethod) -> Identity:
     try:
         identity = build_identity(data, method, label=str)
     except InvalidProfile as exc:
-        raise AuthFailure(FallbackReason.invalid_response, f"the pushed identity cannot be used: {exc}") from None
+        raise AuthFailure(Kind.WIDGET_TOKEN_UNUSABLE, f"the pushed identity cannot be used: {exc}") from None
     # The business's own workspace (not Doorman's): carried once Identity has a field for it.
     if workspace is not None and "external_workspace_id" in Identity.model_fields:
         identity = identity.model_copy(update={"external_workspace_id": workspace})
@@ -90,7 +90,7 @@ def _identity(stored: dict[str, Any], method: IdentifyMethod) -> Identity:
 async def pushed_identity(pushed: PushedIdentities | None, event: WidgetOpened, method: IdentifyMethod) -> Identity:
     """The identity pushed for this open's widget token (see :meth:`PushedIdentities.take`)."""
     if pushed is None:  # a caller of decide() that cannot reach the database
-        raise AuthFailure(FallbackReason.internal_error, "widget tokens (dmw_) cannot be checked here")
+        raise AuthFailure(Kind.WIDGET_TOKEN_UNCHECKED, "widget tokens (dmw_) cannot be checked here")
     assert event.access_token is not None
     return await pushed.take(event.access_token.get_secret_value(), bot_id=event.bot_id,
                              session_id=event.session_id, method=method)

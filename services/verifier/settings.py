@@ -1,11 +1,28 @@
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.settings import OutboundSettings, SecretKeySettings
+from shared.settings import Delays, OutboundSettings, SecretKeySettings
 
 
-class VerifierSettings(SecretKeySettings, OutboundSettings):
+class VerifierRetrySettings(BaseSettings):
+    """The verifier's two stages' retry policies (`doorman queues` reads them too: the delays name delay queues)."""
+
+    model_config = SettingsConfigDict(env_prefix="DOORMAN_", extra="ignore", frozen=True)
+
+    # A visitor is waiting: short delays, and another attempt only if it can end before the open's deadline.
+    verifier_retry_delays: Delays = Field((0.25, 1.0, 2.0), description=(
+        "seconds between attempts at a widget open whose business blinked, comma-separated (the last repeats)"))
+    verifier_max_attempts: int = Field(5, ge=1, le=100, description="attempts at a widget open, the first included")
+    # Nobody waits for a webhook, and the business's endpoint may be down for hours: 5 s, 30 s, 2 min, ... then
+    # every 4 h; the 13th attempt comes about 23.7 h after the first, then the delivery is dead (a day).
+    webhook_retry_delays: Delays = Field((5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0), description=(
+        "seconds between attempts at a webhook delivery, comma-separated (the last repeats); about a day of back-off"))
+    webhook_max_attempts: int = Field(13, ge=1, le=1000, description="attempts before a delivery is dead")
+
+
+class VerifierSettings(SecretKeySettings, OutboundSettings, VerifierRetrySettings):
     verifier_port: int = Field(8081, ge=0, le=65535, description="/healthz, /readyz; 0 picks a free port")
     whitelist_ttl_seconds: float = Field(300.0, ge=5, description="API-sourced whitelists are refreshed before this")
     verifier_prefetch: int = Field(
@@ -44,26 +61,6 @@ class VerifierSettings(SecretKeySettings, OutboundSettings):
     webhook_max_connections_per_host: int = Field(
         8, ge=1, le=10_000, description="deliveries in flight to one host; more wait their turn",
     )
-    webhook_retry_delays: str | None = Field(None, description=(
-        "seconds between attempts, comma-separated (the last repeats); default about a day of back-off"))
-    webhook_max_attempts: int | None = Field(None, ge=1, le=1000, description="attempts before a delivery is dead")
 
     # The Testing panel (services/verifier/testing.py), run for the gateways: its own queue, channel and client.
     testing_concurrency: int = Field(8, ge=1, le=1000, description="Testing panel runs at once per replica")
-
-    @model_validator(mode="after")
-    def _check_webhook_delays(self) -> "VerifierSettings":
-        self.webhook_delays()
-        return self
-
-    def webhook_delays(self) -> tuple[float, ...] | None:
-        """The configured back-off, or None for the default."""
-        if self.webhook_retry_delays is None:
-            return None
-        try:
-            delays = tuple(float(d) for d in self.webhook_retry_delays.split(","))
-        except ValueError:
-            raise ValueError("DOORMAN_WEBHOOK_RETRY_DELAYS: seconds, comma-separated, e.g. 5,30,120") from None
-        if not delays or any(not 0 < d <= 86400 for d in delays):
-            raise ValueError("DOORMAN_WEBHOOK_RETRY_DELAYS: each delay between 0 and 86400 seconds")
-        return delays

@@ -45,11 +45,11 @@ import structlog
 from jwt.utils import base64url_decode
 
 from shared.auth_config import AuthConfig
-from shared.events import FallbackReason, Identity
+from shared.events import Identity
 from shared.identifiers import IDENTIFIER_FIELDS
 from shared.profiles import MAX_JSON_DEPTH, PROFILE_FIELDS, InvalidProfile, build_identity, depth_exceeds
 
-from .answer import AuthFailure
+from .failures import AuthFailure, Kind
 from .jwks import JwksCache, JwksUnavailable, UnknownKey, quote
 
 log = structlog.get_logger("doorman.verifier.tokens")
@@ -215,14 +215,14 @@ class TokenCheck:
 
 
 async def check_token(token: str, config: AuthConfig, bot_id: UUID, *, jwks: JwksCache) -> TokenCheck:
-    """verify_token, its failures as the verifier's AuthFailure (``auth_rejected``; ``auth_unavailable``
-    and a retry when the JWKS could not be fetched)."""
+    """verify_token, its failures as the verifier's AuthFailure: ``token_refused``, or ``jwks_unavailable`` when
+    the JWKS could not be fetched (what each gets, a retry included: :mod:`.failures`)."""
     started = time.perf_counter()
     identity = failure = code = None
     try:
         identity = await verify_token(token, config, bot_id, jwks=jwks)
     except TokenRejected as exc:
-        code, failure = exc.code, AuthFailure(FallbackReason.auth_rejected, str(exc))
+        code, failure = exc.code, AuthFailure(Kind.TOKEN_REFUSED, str(exc))
     except JwksUnavailable as exc:
-        code, failure = "jwks_unavailable", AuthFailure(FallbackReason.auth_unavailable, str(exc))
+        code, failure = "jwks_unavailable", AuthFailure(Kind.JWKS_UNAVAILABLE, str(exc))
     return TokenCheck(identity, failure, code, (time.perf_counter() - started) * 1000)

@@ -4,27 +4,28 @@ capacity and its own outbound client, so a slow endpoint never takes anything fr
 A delivery's row (``webhook_deliveries``, recorded by whoever made the change: shared/webhook_outbox.py)
 holds the exact body. Each attempt POSTs it to the bot's webhook URL, signed like an identity call with
 ``Doorman-Delivery`` = the body's ``id`` (the same on every attempt: the business dedupes on it), and
-records the attempt. 2xx: delivered. 4xx other than 408 and 429: failed for good (dead now). Anything
-else (408, 429, 5xx, a timeout, no connection): another attempt after the stage's back-off, dead once
-none is left (about a day). A dead delivery's copy waits in ``verifier.webhooks.dlq``:
+records the attempt. 2xx: delivered. 4xx other than 408 and 429, or an address Doorman will not call:
+failed for good (dead now). Anything else (408, 429, 5xx, a timeout, no connection): another attempt after
+the stage's back-off, dead once none is left (about a day). Which is which: the ``redeliver`` column of
+:data:`.failures.VERDICTS`. A dead delivery's copy waits in ``verifier.webhooks.dlq``:
 ``doorman dlq replay verifier.webhooks`` tries it again.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from uuid import UUID
 
-import aiohttp
 import asyncpg
 import structlog
 
 from shared.auth_config import AuthConfig
 from shared.events import WebhookDue
 from shared.failures import FailedForGood, TryLater
-from shared.http import DestinationBlocked, HostBusy, InvalidResponse, OutboundClient
+from shared.http import OutboundClient
 from shared.signing import sign
+
+from .failures import VERDICTS, Kind, kind_of, status_kind
 
 log = structlog.get_logger("doorman.webhooks")
 
@@ -41,13 +42,17 @@ _ATTEMPTED = """UPDATE webhook_deliveries SET attempts = attempts + 1, last_erro
                 WHERE delivery_id = $1 AND status <> 'delivered'"""
 
 
-def verdict(status: int) -> type[Exception] | None:
-    """None: delivered; :class:`TryLater` or :class:`FailedForGood` for what the answer's status means."""
-    if 200 <= status < 300:
-        return None
-    if 400 <= status < 500 and status not in (408, 429):
-        return FailedForGood
-    return TryLater
+def _detail(kind: Kind, exc: BaseException) -> str:
+    """What the delivery's ``last_error`` says of an attempt that raised ``exc``."""
+    if kind is Kind.BLOCKED:
+        return f"Doorman will not call this URL: {exc}"
+    if kind is Kind.NO_SLOT:
+        return f"too many deliveries to this host at once ({exc})"
+    if kind is Kind.UNREADABLE:
+        return f"the answer could not be read ({exc})"
+    if kind is Kind.TIMEOUT:
+        return "the endpoint did not answer in time"
+    return f"could not reach the endpoint ({type(exc).__name__})"
 
 
 async def deliver(event: WebhookDue, *, pool: asyncpg.Pool, http: OutboundClient, load_config: LoadConfig) -> None:
@@ -67,29 +72,21 @@ async def deliver(event: WebhookDue, *, pool: asyncpg.Pool, http: OutboundClient
     body = row["body"].encode()
     headers = {"Content-Type": "application/json", EVENT_HEADER: row["type"],
                **sign(body, signing, delivery=str(event.event_id))}
-    error, failure = None, TryLater
     try:
         response = await http.request("POST", row["url"], headers=headers, data=body, tenant=event.bot_id)
-    except DestinationBlocked as exc:
-        error, failure = f"Doorman will not call this URL: {exc}", FailedForGood
-    except HostBusy as exc:
-        error = f"too many deliveries to this host at once ({exc})"
-    except InvalidResponse as exc:
-        error = f"the answer could not be read ({exc})"
-    except (TimeoutError, asyncio.TimeoutError):
-        error = "the endpoint did not answer in time"
-    except aiohttp.ClientError as exc:
-        error = f"could not reach the endpoint ({type(exc).__name__})"
+    except Exception as exc:
+        if (kind := kind_of(exc)) is None:  # a crash: shared/failures.py says whether the stage retries it
+            raise
+        error = _detail(kind, exc)
     else:
-        kind = verdict(response.status)
-        if kind is None:
+        if (kind := status_kind(response.status)) is None:
             await _attempted(pool, event, None, ok=True)
             log.info("webhook delivered", webhook_type=row["type"], http_status=response.status,
                      latency_ms=round(response.elapsed_ms, 1))
             return
-        error, failure = f"HTTP {response.status}", kind
+        error = f"HTTP {response.status}"
     await _attempted(pool, event, error, ok=False)
-    raise failure(error)
+    raise (TryLater if VERDICTS[kind].redeliver else FailedForGood)(error)
 
 
 async def _attempted(pool: asyncpg.Pool, event: WebhookDue, error: str | None, *, ok: bool) -> None:

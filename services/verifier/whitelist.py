@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -206,3 +207,13 @@ class ApiWhitelist:
         if skipped:
             log.info("whitelist_entries_skipped", bot_id=str(bot_id), skipped=skipped, kept=len(domains))
         return tuple(domains)
+
+
+@asynccontextmanager
+async def api_whitelist(http: OutboundClient, *, ttl: float) -> AsyncIterator[ApiWhitelist]:
+    """The cache for the life of the context; its background refreshes are cancelled at the end."""
+    whitelist = ApiWhitelist(http, ttl=ttl)
+    try:
+        yield whitelist
+    finally:
+        await whitelist.close()

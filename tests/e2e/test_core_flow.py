@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from services.verifier import main as verifier
+from services.verifier.settings import VerifierSettings
 from tests.conftest import AUTH_TIMEOUT, Stack, admin_headers, create_bot, logged_detail, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
@@ -183,7 +183,7 @@ async def test_fallback_when_the_call_fails(stack: Stack, customer_api: FakeCust
     # auth_unavailable is transient: retried with back-off while the visitor's deadline allows.
     calls = len(customer_api.received(url))
     if reason == "auth_unavailable":
-        assert 2 <= calls <= verifier.MAX_ATTEMPTS
+        assert 2 <= calls <= VerifierSettings(**stack.config).verifier_max_attempts
     else:
         assert calls == 1
     assert await contacts_of(stack, bot) == []

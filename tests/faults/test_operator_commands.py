@@ -7,7 +7,7 @@ import secrets
 
 import aio_pika
 
-from doorman.ops import declare_all, queue_stats, set_dead_letter_ttl
+from doorman.ops import QueueSettings, declare_all, queue_stats, set_dead_letter_ttl
 from shared import messaging
 from shared.settings import DoormanSettings
 from tests.faults.infra import RabbitNode
@@ -16,7 +16,7 @@ from tests.faults.infra import RabbitNode
 async def test_queue_stats_show_ready_unacked_consumers_retries_and_dead_letters(rabbit: RabbitNode) -> None:
     prefix = f"ops-{secrets.token_hex(3)}"
     topology = messaging.Topology(prefix)
-    settings = DoormanSettings(amqp_url=rabbit.url, amqp_prefix=prefix, rabbitmq_management_url=rabbit.management_url)
+    settings = QueueSettings(amqp_url=rabbit.url, amqp_prefix=prefix, rabbitmq_management_url=rabbit.management_url)
     async with await aio_pika.connect(rabbit.url) as conn:
         channel = await conn.channel(publisher_confirms=True)
         await declare_all(channel, topology)

@@ -180,11 +180,10 @@ async def test_a_replayed_dead_letter_of_a_resolved_session_calls_no_one(stack: 
 
 
 async def test_queue_stats_without_the_management_api(stack: Stack) -> None:
-    from doorman.ops import queue_stats
-    from shared.settings import DoormanSettings
+    from doorman.ops import QueueSettings, queue_stats
 
-    settings = DoormanSettings(amqp_url=AMQP_URL, amqp_prefix=stack.config["amqp_prefix"],
-                               rabbitmq_management_url="http://127.0.0.1:9")  # nothing listens there
+    settings = QueueSettings(amqp_url=AMQP_URL, amqp_prefix=stack.config["amqp_prefix"],
+                             rabbitmq_management_url="http://127.0.0.1:9")  # nothing listens there
     stats = {s.queue: s for s in await queue_stats(settings)}
 
     verifier = stats[messaging.Topology(stack.config["amqp_prefix"]).queue(messaging.VERIFIER_QUEUE)]

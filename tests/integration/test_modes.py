@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from services.verifier.answer import AuthFailure, parse_identity_response
+from services.verifier.answer import parse_identity_response
+from services.verifier.failures import AuthFailure
 from shared.events import FallbackReason, IdentifyMethod, utcnow
 from tests.conftest import Stack, admin_headers, await_outcome, create_bot, open_session, store_pending, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified

@@ -1,7 +1,7 @@
 """Property tests for reading the business's answer to the identity call (``services.verifier.answer``):
 any HTTP status and any body end in an Identity or an AuthFailure with a defined reason, never another
-exception; and every answer that does not verify is either unavailable (408, 429, 5xx: the outage grace
-may answer) or a refusal for the grace cache (``services.verifier.grace.REFUSALS``)."""
+exception; and every answer that does not verify is either unavailable (408, 429, 5xx: retried, and the
+outage grace may answer) or a refusal for the grace cache (``services.verifier.failures.VERDICTS``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import json
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from services.verifier.answer import AuthFailure, parse_identity_response
-from services.verifier.breaker import unavailable_status
-from services.verifier.grace import REFUSALS
+from services.verifier.answer import parse_identity_response
+from services.verifier.failures import AuthFailure, Grace
 from shared.events import FallbackReason, Identity, IdentifyMethod
 from tests.strategies import BODIES
 
@@ -36,10 +35,12 @@ def test_any_status_and_body_end_in_an_identity_or_a_defined_failure(
         assert failure.reason in (FallbackReason.auth_rejected, FallbackReason.auth_unavailable,
                                   FallbackReason.invalid_response)
         assert failure.detail.strip()
-        # Unavailable exactly when the business did not really answer; everything else refuses the token.
-        assert (failure.reason is FallbackReason.auth_unavailable) == unavailable_status(status)
-        assert failure.reason is FallbackReason.auth_unavailable or failure.reason in REFUSALS
-        assert failure.retry == (failure.reason is FallbackReason.auth_unavailable)
+        # Unavailable exactly when the business did not really answer: retried, and the grace may answer;
+        # everything else refuses the token.
+        unavailable = status in (408, 429) or 500 <= status <= 599
+        assert (failure.reason is FallbackReason.auth_unavailable) == unavailable
+        assert failure.retry == unavailable
+        assert failure.verdict.grace is (Grace.ANSWERS if unavailable else Grace.REFUSES)
     else:
         assert 200 <= status <= 299 and isinstance(identity, Identity) and identity.identifier
         json.dumps(identity.metadata, allow_nan=False)  # storable as JSON

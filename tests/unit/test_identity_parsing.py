@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from services.verifier.answer import AuthFailure, parse_identity_response
+from services.verifier.answer import parse_identity_response
+from services.verifier.failures import AuthFailure
 from shared.profiles import MAX_JSON_DEPTH, MAX_METADATA_BYTES, MAX_STRING
 from services.verifier.identity import describe
 from shared.events import FallbackReason, Identity, IdentifyMethod
