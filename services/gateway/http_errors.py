@@ -52,6 +52,9 @@ BODY_ERRORS = {
 QUERY_ERRORS = {422: ("A query parameter is not valid (or `cursor` is not one this API returned).", Error)}
 RETRY_AFTER = {"Retry-After": "seconds to wait before retrying"}
 UNAVAILABLE = {503: Response("The broker is unavailable; retry after `Retry-After` seconds.", Error, RETRY_AFTER)}
+# Not an operation's answer: what any path answers to a method it does not have (openapi.py puts it in components).
+METHOD_NOT_ALLOWED = Response("This path does not have the request's method; `Allow` lists those it has.", Error,
+                              {"Allow": "the methods this path has, comma-separated"})
 
 
 class ApiError(web.HTTPException):
@@ -110,7 +113,9 @@ def as_json_error(request: web.Request, exc: Exception) -> web.HTTPException:
     if isinstance(exc, web.HTTPException):
         if exc.content_type == "application/json" or exc.status < 400:
             return exc
-        return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        # aiohttp's own answers (405, 404 for an unknown path, ...) as JSON, with their headers (a 405's Allow).
+        kept = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, headers=kept)
     if is_transient(exc):  # the database or the broker blinked: nothing was half-done
         log.warning("dependency unavailable", path=request.path, error=repr(exc))
         return error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"})
