@@ -110,8 +110,8 @@ def _refuse_blocked_urls(http: OutboundClient, body: CustomAuthSettingsIn) -> No
           "with `identity_source: signed_token` the pasted JWT's header, claims and the check that failed.",
           TestResult),
     **NOT_FOUND_BOT, **BODY_ERRORS,
-    422: ("The body is not valid, or the bot (identity source `auth_url`) has no `auth_url` yet "
-          "(`invalid_settings`).", Error),
+    409: ("The bot's settings cannot be tested as they are (`invalid_state`): its identity source is `auth_url` and "
+          "it has no `auth_url` yet; `fields` names the setting.", Error),
 })
 async def test_custom_auth(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
@@ -121,7 +121,7 @@ async def test_custom_auth(request: web.Request) -> web.Response:
     if config is None:
         raise error(404, "bot_not_found", "no bot has this bot_id")
     if config.identity_source == "auth_url" and not config.auth_url:
-        raise error(422, "invalid_settings", "set the bot's auth_url before testing",
+        raise error(409, "invalid_state", "set the bot's auth_url before testing",
                     fields=[{"field": "auth_url", "message": "not set"}])
     return json_response(await testing.run_test(pool, request.app[HTTP], bot_id, config, sample, request.app[SECRETS]))
 

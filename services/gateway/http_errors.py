@@ -33,7 +33,8 @@ class ErrorDetail(TypedDict):
     code: Annotated[str, Field(
         description="stable machine-readable code, e.g. `bot_not_found`, `invalid_body`, `unauthorized`")]
     message: str
-    fields: NotRequired[Annotated[list[FieldError], Field(description="present on 422: one entry per bad field")]]
+    fields: NotRequired[Annotated[list[FieldError], Field(description=(
+        "present on 422: one entry per bad field; on 409 `invalid_state`: the setting in the way"))]]
 
 
 @with_config(ConfigDict(extra="forbid"))

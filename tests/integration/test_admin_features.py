@@ -116,7 +116,8 @@ async def test_panel_failure_has_the_reason_and_what_to_fix(stack: Stack, custom
 async def test_panel_errors(stack: Stack) -> None:
     bot = await create_bot(stack.http, stack.gateway.url)
     status, body, _ = await admin_post(stack, f"/v1/bots/{bot}/custom-auth/test", {"access_token": "t"})
-    assert status == 422 and body["error"]["fields"][0]["field"] == "auth_url"
+    assert status == 409 and body["error"]["code"] == "invalid_state"  # a valid request; the bot is not ready
+    assert body["error"]["fields"][0]["field"] == "auth_url"
     status, body, _ = await admin_post(stack, f"/v1/bots/{bot}/custom-auth/test", {})
     assert status == 422 and body["error"]["fields"][0]["field"] == "access_token"
     status, _, _ = await admin_post(stack, f"/v1/bots/{uuid4()}/custom-auth/test", {"access_token": "t"})

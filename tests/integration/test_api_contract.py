@@ -84,3 +84,15 @@ def validate(doc: dict[str, Any], schema: dict[str, Any], value: Any) -> None:
     registry = Registry().with_resource(DOC_URI, Resource.from_contents(doc, default_specification=DRAFT202012))
     resolved = json.loads(json.dumps(schema).replace('"#/', f'"{DOC_URI}#/'))
     Draft202012Validator(resolved, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER).validate(value)
+
+
+async def test_testing_a_bot_without_an_auth_url_is_a_state_conflict(stack: Stack, doc: dict[str, Any]) -> None:
+    """The request is valid (the document allows it); the bot's state is what is wrong: 409 ``invalid_state``, and
+    the field in the way named, as the admin page shows it."""
+    bot_id = await create_bot(stack.http, stack.gateway.url)
+    async with stack.http.post(f"{stack.gateway.url}/v1/bots/{bot_id}/custom-auth/test", json={"access_token": "t"},
+                               headers=admin_headers()) as resp:
+        assert resp.status == 409, await resp.text()
+        error = (await resp.json())["error"]
+    assert error["code"] == "invalid_state" and [f["field"] for f in error["fields"]] == ["auth_url"]
+    assert "409" in doc["paths"]["/v1/bots/{bot_id}/custom-auth/test"]["post"]["responses"]

@@ -141,7 +141,7 @@ async def test_errors_match(stack: Stack, doc: dict[str, Any]) -> None:
                       json={"enabled": True, "identify_method": "nope"})
     assert body["error"]["fields"]
     await call(stack, doc, "GET", "/v1/bots/{bot_id}/contacts", 422, bot_id=bot_id, query={"limit": "0"})
-    await call(stack, doc, "POST", "/v1/bots/{bot_id}/custom-auth/test", 422, bot_id=bot_id, json={"access_token": "t"})
+    await call(stack, doc, "POST", "/v1/bots/{bot_id}/custom-auth/test", 409, bot_id=bot_id, json={"access_token": "t"})
     await call(stack, doc, "GET", "/v1/bots/{bot_id}", 401, admin=False, bot_id=bot_id)
     await call(stack, doc, "GET", "/v1/bots/{bot_id}", 404, bot_id=uuid4())
     await call(stack, doc, "GET", "/v1/bots/{bot_id}/contacts/{contact_id}", 404, bot_id=bot_id, contact_id=uuid4())
