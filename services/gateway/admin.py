@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from shared.auth_config import load as load_auth_config
 from shared.http import DestinationBlocked, OutboundClient
-from shared.routes import Handler, Routes
+from shared.routes import Handler, Link, Response, Routes, links_to
 from shared.sessions import end_contact_sessions
 from shared.signing import new_secret as new_signing_secret
 
@@ -31,8 +31,23 @@ routes = Routes()
 ADMIN_BODY_MAX_BYTES = 256 * 1024
 
 
-@routes.post("/v1/bots", "createBot", "Create a bot", tag="bots", body=NewBot,
-             responses={201: ("The new bot (Custom Authentication off).", Bot), **NOT_FOUND_WORKSPACE, **BODY_ERRORS})
+# What a new bot's id leads to: configuring it, its visitors' sessions, what they leave (contacts, the activity
+# log); each of those leads on (a saved setting to the Testing panel, a session to its form, a listed contact to
+# its export and erasure).
+BOT_LINKS = {
+    **links_to("getBot", "putCustomAuth", "pushIdentity", "putWebhook", "listContacts", "listAuthEvents",
+               bot_id="$response.body#/bot_id"),
+    "openSession": Link("openSession", body={"bot_id": "$response.body#/bot_id"}),
+}
+# A listed contact (the newest), of the listed bot.
+CONTACT_LINKS = links_to("getContact", "exportContact", "revokeContactSessions", "eraseContact",
+                         bot_id="$request.path.bot_id", contact_id="$response.body#/contacts/0/contact_id")
+
+
+@routes.post("/v1/bots", "createBot", "Create a bot", tag="bots", body=NewBot, responses={
+    201: Response("The new bot (Custom Authentication off).", Bot, links=BOT_LINKS),
+    **NOT_FOUND_WORKSPACE, **BODY_ERRORS,
+})
 async def create_bot(request: web.Request) -> web.Response:
     body = await read_model(request, NewBot, max_bytes=ADMIN_BODY_MAX_BYTES)
     who = principal(request)
@@ -76,7 +91,12 @@ get_custom_auth = routes.get(
 
 @routes.put("/v1/bots/{bot_id}/custom-auth", "putCustomAuth", "Replace Custom Authentication settings",
             tag="custom-auth", body=CustomAuthSettingsIn,
-            responses={200: ("The stored settings.", CustomAuthSettings), **NOT_FOUND_BOT, **BODY_ERRORS})
+            responses={
+    200: Response("The stored settings.", CustomAuthSettings, links=links_to(
+        "getCustomAuth", "testCustomAuth", "getAuthBreaker", "rotateSigningSecret", "rotateTokenSecret",
+        bot_id="$request.path.bot_id")),
+    **NOT_FOUND_BOT, **BODY_ERRORS,
+})
 async def put_custom_auth(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
     body = await read_model(request, CustomAuthSettingsIn, max_bytes=ADMIN_BODY_MAX_BYTES)
@@ -128,7 +148,8 @@ async def test_custom_auth(request: web.Request) -> web.Response:
 
 @routes.get("/v1/bots/{bot_id}/contacts", "listContacts", "List and search contacts", tag="contacts",
             query=ContactQuery,
-            responses={200: ("A page of contacts, newest first.", ContactPage), **NOT_FOUND_BOT, **QUERY_ERRORS})
+            responses={200: Response("A page of contacts, newest first.", ContactPage, links=CONTACT_LINKS),
+                       **NOT_FOUND_BOT, **QUERY_ERRORS})
 async def list_contacts(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
     query = read_query(request, ContactQuery)
@@ -180,7 +201,8 @@ def _contact_id(request: web.Request) -> UUID:
 
 @routes.get("/v1/bots/{bot_id}/auth-events", "listAuthEvents", "The authentication activity log", tag="contacts",
             query=AuthEventQuery, responses={
-    200: ("A page of widget sessions, newest first, with why each ended as it did.", AuthEventPage),
+    200: Response("A page of widget sessions, newest first, with why each ended as it did.", AuthEventPage,
+                  links=links_to("getSession", session_id="$response.body#/events/0/session_id")),
     **NOT_FOUND_BOT, **QUERY_ERRORS,
 })
 async def auth_events(request: web.Request) -> web.Response:

@@ -15,8 +15,6 @@ from typing_extensions import TypedDict
 from shared.failures import is_transient
 from shared.routes import Response
 
-from .pagination import BadCursor
-
 log = structlog.get_logger("doorman.gateway")
 M = TypeVar("M", bound=BaseModel)
 
@@ -50,7 +48,8 @@ BODY_ERRORS = {
     415: ("The body is not `application/json`.", Error),
     422: ("The body is not valid: `fields` says which fields and why.", Error),
 }
-QUERY_ERRORS = {422: ("A query parameter is not valid (or `cursor` is not one this API returned).", Error)}
+QUERY_ERRORS = {422: ("A query parameter is not valid (`cursor`: not of the pattern of the cursors this list returns).",
+                      Error)}
 RETRY_AFTER = {"Retry-After": "seconds to wait before retrying"}
 UNAVAILABLE = {503: Response("The broker is unavailable; retry after `Retry-After` seconds.", Error, RETRY_AFTER)}
 # Not an operation's answer: what any path answers to a method it does not have (openapi.py puts it in components).
@@ -108,9 +107,6 @@ def read_query(request: web.Request, model: type[M]) -> M:
 
 def as_json_error(request: web.Request, exc: Exception) -> web.HTTPException:
     """What a failed request answers: every error is JSON, and no stack trace ever leaves."""
-    if isinstance(exc, BadCursor):
-        return error(422, "invalid_query", "the query parameters are not valid",
-                     fields=[{"field": "cursor", "message": str(exc)}])
     if isinstance(exc, web.HTTPException):
         if exc.content_type == "application/json" or exc.status < 400:
             return exc

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
-from shared.routes import Operation, Response, Routes, Stream, operation_of
+from shared.routes import Link, Operation, Response, Routes, Stream, operation_of
 
 from .access import ADMIN_PATHS, UNAUTHORIZED
 from .admin import ADMIN_BODY_MAX_BYTES
@@ -135,7 +135,38 @@ def _response(status: int, response: Response, components: _Components, body_lim
     if response.headers:
         out["headers"] = {name: {"description": text, "required": True, "schema": {"type": "string"}}
                           for name, text in response.headers.items()}
+    if response.links:
+        out["links"] = {name: _link(link) for name, link in response.links.items()}
     return out
+
+
+def _link(link: Link) -> dict[str, Any]:
+    out: dict[str, Any] = {"operationId": link.operation_id}
+    if link.parameters:
+        out["parameters"] = dict(link.parameters)
+    if link.body:
+        out["requestBody"] = dict(link.body)  # merged into the body the target is otherwise sent
+    return out
+
+
+def _check_links(paths: dict[str, dict[str, Any]], schemas: dict[str, Any]) -> None:
+    """Every link leads to an operation of the document, and names parameters and body fields it has."""
+    targets = {op["operationId"]: op for item in paths.values() for op in item.values()}
+    for item in paths.values():
+        for op in item.values():
+            for response in op["responses"].values():
+                for name, link in response.get("links", {}).items():
+                    target = targets.get(link["operationId"])
+                    if target is None:
+                        raise ValueError(f"{op['operationId']}: link {name} leads to no operation")
+                    names = {p["name"] for p in target.get("parameters", [])}
+                    if unknown := set(link.get("parameters", {})) - names:
+                        raise ValueError(f"{op['operationId']}: link {name} names no such parameter: {unknown}")
+                    if "requestBody" in link:
+                        ref = target.get("requestBody", {}).get("content", {}).get(JSON, {}).get("schema", {})
+                        fields = schemas.get(ref.get("$ref", "").rsplit("/", 1)[-1], {}).get("properties", {})
+                        if unknown := set(link["requestBody"]) - set(fields):
+                            raise ValueError(f"{op['operationId']}: link {name} names no such body field: {unknown}")
 
 
 def _operation(path: str, op: Operation, components: _Components, widget_body_limit: int) -> dict[str, Any]:
@@ -166,6 +197,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
     for method, path, operation in operations(app):
         paths.setdefault(path, {})[method.lower()] = _operation(
             path, operation, components, app[SETTINGS].widget_body_max_bytes)
+    _check_links(paths, components.schemas)
     method_not_allowed = _response(405, METHOD_NOT_ALLOWED, components, ADMIN_BODY_MAX_BYTES)
     try:
         release = version("doorman")

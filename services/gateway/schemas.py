@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -11,10 +12,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from shared.identifiers import InvalidIdentifier, normalise_email, normalise_phone
 from yarl import URL
@@ -24,6 +29,12 @@ from shared.http import unsendable_header
 from shared.events import FallbackReason, IdentifyMethod
 from shared.sessions import SessionStatus
 
+from . import pagination
+from .constraints import (
+    BLANK_OR_EMAIL, DOMAIN_ENTRY, HEADER_VALUE, HTTP_URL, NOT_BLANK, PHONE_NUMBER_SCHEMA, WHITESPACE, document_strings,
+    one_filled, present, when,
+)
+
 RequestField = Literal["user_id", "email", "name", "phone_number", "external_workspace_id"]
 Short = Annotated[str, Field(max_length=256)]
 
@@ -31,14 +42,27 @@ Short = Annotated[str, Field(max_length=256)]
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """The schema says what this class enforces on every string: stripped, no NUL (constraints.py)."""
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        document_strings(schema)
+        return schema
+
     @field_validator("*")
     @classmethod
     def _no_nul(cls, value: object) -> object:
-        """PostgreSQL text cannot hold NUL; say so as a field error, not a 500."""
-        items = value if isinstance(value, list) else [value]
-        if any(isinstance(item, str) and "\x00" in item for item in items):
-            raise ValueError("must not contain NUL characters")
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                no_nul(item)
         return value
+
+
+def no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL; say so as a field error, not a 500."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
 
 
 def _http_url(value: str) -> str:
@@ -49,6 +73,9 @@ def _http_url(value: str) -> str:
         raise ValueError("must include a host name")
     if url.user or url.password:
         raise ValueError("must not carry a user name or password; use the header token")
+    if not re.fullmatch(HTTP_URL, value):
+        raise ValueError("must be http(s)://host[:port][/path] with no spaces or characters a URL cannot hold, a port "
+                         "from 1 to 65535, and an international domain name in its xn-- form")
     return value
 
 
@@ -58,8 +85,12 @@ def _sendable(value: str) -> str:
     return value
 
 
-HttpUrl = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_http_url)]
-DomainEntry = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(normalise_domain_entry)]
+HttpUrl = Annotated[str, Field(min_length=1, max_length=2048, json_schema_extra={"format": "uri", "pattern": HTTP_URL}),
+                    AfterValidator(_http_url)]
+DomainEntry = Annotated[str, Field(
+    min_length=1, max_length=253, json_schema_extra={"format": DOMAIN_ENTRY}, description=(
+        "a host name (`example.com`, an internationalised name, `localhost`), `*.example.com` for its subdomains, "
+        "or an IPv4 address; no scheme, port or path")), AfterValidator(normalise_domain_entry)]
 
 
 class OpenSession(Strict):
@@ -89,6 +120,9 @@ class NewApiKey(Strict):
 
 
 class DomainWhitelist(Strict):
+    model_config = ConfigDict(json_schema_extra=when(
+        {"enabled": True, "source": "api"}, then=present("api_url")))
+
     enabled: bool = False
     source: Literal["manual", "api"] = "manual"
     domains: Annotated[list[DomainEntry], Field(max_length=1000)] = []
@@ -117,6 +151,9 @@ class TokenClaims(Strict):
 class SignedTokenSettings(Strict):
     """``identity_source: signed_token``: the widget's access token is a JWT the business signed."""
 
+    model_config = ConfigDict(json_schema_extra=when(
+        {"algorithm": ["RS256", "ES256"]}, then=present("jwks_url")))
+
     algorithm: Literal["HS256", "RS256", "ES256"] = Field("HS256", description=(
         "the only algorithm accepted (pinned per bot); HS256 uses the bot's token secret "
         "(`POST .../custom-auth/token-secret`), RS256/ES256 the keys at `jwks_url`"))
@@ -137,14 +174,19 @@ class SignedTokenSettings(Strict):
 class CustomAuthSettingsIn(Strict):
     """PUT body. ``header_token`` is write-only: absent keeps the stored one, null clears it."""
 
+    model_config = ConfigDict(json_schema_extra=when(
+        {"enabled": True, "identity_source": "auth_url"},
+        then=present("auth_url")))
+
     enabled: bool
     identity_source: Literal["auth_url", "signed_token"] = Field("auth_url", description=(
         "`auth_url`: call the business's Authentication URL; `signed_token`: verify the JWT the widget "
         "carries, with no call (then `auth_url` is optional)"))
     auth_url: HttpUrl | None = None
-    header_token: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_sendable)] | None = None
+    header_token: Annotated[str, Field(min_length=1, max_length=4096, json_schema_extra={"pattern": HEADER_VALUE}),
+                            AfterValidator(_sendable)] | None = None
     identify_method: IdentifyMethod = IdentifyMethod.id
-    request_fields: Annotated[list[RequestField], Field(max_length=5)] = []
+    request_fields: Annotated[list[RequestField], Field(max_length=5, json_schema_extra={"uniqueItems": True})] = []
     domain_whitelist: DomainWhitelist = DomainWhitelist()
     signed_token: SignedTokenSettings = SignedTokenSettings()
     outage_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = Field(0, description=(
@@ -172,20 +214,20 @@ class OpenQuery(Strict):
 
 class BotQuery(Strict):
     limit: Annotated[int, Field(ge=1, le=100)] = 50
-    cursor: Annotated[str, Field(max_length=500)] | None = None
+    cursor: pagination.UuidCursor = None
 
 
 class ContactQuery(Strict):
     q: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     limit: Annotated[int, Field(ge=1, le=100)] = 25
-    cursor: Annotated[str, Field(max_length=500)] | None = None
+    cursor: pagination.UuidCursor = None
 
 
 class AuthEventQuery(Strict):
     reason: FallbackReason | None = None
     status: SessionStatus | None = None
     limit: Annotated[int, Field(ge=1, le=100)] = 50
-    cursor: Annotated[str, Field(max_length=500)] | None = None
+    cursor: pagination.SessionCursor = None
 
 
 class TestRequest(Strict):
@@ -203,20 +245,31 @@ class TestRequest(Strict):
 
 
 def _blank_is_none(value: object) -> object:
-    return None if isinstance(value, str) and not value.strip() else value
+    return None if isinstance(value, str) and not value.strip(WHITESPACE) else value
 
 
+# Form fields: blank is as absent.
 Typed200 = Annotated[Annotated[str, Field(max_length=200)] | None, BeforeValidator(_blank_is_none)]
 Typed40 = Annotated[Annotated[str, Field(max_length=40)] | None, BeforeValidator(_blank_is_none)]
+TypedEmail = Annotated[Annotated[str, Field(max_length=200, json_schema_extra={"pattern": BLANK_OR_EMAIL})] | None,
+                       BeforeValidator(_blank_is_none)]
+TypedPhone = Annotated[Annotated[str, Field(max_length=40), WithJsonSchema(PHONE_NUMBER_SCHEMA)] | None,
+                       BeforeValidator(_blank_is_none)]
 
 
 class CollectedContact(Strict):
-    """The Collect Information form. What the visitor types makes a non-verified contact."""
+    """The Collect Information form. What the visitor types makes a non-verified contact. A blank field is
+    as absent; at least one of name, email and phone_number must be filled."""
+
+    model_config = ConfigDict(json_schema_extra=one_filled(
+        name={"type": "string", "pattern": NOT_BLANK}, email={"type": "string", "pattern": NOT_BLANK},
+        phone_number=PHONE_NUMBER_SCHEMA))
 
     name: Typed200 = None
-    email: Typed200 = None
-    country_code: Typed40 = None
-    phone_number: Typed40 = None
+    email: TypedEmail = None
+    country_code: Typed40 = Field(None, description="the country of a national `phone_number`: `+84`, `84` or `VN`")
+    phone_number: TypedPhone = Field(
+        None, description="valid for its country, at most 40 characters; a national number needs `country_code`")
 
     @field_validator("email")
     @classmethod

@@ -1,7 +1,9 @@
 """Property tests: whatever a visitor's browser (or anyone on the internet) sends the gateway's public parsers ends
 in a defined answer, sent to the running stack.
 
-* header values that are not text (``Origin``, ``Authorization``), written byte by byte.
+* ``POST /v1/widget/sessions``: any JSON value, any bytes, any content type, any ``Origin`` and ``?wait``;
+* ``POST /v1/widget/sessions/{id}/contact`` (the Collect Information form): any JSON value, any bytes;
+* the admin lists' ``cursor``: any string (and every string of its documented pattern is a page).
 
 Never a 5xx, never a stack trace: a 2xx, or a 4xx whose body is ``{"error": {"code", "message"}}`` (with field
 errors on 422). Examples are few and reproducible (the stack is real: each one is a request).
@@ -66,10 +68,63 @@ async def bots(stack: Stack) -> dict[str, str]:
     return {"plain": await create_bot(stack.http, stack.gateway.url)}  # Custom Authentication off: falls back
 
 
-# --- headers that are not text ----------------------------------------------------------------------
+# --- opening a session ------------------------------------------------------------------------------------
 
 
-async def raw_request(stack: Stack, method: str, path: str, headers: dict[bytes, bytes], body: bytes = b"") -> tuple[int, Any]:
+def test_any_json_body_opens_a_session_or_is_refused_field_by_field(
+        stack: Stack, bots: dict[str, str], session_loop: asyncio.AbstractEventLoop) -> None:
+    @EXAMPLES
+    @given(body=JSON_VALUES | st.fixed_dictionaries({"bot_id": st.just(bots["plain"])}, optional={
+        name: JSON_VALUES for name in ("access_token", "user_id", "email", "name", "phone_number",
+                                       "external_workspace_id", "lang")}))
+    @example(body={"bot_id": bots["plain"], "name": "\x00"})
+    @example(body={"bot_id": bots["plain"], "access_token": "x" * 9000})
+    def check(body: Any) -> None:
+        status, answer = run(session_loop)(send(stack, "POST", "/v1/widget/sessions", data=json.dumps(body),
+                                                headers={"Content-Type": "application/json"}))
+        assert status in (202, 404, 422), answer
+        if status == 202:
+            assert answer["status"] == "pending"
+
+    check()
+
+
+def test_any_bytes_of_any_content_type_opens_or_is_refused(
+        stack: Stack, bots: dict[str, str], session_loop: asyncio.AbstractEventLoop) -> None:
+    valid = json.dumps({"bot_id": bots["plain"]}).encode()
+
+    @EXAMPLES
+    @given(data=st.binary(max_size=200) | st.just(valid) | st.binary(min_size=17_000, max_size=17_000),
+           content_type=CONTENT_TYPES)
+    @example(data=b'{"bot_id": "' + bots["plain"].encode() + b'", "name": "\\ud800"}', content_type="application/json")
+    @example(data=b"\xff\xfe{", content_type="application/json")
+    @example(data=b"[" * 5000, content_type="application/json")
+    def check(data: bytes, content_type: str) -> None:
+        status, _ = run(session_loop)(send(stack, "POST", "/v1/widget/sessions", data=data,
+                                           headers={"Content-Type": content_type}))
+        assert status in (202, 404, 413, 415, 422)
+
+    check()
+
+
+def test_any_origin_header_and_wait_parameter_end_in_a_defined_answer(
+        stack: Stack, bots: dict[str, str], session_loop: asyncio.AbstractEventLoop) -> None:
+    @EXAMPLES
+    @given(origin=HEADER_TEXT | st.sampled_from(["null", "https://shop.example.com", "https://xn--bcher-kva.de:8443"]),
+           wait=st.none() | HEADER_TEXT | st.sampled_from(["0.5", "1e400", "nan", "-1", "30", "inf"]))
+    def check(origin: str, wait: str | None) -> None:
+        params = {} if wait is None else {"wait": wait}
+        status, answer = run(session_loop)(send(stack, "POST", "/v1/widget/sessions", json={"bot_id": bots["plain"]},
+                                                headers={"Origin": origin}, params=params))
+        assert status in (200, 202, 422), answer
+        if status == 422:
+            assert [f["field"] for f in answer["error"]["fields"]] == ["wait"]
+
+    check()
+
+
+async def raw_request(stack: Stack, method: str, path: str, headers: dict[bytes, bytes],
+                      body: bytes = b"") -> tuple[int, Any]:
     """A request written byte by byte, as no HTTP client library would: header values that are not UTF-8."""
     url = URL(stack.gateway.url)
     reader, writer = await asyncio.open_connection(url.host, url.port)
@@ -125,7 +180,65 @@ def test_an_authorization_header_that_is_not_text_is_refused_as_any_wrong_token(
     @given(token=HEADER_BYTES, prefix=st.sampled_from([b"", b"dk_", b"dk_abc_"]))
     @example(token=b"\xff\xfe", prefix=b"")
     def check(token: bytes, prefix: bytes) -> None:
-        status, answer = run(session_loop)(raw_request(stack, "GET", "/v1/bots", {b"Authorization": b"Bearer " + prefix + token}))
+        header = {b"Authorization": b"Bearer " + prefix + token}
+        status, answer = run(session_loop)(raw_request(stack, "GET", "/v1/bots", header))
         assert status == 400 or (status, answer["error"]["code"]) == (401, "unauthorized"), answer
+
+    check()
+
+
+# --- the Collect Information form --------------------------------------------------------------------------
+
+
+def test_any_form_body_makes_a_contact_or_is_refused_field_by_field(
+        stack: Stack, bots: dict[str, str], session_loop: asyncio.AbstractEventLoop) -> None:
+    fields = st.fixed_dictionaries({}, optional={
+        "name": JSON_VALUES, "email": JSON_VALUES | st.emails(), "phone_number": JSON_VALUES | st.just("+84912345678"),
+        "country_code": JSON_VALUES | st.sampled_from(["+84", "VN", "84", "zz"])})
+
+    async def fallen_back() -> str:
+        session_id = await open_session(stack.http, stack.gateway.url, {"bot_id": bots["plain"]})
+        assert (await await_outcome(stack.http, stack.gateway.url, session_id))["status"] == "fallback"
+        return session_id
+
+    @EXAMPLES
+    @given(body=JSON_VALUES | fields, content_type=st.just("application/json") | CONTENT_TYPES)
+    @example(body={"name": "   ", "email": "\u3000"}, content_type="application/json")
+    @example(body={"phone_number": "0912345678", "country_code": "+999"}, content_type="application/json")
+    def check(body: Any, content_type: str) -> None:
+        session_id = run(session_loop)(fallen_back())
+        status, answer = run(session_loop)(send(
+            stack, "POST", f"/v1/widget/sessions/{session_id}/contact", data=json.dumps(body).encode(),
+            headers={"Content-Type": content_type}))
+        assert status in (202, 415, 422), answer
+
+    check()
+
+
+# --- cursors ------------------------------------------------------------------------------------------------
+
+
+LISTS = ["/v1/bots", "/v1/bots/{bot_id}/contacts", "/v1/bots/{bot_id}/auth-events", "/v1/bots/{bot_id}/webhook/deliveries"]
+
+
+@pytest.mark.parametrize("path", LISTS)
+def test_any_cursor_is_a_page_or_refused_on_the_cursor(
+        stack: Stack, bots: dict[str, str], session_loop: asyncio.AbstractEventLoop, path: str) -> None:
+    """Every string of the documented pattern is a position (200, maybe an empty page); anything else is 422 on
+    ``cursor``, whatever it holds."""
+    doc = run(session_loop)(send(stack, "GET", "/openapi.json"))[1]
+    [parameter] = [p for p in doc["paths"][path]["get"]["parameters"] if p["name"] == "cursor"]
+    pattern = parameter["schema"]["pattern"]
+    url = path.format(bot_id=bots["plain"])
+
+    @EXAMPLES
+    @given(cursor=st.from_regex(re.compile(pattern.removesuffix("$") + r"\Z")) | HEADER_TEXT)
+    @example(cursor="0.00000000-0000-0000-0000-000000000000")
+    @example(cursor="9999999999999999.zzzz")
+    def check(cursor: str) -> None:
+        status, answer = run(session_loop)(send(stack, "GET", url, params={"cursor": cursor}, headers=admin_headers()))
+        assert status == (200 if re.fullmatch(pattern, cursor) else 422), (cursor, answer)
+        if status == 422:
+            assert [f["field"] for f in answer["error"]["fields"]] == ["cursor"]
 
     check()
