@@ -20,7 +20,9 @@ from shared.signing import new_secret as new_signing_secret
 
 from . import directory, store, testing
 from .access import NOT_FOUND_BOT, NOT_FOUND_WORKSPACE, principal, visible_bot
-from .http_errors import BODY_ERRORS, QUERY_ERRORS, Error, FieldError, error, json_response, read_model, read_query
+from .http_errors import (
+    BODY_ERRORS, QUERY_ERRORS, URL_BODY_ERRORS, Error, FieldError, error, json_response, read_model, read_query,
+)
 from .ending import tell_ended
 from .keys import HTTP, HUB, POOL, PUBLISH, SECRETS
 from .schemas import AuthEventQuery, BotQuery, ContactQuery, CustomAuthSettingsIn, NewBot, TestRequest
@@ -95,7 +97,7 @@ get_custom_auth = routes.get(
     200: Response("The stored settings.", CustomAuthSettings, links=links_to(
         "getCustomAuth", "testCustomAuth", "getAuthBreaker", "rotateSigningSecret", "rotateTokenSecret",
         bot_id="$request.path.bot_id")),
-    **NOT_FOUND_BOT, **BODY_ERRORS,
+    **NOT_FOUND_BOT, **URL_BODY_ERRORS,
 })
 async def put_custom_auth(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)

@@ -34,24 +34,20 @@ DOMAIN_ENTRY = "domain-entry"  # a whitelist entry: example.com, *.example.com, 
 PHONE_NUMBER_SCHEMA = {"type": "string", "format": PHONE_NUMBER}
 
 
-def stripped(core: str, *, blank: bool = False) -> str:
-    """A pattern for a string that, stripped of surrounding whitespace, is exactly ``core``
-    (or nothing, with ``blank``)."""
-    return f"^[{WHITESPACE}]*(?:{core}){'?' if blank else ''}[{WHITESPACE}]*$"
+def stripped(core: str) -> str:
+    """A pattern for a string that, stripped of surrounding whitespace, is exactly ``core``."""
+    return f"^[{WHITESPACE}]*(?:{core})[{WHITESPACE}]*$"
 
 
 def text(excluded: str = NUL, *, blank: bool = True) -> str:
-    """A string with none of ``excluded`` (a character-class body) once stripped; without ``blank``,
-    at least one character must remain."""
-    solid = f"[^{WHITESPACE}{excluded}]"
-    if excluded == NUL:  # NUL is not whitespace: refused wherever it is
-        return f"^[^{NUL}]*$" if blank else f"^[^{NUL}]*{solid}[^{NUL}]*$"
-    return stripped(f"{solid}(?:[^{excluded}]*{solid})?", blank=blank)
+    """A string with none of ``excluded`` (a character-class body, checked before stripping); without ``blank``,
+    a character that is not whitespace."""
+    return f"^[^{excluded}]*$" if blank else f"^[^{excluded}]*[^{WHITESPACE}{excluded}][^{excluded}]*$"
 
 
 NO_NUL = text()
 NOT_BLANK = text(blank=False)
-# What shared.http.unsendable_header refuses: control characters but the tab.
+# What shared.http.unsendable_header refuses: control characters but the tab (a header token is checked as sent).
 HEADER_VALUE = text("\x00-\x08\x0a-\x1f\x7f", blank=False)
 # shared.identifiers.normalise_email strips and checks with str.strip/str.isspace, which also count four
 # separators pydantic keeps: an email is what remains of the value without those, one @ between two non-empty parts.
@@ -59,22 +55,35 @@ _ISSPACE = WHITESPACE + "\x1c\x1d\x1e\x1f"
 _EMAIL_ADDRESS = f"[{_ISSPACE}]*[^@{_ISSPACE}{NUL}]+@[^@{_ISSPACE}{NUL}]+[{_ISSPACE}]*"
 EMAIL = f"^{_EMAIL_ADDRESS}$"
 BLANK_OR_EMAIL = f"^(?:[{WHITESPACE}]*|{_EMAIL_ADDRESS})$"  # the form: blank is as absent
-# An http(s) URL as RFC 3986 writes one (ASCII: an IDN host in its xn-- form), with a host, a port from 1 to
-# 65535 if any, and no user name or password.
+# An http(s) URL the outbound client will call (shared.http.OutboundClient.check_url), in ASCII: an [IPv6] address,
+# an IPv4 address as a.b.c.d, or a host name of letters, digits, "-" and "_" whose last label starts with a letter
+# (a name, never a number) and which fits DNS's 253 characters by its shape: up to two labels of up to 63 characters,
+# three more of up to 30, and the last of up to 30 (a bound a pattern can state without lookaheads, which
+# Schemathesis could only draw by filtering); an IDN in its xn-- form. Then a port from 1 to 65535, no user name or
+# password, and a path, query and fragment of the characters RFC 3986 allows. The addresses and ports a deployment
+# calls are its policy (DOORMAN_ALLOW_PRIVATE_NETWORKS, DOORMAN_OUTBOUND_PORTS), stated in words.
 _H16 = "[0-9A-Fa-f]{1,4}"
 _OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
-_LS32 = f"(?:{_H16}:{_H16}|{_OCTET}(?:\\.{_OCTET}){{3}})"
+_IPV4 = f"{_OCTET}(?:\\.{_OCTET}){{3}}"
+_LS32 = f"(?:{_H16}:{_H16}|{_IPV4})"
 _IPV6 = "|".join([
     f"(?:{_H16}:){{6}}{_LS32}", f"::(?:{_H16}:){{5}}{_LS32}", f"(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}",
     *(f"(?:(?:{_H16}:){{0,{n}}}{_H16})?::(?:{_H16}:){{{3 - n}}}{_LS32}" for n in (1, 2)),
     f"(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}", f"(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}",
     f"(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}", f"(?:(?:{_H16}:){{0,6}}{_H16})?::",
 ])
-_PCT = "%[0-9A-Fa-f]{2}"
-_HOST = f"(?:\\[(?:{_IPV6})\\]|(?:[A-Za-z0-9._~!$&'()*+,;=-]|{_PCT})+)"
+
+
+def _label(longest: int, first: str = "[A-Za-z0-9_]") -> str:
+    return f"{first}(?:[A-Za-z0-9_-]{{0,{longest - 2}}}[A-Za-z0-9_])?"
+
+
+_NAME = f"(?:{_label(63)}\\.){{0,2}}(?:{_label(30)}\\.){{0,3}}{_label(30, first='[A-Za-z]')}\\.?"
+_HOST = f"(?:\\[(?:{_IPV6})\\]|{_IPV4}|{_NAME})"
 _PORT = "0*(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-_REST = f"(?:[/?#](?:[A-Za-z0-9._~!$&'()*+,;=:@/?#-]|{_PCT})*)?"
-HTTP_URL = stripped(f"[hH][tT][tT][pP][sS]?://{_HOST}(?::{_PORT})?{_REST}")
+_PCHAR = "(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})"
+_REST = f"(?:/{_PCHAR}*)*(?:\\?(?:{_PCHAR}|[/?])*)?(?:#(?:{_PCHAR}|[/?])*)?"  # path, query, fragment
+HTTP_URL = f"^[hH][tT][tT][pP][sS]?://{_HOST}(?::{_PORT})?{_REST}$"  # as sent: a URI has no surrounding spaces
 
 
 def one_filled(**fields: dict[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,11 @@ BODY_ERRORS = {
     415: ("The body is not `application/json`.", Error),
     422: ("The body is not valid: `fields` says which fields and why.", Error),
 }
+# A body naming URLs: beyond their pattern, whether Doorman calls an address or a port is the deployment's policy.
+URL_BODY_ERRORS = {**BODY_ERRORS, 422: (
+    "The body is not valid, or a URL in it names an address or a port Doorman will not call (loopback and private "
+    "networks unless DOORMAN_ALLOW_PRIVATE_NETWORKS, special ranges never, ports other than DOORMAN_OUTBOUND_PORTS): "
+    "`fields` says which fields and why.", Error)}
 QUERY_ERRORS = {422: ("A query parameter is not valid (`cursor`: not of the pattern of the cursors this list returns).",
                       Error)}
 RETRY_AFTER = {"Retry-After": "seconds to wait before retrying"}
@@ -90,8 +95,8 @@ async def read_model(request: web.Request, model: type[M], *, max_bytes: int) ->
         raise error(413, "body_too_large", f"request body is larger than {max_bytes} bytes")
     if request.content_type != "application/json":
         raise error(415, "unsupported_media_type", "send the body as application/json")
-    try:
-        return model.model_validate_json(body or b"null")
+    try:  # strict: JSON types as the document gives them (no 0 for false, no false for 0)
+        return model.model_validate_json(body or b"null", strict=True)
     except ValidationError as exc:
         errors = field_errors(exc)
         raise error(422, "invalid_body", "the request body is not valid", fields=errors) from None

@@ -16,6 +16,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictStr,
@@ -42,11 +43,12 @@ from .admin import ADMIN_BODY_MAX_BYTES
 from .constraints import EMAIL, NO_NUL, NOT_BLANK, NUL, PHONE_NUMBER_SCHEMA, one_filled
 from .http_errors import BODY_ERRORS, Error, error, json_response, read_model
 from .keys import POOL, SECRETS
-from .schemas import Strict, no_nul
+from .schemas import Strict, integral, no_nul
 from .views import WidgetToken
 
 
 def _string_or_integer(value: object) -> object:
+    value = integral(value)
     if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     raise ValueError("must be a string or an integer")
@@ -108,7 +110,7 @@ class PushIdentity(Strict):
         f"any JSON object, nested at most {METADATA_DEPTH} levels and at most {MAX_METADATA_BYTES} bytes as "
         "compact JSON"))
     ttl_seconds: Annotated[int, Field(ge=60, le=86400, description=(
-        "how long the widget token can be used, in seconds"))] = 600
+        "how long the widget token can be used, in seconds")), BeforeValidator(integral)] = 600
 
     # An email or a phone number, the identifier or not, must be one: it is stored, and searched, as one.
     @field_validator("email")

@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
+    StringConstraints,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -34,6 +35,10 @@ from .constraints import (
     BLANK_OR_EMAIL, DOMAIN_ENTRY, HEADER_VALUE, HTTP_URL, NOT_BLANK, PHONE_NUMBER_SCHEMA, WHITESPACE, document_strings,
     one_filled, present, when,
 )
+
+def integral(value: object) -> object:
+    """JSON Schema's integer: 300.0 is one. Bodies are read strictly (no 0 for false), which alone would refuse it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 RequestField = Literal["user_id", "email", "name", "phone_number", "external_workspace_id"]
 Short = Annotated[str, Field(max_length=256)]
@@ -74,18 +79,20 @@ def _http_url(value: str) -> str:
     if url.user or url.password:
         raise ValueError("must not carry a user name or password; use the header token")
     if not re.fullmatch(HTTP_URL, value):
-        raise ValueError("must be http(s)://host[:port][/path] with no spaces or characters a URL cannot hold, a port "
-                         "from 1 to 65535, and an international domain name in its xn-- form")
+        raise ValueError("Doorman will not call this URL: write it as http(s)://host[:port][/path], the host a name "
+                         "(an international one in its xn-- form), a.b.c.d or [IPv6], with no spaces around or in it")
     return value
 
 
-def _sendable(value: str) -> str:
-    if unsendable_header(value):
+def _sendable(value: object) -> object:
+    """Before stripping: a token pasted with a line break is refused, not quietly trimmed."""
+    if isinstance(value, str) and unsendable_header(value):
         raise ValueError("must not contain line breaks or other control characters (it is sent as an HTTP header)")
     return value
 
 
-HttpUrl = Annotated[str, Field(min_length=1, max_length=2048, json_schema_extra={"format": "uri", "pattern": HTTP_URL}),
+HttpUrl = Annotated[str, StringConstraints(strip_whitespace=False),
+                    Field(min_length=1, max_length=2048, json_schema_extra={"format": "uri", "pattern": HTTP_URL}),
                     AfterValidator(_http_url)]
 DomainEntry = Annotated[str, Field(
     min_length=1, max_length=253, json_schema_extra={"format": DOMAIN_ENTRY}, description=(
@@ -160,7 +167,7 @@ class SignedTokenSettings(Strict):
     jwks_url: HttpUrl | None = Field(None, description="required for RS256 and ES256")
     issuer: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
         None, description="when set, a token's `iss` must be exactly this")
-    max_lifetime_seconds: Annotated[int, Field(ge=1, le=86400)] = Field(
+    max_lifetime_seconds: Annotated[int, Field(ge=1, le=86400), BeforeValidator(integral)] = Field(
         3600, description="a token whose `exp - iat` is longer is refused (`lifetime_too_long`)")
     claims: TokenClaims = TokenClaims()
 
@@ -184,12 +191,12 @@ class CustomAuthSettingsIn(Strict):
         "carries, with no call (then `auth_url` is optional)"))
     auth_url: HttpUrl | None = None
     header_token: Annotated[str, Field(min_length=1, max_length=4096, json_schema_extra={"pattern": HEADER_VALUE}),
-                            AfterValidator(_sendable)] | None = None
+                            BeforeValidator(_sendable)] | None = None
     identify_method: IdentifyMethod = IdentifyMethod.id
     request_fields: Annotated[list[RequestField], Field(max_length=5, json_schema_extra={"uniqueItems": True})] = []
     domain_whitelist: DomainWhitelist = DomainWhitelist()
     signed_token: SignedTokenSettings = SignedTokenSettings()
-    outage_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = Field(0, description=(
+    outage_grace_seconds: Annotated[int, Field(ge=0, le=86400), BeforeValidator(integral)] = Field(0, description=(
         "with `auth_url`: while the Authentication URL is unavailable, a visitor whose same token was verified "
         "within this many seconds (and not rejected since) is verified from that identity, flagged `degraded`; "
         "0 is off"))

@@ -25,7 +25,7 @@ from shared.signing import new_secret
 from . import pagination
 from .access import NOT_FOUND_BOT, visible_bot
 from .admin import ADMIN_BODY_MAX_BYTES
-from .http_errors import BODY_ERRORS, QUERY_ERRORS, FieldError, error, json_response, read_model, read_query
+from .http_errors import QUERY_ERRORS, URL_BODY_ERRORS, FieldError, error, json_response, read_model, read_query
 from .keys import HTTP, POOL, PUBLISH, SECRETS
 from .constraints import when
 from .schemas import HttpUrl, Strict
@@ -102,7 +102,7 @@ async def get_webhook(request: web.Request) -> web.Response:
     200: Response("The stored webhook. When enabling it made the bot's first signing secret, `signing_secret` shows "
                   "it this once.", WebhookSettings,
                   links=links_to("getWebhook", "listWebhookDeliveries", bot_id="$request.path.bot_id")),
-    **NOT_FOUND_BOT, **BODY_ERRORS,
+    **NOT_FOUND_BOT, **URL_BODY_ERRORS,
 })
 async def put_webhook(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)

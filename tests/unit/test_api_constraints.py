@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from services.gateway.constraints import EMAIL, HEADER_VALUE, HTTP_URL, NO_NUL, NOT_BLANK, WHITESPACE
+from shared.http import DestinationBlocked, OutboundClient
 from services.gateway.identities import PushIdentity
 from services.gateway import schemas
 from services.gateway.schemas import BotQuery, CollectedContact, CustomAuthSettingsIn, NewBot
@@ -44,6 +45,20 @@ def accepts(model: type[BaseModel], body: dict[str, Any]) -> bool:
     return True
 
 
+# The outbound client's URL checks with every address and port allowed: which of those a deployment calls is its
+# policy, stated in words (the document's 422), not in the pattern. It only checks: it needs no session.
+CHECKER = OutboundClient(None, allow_private=True, allow=lambda _: True, timeout=1, max_body=1)  # type: ignore[arg-type]
+
+
+def called(url: str) -> bool:
+    """Whether the outbound client's URL checks take ``url``."""
+    try:
+        CHECKER.check_url(url)
+    except DestinationBlocked:
+        return False
+    return True
+
+
 def documented(model: type[BaseModel], *path: str) -> str:
     """The pattern the document gives the property at ``path`` (nested models through their $defs)."""
     schema = model.model_json_schema()
@@ -63,7 +78,9 @@ URLS = st.one_of(
     from_pattern(HTTP_URL), ANY_TEXT, padded(st.builds(
         lambda scheme, host, rest: f"{scheme}://{host}{rest}", st.sampled_from(["http", "HTTPS", "ftp", "http:"]),
         st.sampled_from(["shop.example.com", "127.0.0.1:8080", "[::1]", "[zz]", "a b", "user:pw@x.io", "", ":80",
-                         "bücher.de", "xn--bcher-kva.de", "x.io:99999", "x.io:0"]),
+                         "bücher.de", "xn--bcher-kva.de", "x.io:99999", "x.io:0", "0x7f000001", "127.1", "1.2.3.4.5",
+                         "a_b.example.", "a%41.io", "[fe80::1%25eth0]", "x" * 64 + ".io", ".".join(["a" * 63] * 4),
+                         "example.123", "example.0xff", "256.1.1.1"]),
         st.sampled_from(["", "/auth", "/a b", "?q=1#f", "/ä", "/\x01"]))),
 )
 
@@ -75,7 +92,7 @@ URLS = st.one_of(
 def test_the_url_pattern_is_what_the_settings_accept(url: str) -> None:
     pattern = documented(CustomAuthSettingsIn, "auth_url")
     assert pattern == HTTP_URL
-    accepted = accepts(CustomAuthSettingsIn, {"enabled": False, "auth_url": url})
+    accepted = accepts(CustomAuthSettingsIn, {"enabled": False, "auth_url": url}) and called(url)
     if "xn--" in url.lower():  # an A-label must also be valid punycode, which no pattern says: refused, not documented
         assert not accepted or re.fullmatch(pattern, url)
         return
