@@ -172,6 +172,13 @@ async def stack(database_url: str, broker_prefix: Callable[[], str], secret_key:
         yield running
 
 
+@pytest.fixture(scope="session")
+async def session_loop() -> asyncio.AbstractEventLoop:
+    """The loop the stack runs on (pytest-asyncio's session loop), for synchronous tests (Hypothesis, Schemathesis)
+    to drive with ``run_until_complete`` while they send requests; idle while such a test runs."""
+    return asyncio.get_running_loop()
+
+
 def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

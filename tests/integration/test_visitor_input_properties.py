@@ -38,12 +38,6 @@ CONTENT_TYPES = st.sampled_from(["application/json", "application/json; charset=
 HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=80)
 
 
-@pytest.fixture(scope="module")
-async def session_loop() -> asyncio.AbstractEventLoop:
-    """The loop the gateway runs on (pytest-asyncio's session loop); driven by the sync property tests."""
-    return asyncio.get_running_loop()
-
-
 async def send(stack: Stack, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
     """The answer's status and JSON body (None when it has none), checked to be a defined one."""
     async with stack.http.request(method, stack.gateway.url + path, **kwargs) as resp:
