@@ -60,9 +60,13 @@ MAX_ORIGIN = 300
 
 
 def origin_header(value: str | None) -> str | None:
-    """The ``Origin`` header as a widget open keeps it: ``None`` when absent or too long to be one
-    (decided as an open without an Origin)."""
-    return value if value is not None and len(value) <= MAX_ORIGIN else None
+    """The ``Origin`` header as a widget open keeps it: ``None`` when absent, too long to be one, or not
+    printable ASCII as every serialised origin is (RFC 6454; an IDN host is sent in its xn-- form): decided as
+    an open without an Origin. Header bytes that are not UTF-8 reach here as lone surrogates, which no
+    database text column or JSON event can hold."""
+    if value is None or len(value) > MAX_ORIGIN or not (value.isascii() and value.isprintable()):
+        return None
+    return value
 
 
 def host_from_origin(origin: str | None) -> str | None:

@@ -6,7 +6,8 @@
                  responses={201: ("The new bot.", Bot), **BODY_ERRORS})
 
 registers the route (``app.add_routes(routes)``) and records its :class:`Operation` on the
-handler. The gateway's ``/openapi.json`` is made by walking the app's router, so an operation
+handler. A response may say which operations its values lead to (:class:`Link`): the document's links,
+which clients and the stateful tests follow. The gateway's ``/openapi.json`` is made by walking the app's router, so an operation
 without a route, or a route without its operation, cannot be. A response's shape is the pydantic
 model or TypedDict the code that answers builds (its JSON schema comes from pydantic's
 ``TypeAdapter``), or a literal JSON schema.
@@ -35,11 +36,27 @@ class Stream:
 
 
 @dataclass(frozen=True)
+class Link:
+    """What an answer gives another operation (an OpenAPI link): its parameters, and fields of its JSON body, as
+    runtime expressions (``$response.body#/bot_id``, ``$request.path.bot_id``)."""
+
+    operation_id: str
+    parameters: Mapping[str, str] = field(default_factory=dict)  # the target's parameter -> expression
+    body: Mapping[str, str] = field(default_factory=dict)  # a field of the target's body -> expression
+
+
+@dataclass(frozen=True)
 class Response:
     description: str
     shape: Any = None  # the JSON body's model or TypedDict (or a JSON schema); None: no JSON body
     headers: Mapping[str, str] = field(default_factory=dict)  # header -> what it says
     stream: Stream | None = None
+    links: Mapping[str, Link] = field(default_factory=dict)  # name -> link
+
+
+def links_to(*operation_ids: str, **parameters: str) -> dict[str, Link]:
+    """Links named after the operations they lead to, each given the same ``parameters``."""
+    return {operation_id: Link(operation_id, parameters) for operation_id in operation_ids}
 
 
 Responses = Mapping[int, "Response | tuple[str, Any]"]  # status -> Response, or (description, shape)

@@ -79,9 +79,11 @@ async def authenticate(request: web.Request) -> None:
     if scheme.lower() != "bearer" or not given:
         raise _unauthorized()
     operator_token = request.app[SETTINGS].admin_token.get_secret_value()
-    if hmac.compare_digest(given.encode(), operator_token.encode()):
+    # Header bytes that are not UTF-8 reach here as lone surrogates: compared as the bytes they were.
+    if hmac.compare_digest(given.encode(errors="surrogateescape"), operator_token.encode()):
         request[PRINCIPAL] = OPERATOR
-    elif given.startswith(KEY_PREFIX) and (workspace := await _workspace_of_key(request.app[POOL], given)):
+    elif (given.startswith(KEY_PREFIX) and given.isascii()  # keys are ASCII: anything else is no key
+          and (workspace := await _workspace_of_key(request.app[POOL], given))):
         request[PRINCIPAL] = Principal(workspace)
     else:
         raise _unauthorized()

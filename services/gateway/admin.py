@@ -17,14 +17,15 @@ from shared.auth_config import NotBound
 from shared.destinations import DestinationBlocked, Destinations
 from shared.messaging import Topology
 from shared.panel import TestResult
-from shared.routes import Handler, Response, Routes
+from shared.routes import Handler, Link, Response, Routes, links_to
 from shared.sessions import end_contact_sessions
 from shared.signing import new_secret as new_signing_secret
 
 from . import directory, store, testing
 from .access import NOT_FOUND_BOT, NOT_FOUND_WORKSPACE, principal, visible_bot
 from .http_errors import (
-    BODY_ERRORS, QUERY_ERRORS, RETRY_AFTER, Error, FieldError, error, json_response, read_model, read_query,
+    BODY_ERRORS, QUERY_ERRORS, RETRY_AFTER, URL_BODY_ERRORS, Error, FieldError, error, json_response, read_model,
+    read_query,
 )
 from .ending import tell_ended
 from .keys import ASK, DESTINATIONS, HUB, POOL, PUBLISH, SECRETS, SETTINGS
@@ -36,8 +37,23 @@ routes = Routes()
 ADMIN_BODY_MAX_BYTES = 256 * 1024
 
 
-@routes.post("/v1/bots", "createBot", "Create a bot", tag="bots", body=NewBot,
-             responses={201: ("The new bot (Custom Authentication off).", Bot), **NOT_FOUND_WORKSPACE, **BODY_ERRORS})
+# What a new bot's id leads to: configuring it, its visitors' sessions, what they leave (contacts, the activity
+# log); each of those leads on (a saved setting to the Testing panel, a session to its form, a listed contact to
+# its export and erasure).
+BOT_LINKS = {
+    **links_to("getBot", "putCustomAuth", "pushIdentity", "putWebhook", "listContacts", "listAuthEvents",
+               bot_id="$response.body#/bot_id"),
+    "openSession": Link("openSession", body={"bot_id": "$response.body#/bot_id"}),
+}
+# A listed contact (the newest), of the listed bot.
+CONTACT_LINKS = links_to("getContact", "exportContact", "revokeContactSessions", "eraseContact",
+                         bot_id="$request.path.bot_id", contact_id="$response.body#/contacts/0/contact_id")
+
+
+@routes.post("/v1/bots", "createBot", "Create a bot", tag="bots", body=NewBot, responses={
+    201: Response("The new bot (Custom Authentication off).", Bot, links=BOT_LINKS),
+    **NOT_FOUND_WORKSPACE, **BODY_ERRORS,
+})
 async def create_bot(request: web.Request) -> web.Response:
     body = await read_model(request, NewBot, max_bytes=ADMIN_BODY_MAX_BYTES)
     who = principal(request)
@@ -81,8 +97,13 @@ get_custom_auth = routes.get(
 
 @routes.put("/v1/bots/{bot_id}/custom-auth", "putCustomAuth", "Replace Custom Authentication settings",
             tag="custom-auth", body=CustomAuthSettingsIn, responses={
-    200: ("The stored settings.", CustomAuthSettings), **NOT_FOUND_BOT, **BODY_ERRORS,
-    422: ("The body is not valid: `fields` says which fields and why. A stored header token is sent only to the "
+    200: Response("The stored settings.", CustomAuthSettings, links=links_to(
+        "getCustomAuth", "testCustomAuth", "getAuthBreaker", "rotateSigningSecret", "rotateTokenSecret",
+        bot_id="$request.path.bot_id")),
+    **NOT_FOUND_BOT, **URL_BODY_ERRORS,
+    422: ("The body is not valid, or a URL in it names an address or a port Doorman will not call (loopback and "
+          "private networks unless DOORMAN_ALLOW_PRIVATE_NETWORKS, special ranges never, ports other than "
+          "DOORMAN_OUTBOUND_PORTS): `fields` says which fields and why. A stored header token is sent only to the "
           "origins (scheme, host, port) of the `auth_url` and whitelist `api_url` it was saved with: moving either "
           "to another origin, or adding an `api_url`, without a new `header_token` is refused (field `header_token`).",
           Error),
@@ -141,7 +162,8 @@ async def test_custom_auth(request: web.Request) -> web.Response:
 
 @routes.get("/v1/bots/{bot_id}/contacts", "listContacts", "List and search contacts", tag="contacts",
             query=ContactQuery,
-            responses={200: ("A page of contacts, newest first.", ContactPage), **NOT_FOUND_BOT, **QUERY_ERRORS})
+            responses={200: Response("A page of contacts, newest first.", ContactPage, links=CONTACT_LINKS),
+                       **NOT_FOUND_BOT, **QUERY_ERRORS})
 async def list_contacts(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
     query = read_query(request, ContactQuery)
@@ -193,7 +215,8 @@ def _contact_id(request: web.Request) -> UUID:
 
 @routes.get("/v1/bots/{bot_id}/auth-events", "listAuthEvents", "The authentication activity log", tag="contacts",
             query=AuthEventQuery, responses={
-    200: ("A page of widget sessions, newest first, with why each ended as it did.", AuthEventPage),
+    200: Response("A page of widget sessions, newest first, with why each ended as it did.", AuthEventPage,
+                  links=links_to("getSession", session_id="$response.body#/events/0/session_id")),
     **NOT_FOUND_BOT, **QUERY_ERRORS,
 })
 async def auth_events(request: web.Request) -> web.Response:

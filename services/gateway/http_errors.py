@@ -15,8 +15,6 @@ from typing_extensions import TypedDict
 from shared.failures import is_transient
 from shared.routes import Response
 
-from .pagination import BadCursor
-
 log = structlog.get_logger("doorman.gateway")
 M = TypeVar("M", bound=BaseModel)
 
@@ -50,9 +48,18 @@ BODY_ERRORS = {
     415: ("The body is not `application/json`.", Error),
     422: ("The body is not valid: `fields` says which fields and why.", Error),
 }
-QUERY_ERRORS = {422: ("A query parameter is not valid (or `cursor` is not one this API returned).", Error)}
+# A body naming URLs: beyond their pattern, whether Doorman calls an address or a port is the deployment's policy.
+URL_BODY_ERRORS = {**BODY_ERRORS, 422: (
+    "The body is not valid, or a URL in it names an address or a port Doorman will not call (loopback and private "
+    "networks unless DOORMAN_ALLOW_PRIVATE_NETWORKS, special ranges never, ports other than DOORMAN_OUTBOUND_PORTS): "
+    "`fields` says which fields and why.", Error)}
+QUERY_ERRORS = {422: ("A query parameter is not valid (`cursor`: not of the pattern of the cursors this list returns).",
+                      Error)}
 RETRY_AFTER = {"Retry-After": "seconds to wait before retrying"}
 UNAVAILABLE = {503: Response("The broker is unavailable; retry after `Retry-After` seconds.", Error, RETRY_AFTER)}
+# Not an operation's answer: what any path answers to a method it does not have (openapi.py puts it in components).
+METHOD_NOT_ALLOWED = Response("This path does not have the request's method; `Allow` lists those it has.", Error,
+                              {"Allow": "the methods this path has, comma-separated"})
 
 
 class ApiError(web.HTTPException):
@@ -88,8 +95,8 @@ async def read_model(request: web.Request, model: type[M], *, max_bytes: int) ->
         raise error(413, "body_too_large", f"request body is larger than {max_bytes} bytes")
     if request.content_type != "application/json":
         raise error(415, "unsupported_media_type", "send the body as application/json")
-    try:
-        return model.model_validate_json(body or b"null")
+    try:  # strict: JSON types as the document gives them (no 0 for false, no false for 0)
+        return model.model_validate_json(body or b"null", strict=True)
     except ValidationError as exc:
         errors = field_errors(exc)
         raise error(422, "invalid_body", "the request body is not valid", fields=errors) from None
@@ -105,13 +112,12 @@ def read_query(request: web.Request, model: type[M]) -> M:
 
 def as_json_error(request: web.Request, exc: Exception) -> web.HTTPException:
     """What a failed request answers: every error is JSON, and no stack trace ever leaves."""
-    if isinstance(exc, BadCursor):
-        return error(422, "invalid_query", "the query parameters are not valid",
-                     fields=[{"field": "cursor", "message": str(exc)}])
     if isinstance(exc, web.HTTPException):
         if exc.content_type == "application/json" or exc.status < 400:
             return exc
-        return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        # aiohttp's own answers (405, 404 for an unknown path, ...) as JSON, with their headers (a 405's Allow).
+        kept = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, headers=kept)
     if is_transient(exc):  # the database or the broker blinked: nothing was half-done
         log.warning("dependency unavailable", path=request.path, error=repr(exc))
         return error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"})

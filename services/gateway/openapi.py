@@ -17,10 +17,11 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
-from shared.routes import Operation, Response, Routes, operation_of
+from shared.routes import Link, Operation, Response, Routes, Stream, operation_of
 
 from .access import ADMIN_PATHS, UNAUTHORIZED
 from .admin import ADMIN_BODY_MAX_BYTES, TOKEN_SECRET_KID
+from .http_errors import METHOD_NOT_ALLOWED
 from .keys import SETTINGS
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -49,7 +50,8 @@ DESCRIPTION = (
     "The widget API (public, CORS for any origin) opens a session and delivers its outcome; the admin API "
     "(`Authorization: Bearer <admin token>`) manages bots, Custom Authentication settings, the Testing "
     "panel, contacts and the authentication activity log. Every error is JSON: "
-    '`{"error": {"code", "message", "fields"?: [{"field", "message"}]}}`.'
+    '`{"error": {"code", "message", "fields"?: [{"field", "message"}]}}`. A method a path does not have is '
+    "answered `405` with `Allow` (`#/components/responses/MethodNotAllowed`)."
 )
 
 
@@ -113,21 +115,60 @@ def _query_parameters(model: type[BaseModel], components: _Components) -> list[d
     return parameters
 
 
+def _event(stream: Stream, components: _Components) -> dict[str, Any]:
+    """One event of the stream (OpenAPI 3.1 has an event stream's ``schema`` describe each event, as 3.2's
+    ``itemSchema`` does): its name, and its ``data``, JSON of the event's shape."""
+    return {"description": stream.description, "oneOf": [
+        {"type": "object", "required": ["event", "data"], "properties": {
+            "event": {"const": name},
+            "data": {"type": "string", "contentMediaType": JSON, "contentSchema": components.ref(shape)},
+        }} for name, shape in stream.events.items()
+    ]}
+
+
 def _response(status: int, response: Response, components: _Components, body_limit: int) -> dict[str, Any]:
     out: dict[str, Any] = {"description": response.description}
     if status == 413:
         out["description"] = f"The body is larger than {body_limit} bytes."
     if response.stream is not None:
-        out["content"] = {EVENT_STREAM: {
-            "schema": {"type": "string", "description": response.stream.description},
-            "x-events": {name: components.ref(shape) for name, shape in response.stream.events.items()},
-        }}
+        out["content"] = {EVENT_STREAM: {"schema": _event(response.stream, components)}}
     elif response.shape is not None:
         out["content"] = {JSON: {"schema": components.ref(response.shape)}}
     if response.headers:
-        out["headers"] = {name: {"description": text, "schema": {"type": "string"}}
+        out["headers"] = {name: {"description": text, "required": True, "schema": {"type": "string"}}
                           for name, text in response.headers.items()}
+    if response.links:
+        out["links"] = {name: _link(link) for name, link in response.links.items()}
     return out
+
+
+def _link(link: Link) -> dict[str, Any]:
+    out: dict[str, Any] = {"operationId": link.operation_id}
+    if link.parameters:
+        out["parameters"] = dict(link.parameters)
+    if link.body:
+        out["requestBody"] = dict(link.body)  # merged into the body the target is otherwise sent
+    return out
+
+
+def _check_links(paths: dict[str, dict[str, Any]], schemas: dict[str, Any]) -> None:
+    """Every link leads to an operation of the document, and names parameters and body fields it has."""
+    targets = {op["operationId"]: op for item in paths.values() for op in item.values()}
+    for item in paths.values():
+        for op in item.values():
+            for response in op["responses"].values():
+                for name, link in response.get("links", {}).items():
+                    target = targets.get(link["operationId"])
+                    if target is None:
+                        raise ValueError(f"{op['operationId']}: link {name} leads to no operation")
+                    names = {p["name"] for p in target.get("parameters", [])}
+                    if unknown := set(link.get("parameters", {})) - names:
+                        raise ValueError(f"{op['operationId']}: link {name} names no such parameter: {unknown}")
+                    if "requestBody" in link:
+                        ref = target.get("requestBody", {}).get("content", {}).get(JSON, {}).get("schema", {})
+                        fields = schemas.get(ref.get("$ref", "").rsplit("/", 1)[-1], {}).get("properties", {})
+                        if unknown := set(link["requestBody"]) - set(fields):
+                            raise ValueError(f"{op['operationId']}: link {name} names no such body field: {unknown}")
 
 
 def _operation(path: str, op: Operation, components: _Components, widget_body_limit: int) -> dict[str, Any]:
@@ -158,6 +199,8 @@ def build_document(app: web.Application) -> dict[str, Any]:
     for method, path, operation in operations(app):
         paths.setdefault(path, {})[method.lower()] = _operation(
             path, operation, components, app[SETTINGS].widget_body_max_bytes)
+    _check_links(paths, components.schemas)
+    method_not_allowed = _response(405, METHOD_NOT_ALLOWED, components, ADMIN_BODY_MAX_BYTES)
     try:
         release = version("doorman")
     except PackageNotFoundError:
@@ -169,6 +212,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
         "tags": TAGS,
         "paths": paths,
         "components": {
+            "responses": {"MethodNotAllowed": method_not_allowed},
             "schemas": dict(sorted(components.schemas.items())),
             "securitySchemes": {"adminToken": {
                 "type": "http", "scheme": "bearer", "description": "`DOORMAN_ADMIN_TOKEN`",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -11,10 +12,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
+    StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from shared.identifiers import InvalidIdentifier, normalise_email, normalise_phone
 from yarl import URL
@@ -24,6 +30,16 @@ from shared.destinations import unsendable_header
 from shared.events import FallbackReason, IdentifyMethod
 from shared.sessions import SessionStatus
 
+from . import pagination
+from .constraints import (
+    BLANK_OR_EMAIL, DOMAIN_ENTRY, HEADER_VALUE, HTTP_URL, NOT_BLANK, PHONE_NUMBER_SCHEMA, WHITESPACE, document_strings,
+    one_filled, present, when,
+)
+
+def integral(value: object) -> object:
+    """JSON Schema's integer: 300.0 is one. Bodies are read strictly (no 0 for false), which alone would refuse it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
 RequestField = Literal["user_id", "email", "name", "phone_number", "external_workspace_id"]
 Short = Annotated[str, Field(max_length=256)]
 
@@ -31,14 +47,27 @@ Short = Annotated[str, Field(max_length=256)]
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """The schema says what this class enforces on every string: stripped, no NUL (constraints.py)."""
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        document_strings(schema)
+        return schema
+
     @field_validator("*")
     @classmethod
     def _no_nul(cls, value: object) -> object:
-        """PostgreSQL text cannot hold NUL; say so as a field error, not a 500."""
-        items = value if isinstance(value, list) else [value]
-        if any(isinstance(item, str) and "\x00" in item for item in items):
-            raise ValueError("must not contain NUL characters")
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                no_nul(item)
         return value
+
+
+def no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL; say so as a field error, not a 500."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
 
 
 def _http_url(value: str) -> str:
@@ -49,17 +78,26 @@ def _http_url(value: str) -> str:
         raise ValueError("must include a host name")
     if url.user or url.password:
         raise ValueError("must not carry a user name or password; use the header token")
+    if not re.fullmatch(HTTP_URL, value):
+        raise ValueError("Doorman will not call this URL: write it as http(s)://host[:port][/path], the host a name "
+                         "(an international one in its xn-- form), a.b.c.d or [IPv6], with no spaces around or in it")
     return value
 
 
-def _sendable(value: str) -> str:
-    if unsendable_header(value):
+def _sendable(value: object) -> object:
+    """Before stripping: a token pasted with a line break is refused, not quietly trimmed."""
+    if isinstance(value, str) and unsendable_header(value):
         raise ValueError("must not contain line breaks or other control characters (it is sent as an HTTP header)")
     return value
 
 
-HttpUrl = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_http_url)]
-DomainEntry = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(normalise_domain_entry)]
+HttpUrl = Annotated[str, StringConstraints(strip_whitespace=False),
+                    Field(min_length=1, max_length=2048, json_schema_extra={"format": "uri", "pattern": HTTP_URL}),
+                    AfterValidator(_http_url)]
+DomainEntry = Annotated[str, Field(
+    min_length=1, max_length=253, json_schema_extra={"format": DOMAIN_ENTRY}, description=(
+        "a host name (`example.com`, an internationalised name, `localhost`), `*.example.com` for its subdomains, "
+        "or an IPv4 address; no scheme, port or path")), AfterValidator(normalise_domain_entry)]
 
 
 class OpenSession(Strict):
@@ -89,6 +127,9 @@ class NewApiKey(Strict):
 
 
 class DomainWhitelist(Strict):
+    model_config = ConfigDict(json_schema_extra=when(
+        {"enabled": True, "source": "api"}, then=present("api_url")))
+
     enabled: bool = False
     source: Literal["manual", "api"] = "manual"
     domains: Annotated[list[DomainEntry], Field(max_length=1000)] = []
@@ -117,13 +158,16 @@ class TokenClaims(Strict):
 class SignedTokenSettings(Strict):
     """``identity_source: signed_token``: the widget's access token is a JWT the business signed."""
 
+    model_config = ConfigDict(json_schema_extra=when(
+        {"algorithm": ["RS256", "ES256"]}, then=present("jwks_url")))
+
     algorithm: Literal["HS256", "RS256", "ES256"] = Field("HS256", description=(
         "the only algorithm accepted (pinned per bot); HS256 uses the bot's token secret "
         "(`POST .../custom-auth/token-secret`), RS256/ES256 the keys at `jwks_url`"))
     jwks_url: HttpUrl | None = Field(None, description="required for RS256 and ES256")
     issuer: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
         None, description="when set, a token's `iss` must be exactly this")
-    max_lifetime_seconds: Annotated[int, Field(ge=1, le=86400)] = Field(
+    max_lifetime_seconds: Annotated[int, Field(ge=1, le=86400), BeforeValidator(integral)] = Field(
         3600, description="a token whose `exp - iat` is longer is refused (`lifetime_too_long`)")
     claims: TokenClaims = TokenClaims()
 
@@ -139,17 +183,22 @@ class CustomAuthSettingsIn(Strict):
     is sent only to the origins (scheme, host, port) of the ``auth_url`` and ``domain_whitelist.api_url``
     it was saved with: a PUT moving either elsewhere (or adding an ``api_url``) must give it again."""
 
+    model_config = ConfigDict(json_schema_extra=when(
+        {"enabled": True, "identity_source": "auth_url"},
+        then=present("auth_url")))
+
     enabled: bool
     identity_source: Literal["auth_url", "signed_token"] = Field("auth_url", description=(
         "`auth_url`: call the business's Authentication URL; `signed_token`: verify the JWT the widget "
         "carries, with no call (then `auth_url` is optional)"))
     auth_url: HttpUrl | None = None
-    header_token: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_sendable)] | None = None
+    header_token: Annotated[str, Field(min_length=1, max_length=4096, json_schema_extra={"pattern": HEADER_VALUE}),
+                            BeforeValidator(_sendable)] | None = None
     identify_method: IdentifyMethod = IdentifyMethod.id
-    request_fields: Annotated[list[RequestField], Field(max_length=5)] = []
+    request_fields: Annotated[list[RequestField], Field(max_length=5, json_schema_extra={"uniqueItems": True})] = []
     domain_whitelist: DomainWhitelist = DomainWhitelist()
     signed_token: SignedTokenSettings = SignedTokenSettings()
-    outage_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = Field(0, description=(
+    outage_grace_seconds: Annotated[int, Field(ge=0, le=86400), BeforeValidator(integral)] = Field(0, description=(
         "with `auth_url`: while the Authentication URL is unavailable, a visitor whose same token was verified "
         "within this many seconds (and not rejected since) is verified from that identity, flagged `degraded`; "
         "0 is off"))
@@ -174,20 +223,20 @@ class OpenQuery(Strict):
 
 class BotQuery(Strict):
     limit: Annotated[int, Field(ge=1, le=100)] = 50
-    cursor: Annotated[str, Field(max_length=500)] | None = None
+    cursor: pagination.UuidCursor = None
 
 
 class ContactQuery(Strict):
     q: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     limit: Annotated[int, Field(ge=1, le=100)] = 25
-    cursor: Annotated[str, Field(max_length=500)] | None = None
+    cursor: pagination.UuidCursor = None
 
 
 class AuthEventQuery(Strict):
     reason: FallbackReason | None = None
     status: SessionStatus | None = None
     limit: Annotated[int, Field(ge=1, le=100)] = 50
-    cursor: Annotated[str, Field(max_length=500)] | None = None
+    cursor: pagination.SessionCursor = None
 
 
 class TestRequest(Strict):
@@ -205,20 +254,31 @@ class TestRequest(Strict):
 
 
 def _blank_is_none(value: object) -> object:
-    return None if isinstance(value, str) and not value.strip() else value
+    return None if isinstance(value, str) and not value.strip(WHITESPACE) else value
 
 
+# Form fields: blank is as absent.
 Typed200 = Annotated[Annotated[str, Field(max_length=200)] | None, BeforeValidator(_blank_is_none)]
 Typed40 = Annotated[Annotated[str, Field(max_length=40)] | None, BeforeValidator(_blank_is_none)]
+TypedEmail = Annotated[Annotated[str, Field(max_length=200, json_schema_extra={"pattern": BLANK_OR_EMAIL})] | None,
+                       BeforeValidator(_blank_is_none)]
+TypedPhone = Annotated[Annotated[str, Field(max_length=40), WithJsonSchema(PHONE_NUMBER_SCHEMA)] | None,
+                       BeforeValidator(_blank_is_none)]
 
 
 class CollectedContact(Strict):
-    """The Collect Information form. What the visitor types makes a non-verified contact."""
+    """The Collect Information form. What the visitor types makes a non-verified contact. A blank field is
+    as absent; at least one of name, email and phone_number must be filled."""
+
+    model_config = ConfigDict(json_schema_extra=one_filled(
+        name={"type": "string", "pattern": NOT_BLANK}, email={"type": "string", "pattern": NOT_BLANK},
+        phone_number=PHONE_NUMBER_SCHEMA))
 
     name: Typed200 = None
-    email: Typed200 = None
-    country_code: Typed40 = None
-    phone_number: Typed40 = None
+    email: TypedEmail = None
+    country_code: Typed40 = Field(None, description="the country of a national `phone_number`: `+84`, `84` or `VN`")
+    phone_number: TypedPhone = Field(
+        None, description="valid for its country, at most 40 characters; a national number needs `country_code`")
 
     @field_validator("email")
     @classmethod

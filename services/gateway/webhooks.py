@@ -12,21 +12,22 @@ from uuid import UUID
 
 import asyncpg
 from aiohttp import web
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from shared import webhook_outbox
 from shared.crypto import Secrets
 from shared.db import CONFIG_CHANNEL
 from shared.destinations import DestinationBlocked
 from shared.events import WebhookDue
-from shared.routes import Routes
+from shared.routes import Response, Routes, links_to
 from shared.signing import new_secret
 
 from . import pagination
 from .access import NOT_FOUND_BOT, visible_bot
 from .admin import ADMIN_BODY_MAX_BYTES
-from .http_errors import BODY_ERRORS, QUERY_ERRORS, FieldError, error, json_response, read_model, read_query
+from .http_errors import QUERY_ERRORS, URL_BODY_ERRORS, FieldError, error, json_response, read_model, read_query
 from .keys import DESTINATIONS, POOL, PUBLISH, SECRETS
+from .constraints import when
 from .schemas import HttpUrl, Strict
 from .views import WebhookDeliveryPage, WebhookSettings
 
@@ -37,8 +38,12 @@ WebhookType = Literal["contact.created", "contact.updated", "contact.erased", "s
 class WebhookIn(Strict):
     """``PUT /v1/bots/{bot_id}/webhook``: where Doorman POSTs the bot's events, and which."""
 
+    model_config = ConfigDict(json_schema_extra=when({"enabled": True}, then={
+        "required": ["url", "events"], "properties": {"url": {"type": "string"}, "events": {"minItems": 1}}}))
+
     url: HttpUrl | None = Field(None, description="the business's endpoint; required when `enabled`")
-    events: Annotated[list[WebhookType], Field(max_length=4)] = Field([], description="the event types to send")
+    events: Annotated[list[WebhookType], Field(max_length=4, json_schema_extra={"uniqueItems": True})] = Field(
+        [], description="the event types to send; at least one when `enabled`")
     enabled: bool
 
     @field_validator("events")
@@ -60,7 +65,7 @@ class WebhookIn(Strict):
 
 class DeliveryQuery(Strict):
     limit: Annotated[int, Field(ge=1, le=100)] = 50
-    cursor: Annotated[str, Field(max_length=500)] | None = None
+    cursor: pagination.UuidCursor = None
 
 routes = Routes()
 
@@ -94,9 +99,10 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 @routes.put("/v1/bots/{bot_id}/webhook", "putWebhook", "Replace the bot's webhook", tag="webhooks",
             body=WebhookIn, responses={
-    200: ("The stored webhook. When enabling it made the bot's first signing secret, `signing_secret` shows it "
-          "this once.", WebhookSettings),
-    **NOT_FOUND_BOT, **BODY_ERRORS,
+    200: Response("The stored webhook. When enabling it made the bot's first signing secret, `signing_secret` shows "
+                  "it this once.", WebhookSettings,
+                  links=links_to("getWebhook", "listWebhookDeliveries", bot_id="$request.path.bot_id")),
+    **NOT_FOUND_BOT, **URL_BODY_ERRORS,
 })
 async def put_webhook(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)

@@ -18,7 +18,7 @@ from shared.domains import origin_header
 from shared.events import ContactCollected, WidgetOpened, utcnow
 from shared.logging import session_ref
 from shared.metrics import WAITING_STREAMS
-from shared.routes import Response, Routes, Stream
+from shared.routes import Response, Routes, Stream, links_to
 from shared.sessions import (
     NewSession, SessionView, busy_view, claim_collection, end_session, new_session_id, release_collection,
     session_view, watch_session,
@@ -37,6 +37,9 @@ routes = Routes()
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
 NO_SESSION = {404: ("No session has this id.", Error)}
+# What a session's id leads to (the id in the answer's body).
+SESSION_LINKS = links_to("getSession", "streamSession", "collectContact", "endSession",
+                         session_id="$response.body#/session_id")
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -61,13 +64,15 @@ def session_id_of(request: web.Request) -> str:
 
 @routes.post("/v1/widget/sessions", "openSession", "Open a widget session", tag="widget", body=OpenSession,
              query=OpenQuery, responses={
-    200: (("Only with `wait`: the outcome came within `wait` seconds; the session as `GET "
-           "/v1/widget/sessions/{session_id}` returns it (verified, or fallback with the reason). An open refused "
-           "by admission control answers here at once as fallback with reason `busy`."), SessionView),
-    202: (("Accepted: the outcome arrives on the session's event stream (with `wait`: it did not come in time). "
-           "When the gateway is too busy to answer in time (admission control), the open is still accepted but "
-           "stored already resolved as fallback with reason `busy` and sent to no one: its stream and `GET` "
-           "answer at once, and the Collect Information form may be sent for it."), SessionCreated),
+    200: Response(
+        "Only with `wait`: the outcome came within `wait` seconds; the session as `GET "
+        "/v1/widget/sessions/{session_id}` returns it (verified, or fallback with the reason). An open refused "
+        "by admission control answers here at once as fallback with reason `busy`.", SessionView, links=SESSION_LINKS),
+    202: Response(
+        "Accepted: the outcome arrives on the session's event stream (with `wait`: it did not come in time). "
+        "When the gateway is too busy to answer in time (admission control), the open is still accepted but "
+        "stored already resolved as fallback with reason `busy` and sent to no one: its stream and `GET` "
+        "answer at once, and the Collect Information form may be sent for it.", SessionCreated, links=SESSION_LINKS),
     404: ("No bot has this `bot_id`.", Error),
     **BODY_ERRORS,
     422: ("The body or the `wait` query parameter is not valid: `fields` says which and why.", Error),
@@ -125,7 +130,8 @@ async def _outcome_within(hub: OutcomeHub, session_id: str, seconds: float) -> V
 
 @routes.post("/v1/widget/sessions/{session_id}/contact", "collectContact", "Send the Collect Information form",
              tag="widget", body=CollectedContact, responses={
-    202: ("Accepted: a non-verified contact is made (it never overwrites a verified one).", ContactAccepted),
+    202: Response("Accepted: a non-verified contact is made (it never overwrites a verified one).", ContactAccepted,
+                  links=links_to("getSession", session_id="$response.body#/session_id")),
     **NO_SESSION,
     409: ("The session did not fall back (`not_fallback`), its form was already sent (`already_collected`), or it "
           "fell back with `collect_information: off`, so no form was offered (`collect_information_off`).", Error),

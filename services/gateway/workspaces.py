@@ -6,7 +6,7 @@ from uuid import UUID, uuid4
 
 from aiohttp import web
 
-from shared.routes import Routes
+from shared.routes import Link, Response, Routes, links_to
 
 from .access import (
     NOT_FOUND_WORKSPACE,
@@ -25,7 +25,12 @@ routes = Routes()
 
 
 @routes.post("/v1/workspaces", "createWorkspace", "Create a workspace (operator only)", tag="workspaces",
-             body=NewWorkspace, responses={201: ("The new workspace.", Workspace), **OPERATOR_ONLY, **BODY_ERRORS})
+             body=NewWorkspace, responses={
+    201: Response("The new workspace.", Workspace, links={
+        **links_to("createApiKey", "listApiKeys", workspace_id="$response.body#/workspace_id"),
+        "createBot": Link("createBot", body={"workspace_id": "$response.body#/workspace_id"})}),
+    **OPERATOR_ONLY, **BODY_ERRORS,
+})
 async def create_workspace(request: web.Request) -> web.Response:
     require_operator(request)
     body = await read_model(request, NewWorkspace, max_bytes=ADMIN_BODY_MAX_BYTES)
@@ -46,7 +51,9 @@ async def list_workspaces(request: web.Request) -> web.Response:
 
 @routes.post("/v1/workspaces/{workspace_id}/api-keys", "createApiKey", "Create a workspace API key",
              tag="workspaces", body=NewApiKey,
-             responses={201: ("The key, shown once.", ApiKeyCreated), **NOT_FOUND_WORKSPACE, **BODY_ERRORS})
+             responses={201: Response("The key, shown once.", ApiKeyCreated, links=links_to(
+                 "revokeApiKey", workspace_id="$request.path.workspace_id", key_id="$response.body#/key_id")),
+                 **NOT_FOUND_WORKSPACE, **BODY_ERRORS})
 async def create_api_key(request: web.Request) -> web.Response:
     workspace_id = visible_workspace(request)
     body = await read_model(request, NewApiKey, max_bytes=ADMIN_BODY_MAX_BYTES)

@@ -1,18 +1,27 @@
-"""Schemathesis against the live gateway: every documented operation, with generated valid and invalid input.
+"""Schemathesis against the live gateway: every documented operation, with generated valid and invalid input,
+under every check Schemathesis has, and chains of calls along the document's links (the stateful phase).
 
 The schema is the document the running gateway serves at ``GET /openapi.json``, loaded in a fixture
-(the gateway's port is only known at run time). For every operation, each generated request must
-get no 5xx, and a status code, content type, headers and body that the document gives for it.
+(the gateway's port is only known at run time). Every built-in check runs on every response (the
+configuration enables them all): no 5xx; a status code, content type, headers and body that the
+document gives; input the document allows is accepted (``positive_data_acceptance``: a documented
+constraint the API enforces and the document does not state fails here) and input it forbids is
+refused; a method a path lacks answers 405 with ``Allow``; the admin token is enforced; nothing
+deleted stays readable, nothing created is missing.
 
 Real bots, sessions, contacts (verified and collected), a workspace and an API key are made first;
 every read is called once with them, and part of the generated valid cases name them, so the
-200/202/409 branches are reached and not only 404.
+200/202/409 branches are reached and not only 404. Each operation also gets Schemathesis's coverage
+cases (boundaries, each constraint broken one at a time, undeclared methods, a missing required
+header). The stateful test follows the links declared on the routes (``shared.routes.Link``):
+create a bot, configure it, open its sessions, send the form, read the activity log and contacts.
 
 How this differs from ``schemathesis.pytest.from_fixture``: that lazy loader sets
 ``request.node._nodeid``, which pytest 9.2 no longer has (AttributeError before any request is
 made). So each operation is one pytest item (parametrized by the operation ids the gateway's routes
 are declared with, read from an app as ``init_app`` builds it) that draws cases from the live schema
-with Schemathesis's public ``APIOperation.as_strategy`` under Hypothesis's ``@given``.
+with Schemathesis's public ``APIOperation.as_strategy`` under Hypothesis's ``@given``, and
+``schema.iter_coverage_cases`` for the coverage phase.
 
 Also: the gateway runs on pytest-asyncio's session loop in this process, and these tests are
 synchronous, so each request (and each check that re-sends one) runs in a worker thread while that
@@ -23,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,17 +39,6 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
-from schemathesis.checks import (  # type: ignore[attr-defined]  # the registry's public names
-    content_type_conformance,
-    negative_data_rejection,
-    not_a_server_error,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 from yarl import URL
@@ -49,29 +46,19 @@ from yarl import URL
 from services.gateway.app import init_app
 from services.gateway.openapi import operations
 from services.gateway.settings import GatewaySettings
+from tests import api_formats  # noqa: F401 - registers the document's own formats with Schemathesis
 from tests.conftest import ADMIN_TOKEN, Stack, admin_headers, await_outcome, create_bot, open_session
 from tests.fake_customer import FakeCustomerAPI, verified
 
-MAX_EXAMPLES = 25  # per operation; the whole file runs in well under a minute
+MAX_EXAMPLES = 25  # per operation; the whole file runs in about a minute
+STATEFUL_EXAMPLES = 60  # scenarios of linked calls
+STATEFUL_STEPS = 10
 REQUEST_TIMEOUT = 10.0
 OPERATION_IDS = [op.operation_id for _, _, op in operations(init_app(GatewaySettings(environment="development")))]
 # Session ids are free-form strings in the document: beside real ones, a few the generator rarely
 # makes (NUL, percent sign, non-ASCII, an id with a slash) must be answered 404, never 5xx.
 ODD_SESSION_IDS = ["a\x00b", "%", "é", "a/b", " "]
-STREAM = "streamSession"  # text/event-stream: its events are checked here, not by Schemathesis (see below)
-
-# The brief's contract (no 5xx; documented status, content type, headers and body) plus: input the
-# document says is invalid is refused. Left out: ``positive_data_acceptance`` (valid-looking input
-# has documented 4xx answers here: unknown cursors, {} to the form, testing a bot without auth_url)
-# and the checks that need state Schemathesis does not have (use_after_free, ...).
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    negative_data_rejection,
-]
+STREAM = "streamSession"  # text/event-stream: Schemathesis checks each event, and _check_stream how many
 
 
 @dataclass
@@ -146,6 +133,10 @@ async def api_schema(stack: Stack) -> Any:
         # Invalid input may also be refused for its size (documented 413s), not only as 4xx "invalid".
         "checks": {"negative_data_rejection": {"expected-statuses": [
             400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]}},
+        # The one check the contract answers otherwise: a session ended with DELETE stays readable (DESIGN part 2:
+        # "GET answers status: ended"; its stream sends the `ended` event), where use_after_free expects a 404.
+        "operations": [{"include-operation-id": operation_id, "checks": {"use_after_free": {"enabled": False}}}
+                       for operation_id in ("getSession", "streamSession")],
     })
     # from_url blocks: run it in a thread so this loop stays free to serve the gateway.
     return await asyncio.to_thread(schemathesis.openapi.from_url, f"{stack.gateway.url}/openapi.json", config=config)
@@ -233,54 +224,85 @@ def _baseline_cases(operation: Any, world: World) -> list[schemathesis.Case]:
 # --- the event stream -----------------------------------------------------------------------------
 
 
-def _check_stream(doc: dict[str, Any], response: Any) -> None:
-    """Schemathesis reads a 3.1 event stream's ``schema`` as each event's schema, and the document
-    gives ``{"type": "string"}`` for the whole stream (the event's schema is in ``x-events``): so the
-    200 body is checked here instead: exactly one event, ``outcome`` (or ``ended``: a fuzzed DELETE may
-    have ended the session first), whose data is a SessionView."""
+def _check_stream(response: Any) -> None:
+    """Schemathesis checks each event against the document (its shape, its data a SessionView); the document
+    also says there is exactly one: ``outcome`` (or ``ended``: a fuzzed DELETE may have ended the session first)."""
     if response.status_code != 200:
         return
-    events: list[tuple[str, str]] = []
-    name = ""
-    for line in response.content.decode().splitlines():
-        if line.startswith("event:"):
-            name = line.partition(":")[2].strip()
-        elif line.startswith("data:"):
-            events.append((name, line.partition(":")[2].strip()))
-    assert [n for n, _ in events] in (["outcome"], ["ended"]), events
-    media = doc["paths"]["/v1/widget/sessions/{session_id}/events"]["get"]["responses"]["200"]["content"]
-    ref = media["text/event-stream"]["x-events"][events[0][0]]["$ref"]
-    registry = Registry().with_resource("urn:doc", Resource.from_contents(doc, default_specification=DRAFT202012))
-    Draft202012Validator({"$ref": "urn:doc" + ref}, registry=registry,
-                         format_checker=Draft202012Validator.FORMAT_CHECKER).validate(json.loads(events[0][1]))
+    names = [line.partition(":")[2].strip() for line in response.content.decode().splitlines()
+             if line.startswith("event:")]
+    assert names in (["outcome"], ["ended"]), names
 
 
-# --- the test -------------------------------------------------------------------------------------
+# --- the tests ------------------------------------------------------------------------------------
+
+
+def _call_and_validate(case: schemathesis.Case) -> None:
+    """Send ``case`` and run every check the configuration enables (all of them) on the answer."""
+    response = case.call(timeout=REQUEST_TIMEOUT)
+    case.validate_response(response)
+    if case.operation.definition.raw.get("operationId") == STREAM:
+        _check_stream(response)
+
+
+def _coverage_cases(api_schema: Any, operation: Any) -> list[schemathesis.Case]:
+    """Schemathesis's coverage phase for ``operation``: boundary values, each constraint broken in turn,
+    undeclared methods, a required header left out."""
+    generation = api_schema.config.generation_for(operation=operation, phase="coverage")
+    return list(api_schema.iter_coverage_cases(
+        operation, generation_modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], generation_config=generation))
 
 
 @pytest.mark.parametrize("operation_id", OPERATION_IDS)
 def test_operation(operation_id: str, api_schema: Any, fuzz_world: World,
                    session_loop: asyncio.AbstractEventLoop) -> None:
     operation = api_schema.find_operation_by_id(operation_id)
-    excluded = [response_schema_conformance] if operation_id == STREAM else []
 
-    def call_and_validate(case: schemathesis.Case) -> None:
-        response = case.call(timeout=REQUEST_TIMEOUT)
-        case.validate_response(response, checks=CHECKS, excluded_checks=excluded)
-        if operation_id == STREAM:
-            _check_stream(api_schema.raw_schema, response)
+    def send(case: schemathesis.Case) -> None:
+        _confine_urls(case, fuzz_world)
+        session_loop.run_until_complete(asyncio.to_thread(_call_and_validate, case))
 
-    for case in _baseline_cases(operation, fuzz_world):
-        session_loop.run_until_complete(asyncio.to_thread(call_and_validate, case))
+    for case in [*_baseline_cases(operation, fuzz_world), *_coverage_cases(api_schema, operation)]:
+        send(case)
 
     @given(case=_strategy(operation, fuzz_world))
     @settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     def run(case: schemathesis.Case) -> None:
-        _confine_urls(case, fuzz_world)
-        session_loop.run_until_complete(asyncio.to_thread(call_and_validate, case))
+        send(case)
 
     run()
+
+
+# The visitor's path through the API, on its own: with every operation in play, a scenario rarely gets from a new bot
+# through a session and its form to the activity log and the contact it made.
+VISITOR_FLOW = ["createBot", "openSession", "getSession", "streamSession", "collectContact", "endSession",
+                "listAuthEvents", "listContacts", "getContact", "exportContact", "revokeContactSessions", "eraseContact"]
+
+
+@pytest.mark.parametrize("flow", [None, VISITOR_FLOW], ids=["every-operation", "visitor-flow"])
+def test_linked_calls(api_schema: Any, fuzz_world: World, session_loop: asyncio.AbstractEventLoop,
+                      flow: list[str] | None) -> None:
+    """The stateful phase: scenarios that follow the document's links (a bot made, configured, its sessions
+    opened, read, ended, its form sent, its contacts and activity log read), every check on every step."""
+    world = fuzz_world
+    schema = api_schema if flow is None else api_schema.include(operation_id=flow)
+
+    class Scenario(schema.as_state_machine()):  # type: ignore[misc]
+        def before_call(self, case: schemathesis.Case) -> None:
+            _confine_urls(case, world)
+
+        def call(self, case: schemathesis.Case, **kwargs: Any) -> Any:
+            return case.call(timeout=REQUEST_TIMEOUT, **kwargs)
+
+        def validate_response(self, response: Any, case: schemathesis.Case, *args: Any, **kwargs: Any) -> None:
+            super().validate_response(response, case, *args, **kwargs)
+            if case.operation.definition.raw.get("operationId") == STREAM:
+                _check_stream(response)
+
+    run = settings(max_examples=STATEFUL_EXAMPLES, stateful_step_count=STATEFUL_STEPS, derandomize=True,
+                   deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    session_loop.run_until_complete(asyncio.to_thread(Scenario.run, settings=run))
 
 
 def test_every_served_operation_is_fuzzed(api_schema: Any) -> None:

@@ -270,13 +270,36 @@ async def test_bad_bodies_name_their_fields(stack: Stack, business: tuple[str, s
 
 
 async def test_a_missing_identifier_names_the_bots_method(stack: Stack) -> None:
+    """A profile with another identifier is valid; it is the bot's setting that wants this one: 409 invalid_state."""
     bot_id = await create_bot(stack.http, stack.gateway.url, enabled=True, identify_method="phone_number",
                               auth_url="https://auth.example.com/x")
-    answer = await push(stack, bot_id, {"email": "a@example.com"}, status=422)
-    assert answer["error"]["fields"] == [
-        {"field": "phone_number", "message": "phone_number is missing: the bot identifies visitors by phone_number"}]
+    missing = [{"field": "phone_number", "message": "phone_number is missing: the bot identifies visitors by phone_number"}]
+    answer = await push(stack, bot_id, {"email": "a@example.com"}, status=409)
+    assert answer["error"]["code"] == "invalid_state" and answer["error"]["fields"] == missing
+    answer = await push(stack, bot_id, {"name": "No identifier"}, status=422)
+    assert answer["error"]["code"] == "invalid_body" and answer["error"]["fields"] == missing
     answer = await push(stack, bot_id, {"phone_number": "12"}, status=422)
     assert answer["error"]["fields"][0]["field"] == "phone_number"
+
+
+@pytest.mark.parametrize("metadata", [b"1e400", b"-1e400", b"NaN", b"Infinity"])
+async def test_metadata_numbers_no_json_column_can_hold_are_refused(stack: Stack, business: tuple[str, str],
+                                                                    metadata: bytes) -> None:
+    """A number beyond a double (or NaN) used to reach PostgreSQL's jsonb and answer 500."""
+    bot_id, _ = business
+    body = b'{"email": "a@example.com", "metadata": {"n": ' + metadata + b"}}"
+    async with stack.http.post(f"{stack.gateway.url}/v1/bots/{bot_id}/identities", data=body,
+                               headers={**admin_headers(), "Content-Type": "application/json"}) as resp:
+        assert resp.status == 422, await resp.text()
+        assert [f["field"] for f in (await resp.json())["error"]["fields"]] == ["metadata"]
+
+
+async def test_an_email_or_phone_number_pushed_beside_the_identifier_must_be_one(stack: Stack) -> None:
+    """Stored and searched as an email or a phone number, it is checked as one whatever the identify method."""
+    bot_id = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url="https://auth.example.com/x")
+    for extra, field in (({"email": "not-an-email"}, "email"), ({"phone_number": "12", "country_code": "+84"}, "phone_number")):
+        answer = await push(stack, bot_id, {"id": "p-1", **extra}, status=422)
+        assert [f["field"] for f in answer["error"]["fields"]] == [field]
 
 
 async def test_expired_pushed_identities_are_pruned_with_old_sessions(stack: Stack, business: tuple[str, str]) -> None:

@@ -3,13 +3,18 @@ app's router, so a route without its operation, or an operation without its rout
 
 from __future__ import annotations
 
+import re
+import sys
+
 import pytest
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict
 
 from services.gateway.app import init_app
+from services.gateway.constraints import WHITESPACE
 from services.gateway.openapi import build_document, operations
 from services.gateway.settings import GatewaySettings
-from shared.routes import Routes, operation_of
+from shared.routes import Response, Routes, links_to, operation_of
 
 
 def gateway() -> web.Application:
@@ -56,3 +61,37 @@ def test_the_413_names_the_operations_own_limit() -> None:
     widget = doc["paths"]["/v1/widget/sessions"]["post"]["responses"]["413"]["description"]
     admin = doc["paths"]["/v1/bots"]["post"]["responses"]["413"]["description"]
     assert widget == "The body is larger than 16384 bytes." and admin == "The body is larger than 262144 bytes."
+
+
+def test_the_whitespace_the_patterns_spell_out_is_what_the_models_strip() -> None:
+    """The document's patterns say "stripped" with this class; the models strip with pydantic's str_strip_whitespace."""
+    class Stripping(BaseModel):
+        model_config = ConfigDict(str_strip_whitespace=True)
+        text: str
+
+    characters = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]  # surrogates are no text
+    assert [c for c in characters if Stripping(text=f"a{c}").text == "a"] == list(WHITESPACE)
+    spelt = re.compile(f"[{WHITESPACE}]")
+    assert [c for c in characters if spelt.fullmatch(c)] == list(WHITESPACE)
+
+
+def test_links_lead_to_operations_and_name_what_those_take() -> None:
+    doc = build_document(gateway())
+    created = doc["paths"]["/v1/bots"]["post"]["responses"]["201"]["links"]
+    assert created["getBot"] == {"operationId": "getBot", "parameters": {"bot_id": "$response.body#/bot_id"}}
+    assert created["openSession"] == {"operationId": "openSession", "requestBody": {"bot_id": "$response.body#/bot_id"}}
+    opened = doc["paths"]["/v1/widget/sessions"]["post"]["responses"]["202"]["links"]
+    assert set(opened) == {"getSession", "streamSession", "collectContact", "endSession"}
+
+    app = gateway()
+    routes = Routes()
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response()
+
+    routes.get("/v1/nowhere", "nowhere", "Nowhere", tag="t", responses={
+        200: Response("ok", None, links=links_to("getBot", bot_id="$response.body#/id", surprise="$response.body#/x"))},
+    )(handler)
+    app.add_routes(routes)
+    with pytest.raises(ValueError, match="names no such parameter"):
+        build_document(app)

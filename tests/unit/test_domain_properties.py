@@ -3,7 +3,8 @@
 The example tests in ``test_domains.py`` pin single cases; these say what must hold for every
 host: exact entries match their own origin however it is spelt, wildcards match subdomains and
 never the apex, whole-label matching defeats suffix and prefix tricks, IDNs match in either form,
-``host_from_origin`` never raises, and normalising an entry twice changes nothing.
+``host_from_origin`` never raises, and normalising an entry twice changes nothing; any ``Origin`` header value,
+bytes that are not text included, is kept as storable text or not at all.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from shared.domains import host_from_origin, normalise_domain_entry, normalise_host, origin_allowed
+from shared.domains import (
+    MAX_ORIGIN, host_from_origin, normalise_domain_entry, normalise_host, origin_allowed, origin_header,
+)
 
 # Modest and reproducible: the whole file runs in a few seconds.
 PROPERTY = settings(max_examples=150, deadline=None, derandomize=True, database=None,
@@ -253,3 +256,38 @@ def test_normalised_entries_are_fixed_points(host: str) -> None:
     assert normalise_domain_entry(host) == host
     if "." in host:
         assert normalise_domain_entry(f"*.{host}") == f"*.{host}"
+
+
+# --- the Origin header as the gateway receives it -------------------------------------------------
+
+# What aiohttp hands over as a header value: any text, and bytes that are not UTF-8 as lone surrogates.
+HEADER_VALUES = (st.text() | ORIGIN_LIKE | st.binary(max_size=40).map(lambda b: b.decode("utf-8", "surrogateescape"))
+                 | st.text(min_size=MAX_ORIGIN - 5, max_size=MAX_ORIGIN + 5))
+
+
+@PROPERTY
+@given(value=st.none() | HEADER_VALUES)
+@example(value="https://\udcff\udcfe.example.com")
+@example(value="https://bücher.de")
+def test_any_origin_header_is_kept_as_text_a_database_and_an_event_can_hold_or_not_at_all(value: str | None) -> None:
+    """``origin_header`` decides what a widget open stores (sessions, the activity log) and puts in its event:
+    the header as sent, or nothing; never text PostgreSQL or JSON cannot carry, never longer than an origin."""
+    kept = origin_header(value)
+    if kept is None:
+        return
+    assert kept == value and len(kept) <= MAX_ORIGIN
+    kept.encode("utf-8")  # strict: no lone surrogates
+    assert "\x00" not in kept and kept.isprintable()
+    host = host_from_origin(kept)
+    assert host is None or (host == normalise_host(host) and origin_allowed(kept, [host]))
+
+
+@PROPERTY
+@given(value=HEADER_VALUES)
+def test_an_origin_with_a_host_is_exactly_scheme_host_and_port(value: str) -> None:
+    """Whatever the header holds, a host is only read from ``http(s)://host[:port]``."""
+    host = host_from_origin(origin_header(value))
+    if host is None:
+        return
+    scheme, _, authority = value.partition("://")
+    assert scheme.lower() in ("http", "https") and not set("/?#@ ") & set(authority)
