@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 
 import aio_pika
@@ -21,7 +21,7 @@ from shared.batching import Batcher
 from shared.consumer import consuming
 from shared.crypto import Secrets
 from shared.events import Event, WebhookDue, WidgetOpened
-from shared.http import outbound_client
+from shared.http import OutboundClient, outbound_client
 from shared.service import health_server
 from shared.stages import RetryPolicy, Stage
 
@@ -59,6 +59,15 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
         yield port
 
 
+def _business_client(settings: VerifierSettings, limit_per_host: int, max_wait: float) -> AbstractAsyncContextManager[OutboundClient]:
+    """The guarded client for calls to businesses (identity calls, whitelist APIs, JWKS), with its own slots."""
+    return outbound_client(
+        allow_private=settings.allow_private_networks, timeout=settings.auth_timeout_seconds,
+        max_body=settings.auth_max_body_bytes, limit_per_host=limit_per_host,
+        ports=settings.allowed_outbound_ports(), max_wait=max_wait,
+    )
+
+
 @asynccontextmanager
 async def opens(settings: VerifierSettings, pool: asyncpg.Pool, secrets: Secrets, config: ConfigCache,
                 publish: messaging.Publisher) -> AsyncIterator[Stage]:
@@ -68,11 +77,7 @@ async def opens(settings: VerifierSettings, pool: asyncpg.Pool, secrets: Secrets
     time travel to the contacts service in one confirmed message; an open the stage gives up on falls back
     to internal_error."""
     async with (
-        outbound_client(
-            allow_private=settings.allow_private_networks, timeout=settings.auth_timeout_seconds,
-            max_body=settings.auth_max_body_bytes, limit_per_host=settings.auth_max_connections_per_host,
-            ports=settings.allowed_outbound_ports(), max_wait=settings.auth_host_wait_seconds,
-        ) as http,
+        _business_client(settings, settings.auth_max_connections_per_host, settings.auth_host_wait_seconds) as http,
         breaker_client(http, pool, _breaker_policy(settings)) as guarded,
         grace_cache(pool, secrets) as grace,
         api_whitelist(http, ttl=settings.whitelist_ttl_seconds) as whitelist,
@@ -127,11 +132,7 @@ async def testing_panel(settings: VerifierSettings, conn: aio_pika.abc.AbstractC
     own, answered through direct reply-to, never behind widget opens; with an outbound client of its own too, so
     a business whose widget opens fill its slots can still be tested."""
     async with (
-        outbound_client(
-            allow_private=settings.allow_private_networks, timeout=settings.auth_timeout_seconds,
-            max_body=settings.auth_max_body_bytes, limit_per_host=settings.testing_concurrency,
-            ports=settings.allowed_outbound_ports(), max_wait=settings.auth_timeout_seconds,
-        ) as http,
+        _business_client(settings, settings.testing_concurrency, settings.auth_timeout_seconds) as http,
         rpc.answering(conn, partial(panel.declare_queue, topology=topology),
                       partial(testing.answer, pool=pool, http=http, secrets=secrets), prefetch=settings.testing_concurrency),
     ):
