@@ -30,6 +30,15 @@ async def load_all(page: Page, more: str) -> None:
         await button.click()
 
 
+async def every_row(page: Page, tab: str, row: str, more: str, count: int) -> None:
+    """Open ``tab``, load every page of its list, and see ``count`` rows (what the API answered)."""
+    await page.get_by_role("tab", name=tab).click()
+    rows = page.get_by_test_id(row)
+    await expect(rows.first).to_be_visible()
+    await load_all(page, more)
+    await expect(rows).to_have_count(count)
+
+
 async def test_the_admin_page_renders_every_stored_shape(
         page: Page, stack: Stack, strict_stack: Stack, customer_api: FakeCustomerAPI) -> None:
     shapes = await every_shape(stack, strict_stack, customer_api)
@@ -52,11 +61,7 @@ async def test_the_admin_page_renders_every_stored_shape(
 
     # The activity tab: a row per session, every reason, both identity changes, both ways of ending.
     _, log = await api(stack, "GET", f"/v1/bots/{shapes.bot}/auth-events?limit=100")
-    await page.get_by_role("tab", name="Activity").click()
-    rows = page.get_by_test_id("event-row")
-    await expect(rows.first).to_be_visible()
-    await load_all(page, "events-more")
-    await expect(rows).to_have_count(len(log["events"]))
+    await every_row(page, "Activity", "event-row", "events-more", len(log["events"]))
     for what, session_id in shapes.sessions.items():
         await expect(page.locator(f'[data-testid="event-row"][data-session-id="{session_id}"]'), what).to_have_count(1)
     for kind in ("identity_changed", "took_over_unverified"):
@@ -69,11 +74,7 @@ async def test_the_admin_page_renders_every_stored_shape(
 
     # The contacts tab, and each contact's details.
     _, contacts = await api(stack, "GET", f"/v1/bots/{shapes.bot}/contacts?limit=100")
-    await page.get_by_role("tab", name="Contacts").click()
-    rows = page.get_by_test_id("contact-row")
-    await expect(rows.first).to_be_visible()
-    await load_all(page, "contacts-more")
-    await expect(rows).to_have_count(len(contacts["contacts"]))
+    await every_row(page, "Contacts", "contact-row", "contacts-more", len(contacts["contacts"]))
     await shows_only_values(page.get_by_test_id("panel-contacts"))
     card = page.locator("#contact-card")
     for contact in contacts["contacts"]:
@@ -83,5 +84,5 @@ async def test_the_admin_page_renders_every_stored_shape(
         for part in ("contact-name", "contact-verified", "contact-fields", "contact-takeover", "contact-history"):
             await shows_only_values(page.get_by_test_id(part))
         await page.get_by_role("button", name="All contacts").click()
-        await expect(rows.first).to_be_visible()
+        await expect(page.get_by_test_id("contact-row").first).to_be_visible()
     assert console == []
