@@ -108,6 +108,13 @@ async def customer_api() -> AsyncIterator[FakeCustomerAPI]:
         yield api
 
 
+@pytest.fixture
+async def business() -> AsyncIterator[FakeCustomerAPI]:
+    """A business of its own for one test (its own host:port: its own call slots and circuit breakers)."""
+    async with serving_business() as api:
+        yield api
+
+
 @pytest.fixture(scope="session")
 async def session_loop() -> asyncio.AbstractEventLoop:
     """The loop the services and the fake business run on (pytest-asyncio's session loop); idle while a

@@ -20,7 +20,6 @@ from services.verifier.settings import VerifierSettings
 from shared.http import NO_SLOT, HostBusy, outbound_client
 from tests.conftest import (
     AUTH_TIMEOUT, Stack, admin_headers, await_outcome, create_bot, open_session, running_stack, service_config,
-    serving_business,
 )
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
@@ -33,12 +32,6 @@ async def fair_stack(database_url: str, broker_prefix: Callable[[], str], secret
     config = {**service_config(database_url, broker_prefix(), secret_key), "auth_max_connections_per_host": CAP}
     async with running_stack(config) as stack:
         yield stack
-
-
-@pytest.fixture
-async def business() -> AsyncIterator[FakeCustomerAPI]:
-    async with serving_business() as api:
-        yield api
 
 
 async def open_many(stack: Stack, bodies: list[dict[str, Any]]) -> list[str]:

@@ -22,7 +22,7 @@ from shared.crypto import Secrets
 from shared.events import IdentifyMethod, Identity, IdentityVerified, utcnow
 from tests.conftest import (
     AUTH_TIMEOUT, Stack, admin_headers, await_outcome, create_bot, logged_detail, open_session, running_stack,
-    service_config, serving_business,
+    service_config,
 )
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
@@ -35,13 +35,6 @@ async def grace_stack(database_url: str, broker_prefix: Callable[[], str], secre
               "breaker_min_failures": 3, "breaker_open_seconds": OPEN_SECONDS}
     async with running_stack(config) as stack:
         yield stack
-
-
-@pytest.fixture
-async def business() -> AsyncIterator[FakeCustomerAPI]:
-    """A business of its own (its own host:port, so its own circuit breaker)."""
-    async with serving_business() as api:
-        yield api
 
 
 class Switch:
