@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from datetime import timedelta
 from functools import partial
 
@@ -53,9 +53,10 @@ async def running(settings: ContactsSettings, *, health_host: str = "127.0.0.1")
         async def ready() -> dict[str, bool]:
             return {"database": await db.answers(pool), "broker": notify.ready}
 
+        retention = timedelta(hours=settings.session_retention_hours)
         async with (
-            housekeeping(pool, notify, retention=timedelta(hours=settings.session_retention_hours), outbox=outbox),
-            webhook_outbox.sweeping(pool, deliveries, retention=timedelta(hours=settings.session_retention_hours)),
+            housekeeping(pool, notify, retention=retention, outbox=outbox) if settings.contacts_sweepers else nullcontext(),
+            webhook_outbox.sweeping(pool, deliveries, retention=retention) if settings.contacts_sweepers else nullcontext(),
             health_server(health_host, settings.contacts_port, ready=ready, pool=pool) as port,
             consuming(conn, topology, stage, prefetch=settings.contacts_batch_size * 2),
         ):

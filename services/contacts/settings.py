@@ -23,6 +23,9 @@ class ContactsSettings(SecretKeySettings, ContactsRetrySettings):  # the key has
         100, ge=1, le=5000, description="most events written in one transaction (what waits while one commits)",
     )
     contacts_flushes: int = Field(1, ge=1, le=16, description="batches being written at once (each its own transaction)")
+    contacts_sweepers: bool = Field(True, description=(
+        "run the sweepers here (overdue sessions, webhook deliveries not yet published, retention); every replica may, "
+        "at least one must"))
     session_retention_hours: float = Field(
         168.0, gt=0, description="sessions (the activity log) older than this are deleted",
     )
