@@ -1,16 +1,21 @@
-"""``doorman``: run a service, migrate, or run everything locally."""
+"""The `doorman` command: run a service, migrate, run everything locally, or operate the queues."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+from datetime import UTC, datetime
 
 import structlog
 from pydantic import ValidationError
 
-from shared import tracing
+from shared import messaging, tracing
 from shared.logging import configure
+
+
+QUEUES = ", ".join(messaging.WORK_QUEUES)
 
 
 def _settings(cls: type) -> object:
@@ -84,6 +89,56 @@ def cmd_dlq_replay(args: argparse.Namespace) -> None:
     asyncio.run(replay(s, args.queue))  # type: ignore[arg-type]
 
 
+def _age(then: datetime | None) -> str:
+    if then is None:
+        return "-"
+    seconds = max(0, int((datetime.now(UTC) - then).total_seconds()))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def cmd_dlq_list(_: argparse.Namespace) -> None:
+    from doorman.ops import dead_letters
+    from shared.settings import DoormanSettings
+
+    s = _settings(DoormanSettings)
+    found = asyncio.run(dead_letters(s))  # type: ignore[arg-type]
+    print(f"{'queue':<26} {'dead letters':>12} {'oldest':>8}  dead-letter queue")
+    for d in found:
+        print(f"{d.queue:<26} {d.count:>12} {_age(d.oldest):>8}  {d.dead_letter_queue}")
+
+
+def cmd_dlq_show(args: argparse.Namespace) -> None:
+    from doorman.ops import show_dead_letters
+    from shared.settings import DoormanSettings
+
+    s = _settings(DoormanSettings)
+    count, shown = asyncio.run(show_dead_letters(s, args.queue, args.limit))  # type: ignore[arg-type]
+    print(f"{count} dead letter(s) in {args.queue}; showing {len(shown)} (secrets and tokens masked, session ids "
+          "as session_ref; they stay in the queue)")
+    for d in shown:
+        when = d.dead_lettered_at.isoformat(timespec="seconds") if d.dead_lettered_at else "-"
+        print(f"\n--- {d.type or '?'}  message {d.message_id or '-'}  dead-lettered {when} ({_age(d.dead_lettered_at)} ago)"
+              f"  attempts {d.attempts if d.attempts is not None else '-'}  failure {d.failure or '-'}")
+        print(json.dumps(d.body, indent=2, sort_keys=True, default=str) if not isinstance(d.body, str) else d.body)
+
+
+def cmd_dlq_purge(args: argparse.Namespace) -> None:
+    from doorman.ops import purge_dead_letters, work_queue
+    from shared.settings import DoormanSettings
+
+    s = _settings(DoormanSettings)
+    work_queue(s, args.queue)  # type: ignore[arg-type]
+    if not args.yes:
+        print(f"doorman: purging deletes every dead letter of {args.queue} for good (see them first with "
+              f"`doorman dlq show {args.queue}`); add --yes to do it", file=sys.stderr)
+        raise SystemExit(2)
+    purged = asyncio.run(purge_dead_letters(s, args.queue))  # type: ignore[arg-type]
+    print(f"purged {purged} dead letter(s) of {args.queue}")
+
+
 def cmd_dlq_ttl(_: argparse.Namespace) -> None:
     from doorman.ops import set_dead_letter_ttl
     from shared.settings import DoormanSettings
@@ -128,16 +183,30 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--demo-port", type=int, default=8090)
     up.set_defaults(func=cmd_up)
     sub.add_parser("queues", help="show queue depths and dead letters").set_defaults(func=cmd_queues)
-    dlq = sub.add_parser("dlq", help="dead-letter queues").add_subparsers(dest="dlq_command", required=True)
-    replay = dlq.add_parser("replay", help="move a queue's dead letters back onto it")
-    replay.add_argument("queue", help="work queue name, e.g. verifier.widget-opened")
+    dlq = sub.add_parser(
+        "dlq", help="dead-letter queues: list, show, replay, purge, ttl",
+        description=f"What a stage gave up on waits in its work queue's dead-letter queue. QUEUE is a work queue: {QUEUES}.",
+    ).add_subparsers(dest="dlq_command", required=True)
+    dlq.add_parser("list", help="each dead-letter queue, how many wait and the age of the oldest").set_defaults(
+        func=cmd_dlq_list)
+    show = dlq.add_parser("show", help="print a queue's dead letters, secrets and tokens masked (they stay queued)")
+    show.add_argument("queue", metavar="QUEUE", help=f"one of {QUEUES}")
+    show.add_argument("--limit", type=int, default=10, help="at most this many (default 10)")
+    show.set_defaults(func=cmd_dlq_show)
+    replay = dlq.add_parser("replay", help="move a queue's dead letters back onto it (work done already is skipped)")
+    replay.add_argument("queue", metavar="QUEUE", help=f"one of {QUEUES}")
     replay.set_defaults(func=cmd_dlq_replay)
+    purge = dlq.add_parser("purge", help="delete a queue's dead letters for good (needs --yes)")
+    purge.add_argument("queue", metavar="QUEUE", help=f"one of {QUEUES}")
+    purge.add_argument("--yes", action="store_true", help="yes, delete them")
+    purge.set_defaults(func=cmd_dlq_purge)
     dlq.add_parser("ttl", help="make dead letters expire after DOORMAN_DEAD_LETTER_TTL_DAYS (a broker policy)").set_defaults(
         func=cmd_dlq_ttl)
 
     keys = sub.add_parser("secrets", help="encryption keys").add_subparsers(dest="secrets_command", required=True)
-    keys.add_parser("rotate", help="re-encrypt header tokens with the first DOORMAN_SECRET_KEY key").set_defaults(
-        func=cmd_secrets_rotate)
+    keys.add_parser("rotate", help=(
+        "re-encrypt every stored secret (header tokens, webhook signing secrets, token secrets) with the first "
+        "DOORMAN_SECRET_KEY key")).set_defaults(func=cmd_secrets_rotate)
 
     args = parser.parse_args(argv)
     _use_uvloop()

@@ -1,15 +1,17 @@
-"""Operator commands: queue depths, dead-letter replay and expiry."""
+"""Operator commands: queue depths; dead letters listed, shown, replayed, purged and made to expire."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+import re
 import shlex
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +24,7 @@ from services.contacts.settings import ContactsRetrySettings
 from services.verifier.settings import VerifierRetrySettings
 from shared import messaging
 from shared.crypto import InvalidToken
+from shared.logging import session_ref
 from shared.settings import DoormanSettings, SecretKeySettings
 
 RetryDelays = Mapping[str, Sequence[float]]  # work queue -> its stage's delays, which name its delay queues
@@ -231,12 +234,132 @@ async def queues(settings: QueueSettings) -> None:
         print("(unacked: the RabbitMQ management API did not answer; set DOORMAN_RABBITMQ_MANAGEMENT_URL)")
 
 
-async def replay(settings: DoormanSettings, queue: str) -> None:
-    """Move the messages waiting in ``queue``'s dead-letter queue back onto ``queue``, confirmed one by one."""
-    topology = messaging.Topology(settings.amqp_prefix)
+def work_queue(settings: DoormanSettings, queue: str) -> str:
+    """A work queue as the operator names it (``verifier.widget-opened``, with or without the prefix); SystemExit
+    naming the valid ones otherwise."""
     name = queue.removeprefix(f"{settings.amqp_prefix}.")
     if name not in messaging.WORK_QUEUES:
         raise SystemExit(f"doorman: unknown queue {queue!r}; one of {', '.join(messaging.WORK_QUEUES)}")
+    return name
+
+
+@dataclass(frozen=True)
+class DeadLetters:
+    queue: str  # the work queue, as `doorman dlq replay` names it
+    dead_letter_queue: str
+    count: int
+    oldest: datetime | None  # when the oldest waiting one was dead-lettered (or, failing that, its event occurred)
+
+
+async def dead_letters(settings: DoormanSettings) -> list[DeadLetters]:
+    """Each dead-letter queue: how many wait, and since when the one at its head (the oldest) has. The head is
+    read and put back (no dead-letter queue has a delivery limit, so reading one costs it nothing)."""
+    topology = messaging.Topology(settings.amqp_prefix)
+    found = []
+    async with messaging.connection(settings.amqp_url.get_secret_value(), "doorman-dlq-list") as conn:
+        await declare_all(await conn.channel(), topology)
+        for name in messaging.WORK_QUEUES:
+            dlq = topology.dead_letter_queue(name)
+            async with conn.channel() as channel:
+                queue = await channel.declare_queue(dlq, passive=True)
+                count = queue.declaration_result.message_count or 0
+                head = await queue.get(no_ack=False, fail=False) if count else None
+                oldest = _dead_lettered_at(head) if head is not None else None
+                if head is not None:
+                    await head.nack(requeue=True)
+            found.append(DeadLetters(name, dlq, count, oldest))
+    return found
+
+
+def _dead_lettered_at(message: aio_pika.abc.AbstractIncomingMessage) -> datetime | None:
+    """The broker's x-death time when the broker dead-lettered it (an undecodable message), else the
+    ``doorman-dead-lettered-at`` header a stage sets when it gives up, else the event's own time."""
+    headers = message.headers or {}
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) and isinstance(deaths[0].get("time"), datetime):
+        return deaths[0]["time"].replace(tzinfo=deaths[0]["time"].tzinfo or UTC)
+    stamped = headers.get(messaging.DEAD_LETTERED_AT_HEADER)
+    if isinstance(stamped, int | float):
+        return datetime.fromtimestamp(stamped, UTC)
+    if message.timestamp is not None:
+        return message.timestamp.replace(tzinfo=message.timestamp.tzinfo or UTC)
+    return None
+
+
+# Keys whose values a terminal never shows: credentials, sealed or not, and session ids (bearer values).
+_MASKED_KEYS = re.compile(r"(?i)token|secret|password|authori[sz]ation|cookie|signature|api[_-]?key|credential")
+
+
+def masked(value: Any) -> Any:
+    """``value`` (a decoded event body) with every credential replaced by ``[masked]`` and every session id by
+    its ``session_ref``, as the logs carry it."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key == "session_id" and isinstance(item, str):
+                out["session_ref"] = session_ref(item)
+            elif _MASKED_KEYS.search(str(key)) and item is not None:
+                out[key] = "[masked]"
+            else:
+                out[key] = masked(item)
+        return out
+    if isinstance(value, list):
+        return [masked(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message_id: str | None
+    type: str | None
+    dead_lettered_at: datetime | None
+    failure: str | None  # what the stage said when it gave up (doorman-failure), if it did
+    attempts: int | None
+    body: Any  # decoded JSON, masked; or a note on what could not be decoded
+
+
+async def show_dead_letters(settings: DoormanSettings, queue: str, limit: int) -> tuple[int, list[DeadLetter]]:
+    """The first ``limit`` dead letters of ``queue``'s dead-letter queue, masked; all of them stay where they were
+    (read without an ack, then handed back when the channel closes). Returns (how many wait, those shown)."""
+    topology = messaging.Topology(settings.amqp_prefix)
+    name = work_queue(settings, queue)
+    shown = []
+    async with messaging.connection(settings.amqp_url.get_secret_value(), "doorman-dlq-show") as conn:
+        await declare_all(await conn.channel(), topology)
+        async with conn.channel() as channel:
+            dlq = await channel.declare_queue(topology.dead_letter_queue(name), passive=True)
+            count = dlq.declaration_result.message_count or 0
+            while len(shown) < min(limit, count) and (message := await dlq.get(no_ack=False, fail=False)) is not None:
+                headers = message.headers or {}
+                try:
+                    body = masked(json.loads(message.body))
+                except ValueError:
+                    body = f"(not JSON: {len(message.body)} bytes)"
+                attempts = headers.get(messaging.ATTEMPT_HEADER)
+                failure = headers.get(messaging.FAILURE_HEADER)
+                shown.append(DeadLetter(
+                    message.message_id, message.type, _dead_lettered_at(message),
+                    failure.decode() if isinstance(failure, bytes) else failure,
+                    attempts if isinstance(attempts, int) else None, body,
+                ))
+    return count, shown
+
+
+async def purge_dead_letters(settings: DoormanSettings, queue: str) -> int:
+    """Delete every dead letter of ``queue`` for good. Returns how many were deleted."""
+    topology = messaging.Topology(settings.amqp_prefix)
+    name = work_queue(settings, queue)
+    async with messaging.connection(settings.amqp_url.get_secret_value(), "doorman-dlq-purge") as conn:
+        channel = await conn.channel()
+        await declare_all(channel, topology)
+        result = await (await channel.declare_queue(topology.dead_letter_queue(name), passive=True)).purge()
+    return result.message_count or 0
+
+
+async def replay(settings: DoormanSettings, queue: str) -> None:
+    """Move the messages waiting in ``queue``'s dead-letter queue back onto ``queue``, confirmed one by one."""
+    topology = messaging.Topology(settings.amqp_prefix)
+    name = work_queue(settings, queue)
     async with messaging.connection(settings.amqp_url.get_secret_value(), "doorman-dlq-replay") as conn:
         channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
         moved = await _move_waiting(channel, topology.dead_letter_queue(name), topology.queue(name), headers=_replayed)

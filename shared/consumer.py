@@ -14,6 +14,7 @@ events already done are recognised on the redelivery (``already_done``) or by th
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,13 +30,15 @@ from shared.crypto import Secrets
 from shared.events import Event, decode, utcnow
 from shared.failures import FailedForGood, is_transient
 from shared.logging import session_ref
-from shared.messaging import ATTEMPT_HEADER, REPLAYED_HEADER, Topology, declare, declare_retry_queues, events_message
+from shared.messaging import (
+    ATTEMPT_HEADER, DEAD_LETTERED_AT_HEADER, FAILURE_HEADER, REPLAYED_HEADER, Topology, declare, declare_retry_queues,
+    events_message,
+)
 from shared.metrics import CONSUMER_IN_FLIGHT, DEAD_LETTERS, RETRIES, SKIPPED
 from shared.stages import Action, Emitted, Failure, Retry, Stage, emitted, settle
 
 log = structlog.get_logger("doorman.consumer")
 
-FAILURE_HEADER = "doorman-failure"
 
 
 def attempt_of(message: AbstractIncomingMessage) -> int:
@@ -219,7 +222,8 @@ class Consumer:
                 log.error("failed for good, dead-lettering", attempt=attempt, failure=failure.kind)
                 await self._emit(await self._stage.give_up(event))
                 await self._republish(message, event, self._topology.dead_letter_queue(self._name),
-                                      {ATTEMPT_HEADER: attempt, FAILURE_HEADER: failure.kind})
+                                      {ATTEMPT_HEADER: attempt, FAILURE_HEADER: failure.kind,
+                                       DEAD_LETTERED_AT_HEADER: int(time.time())})
                 DEAD_LETTERS.labels(self._name).inc()
         except Exception as exc:  # could not park it nor emit the outcome: let the broker redeliver
             log.error("failure not settled, redelivering", error=repr(exc))
@@ -240,7 +244,7 @@ class Consumer:
     ) -> None:
         """One event alone, confirmed, onto ``queue`` (a delay queue or the dead-letter queue)."""
         headers = {k: v for k, v in (message.headers or {}).items()
-                   if not k.startswith("x-") and k != FAILURE_HEADER}
+                   if not k.startswith("x-") and k not in (FAILURE_HEADER, DEAD_LETTERED_AT_HEADER)}
         await self._channel.default_exchange.publish(
             events_message([event], {**headers, **extra}, secrets=self._secrets), routing_key=queue, timeout=5,
         )

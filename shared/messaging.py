@@ -62,6 +62,8 @@ WORK_QUEUES: dict[str, tuple[str, ...]] = {
 DELIVERY_LIMIT = 10
 ATTEMPT_HEADER = "x-doorman-attempt"
 REPLAYED_HEADER = "doorman-replayed"  # set by `doorman dlq replay`: the work may have been done already
+FAILURE_HEADER = "doorman-failure"  # on a dead letter: what the stage said when it gave up
+DEAD_LETTERED_AT_HEADER = "doorman-dead-lettered-at"  # on a dead letter: when (Unix seconds) the stage gave up
 # Dead-letter without loss: the broker keeps a message until the target queue has confirmed it.
 AT_LEAST_ONCE = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
 

@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 import aio_pika
 
 from shared import messaging
-from shared.consumer import FAILURE_HEADER
+from shared.messaging import FAILURE_HEADER
 from shared.crypto import Secrets
 from shared.events import Event, IdentifyMethod, Identity, IdentityVerified, WidgetOpened, decode, utcnow
 from shared.metrics import CONSUMER_IN_FLIGHT
