@@ -20,8 +20,8 @@ services:
 	@./scripts/ensure-services
 
 # Debian's Chromium for the browser tests (installed with apt-get when missing).
-browser:
-	@./scripts/ensure-browser
+browser: $(BIN)/doorman
+	@./scripts/ensure-browser $(BIN)/python
 
 run: install
 	$(BIN)/doorman up

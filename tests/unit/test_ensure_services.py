@@ -47,6 +47,13 @@ echo "rabbitmq-server $*" >> "$CALLS"
 PORT=$DOORMAN_AMQP_PORT; (LISTENER) >/dev/null 2>&1 & echo $! >> "$PIDS"
 EOF
       chmod +x "$STANDINS/rabbitmq-server";;
+    redis-server)
+      cat > "$STANDINS/redis-server" <<'EOF'
+#!/usr/bin/env bash
+echo "redis-server $*" >> "$CALLS"
+PORT=$DOORMAN_REDIS_PORT; (LISTENER) >/dev/null 2>&1 & echo $! >> "$PIDS"
+EOF
+      chmod +x "$STANDINS/redis-server";;
   esac
 done
 """.replace("LISTENER", LISTENER)
@@ -72,7 +79,8 @@ def bare_machine(tmp_path: Path) -> dict[str, str]:
     return {
         "PATH": f"{standins}:{system}", "STANDINS": str(standins), "CALLS": str(tmp_path / "calls"),
         "PIDS": str(tmp_path / "pids"), "DOORMAN_PG_ETC": str(tmp_path / "etc-postgresql"),
-        "DOORMAN_PG_PORT": str(_free_port()), "DOORMAN_AMQP_PORT": str(_free_port()), "HOME": str(tmp_path),
+        "DOORMAN_PG_PORT": str(_free_port()), "DOORMAN_AMQP_PORT": str(_free_port()),
+        "DOORMAN_REDIS_PORT": str(_free_port()), "HOME": str(tmp_path),
         "DOORMAN_PYTHON": PYTHON,
     }
 
@@ -83,21 +91,23 @@ def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the install branch runs apt-get as root (sudo otherwise)")
-def test_a_bare_machine_gets_both_installed_configured_and_started(bare_machine: dict[str, str]) -> None:
+def test_a_bare_machine_gets_all_three_installed_configured_and_started(bare_machine: dict[str, str]) -> None:
     try:
         first = _run(bare_machine)
         assert first.returncode == 0, first.stderr
         calls = Path(bare_machine["CALLS"]).read_text().splitlines()
         assert calls[0] == "apt-get update -qq"
-        assert calls[1] == "apt-get install -y -qq postgresql rabbitmq-server"
+        assert calls[1] == "apt-get install -y -qq postgresql rabbitmq-server redis-server"
         assert "pg_ctlcluster --skip-systemctl-redirect 15 main start" in calls
         assert "rabbitmq-server -detached" in calls
+        port = bare_machine["DOORMAN_REDIS_PORT"]
+        assert f"redis-server --daemonize yes --bind 127.0.0.1 --port {port} --save  --appendonly no" in calls
         hba = (Path(bare_machine["DOORMAN_PG_ETC"]) / "15" / "main" / "pg_hba.conf").read_text().splitlines()
         # Trust for the local postgres user comes first (pg_hba is first match), the package's lines stay.
         assert hba[1:4] == ["host all postgres 127.0.0.1/32 trust", "host all postgres ::1/128 trust",
                             "local all postgres peer"]
 
-        # Run again: both installed and up; nothing is installed, configured or started twice.
+        # Run again: all installed and up; nothing is installed, configured or started twice.
         second = _run(bare_machine)
         assert second.returncode == 0, second.stderr
         assert Path(bare_machine["CALLS"]).read_text().splitlines() == calls
@@ -111,10 +121,70 @@ def test_a_bare_machine_gets_both_installed_configured_and_started(bare_machine:
                 pass
 
 
-def test_a_machine_with_both_running_is_left_alone(bare_machine: dict[str, str]) -> None:
-    """This machine: RabbitMQ and PostgreSQL installed and answering on their usual ports."""
+def test_a_machine_with_all_three_running_is_left_alone(bare_machine: dict[str, str]) -> None:
+    """This machine: RabbitMQ, PostgreSQL and Redis installed and answering on their usual ports."""
     env = {**os.environ, "CALLS": bare_machine["CALLS"]}
     done = subprocess.run([str(ROOT / "scripts" / "ensure-services")], env=env, capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and not Path(bare_machine["CALLS"]).exists()
+
+
+BROWSER_APT_GET = """\
+#!/usr/bin/env bash
+echo "apt-get $*" >> "$CALLS"
+[ "$1" = install ] || exit 0
+for pkg in "$@"; do
+  case "$pkg" in
+    chromium) printf '#!/usr/bin/env bash\\necho Chromium 1.0\\n' > "$DOORMAN_CHROMIUM"; chmod +x "$DOORMAN_CHROMIUM";;
+    libatomic1) : > "$STANDINS/libatomic.so.1";;
+  esac
+done
+"""
+
+# A virtualenv's interpreter whose Playwright driver starts only once libatomic.so.1 is there (as on a bare Debian).
+PYTHON_WITH_PLAYWRIGHT = """\
+#!/usr/bin/env bash
+echo "python $*" >> "$CALLS"
+[ "$*" = "-m playwright --version" ] && [ -e "$STANDINS/libatomic.so.1" ] && { echo "Version 1.0"; exit 0; }
+echo "error while loading shared libraries: libatomic.so.1" >&2; exit 127
+"""
+
+
+@pytest.fixture
+def bare_browser_machine(bare_machine: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    standins = Path(bare_machine["STANDINS"])
+    for name, text in (("apt-get", BROWSER_APT_GET), ("venv-python", PYTHON_WITH_PLAYWRIGHT)):
+        (standins / name).write_text(text)
+        (standins / name).chmod(0o755)
+    return {**bare_machine, "DOORMAN_CHROMIUM": str(tmp_path / "chromium")}
+
+
+def _browser(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ROOT / "scripts" / "ensure-browser"), str(Path(env["STANDINS"]) / "venv-python")],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the install branch runs apt-get as root (sudo otherwise)")
+def test_a_bare_machine_gets_chromium_and_what_playwrights_driver_needs(bare_browser_machine: dict[str, str]) -> None:
+    first = _browser(bare_browser_machine)
+    assert first.returncode == 0, first.stderr
+    calls = Path(bare_browser_machine["CALLS"]).read_text().splitlines()
+    installs = [c for c in calls if c.startswith("apt-get install")]
+    assert installs == ["apt-get install -y -qq chromium", "apt-get install -y -qq libatomic1"], calls
+    assert calls.count("apt-get update -qq") == 1
+    assert calls[-1] == "python -m playwright --version"  # checked again after the install: the driver starts
+
+    second = _browser(bare_browser_machine)  # all there: nothing installed twice
+    assert second.returncode == 0, second.stderr
+    assert [c for c in Path(bare_browser_machine["CALLS"]).read_text().splitlines() if c.startswith("apt-get")] == \
+        [c for c in calls if c.startswith("apt-get")]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the install branch runs apt-get as root (sudo otherwise)")
+def test_a_driver_that_still_does_not_start_fails_loudly(bare_browser_machine: dict[str, str]) -> None:
+    standins = Path(bare_browser_machine["STANDINS"])
+    (standins / "apt-get").write_text(BROWSER_APT_GET.replace(': > "$STANDINS/libatomic.so.1"', "true"))
+    done = _browser(bare_browser_machine)
+    assert done.returncode == 1
+    assert "Playwright's driver does not start" in done.stderr and "libatomic.so.1" in done.stderr
