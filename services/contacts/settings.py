@@ -18,6 +18,8 @@ class ContactsRetrySettings(BaseSettings):
 
 
 class ContactsSettings(SecretKeySettings, ContactsRetrySettings):  # the key hashes erased contacts' keys (shared/tombstones.py)
+    """The contacts service: contacts, session outcomes, the sweepers."""
+
     contacts_port: int = Field(8082, ge=0, le=65535, description="/healthz, /readyz; 0 picks a free port")
     contacts_batch_size: int = Field(
         100, ge=1, le=5000, description="most events written in one transaction (what waits while one commits)",

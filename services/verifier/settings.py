@@ -23,6 +23,8 @@ class VerifierRetrySettings(BaseSettings):
 
 
 class VerifierSettings(SecretKeySettings, OutboundSettings, VerifierRetrySettings):
+    """The verifier: widget opens, webhook deliveries, the Testing panel."""
+
     verifier_port: int = Field(8081, ge=0, le=65535, description="/healthz, /readyz; 0 picks a free port")
     whitelist_ttl_seconds: float = Field(300.0, ge=5, description="API-sourced whitelists are refreshed before this")
     verifier_prefetch: int = Field(
