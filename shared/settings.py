@@ -93,7 +93,8 @@ class SecretKeySettings(DoormanSettings):
     secret_key: SecretStr = Field(SecretStr(PLACEHOLDER), description=(
         "Fernet key(s), comma-separated: the first encrypts, every one decrypts and matches keyed hashes. The same list "
         "on the gateway, the verifier and the contacts service (it matches erased contacts' tombstones); "
-        "`doorman secrets rotate` re-encrypts with the first"))
+        "`doorman secrets rotate` re-encrypts with the first. Each of the three refuses to start without it outside "
+        "development"))
 
     @model_validator(mode="after")
     def _refuse_placeholder(self) -> "SecretKeySettings":

@@ -26,8 +26,8 @@ class ContactsSettings(SecretKeySettings, ContactsRetrySettings):  # the key has
     )
     contacts_flushes: int = Field(1, ge=1, le=16, description="batches being written at once (each its own transaction)")
     contacts_sweepers: bool = Field(True, description=(
-        "run the sweepers here (overdue sessions, webhook deliveries not yet published, retention); every replica may, "
-        "at least one must"))
+        "run the sweepers here (overdue sessions, webhook deliveries not yet published, retention); every replica may "
+        "(rows are locked with SKIP LOCKED), at least one of a deployment must"))
     session_retention_hours: float = Field(
         168.0, gt=0, description="sessions (the activity log) older than this are deleted",
     )

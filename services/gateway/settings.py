@@ -46,14 +46,16 @@ class GatewaySettings(SecretKeySettings, DestinationSettings):
     rate_limit_reads_per_client: Annotated[str, AfterValidator(check_limit)] = Field("600/minute", description=(
         "widget session reads, streams, forms and logouts per client address"))
     rate_limit_storage: Annotated[SecretStr, AfterValidator(_storage)] = Field(SecretStr("memory://"), description=(
-        "where rate-limit counters live: memory:// (each replica its own) or redis://host:port/db (one budget "
-        "for every replica); secret, as a Redis URL may hold a password"))
+        "where rate-limit counters live: memory:// (each replica its own, so N replicas allow N times each limit) or "
+        "redis://[:password@]host:port/db, rediss://... (one budget for every replica); secret, as a Redis URL may "
+        "hold a password"))
     verifier_answer_seconds: float = Field(
         10.0, gt=0, le=MAX_PATIENCE_SECONDS,
         description="how long the Testing panel waits for a verifier to run it before answering 503 verifier_unavailable",
     )
     trust_forwarded_for: bool = Field(False, description="behind a proxy: take the client address from X-Forwarded-For")
-    demo_api_url: str | None = Field(None, description="set by `doorman up`: serves /demo with its tokens")
+    demo_api_url: str | None = Field(None, description=(
+        "set by `doorman up`: the gateway's /demo redirects to the demo customer API's shop page (which embeds the widget)"))
 
     @model_validator(mode="after")
     def _admin_token_set(self) -> "GatewaySettings":
