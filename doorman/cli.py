@@ -163,6 +163,19 @@ def cmd_secrets_rotate(_: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def cmd_docs(args: argparse.Namespace) -> None:
+    from doorman.docs import stale, write
+
+    if args.check:
+        if pages := stale():
+            print(f"out of date: {', '.join(f'docs/{p}' for p in pages)} (run `doorman docs`)", file=sys.stderr)
+            raise SystemExit(1)
+        print("docs/api.md and docs/settings.md match the code")
+        return
+    changed = write()
+    print(f"rewrote {', '.join(f'docs/{p}' for p in changed)}" if changed else "docs/api.md and docs/settings.md were current")
+
+
 def _use_uvloop() -> None:
     """uvloop's event loop (a dependency; skipped if missing): cheaper I/O per message."""
     try:
@@ -207,6 +220,10 @@ def main(argv: list[str] | None = None) -> None:
     keys.add_parser("rotate", help=(
         "re-encrypt every stored secret (header tokens, webhook signing secrets, token secrets) with the first "
         "DOORMAN_SECRET_KEY key")).set_defaults(func=cmd_secrets_rotate)
+
+    docs = sub.add_parser("docs", help="write docs/api.md (from the OpenAPI document) and docs/settings.md (from the settings)")
+    docs.add_argument("--check", action="store_true", help="write nothing; exit 1 if either is out of date")
+    docs.set_defaults(func=cmd_docs)
 
     args = parser.parse_args(argv)
     _use_uvloop()

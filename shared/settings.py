@@ -40,23 +40,31 @@ class DoormanSettings(BaseSettings):
     # A refused setting's error never quotes the input: it holds the broker's and the database's passwords.
     model_config = SettingsConfigDict(env_prefix="DOORMAN_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
-    environment: str = Field("production", description="'development' relaxes the secret checks")
+    environment: str = Field("production", description=(
+        "`development` allows missing secrets (a fixed development key, no admin token); never in production"))
     amqp_url: SecretStr = Field(
         SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
-        description="the broker; the nodes of a cluster comma-separated (amqp://u:p@h1:5672/v,amqp://u:p@h2:5672/v)",
+        description=(
+            "the broker; for a RabbitMQ cluster every node, comma-separated (amqp://u:p@h1:5672/v,amqp://u:p@h2:5672/v): "
+            "each process connects to one and fails over to the next. A bad address stops the process naming its "
+            "position, never the address"),
     )
     amqp_prefix: str = Field(
         "doorman", pattern=r"^[a-z0-9][a-z0-9_-]*$",
         description="prefix of every exchange and queue; lets environments share a broker",
     )
     rabbitmq_management_url: str | None = Field(
-        None, description="for `doorman queues`; default http://<amqp host>:15672 with the AMQP credentials",
+        None, description=(
+            "the RabbitMQ management API, for `doorman queues` and `doorman dlq ttl`; unset: http://<host of the first "
+            "AMQP address>:15672 with the AMQP credentials. With a cluster, a name that reaches any node"),
     )
-    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/doorman")
-    db_pool_min: int = Field(1, ge=0)
-    db_pool_max: int = Field(10, ge=1)
-    log_level: str = "info"
-    log_json: bool | None = None  # None: JSON unless stderr is a terminal
+    database_url: SecretStr = Field(SecretStr("postgresql://postgres@127.0.0.1:5432/doorman"), description=(
+        "the PostgreSQL database (15 or newer); `doorman migrate` creates it if missing"))
+    db_pool_min: int = Field(1, ge=0, description="database connections each process keeps open")
+    db_pool_max: int = Field(10, ge=1, description=(
+        "database connections per process, at most: size PostgreSQL's max_connections for every replica"))
+    log_level: str = Field("info", description="debug, info, warning or error")
+    log_json: bool | None = Field(None, description="one JSON object per log line; unset: JSON unless stderr is a terminal")
     health_host: str = Field("127.0.0.1", description="where workers serve /healthz, /readyz, /metrics (0.0.0.0 in pods)")
     tracing: bool = Field(False, description="OpenTelemetry spans (export with OTEL_EXPORTER_OTLP_ENDPOINT)")
     dead_letter_ttl_days: float = Field(
@@ -82,7 +90,11 @@ class DoormanSettings(BaseSettings):
 class SecretKeySettings(DoormanSettings):
     """Services that read or write header tokens need the encryption key(s)."""
 
-    secret_key: SecretStr = SecretStr(PLACEHOLDER)
+    secret_key: SecretStr = Field(SecretStr(PLACEHOLDER), description=(
+        "Fernet key(s), comma-separated: the first encrypts, every one decrypts and matches keyed hashes. The same list "
+        "on the gateway, the verifier and the contacts service (it matches erased contacts' tombstones); "
+        "`doorman secrets rotate` re-encrypts with the first. Each of the three refuses to start without it outside "
+        "development"))
 
     @model_validator(mode="after")
     def _refuse_placeholder(self) -> "SecretKeySettings":
@@ -108,7 +120,8 @@ class DestinationSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DOORMAN_", extra="ignore", frozen=True)
 
-    allow_private_networks: bool = False
+    allow_private_networks: bool = Field(False, description=(
+        "allow outbound calls to loopback and private addresses (local runs and tests; never in production)"))
     outbound_ports: str = Field(
         "80,443", description="ports outbound calls may use: comma-separated (e.g. 80,443,8443), or * for any",
     )
@@ -142,11 +155,17 @@ class DestinationSettings(BaseSettings):
 class OutboundSettings(DestinationSettings):
     """How Doorman calls a business's Authentication URL (the verifier)."""
 
-    auth_timeout_seconds: float = Field(5.0, gt=0, le=30)
-    auth_max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
+    auth_timeout_seconds: float = Field(5.0, gt=0, le=30, description=(
+        "the whole identity call (and a whitelist API or JWKS fetch), connecting included"))
+    auth_max_body_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024, description=(
+        "the longest answer read from a business (larger: invalid_response)"))
     auth_max_connections_per_host: int = Field(
-        32, ge=1, description="calls in flight to one host at once, shared fairly between the bots calling it",
+        32, ge=1, description=(
+            "identity, whitelist and JWKS calls in flight to one host at once, per verifier replica, shared fairly "
+            "between the bots calling it (a bot alone may use them all; once others call, each gets at least "
+            "max(1, cap // bots calling))"),
     )
     auth_host_wait_seconds: float = Field(0.5, ge=0, le=10, description=(
-        "how long a call waits for a free slot to its host before failing as busy (a bot holding fewer than its "
-        "share of the host's slots waits up to auth_timeout_seconds longer)"))
+        "how long a call waits for a free slot to its host before failing as auth_unavailable (not retried, never "
+        "covered by the outage grace, not counted by the breaker); a bot holding fewer than its share of the host's "
+        "slots waits up to auth_timeout_seconds longer, for another bot's call to end"))

@@ -18,14 +18,16 @@ class ContactsRetrySettings(BaseSettings):
 
 
 class ContactsSettings(SecretKeySettings, ContactsRetrySettings):  # the key hashes erased contacts' keys (shared/tombstones.py)
+    """The contacts service: contacts, session outcomes, the sweepers."""
+
     contacts_port: int = Field(8082, ge=0, le=65535, description="/healthz, /readyz; 0 picks a free port")
     contacts_batch_size: int = Field(
         100, ge=1, le=5000, description="most events written in one transaction (what waits while one commits)",
     )
     contacts_flushes: int = Field(1, ge=1, le=16, description="batches being written at once (each its own transaction)")
     contacts_sweepers: bool = Field(True, description=(
-        "run the sweepers here (overdue sessions, webhook deliveries not yet published, retention); every replica may, "
-        "at least one must"))
+        "run the sweepers here (overdue sessions, webhook deliveries not yet published, retention); every replica may "
+        "(rows are locked with SKIP LOCKED), at least one of a deployment must"))
     session_retention_hours: float = Field(
         168.0, gt=0, description="sessions (the activity log) older than this are deleted",
     )

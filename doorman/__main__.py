@@ -1,0 +1,5 @@
+"""``python -m doorman ...``: the same as the ``doorman`` command."""
+
+from doorman.cli import main
+
+main()
