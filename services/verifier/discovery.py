@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from shared.destinations import host_of
 from shared.http import OutboundClient
 
 from .failures import AuthFailure, Kind, kind_of
@@ -99,7 +100,7 @@ class Discovery:
                 entry.failure = AuthFailure(Kind.MISCONFIGURED, f"oidc.issuer: the discovery document cannot be read ({exc})")
             else:
                 entry.failure = AuthFailure(kind, failed_call(kind, exc, "the OpenID Provider's discovery document"))
-            log.warning("oidc discovery failed", issuer=issuer, reason=entry.failure.detail)
+            log.warning("oidc discovery failed", host=host_of(issuer), detail=entry.failure.detail)
             return
         entry.fetched_at, entry.failure = self._clock(), None
 

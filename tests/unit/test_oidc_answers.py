@@ -20,7 +20,11 @@ from pydantic import SecretStr
 from services.verifier.discovery import Discovery
 from services.verifier.failures import AuthFailure, Grace, Kind
 from services.verifier.oidc import call_provider
-from services.verifier.oidc_answers import read_discovery, read_introspection, read_userinfo
+from services.verifier.oidc_answers import (
+    read_discovery,
+    read_introspection,
+    read_userinfo,
+)
 from shared.auth_config import ISSUER, AuthConfig, BoundSecret, Oidc
 from shared.events import FallbackReason, IdentifyMethod, Identity
 from shared.http import OutboundResponse
