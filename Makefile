@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test faults install services browser screenshots clean
+.PHONY: run test faults install services browser oidc-provider screenshots clean
 
 $(BIN)/doorman: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,16 @@ services:
 browser: $(BIN)/doorman
 	@./scripts/ensure-browser $(BIN)/python
 
+# The tests' OpenID Provider (panva's oidc-provider, on Node.js), from its lock file.
+oidc-provider: tests/oidc_provider/node_modules/.package-lock.json
+
+tests/oidc_provider/node_modules/.package-lock.json: tests/oidc_provider/package-lock.json
+	cd tests/oidc_provider && npm ci --no-audit --no-fund --loglevel=error
+
 run: install
 	$(BIN)/doorman up
 
-test: install browser
+test: install browser oidc-provider
 	$(BIN)/pytest -q
 
 # The long fault-injection run (the short one is part of `make test`); prints the table.

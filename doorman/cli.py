@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
 
     keys = sub.add_parser("secrets", help="encryption keys").add_subparsers(dest="secrets_command", required=True)
     keys.add_parser("rotate", help=(
-        "re-encrypt every stored secret (header tokens, webhook signing secrets, token secrets) with the first "
+        "re-encrypt every stored secret (header tokens, webhook signing secrets, token secrets, OIDC client secrets) "
+        "with the first "
         "DOORMAN_SECRET_KEY key")).set_defaults(func=cmd_secrets_rotate)
 
     docs = sub.add_parser("docs", help="write docs/api.md (from the OpenAPI document) and docs/settings.md (from the settings)")

@@ -394,7 +394,7 @@ async def _move_waiting(channel: aio_pika.abc.AbstractChannel, source: str, targ
 
 
 SECRET_COLUMNS = ("header_token_cipher", "signing_secret_cipher", "signing_previous_cipher",
-                  "token_secret_cipher", "token_previous_cipher")
+                  "token_secret_cipher", "token_previous_cipher", "oidc_client_secret_cipher")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from shared.domains import url_origin
 from shared.events import IdentifyMethod, utcnow
 
 
-IdentitySource = Literal["auth_url", "signed_token"]
+IdentitySource = Literal["auth_url", "signed_token", "oidc"]
+OidcMethod = Literal["userinfo", "introspection"]
 CollectInformation = Literal["required", "optional", "off"]
 DEFAULT_CLAIMS = {"id": "sub", "email": "email", "name": "name", "phone_number": "phone_number", "metadata": "metadata"}
 
@@ -28,10 +29,17 @@ DEFAULT_CLAIMS = {"id": "sub", "email": "email", "name": "name", "phone_number":
 # The settings a header token is sent to (their names in the PUT body): it is bound to the origin of each.
 AUTH_URL = "auth_url"
 WHITELIST_API_URL = "domain_whitelist.api_url"
+# The setting whose origin an OpenID Provider's client secret is bound to.
+ISSUER = "oidc.issuer"
 
 
 class NotBound(Exception):
-    """A stored secret was asked for a URL on another origin than the one it was saved for; nothing is sent."""
+    """A stored secret was asked for a URL on another origin than the one it was saved for; nothing is sent.
+    ``field``: the secret's name in the PUT body."""
+
+    def __init__(self, message: str, field: str = "header_token") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def moved(saved_for: Mapping[str, str | None], urls: Mapping[str, str | None]) -> list[str]:
@@ -53,15 +61,16 @@ class BoundSecret:
 
     name: str
     value: SecretStr
-    saved_for: Mapping[str, str | None]  # AUTH_URL / WHITELIST_API_URL -> the URL then (None: not set)
+    saved_for: Mapping[str, str | None]  # AUTH_URL / WHITELIST_API_URL / ISSUER -> the URL then (None: not set)
 
     def for_url(self, setting: str, url: str) -> SecretStr:
         """The secret, to send to ``url`` (the value of ``setting``); NotBound when it was not saved for its origin."""
         if moved(self.saved_for, {setting: url}):
             saved = self.saved_for.get(setting)
             then = f"for the {setting} on {url_origin(saved)}" if saved else f"when the {setting} was not set"
+            what = self.name.rpartition(".")[2].replace("_", " ")
             raise NotBound(f"{self.name}: it was saved {then}, not for {url_origin(url) or 'a URL without an origin'}, "
-                           f"so it was not sent; enter the {self.name.replace('_', ' ')} again for the new URL")
+                           f"so it was not sent; enter the {what} again for the new URL", self.name)
         return self.value
 
 
@@ -95,6 +104,18 @@ class SignedToken:
 
 
 @dataclass(frozen=True)
+class Oidc:
+    """The business's OpenID Provider (``identity_source: oidc``): the widget's access token is checked at its
+    userinfo or introspection endpoint, found in ``{issuer}/.well-known/openid-configuration``."""
+
+    issuer: str
+    method: OidcMethod
+    client_id: str
+    client_secret: BoundSecret | None  # bound to the issuer's origin (ISSUER); introspection needs it
+    accepted_clients: tuple[str, ...]  # a token's client_id (or one of its aud) must be one of these
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     enabled: bool
     auth_url: str | None
@@ -110,6 +131,7 @@ class AuthConfig:
     signing_previous_until: datetime | None = None
     identity_source: IdentitySource = "auth_url"
     signed_token: SignedToken = field(default_factory=SignedToken)
+    oidc: Oidc | None = None
     outage_grace_seconds: int = 0
     collect_information: CollectInformation = "required"
 
@@ -129,7 +151,9 @@ async def load(pool: asyncpg.Pool, secrets: Secrets, bot_id: UUID) -> AuthConfig
                   signing_secret_cipher, signing_previous_cipher, signing_previous_until,
                   identity_source, token_algorithm, token_jwks_url, token_issuer, token_max_lifetime_seconds,
                   token_claims, token_secret_cipher, token_secret_kid, token_previous_cipher, token_previous_kid,
-                  token_previous_until, outage_grace_seconds, collect_information
+                  token_previous_until, outage_grace_seconds, collect_information,
+                  oidc_issuer, oidc_method, oidc_client_id, oidc_client_secret_cipher, oidc_client_secret_for_issuer,
+                  accepted_clients
            FROM custom_auth_settings WHERE bot_id = $1""",
         bot_id,
     )
@@ -168,9 +192,19 @@ async def load(pool: asyncpg.Pool, secrets: Secrets, bot_id: UUID) -> AuthConfig
             previous=token_secret("token_previous_cipher", "token_previous_kid"),
             previous_until=row["token_previous_until"],
         ),
+        oidc=_oidc(row, secret("oidc_client_secret_cipher")),
         outage_grace_seconds=row["outage_grace_seconds"],
         collect_information=row["collect_information"],
     )
+
+
+def _oidc(row: asyncpg.Record, client_secret: SecretStr | None) -> Oidc | None:
+    if row["oidc_issuer"] is None or row["oidc_client_id"] is None:
+        return None
+    bound = BoundSecret("oidc.client_secret", client_secret, {ISSUER: row["oidc_client_secret_for_issuer"]}) \
+        if client_secret is not None else None
+    return Oidc(issuer=row["oidc_issuer"], method=row["oidc_method"], client_id=row["oidc_client_id"],
+                client_secret=bound, accepted_clients=tuple(row["accepted_clients"]))
 
 
 def _claims(value: str | dict[str, str]) -> dict[str, str]:

@@ -68,10 +68,10 @@ class _View(BaseModel):
 
 
 class TestRequestSent(_View):
-    method: Literal["POST"]
+    method: Literal["GET", "POST"] = Field(description="`GET`: an OpenID Provider's userinfo endpoint")
     url: str
     headers: dict[str, str] = Field(description="as sent; `Authorization` masked")
-    body: dict[str, Any] = Field(description="as sent; `access_token` masked")
+    body: dict[str, Any] = Field(description="as sent; `access_token`, `token` and `client_secret` masked")
 
 
 class TestResponseReceived(_View):
@@ -109,7 +109,8 @@ class TestToken(_View):
     failed_check: str | None = Field(description=(
         "the first check that failed (`algorithm_not_allowed`, `unknown_kid`, `bad_signature`, `expired`, "
         "`not_yet_valid`, `issued_in_future`, `lifetime_too_long`, `wrong_audience`, `wrong_issuer`, "
-        "`missing_claim`, `invalid_claim`, `malformed_token`, `jwks_unavailable`); null when every check passed"))
+        "`missing_claim`, `invalid_claim`, `malformed_token`, `jwks_unavailable`, `misconfigured`: the issuer's "
+        "discovery document cannot be used); null when every check passed"))
 
 
 class TestResult(_View):
@@ -119,9 +120,10 @@ class TestResult(_View):
     ok: bool
     enabled: bool = Field(description="whether Custom Authentication is on (the test runs either way)")
     identify_method: IdentifyMethod
-    identity_source: Literal["auth_url", "signed_token"]
+    identity_source: Literal["auth_url", "signed_token", "oidc"]
     request: TestRequestSent | None = Field(description=(
-        "the identity call as sent; null with `identity_source: signed_token` (no call is made)"))
+        "the identity call as sent (with `oidc`: the last request to the OpenID Provider); null with "
+        "`identity_source: signed_token` (no call is made), or when none was made"))
     response: TestResponseReceived | None = Field(description="null when no answer arrived (or no call was made)")
     token: TestToken | None = Field(description="with `identity_source: signed_token`: the token; else null")
     identity: Identity | None = Field(description="the profile parsed from the answer (or the token's claims)")

@@ -12,6 +12,7 @@ import secrets
 import asyncpg
 from aiohttp import web
 from pydantic import BaseModel
+from yarl import URL
 
 from shared.auth_config import NotBound
 from shared.destinations import DestinationBlocked, Destinations
@@ -105,8 +106,12 @@ get_custom_auth = routes.get(
           "private networks unless DOORMAN_ALLOW_PRIVATE_NETWORKS, special ranges never, ports other than "
           "DOORMAN_OUTBOUND_PORTS): `fields` says which fields and why. A stored header token is sent only to the "
           "origins (scheme, host, port) of the `auth_url` and whitelist `api_url` it was saved with: moving either "
-          "to another origin, or adding an `api_url`, without a new `header_token` is refused (field `header_token`).",
+          "to another origin, or adding an `api_url`, without a new `header_token` is refused (field `header_token`); "
+          "so is moving `oidc.issuer` to another origin without a new `oidc.client_secret` (field "
+          "`oidc.client_secret`). `oidc.issuer` is `https://`, or `http://` where private networks are allowed.",
           Error),
+    409: (("`identity_source: oidc` with `method: introspection`, and no client secret given or stored "
+           "(`invalid_state`; `fields` names `oidc.client_secret`)."), Error),
 })
 async def put_custom_auth(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
@@ -114,9 +119,13 @@ async def put_custom_auth(request: web.Request) -> web.Response:
     _refuse_blocked_urls(request.app[DESTINATIONS], body)
     try:
         settings = await store.put_custom_auth(request.app[POOL], bot_id, body, request.app[SECRETS])
-    except NotBound:
+    except NotBound as exc:
+        again = "the header token again for the new URL" if exc.field == "header_token" else \
+            "the client secret again for the new issuer"
         raise error(422, "invalid_body", "the request body is not valid",
-                    fields=[{"field": "header_token", "message": "enter the header token again for the new URL"}]) from None
+                    fields=[{"field": exc.field, "message": f"enter {again}"}]) from None
+    except store.SecretNeeded as exc:
+        raise error(409, "invalid_state", "the settings need a secret", fields=[{"field": exc.field, "message": str(exc)}]) from None
     if settings is None:
         raise error(404, "bot_not_found", "no bot has this bot_id")
     return json_response(settings)
@@ -126,15 +135,21 @@ def _refuse_blocked_urls(destinations: Destinations, body: CustomAuthSettingsIn)
     """Say now, as a field error, what the verifier would refuse at call time from the URL alone
     (scheme, port, an IP literal that is not public). Names that resolve to forbidden addresses
     are only known when called: destination_blocked then."""
+    token = body.signed_token
     urls = {"auth_url": body.auth_url, "domain_whitelist.api_url": body.domain_whitelist.api_url,
-            "signed_token.jwks_url": body.signed_token.jwks_url}
+            "signed_token.jwks_url": token.jwks_url}
+    issuers = {"oidc.issuer": body.oidc.issuer if body.oidc else None,
+               "signed_token.issuer": token.issuer if token.discovers_keys else None}  # discovery is read there
     problems: list[FieldError] = []
-    for field, url in urls.items():
+    for field, url in {**urls, **issuers}.items():
         if url:
             try:
                 destinations.check_url(url)
             except DestinationBlocked as exc:
                 problems.append({"field": field, "message": f"Doorman will not call this URL: {exc}"})
+                continue
+            if field in issuers and URL(url).scheme != "https" and not destinations.allow_private:
+                problems.append({"field": field, "message": "an issuer is an https:// URL"})
     if problems:
         raise error(422, "invalid_body", "the request body is not valid", fields=problems)
 

@@ -84,6 +84,8 @@ _PORT = "0*(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0
 _PCHAR = "(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})"
 _REST = f"(?:/{_PCHAR}*)*(?:\\?(?:{_PCHAR}|[/?])*)?(?:#(?:{_PCHAR}|[/?])*)?"  # path, query, fragment
 HTTP_URL = f"^[hH][tT][tT][pP][sS]?://{_HOST}(?::{_PORT})?{_REST}$"  # as sent: a URI has no surrounding spaces
+# An OpenID Provider's issuer: such a URL with a path but no query or fragment (OpenID Connect Discovery 1.0).
+ISSUER_URL = f"^[hH][tT][tT][pP][sS]?://{_HOST}(?::{_PORT})?(?:/{_PCHAR}*)*$"
 
 
 def one_filled(**fields: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +107,18 @@ def when(values: dict[str, Any], *, then: dict[str, Any]) -> Callable[[dict[str,
         schema["if"] = {"properties": {name: {"enum": value} for name, value in accepted.items()},
                         "required": [name for name in values if not by_default(name)]}
         schema["then"] = then
+
+    return extra
+
+
+def all_of(*extras: Callable[[dict[str, Any], type[BaseModel]], None]) -> Callable[[dict[str, Any], type[BaseModel]], None]:
+    """Several :func:`when` conditions on one model (its ``allOf``), each holding on its own."""
+    def extra(schema: dict[str, Any], model: type[BaseModel]) -> None:
+        parts: list[dict[str, Any]] = []
+        for each in extras:
+            parts.append({})
+            each(parts[-1], model)
+        schema["allOf"] = parts
 
     return extra
 

@@ -32,8 +32,8 @@ from shared.sessions import SessionStatus
 
 from . import pagination
 from .constraints import (
-    BLANK_OR_EMAIL, DOMAIN_ENTRY, HEADER_VALUE, HTTP_URL, NOT_BLANK, PHONE_NUMBER_SCHEMA, WHITESPACE, document_strings,
-    one_filled, present, when,
+    BLANK_OR_EMAIL, DOMAIN_ENTRY, HEADER_VALUE, HTTP_URL, ISSUER_URL, NOT_BLANK, PHONE_NUMBER_SCHEMA, WHITESPACE, document_strings,
+    all_of, one_filled, present, when,
 )
 
 def integral(value: object) -> object:
@@ -155,27 +155,81 @@ class TokenClaims(Strict):
     metadata: ClaimName = "metadata"
 
 
+def _issuer_url(value: str) -> str:
+    """An OpenID Provider's issuer: an http(s) URL with no query or fragment (OpenID Connect Discovery)."""
+    _http_url(value)
+    url = URL(value)
+    if url.raw_query_string or url.raw_fragment or "?" in value or "#" in value:
+        raise ValueError("an issuer has no query or fragment")
+    return value
+
+
+IssuerUrl = Annotated[str, StringConstraints(strip_whitespace=False),
+                      Field(min_length=1, max_length=2048, json_schema_extra={"format": "uri", "pattern": ISSUER_URL}),
+                      AfterValidator(_issuer_url)]
+
+
 class SignedTokenSettings(Strict):
     """``identity_source: signed_token``: the widget's access token is a JWT the business signed."""
 
     model_config = ConfigDict(json_schema_extra=when(
-        {"algorithm": ["RS256", "ES256"]}, then=present("jwks_url")))
+        {"algorithm": ["RS256", "ES256"]}, then={"anyOf": [
+            present("jwks_url"), {"required": ["issuer"], "properties": {"issuer": {"type": "string", "pattern": ISSUER_URL}}},
+        ]}))
 
     algorithm: Literal["HS256", "RS256", "ES256"] = Field("HS256", description=(
         "the only algorithm accepted (pinned per bot); HS256 uses the bot's token secret "
         "(`POST .../custom-auth/token-secret`), RS256/ES256 the keys at `jwks_url`"))
-    jwks_url: HttpUrl | None = Field(None, description="required for RS256 and ES256")
+    jwks_url: HttpUrl | None = Field(None, description=(
+        "RS256 and ES256: where the keys are; without it, the `jwks_uri` of the issuer's discovery document "
+        "(`{issuer}/.well-known/openid-configuration`, `issuer` then an http(s) URL)"))
     issuer: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
         None, description="when set, a token's `iss` must be exactly this")
     max_lifetime_seconds: Annotated[int, Field(ge=1, le=86400), BeforeValidator(integral)] = Field(
         3600, description="a token whose `exp - iat` is longer is refused (`lifetime_too_long`)")
     claims: TokenClaims = TokenClaims()
 
+    @property
+    def discovers_keys(self) -> bool:
+        """RS256/ES256 with no jwks_url: the keys are found through the issuer's discovery document."""
+        return self.algorithm != "HS256" and not self.jwks_url
+
+    @field_validator("issuer")
+    @classmethod
+    def _discoverable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("algorithm", "HS256") != "HS256" and not info.data.get("jwks_url"):
+            try:
+                _issuer_url(value)
+            except ValueError as exc:
+                raise ValueError(f"without jwks_url the keys are found by discovery at the issuer: {exc}") from None
+        return value
+
     @model_validator(mode="after")
     def _keys_need_jwks(self) -> "SignedTokenSettings":
-        if self.algorithm != "HS256" and not self.jwks_url:
-            raise ValueError(f"jwks_url is required for {self.algorithm}")
+        if self.discovers_keys and not self.issuer:
+            raise ValueError(f"jwks_url or issuer is required for {self.algorithm}")
         return self
+
+
+ClientId = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class OidcSettings(Strict):
+    """``identity_source: oidc``: the widget's access token is one the business's OpenID Provider issued, checked
+    at its userinfo or introspection endpoint (found in ``{issuer}/.well-known/openid-configuration``).
+    ``client_secret`` is write-only: absent keeps the stored one, null clears it; a stored one is sent only to the
+    origin (scheme, host, port) of the issuer it was saved with."""
+
+    issuer: IssuerUrl = Field(description=(
+        "the provider's issuer identifier, exactly as its discovery document spells it; `https://` (`http://` only "
+        "where Doorman may call private networks)"))
+    method: Literal["userinfo", "introspection"] = Field("userinfo", description=(
+        "`userinfo`: the token is valid when the userinfo endpoint answers it (any client's token: userinfo cannot "
+        "tell); `introspection` (RFC 7662): the provider says whether it is active and which client it was issued "
+        "to (`accepted_clients`); needs `client_secret`"))
+    client_id: ClientId = Field(description="the bot's client at the provider (introspection authenticates as it)")
+    client_secret: Annotated[str, Field(min_length=1, max_length=1024, json_schema_extra={"pattern": HEADER_VALUE}),
+                             BeforeValidator(_sendable)] | None = None
 
 
 class CustomAuthSettingsIn(Strict):
@@ -183,14 +237,16 @@ class CustomAuthSettingsIn(Strict):
     is sent only to the origins (scheme, host, port) of the ``auth_url`` and ``domain_whitelist.api_url``
     it was saved with: a PUT moving either elsewhere (or adding an ``api_url``) must give it again."""
 
-    model_config = ConfigDict(json_schema_extra=when(
-        {"enabled": True, "identity_source": "auth_url"},
-        then=present("auth_url")))
+    model_config = ConfigDict(json_schema_extra=all_of(
+        when({"enabled": True, "identity_source": "auth_url"}, then=present("auth_url")),
+        when({"identity_source": "oidc"}, then={"required": ["oidc"], "properties": {"oidc": {"type": "object"}}}),
+    ))
 
     enabled: bool
-    identity_source: Literal["auth_url", "signed_token"] = Field("auth_url", description=(
+    identity_source: Literal["auth_url", "signed_token", "oidc"] = Field("auth_url", description=(
         "`auth_url`: call the business's Authentication URL; `signed_token`: verify the JWT the widget "
-        "carries, with no call (then `auth_url` is optional)"))
+        "carries, with no call (then `auth_url` is optional); `oidc`: check the widget's access token at the "
+        "business's OpenID Provider (`oidc`)"))
     auth_url: HttpUrl | None = None
     header_token: Annotated[str, Field(min_length=1, max_length=4096, json_schema_extra={"pattern": HEADER_VALUE}),
                             BeforeValidator(_sendable)] | None = None
@@ -198,13 +254,32 @@ class CustomAuthSettingsIn(Strict):
     request_fields: Annotated[list[RequestField], Field(max_length=5, json_schema_extra={"uniqueItems": True})] = []
     domain_whitelist: DomainWhitelist = DomainWhitelist()
     signed_token: SignedTokenSettings = SignedTokenSettings()
+    oidc: OidcSettings | None = Field(None, validate_default=True, description="required with `identity_source: oidc`")
+    accepted_clients: Annotated[list[ClientId], Field(max_length=50, json_schema_extra={"uniqueItems": True})] | None = \
+        Field(None, description=(
+            "`oidc`: the client ids whose tokens this bot accepts (introspection's `client_id`, or one of its `aud`); "
+            "absent: `[oidc.client_id]`"))
     outage_grace_seconds: Annotated[int, Field(ge=0, le=86400), BeforeValidator(integral)] = Field(0, description=(
-        "with `auth_url`: while the Authentication URL is unavailable, a visitor whose same token was verified "
+        "with `auth_url` or `oidc`: while the Authentication URL (or the OpenID Provider) is unavailable, a visitor whose same token was verified "
         "within this many seconds (and not rejected since) is verified from that identity, flagged `degraded`; "
         "0 is off"))
     collect_information: Literal["required", "optional", "off"] = Field("required", description=(
         "what a visitor who falls back is offered: the Collect Information form (`required`), the form with "
         "a way to skip it (`optional`), or an anonymous chat with no form (`off`)"))
+
+    @field_validator("accepted_clients")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("must not repeat a client id")
+        return value
+
+    @field_validator("oidc")
+    @classmethod
+    def _oidc_for_oidc(cls, value: OidcSettings | None, info: ValidationInfo) -> OidcSettings | None:
+        if value is None and info.data.get("identity_source") == "oidc":
+            raise ValueError("required when the identity source is 'oidc'")
+        return value
 
     @model_validator(mode="after")
     def _enabled_needs_url(self) -> "CustomAuthSettingsIn":
@@ -213,6 +288,12 @@ class CustomAuthSettingsIn(Strict):
         if len(set(self.request_fields)) != len(self.request_fields):
             raise ValueError("request_fields must not repeat a field")
         return self
+
+    def clients_accepted(self) -> list[str]:
+        """``accepted_clients`` as given, else the bot's own client (none without ``oidc``)."""
+        if self.accepted_clients is not None:
+            return list(self.accepted_clients)
+        return [self.oidc.client_id] if self.oidc else []
 
 
 class OpenQuery(Strict):

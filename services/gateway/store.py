@@ -8,13 +8,13 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from shared.auth_config import AUTH_URL, WHITELIST_API_URL, NotBound, moved
+from shared.auth_config import AUTH_URL, ISSUER, WHITELIST_API_URL, NotBound, moved
 from shared.crypto import Secrets
 from shared.db import CONFIG_CHANNEL
 
 from . import pagination
 from .schemas import CustomAuthSettingsIn
-from .views import Bot, BotPage, CustomAuthSettings, DomainWhitelistView, SignedTokenView
+from .views import Bot, BotPage, CustomAuthSettings, DomainWhitelistView, OidcView, SignedTokenView
 
 
 BOT_COLUMNS = "bot_id, name, workspace_id, created_at, updated_at"
@@ -59,7 +59,9 @@ _SETTINGS_COLUMNS = """
     signing_secret_cipher IS NOT NULL AS signing_secret_set, identify_method,
     request_fields, whitelist_enabled, whitelist_source, whitelist_domains, whitelist_api_url, revision, updated_at,
     identity_source, token_algorithm, token_jwks_url, token_issuer, token_max_lifetime_seconds, token_claims::text,
-    token_secret_kid, outage_grace_seconds, collect_information
+    token_secret_kid, outage_grace_seconds, collect_information,
+    oidc_issuer, oidc_method, oidc_client_id, oidc_client_secret_cipher IS NOT NULL AS oidc_client_secret_set,
+    accepted_clients
 """
 
 
@@ -83,6 +85,11 @@ def _settings_view(row: asyncpg.Record) -> CustomAuthSettings:
             max_lifetime_seconds=row["token_max_lifetime_seconds"], claims=json.loads(row["token_claims"]),
             secret_kid=row["token_secret_kid"],
         ),
+        oidc=OidcView(
+            issuer=row["oidc_issuer"], method=row["oidc_method"], client_id=row["oidc_client_id"],
+            client_secret_set=row["oidc_client_secret_set"],
+        ) if row["oidc_issuer"] is not None and row["oidc_client_id"] is not None else None,
+        accepted_clients=list(row["accepted_clients"]),
         outage_grace_seconds=row["outage_grace_seconds"],
         collect_information=row["collect_information"],
         revision=row["revision"],
@@ -106,39 +113,72 @@ _PUT_SETTINGS = f"""
         identity_source = $12, token_algorithm = $13, token_jwks_url = $14, token_issuer = $15,
         token_max_lifetime_seconds = $16, token_claims = $17::text::jsonb, outage_grace_seconds = $18,
         collect_information = $19,
+        oidc_issuer = $20, oidc_method = $21, oidc_client_id = $22,
+        oidc_client_secret_cipher = CASE WHEN $23 THEN oidc_client_secret_cipher ELSE $24 END,
+        oidc_client_secret_for_issuer = CASE WHEN $23 THEN oidc_client_secret_for_issuer
+                                             WHEN $24 IS NULL THEN NULL ELSE $20 END,
+        accepted_clients = $25,
         revision = revision + 1, updated_at = now()
     WHERE bot_id = $1
     RETURNING {_SETTINGS_COLUMNS}
 """
 
 
-_SAVED_FOR = """SELECT header_token_cipher IS NOT NULL AS token_set, header_token_for_auth_url, header_token_for_api_url
+_SAVED_FOR = """SELECT header_token_cipher IS NOT NULL AS token_set, header_token_for_auth_url, header_token_for_api_url,
+                       oidc_client_secret_cipher IS NOT NULL AS client_secret_set, oidc_client_secret_for_issuer
                 FROM custom_auth_settings WHERE bot_id = $1 FOR UPDATE"""
+
+
+class SecretNeeded(Exception):
+    """The settings need a secret that is neither given nor stored (``field``: its name in the PUT body)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _check_secrets(body: CustomAuthSettingsIn, saved: asyncpg.Record) -> None:
+    """A stored secret kept must stay on the origins it was saved for (NotBound), and an OpenID Provider checked
+    by introspection needs a client secret (SecretNeeded)."""
+    whitelist, oidc = body.domain_whitelist, body.oidc
+    if "header_token" not in body.model_fields_set and saved["token_set"]:
+        urls = {AUTH_URL: body.auth_url, WHITELIST_API_URL: whitelist.api_url}
+        saved_for = {AUTH_URL: saved["header_token_for_auth_url"], WHITELIST_API_URL: saved["header_token_for_api_url"]}
+        if moves := moved(saved_for, urls):
+            raise NotBound(f"the header token was not saved for the new {' and '.join(moves)}")
+    keep_secret = oidc is None or "client_secret" not in oidc.model_fields_set
+    if keep_secret and oidc is not None and saved["client_secret_set"] \
+            and moved({ISSUER: saved["oidc_client_secret_for_issuer"]}, {ISSUER: oidc.issuer}):
+        raise NotBound("the client secret was not saved for the new oidc.issuer", "oidc.client_secret")
+    has_secret = saved["client_secret_set"] if keep_secret else oidc is not None and oidc.client_secret is not None
+    if body.identity_source == "oidc" and oidc is not None and oidc.method == "introspection" and not has_secret:
+        raise SecretNeeded("oidc.client_secret", "introspection authenticates with the client secret: enter it")
 
 
 async def put_custom_auth(
     pool: asyncpg.Pool, bot_id: UUID, body: CustomAuthSettingsIn, secrets: Secrets,
 ) -> CustomAuthSettings | None:
-    """Replace the bot's settings (None: no such bot). A header token given is bound to the URLs given
-    with it; one kept must stay on the origins it was saved for: NotBound when ``body`` moves a URL it
-    is sent to elsewhere (nothing is changed, so nothing is ever sent there)."""
+    """Replace the bot's settings (None: no such bot). A header token given is bound to the URLs given with
+    it, a client secret to the issuer given with it; one kept must stay on the origins it was saved for:
+    NotBound when ``body`` moves a URL it is sent to elsewhere (nothing is changed, so nothing is ever sent
+    there). SecretNeeded: introspection with no client secret given or stored."""
     keep_token = "header_token" not in body.model_fields_set
     cipher = secrets.encrypt(body.header_token) if body.header_token else None
-    whitelist, token = body.domain_whitelist, body.signed_token
+    whitelist, token, oidc = body.domain_whitelist, body.signed_token, body.oidc
+    keep_secret = oidc is None or "client_secret" not in oidc.model_fields_set
+    secret_cipher = secrets.encrypt(oidc.client_secret) if oidc is not None and oidc.client_secret else None
     async with pool.acquire() as conn, conn.transaction():
-        if keep_token:
-            saved = await conn.fetchrow(_SAVED_FOR, bot_id)
-            if saved is None:
-                return None
-            urls = {AUTH_URL: body.auth_url, WHITELIST_API_URL: whitelist.api_url}
-            saved_for = {AUTH_URL: saved["header_token_for_auth_url"], WHITELIST_API_URL: saved["header_token_for_api_url"]}
-            if saved["token_set"] and (moves := moved(saved_for, urls)):
-                raise NotBound(f"the header token was not saved for the new {' and '.join(moves)}")
+        saved = await conn.fetchrow(_SAVED_FOR, bot_id)
+        if saved is None:
+            return None
+        _check_secrets(body, saved)
         row = await conn.fetchrow(
             _PUT_SETTINGS, bot_id, body.enabled, body.auth_url, keep_token, cipher, body.identify_method.value,
             list(body.request_fields), whitelist.enabled, whitelist.source, list(whitelist.domains), whitelist.api_url,
             body.identity_source, token.algorithm, token.jwks_url, token.issuer, token.max_lifetime_seconds,
             token.claims.model_dump_json(), body.outage_grace_seconds, body.collect_information,
+            oidc.issuer if oidc else None, oidc.method if oidc else "userinfo", oidc.client_id if oidc else None,
+            keep_secret, secret_cipher, body.clients_accepted(),
         )
         if row is None:
             return None

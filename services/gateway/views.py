@@ -64,11 +64,18 @@ class SignedTokenView(SignedTokenSettings):
         "null: none yet"))
 
 
+class OidcView(View):
+    issuer: str
+    method: Literal["userinfo", "introspection"]
+    client_id: str
+    client_secret_set: bool = Field(description="the client secret is write-only: only whether one is stored is shown")
+
+
 class CustomAuthSettings(View):
     """The stored settings. The header token is write-only: only whether one is set is shown."""
 
     enabled: bool
-    identity_source: Literal["auth_url", "signed_token"]
+    identity_source: Literal["auth_url", "signed_token", "oidc"]
     auth_url: str | None
     header_token_set: bool
     signing_secret_set: bool = Field(description="identity calls carry `Doorman-Signature`")
@@ -76,6 +83,8 @@ class CustomAuthSettings(View):
     request_fields: list[RequestField]
     domain_whitelist: DomainWhitelistView
     signed_token: SignedTokenView
+    oidc: OidcView | None = Field(description="the OpenID Provider (`identity_source: oidc`); null when none is set")
+    accepted_clients: list[str] = Field(description="`oidc`: the client ids whose tokens this bot accepts")
     outage_grace_seconds: int
     collect_information: Literal["required", "optional", "off"]
     revision: int = Field(description="incremented by every PUT")

@@ -1,7 +1,7 @@
 """Verifying through the business's outage: the grace cache (``outage_grace_seconds`` > 0).
 
-For a bot with ``identity_source: auth_url`` and a grace period, every identity its Authentication
-URL verifies is remembered by the access token's keyed hash (:meth:`shared.crypto.Secrets.keyed_hash`;
+For a bot with ``identity_source: auth_url`` (or ``oidc``: the OpenID Provider stands where the Authentication
+URL does, below) and a grace period, every identity its Authentication URL verifies is remembered by the access token's keyed hash (:meth:`shared.crypto.Secrets.keyed_hash`;
 looked up with every key's hash, so key rotation keeps matching); the token itself is never stored.
 A refusal of that token marks the row, and nothing verifies it from the cache again until the business
 verifies it afresh. A refusal is every answer that does not verify the token (401/403, ``status: false``,
@@ -79,7 +79,8 @@ WHERE g.bot_id = s.bot_id
 
 
 def applies(config: AuthConfig) -> bool:
-    return config.outage_grace_seconds > 0 and config.identity_source == "auth_url"
+    """A bot with a grace period whose visitors are verified by a call: its Authentication URL or its OpenID Provider."""
+    return config.outage_grace_seconds > 0 and config.identity_source in ("auth_url", "oidc")
 
 
 class GraceCache:

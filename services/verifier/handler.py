@@ -20,11 +20,13 @@ from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, AUTH_CALLS_WITHOUT_SLO
 from shared.sessions import EXPIRED_DETAIL, not_pending
 from shared.stages import Retry
 
+from .discovery import Discovery
 from .failures import AuthFailure, Kind
 from .grace import GraceCache
 from .identity import UNSENDABLE_TOKEN, IdentityCall, call_identity
 from .pushed import PushedIdentities, is_widget_token, pushed_identity
 from .jwks import JwksCache
+from .oidc import call_provider
 from .tokens import check_token
 from .whitelist import ApiWhitelist
 
@@ -87,11 +89,14 @@ def _failed(event: WidgetOpened, failure: AuthFailure, facts: CallFacts) -> Deci
 async def decide(
     event: WidgetOpened, config: AuthConfig | None, *, http: OutboundClient, whitelist: ApiWhitelist,
     pushed: PushedIdentities | None = None, jwks: JwksCache | None = None, grace: GraceCache | None = None,
+    discovery: Discovery | None = None,
 ) -> Decision:
     """Case 1 (Custom Authentication off), Case 2 (the domain whitelist), Case 3: who the visitor is,
     from a widget token the business pushed (``pushed``), or with ``identity_source: signed_token``
     the token verified here (no call but the JWKS's: ``jwks`` caches it; None makes a throwaway
-    cache), or the identity call (through the business's outage with ``grace``). Writes nothing but a
+    cache), or the identity call: the Authentication URL, or with ``identity_source: oidc`` the OpenID
+    Provider (``discovery`` caches its discovery document; None makes a throwaway cache); through the
+    business's outage with ``grace``. Writes nothing but a
     widget token's owner and the outage grace cache (the Testing panel passes a dry-run ``pushed``
     and no ``grace``): the verifier emits the outcome, the Testing panel shows it."""
     if config is None or not config.enabled:
@@ -117,20 +122,25 @@ async def decide(
             return _failed(event, failure, CallFacts(whitelist_note=note))
         return Decision(_verified(event, config, identity, CallFacts(whitelist_note=note)))
     if config.identity_source == "signed_token":
-        token = await check_token(event.access_token.get_secret_value(), config, event.bot_id, jwks=jwks or JwksCache(http))
+        token = await check_token(event.access_token.get_secret_value(), config, event.bot_id, jwks=jwks or JwksCache(http),
+                                  discovery=discovery or Discovery(http))
         # The check's time (a JWKS fetch included) stands where the identity call's would: the business's share.
         facts = CallFacts(auth_latency_ms=round(token.elapsed_ms, 1), whitelist_note=note)
         if token.failure is not None:
             return _failed(event, token.failure, facts)
         assert token.identity is not None
         return Decision(_verified(event, config, token.identity, facts))
-    assert config.auth_url is not None
-    call = await call_identity(
-        http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
-        access_token=event.access_token.get_secret_value(), request_fields=config.request_fields,
-        visitor={f: getattr(event, f) for f in VISITOR_FIELDS}, signing_secrets=config.signing_secrets(),
-        tenant=event.bot_id,
-    )
+    if config.identity_source == "oidc":
+        call = await call_provider(http, config, access_token=event.access_token.get_secret_value(),
+                                   discovery=discovery or Discovery(http), tenant=event.bot_id)
+    else:
+        assert config.auth_url is not None
+        call = await call_identity(
+            http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
+            access_token=event.access_token.get_secret_value(), request_fields=config.request_fields,
+            visitor={f: getattr(event, f) for f in VISITOR_FIELDS}, signing_secrets=config.signing_secrets(),
+            tenant=event.bot_id,
+        )
     facts = CallFacts(
         auth_http_status=call.response.status if call.response else None,
         auth_latency_ms=round(call.elapsed_ms, 1), whitelist_note=note,
@@ -151,6 +161,7 @@ async def decide(
 async def verify(
     event: WidgetOpened, *, load_config: LoadConfig, http: OutboundClient, whitelist: ApiWhitelist,
     pushed: PushedIdentities | None = None, jwks: JwksCache | None = None, grace: GraceCache | None = None,
+    discovery: Discovery | None = None,
 ) -> IdentityVerified | SessionFellBack | Retry:
     """The outcome to emit, or :class:`Retry` when the failure's kind says another attempt may do better
     (the business's API blinked: failures.py), so the runner tries again while the visitor can still wait;
@@ -161,7 +172,7 @@ async def verify(
         log.warning("open picked up after its deadline; not calling the business")
         return _fallback(event, FallbackReason.internal_error, EXPIRED_DETAIL)
     decision = await decide(event, await load_config(event.bot_id), http=http, whitelist=whitelist,
-                            pushed=pushed, jwks=jwks, grace=grace)
+                            pushed=pushed, jwks=jwks, grace=grace, discovery=discovery)
     failure = decision.call.failure if decision.call is not None else None  # no call: e.g. a JWKS that blinked
     if failure is not None and failure.kind is Kind.NO_SLOT:
         AUTH_CALLS_WITHOUT_SLOT.labels(BOTS(event.bot_id)).inc()

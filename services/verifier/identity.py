@@ -94,16 +94,18 @@ class IdentityCall:
     identity: Identity | None
     failure: AuthFailure | None
     elapsed_ms: float
+    method: str = "POST"
+    url: str = ""  # where it went (the Authentication URL, or the OpenID Provider's endpoint)
 
 
-def _detail(kind: Kind, exc: BaseException) -> str:
-    """What the activity log says of a call that raised ``exc``."""
+def failed_call(kind: Kind, exc: BaseException, what: str = "the Authentication URL") -> str:
+    """What the activity log says of a call to ``what`` that raised ``exc`` (of that ``kind``)."""
     if kind is Kind.TIMEOUT:
-        return "the Authentication URL did not answer in time"
+        return f"{what} did not answer in time"
     if kind is Kind.UNREACHABLE:
-        return f"could not reach the Authentication URL ({type(exc).__name__})"
+        return f"could not reach {what} ({type(exc).__name__})"
     if kind is Kind.NO_SLOT:
-        return f"{exc}; the Authentication URL was not called"
+        return f"{exc}; {what} was not called"
     return str(exc)
 
 
@@ -134,7 +136,7 @@ async def call_identity(
     payload = json.dumps(body, separators=(",", ":")).encode()  # the exact bytes sent, and signed
     headers.update(sign(payload, signing_secrets))
     if unusable is not None:  # not called
-        return IdentityCall(headers, body, None, None, unusable, 0.0)
+        return IdentityCall(headers, body, None, None, unusable, 0.0, url=auth_url)
     started = time.perf_counter()
     response: OutboundResponse | None = None
     identity: Identity | None = None
@@ -145,6 +147,6 @@ async def call_identity(
     except Exception as exc:
         if (kind := kind_of(exc)) is None:  # a crash: shared/failures.py says whether the stage retries it
             raise
-        failure = exc if isinstance(exc, AuthFailure) else AuthFailure(kind, _detail(kind, exc))
+        failure = exc if isinstance(exc, AuthFailure) else AuthFailure(kind, failed_call(kind, exc))
     elapsed = (time.perf_counter() - started) * 1000
-    return IdentityCall(headers, body, response, identity, failure, elapsed)
+    return IdentityCall(headers, body, response, identity, failure, elapsed, url=auth_url)

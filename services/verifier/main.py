@@ -29,6 +29,7 @@ from . import testing, webhooks
 from .breaker import BreakerPolicy
 from .breaker_log import breaker_client
 from .config import ConfigCache, cached_config
+from .discovery import Discovery
 from .grace import grace_cache
 from .handler import already_done, emit, give_up, verify
 from .jwks import JwksCache
@@ -73,9 +74,9 @@ async def opens(settings: VerifierSettings, pool: asyncpg.Pool, secrets: Secrets
                 publish: messaging.Publisher) -> AsyncIterator[Stage]:
     """The widget-opened stage. The identity call goes through a circuit breaker per bot and business host
     (breaker.py); the grace cache verifies returning visitors through the business's outage (grace.py); the
-    whitelist API and the JWKS are read with the plain client, and cached. Outcomes decided at about the same
-    time travel to the contacts service in one confirmed message; an open the stage gives up on falls back
-    to internal_error."""
+    whitelist API, the JWKS and OpenID Providers' discovery documents are read with the plain client, and cached.
+    Outcomes decided at about the same time travel to the contacts service in one confirmed message; an open the
+    stage gives up on falls back to internal_error."""
     async with (
         _business_client(settings, settings.auth_max_connections_per_host, settings.auth_host_wait_seconds) as http,
         breaker_client(http, pool, _breaker_policy(settings)) as guarded,
@@ -85,12 +86,14 @@ async def opens(settings: VerifierSettings, pool: asyncpg.Pool, secrets: Secrets
         config.on_change.append(lambda bot_id: whitelist.forget(bot_id) if bot_id else None)
         jwks = JwksCache(http)  # signed identity tokens: each bot's JWKS, cached
         config.on_change.append(jwks.forget)
+        discovery = Discovery(http)  # OpenID Providers' discovery documents, cached per issuer
         outcomes = Batcher(partial(_published, publish), name="verifier outcomes",
                            max_weight=settings.verifier_emit_batch, max_in_flight=settings.verifier_emit_flushes)
         yield Stage(
             queue=messaging.VERIFIER_QUEUE,
             handles={WidgetOpened: partial(verify, load_config=config.get, http=guarded, whitelist=whitelist,
-                                           pushed=PushedIdentities(pool, secrets), jwks=jwks, grace=grace)},
+                                           pushed=PushedIdentities(pool, secrets), jwks=jwks, grace=grace,
+                                           discovery=discovery)},
             retry=RetryPolicy(
                 settings.verifier_retry_delays, settings.verifier_max_attempts, deadline=lambda event: event.deadline_at,
                 # An attempt may wait for a slot to the business's host, then for its answer (a bot below its share

@@ -4,7 +4,8 @@ widget open with a bot's current settings, writing nothing.
 The verifier's own decision (:func:`.handler.decide`) says what a real open from the given origin would get
 today (``visitor_outcome``), Custom Authentication off or a refused domain included; the identity call is
 shown either way. With ``identity_source: signed_token`` the pasted JWT is shown instead (header, claims
-read without trusting them, the check that failed), verified by :mod:`.tokens`. The bot's settings are read
+read without trusting them, the check that failed), verified by :mod:`.tokens`; with ``oidc`` the request
+made to the OpenID Provider (the last one: introspection, or userinfo) and its answer. The bot's settings are read
 afresh, not through the cache: the panel is run right after they are saved, and shows them as saved.
 """
 
@@ -28,9 +29,11 @@ from shared.panel import (
     VisitorOutcome,
 )
 
+from .discovery import Discovery
 from .handler import VISITOR_FIELDS, Decision, decide
 from .identity import IdentityCall, call_identity, describe
 from .jwks import JwksCache
+from .oidc import call_provider
 from .pushed import PushedIdentities, is_widget_token
 from .tokens import TokenRejected, check_token, read_claims, read_header
 from .whitelist import ApiWhitelist
@@ -48,13 +51,15 @@ def mask(secret: str) -> str:
     return f"{shown}**** ({len(secret)} characters)"
 
 
-def _request_view(config: AuthConfig, call: IdentityCall) -> TestRequestSent:
+MASKED_FIELDS = ("access_token", "token", "client_secret")  # of a request body: the visitor's token, a client secret
+
+
+def _request_view(call: IdentityCall) -> TestRequestSent:
     headers = dict(call.headers)
     if "Authorization" in headers:
         headers["Authorization"] = mask(headers["Authorization"])
-    body = dict(call.body)
-    body["access_token"] = mask(body["access_token"] or "")
-    return TestRequestSent(method="POST", url=config.auth_url or "", headers=headers, body=body)
+    body = {k: mask(v or "") if k in MASKED_FIELDS else v for k, v in call.body.items()}
+    return TestRequestSent(method="GET" if call.method == "GET" else "POST", url=call.url, headers=headers, body=body)
 
 
 def _response_view(call: IdentityCall) -> TestResponseReceived | None:
@@ -70,7 +75,7 @@ def _response_view(call: IdentityCall) -> TestResponseReceived | None:
 
 async def _dry_run(
     http: OutboundClient, config: AuthConfig, sample: PanelRequest, token: str, pushed: PushedIdentities,
-    jwks: JwksCache | None = None,
+    jwks: JwksCache | None = None, discovery: Discovery | None = None,
 ) -> Decision:
     """The verifier's decision for an open from ``sample.origin`` with ``token`` and ``sample``'s fields.
     A whitelist API is read afresh (the verifier may hold it cached for a few minutes); a widget
@@ -82,7 +87,7 @@ async def _dry_run(
     )
     whitelist = ApiWhitelist(http)
     try:
-        return await decide(event, config, http=http, whitelist=whitelist, pushed=pushed, jwks=jwks)
+        return await decide(event, config, http=http, whitelist=whitelist, pushed=pushed, jwks=jwks, discovery=discovery)
     finally:
         await whitelist.close()
 
@@ -119,11 +124,11 @@ async def run_token_test(
 ) -> TestResult:
     """``identity_source: signed_token``: the pasted JWT, read and verified as the verifier would
     (the JWKS fetched afresh, once for both)."""
-    jwks = JwksCache(http)
-    decision = await _dry_run(http, config, sample, token, pushed, jwks)
+    jwks, discovery = JwksCache(http), Discovery(http)
+    decision = await _dry_run(http, config, sample, token, pushed, jwks, discovery)
     # Checked here too: a visitor refused before the token (Custom Authentication off, a refused
     # domain) still gets the token shown, as the identity call is for auth_url bots.
-    check = await check_token(token, config, sample.bot_id, jwks=jwks)
+    check = await check_token(token, config, sample.bot_id, jwks=jwks, discovery=discovery)
     shown = TestToken(
         algorithm=config.signed_token.algorithm, header=_unverified(read_header, token),
         claims=_unverified(read_claims, token), failed_check=check.code,
@@ -182,27 +187,37 @@ async def run_test(pool: asyncpg.Pool, http: OutboundClient, config: AuthConfig,
     pushed = PushedIdentities(pool, secrets, dry_run=True)  # a widget token is checked, never taken
     if config.identity_source == "signed_token":
         return await run_token_test(pool, http, config, sample, token, pushed)
-    assert config.auth_url is not None
-    decision = await _dry_run(http, config, sample, token, pushed)
+    discovery = Discovery(http)  # the provider's discovery document read afresh (oidc)
+    decision = await _dry_run(http, config, sample, token, pushed, discovery=discovery)
     if is_widget_token(token):
         # A widget token Doorman issued is never sent to the business (a real open does not send it either).
         return await _decided_without_call(pool, sample.bot_id, config, decision)
     # A visitor who never reaches the call (Custom Authentication off, a refused domain) still gets
     # the call shown: the panel is where the business gets it right before switching it on.
-    call = decision.call or await call_identity(
-        http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
-        access_token=token, request_fields=config.request_fields,
-        visitor={f: getattr(sample, f) for f in VISITOR_FIELDS}, signing_secrets=config.signing_secrets(),
-    )
+    call = decision.call or await _call(http, config, sample, token, discovery)
     match = await _match(pool, sample.bot_id, config, call.identity)
     failure = None
     if call.failure is not None:
         failure = TestFailure(reason=call.failure.reason, detail=call.failure.detail, hint=describe(call.failure.reason))
     return TestResult(
         ok=call.failure is None, enabled=config.enabled, identify_method=config.identify_method,
-        identity_source="auth_url", request=_request_view(config, call), response=_response_view(call), token=None,
+        identity_source=config.identity_source, request=_request_view(call) if call.url else None,
+        response=_response_view(call), token=None,
         identity=call.identity, match=match,
         elapsed_ms=round(call.elapsed_ms, 1), failure=failure, visitor_outcome=_visitor_outcome(decision),
+    )
+
+
+async def _call(http: OutboundClient, config: AuthConfig, sample: PanelRequest, token: str,
+                discovery: Discovery) -> IdentityCall:
+    """The identity call a real open would make: to the OpenID Provider (oidc), or to the Authentication URL."""
+    if config.identity_source == "oidc":
+        return await call_provider(http, config, access_token=token, discovery=discovery)
+    assert config.auth_url is not None
+    return await call_identity(
+        http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
+        access_token=token, request_fields=config.request_fields,
+        visitor={f: getattr(sample, f) for f in VISITOR_FIELDS}, signing_secrets=config.signing_secrets(),
     )
 
 

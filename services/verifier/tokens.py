@@ -45,10 +45,11 @@ import structlog
 from jwt.utils import base64url_decode
 
 from shared.auth_config import AuthConfig
-from shared.events import Identity
+from shared.events import FallbackReason, Identity
 from shared.identifiers import IDENTIFIER_FIELDS
 from shared.profiles import MAX_JSON_DEPTH, PROFILE_FIELDS, InvalidProfile, build_identity, depth_exceeds
 
+from .discovery import Discovery
 from .failures import AuthFailure, Kind
 from .jwks import JwksCache, JwksUnavailable, UnknownKey, quote
 
@@ -149,10 +150,12 @@ def check_claims(claims: Mapping[str, Any], config: AuthConfig, bot_id: UUID, *,
     return identity_from_claims(claims, config)
 
 
-def identity_from_claims(claims: Mapping[str, Any], config: AuthConfig) -> Identity:
-    """The claims mapped onto the profile fields (as configured; ``country_code``, ``avatar`` and
-    ``label`` by their own names), then read exactly as an Authentication URL's ``data``."""
-    names = {f: config.signed_token.claims.get(f, f) for f in (*PROFILE_FIELDS, "metadata")}
+def identity_from_claims(claims: Mapping[str, Any], config: AuthConfig,
+                         claim_names: Mapping[str, str] | None = None) -> Identity:
+    """The claims mapped onto the profile fields (as configured, or as ``claim_names`` says; ``country_code``,
+    ``avatar`` and ``label`` by their own names), then read exactly as an Authentication URL's ``data``."""
+    mapping = config.signed_token.claims if claim_names is None else claim_names
+    names = {f: mapping.get(f, f) for f in (*PROFILE_FIELDS, "metadata")}
     identifier_claim = names[IDENTIFIER_FIELDS[config.identify_method]]
     value = claims.get(identifier_claim)
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -167,7 +170,25 @@ def identity_from_claims(claims: Mapping[str, Any], config: AuthConfig) -> Ident
         raise TokenRejected("invalid_claim", str(exc)) from None
 
 
-async def _key(token_header: Mapping[str, Any], config: AuthConfig, bot_id: UUID, jwks: JwksCache) -> Any:
+async def _jwks_url(config: AuthConfig, bot_id: UUID, discovery: Discovery | None) -> str | None:
+    """``jwks_url``, else the ``jwks_uri`` the issuer's discovery document names (JwksUnavailable while the
+    provider cannot be reached; an AuthFailure of its kind when the document cannot be used)."""
+    settings = config.signed_token
+    if settings.jwks_url or not settings.issuer or discovery is None:
+        return settings.jwks_url
+    try:
+        metadata = await discovery.metadata(settings.issuer, tenant=bot_id)
+    except AuthFailure as exc:
+        if exc.reason is FallbackReason.auth_unavailable:
+            raise JwksUnavailable(exc.detail) from None
+        raise
+    if metadata.jwks_uri is None:
+        raise AuthFailure(Kind.MISCONFIGURED, "signed_token.issuer: the provider's discovery document has no jwks_uri")
+    return metadata.jwks_uri
+
+
+async def _key(token_header: Mapping[str, Any], config: AuthConfig, bot_id: UUID, jwks: JwksCache,
+               discovery: Discovery | None = None) -> Any:
     settings = config.signed_token
     kid = token_header.get("kid")
     if not isinstance(kid, str) or not kid:
@@ -177,22 +198,24 @@ async def _key(token_header: Mapping[str, Any], config: AuthConfig, bot_id: UUID
         if secret is None:
             raise TokenRejected("unknown_kid", f"kid {quote(kid)} is not one of this bot's current token secrets")
         return secret.get_secret_value().encode()
-    if not settings.jwks_url:
-        raise TokenRejected("unknown_kid", "the bot has no jwks_url to read keys from")
+    jwks_url = await _jwks_url(config, bot_id, discovery)
+    if not jwks_url:
+        raise TokenRejected("unknown_kid", "the bot has no jwks_url (nor an issuer to discover it) to read keys from")
     try:
-        return await jwks.key(bot_id, settings.jwks_url, settings.algorithm, kid)
+        return await jwks.key(bot_id, jwks_url, settings.algorithm, kid)
     except UnknownKey as exc:
         raise TokenRejected("unknown_kid", str(exc)) from None
 
 
-async def verify_token(token: str, config: AuthConfig, bot_id: UUID, *, jwks: JwksCache) -> Identity:
+async def verify_token(token: str, config: AuthConfig, bot_id: UUID, *, jwks: JwksCache,
+                       discovery: Discovery | None = None) -> Identity:
     """The Identity a signed token carries; TokenRejected naming the check that failed, or
     JwksUnavailable."""
     header = read_header(token)
     algorithm = config.signed_token.algorithm
     if header.get("alg") != algorithm:
         raise TokenRejected("algorithm_not_allowed", f"alg is {quote(header.get('alg'))}; this bot accepts only {algorithm}")
-    key = await _key(header, config, bot_id, jwks)
+    key = await _key(header, config, bot_id, jwks, discovery)
     try:
         claims = jwt.decode(token, key, algorithms=[algorithm], options=_SIGNATURE_ONLY)  # type: ignore[arg-type]
     except jwt.InvalidSignatureError:
@@ -214,15 +237,23 @@ class TokenCheck:
     elapsed_ms: float
 
 
-async def check_token(token: str, config: AuthConfig, bot_id: UUID, *, jwks: JwksCache) -> TokenCheck:
+async def check_token(token: str, config: AuthConfig, bot_id: UUID, *, jwks: JwksCache,
+                      discovery: Discovery | None = None) -> TokenCheck:
     """verify_token, its failures as the verifier's AuthFailure: ``token_refused``, or ``jwks_unavailable`` when
-    the JWKS could not be fetched (what each gets, a retry included: :mod:`.failures`)."""
+    the JWKS (or the discovery document naming it) could not be fetched, or ``misconfigured`` when the issuer's
+    discovery document cannot be used (what
+    each gets, a retry included: :mod:`.failures`). ``discovery``: where a bot with an issuer and no jwks_url
+    finds its keys."""
     started = time.perf_counter()
     identity = failure = code = None
     try:
-        identity = await verify_token(token, config, bot_id, jwks=jwks)
+        identity = await verify_token(token, config, bot_id, jwks=jwks, discovery=discovery)
     except TokenRejected as exc:
         code, failure = exc.code, AuthFailure(Kind.TOKEN_REFUSED, str(exc))
     except JwksUnavailable as exc:
         code, failure = "jwks_unavailable", AuthFailure(Kind.JWKS_UNAVAILABLE, str(exc))
+    except AuthFailure as exc:  # the issuer's discovery document: unusable, or the provider could not be reached
+        code, failure = "misconfigured", exc
+        if exc.kind is not Kind.MISCONFIGURED:  # the provider did not answer: its keys could not be fetched
+            code = "jwks_unavailable"
     return TokenCheck(identity, failure, code, (time.perf_counter() - started) * 1000)

@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 
 from cryptography.fernet import Fernet
 
-from doorman.ops import rotate_secrets
+from doorman.ops import SECRET_COLUMNS, rotate_secrets
 from shared.sessions import prune
 from services.verifier.config import ConfigCache
 from shared.crypto import Secrets
@@ -303,6 +303,15 @@ async def test_key_rotation_re_encrypts_header_tokens(stack: Stack, secret_key: 
     cipher = await stack.pool.fetchval("SELECT header_token_cipher FROM custom_auth_settings WHERE bot_id = $1", bot)
     assert Secrets(new_key).decrypt(cipher) == HEADER_TOKEN  # the old key is no longer needed
     assert HEADER_TOKEN.encode() not in cipher
+
+
+async def test_key_rotation_covers_every_encrypted_column(stack: Stack) -> None:
+    """A secret stored encrypted that `doorman secrets rotate` skips would stop decrypting once its old key is
+    removed: every ``*_cipher`` column of the schema is one it re-encrypts."""
+    columns = await stack.pool.fetch(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' "
+        "AND column_name LIKE '%\\_cipher'")
+    assert {(c["table_name"], c["column_name"]) for c in columns} == {("custom_auth_settings", c) for c in SECRET_COLUMNS}
 
 
 # --- Signed identity calls ---------------------------------------------------------------------------

@@ -146,7 +146,8 @@ async def api_schema(stack: Stack) -> Any:
 
 
 def _confine_urls(case: schemathesis.Case, world: World) -> None:
-    """Point every URL a fuzzed settings body would store at the fake business API (loopback only).
+    """Point every URL a fuzzed settings body would store at the fake business API (loopback only): the
+    Authentication URL, the whitelist API, the JWKS and the OpenID Provider's issuer (its discovery document).
 
     Mirrors the gateway's own URL check (yarl, stripped, http/https with a host): whatever it would
     accept keeps its shape but targets ``world.customer``; whatever it would refuse is left alone,
@@ -172,9 +173,11 @@ def _confine_urls(case: schemathesis.Case, world: World) -> None:
 
     if "auth_url" in case.body:
         case.body["auth_url"] = confine(case.body["auth_url"])
-    whitelist = case.body.get("domain_whitelist")
-    if isinstance(whitelist, dict) and "api_url" in whitelist:
-        whitelist["api_url"] = confine(whitelist["api_url"])
+    for name, key in (("domain_whitelist", "api_url"), ("signed_token", "jwks_url"), ("signed_token", "issuer"),
+                      ("oidc", "issuer")):
+        nested = case.body.get(name)
+        if isinstance(nested, dict) and key in nested:
+            nested[key] = confine(nested[key])
 
 
 def _with_real_body_ids(case: schemathesis.Case, chosen: dict[str, str]) -> schemathesis.Case:
