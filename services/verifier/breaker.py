@@ -43,10 +43,10 @@ import structlog
 from yarl import URL
 
 from shared.events import utcnow
-from shared.http import OutboundClient, OutboundResponse
 from shared.metrics import BREAKER_SHORT_CIRCUITS, BREAKER_STATE, BREAKER_TRANSITIONS, BotLabel
 
 from .failures import VERDICTS, AuthFailure, Count, Kind, kind_of, status_kind
+from .outbound import OutboundClient, OutboundResponse
 
 log = structlog.get_logger("doorman.verifier.breaker")
 State = Literal["closed", "open", "half_open"]

@@ -21,7 +21,6 @@ from shared.batching import Batcher
 from shared.consumer import consuming
 from shared.crypto import Secrets
 from shared.events import Event, WebhookDue, WidgetOpened
-from shared.http import OutboundClient, outbound_client
 from shared.service import health_server
 from shared.stages import RetryPolicy, Stage
 
@@ -32,6 +31,7 @@ from .config import ConfigCache, cached_config
 from .grace import grace_cache
 from .handler import already_done, emit, give_up, verify
 from .jwks import JwksCache
+from .outbound import OutboundClient, outbound_client
 from .pushed import PushedIdentities
 from .settings import VerifierSettings
 from .whitelist import api_whitelist

@@ -22,10 +22,10 @@ import structlog
 from shared.auth_config import AuthConfig
 from shared.events import WebhookDue
 from shared.failures import FailedForGood, TryLater
-from shared.http import OutboundClient
 from shared.signing import sign
 
 from .failures import VERDICTS, Kind, kind_of, status_kind
+from .outbound import OutboundClient
 
 log = structlog.get_logger("doorman.webhooks")
 

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.verifier.settings import VerifierSettings
-from shared.http import NO_SLOT, HostBusy, outbound_client
+from services.verifier.outbound import NO_SLOT, HostBusy, outbound_client
 from tests.conftest import (
     AUTH_TIMEOUT, Stack, admin_headers, await_outcome, create_bot, open_session, running_stack, service_config,
 )

@@ -26,7 +26,7 @@ from services.verifier.tokens import LEEWAY_SECONDS, MAX_TOKEN_CHARS, check_toke
 from shared.auth_config import AuthConfig, SignedToken
 from shared.db import CONFIG_CHANNEL
 from shared.events import IdentifyMethod
-from shared.http import outbound_client
+from services.verifier.outbound import outbound_client
 from tests.conftest import Stack, admin_headers, create_bot, logged_detail, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from importlinter.cli import lint_imports
 
 ROOT = Path(__file__).resolve().parents[2]
-# What making an outbound HTTP call takes: aiohttp's client, or Doorman's guarded one (shared.http).
+# What making an outbound HTTP call takes: aiohttp's client, or Doorman's guarded one (services.verifier.outbound).
 HTTP_CLIENTS = {"ClientSession", "TCPConnector", "request", "OutboundClient", "outbound_client"}
 
 
