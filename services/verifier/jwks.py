@@ -16,7 +16,6 @@ import jwt
 import structlog
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-
 from .fetch import FetchFailed, fetch_json
 from .outbound import OutboundClient
 

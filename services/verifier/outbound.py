@@ -29,7 +29,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from shared.destinations import Allow, Destinations, DestinationBlocked, policy
+from shared.destinations import Allow, DestinationBlocked, Destinations, policy
 
 from .host_slots import HostSlots
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shared.events import FallbackReason
-from shared.sessions import VISITOR_MESSAGES
+from shared.widget_view import VISITOR_MESSAGES
 from tests.conftest import Stack
 from tests.fake_customer import FakeCustomerAPI
 from tests.integration.test_openapi import assert_documented, call, doc  # noqa: F401  (doc: the fixture)

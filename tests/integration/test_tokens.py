@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from services.verifier.jwks import JwksCache, UnknownKey
+from services.verifier.outbound import outbound_client
 from services.verifier.tokens import LEEWAY_SECONDS, MAX_TOKEN_CHARS, check_token
 from shared.auth_config import AuthConfig, SignedToken
 from shared.db import CONFIG_CHANNEL
 from shared.events import IdentifyMethod
-from services.verifier.outbound import outbound_client
 from tests.conftest import Stack, admin_headers, create_bot, logged_detail, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 

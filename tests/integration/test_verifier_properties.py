@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from services.gateway.store import create_bot
+from services.gateway.admin.store import create_bot
 from services.verifier.grace import GraceCache
 from services.verifier.handler import decide
 from services.verifier.jwks import JwksCache
