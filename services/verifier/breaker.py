@@ -1,6 +1,6 @@
 """A circuit breaker per bot and business host (host:port of the bot's Authentication URL), in each verifier
 replica: one bot whose endpoint keeps failing stops its own calls to the host, never another bot's calls to the
-same host (DESIGN part 3: one bot cannot take another's capacity); each bot's circuit still spares the host that
+same host (one bot cannot take another's capacity: docs/security.md, T3); each bot's circuit still spares the host that
 bot's calls.
 
 closed     calls go through; each one's result is counted in one-second buckets over the last
