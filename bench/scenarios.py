@@ -31,7 +31,7 @@ from .procs import Child, CpuMeter, RssSampler, python_child, rss_bytes, tcp_cou
 from .stack import DbMeter, Stack, free_port
 
 MB = 1024 * 1024
-WIDGET_WAIT_SECONDS = 3.0  # as services/gateway/static/widget.js asks
+WIDGET_WAIT_SECONDS = 3.0  # as services/gateway/pages/static/widget.js asks
 VERIFIER_EMIT_BATCH = 256  # services/verifier/settings.py's default: most outcomes per message
 
 

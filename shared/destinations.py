@@ -1,6 +1,6 @@
 """Where Doorman may send a call and what it may send, decided from text alone: no connection is made.
 
-The verifier's outbound client (:mod:`shared.http`) applies these rules before a call, and again to
+The verifier's outbound client (:mod:`services.verifier.outbound`) applies these rules before a call, and again to
 every address a name resolves to and every socket it opens; the gateway applies the URL rules when
 settings are saved, so a URL the verifier would refuse is a field error at once (the gateway itself
 calls no one). A name that resolves to a forbidden address is known only when called.

@@ -30,15 +30,15 @@ class Readiness(TypedDict):
 def health_routes(*, ready: Check, pool: Callable[[], asyncpg.Pool | None] | None = None) -> list[web.RouteDef]:
     routes = Routes()
 
-    @routes.get("/healthz", "healthz", "Liveness: the event loop answers", tag="operations",
+    @routes.get("/healthz", "healthz", "Liveness: the event loop answers", auth="public", tag="operations",
                 responses={200: ("Alive.", Health)})
     async def healthz(_: web.Request) -> web.Response:
         alive: Health = {"status": "ok"}
         return web.json_response(alive)
 
     @routes.get("/readyz", "readyz", "Readiness: the database answers and the broker channel is open",
-                tag="operations", responses={200: ("Ready.", Readiness),
-                                             503: ("A dependency is not ready: `checks` says which.", Readiness)})
+                auth="public", tag="operations",
+                responses={200: ("Ready.", Readiness), 503: ("A dependency is not ready: `checks` says which.", Readiness)})
     async def readyz(_: web.Request) -> web.Response:
         checks = await ready()
         ok = all(checks.values())
@@ -53,8 +53,9 @@ def health_routes(*, ready: Check, pool: Callable[[], asyncpg.Pool | None] | Non
             DB_POOL.labels("idle").set(idle)
             DB_POOL.labels("max").set(p.get_max_size())
 
+    @routes.unlisted("GET", "/metrics", auth="public")
     async def metrics(_: web.Request) -> web.Response:
         body, content_type = exposition(pool_usage)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    return [*routes, web.get("/metrics", metrics)]
+    return list(routes)

@@ -33,7 +33,7 @@ ALLOWED = frozenset({
     "busy", "opens", "replica", "sessions",
     # the circuit breaker and the outage grace (services/verifier/breaker.py, grace.py)
     "host", "opened", "degraded", "circuit_open", "verified_seconds_ago", "rows",
-    # ending sessions (services/gateway/ending.py): the status a session had, and who ended it
+    # ending sessions (services/gateway/widget/ending.py): the status a session had, and who ended it
     "was", "ended_by",
     # webhook deliveries (services/verifier/webhooks.py, shared/webhook_outbox.py)
     "webhook_type", "http_status", "deliveries",

@@ -1,12 +1,14 @@
-"""Declaring an HTTP route once: the aiohttp route and what the API document says of it, together.
+"""Declaring an HTTP route once: the aiohttp route, who may call it and what the API document says of it, together.
 
 ``routes = Routes()``, then on each handler::
 
-    @routes.post("/v1/bots", "createBot", "Create a bot", tag="bots", body=NewBot,
+    @routes.post("/v1/bots", "createBot", "Create a bot", auth="workspace", tag="bots", body=NewBot,
                  responses={201: ("The new bot.", Bot), **BODY_ERRORS})
 
 registers the route (``app.add_routes(routes)``) and records its :class:`Operation` on the
-handler. A response may say which operations its values lead to (:class:`Link`): the document's links,
+handler. ``auth`` (:data:`Auth`) is required: a route cannot be added without saying who may call it, and
+the service enforces it in one place from this declaration (:func:`audience_of`); a route outside the API
+document (a page, a script, ``/metrics``) says it with :meth:`Routes.unlisted`. A response may say which operations its values lead to (:class:`Link`): the document's links,
 which clients and the stateful tests follow. The gateway's ``/openapi.json`` is made by walking the app's router, so an operation
 without a route, or a route without its operation, cannot be. A response's shape is the pydantic
 model or TypedDict the code that answers builds (its JSON schema comes from pydantic's
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -25,6 +27,11 @@ from pydantic import BaseModel
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Handler)
 _OPERATION = "__operation__"
+_AUDIENCE = "__audience__"
+
+# Who may call a route: anyone; the operator or a workspace, by its key (which the handler then shows only its
+# own); the operator only.
+Auth = Literal["public", "workspace", "operator"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class Operation:
     summary: str
     tag: str
     responses: Mapping[int, Response]
+    auth: Auth
     body: type[BaseModel] | None = None  # the JSON request body
     query: type[BaseModel] | None = None  # the query parameters
 
@@ -75,6 +83,17 @@ class Operation:
 def operation_of(handler: object) -> Operation | None:
     """The operation declared with ``handler`` (None: a route outside the API, such as a page)."""
     return getattr(handler, _OPERATION, None)
+
+
+def audience_of(handler: object) -> Auth | None:
+    """Who may call the route ``handler`` answers, as declared (None: not declared with :class:`Routes`)."""
+    return getattr(handler, _AUDIENCE, None)
+
+
+def _declare_audience(handler: Handler, auth: Auth) -> None:
+    if auth not in ("public", "workspace", "operator"):
+        raise ValueError(f"{handler.__qualname__}: auth must be public, workspace or operator, not {auth!r}")
+    setattr(handler, _AUDIENCE, auth)
 
 
 class Routes:
@@ -86,17 +105,32 @@ class Routes:
     def __iter__(self) -> Iterator[web.RouteDef]:
         return iter(self._defs)
 
-    def route(self, method: str, path: str, operation_id: str, summary: str, *, tag: str, responses: Responses,
-              body: type[BaseModel] | None = None, query: type[BaseModel] | None = None) -> Callable[[H], H]:
+    def route(self, method: str, path: str, operation_id: str, summary: str, *, auth: Auth, tag: str,
+              responses: Responses, body: type[BaseModel] | None = None,
+              query: type[BaseModel] | None = None) -> Callable[[H], H]:
         operation = Operation(
             operation_id, summary, tag,
-            {status: r if isinstance(r, Response) else Response(*r) for status, r in responses.items()}, body, query,
+            {status: r if isinstance(r, Response) else Response(*r) for status, r in responses.items()}, auth,
+            body, query,
         )
 
         def declare(handler: H) -> H:
-            if operation_of(handler) is not None:
+            if audience_of(handler) is not None:
                 raise ValueError(f"{handler.__qualname__} is already declared as {operation_of(handler)}")
+            _declare_audience(handler, auth)
             setattr(handler, _OPERATION, operation)
+            self._defs.append(web.route(method, path, handler))
+            return handler
+
+        return declare
+
+    def unlisted(self, method: str, path: str, *, auth: Auth) -> Callable[[H], H]:
+        """A route the API document leaves out (a page, a script, ``/metrics``), with who may call it."""
+
+        def declare(handler: H) -> H:
+            if audience_of(handler) is not None:
+                raise ValueError(f"{handler.__qualname__} is already declared")
+            _declare_audience(handler, auth)
             self._defs.append(web.route(method, path, handler))
             return handler
 

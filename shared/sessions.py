@@ -18,10 +18,13 @@ link the form's contact    contacts    :func:`link_collected`
 end (logout)               gateway     :func:`end_session`: any status but ``ended``;
                                        final (a later outcome changes nothing)
 end a contact's sessions   gateway     :func:`end_contact_sessions` (revocation)
+erase a contact            gateway     :func:`erase_contact_details`: its sessions' free-text
+                                       ``detail`` (their link goes with the contact's row)
 prune                      contacts    :func:`prune`, after the retention period
 =========================  ==========  ================================================
 
-The verifier only reads: :func:`not_pending` on redeliveries and retries.
+The verifier only reads: :func:`not_pending` on redeliveries and retries. What the widget is told of a
+session is :mod:`shared.widget_view`; the gateway reads it (services/gateway/widget/views.py).
 
 A session id is 256 random bits behind the id of the gateway replica that opened it
 (:func:`new_session_id`), so an outcome can be sent to that replica with no database
@@ -35,39 +38,19 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Literal
 from uuid import UUID
 
 import asyncpg
-from pydantic import ConfigDict, Field, with_config
-from typing_extensions import TypedDict
 
-from shared.auth_config import CollectInformation
-from shared.events import CallFacts, FallbackReason, utcnow
+from shared.events import CallFacts, FallbackReason
+from shared.widget_view import SessionView, ended_view, fallback_view, widget_view
 
 EXPIRE_GRACE_SECONDS = 2.0
 EXPIRED_DETAIL = "the session was not resolved in time"
 BUSY_DETAIL = "Doorman is too busy to verify visitors right now"
-SessionStatus = Literal["pending", "verified", "fallback", "ended"]
 TERMINAL_STATUSES = ("verified", "fallback", "ended")  # every accepted open ends in exactly one of these
 ENDED_DETAIL = {"visitor": "the visitor logged out", "revoked": "the contact's sessions were revoked"}
-
-# What the widget tells a visitor whose session fell back (the view's ``fallback.detail``): chosen by the reason
-# alone. The session's own detail (the business's words, the addresses a name resolved to, URLs, settings) is
-# for the admin activity log only.
-VISITOR_MESSAGES: dict[str, str] = {
-    FallbackReason.ca_disabled: "Automatic sign-in is not turned on for this chat.",
-    FallbackReason.domain_not_allowed: "Automatic sign-in is not available on this website (domain not allowed).",
-    FallbackReason.missing_token: "You are not signed in on this website, so we could not recognise you.",
-    FallbackReason.auth_rejected: "Your sign-in could not be confirmed.",
-    FallbackReason.auth_unavailable: (
-        "Your sign-in could not be confirmed right now because the website did not answer in time."),
-    FallbackReason.invalid_response: "Your sign-in could not be confirmed because the website's answer could not be used.",
-    FallbackReason.destination_blocked: "Automatic sign-in is not set up correctly for this chat.",
-    FallbackReason.internal_error: "Something went wrong on our side while confirming your sign-in.",
-    FallbackReason.busy: "We are too busy to confirm your sign-in right now.",
-    FallbackReason.misconfigured: "Automatic sign-in is not set up correctly for this chat.",
-}
 
 # -- ids ------------------------------------------------------------------------------------------
 
@@ -136,120 +119,6 @@ async def forget_sessions(conn: asyncpg.Connection | asyncpg.Pool, session_ids: 
 
 
 # -- read -----------------------------------------------------------------------------------------------
-
-# The widget's view of a session, as the API documents it: TypedDicts, so the widget's hot path builds
-# plain dict literals (no model per request), type-checked against them; their JSON schemas come from pydantic.
-
-
-@with_config(ConfigDict(extra="forbid"))
-class WidgetContact(TypedDict):
-    """What the visitor's browser may learn about its own contact (no label, no metadata)."""
-
-    contact_id: UUID
-    name: str | None
-    email: str | None
-    phone_number: str | None
-    avatar: str | None
-    verified: bool
-
-
-@with_config(ConfigDict(extra="forbid"))
-class Fallback(TypedDict):
-    reason: FallbackReason
-    detail: Annotated[str, Field(description=(
-        "a message for the visitor, chosen by `reason` alone (e.g. \"Your sign-in could not be confirmed.\"): never "
-        "what the business answered, an address, a URL or a setting. The precise detail is in the admin activity "
-        "log (`GET /v1/bots/{bot_id}/auth-events`)"))]
-
-
-@with_config(ConfigDict(extra="forbid"))
-class SessionView(TypedDict):
-    session_id: str
-    status: Annotated[SessionStatus, Field(description=(
-        "`ended`: the visitor logged out (`DELETE /v1/widget/sessions/{session_id}`) or the contact's sessions "
-        "were revoked; final, and nothing of the visitor is shown"))]
-    contact: Annotated[WidgetContact | None, Field(description="set when verified (never once ended)")]
-    fallback: Annotated[Fallback | None, Field(
-        description="set when status is `fallback`: offer what `collect_information` says")]
-    collected: Annotated[bool, Field(description="the Collect Information form was sent for this session")]
-    collect_information: Annotated[CollectInformation | None, Field(description=(
-        "set when status is `fallback`: the bot's mode when the session fell back. `required`: show the Collect "
-        "Information form; `optional`: the form with a way to skip it (then chat anonymously); `off`: no form, "
-        "chat anonymously (the form is refused with 409 `collect_information_off`). Null otherwise"))]
-    degraded: Annotated[bool, Field(description=(
-        "verified from the outage grace: the Authentication URL was unavailable and this access token was "
-        "verified within the bot's `outage_grace_seconds`"))]
-
-
-_VIEW_COLUMNS = """s.session_id, s.status, s.reason, s.deadline_at, s.collected_at IS NOT NULL AS collected,
-                   s.collect_information, s.degraded,
-                   c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified"""
-_SESSION_VIEWS = f"""SELECT {_VIEW_COLUMNS} FROM widget_sessions s LEFT JOIN contacts c USING (contact_id)
-                     WHERE s.session_id = ANY($1::text[])"""
-
-
-def widget_view(row: asyncpg.Record | dict[str, Any]) -> SessionView:
-    """What the widget sees: GET /v1/widget/sessions/{id}, the SSE ``outcome`` event, ``?wait``. A fallback's
-    ``detail`` is the reason's message for the visitor (:data:`VISITOR_MESSAGES`), never the stored detail."""
-    if row["status"] == "ended":
-        return ended_view(row["session_id"], row["collected"])
-    contact: WidgetContact | None = {
-        "contact_id": row["contact_id"], "name": row["name"], "email": row["email"],
-        "phone_number": row["phone_number"], "avatar": row["avatar"], "verified": row["verified"],
-    } if row["contact_id"] else None
-    fallback: Fallback | None = (
-        {"reason": row["reason"], "detail": VISITOR_MESSAGES[row["reason"]]} if row["status"] == "fallback" else None
-    )
-    return {"session_id": row["session_id"], "status": row["status"], "contact": contact, "fallback": fallback,
-            "collected": row["collected"], "collect_information": _mode(row["status"], row["collect_information"]),
-            "degraded": row["degraded"]}
-
-
-def _mode(status: str, captured: str | None) -> CollectInformation | None:
-    """The view's ``collect_information``: the mode captured when the session fell back (a session that
-    fell back before the column existed was offered the form: ``required``); null unless fallback."""
-    if status != "fallback":
-        return None
-    return captured or "required"  # type: ignore[return-value]
-
-
-def fallback_view(session_id: str, reason: FallbackReason, collect_information: str | None = None) -> SessionView:
-    """The view of a session that fell back before any contact or form: a busy refusal, an expiry."""
-    return {"session_id": session_id, "status": "fallback", "contact": None,
-            "fallback": {"reason": reason, "detail": VISITOR_MESSAGES[reason]}, "collected": False,
-            "collect_information": _mode("fallback", collect_information), "degraded": False}
-
-
-def ended_view(session_id: str, collected: bool = False) -> SessionView:
-    """An ended session: nothing of the visitor (no contact, no fallback, no form to offer)."""
-    return {"session_id": session_id, "status": "ended", "contact": None, "fallback": None, "collected": collected,
-            "collect_information": None, "degraded": False}
-
-
-def busy_view(session_id: str, collect_information: str | None = None) -> SessionView:
-    return fallback_view(session_id, FallbackReason.busy, collect_information)
-
-
-def _overdue(row: asyncpg.Record, now: datetime) -> bool:
-    return row["status"] == "pending" and row["deadline_at"] + timedelta(seconds=EXPIRE_GRACE_SECONDS) < now
-
-
-async def session_view(conn: asyncpg.Connection | asyncpg.Pool, session_id: str) -> SessionView | None:
-    """The widget's view of a session (an overdue pending one falls back first: :func:`session_views`)."""
-    views = await session_views(conn, [session_id])
-    return views.get(session_id)
-
-
-async def session_views(conn: asyncpg.Connection | asyncpg.Pool, session_ids: Sequence[str]) -> dict[str, SessionView]:
-    """Several sessions' views in one round trip (sessions that do not exist are left out);
-    overdue pending ones are expired first, so a reader never waits on a lost message."""
-    rows = await conn.fetch(_SESSION_VIEWS, list(session_ids))
-    now = utcnow()
-    overdue = [r["session_id"] for r in rows if _overdue(r, now)]
-    if overdue and await expire_overdue(conn, session_ids=overdue):
-        rows = await conn.fetch(_SESSION_VIEWS, list(session_ids))
-    return {r["session_id"]: widget_view(r) for r in rows}
-
 
 async def not_pending(conn: asyncpg.Connection | asyncpg.Pool, session_ids: Sequence[str]) -> set[str]:
     """Which of these sessions are already resolved or gone (a redelivered open must not call twice)."""
@@ -457,6 +326,21 @@ async def end_contact_sessions(conn: asyncpg.Connection | asyncpg.Pool, bot_id: 
         contact_id, "revoked", ENDED_DETAIL["revoked"], bot_id,
     )
     return _ended(rows)
+
+
+# -- erase: the contact's personal data goes, its sessions stay in the activity log pointing at no one ----
+
+# Its sessions: verified as the contact, or the form that made or updated it ($1 bot, $2 contact).
+OF_CONTACT = "s.bot_id = $1 AND (s.contact_id = $2 OR s.collected_contact_id = $2)"
+
+
+async def erase_contact_details(conn: asyncpg.Connection, bot_id: UUID, contact_id: UUID) -> list[str]:
+    """Clear the free-text ``detail`` (it may quote the business's answer) of the contact's sessions, in the
+    erasure's transaction; returns their ids. Their status, reason and timings stay; deleting the contact's row
+    then unlinks them (ON DELETE SET NULL)."""
+    rows = await conn.fetch(f"UPDATE widget_sessions s SET detail = NULL WHERE {OF_CONTACT} RETURNING s.session_id",
+                            bot_id, contact_id)
+    return [r["session_id"] for r in rows]
 
 
 # -- the Collect Information form ---------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """What an erased contact leaves behind: a tombstone, its key only as a keyed hash.
 
-Erasing a contact (``DELETE /v1/bots/{bot_id}/contacts/{contact_id}``, services/gateway/erasure.py)
+Erasing a contact (``DELETE /v1/bots/{bot_id}/contacts/{contact_id}``, services/gateway/admin/erasure.py)
 deletes its row and records a tombstone: the contact's key (bot, identify method, identifier,
 external_workspace_id) as an HMAC under a key derived from ``DOORMAN_SECRET_KEY``, and when it was
 erased. The contacts service then skips any event for that key that happened at or before the

@@ -6,8 +6,10 @@ being committed, nor committed without being announced.
 Who records what: the contacts service, in its batch transaction, ``contact.created`` /
 ``contact.updated`` (from the verified and collected upserts) and ``session.fell_back``
 (:func:`record_outcomes`); the gateway, in its erasure transaction, ``contact.erased``
-(:func:`enqueue_webhook`, then :func:`publish` after the commit, or leave it to the sweeper).
-A bot's webhook settings (table ``webhooks``) say whether a change is recorded at all.
+(:func:`contact_erased`, then :func:`publish` after the commit, or leave it to the sweeper). The
+verifier's webhook stage records each attempt (:func:`attempted`) and a delivery given up on (:func:`dead`).
+This module is the one writer of ``webhook_deliveries``. A bot's webhook settings (table ``webhooks``) say
+whether a change is recorded at all.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ async def contact_erased(conn: asyncpg.Connection, bot_id: UUID, contact_id: UUI
                          sessions: Sequence[str]) -> WebhookDue | None:
     """What erasure calls in its transaction: forget the deliveries of the contact and of its ``sessions``, and
     record ``contact.erased`` (``data: {contact_id}``, nothing personal) if the bot's webhook takes it. Publish
-    the result after the commit (``services.gateway.webhooks.publish_after_commit``) or leave it to the sweeper."""
+    the result after the commit (``services.gateway.admin.webhooks.publish_after_commit``) or leave it to the sweeper."""
     await forget_contact(conn, bot_id, contact_id, sessions)
     return await enqueue_webhook(conn, bot_id, "contact.erased", {"contact_id": str(contact_id)},
                                  contact_id=contact_id)
@@ -169,6 +171,26 @@ class Outbox:
 
     async def publish(self, due: Sequence[WebhookDue]) -> None:
         await publish(self.pool, self.publisher, due)
+
+
+# -- attempts (the verifier's webhook stage) -----------------------------------------------------------
+
+# One attempt made: a success delivers it; a failure keeps it pending (a replayed dead one included) until
+# the stage gives up (:func:`dead`).
+_ATTEMPTED = """UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = $2,
+                    status = CASE WHEN $3 THEN 'delivered' ELSE 'pending' END,
+                    delivered_at = CASE WHEN $3 THEN now() ELSE delivered_at END
+                WHERE delivery_id = $1 AND status <> 'delivered'"""
+
+
+async def attempted(pool: asyncpg.Pool, delivery_id: UUID, error: str | None, *, delivered: bool) -> None:
+    await pool.execute(_ATTEMPTED, delivery_id, error, delivered)
+
+
+async def dead(pool: asyncpg.Pool, delivery_id: UUID) -> None:
+    """No attempt left, or failed for good: the delivery log shows it dead."""
+    await pool.execute("UPDATE webhook_deliveries SET status = 'dead' WHERE delivery_id = $1 AND status = 'pending'",
+                       delivery_id)
 
 
 # -- publishing (after the commit) and the sweeper ------------------------------------------------------

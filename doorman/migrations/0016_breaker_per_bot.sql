@@ -1,4 +1,4 @@
--- The circuit breaker is per bot and business host (DESIGN part 3: one bot's failing Authentication URL never
+-- The circuit breaker is per bot and business host (docs/security.md, T3: one bot's failing Authentication URL never
 -- opens the circuit for another bot on the same host), so each replica records one row per bot, host and replica.
 -- The rows so far were per host and cannot be told apart by bot; they only mirror the replicas' memory, and the
 -- replicas running this version write their breakers' state again on each transition.

@@ -1,10 +1,19 @@
-"""Who is calling the admin API, and what they may reach.
+"""Who is calling, and what they may reach. Each route declares who may call it (``auth=`` on its
+declaration, :data:`shared.routes.Auth`); the gateway's one middleware enforces that declaration here
+(:func:`admit`), and init_app refuses to start with a route declared without it.
+
+* ``public``: anyone (the widget API, the pages, health and the API document).
+* ``workspace``: the operator or a workspace.
+* ``operator``: the operator only (a workspace's key is 403).
+
+Who they are:
 
 * The operator: ``Authorization: Bearer $DOORMAN_ADMIN_TOKEN`` (the bootstrap key), compared in
   constant time. Sees and changes everything, and creates workspaces and their keys.
 * A workspace: ``Authorization: Bearer dk_<prefix>_<secret>``, a key made by
-  ``POST /v1/workspaces/{id}/api-keys``. Only its SHA-256 is stored. It sees and changes only
-  its workspace's bots, their settings and contacts; anything else is 404, as if it did not exist.
+  ``POST /v1/workspaces/{id}/api-keys``. Only its SHA-256 is stored (``api_keys``, written here only). It
+  sees and changes only its workspace's bots, their settings and contacts; anything else is 404, as if it
+  did not exist.
 """
 
 from __future__ import annotations
@@ -13,12 +22,12 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 from aiohttp import web
 
-from shared.routes import Response
+from shared.routes import Auth, Response, audience_of
 
 from .http_errors import Error, error
 from .keys import POOL, SETTINGS
@@ -46,6 +55,28 @@ def new_key() -> tuple[str, str, bytes]:
     return key, prefix, hashlib.sha256(key.encode()).digest()
 
 
+# -- api_keys: this module is its one writer ---------------------------------------------------------------
+
+
+async def store_key(pool: asyncpg.Pool, workspace_id: UUID, name: str) -> tuple[asyncpg.Record, str]:
+    """A new key of the workspace: its stored row and the key itself (to show once; only its hash is kept)."""
+    key, prefix, digest = new_key()
+    row = await pool.fetchrow(
+        """INSERT INTO api_keys (key_id, workspace_id, name, prefix, secret_hash) VALUES ($1, $2, $3, $4, $5)
+           RETURNING key_id, workspace_id, name, created_at""",
+        uuid4(), workspace_id, name, prefix, digest,
+    )
+    return row, key
+
+
+async def revoke_key(pool: asyncpg.Pool, workspace_id: UUID, key_id: UUID) -> bool:
+    """Refuse the key from now on (revoking twice keeps the first time); False: the workspace has no such key."""
+    return bool(await pool.fetchval(
+        """UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1 AND workspace_id = $2
+           RETURNING true""", key_id, workspace_id,
+    ))
+
+
 async def _workspace_of_key(pool: asyncpg.Pool, key: str) -> UUID | None:
     prefix = key.removeprefix(KEY_PREFIX).partition("_")[0]
     row = await pool.fetchrow(
@@ -63,16 +94,42 @@ def _unauthorized() -> web.HTTPException:
                  headers={"WWW-Authenticate": 'Bearer realm="doorman-admin"'})
 
 
-ADMIN_PATHS = ("/v1/bots", "/v1/workspaces")  # the admin API: every route under these needs a bearer
-# What every operation under ADMIN_PATHS may answer (openapi.py adds it to each), and the 403 and 404s below.
+# What an operation declared ``workspace`` or ``operator`` may answer, and one declared ``operator`` too
+# (openapi.py adds them to each, from the declaration), and the 404s below.
 UNAUTHORIZED = {401: Response("Missing or wrong admin token.", Error,
                               {"WWW-Authenticate": '`Bearer realm="doorman-admin"`'})}
-OPERATOR_ONLY = {403: ("Only the operator's admin token may do this.", Error)}
+OPERATOR_ONLY = {403: Response("Only the operator's admin token may do this.", Error)}
 NOT_FOUND_BOT = {404: ("No bot has this `bot_id` (or it belongs to another workspace).", Error)}
 NOT_FOUND_WORKSPACE = {404: ("No workspace has this id (or it is not yours).", Error)}
 
 
-async def authenticate(request: web.Request) -> None:
+def audience(request: web.Request) -> Auth:
+    """Who may call the route the request matched, as declared. A request no route matched is answered 404 or
+    405 whoever asks; a matched route declared with nothing (init_app refuses to start with one) is the
+    operator's."""
+    match = request.match_info
+    if match.http_exception is not None:
+        return "public"
+    return audience_of(match.handler) or "operator"
+
+
+async def admit(request: web.Request, auth: Auth) -> None:
+    """Let the request through to a route declared ``auth``: 401 without a valid bearer, 403 for a workspace's
+    key on an operator's route."""
+    if auth == "public":
+        return
+    await _authenticate(request)
+    if auth == "operator" and not principal(request).operator:
+        raise error(403, "forbidden", "only the operator's admin token may do this")
+
+
+def undeclared(app: web.Application) -> list[str]:
+    """The app's routes declared without who may call them (none may be)."""
+    return [f"{r.method} {r.resource.canonical if r.resource else '?'}" for r in app.router.routes()
+            if audience_of(r.handler) is None]
+
+
+async def _authenticate(request: web.Request) -> None:
     """Who calls the admin API (see :func:`principal`); 401 for anyone else."""
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     given = given.strip()
@@ -91,11 +148,6 @@ async def authenticate(request: web.Request) -> None:
 
 def principal(request: web.Request) -> Principal:
     return request[PRINCIPAL]
-
-
-def require_operator(request: web.Request) -> None:
-    if not principal(request).operator:
-        raise error(403, "forbidden", "only the operator's admin token may do this")
 
 
 async def visible_bot(request: web.Request) -> UUID:

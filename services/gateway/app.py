@@ -1,4 +1,8 @@
-"""The gateway's composition root: ``init_app(settings)`` wires everything, nothing at import."""
+"""The gateway's composition root: ``init_app(settings)`` wires everything, nothing at import.
+
+Its routes, by audience, each one hop from here: the public widget API (:mod:`.widget.api`), the admin API
+(:mod:`.admin`: bots, workspaces, identities, erasure, webhooks), the pages (:mod:`.pages.browser`), health and
+the API document (:mod:`.openapi`). Each route declares who may call it; :func:`edge` enforces it."""
 
 from __future__ import annotations
 
@@ -12,15 +16,20 @@ from shared import db, messaging, rpc
 from shared.batching import Batcher
 from shared.health import health_routes
 from shared.service import background
-from shared.sessions import EXPIRE_GRACE_SECONDS, new_replica_id, session_views
+from shared.sessions import EXPIRE_GRACE_SECONDS, new_replica_id
 
-from . import access, admin, erasure, identities, opening, openapi, pages, webhooks, widget, workspaces
-from .admission import Admission, watch_lag
+from . import access, openapi
+from .admin import bots, erasure, identities, webhooks, workspaces
 from .http_errors import as_json_error
 from .keys import ASK, DESTINATIONS, HUB, LIMITS, OPENS, POOL, PUBLISH, SECRETS, SETTINGS
-from .outcomes import OutcomeHub, consume_outcomes, tick_forever
-from .ratelimit import WidgetLimits
+from .pages import browser
 from .settings import GatewaySettings
+from .widget import api as widget_api
+from .widget import opening
+from .widget.admission import Admission, watch_lag
+from .widget.outcomes import OutcomeHub, consume_outcomes, tick_forever
+from .widget.ratelimit import WidgetLimits
+from .widget.views import session_views
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -33,14 +42,14 @@ CORS_HEADERS = {
 @web.middleware
 async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every request's policies, in one layer: CORS on the widget API (called from any site;
-    nothing else is), the admin API's bearer check, errors as JSON. One layer, not three: a
-    waiting widget holds its request's frames as long as it waits, 10,000 of them at a time."""
+    nothing else is), who may call the route as it declares (``auth=``, :func:`access.admit`), errors
+    as JSON. One layer, not three: a waiting widget holds its request's frames as long as it waits,
+    10,000 of them at a time."""
     widget = request.path.startswith("/v1/widget/")
     if widget and request.method == "OPTIONS":
         return web.Response(status=204, headers=CORS_HEADERS)
     try:
-        if request.path.startswith(access.ADMIN_PATHS):
-            await access.authenticate(request)
+        await access.admit(request, access.audience(request))
         response = await handler(request)
     except Exception as exc:
         answer = as_json_error(request, exc)
@@ -102,15 +111,17 @@ def init_app(settings: GatewaySettings) -> web.Application:
     )
     app.cleanup_ctx.extend([_database, _broker])
     app.on_startup.append(openapi.publish)
-    app.add_routes(widget.routes)
-    app.add_routes(admin.routes)
+    app.add_routes(widget_api.routes)  # public
+    app.add_routes(bots.routes)  # the admin API
     app.add_routes(workspaces.routes)
     app.add_routes(identities.routes)
     app.add_routes(erasure.routes)
     app.add_routes(webhooks.routes)
+    app.add_routes(browser.routes)  # pages, public
     app.add_routes(openapi.routes)
-    app.add_routes(pages.routes)
     app.add_routes(health_routes(ready=lambda: _ready(app), pool=lambda: app.get(POOL)))
+    if undeclared := access.undeclared(app):
+        raise ValueError(f"routes declared without who may call them (auth=): {undeclared}")
     return app
 
 

@@ -47,7 +47,7 @@ def text(excluded: str = NUL, *, blank: bool = True) -> str:
 
 NO_NUL = text()
 NOT_BLANK = text(blank=False)
-# What shared.http.unsendable_header refuses: control characters but the tab (a header token is checked as sent).
+# What the verifier's outbound client refuses in a header (unsendable_header): control characters but the tab (a header token is checked as sent).
 HEADER_VALUE = text("\x00-\x08\x0a-\x1f\x7f", blank=False)
 # shared.identifiers.normalise_email strips and checks with str.strip/str.isspace, which also count four
 # separators pydantic keeps: an email is what remains of the value without those, one @ between two non-empty parts.
@@ -55,7 +55,7 @@ _ISSPACE = WHITESPACE + "\x1c\x1d\x1e\x1f"
 _EMAIL_ADDRESS = f"[{_ISSPACE}]*[^@{_ISSPACE}{NUL}]+@[^@{_ISSPACE}{NUL}]+[{_ISSPACE}]*"
 EMAIL = f"^{_EMAIL_ADDRESS}$"
 BLANK_OR_EMAIL = f"^(?:[{WHITESPACE}]*|{_EMAIL_ADDRESS})$"  # the form: blank is as absent
-# An http(s) URL the outbound client will call (shared.http.OutboundClient.check_url), in ASCII: an [IPv6] address,
+# An http(s) URL the verifier's outbound client will call (OutboundClient.check_url), in ASCII: an [IPv6] address,
 # an IPv4 address as a.b.c.d, or a host name of letters, digits, "-" and "_" whose last label starts with a letter
 # (a name, never a number) and which fits DNS's 253 characters by its shape: up to two labels of up to 63 characters,
 # three more of up to 30, and the last of up to 30 (a bound a pattern can state without lookaheads, which

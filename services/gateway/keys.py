@@ -12,9 +12,9 @@ from shared.rpc import Asker
 
 from shared.batching import Batcher
 
-from .opening import Busy, Open, Opened
-from .outcomes import OutcomeHub
-from .ratelimit import WidgetLimits
+from .widget.opening import Busy, Open, Opened
+from .widget.outcomes import OutcomeHub
+from .widget.ratelimit import WidgetLimits
 from .settings import GatewaySettings
 
 SETTINGS = web.AppKey("settings", GatewaySettings)

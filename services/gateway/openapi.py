@@ -3,8 +3,9 @@
 Each API route is declared once, with its operation (:mod:`shared.routes`): this module walks the
 app's router and writes what each route's declaration says. Request bodies and query parameters are
 the models the handlers parse (``schemas``); responses are the models and TypedDicts the handlers
-build (``views``, ``shared.sessions``, ``widget``, ``http_errors``). Whether an operation needs the
-admin token is what the middleware enforces (``access.ADMIN_PATHS``). Made once, at start-up.
+build (``admin.views``, ``shared.widget_view``, ``widget.api``, ``http_errors``). Each operation's
+``security`` is its route's ``auth=``, the declaration the middleware enforces (``access.admit``).
+Made once, at start-up.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pydantic import BaseModel, TypeAdapter
 
 from shared.routes import Link, Operation, Response, Routes, Stream, operation_of
 
-from .access import ADMIN_PATHS, UNAUTHORIZED
-from .admin import ADMIN_BODY_MAX_BYTES, TOKEN_SECRET_KID
+from .access import OPERATOR_ONLY, UNAUTHORIZED
+from .admin.bots import ADMIN_BODY_MAX_BYTES, TOKEN_SECRET_KID
 from .http_errors import METHOD_NOT_ALLOWED
 from .keys import SETTINGS
 
@@ -46,6 +47,12 @@ PATH_PARAMETERS = {
     "kid": ("The `kid` of one of the bot's HS256 token secrets (`POST .../custom-auth/token-secret` showed it).",
             {"type": "string", "pattern": f"^{TOKEN_SECRET_KID.pattern}$"}),
 }
+# An operation's security requirement and the answers it adds, from its route's ``auth=``. The role ``operator``
+# (OpenAPI 3.1 lets a bearer requirement name roles): only the operator's token, not a workspace's key.
+SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "public": [], "workspace": [{"adminToken": []}], "operator": [{"adminToken": ["operator"]}]}
+AUTH_RESPONSES: dict[str, dict[int, Response]] = {"public": {}, "workspace": UNAUTHORIZED,
+                                        "operator": {**UNAUTHORIZED, **OPERATOR_ONLY}}
 DESCRIPTION = (
     "The widget API (public, CORS for any origin) opens a session and delivers its outcome; the admin API "
     "(`Authorization: Bearer <admin token>`) manages bots, Custom Authentication settings, the Testing "
@@ -184,9 +191,8 @@ def _operation(path: str, op: Operation, components: _Components, widget_body_li
         out["parameters"] = parameters
     if op.body is not None:
         out["requestBody"] = {"required": True, "content": {JSON: {"schema": components.ref(op.body)}}}
-    admin = path.startswith(ADMIN_PATHS)
-    out["security"] = [{"adminToken": []}] if admin else []
-    responses = {**op.responses, **(UNAUTHORIZED if admin else {})}
+    out["security"] = SECURITY[op.auth]
+    responses = {**op.responses, **AUTH_RESPONSES[op.auth]}
     limit = widget_body_limit if path.startswith("/v1/widget/") else ADMIN_BODY_MAX_BYTES
     out["responses"] = {str(status): _response(status, responses[status], components, limit)
                         for status in sorted(responses)}
@@ -215,7 +221,9 @@ def build_document(app: web.Application) -> dict[str, Any]:
             "responses": {"MethodNotAllowed": method_not_allowed},
             "schemas": dict(sorted(components.schemas.items())),
             "securitySchemes": {"adminToken": {
-                "type": "http", "scheme": "bearer", "description": "`DOORMAN_ADMIN_TOKEN`",
+                "type": "http", "scheme": "bearer",
+                "description": "The operator's token (`DOORMAN_ADMIN_TOKEN`) or a workspace's API key (`dk_...`); "
+                               "an operation that requires the role `operator` takes the operator's token only.",
             }},
         },
     }
@@ -229,7 +237,7 @@ async def publish(app: web.Application) -> None:
 routes = Routes()
 
 
-@routes.get("/openapi.json", "openapi", "This document", tag="operations",
+@routes.get("/openapi.json", "openapi", "This document", auth="public", tag="operations",
             responses={200: ("The OpenAPI 3.1 document for this API.", {"type": "object"})})
 async def openapi_json(request: web.Request) -> web.Response:
     """No auth: it documents, it grants nothing."""

@@ -28,7 +28,7 @@ from yarl import URL
 from shared.domains import normalise_domain_entry
 from shared.destinations import unsendable_header
 from shared.events import FallbackReason, IdentifyMethod
-from shared.sessions import SessionStatus
+from shared.widget_view import SessionStatus
 
 from . import pagination
 from .constraints import (

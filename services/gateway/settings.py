@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 
-from services.gateway.ratelimit import check_limit, storage_uri
+from services.gateway.widget.ratelimit import check_limit, storage_uri
 from shared.panel import MAX_PATIENCE_SECONDS
 from shared.settings import PLACEHOLDER, DestinationSettings, SecretKeySettings
 

@@ -1,6 +1,6 @@
 """A circuit breaker per bot and business host (host:port of the bot's Authentication URL), in each verifier
 replica: one bot whose endpoint keeps failing stops its own calls to the host, never another bot's calls to the
-same host (DESIGN part 3: one bot cannot take another's capacity); each bot's circuit still spares the host that
+same host (one bot cannot take another's capacity: docs/security.md, T3); each bot's circuit still spares the host that
 bot's calls.
 
 closed     calls go through; each one's result is counted in one-second buckets over the last
@@ -43,10 +43,10 @@ import structlog
 from yarl import URL
 
 from shared.events import utcnow
-from shared.http import OutboundClient, OutboundResponse
 from shared.metrics import BREAKER_SHORT_CIRCUITS, BREAKER_STATE, BREAKER_TRANSITIONS, BotLabel
 
 from .failures import VERDICTS, AuthFailure, Count, Kind, kind_of, status_kind
+from .outbound import OutboundClient, OutboundResponse
 
 log = structlog.get_logger("doorman.verifier.breaker")
 State = Literal["closed", "open", "half_open"]

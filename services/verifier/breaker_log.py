@@ -13,10 +13,10 @@ from contextlib import asynccontextmanager
 import asyncpg
 import structlog
 
-from shared.http import OutboundClient
 from shared.service import background
 
 from .breaker import BreakerClient, BreakerPolicy, Breakers, Transition
+from .outbound import OutboundClient
 
 log = structlog.get_logger("doorman.verifier.breaker")
 

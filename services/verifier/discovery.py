@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from shared.destinations import host_of
-from shared.http import OutboundClient
+from .outbound import OutboundClient
 
 from .failures import AuthFailure, Kind, kind_of
 from .identity import failed_call

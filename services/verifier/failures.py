@@ -26,7 +26,8 @@ import aiohttp
 
 from shared.destinations import DestinationBlocked
 from shared.events import FallbackReason
-from shared.http import HostBusy, InvalidResponse
+
+from .outbound import HostBusy, InvalidResponse
 
 
 class Kind(Enum):
@@ -40,9 +41,9 @@ class Kind(Enum):
     CLIENT_ERROR = "client_error"  # any other HTTP 4xx
     ODD_STATUS = "odd_status"  # below 200 or above 599
     INVALID_ANSWER = "invalid_answer"  # 2xx, but not a JSON object holding a usable identity
-    UNREADABLE = "unreadable"  # too large, or an encoding Doorman does not read (shared.http.InvalidResponse)
+    UNREADABLE = "unreadable"  # too large, or an encoding Doorman does not read (outbound.InvalidResponse)
     # It was not called.
-    NO_SLOT = "no_slot"  # no call slot to the host came free in time: Doorman's own capacity (shared.http.HostBusy)
+    NO_SLOT = "no_slot"  # no call slot to the host came free in time: Doorman's own capacity (outbound.HostBusy)
     CIRCUIT_OPEN = "circuit_open"  # the bot's calls to the host keep failing (breaker.CircuitOpen)
     BLOCKED = "blocked"  # a private or forbidden address (shared.destinations.DestinationBlocked)
     MISCONFIGURED = "misconfigured"  # a saved setting that cannot be used (a header token bound to another origin)

@@ -10,7 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from shared.http import DestinationBlocked, HostBusy, InvalidResponse, OutboundClient, ResponseTooLarge
+from .outbound import DestinationBlocked, HostBusy, InvalidResponse, OutboundClient, ResponseTooLarge
+
 
 
 class FetchFailed(Exception):

@@ -15,7 +15,6 @@ from shared.events import (
     CallFacts, Event, FallbackReason, Identity, IdentityVerified, SessionFellBack, WidgetOpened, utcnow,
 )
 from shared.destinations import unsendable_header
-from shared.http import OutboundClient
 from shared.metrics import AUTH_CALL_SECONDS, AUTH_CALLS, AUTH_CALLS_WITHOUT_SLOT, DEGRADED, BotLabel, result_class
 from shared.sessions import EXPIRED_DETAIL, not_pending
 from shared.stages import Retry
@@ -24,6 +23,7 @@ from .discovery import Discovery
 from .failures import AuthFailure, Kind
 from .grace import GraceCache
 from .identity import UNSENDABLE_TOKEN, IdentityCall, call_identity
+from .outbound import OutboundClient
 from .pushed import PushedIdentities, is_widget_token, pushed_identity
 from .jwks import JwksCache
 from .oidc import call_provider

@@ -16,11 +16,11 @@ from pydantic import SecretStr
 from shared.auth_config import AUTH_URL, BoundSecret, NotBound
 from shared.destinations import unsendable_header
 from shared.events import FallbackReason, Identity, IdentifyMethod
-from shared.http import OutboundClient, OutboundResponse
 from shared.signing import sign
 
 from .answer import parse_identity_response
 from .failures import AuthFailure, Kind, kind_of
+from .outbound import OutboundClient, OutboundResponse
 
 _DESCRIPTIONS: dict[FallbackReason, str] = {
     FallbackReason.ca_disabled: (

@@ -16,9 +16,8 @@ import jwt
 import structlog
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from shared.http import OutboundClient
-
 from .fetch import FetchFailed, fetch_json
+from .outbound import OutboundClient
 
 log = structlog.get_logger("doorman.verifier.jwks")
 

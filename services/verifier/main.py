@@ -21,7 +21,6 @@ from shared.batching import Batcher
 from shared.consumer import consuming
 from shared.crypto import Secrets
 from shared.events import Event, WebhookDue, WidgetOpened
-from shared.http import OutboundClient, outbound_client
 from shared.service import health_server
 from shared.stages import RetryPolicy, Stage
 
@@ -33,6 +32,7 @@ from .discovery import Discovery
 from .grace import grace_cache
 from .handler import already_done, emit, give_up, verify
 from .jwks import JwksCache
+from .outbound import OutboundClient, outbound_client
 from .pushed import PushedIdentities
 from .settings import VerifierSettings
 from .whitelist import api_whitelist
@@ -97,7 +97,7 @@ async def opens(settings: VerifierSettings, pool: asyncpg.Pool, secrets: Secrets
             retry=RetryPolicy(
                 settings.verifier_retry_delays, settings.verifier_max_attempts, deadline=lambda event: event.deadline_at,
                 # An attempt may wait for a slot to the business's host, then for its answer (a bot below its share
-                # of a host that other bots' calls fill may wait up to a call timeout longer: shared/http.py).
+                # of a host that other bots' calls fill may wait up to a call timeout longer: outbound.py).
                 attempt_seconds=settings.auth_host_wait_seconds + settings.auth_timeout_seconds,
             ),
             give_up=give_up,

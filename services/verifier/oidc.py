@@ -25,7 +25,7 @@ from urllib.parse import quote_plus, urlencode
 
 from shared.auth_config import DEFAULT_CLAIMS, ISSUER, AuthConfig, NotBound, Oidc
 from shared.events import Identity
-from shared.http import OutboundClient, OutboundResponse
+from .outbound import OutboundClient, OutboundResponse
 
 from .discovery import Discovery
 from .failures import AuthFailure, Kind, kind_of

@@ -23,7 +23,6 @@ import structlog
 from shared.auth_config import AuthConfig, load
 from shared.crypto import Secrets
 from shared.events import Identity, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
-from shared.http import OutboundClient
 from shared.panel import (
     PanelAnswer, PanelRequest, TestFailure, TestMatch, TestRequestSent, TestResponseReceived, TestResult, TestToken,
     VisitorOutcome,
@@ -34,6 +33,7 @@ from .handler import VISITOR_FIELDS, Decision, decide
 from .identity import IdentityCall, call_identity, describe
 from .jwks import JwksCache
 from .oidc import call_provider
+from .outbound import OutboundClient
 from .pushed import PushedIdentities, is_widget_token
 from .tokens import TokenRejected, check_token, read_claims, read_header
 from .whitelist import ApiWhitelist

@@ -2,11 +2,11 @@
 the business signed; Doorman verifies it with no call to the business.
 
 The signature is verified by PyJWT with the bot's one algorithm pinned (``algorithms=[pinned]``,
-never taken from the token); every claim check is ours, so they run in DESIGN.md's order and each
+never taken from the token); every claim check is ours, so they run in the order below (the README's table of token codes) and each
 failure is ``auth_rejected`` with a detail starting with its code:
 
     malformed_token        not a JWT Doorman can read (three base64url parts, JSON header, at most
-                           MAX_TOKEN_CHARS characters); an addition to DESIGN's list, checked first
+                           MAX_TOKEN_CHARS characters); checked first
     algorithm_not_allowed  ``alg`` is not the bot's algorithm (``none`` never is)
     unknown_kid            no key has the token's ``kid`` (HS256: the bot's current or previous
                            secret; RS256/ES256: the JWKS)
@@ -22,7 +22,7 @@ failure is ``auth_rejected`` with a detail starting with its code:
     wrong_issuer           ``iss`` is not the configured issuer (when one is set)
     missing_claim          the identify method's claim is absent or blank
     invalid_claim          (again) a mapped claim cannot be used (an unparsable phone number as the
-                           identifier, metadata over the limits): an addition to DESIGN's list
+                           identifier, metadata over the limits)
 
 Clock skew: LEEWAY_SECONDS (30 s) either way for ``exp``, ``nbf`` and ``iat``; ``max_lifetime`` is
 exact. A JWKS that cannot be fetched is ``auth_unavailable`` (retried, as an identity call's 5xx).
@@ -59,7 +59,7 @@ LEEWAY_SECONDS = 30
 MAX_TOKEN_CHARS = 8192  # as the widget API's access_token
 MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime holds
 
-# What PyJWT checks: the signature only. The claims are ours (below), in DESIGN.md's order.
+# What PyJWT checks: the signature only. The claims are ours (below), in the module docstring's order.
 _SIGNATURE_ONLY = {
     "verify_signature": True, "verify_exp": False, "verify_nbf": False, "verify_iat": False,
     "verify_aud": False, "verify_iss": False, "verify_sub": False, "verify_jti": False, "require": [],
@@ -124,7 +124,7 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
 
 
 def check_claims(claims: Mapping[str, Any], config: AuthConfig, bot_id: UUID, *, now: float | None = None) -> Identity:
-    """Every check after the signature, in DESIGN.md's order; the Identity the claims map to."""
+    """Every check after the signature, in the module docstring's order; the Identity the claims map to."""
     settings = config.signed_token
     now = time.time() if now is None else now
     exp, nbf, iat = (_numeric_date(claims, name) for name in ("exp", "nbf", "iat"))

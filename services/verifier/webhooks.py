@@ -4,11 +4,11 @@ capacity and its own outbound client, so a slow endpoint never takes anything fr
 A delivery's row (``webhook_deliveries``, recorded by whoever made the change: shared/webhook_outbox.py)
 holds the exact body. Each attempt POSTs it to the bot's webhook URL, signed like an identity call with
 ``Doorman-Delivery`` = the body's ``id`` (the same on every attempt: the business dedupes on it), and
-records the attempt. 2xx: delivered. 4xx other than 408 and 429, or an address Doorman will not call:
-failed for good (dead now). Anything else (408, 429, 5xx, a timeout, no connection): another attempt after
-the stage's back-off, dead once none is left (about a day). Which is which: the ``redeliver`` column of
-:data:`.failures.VERDICTS`. A dead delivery's copy waits in ``verifier.webhooks.dlq``:
-``doorman dlq replay verifier.webhooks`` tries it again.
+records the attempt (:func:`shared.webhook_outbox.attempted`). 2xx: delivered. 4xx other than 408 and
+429, or an address Doorman will not call: failed for good (dead now). Anything else (408, 429, 5xx, a
+timeout, no connection): another attempt after the stage's back-off, dead once none is left (about a
+day). Which is which: the ``redeliver`` column of :data:`.failures.VERDICTS`. A dead delivery's copy
+waits in ``verifier.webhooks.dlq``: ``doorman dlq replay verifier.webhooks`` tries it again.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from shared import webhook_outbox
 from shared.auth_config import AuthConfig
 from shared.events import WebhookDue
 from shared.failures import FailedForGood, TryLater
-from shared.http import OutboundClient
 from shared.signing import sign
 
 from .failures import VERDICTS, Kind, kind_of, status_kind
+from .outbound import OutboundClient
 
 log = structlog.get_logger("doorman.webhooks")
 
@@ -34,12 +35,6 @@ EVENT_HEADER = "Doorman-Event"  # the body's `type`, for routing without parsing
 
 _LOAD = """SELECT d.body, d.status, d.type, w.url, coalesce(w.enabled, false) AS enabled
            FROM webhook_deliveries d LEFT JOIN webhooks w USING (bot_id) WHERE d.delivery_id = $1"""
-# One attempt made: a success delivers it; a failure keeps it pending (a replayed dead one included) until
-# the stage gives up (`give_up`).
-_ATTEMPTED = """UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = $2,
-                    status = CASE WHEN $3 THEN 'delivered' ELSE 'pending' END,
-                    delivered_at = CASE WHEN $3 THEN now() ELSE delivered_at END
-                WHERE delivery_id = $1 AND status <> 'delivered'"""
 
 
 def _detail(kind: Kind, exc: BaseException) -> str:
@@ -90,14 +85,12 @@ async def deliver(event: WebhookDue, *, pool: asyncpg.Pool, http: OutboundClient
 
 
 async def _attempted(pool: asyncpg.Pool, event: WebhookDue, error: str | None, *, ok: bool) -> None:
-    await pool.execute(_ATTEMPTED, event.event_id, error, ok)
+    await webhook_outbox.attempted(pool, event.event_id, error, delivered=ok)
 
 
 async def give_up(event: WebhookDue, *, pool: asyncpg.Pool) -> None:
     """Failed for good, or no attempt left (about a day of them): dead. Its copy goes to the DLQ."""
-    await pool.execute(
-        "UPDATE webhook_deliveries SET status = 'dead' WHERE delivery_id = $1 AND status = 'pending'", event.event_id,
-    )
+    await webhook_outbox.dead(pool, event.event_id)
     log.warning("webhook delivery dead", webhook_type=event.webhook_type)
 
 

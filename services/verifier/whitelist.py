@@ -28,9 +28,9 @@ from yarl import URL
 
 from shared.auth_config import WHITELIST_API_URL, BoundSecret
 from shared.domains import normalise_domain_entry
-from shared.http import OutboundClient
 
 from .fetch import FetchFailed, fetch_json
+from .outbound import OutboundClient
 
 log = structlog.get_logger("doorman.verifier.whitelist")
 

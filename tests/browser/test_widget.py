@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import ConsoleMessage, Locator, Page, Request, Route, expect
 
 from services.gateway.keys import HUB
-from shared.sessions import VISITOR_MESSAGES
+from shared.widget_view import VISITOR_MESSAGES
 from tests.browser.conftest import HostPage, screenshot
 from tests.conftest import Stack, create_bot
 from tests.fake_customer import Answer, FakeCustomerAPI, verified

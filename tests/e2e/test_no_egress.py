@@ -1,4 +1,4 @@
-"""The gateway makes no outbound calls (DESIGN part 3; STYLE 16), proven on the network, not by reading code.
+"""The gateway makes no outbound calls (docs/rules.md, "The internet-facing gateway makes no outbound calls"; docs/conventions.md 16), proven on the network, not by reading code.
 
 The gateway runs as a real process (``doorman gateway``) in a network namespace of its own: a loopback and a
 veth link to the host, on which the host forwards only the broker's and the database's ports. The verifier

@@ -1,5 +1,5 @@
 """The OpenAPI document states the constraints the API enforces, and the API answers as it states
-(DESIGN part 3: "an API that answers 5xx to any request its OpenAPI document allows is a defect").
+(docs/rules.md, "The API answers what its document allows": "an API that answers 5xx to any request its OpenAPI document allows is a defect").
 
 Each test here is one such promise, sent through the public HTTP API the way a client that trusts the
 document would; ``test_api_fuzz.py`` checks the same under generated input.

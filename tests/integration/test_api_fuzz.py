@@ -133,7 +133,7 @@ async def api_schema(stack: Stack) -> Any:
         # Invalid input may also be refused for its size (documented 413s), not only as 4xx "invalid".
         "checks": {"negative_data_rejection": {"expected-statuses": [
             400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]}},
-        # The one check the contract answers otherwise: a session ended with DELETE stays readable (DESIGN part 2:
+        # The one check the contract answers otherwise: a session ended with DELETE stays readable (docs/integrators.md:
         # "GET answers status: ended"; its stream sends the `ended` event), where use_after_free expects a 404.
         "operations": [{"include-operation-id": operation_id, "checks": {"use_after_free": {"enabled": False}}}
                        for operation_id in ("getSession", "streamSession")],

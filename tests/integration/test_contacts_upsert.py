@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from services.contacts.handler import record
-from services.gateway import store
+from services.gateway.admin import store
 from shared import sessions
 from shared.events import FallbackReason, Identity, IdentifyMethod, IdentityVerified, SessionFellBack, utcnow
 from tests.conftest import store_pending, Published, Stack

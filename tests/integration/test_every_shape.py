@@ -1,6 +1,6 @@
 """Every admin and widget view answers every shape the features store (``tests/shapes.py``): 200, and a body
 the OpenAPI document's schema for it accepts. An API that answers 5xx to a request its document allows is a
-defect (DESIGN, part 3)."""
+defect (docs/rules.md, "The API answers what its document allows")."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shared.events import FallbackReason
-from shared.sessions import VISITOR_MESSAGES
+from shared.widget_view import VISITOR_MESSAGES
 from tests.conftest import Stack
 from tests.fake_customer import FakeCustomerAPI
 from tests.integration.test_openapi import assert_documented, call, doc  # noqa: F401  (doc: the fixture)

@@ -15,7 +15,7 @@ from services.verifier.whitelist import ApiWhitelist
 from shared import messaging
 from shared.crypto import Secrets
 from shared.events import IdentifyMethod, WidgetOpened, encode, utcnow
-from shared.http import NO_SLOT, outbound_client
+from services.verifier.outbound import NO_SLOT, outbound_client
 from shared.metrics import SKIPPED
 from tests.conftest import (
     store_pending, AMQP_URL, Stack, admin_headers, await_outcome, create_bot, logged_detail, verify_once,
@@ -195,7 +195,7 @@ async def test_a_hanging_business_holds_at_most_its_share_of_calls(customer_api:
     verifier ends those opens and keeps serving other businesses."""
     import asyncio as aio
 
-    from shared.http import HostBusy
+    from services.verifier.outbound import HostBusy
 
     hanging = customer_api.endpoint(Answer(json={}, delay=2))
     fast = customer_api.endpoint(verified(id="1"))

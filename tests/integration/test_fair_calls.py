@@ -1,4 +1,4 @@
-"""One bot cannot take another's capacity (DESIGN part 3): call slots to a host are shared fairly between
+"""One bot cannot take another's capacity (docs/rules.md): call slots to a host are shared fairly between
 the bots calling it, and Doorman's own queueing is not the business's outage.
 
 A stack of its own whose verifier makes at most ``CAP`` calls at once to one host, with the breaker's default
@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.verifier.settings import VerifierSettings
-from shared.http import NO_SLOT, HostBusy, outbound_client
+from services.verifier.outbound import NO_SLOT, HostBusy, outbound_client
 from tests.conftest import (
     AUTH_TIMEOUT, Stack, admin_headers, await_outcome, create_bot, open_session, running_stack, service_config,
 )

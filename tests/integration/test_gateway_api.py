@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import pytest
 
-from shared.sessions import VISITOR_MESSAGES
+from shared.widget_view import VISITOR_MESSAGES
 from tests.conftest import (
     ADMIN_TOKEN, Stack, admin_headers, await_outcome, create_bot, open_session, start_gateway, verify_once,
 )

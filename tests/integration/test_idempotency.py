@@ -17,7 +17,7 @@ from shared import messaging, sessions
 from shared.auth_config import AuthConfig
 from shared.crypto import Secrets
 from shared.events import IdentifyMethod, WidgetOpened, utcnow
-from shared.http import outbound_client
+from services.verifier.outbound import outbound_client
 from shared.metrics import SKIPPED
 from tests.conftest import store_pending, AMQP_URL, Published, Stack, await_outcome, create_bot, logged_detail
 from tests.fake_customer import FakeCustomerAPI, verified

@@ -19,7 +19,7 @@ from shared import messaging
 from shared.auth_config import load as load_auth_config
 from shared.crypto import Secrets
 from shared.events import IdentityVerified, SessionFellBack, WidgetOpened, utcnow
-from shared.http import outbound_client
+from services.verifier.outbound import outbound_client
 from shared.sessions import prune
 from tests.conftest import (
     AMQP_URL, Stack, admin_headers, await_outcome, create_bot, logged_detail, open_session, store_pending,

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from shared.destinations import DestinationBlocked, address_allowed
 from shared.events import FallbackReason, IdentifyMethod
-from shared.http import (
+from services.verifier.outbound import (
     BadResponse,
     GuardedResolver,
     InvalidResponse,

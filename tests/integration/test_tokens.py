@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from services.verifier.jwks import JwksCache, UnknownKey
+from services.verifier.outbound import outbound_client
 from services.verifier.tokens import LEEWAY_SECONDS, MAX_TOKEN_CHARS, check_token
 from shared.auth_config import AuthConfig, SignedToken
 from shared.db import CONFIG_CHANNEL
 from shared.events import IdentifyMethod
-from shared.http import outbound_client
 from tests.conftest import Stack, admin_headers, create_bot, logged_detail, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
@@ -209,7 +209,7 @@ async def test_each_attack_is_refused_with_its_check(
 
 
 async def test_checks_run_in_design_order(stack: Stack, bots: Bots) -> None:
-    """A token failing several checks is refused by the first in DESIGN.md's order."""
+    """A token failing several checks is refused by the first in docs/codes.md's order."""
     now = int(time.time())
     everything_wrong = claims("another-bot", iat=now + 600, exp=now - 100, nbf=now + 600, iss="x")
     del everything_wrong["sub"]

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from services.gateway.store import create_bot
+from services.gateway.admin.store import create_bot
 from services.verifier.grace import GraceCache
 from services.verifier.handler import decide
 from services.verifier.jwks import JwksCache
@@ -29,7 +29,7 @@ from shared import db
 from shared.auth_config import AUTH_URL, WHITELIST_API_URL, AuthConfig, BoundSecret, SignedToken, TokenSecret
 from shared.crypto import Secrets
 from shared.events import FallbackReason, IdentifyMethod, IdentityVerified, SessionFellBack, WidgetOpened, utcnow
-from shared.http import OutboundClient, outbound_client
+from services.verifier.outbound import OutboundClient, outbound_client
 from tests.fake_customer import Answer, FakeCustomerAPI
 from tests.strategies import BODIES, JSON, TIMES, claims, headers, make_token
 

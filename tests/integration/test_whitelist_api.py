@@ -11,9 +11,9 @@ import pytest
 from pydantic import SecretStr
 
 from services.verifier import whitelist as whitelist_module
+from services.verifier.outbound import OutboundClient, outbound_client
 from services.verifier.whitelist import ApiWhitelist, WhitelistLookup
 from shared.auth_config import WHITELIST_API_URL, BoundSecret, NotBound
-from shared.http import OutboundClient, outbound_client
 from tests.fake_customer import Answer, FakeCustomerAPI
 
 TTL = 100.0

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from services.gateway.keys import HUB
-from shared.sessions import BUSY_DETAIL, VISITOR_MESSAGES
+from shared.sessions import BUSY_DETAIL
+from shared.widget_view import VISITOR_MESSAGES
 from tests.conftest import Stack, admin_headers, await_outcome, create_bot
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 

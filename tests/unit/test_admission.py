@@ -1,4 +1,4 @@
-"""``services.gateway.admission.Admission``: a CoDel signal driving a rate, on a clock the test holds.
+"""``services.gateway.widget.admission.Admission``: a CoDel signal driving a rate, on a clock the test holds.
 
 Every call passes ``now=``: intervals start at the first call and last ``INTERVAL``; an interval is
 judged at the first call at or after its end.
@@ -6,7 +6,7 @@ judged at the first call at or after its end.
 
 from __future__ import annotations
 
-from services.gateway.admission import Admission
+from services.gateway.widget.admission import Admission
 
 TARGET = 0.5
 INTERVAL = 0.1

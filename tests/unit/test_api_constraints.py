@@ -16,10 +16,10 @@ from pydantic import BaseModel, ValidationError
 
 from services.gateway.constraints import EMAIL, HEADER_VALUE, HTTP_URL, NO_NUL, NOT_BLANK, WHITESPACE
 from shared.destinations import DestinationBlocked, Destinations
-from services.gateway.identities import PushIdentity
+from services.gateway.admin.identities import PushIdentity
 from services.gateway import schemas
 from services.gateway.schemas import BotQuery, CollectedContact, CustomAuthSettingsIn, NewBot
-from services.gateway.webhooks import DeliveryQuery
+from services.gateway.admin.webhooks import DeliveryQuery
 
 PROPERTY = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

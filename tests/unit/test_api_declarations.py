@@ -51,9 +51,9 @@ def test_a_handler_is_declared_once() -> None:
     async def handler(_: web.Request) -> web.Response:
         return web.Response()
 
-    routes.get("/v1/a", "a", "A", tag="t", responses={200: ("ok", None)})(handler)
+    routes.get("/v1/a", "a", "A", auth="public", tag="t", responses={200: ("ok", None)})(handler)
     with pytest.raises(ValueError, match="already declared"):
-        routes.get("/v1/b", "b", "B", tag="t", responses={200: ("ok", None)})(handler)
+        routes.get("/v1/b", "b", "B", auth="public", tag="t", responses={200: ("ok", None)})(handler)
 
 
 def test_the_413_names_the_operations_own_limit() -> None:
@@ -89,9 +89,68 @@ def test_links_lead_to_operations_and_name_what_those_take() -> None:
     async def handler(_: web.Request) -> web.Response:
         return web.Response()
 
-    routes.get("/v1/nowhere", "nowhere", "Nowhere", tag="t", responses={
+    routes.get("/v1/nowhere", "nowhere", "Nowhere", auth="public", tag="t", responses={
         200: Response("ok", None, links=links_to("getBot", bot_id="$response.body#/id", surprise="$response.body#/x"))},
     )(handler)
     app.add_routes(routes)
     with pytest.raises(ValueError, match="names no such parameter"):
         build_document(app)
+
+
+def test_every_route_says_who_may_call_it_and_the_document_says_the_same() -> None:
+    from services.gateway.access import undeclared
+    from services.gateway.openapi import AUTH_RESPONSES, SECURITY
+    from shared.routes import audience_of
+
+    app = gateway()
+    assert undeclared(app) == []
+    doc = build_document(app)
+    for method, path, operation in operations(app):
+        documented = doc["paths"][path][method.lower()]
+        assert documented["security"] == SECURITY[operation.auth], (method, path)
+        assert {str(s) for s in AUTH_RESPONSES[operation.auth]} <= set(documented["responses"]), (method, path)
+    audiences = {(r.method, r.resource.canonical): audience_of(r.handler) for r in app.router.routes() if r.resource}
+    assert audiences[("POST", "/v1/workspaces")] == audiences[("GET", "/v1/workspaces")] == "operator"
+    assert audiences[("GET", "/v1/bots")] == audiences[("POST", "/v1/workspaces/{workspace_id}/api-keys")] == "workspace"
+    assert audiences[("POST", "/v1/widget/sessions")] == audiences[("GET", "/admin")] == "public"
+    assert {a for (_, path), a in audiences.items() if path.startswith(("/v1/bots", "/v1/workspaces"))} == {
+        "workspace", "operator"}
+
+    async def forgotten(_: web.Request) -> web.Response:
+        return web.Response()
+
+    app.router.add_get("/v1/bots/{bot_id}/forgotten", forgotten)
+    assert sorted(undeclared(app)) == ["GET /v1/bots/{bot_id}/forgotten", "HEAD /v1/bots/{bot_id}/forgotten"]
+
+
+def test_a_route_cannot_be_declared_without_who_may_call_it() -> None:
+    routes = Routes()
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response()
+
+    with pytest.raises(TypeError, match="auth"):
+        routes.get("/v1/a", "a", "A", tag="t", responses={200: ("ok", None)})(handler)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="public, workspace or operator"):
+        routes.unlisted("GET", "/page", auth="anyone")(handler)  # type: ignore[arg-type]
+
+
+async def test_a_route_added_without_a_declaration_is_the_operators() -> None:
+    """Fail closed: a matched route that says nothing (init_app refuses to start with one) needs the operator."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from services.gateway.access import admit, audience
+    from services.gateway.http_errors import ApiError
+
+    app = gateway()
+
+    async def forgotten(_: web.Request) -> web.Response:
+        return web.Response()
+
+    app.router.add_get("/v1/bots/{bot_id}/forgotten", forgotten)
+    request = make_mocked_request("GET", "/v1/bots/x/forgotten", app=app)
+    request._match_info = await app.router.resolve(request)
+    assert audience(request) == "operator"
+    with pytest.raises(ApiError) as refused:
+        await admit(request, audience(request))
+    assert refused.value.status == 401

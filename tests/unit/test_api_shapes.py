@@ -12,7 +12,8 @@ from pydantic import TypeAdapter
 
 from services.gateway.http_errors import Error, dumps, error
 from shared.events import FallbackReason
-from shared.sessions import VISITOR_MESSAGES, SessionView, busy_view, fallback_view, widget_view
+from services.gateway.widget.views import busy_view
+from shared.widget_view import VISITOR_MESSAGES, SessionView, fallback_view, widget_view
 
 
 def _row(**overrides: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from yarl import URL
 
 from services.verifier.breaker import BreakerClient, BreakerPolicy, Breakers, CircuitOpen, Transition
 from shared.destinations import host_of
-from shared.http import NO_SLOT, HostBusy, OutboundResponse
+from services.verifier.outbound import NO_SLOT, HostBusy, OutboundResponse
 
 HOST = "api.shop.example:443"
 BOT = "bot-a"

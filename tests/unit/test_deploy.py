@@ -281,7 +281,7 @@ def test_compose_services(compose: dict[str, Any]) -> None:
 
 
 def test_compose_gateway_has_no_way_out(compose: dict[str, Any]) -> None:
-    """DESIGN part 3: the gateway makes no outbound calls. On Compose it is on the internal network only (no route
+    """The gateway makes no outbound calls (docs/rules.md). On Compose it is on the internal network only (no route
     out of the host, so no port of its own either); the edge relays to it; only the verifier calls out."""
     services, networks = compose["services"], compose["networks"]
     internal = {name for name, network in networks.items() if (network or {}).get("internal") is True}
@@ -510,7 +510,7 @@ def test_every_pods_egress_is_restricted_to_named_peers_and_ports() -> None:
 
 
 def test_the_gateway_reaches_its_dependencies_and_nothing_else() -> None:
-    """DESIGN part 3: the gateway makes no outbound calls (tests/e2e/test_no_egress.py shows it on a network)."""
+    """The gateway makes no outbound calls (docs/rules.md; tests/e2e/test_no_egress.py shows it on a network)."""
     rules = _egress_of(_pod_labels()["gateway"])
     assert {p["port"] for r in rules for p in r["ports"]} == DEPENDENCY_PORTS
     blocks = [peer["ipBlock"]["cidr"] for r in rules for peer in r["to"] if "ipBlock" in peer]

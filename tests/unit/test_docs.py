@@ -120,8 +120,6 @@ def test_the_settings_page_names_every_variable() -> None:
 
 OUTSIDE = re.compile(r"\b(?:DESIGN|STYLE)\b(?:\.md)?")
 SKIPPED = {".git", ".venv", "node_modules", "__pycache__", ".pytest_cache", ".hypothesis"}
-# The code's own comments and docstrings are being rewritten to cite docs/ instead (issue 20, item 5: the
-# structure change). Until it lands these folders are reported, not enforced: xfail(strict=False) shows them.
 CODE_DIRS = ("services", "shared", "doorman", "scripts", "deploy", "tests")
 
 
@@ -152,7 +150,6 @@ def test_the_docs_cite_nothing_outside_the_repository() -> None:
 
 
 @pytest.mark.parametrize("folder", CODE_DIRS)
-@pytest.mark.xfail(strict=False, reason="TODO(structure helper, issue 20 item 5): code comments still cite DESIGN/STYLE")
 def test_the_code_cites_nothing_outside_the_repository(folder: str) -> None:
     files = [f for f in _tracked_files() if f.relative_to(ROOT).parts[0] == folder]
     assert not _citing(files), f"these cite a file outside the repository: {_citing(files)}"
@@ -225,7 +222,7 @@ def test_codes_page_lists_the_codes_of_the_code() -> None:
 
 
 def test_codes_page_quotes_what_the_visitor_reads() -> None:
-    from shared.sessions import VISITOR_MESSAGES
+    from shared.widget_view import VISITOR_MESSAGES
 
     page = _codes_page()["Fallback reasons"]
     assert {reason.value: message for reason, message in VISITOR_MESSAGES.items()} == page

@@ -13,7 +13,7 @@ from services.verifier.breaker import CircuitOpen
 from services.verifier.failures import VERDICTS, AuthFailure, Count, Grace, Kind, kind_of, status_kind
 from shared.events import FallbackReason as R
 from shared.destinations import DestinationBlocked
-from shared.http import BadResponse, HostBusy, ResponseTooLarge
+from services.verifier.outbound import BadResponse, HostBusy, ResponseTooLarge
 
 FAILURE, SUCCESS, NOTHING = Count.FAILURE, Count.SUCCESS, Count.NOTHING
 ANSWERS, REFUSES, NEITHER = Grace.ANSWERS, Grace.REFUSES, Grace.NOTHING

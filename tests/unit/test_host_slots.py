@@ -1,4 +1,4 @@
-"""``shared.host_slots.HostSlots``: one host's call slots shared fairly between bots (pure, no I/O).
+"""``services.verifier.host_slots.HostSlots``: one host's call slots shared fairly between bots (pure, no I/O).
 
 Waiters are plain strings here; the outbound client uses futures.
 """
@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from shared.host_slots import HostSlots
+from services.verifier.host_slots import HostSlots
 
 
 def full(cap: int, tenant: str) -> HostSlots[str]:

@@ -27,7 +27,7 @@ from services.verifier.oidc_answers import (
 )
 from shared.auth_config import ISSUER, AuthConfig, BoundSecret, Oidc
 from shared.events import FallbackReason, IdentifyMethod, Identity
-from shared.http import OutboundResponse
+from services.verifier.outbound import OutboundResponse
 from tests.strategies import HUGE, JSON, encoded
 
 PROPERTY = settings(max_examples=300, deadline=None, derandomize=True, database=None,

@@ -1,4 +1,4 @@
-"""``services.gateway.outcomes.OutcomeHub``: outcomes told to the waiting widgets, the one tick."""
+"""``services.gateway.widget.outcomes.OutcomeHub``: outcomes told to the waiting widgets, the one tick."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import uuid4
 
-from services.gateway.admission import Admission
-from services.gateway.outcomes import PING, OutcomeHub
+from services.gateway.widget.admission import Admission
+from services.gateway.widget.outcomes import PING, OutcomeHub
 from shared.events import CallFacts, SessionResolved
 
 

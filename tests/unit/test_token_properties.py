@@ -27,7 +27,7 @@ PROPERTY = settings(max_examples=200, deadline=None, derandomize=True, database=
 
 BOT = UUID("0b7c3e52-6f0e-4a8a-9d51-3f4b2c1a0e99")
 KID, SECRET = "kid-1", "dmts_" + "s" * 40
-# The checks of tokens.py's docstring, the order DESIGN.md gives them in.
+# The checks of tokens.py's docstring, the order docs/codes.md gives them in.
 CODES = {"malformed_token", "algorithm_not_allowed", "unknown_kid", "bad_signature", "invalid_claim", "expired",
          "not_yet_valid", "issued_in_future", "lifetime_too_long", "wrong_audience", "wrong_issuer", "missing_claim"}
 

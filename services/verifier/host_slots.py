@@ -9,7 +9,7 @@ end (each ends within the call timeout) and kept there, while the others' calls 
 
 Pure bookkeeping, O(1) per call but for the turn (which looks past the tenants at or over their share),
 holding only tenants with a call in flight or waiting: the waiters are whatever the caller wakes
-(:class:`shared.http.OutboundClient` keeps one ``HostSlots`` per host, with futures).
+(:class:`.outbound.OutboundClient` keeps one ``HostSlots`` per host, with futures).
 """
 
 from __future__ import annotations

@@ -8,11 +8,13 @@ from importlib import resources
 from aiohttp import web
 from yarl import URL
 
-from .http_errors import error
-from .keys import SETTINGS
+from shared.routes import Routes
 
-routes = web.RouteTableDef()
-STATIC = resources.files("services.gateway") / "static"
+from ..http_errors import error
+from ..keys import SETTINGS
+
+routes = Routes()
+STATIC = resources.files("services.gateway.pages") / "static"
 
 # The admin and demo pages load nothing but this origin's files: no inline script or style.
 PAGE_CSP = (
@@ -29,32 +31,32 @@ def _static(name: str, *, cache: str = "no-cache", headers: dict[str, str] | Non
                         headers={"Cache-Control": cache, "X-Content-Type-Options": "nosniff", **(headers or {})})
 
 
-@routes.get("/widget.js")
+@routes.unlisted("GET", "/widget.js", auth="public")
 async def widget_js(_: web.Request) -> web.Response:
     return _static("widget.js", cache="public, max-age=300", headers={"Access-Control-Allow-Origin": "*"})
 
 
-@routes.get("/widget.css")
+@routes.unlisted("GET", "/widget.css", auth="public")
 async def widget_css(_: web.Request) -> web.Response:
     return _static("widget.css", cache="public, max-age=300", headers={"Access-Control-Allow-Origin": "*"})
 
 
-@routes.get("/admin")
+@routes.unlisted("GET", "/admin", auth="public")
 async def admin_page(_: web.Request) -> web.Response:
     return _static("admin.html", headers={"Content-Security-Policy": PAGE_CSP, "Referrer-Policy": "no-referrer"})
 
 
-@routes.get("/admin/admin.js")
+@routes.unlisted("GET", "/admin/admin.js", auth="public")
 async def admin_js(_: web.Request) -> web.Response:
     return _static("admin.js")
 
 
-@routes.get("/admin/admin.css")
+@routes.unlisted("GET", "/admin/admin.css", auth="public")
 async def admin_css(_: web.Request) -> web.Response:
     return _static("admin.css")
 
 
-@routes.get("/demo")
+@routes.unlisted("GET", "/demo", auth="public")
 async def demo_page(request: web.Request) -> web.Response:
     """The demo shop page is the demo customer API's (a business's own site, embedding the widget from here):
     sent there, with the query (``bot_id``, ``user``). The gateway calls no one to serve it."""

@@ -1,4 +1,4 @@
-"""The admin API (the operator's token or a workspace's key, see access.py): bots, Custom
+"""The admin API's bots (the operator's token or a workspace's key: ``auth="workspace"``): bots, Custom
 Authentication settings, the Testing panel, contacts and the authentication activity log."""
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ from shared.routes import Handler, Link, Response, Routes, links_to
 from shared.sessions import end_contact_sessions
 from shared.signing import new_secret as new_signing_secret
 
-from . import directory, store, testing
-from .access import NOT_FOUND_BOT, NOT_FOUND_WORKSPACE, principal, visible_bot
-from .http_errors import (
+from ..access import NOT_FOUND_BOT, NOT_FOUND_WORKSPACE, principal, visible_bot
+from ..http_errors import (
     BODY_ERRORS, QUERY_ERRORS, RETRY_AFTER, URL_BODY_ERRORS, Error, FieldError, error, json_response, read_model,
     read_query,
 )
-from .ending import tell_ended
-from .keys import ASK, DESTINATIONS, HUB, POOL, PUBLISH, SECRETS, SETTINGS
-from .schemas import AuthEventQuery, BotQuery, ContactQuery, CustomAuthSettingsIn, NewBot, TestRequest
-from .views import AuthBreaker, Bot, BotPage, CustomAuthSettings, SigningSecret, TokenSecret
+from ..keys import ASK, DESTINATIONS, HUB, POOL, PUBLISH, SECRETS, SETTINGS
+from ..schemas import AuthEventQuery, BotQuery, ContactQuery, CustomAuthSettingsIn, NewBot, TestRequest
+from ..widget.ending import tell_ended
+from . import directory, store, testing
 from .contact_views import AuthEventPage, ContactDetail, ContactPage, SessionsRevoked
+from .views import AuthBreaker, Bot, BotPage, CustomAuthSettings, SigningSecret, TokenSecret
 
 routes = Routes()
 ADMIN_BODY_MAX_BYTES = 256 * 1024
@@ -51,7 +51,7 @@ CONTACT_LINKS = links_to("getContact", "exportContact", "revokeContactSessions",
                          bot_id="$request.path.bot_id", contact_id="$response.body#/contacts/0/contact_id")
 
 
-@routes.post("/v1/bots", "createBot", "Create a bot", tag="bots", body=NewBot, responses={
+@routes.post("/v1/bots", "createBot", "Create a bot", auth="workspace", tag="bots", body=NewBot, responses={
     201: Response("The new bot (Custom Authentication off).", Bot, links=BOT_LINKS),
     **NOT_FOUND_WORKSPACE, **BODY_ERRORS,
 })
@@ -66,7 +66,7 @@ async def create_bot(request: web.Request) -> web.Response:
     return json_response(bot, status=201)
 
 
-@routes.get("/v1/bots", "listBots", "List bots", tag="bots", query=BotQuery,
+@routes.get("/v1/bots", "listBots", "List bots", auth="workspace", tag="bots", query=BotQuery,
             responses={200: ("Bots, newest first.", BotPage), 422: ("Bad query parameters.", Error)})
 async def list_bots(request: web.Request) -> web.Response:
     query = read_query(request, BotQuery)
@@ -87,17 +87,18 @@ def _read_of_bot(read: Callable[[asyncpg.Pool, UUID], Awaitable[BaseModel | None
     return handler
 
 
-get_bot = routes.get("/v1/bots/{bot_id}", "getBot", "Read a bot", tag="bots",
+get_bot = routes.get("/v1/bots/{bot_id}", "getBot", "Read a bot", auth="workspace", tag="bots",
                      responses={200: ("The bot.", Bot), **NOT_FOUND_BOT})(_read_of_bot(store.get_bot))
 get_custom_auth = routes.get(
-    "/v1/bots/{bot_id}/custom-auth", "getCustomAuth", "Read Custom Authentication settings", tag="custom-auth",
+    "/v1/bots/{bot_id}/custom-auth", "getCustomAuth", "Read Custom Authentication settings", auth="workspace",
+    tag="custom-auth",
     responses={200: ("The settings, with `header_token_set` instead of the token.", CustomAuthSettings),
                **NOT_FOUND_BOT},
 )(_read_of_bot(store.get_custom_auth))
 
 
 @routes.put("/v1/bots/{bot_id}/custom-auth", "putCustomAuth", "Replace Custom Authentication settings",
-            tag="custom-auth", body=CustomAuthSettingsIn, responses={
+            auth="workspace", tag="custom-auth", body=CustomAuthSettingsIn, responses={
     200: Response("The stored settings.", CustomAuthSettings, links=links_to(
         "getCustomAuth", "testCustomAuth", "getAuthBreaker", "rotateSigningSecret", "rotateTokenSecret",
         bot_id="$request.path.bot_id")),
@@ -154,8 +155,8 @@ def _refuse_blocked_urls(destinations: Destinations, body: CustomAuthSettingsIn)
         raise error(422, "invalid_body", "the request body is not valid", fields=problems)
 
 
-@routes.post("/v1/bots/{bot_id}/custom-auth/test", "testCustomAuth", "Run the Testing panel", tag="custom-auth",
-             body=TestRequest, responses={
+@routes.post("/v1/bots/{bot_id}/custom-auth/test", "testCustomAuth", "Run the Testing panel",
+             auth="workspace", tag="custom-auth", body=TestRequest, responses={
     200: ("The request sent (tokens masked), the answer received, the identity parsed or the precise failure; "
           "with `identity_source: signed_token` the pasted JWT's header, claims and the check that failed.",
           TestResult),
@@ -175,7 +176,7 @@ async def test_custom_auth(request: web.Request) -> web.Response:
     return json_response(result)
 
 
-@routes.get("/v1/bots/{bot_id}/contacts", "listContacts", "List and search contacts", tag="contacts",
+@routes.get("/v1/bots/{bot_id}/contacts", "listContacts", "List and search contacts", auth="workspace", tag="contacts",
             query=ContactQuery,
             responses={200: Response("A page of contacts, newest first.", ContactPage, links=CONTACT_LINKS),
                        **NOT_FOUND_BOT, **QUERY_ERRORS})
@@ -186,7 +187,8 @@ async def list_contacts(request: web.Request) -> web.Response:
     return json_response(page)
 
 
-@routes.get("/v1/bots/{bot_id}/contacts/{contact_id}", "getContact", "Read a contact", tag="contacts", responses={
+@routes.get("/v1/bots/{bot_id}/contacts/{contact_id}", "getContact", "Read a contact",
+            auth="workspace", tag="contacts", responses={
     200: ("The contact, with `metadata` and where each field came from.", ContactDetail),
     404: ("No bot has this `bot_id`, or no contact of that bot has this id.", Error),
 })
@@ -203,7 +205,7 @@ async def get_contact(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/bots/{bot_id}/contacts/{contact_id}/revoke", "revokeContactSessions",
-             "End every session of a contact", tag="contacts", responses={
+             "End every session of a contact", auth="workspace", tag="contacts", responses={
     200: (("Every session of the contact not already ended (verified with it, or whose Collect Information form made "
            "it) is now `ended`, on every gateway replica; a stream still waiting gets one `ended` event."),
           SessionsRevoked),
@@ -228,8 +230,8 @@ def _contact_id(request: web.Request) -> UUID:
         raise error(404, "contact_not_found", "no contact has this id") from None
 
 
-@routes.get("/v1/bots/{bot_id}/auth-events", "listAuthEvents", "The authentication activity log", tag="contacts",
-            query=AuthEventQuery, responses={
+@routes.get("/v1/bots/{bot_id}/auth-events", "listAuthEvents", "The authentication activity log",
+            auth="workspace", tag="contacts", query=AuthEventQuery, responses={
     200: Response("A page of widget sessions, newest first, with why each ended as it did.", AuthEventPage,
                   links=links_to("getSession", session_id="$response.body#/events/0/session_id")),
     **NOT_FOUND_BOT, **QUERY_ERRORS,
@@ -245,7 +247,8 @@ async def auth_events(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/bots/{bot_id}/custom-auth/breaker", "getAuthBreaker",
-            "The bot's circuit breaker for its Authentication URL's host", tag="custom-auth", responses={
+            "The bot's circuit breaker for its Authentication URL's host", auth="workspace", tag="custom-auth",
+            responses={
     200: ("Its state as the verifier replicas last recorded it (each replica keeps its own breaker per bot and host: "
           "only this bot's failed calls open it, never another bot's on the same host).", AuthBreaker),
     **NOT_FOUND_BOT,
@@ -256,7 +259,7 @@ async def get_auth_breaker(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/bots/{bot_id}/custom-auth/signing-secret", "rotateSigningSecret",
-             "Create or rotate the bot's signing secret", tag="custom-auth", responses={
+             "Create or rotate the bot's signing secret", auth="workspace", tag="custom-auth", responses={
     201: (("The new secret, shown this once; the previous one keeps signing (a second signature) until "
            "`previous_valid_until`."), SigningSecret),
     **NOT_FOUND_BOT,
@@ -274,7 +277,7 @@ TOKEN_SECRET_KID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what a kid made below c
 
 
 @routes.post("/v1/bots/{bot_id}/custom-auth/token-secret", "rotateTokenSecret",
-             "Create or rotate the bot's HS256 token secret", tag="custom-auth", responses={
+             "Create or rotate the bot's HS256 token secret", auth="workspace", tag="custom-auth", responses={
     201: (("The new secret and its `kid`, shown this once. Tokens signed with the previous secret (its own `kid`) "
            "keep verifying for 24 hours."), TokenSecret),
     **NOT_FOUND_BOT,
@@ -289,7 +292,7 @@ async def rotate_token_secret(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/bots/{bot_id}/custom-auth/token-secret/{kid}", "deleteTokenSecret",
-               "Delete one of the bot's HS256 token secrets", tag="custom-auth", responses={
+               "Delete one of the bot's HS256 token secrets", auth="workspace", tag="custom-auth", responses={
     204: (("Deleted: from the next widget open on, a token naming this `kid` fails `unknown_kid`. Deleting the only "
            "secret leaves the bot without one until `POST .../token-secret` makes a new one."), None),
     404: (("No bot has this `bot_id`, or it belongs to another workspace (`bot_not_found`); or neither of the bot's "

@@ -31,11 +31,12 @@ from shared.crypto import Secrets
 from shared import webhook_outbox
 from shared.events import WebhookDue, utcnow
 from shared.routes import Routes
+from shared.sessions import OF_CONTACT, erase_contact_details
 
+from ..access import visible_bot
+from ..http_errors import Error, error, json_response
+from ..keys import POOL, SECRETS
 from . import directory, webhooks
-from .access import visible_bot
-from .http_errors import Error, error, json_response
-from .keys import POOL, SECRETS
 from .contact_views import ContactExport, ExportedCachedIdentity, ExportedPushedIdentity, ExportedSession
 
 routes = Routes()
@@ -46,13 +47,11 @@ NOT_FOUND_CONTACT = {404: (
 
 _KEY = """SELECT identify_method, identifier, external_workspace_id, external_id
           FROM contacts WHERE bot_id = $1 AND contact_id = $2"""
-# Its sessions: verified as the contact, or the form that made or updated it ($1 bot, $2 contact).
-_OF_CONTACT = "s.bot_id = $1 AND (s.contact_id = $2 OR s.collected_contact_id = $2)"
 # Pushed profiles: the one its sessions used, or any with its identifier (the field named by the identify
 # method, as pushed: normalised) or its business id, in its business workspace.
 # $1 bot, $2 contact, $3 identify method, $4 identifier, $5 external_workspace_id, $6 external_id.
 _PUSHED = f"""pushed_identities p WHERE p.bot_id = $1 AND (
-    p.used_by IN (SELECT s.session_id FROM widget_sessions s WHERE {_OF_CONTACT})
+    p.used_by IN (SELECT s.session_id FROM widget_sessions s WHERE {OF_CONTACT})
     OR ((p.identity ->> 'external_workspace_id') IS NOT DISTINCT FROM $5
         AND (p.identity ->> $3::text = $4::text OR p.identity ->> 'id' = $6::text)))"""
 # The grace cache: the identity verified for an access token ($1 bot, $2 identify method, $3 identifier,
@@ -90,8 +89,7 @@ async def erase(pool: asyncpg.Pool, secrets: Secrets, bot_id: UUID, contact_id: 
         )
         await conn.execute(f"DELETE FROM {_PUSHED}", bot_id, contact_id, method, identifier, workspace, external_id)
         await conn.execute(f"DELETE FROM {_CACHED}", bot_id, method, identifier, workspace, external_id)
-        sessions = [r["session_id"] for r in await conn.fetch(
-            f"UPDATE widget_sessions s SET detail = NULL WHERE {_OF_CONTACT} RETURNING s.session_id", bot_id, contact_id)]
+        sessions = await erase_contact_details(conn, bot_id, contact_id)
         await conn.execute("DELETE FROM contacts WHERE contact_id = $1", contact_id)  # sessions' links: SET NULL
         # The earlier webhook deliveries about it or its sessions hold its data: gone; `contact.erased` is
         # announced if the bot takes it.
@@ -114,7 +112,7 @@ async def export(pool: asyncpg.Pool, bot_id: UUID, contact_id: UUID) -> ContactE
         sessions = await conn.fetch(
             f"""SELECT s.session_id, CASE WHEN s.contact_id = $2 THEN 'verified' ELSE 'collected' END AS link,
                        s.origin, s.status, s.reason, s.detail, s.created_at, s.resolved_at, s.collected_at, s.degraded
-                FROM widget_sessions s WHERE {_OF_CONTACT} ORDER BY s.created_at DESC, s.session_id DESC""",
+                FROM widget_sessions s WHERE {OF_CONTACT} ORDER BY s.created_at DESC, s.session_id DESC""",
             bot_id, contact_id,
         )
         pushed = await conn.fetch(
@@ -139,8 +137,8 @@ async def _addressed(request: web.Request) -> tuple[asyncpg.Pool, UUID, UUID]:
     return request.app[POOL], await visible_bot(request), _contact_id(request)
 
 
-@routes.delete("/v1/bots/{bot_id}/contacts/{contact_id}", "eraseContact", "Erase a contact", tag="contacts",
-               responses={
+@routes.delete("/v1/bots/{bot_id}/contacts/{contact_id}", "eraseContact", "Erase a contact",
+               auth="workspace", tag="contacts", responses={
     204: ("Erased: its personal data is gone, and an event from before now (a replay, a retry, a late "
           "verification) will not make it again; a verification after now makes a new contact.", None),
     **NOT_FOUND_CONTACT,
@@ -154,7 +152,7 @@ async def erase_contact(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/bots/{bot_id}/contacts/{contact_id}/export", "exportContact",
-            "Export everything stored about a contact", tag="contacts", responses={
+            "Export everything stored about a contact", auth="workspace", tag="contacts", responses={
     200: ("The contact's profile, sources, flags and history, its sessions with their outcomes, and the identities "
           "kept for it.", ContactExport),
     **NOT_FOUND_CONTACT,

@@ -13,8 +13,8 @@ from shared.messaging import Topology
 from shared.panel import REQUEST_TYPE, TESTING_QUEUE, PanelAnswer, PanelRequest, TestResult
 from shared.rpc import Asker, Unanswered
 
-from .http_errors import error
-from .schemas import TestRequest
+from ..http_errors import error
+from ..schemas import TestRequest
 
 
 async def run_test(ask: Asker, topology: Topology, secrets: Secrets, bot_id: UUID, sample: TestRequest, *,

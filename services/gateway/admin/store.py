@@ -12,8 +12,8 @@ from shared.auth_config import AUTH_URL, ISSUER, WHITELIST_API_URL, NotBound, mo
 from shared.crypto import Secrets
 from shared.db import CONFIG_CHANNEL
 
-from . import pagination
-from .schemas import CustomAuthSettingsIn
+from .. import pagination
+from ..schemas import CustomAuthSettingsIn
 from .views import Bot, BotPage, CustomAuthSettings, DomainWhitelistView, OidcView, SignedTokenView
 
 
@@ -204,6 +204,21 @@ async def rotate_signing_secret(pool: asyncpg.Pool, bot_id: UUID, secret: str, s
         )
         await conn.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(bot_id))
     return row["signing_previous_until"] if row else None
+
+
+# Only when the bot has none: a secret already set (and shared with the business) is never replaced here.
+_FIRST_SECRET = """UPDATE custom_auth_settings SET signing_secret_cipher = $2, revision = revision + 1, updated_at = now()
+                   WHERE bot_id = $1 AND signing_secret_cipher IS NULL RETURNING true"""
+
+
+async def first_signing_secret(conn: asyncpg.Connection, bot_id: UUID, secret: str, secrets: Secrets) -> bool:
+    """In the caller's transaction: make ``secret`` the bot's signing secret if it has none (its settings row is
+    made if missing), and tell the verifiers. False: it had one, kept."""
+    await conn.execute("INSERT INTO custom_auth_settings (bot_id) VALUES ($1) ON CONFLICT DO NOTHING", bot_id)
+    if not await conn.fetchval(_FIRST_SECRET, bot_id, secrets.encrypt(secret)):
+        return False
+    await conn.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(bot_id))  # verifiers re-read it
+    return True
 
 
 async def rotate_token_secret(pool: asyncpg.Pool, bot_id: UUID, kid: str, secret: str, secrets: Secrets) -> bool:

@@ -1,9 +1,9 @@
 """What the admin API answers: each model is built by the code that answers (``store``, ``directory``,
-``workspaces``, ``admin``) and is the response's schema in ``/openapi.json``. Exactly these fields,
+``workspaces``, ``bots``) and is the response's schema in ``/openapi.json``. Exactly these fields,
 no others: a query that drifts from its model fails where the answer is built, before any client sees it.
 
-The widget's answers are TypedDicts beside the code that builds them (:mod:`shared.sessions`,
-``widget.py``): its hot path makes no model per request. The Testing panel's answer is built by the
+The widget's answers are TypedDicts beside the code that builds them (:mod:`shared.widget_view`,
+``widget/api.py``): its hot path makes no model per request. The Testing panel's answer is built by the
 verifier that runs it (:class:`shared.panel.TestResult`).
 """
 
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import IdentifyMethod
 
-from .schemas import RequestField, SignedTokenSettings
+from ..schemas import RequestField, SignedTokenSettings
 
 
 class View(BaseModel):

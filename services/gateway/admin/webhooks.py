@@ -16,19 +16,19 @@ from pydantic import ConfigDict, Field, field_validator
 
 from shared import webhook_outbox
 from shared.crypto import Secrets
-from shared.db import CONFIG_CHANNEL
 from shared.destinations import DestinationBlocked
 from shared.events import WebhookDue
 from shared.routes import Response, Routes, links_to
 from shared.signing import new_secret
 
-from . import pagination
-from .access import NOT_FOUND_BOT, visible_bot
-from .admin import ADMIN_BODY_MAX_BYTES
-from .http_errors import QUERY_ERRORS, URL_BODY_ERRORS, FieldError, error, json_response, read_model, read_query
-from .keys import DESTINATIONS, POOL, PUBLISH, SECRETS
-from .constraints import when
-from .schemas import HttpUrl, Strict
+from .. import pagination
+from ..access import NOT_FOUND_BOT, visible_bot
+from ..constraints import when
+from ..http_errors import QUERY_ERRORS, URL_BODY_ERRORS, FieldError, error, json_response, read_model, read_query
+from ..keys import DESTINATIONS, POOL, PUBLISH, SECRETS
+from ..schemas import HttpUrl, Strict
+from . import store
+from .bots import ADMIN_BODY_MAX_BYTES
 from .views import WebhookDeliveryPage, WebhookSettings
 
 
@@ -76,9 +76,6 @@ _READ = """SELECT w.url, coalesce(w.events, '{}') AS events, coalesce(w.enabled,
 _PUT = """INSERT INTO webhooks (bot_id, url, events, enabled) VALUES ($1, $2, $3, $4)
           ON CONFLICT (bot_id) DO UPDATE SET url = EXCLUDED.url, events = EXCLUDED.events,
                                              enabled = EXCLUDED.enabled, updated_at = now()"""
-# Only when the bot has none: a secret already set (and shared with the business) is never replaced here.
-_FIRST_SECRET = """UPDATE custom_auth_settings SET signing_secret_cipher = $2, revision = revision + 1, updated_at = now()
-                   WHERE bot_id = $1 AND signing_secret_cipher IS NULL RETURNING true"""
 
 
 def _view(row: asyncpg.Record, made: str | None = None) -> WebhookSettings:
@@ -87,7 +84,7 @@ def _view(row: asyncpg.Record, made: str | None = None) -> WebhookSettings:
                            updated_at=row["updated_at"])
 
 
-@routes.get("/v1/bots/{bot_id}/webhook", "getWebhook", "Read the bot's webhook", tag="webhooks",
+@routes.get("/v1/bots/{bot_id}/webhook", "getWebhook", "Read the bot's webhook", auth="workspace", tag="webhooks",
             responses={200: ("The webhook (defaults when never saved).", WebhookSettings), **NOT_FOUND_BOT})
 async def get_webhook(request: web.Request) -> web.Response:
     bot_id = await visible_bot(request)
@@ -97,7 +94,7 @@ async def get_webhook(request: web.Request) -> web.Response:
     return json_response(_view(row))
 
 
-@routes.put("/v1/bots/{bot_id}/webhook", "putWebhook", "Replace the bot's webhook", tag="webhooks",
+@routes.put("/v1/bots/{bot_id}/webhook", "putWebhook", "Replace the bot's webhook", auth="workspace", tag="webhooks",
             body=WebhookIn, responses={
     200: Response("The stored webhook. When enabling it made the bot's first signing secret, `signing_secret` shows "
                   "it this once.", WebhookSettings,
@@ -129,17 +126,15 @@ async def _store(pool: asyncpg.Pool, bot_id: UUID, body: WebhookIn, secrets: Sec
         except asyncpg.ForeignKeyViolationError:  # the bot was deleted meanwhile
             raise error(404, "bot_not_found", "no bot has this bot_id") from None
         if body.enabled:
-            await conn.execute("INSERT INTO custom_auth_settings (bot_id) VALUES ($1) ON CONFLICT DO NOTHING", bot_id)
             secret = new_secret()
-            if await conn.fetchval(_FIRST_SECRET, bot_id, secrets.encrypt(secret)):
+            if await store.first_signing_secret(conn, bot_id, secret, secrets):
                 made = secret
-                await conn.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(bot_id))  # verifiers re-read it
         await conn.execute("SELECT pg_notify($1, $2)", webhook_outbox.WEBHOOKS_CHANNEL, str(bot_id))
     return made
 
 
 @routes.get("/v1/bots/{bot_id}/webhook/deliveries", "listWebhookDeliveries", "The webhook's delivery log",
-            tag="webhooks", query=DeliveryQuery, responses={
+            auth="workspace", tag="webhooks", query=DeliveryQuery, responses={
     200: ("Deliveries, newest first: each attempt's outcome as last recorded.", WebhookDeliveryPage),
     **NOT_FOUND_BOT, **QUERY_ERRORS,
 })

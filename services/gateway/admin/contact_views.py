@@ -1,5 +1,5 @@
 """What the admin API answers about contacts: Contact Details, the contact list, the export, and the
-authentication activity log (built by ``directory``, ``erasure`` and ``admin``). See :mod:`.views`."""
+authentication activity log (built by ``directory``, ``erasure`` and ``bots``). See :mod:`.views`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import Field
 
 from shared.events import FallbackReason, IdentifyMethod
-from shared.sessions import SessionStatus
+from shared.widget_view import SessionStatus
 
 from .views import View
 

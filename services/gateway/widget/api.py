@@ -20,17 +20,18 @@ from shared.logging import session_ref
 from shared.metrics import WAITING_STREAMS
 from shared.routes import Response, Routes, Stream, links_to
 from shared.sessions import (
-    NewSession, SessionView, busy_view, claim_collection, end_session, new_session_id, release_collection,
-    session_view, watch_session,
+    NewSession, claim_collection, end_session, new_session_id, release_collection, watch_session,
 )
+from shared.widget_view import SessionView
 
-from .http_errors import BODY_ERRORS, RETRY_AFTER, UNAVAILABLE, Error, dumps, error, json_response, read_model, read_query
+from ..http_errors import BODY_ERRORS, RETRY_AFTER, UNAVAILABLE, Error, dumps, error, json_response, read_model, read_query
+from ..keys import HUB, LIMITS, OPENS, POOL, PUBLISH, SETTINGS
+from ..schemas import CollectedContact, OpenQuery, OpenSession
 from .ending import tell_ended
-from .keys import HUB, LIMITS, OPENS, POOL, PUBLISH, SETTINGS
 from .opening import Busy, Open, Opened
 from .outcomes import OutcomeHub, View
 from .ratelimit import LIMITED
-from .schemas import CollectedContact, OpenQuery, OpenSession
+from .views import busy_view, session_view
 
 log = structlog.get_logger("doorman.gateway.widget")
 routes = Routes()
@@ -62,8 +63,8 @@ def session_id_of(request: web.Request) -> str:
     return session_id
 
 
-@routes.post("/v1/widget/sessions", "openSession", "Open a widget session", tag="widget", body=OpenSession,
-             query=OpenQuery, responses={
+@routes.post("/v1/widget/sessions", "openSession", "Open a widget session",
+             auth="public", tag="widget", body=OpenSession, query=OpenQuery, responses={
     200: Response(
         "Only with `wait`: the outcome came within `wait` seconds; the session as `GET "
         "/v1/widget/sessions/{session_id}` returns it (verified, or fallback with the reason). An open refused "
@@ -129,7 +130,7 @@ async def _outcome_within(hub: OutcomeHub, session_id: str, seconds: float) -> V
 
 
 @routes.post("/v1/widget/sessions/{session_id}/contact", "collectContact", "Send the Collect Information form",
-             tag="widget", body=CollectedContact, responses={
+             auth="public", tag="widget", body=CollectedContact, responses={
     202: Response("Accepted: a non-verified contact is made (it never overwrites a verified one).", ContactAccepted,
                   links=links_to("getSession", session_id="$response.body#/session_id")),
     **NO_SESSION,
@@ -169,7 +170,8 @@ async def collect_contact(request: web.Request) -> web.Response:
     return json_response(accepted, status=202)
 
 
-@routes.get("/v1/widget/sessions/{session_id}", "getSession", "Read a widget session", tag="widget", responses={
+@routes.get("/v1/widget/sessions/{session_id}", "getSession", "Read a widget session",
+            auth="public", tag="widget", responses={
     200: ("The session: pending, verified (with the contact), fallback (with the reason) or ended (logged out or "
           "revoked: no contact).", SessionView),
     **NO_SESSION, **LIMITED,
@@ -183,7 +185,7 @@ async def read_session(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/widget/sessions/{session_id}", "endSession", "End a widget session (the visitor logged out)",
-               tag="widget", responses={
+               auth="public", tag="widget", responses={
     204: ("Ended (or it already was): the session's status is `ended` from now on, on every gateway replica, and a "
           "stream still waiting gets one `ended` event and closes. Ending a pending session is final: a verification "
           "that comes later still updates the contact, but the session stays `ended`.", None),
@@ -209,7 +211,7 @@ SSE_HEADERS = {
 
 
 @routes.get("/v1/widget/sessions/{session_id}/events", "streamSession", "Stream a widget session's outcome",
-            tag="widget", responses={
+            auth="public", tag="widget", responses={
     200: Response("Server-Sent Events.", stream=Stream(
         "Exactly one event, `event: outcome`, sent when the session resolves (at once if it already has, as an open "
         "refused with reason `busy` has); its `data` is the session as JSON, the same object "

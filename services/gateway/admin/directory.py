@@ -9,9 +9,9 @@ import asyncpg
 
 from shared.destinations import host_of
 
-from . import pagination
-from .views import AuthBreaker, BreakerReplica
+from .. import pagination
 from .contact_views import AuthEventPage, ContactDetail, ContactHistoryEntry, ContactPage
+from .views import AuthBreaker, BreakerReplica
 
 CONTACT_SUMMARY = """contact_id, identify_method, identifier, external_workspace_id, external_id, name, email, phone_number,
     country_code, avatar, label, verified, created_at, updated_at, last_verified_at"""

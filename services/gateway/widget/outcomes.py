@@ -35,7 +35,7 @@ from .admission import Admission
 
 log = structlog.get_logger("doorman.gateway.outcomes")
 
-View = Mapping[str, Any]  # a session's view (shared.sessions.SessionView), as told or read; {}: no such session
+View = Mapping[str, Any]  # a session's view (shared.widget_view.SessionView), as told or read; {}: no such session
 PING = b": ping\n\n"
 ReadViews = Callable[[Sequence[str]], Awaitable[Mapping[str, View]]]
 

@@ -23,7 +23,7 @@ from limits.storage import storage_from_string
 from shared.metrics import SESSIONS_REFUSED
 from shared.routes import Response
 
-from .http_errors import RETRY_AFTER, Error, error
+from ..http_errors import RETRY_AFTER, Error, error
 
 LIMITED = {429: Response("Too many requests from this client address (or for this bot); retry after `Retry-After`.",
                          Error, RETRY_AFTER)}

@@ -29,8 +29,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from shared.destinations import Allow, Destinations, DestinationBlocked, policy
-from shared.host_slots import HostSlots
+from shared.destinations import Allow, DestinationBlocked, Destinations, policy
+
+from .host_slots import HostSlots
 
 ACCEPT_ENCODING = "gzip, deflate"
 
@@ -110,7 +111,7 @@ class OutboundClient:
     """Calls a business's URL under Doorman's rules.
 
     Calls per destination host are capped (``limit_per_host``) and the slots are shared fairly between
-    the tenants calling the host (``tenant``: the bot whose call it is; :mod:`shared.host_slots`). A call
+    the tenants calling the host (``tenant``: the bot whose call it is; :mod:`.host_slots`). A call
     with no free slot waits at most ``max_wait`` seconds, then fails with :class:`HostBusy`; one whose
     tenant holds fewer slots than its share waits up to the call timeout longer, since by then every
     call in flight has ended and handed its slot on, to such tenants first. A fast business's burst (a

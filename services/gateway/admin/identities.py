@@ -37,12 +37,12 @@ from shared.profiles import (
 )
 from shared.routes import Link, Response, Routes
 
-from .access import NOT_FOUND_BOT, visible_bot
-from .admin import ADMIN_BODY_MAX_BYTES
-from .constraints import EMAIL, NO_NUL, NOT_BLANK, NUL, PHONE_NUMBER_SCHEMA, one_filled
-from .http_errors import BODY_ERRORS, Error, error, json_response, read_model
-from .keys import POOL, SECRETS
-from .schemas import Strict, integral, no_nul
+from ..access import NOT_FOUND_BOT, visible_bot
+from ..constraints import EMAIL, NO_NUL, NOT_BLANK, NUL, PHONE_NUMBER_SCHEMA, one_filled
+from ..http_errors import BODY_ERRORS, Error, error, json_response, read_model
+from ..keys import POOL, SECRETS
+from ..schemas import Strict, integral, no_nul
+from .bots import ADMIN_BODY_MAX_BYTES
 from .views import WidgetToken
 
 
@@ -140,7 +140,7 @@ def new_widget_token() -> str:
 
 
 @routes.post("/v1/bots/{bot_id}/identities", "pushIdentity", "Push a visitor's identity; get a widget token",
-             tag="custom-auth", body=PushIdentity, responses={
+             auth="workspace", tag="custom-auth", body=PushIdentity, responses={
     201: Response("A single-use widget token for the widget's `data-token`, and when it expires.", WidgetToken,
                   links={"openSession": Link("openSession", body={
                       "bot_id": "$request.path.bot_id", "access_token": "$response.body#/widget_token"})}),
