@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import os
+import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -109,6 +110,8 @@ def axe_source() -> str:
     """axe.min.js, from the npm registry through package-lock.json (``npm ci`` when it is not installed yet)."""
     script = AXE / "node_modules" / "axe-core" / "axe.min.js"
     if not script.exists():
+        if shutil.which("npm") is None:
+            pytest.fail("npm is missing: the accessibility checks install axe-core with it (Debian's nodejs and npm)")
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AXE, check=True, timeout=300)
     return script.read_text()
 
