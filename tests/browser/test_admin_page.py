@@ -69,6 +69,7 @@ async def test_sign_in_pick_and_create_bots_sign_out(page: Page, stack: Stack) -
     listed = page.locator(f'[data-testid="bot-row"][data-bot-id="{existing}"]')
     await expect(page.get_by_test_id("bots-view")).to_be_visible()
     await expect(listed).to_contain_text(existing)
+    await screenshot(page, "admin-bots")
     await listed.get_by_role("link", name=existing_name).click()
     await expect(page.get_by_test_id("bot-view")).to_be_visible()
     await expect(page.get_by_test_id("bots-view")).to_be_hidden()
