@@ -34,7 +34,7 @@ def _sign(user: str, key: bytes) -> str:
 
 DEMO_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Demo shop: Doorman widget</title>
-<link rel="stylesheet" href="/demo.css"></head>
+<link rel="icon" href="{gateway}/favicon.ico"><link rel="stylesheet" href="/demo.css"></head>
 <body><header><h1>Demo shop</h1><p>Signed in as <b>{user}</b> (a token from the demo customer API).
 Open the chat bubble in the corner.</p></header>
 <script src="{gateway}/widget.js" data-bot-id="{bot_id}" data-token="{token}" data-lang="en"></script>
@@ -46,7 +46,7 @@ def make_app(key: bytes = b"demo-signing-key", *, gateway_url: str = "http://127
     app = web.Application()
     # The page loads nothing inline: its own stylesheet, and the widget's script, styles and API from the gateway.
     page_csp = (f"default-src 'none'; script-src {gateway_url}; style-src 'self' {gateway_url}; "
-                f"connect-src {gateway_url}; img-src 'self' data: https:; base-uri 'none'; frame-ancestors 'none'")
+                f"connect-src {gateway_url}; img-src 'self' {gateway_url} data: https:; base-uri 'none'; frame-ancestors 'none'")
 
     async def issue(request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else {}

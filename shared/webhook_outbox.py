@@ -211,6 +211,22 @@ async def publish(pool: asyncpg.Pool, publisher: Publisher, due: Sequence[Webhoo
     return True
 
 
+_RETRY = """UPDATE webhook_deliveries SET status = 'pending', published_at = NULL
+            WHERE bot_id = $1 AND delivery_id = $2 AND status = 'dead'
+            RETURNING delivery_id, bot_id, type, session_id"""
+
+
+async def retry_dead(pool: asyncpg.Pool, bot_id: UUID, delivery_id: UUID) -> WebhookDue | str | None:
+    """Put a dead delivery back to ``pending`` (unpublished: the sweeper sends it if the caller's publish does
+    not) and return it, for :func:`publish`; the same body and id, a fresh round of attempts. A delivery that is
+    not dead: its status (nothing changed); an unknown one: None."""
+    row = await pool.fetchrow(_RETRY, bot_id, delivery_id)
+    if row is not None:
+        return _due(row)
+    return await pool.fetchval(
+        "SELECT status FROM webhook_deliveries WHERE bot_id = $1 AND delivery_id = $2", bot_id, delivery_id)
+
+
 SWEEP_AFTER = timedelta(seconds=5)  # a delivery not published this long after its commit is republished
 SWEEP_CHUNK = 500
 

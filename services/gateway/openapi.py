@@ -44,6 +44,7 @@ PATH_PARAMETERS = {
     "contact_id": ("The contact's id.", {"type": "string", "format": "uuid"}),
     "workspace_id": ("The workspace's id.", {"type": "string", "format": "uuid"}),
     "key_id": ("The API key's id.", {"type": "string", "format": "uuid"}),
+    "delivery_id": ("The webhook delivery's id (its `Doorman-Delivery` header).", {"type": "string", "format": "uuid"}),
     "kid": ("The `kid` of one of the bot's HS256 token secrets (`POST .../custom-auth/token-secret` showed it).",
             {"type": "string", "pattern": f"^{TOKEN_SECRET_KID.pattern}$"}),
 }

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import html
 import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -21,6 +23,9 @@ from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, 
 from tests.conftest import ADMIN_TOKEN, Stack, admin_headers
 
 CHROMIUM = os.environ.get("DOORMAN_CHROMIUM", "/usr/bin/chromium")
+# axe-core, pinned by tests/browser/axe/package-lock.json; installed on first use (`npm ci`).
+AXE = Path(__file__).resolve().parent / "axe"
+WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
@@ -89,7 +94,8 @@ def host_page(stack: Stack, host_site: dict[str, str], request: pytest.FixtureRe
         attrs = " ".join(f'data-{k.replace("_", "-")}="{html.escape(v)}"' for k, v in data.items())
         path = f"/shop/{request.node.name.replace('[', '_').replace(']', '')}"
         host_site[path] = (
-            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Shop</title></head>"
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Shop</title>"
+            f'<link rel="icon" href="{stack.gateway.url}/favicon.ico"></head>'
             "<body><h1>A shop</h1>"
             f'<script src="{stack.gateway.url}/widget.js" data-bot-id="{bot_id}" {attrs}></script>'
             "</body></html>"
@@ -97,6 +103,36 @@ def host_page(stack: Stack, host_site: dict[str, str], request: pytest.FixtureRe
         return host_site["__origin__"] + path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    """axe.min.js, from the npm registry through package-lock.json (``npm ci`` when it is not installed yet)."""
+    script = AXE / "node_modules" / "axe-core" / "axe.min.js"
+    if not script.exists():
+        if shutil.which("npm") is None:
+            pytest.fail("npm is missing: the accessibility checks install axe-core with it (Debian's nodejs and npm)")
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AXE, check=True, timeout=300)
+    return script.read_text()
+
+
+async def axe_violations(page: Page, axe_source: str) -> list[str]:
+    """axe-core's WCAG 2.1 A and AA rules on the page as it is now, one line per violation (rule, its nodes).
+    The script is evaluated through the DevTools protocol, so the page's own CSP stays as strict as it is."""
+    if not await page.evaluate("() => typeof window.axe === 'object'"):
+        await page.evaluate(axe_source + "\n;undefined")
+    violations = await page.evaluate(
+        """tags => axe.run(document, {runOnly: {type: "tag", values: tags}, resultTypes: ["violations"]})
+                 .then(r => r.violations.map(v => `${v.id} (${v.impact}): ${v.help} at ` +
+                                                  v.nodes.map(n => n.target.join(" ")).slice(0, 5).join(", ")))""",
+        WCAG_AA)
+    return list(violations)
+
+
+async def horizontal_overflow(page: Page) -> int:
+    """How many CSS pixels the page is wider than its viewport (0: no horizontal scroll)."""
+    return int(await page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"))
 
 
 async def screenshot(page: Page, name: str) -> None:

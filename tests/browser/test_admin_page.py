@@ -16,7 +16,9 @@ from playwright.async_api import Dialog, Page, expect
 from shared.events import FallbackReason
 from services.verifier.identity import describe
 from tests.browser.conftest import api, open_admin, screenshot
-from tests.conftest import ADMIN_TOKEN, Stack, create_bot, service_config, start_gateway, verify_once
+from tests.conftest import (
+    ADMIN_TOKEN, Stack, await_outcome, create_bot, open_session, service_config, start_gateway, verify_once,
+)
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 
 pytestmark = pytest.mark.usefixtures("no_csp_violations")
@@ -63,8 +65,15 @@ async def test_sign_in_pick_and_create_bots_sign_out(page: Page, stack: Stack) -
     await page.get_by_label("Admin token").fill(ADMIN_TOKEN)
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.locator(f'#bot-select option[value="{existing}"]')).to_contain_text(existing_name)
+    # Signed in: the list of bots, each a link to its settings.
+    listed = page.locator(f'[data-testid="bot-row"][data-bot-id="{existing}"]')
+    await expect(page.get_by_test_id("bots-view")).to_be_visible()
+    await expect(listed).to_contain_text(existing)
+    await screenshot(page, "admin-bots")
+    await listed.get_by_role("link", name=existing_name).click()
     await expect(page.get_by_test_id("bot-view")).to_be_visible()
-    await expect(page).to_have_url(re.compile(r"#bot=[0-9a-f-]{36}$"))
+    await expect(page.get_by_test_id("bots-view")).to_be_hidden()
+    await expect(page).to_have_url(re.compile(f"#bot={existing}$"))
     assert await page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')") == ADMIN_TOKEN
     await expect(page.get_by_test_id("token-input")).to_have_value("")
 
@@ -96,6 +105,12 @@ async def test_sign_in_pick_and_create_bots_sign_out(page: Page, stack: Stack) -
     await page.get_by_test_id("bot-select").select_option(existing)
     await expect(page).to_have_url(re.compile(f"#bot={existing}&tab=testing$"))
     await expect(page.get_by_test_id("bot-name")).to_have_text(existing_name)
+
+    # Back to the list from any bot.
+    await page.get_by_role("link", name="All bots").click()
+    await expect(page.get_by_test_id("bots-view")).to_be_visible()
+    await expect(page.get_by_test_id("bot-view")).to_be_hidden()
+    await expect(page.locator(f'[data-testid="bot-row"][data-bot-id="{made}"]')).to_contain_text(made_name)
 
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.get_by_test_id("signin-view")).to_be_visible()
@@ -244,6 +259,7 @@ async def test_testing_panel_verdicts(page: Page, stack: Stack, customer_api: Fa
 
     await open_admin(page, stack, bot, tab="testing")
     await expect(page.get_by_role("tab", name="Testing")).to_have_attribute("aria-selected", "true")
+    await expect(page.get_by_test_id("test-empty")).to_contain_text("No test run yet")
     await page.get_by_label("Access token").fill(sample_token)
     await page.get_by_test_id("test-user-id").fill("42")
     await page.get_by_role("button", name="Send test request").click()
@@ -252,42 +268,84 @@ async def test_testing_panel_verdicts(page: Page, stack: Stack, customer_api: Fa
     await expect(verdict).to_contain_text("Verified: would create contact Tess Tester")
     await expect(verdict).to_have_class(re.compile("verdict-ok"))
     await expect(verdict).to_contain_text("tess@example.com")
-    await expect(page.get_by_test_id("test-meta")).to_have_text(re.compile(r"^\d+(\.\d+)? ms"))
+    await expect(page.get_by_test_id("test-empty")).to_be_hidden()
+    await expect(page.get_by_test_id("test-meta")).to_have_text(re.compile(r"^\d+(\.\d+)? ms$"))
+    await expect(page.get_by_test_id("test-identity")).to_be_visible()
+    await expect(page.get_by_test_id("test-identity")).to_contain_text('"identifier": "tess@example.com"')
+    await expect(page.get_by_test_id("test-visitor")).to_have_text("A visitor would be verified.")
+    # The raw exchange is folded away until asked for.
     request = page.get_by_test_id("test-request")
+    await expect(request).to_be_hidden()
+    await page.get_by_text("The raw exchange").click()
+    await expect(request).to_be_visible()
     await expect(request).to_contain_text('"Authorization": "Bearer **** (')
     await expect(request).to_contain_text('"user_id": "42"')
     await expect(request).not_to_contain_text(sample_token)
     await expect(page.get_by_test_id("test-request-line")).to_have_text(f"POST {ok_url}")
     await expect(page.get_by_test_id("test-response-line")).to_contain_text("HTTP 200")
     await expect(page.get_by_test_id("test-response-body")).to_contain_text('"name": "Tess Tester"')
-    await expect(page.get_by_test_id("test-identity")).to_contain_text('"identifier": "tess@example.com"')
-    await expect(page.get_by_test_id("test-visitor")).to_have_text("A visitor (no site given) would be verified.")
 
-    # The call works, but a visitor on a site off the whitelist would get the form: the panel says so.
+    # The call works, but a visitor on a site off the whitelist would get the form: the panel says so, in words.
     await put_settings(stack, bot, auth_url=ok_url, domain_whitelist={"enabled": True, "domains": ["shop.example.com"]},
                        **settings)
     await page.get_by_test_id("test-origin").fill("https://evil.example")
     await page.get_by_role("button", name="Send test request").click()
     await expect(page.get_by_test_id("test-visitor")).to_have_text(
-        "A visitor on https://evil.example would not be verified: domain_not_allowed "
-        "(this site's domain is not on the bot's whitelist).")
+        "A visitor on https://evil.example would not be verified: this site's domain is not on the bot's whitelist.")
     await expect(verdict).to_contain_text("Verified: would create contact Tess Tester")
+    # No site given: the panel does not speak of "this site".
+    await page.get_by_test_id("test-origin").fill("")
+    await page.get_by_role("button", name="Send test request").click()
+    await expect(page.get_by_test_id("test-visitor")).to_have_text(
+        "A visitor would not be verified: the domain whitelist is on, and only a site on it may open the widget. "
+        "Fill in “Visitor's site” to check a site.")
     await page.get_by_test_id("test-origin").fill("https://shop.example.com")
     await page.get_by_role("button", name="Send test request").click()
     await expect(page.get_by_test_id("test-visitor")).to_have_text("A visitor on https://shop.example.com would be verified.")
 
-    reject_url = customer_api.endpoint(Answer(status=401, json={"status": False, "message": "token expired"}))
+    # The business refuses: which part failed, and what it said, quoted; no identity block.
+    reject_url = customer_api.endpoint(Answer(status=401, json={"status": False, "message": "bad header token"}))
     await put_settings(stack, bot, auth_url=reject_url, **settings)
     await page.get_by_role("button", name="Send test request").click()
-    await expect(verdict).to_contain_text("Failed: auth_rejected")
+    await expect(page.get_by_test_id("test-verdict-title")).to_have_text("Your Authentication URL refused the token (HTTP 401)")
     await expect(verdict).to_have_class(re.compile("verdict-fail"))
+    await expect(page.get_by_test_id("test-said")).to_be_visible()
+    await expect(page.get_by_test_id("test-said")).to_contain_text("Your endpoint said:")
+    await expect(page.get_by_test_id("test-said-text")).to_have_text("“bad header token”")
     await expect(page.get_by_test_id("test-verdict-hint")).to_have_text(describe(FallbackReason.auth_rejected))
+    await expect(page.get_by_test_id("test-meta")).to_contain_text("reason code auth_rejected")
+    await expect(page.get_by_test_id("test-identity-card")).to_be_hidden()
+    await expect(page.get_by_test_id("test-result")).not_to_contain_text("nothing would be stored")
     await expect(page.get_by_test_id("test-response-line")).to_contain_text("HTTP 401")
-    await expect(page.get_by_test_id("test-response-body")).to_contain_text("token expired")
-    await expect(page.get_by_test_id("test-identity")).to_contain_text("nothing would be stored")
+    await expect(page.get_by_test_id("test-response-body")).to_contain_text("bad header token")
 
     await fit_to_content(page)
     await screenshot(page, "admin-testing")
+
+
+async def test_a_new_test_run_clears_the_last_verdict(page: Page, stack: Stack, customer_api: FakeCustomerAPI) -> None:
+    """While a run is on its way the page says so, and the previous verdict is gone (it was about other settings)."""
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True,
+                           auth_url=customer_api.endpoint(verified(id="r-1", name="Run One")))
+    await open_admin(page, stack, bot, tab="testing")
+    await page.get_by_label("Access token").fill("t")
+    await page.get_by_role("button", name="Send test request").click()
+    await expect(page.get_by_test_id("test-verdict")).to_contain_text("Verified")
+
+    release = asyncio.Event()
+
+    async def hold(route: Any) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await page.route("**/custom-auth/test", hold)
+    await page.get_by_role("button", name="Send test request").click()
+    await expect(page.get_by_test_id("test-result")).to_be_hidden()
+    await expect(page.get_by_test_id("test-status")).to_have_text("Calling your Authentication URL…")
+    await expect(page.get_by_test_id("test-send")).to_be_disabled()
+    release.set()
+    await expect(page.get_by_test_id("test-result")).to_be_visible()
+    await expect(page.get_by_test_id("test-status")).to_have_text("")
 
 
 async def test_testing_panel_says_when_no_verifier_answers(page: Page, database_url: str, broker_prefix: Any,
@@ -390,6 +448,32 @@ async def test_contacts_search_and_details(page: Page, stack: Stack, customer_ap
     await expect(field("name")).to_contain_text("visitor")
     await expect(field("email")).to_contain_text("visitor")
     await expect(metadata).to_have_text("{}")
+
+
+async def test_end_all_sessions_of_a_contact(page: Page, stack: Stack, customer_api: FakeCustomerAPI) -> None:
+    """Revoking a contact's sessions has its button, behind a confirmation; the session is ended."""
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True,
+                           auth_url=customer_api.endpoint(verified(id="rv-1", name="Revoked Rae")))
+    session_id = await open_session(stack.http, stack.gateway.url, {"bot_id": bot, "access_token": "t"})
+    assert (await await_outcome(stack.http, stack.gateway.url, session_id))["status"] == "verified"
+    await open_admin(page, stack, bot, tab="contacts")
+    await page.get_by_test_id("contact-row").first.click()
+    await expect(page.get_by_test_id("contact-name")).to_have_text("Revoked Rae")
+
+    await page.get_by_role("button", name="End all sessions…").click()
+    await expect(page.get_by_test_id("confirm-dialog")).to_contain_text("The contact itself is kept")
+    await page.get_by_test_id("confirm-cancel").click()
+    async with stack.http.get(f"{stack.gateway.url}/v1/widget/sessions/{session_id}") as resp:
+        assert (await resp.json())["status"] == "verified"  # cancelled: nothing ended
+
+    await page.get_by_role("button", name="End all sessions…").click()
+    await page.get_by_role("button", name="End sessions").click()
+    await expect(page.get_by_test_id("contact-lifecycle-status")).to_have_text("1 session ended.")
+    async with stack.http.get(f"{stack.gateway.url}/v1/widget/sessions/{session_id}") as resp:
+        assert (await resp.json())["status"] == "ended"
+    await page.get_by_role("button", name="End all sessions…").click()
+    await page.get_by_role("button", name="End sessions").click()
+    await expect(page.get_by_test_id("contact-lifecycle-status")).to_have_text("No session was open: nothing to end.")
 
 
 # --- (f) activity -------------------------------------------------------------------------------

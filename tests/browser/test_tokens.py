@@ -7,7 +7,7 @@ import time
 
 import jwt
 import pytest
-from playwright.async_api import Dialog, Page, expect
+from playwright.async_api import Page, expect
 
 from tests.browser.conftest import api, open_admin, screenshot
 from tests.conftest import Stack, create_bot, verify_once
@@ -29,9 +29,26 @@ async def test_identity_source_settings_save_and_the_token_secret_shows_once(pag
     await expect(page.get_by_test_id("ids-auth-url")).to_be_checked()
     await expect(page.get_by_test_id("st-fields")).to_be_hidden()
 
+    # Each identity source shows only what it uses.
+    call_only = ["ca-auth-url", "ca-header-token", "ca-request-fields", "grace-card", "ca-intro-auth_url"]
+    for test_id in call_only:
+        await expect(page.get_by_test_id(test_id)).to_be_visible()
+    await expect(page.get_by_test_id("ca-intro-signed_token")).to_be_hidden()
+
     await page.get_by_label("Enable Custom Authentication").check()
     await page.get_by_test_id("ids-signed-token").check()
     await expect(page.get_by_test_id("st-fields")).to_be_visible()
+    for test_id in call_only:
+        await expect(page.get_by_test_id(test_id)).to_be_hidden()
+    await expect(page.get_by_test_id("ca-intro-signed_token")).to_be_visible()
+    assert "calls your Authentication URL" not in await page.get_by_test_id("settings-form").inner_text()
+    # A whitelist read from the business's API is called with the header token: then it shows.
+    await page.get_by_label("Enable the domain whitelist").check()
+    await page.get_by_label("Read from your API").check()
+    await expect(page.get_by_test_id("ca-header-token")).to_be_visible()
+    await page.get_by_label("Typed here").check()
+    await expect(page.get_by_test_id("ca-header-token")).to_be_hidden()
+    await page.get_by_label("Enable the domain whitelist").uncheck()
     await expect(page.get_by_test_id("st-secret-state")).to_have_text("none yet")
     await expect(page.get_by_test_id("st-jwks-url")).to_be_hidden()  # HS256: no JWKS
 
@@ -50,7 +67,7 @@ async def test_identity_source_settings_save_and_the_token_secret_shows_once(pag
     await expect(page.get_by_test_id("st-jwks-url")).to_be_visible()
     await expect(page.get_by_role("button", name="New token secret")).to_be_hidden()
     await page.get_by_role("button", name="Save", exact=True).click()  # RS256 needs a JWKS URL: said next to it
-    await expect(page.get_by_test_id("err-st-jwks_url")).to_contain_text("jwks_url is required for RS256")
+    await expect(page.get_by_test_id("err-st-jwks_url")).to_contain_text("jwks_url or issuer is required for RS256")
     await page.get_by_label("JWKS URL").fill("https://shop.example.com/.well-known/jwks.json")
     await page.get_by_label("Issuer").fill("https://shop.example.com")
     await page.get_by_label("Maximum lifetime (seconds)").fill("600")
@@ -76,16 +93,33 @@ async def test_identity_source_settings_save_and_the_token_secret_shows_once(pag
 
     # Back to HS256: a second secret replaces the first (after a confirmation); both verify for a day.
     await page.get_by_label("Algorithm").select_option("HS256")
-    confirmations: list[str] = []
-
-    async def accept(dialog: Dialog) -> None:
-        confirmations.append(dialog.message)
-        await dialog.accept()
-
-    page.on("dialog", accept)
     await page.get_by_role("button", name="New token secret").click()
-    await expect(page.get_by_test_id("st-secret-kid")).not_to_have_text(kid)
-    assert confirmations and "24 hours" in confirmations[0]
+    confirm = page.get_by_test_id("confirm-dialog")
+    await expect(confirm).to_be_visible()
+    await expect(confirm).to_contain_text("24 hours")
+    await page.get_by_test_id("confirm-cancel").click()  # cancelled: nothing made
+    await expect(confirm).to_be_hidden()
+    await expect(page.get_by_test_id("st-secret-state")).to_have_text(f"kid {kid}")
+    await page.get_by_role("button", name="New token secret").click()
+    await page.get_by_role("button", name="Make a new secret").click()
+    await expect(page.get_by_test_id("st-secret-state")).not_to_have_text(f"kid {kid}")
+    second = await page.get_by_test_id("st-secret-kid").text_content()
+    assert second
+
+    # The previous secret (still verifying for a day) is revoked at once, after a confirmation.
+    await page.get_by_role("button", name=f"Revoke previous secret (kid {kid})").click()
+    await expect(confirm).to_contain_text("cannot be undone")
+    await page.get_by_role("button", name="Revoke secret").click()
+    await expect(page.get_by_test_id("st-secret-status")).to_have_text(f"Revoked: tokens naming kid {kid} are refused.")
+    await expect(page.get_by_test_id("st-revoke-previous")).to_be_hidden()
+    status, _ = await api(stack, "DELETE", f"/v1/bots/{bot}/custom-auth/token-secret/{kid}")
+    assert status == 404  # gone already
+    # And the current one.
+    await page.get_by_role("button", name="Revoke current secret").click()
+    await page.get_by_role("button", name="Revoke secret").click()
+    await expect(page.get_by_test_id("st-secret-state")).to_have_text("none yet")
+    status, saved = await api(stack, "GET", f"/v1/bots/{bot}/custom-auth")
+    assert saved["signed_token"]["secret_kid"] is None
     # Switching back to the identity call keeps the token settings stored.
     await page.get_by_test_id("ids-auth-url").check()
     await expect(page.get_by_test_id("st-fields")).to_be_hidden()
@@ -109,13 +143,18 @@ async def test_testing_panel_shows_a_pasted_jwt(page: Page, stack: Stack) -> Non
     await page.get_by_role("button", name="Send test request").click()
     verdict = page.get_by_test_id("test-verdict")
     await expect(verdict).to_have_class(re.compile("verdict-fail"))
-    await expect(page.get_by_test_id("test-verdict-title")).to_have_text("Failed: auth_rejected")
+    await expect(page.get_by_test_id("test-verdict-title")).to_have_text("The signed token failed a check: expired")
     await expect(page.get_by_test_id("test-verdict-detail")).to_contain_text("expired: ")
+    await expect(page.get_by_test_id("test-identity-card")).to_be_hidden()
+    await page.get_by_text("The token as read").click()
     await expect(page.get_by_test_id("test-token-check")).to_have_text("Failed check: expired")
     await expect(page.get_by_test_id("test-token-header")).to_contain_text(f'"kid": "{made["kid"]}"')
     await expect(page.get_by_test_id("test-token-claims")).to_contain_text('"name": "Pat Panel"')
     await expect(page.get_by_test_id("test-request")).to_be_hidden()  # no call is made
-    await expect(page.get_by_test_id("test-visitor")).to_contain_text("would not be verified: auth_rejected")
+    await expect(page.get_by_test_id("test-visitor")).to_contain_text("would not be verified: expired")
+    # Signed-token mode: no widget fields to send, no call to speak of.
+    await expect(page.get_by_test_id("test-user-id")).to_be_hidden()
+    assert "Authentication URL" not in await page.get_by_test_id("panel-testing").inner_text()
 
     fresh = jwt.encode({"sub": "panel-1", "aud": bot, "iat": now, "exp": now + 300, "name": "Pat Panel"},
                        made["secret"], algorithm="HS256", headers={"kid": made["kid"]})

@@ -92,3 +92,58 @@ async def test_turn_the_webhook_on_and_watch_deliveries(page: Page, stack: Stack
     await expect(page.get_by_test_id("webhook-card")).to_be_visible()
     await expect(page.get_by_test_id("wh-secret-shown")).to_be_hidden()
     assert secret not in await page.content()
+
+
+async def refreshed_until(page: Page, status: str, tries: int = 60) -> None:
+    """Refresh the delivery log (bounded) until its newest row has ``status``."""
+    rows = page.get_by_test_id("wh-delivery")
+    for _ in range(tries):
+        await page.get_by_test_id("wh-refresh").click()
+        if await rows.count() and await rows.first.get_attribute("data-status") == status:
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"no {status} delivery in the log")
+
+
+async def test_retry_a_dead_delivery_and_rotate_the_signing_secret(
+    page: Page, stack: Stack, customer_api: FakeCustomerAPI,
+) -> None:
+    """Every webhook action has a button: Retry on a dead delivery (the fake business gets it again, the same id),
+    and a new signing secret behind a confirmation (shown once; the next call is signed with it)."""
+    status, bot = await api(stack, "POST", "/v1/bots", {"name": f"Retry shop {uuid4().hex[:6]}"})
+    bot_id = bot["bot_id"]
+    auth_url = customer_api.endpoint(verified(id="dead-1", name="Dee"), verified(id="dead-1", name="Dee"))
+    assert (await api(stack, "PUT", f"/v1/bots/{bot_id}/custom-auth", {"enabled": True, "auth_url": auth_url}))[0] == 200
+    hook = customer_api.endpoint(Answer(status=410, json={}), Answer(json={"ok": True}))  # refused, then fixed
+    status, _ = await api(stack, "PUT", f"/v1/bots/{bot_id}/webhook",
+                          {"enabled": True, "url": hook, "events": ["contact.created"]})
+    assert status == 200
+    await asyncio.sleep(0.3)
+    assert (await verify_once(stack, bot_id, access_token="tok"))["status"] == "verified"
+
+    await open_admin(page, stack, bot_id, "settings")
+    await refreshed_until(page, "dead")
+    dead = page.get_by_test_id("wh-delivery").first
+    await expect(dead).to_contain_text("HTTP 410")
+    await dead.get_by_role("button", name="Retry").click()
+    await expect(dead.get_by_test_id("wh-retried")).to_have_text("Sent again")
+    await refreshed_until(page, "delivered")
+    first, second = customer_api.received(hook)
+    assert first.headers["Doorman-Delivery"] == second.headers["Doorman-Delivery"]
+    await expect(page.get_by_test_id("wh-delivery").first.get_by_role("button", name="Retry")).to_have_count(0)
+
+    # A new signing secret: asked first, then shown once.
+    await page.get_by_role("button", name="New signing secret…").click()
+    await expect(page.get_by_test_id("confirm-dialog")).to_contain_text("24 hours")
+    await page.get_by_role("button", name="Make a new secret").click()
+    await expect(page.get_by_test_id("wh-secret-shown")).to_be_visible()
+    await expect(page.get_by_test_id("wh-secret-previous")).to_contain_text("The previous secret keeps signing too until")
+    secret = await page.get_by_test_id("wh-secret-value").text_content()
+    assert secret and secret.startswith("whsec_")
+    # The next identity call carries a signature made with it.
+    await verify_once(stack, bot_id, access_token="tok-2")
+    call = customer_api.received(auth_url)[-1]
+    assert verify(secret, call.headers, call.raw)
+    await page.reload()
+    await expect(page.get_by_test_id("webhook-card")).to_be_visible()
+    assert secret not in await page.content()

@@ -35,7 +35,8 @@ def _concrete(path: str) -> str:
                 .replace("{workspace_id}", "00000000-0000-4000-8000-000000000002")
                 .replace("{key_id}", "00000000-0000-4000-8000-000000000003")
                 .replace("{session_id}", "s" * 43)
-                .replace("{kid}", "k" * 12))
+                .replace("{kid}", "k" * 12)
+                .replace("{delivery_id}", "00000000-0000-4000-8000-000000000004"))
 
 
 async def test_a_method_a_path_does_not_have_is_405_with_allow(stack: Stack, doc: dict[str, Any]) -> None:

@@ -398,3 +398,43 @@ async def test_a_dead_delivery_is_sent_again_by_a_dlq_replay(stack: Stack, custo
     first, second = customer_api.received(hook)[:2]
     assert first.headers[DELIVERY] == second.headers[DELIVERY] == dead["delivery_id"]
     assert verify(secret, second.headers, second.raw)
+
+
+async def retry(stack: Stack, bot: str, delivery_id: str) -> tuple[int, dict[str, Any]]:
+    async with stack.http.post(f"{stack.gateway.url}/v1/bots/{bot}/webhook/deliveries/{delivery_id}/retry",
+                               headers=admin_headers()) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_a_dead_delivery_retried_through_the_api_is_delivered(stack: Stack, customer_api: FakeCustomerAPI) -> None:
+    """`POST .../deliveries/{delivery_id}/retry` (the admin page's Retry button): the business fixed its endpoint;
+    that one dead delivery goes out again under the same id, and only a dead one can be retried."""
+    hook = customer_api.endpoint(Answer(status=404, json={}), Answer(json={}))  # broken, then fixed
+    bot, secret = await webhook_bot(stack, customer_api, hook, events=["contact.created"])
+    other, _ = await webhook_bot(stack, customer_api, customer_api.endpoint(Answer(json={})), events=["contact.created"])
+    await open_and_wait(stack, bot, "ok-rita")
+
+    async def status_is(wanted: str) -> list[dict[str, Any]] | None:
+        found = (await deliveries(stack, bot))["deliveries"]
+        return found if found and found[0]["status"] == wanted else None
+
+    [dead] = await wait_until(lambda: status_is("dead"), what="dead")
+    assert len(customer_api.received(hook)) == 1
+    # Another bot's path, an unknown id, a malformed id: not found; nothing is sent.
+    assert (await retry(stack, other, dead["delivery_id"]))[0] == 404
+    assert (await retry(stack, bot, "00000000-0000-4000-8000-000000000000"))[1]["error"]["code"] == "delivery_not_found"
+    assert (await retry(stack, bot, "not-a-uuid"))[0] == 404
+
+    status, body = await retry(stack, bot, dead["delivery_id"])
+    assert (status, body) == (202, {"delivery_id": dead["delivery_id"], "status": "pending"})
+    [delivered] = await wait_until(lambda: status_is("delivered"), what="delivered after the retry")
+    assert delivered["delivery_id"] == dead["delivery_id"] and delivered["attempts"] == 2
+    first, second = customer_api.received(hook)
+    assert first.headers[DELIVERY] == second.headers[DELIVERY] == dead["delivery_id"]
+    assert second.raw == first.raw and verify(secret, second.headers, second.raw)
+
+    # Delivered: a retry is refused, and nothing more is sent.
+    status, body = await retry(stack, bot, dead["delivery_id"])
+    assert status == 409 and body["error"]["code"] == "invalid_state"
+    await asyncio.sleep(0.5)
+    assert len(customer_api.received(hook)) == 2

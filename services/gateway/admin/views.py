@@ -185,3 +185,8 @@ class WebhookDelivery(View):
 class WebhookDeliveryPage(View):
     deliveries: list[WebhookDelivery] = Field(description="newest first")
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class WebhookRetried(View):
+    delivery_id: UUID
+    status: Literal["pending"] = Field(description="sent again: the delivery log shows how it goes")

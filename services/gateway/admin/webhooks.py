@@ -1,5 +1,5 @@
 """The bot's webhook to the business (``PUT|GET /v1/bots/{bot_id}/webhook``) and its delivery log
-(``GET .../webhook/deliveries``). Enabling needs the bot's signing secret: one is made, and shown this
+(``GET .../webhook/deliveries``), where a dead delivery can be sent again (``POST .../{delivery_id}/retry``). Enabling needs the bot's signing secret: one is made, and shown this
 once, if the bot has none. Deliveries are recorded by the code that makes each change
 (shared/webhook_outbox.py) and sent by the verifier (services/verifier/webhooks.py).
 """
@@ -24,12 +24,12 @@ from shared.signing import new_secret
 from .. import pagination
 from ..access import NOT_FOUND_BOT, visible_bot
 from ..constraints import when
-from ..http_errors import QUERY_ERRORS, URL_BODY_ERRORS, FieldError, error, json_response, read_model, read_query
+from ..http_errors import QUERY_ERRORS, URL_BODY_ERRORS, Error, FieldError, error, json_response, read_model, read_query
 from ..keys import DESTINATIONS, POOL, PUBLISH, SECRETS
 from ..schemas import HttpUrl, Strict
 from . import store
 from .bots import ADMIN_BODY_MAX_BYTES
-from .views import WebhookDeliveryPage, WebhookSettings
+from .views import WebhookDeliveryPage, WebhookRetried, WebhookSettings
 
 
 WebhookType = Literal["contact.created", "contact.updated", "contact.erased", "session.fell_back"]
@@ -150,6 +150,32 @@ async def list_deliveries(request: web.Request) -> web.Response:
     )
     return json_response(WebhookDeliveryPage.model_validate(
         pagination.page(rows, query.limit, items="deliveries", key="delivery_id")))
+
+
+@routes.post("/v1/bots/{bot_id}/webhook/deliveries/{delivery_id}/retry", "retryWebhookDelivery",
+             "Send a dead delivery again", auth="workspace", tag="webhooks", responses={
+    202: (("The delivery is `pending` again and on its way to the webhook stage: the same body and `Doorman-Delivery` "
+           "id, a fresh round of attempts (its log's `attempts` keeps counting)."), WebhookRetried),
+    404: (("No bot has this `bot_id` (`bot_not_found`), or the bot has no delivery with this id "
+           "(`delivery_not_found`)."), Error),
+    409: ("The delivery is not `dead` (`invalid_state`): a pending one is still being tried, a delivered one is done.",
+          Error),
+})
+async def retry_delivery(request: web.Request) -> web.Response:
+    """What the business asks once its endpoint is fixed, for one dead delivery (``doorman dlq replay
+    verifier.webhooks`` sends every dead one again)."""
+    bot_id = await visible_bot(request)
+    try:
+        delivery_id = UUID(request.match_info["delivery_id"])
+    except ValueError:
+        raise error(404, "delivery_not_found", "the bot has no delivery with this id") from None
+    retried = await webhook_outbox.retry_dead(request.app[POOL], bot_id, delivery_id)
+    if retried is None:
+        raise error(404, "delivery_not_found", "the bot has no delivery with this id")
+    if isinstance(retried, str):
+        raise error(409, "invalid_state", f"only a dead delivery can be sent again; this one is {retried}")
+    await publish_after_commit(request.app, [retried])
+    return json_response(WebhookRetried(delivery_id=delivery_id, status="pending"), status=202)
 
 
 async def publish_after_commit(app: web.Application, due: Sequence[WebhookDue | None]) -> None:

@@ -56,6 +56,13 @@ async def admin_css(_: web.Request) -> web.Response:
     return _static("admin.css")
 
 
+@routes.unlisted("GET", "/favicon.ico", auth="public")
+async def favicon(_: web.Request) -> web.Response:
+    """The brand mark, for the admin page's tab (it links it) and any page a browser opens here."""
+    return web.Response(body=(STATIC / "favicon.ico").read_bytes(), content_type="image/x-icon",
+                        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"})
+
+
 @routes.unlisted("GET", "/demo", auth="public")
 async def demo_page(request: web.Request) -> web.Response:
     """The demo shop page is the demo customer API's (a business's own site, embedding the widget from here):

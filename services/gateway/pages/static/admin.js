@@ -176,7 +176,7 @@
     $("settings-form").reset();
     $("ca-header-token").value = "";
     show($("bot-view"), false);
-    show($("no-bots"), false);
+    show($("bots-view"), false);
     setText($("app-error"), "");
     showSignIn(message);
   }
@@ -244,9 +244,33 @@
 
   function renderBotSelect() {
     const select = $("bot-select");
-    select.replaceChildren(...state.bots.map((bot) => h("option", { value: bot.bot_id }, botLabel(bot))));
-    if (state.botId) select.value = state.botId;
+    const placeholder = h("option", { value: "", disabled: true }, "Choose a bot…");
+    select.replaceChildren(placeholder, ...state.bots.map((bot) => h("option", { value: bot.bot_id }, botLabel(bot))));
+    select.value = state.botId || "";
     show($("bot-bar"), true);
+    renderBotList();
+  }
+
+  // The list of bots (the page's home, #bots): each opens its settings.
+  function renderBotList() {
+    const count = state.bots.length;
+    $("bots-count").textContent = count ? `${count} bot${count === 1 ? "" : "s"}` : "";
+    $("bots-body").replaceChildren(...state.bots.map((bot) => h("tr", { dataset: { testid: "bot-row", botId: bot.bot_id } },
+      h("td", {}, h("a", { class: "row-link", href: hashFor(bot.bot_id, "settings") }, bot.name)),
+      h("td", { class: "mono small" }, bot.bot_id),
+      timeCell(bot.created_at))));
+    show($("bots-card"), count > 0);
+    show($("no-bots"), count === 0);
+  }
+
+  function showBotList() {
+    state.botId = null;
+    state.settingsFor = null;
+    resetBotPanels();
+    $("bot-select").value = "";
+    document.title = "Doorman admin";
+    show($("bot-view"), false);
+    show($("bots-view"), true);
   }
 
   function parseHash() {
@@ -269,17 +293,10 @@
     if (!state.token) return;
     const { bot, tab } = parseHash();
     if (!bot) {
-      if (state.bots.length) {
-        history.replaceState(null, "", hashFor(state.bots[0].bot_id, "settings"));
-        route();
-      } else {
-        state.botId = null;
-        show($("bot-view"), false);
-        show($("no-bots"), true);
-      }
+      showBotList();
       return;
     }
-    show($("no-bots"), false);
+    show($("bots-view"), false);
     if (bot !== state.botId) {
       selectBot(bot, tab);
     } else {
@@ -325,6 +342,8 @@
     $("test-form").reset();
     clearTestErrors();
     show($("test-result"), false);
+    show($("test-empty"), true);
+    $("test-raw").open = false;
     $("test-status").textContent = "";
     $("contacts-q").value = "";
     $("contacts-body").replaceChildren();
@@ -387,7 +406,7 @@
       button.tabIndex = selected ? 0 : -1;
       show($(`panel-${name}`), selected);
     }
-    if (tab === "settings" && state.settingsFor !== state.botId) loadSettings();
+    if ((tab === "settings" || tab === "testing") && state.settingsFor !== state.botId) loadSettings();
     if (tab === "settings" && webhook.botId !== state.botId) loadWebhook();  // Webhook block (issue 14)
     if (tab === "contacts" && $("contact-details").hidden) loadContacts(true);
     if (tab === "activity") loadEvents(true);
@@ -441,6 +460,26 @@
     const api = sourceValue() === "api";
     show($("wl-domains-field"), !api);
     show($("wl-api-field"), api);
+    applySources();
+  }
+
+  // Each identity source shows only what it uses: an element's data-sources lists the sources (and
+  // "whitelist_api": a whitelist read from the business's API, which takes the header token too) it is shown for.
+  // The settings form follows the choice being made; the Testing panel follows the saved settings it runs with.
+  function applySources() {
+    const active = new Set([identitySourceValue()]);
+    if ($("wl-enabled").checked && sourceValue() === "api") active.add("whitelist_api");
+    showForSources($("settings-form"), active);
+  }
+
+  function showForSources(root, active) {
+    for (const node of root.querySelectorAll("[data-sources]")) {
+      node.hidden = !node.dataset.sources.split(" ").some((source) => active.has(source));
+    }
+  }
+
+  function applyTestSources() {
+    showForSources($("panel-testing"), new Set([state.savedSource || "auth_url"]));
   }
 
   function updateTokenState(isSet) {
@@ -498,6 +537,8 @@
       if (bot !== state.botId) return;
       fillSettings(settings);
       state.settingsFor = bot;
+      state.savedSource = settings.identity_source;
+      applyTestSources();
       clearSettingsErrors();
       $("ca-status").textContent = "";
       show($("settings-form"), true);
@@ -599,6 +640,8 @@
       const saved = await api("PUT", `/v1/bots/${enc(bot)}/custom-auth`, body);
       if (bot !== state.botId) return;
       fillSettings(saved);  // clears the header token input: the token never stays in the page
+      state.savedSource = saved.identity_source;
+      applyTestSources();
       status.className = "status status-ok";
       status.textContent = "Saved";
     } catch (err) {
@@ -617,7 +660,7 @@
       input.disabled = clear;
       if (clear) input.value = "";
     }
-    if (event.target.name === "wl-source") updateSourceFields();
+    if (event.target.name === "wl-source" || event.target.id === "wl-enabled") updateSourceFields();
     if (event.target.name === "identity-source" || event.target.id === "st-algorithm") updateTokenFields();
     if (event.target.id === "ci-mode") updateCollectInformationHelp();
     const status = $("ca-status");
@@ -638,17 +681,25 @@
   }
 
   function updateTokenFields() {
-    const signed = identitySourceValue() === "signed_token";
-    show($("st-fields"), signed);
+    applySources();
     const hs = $("st-algorithm").value === "HS256";
     show($("st-jwks-field"), !hs);
     show($("st-secret-field"), hs);
   }
 
+  // The kids this page knows: the current one (from the settings), and the one a rotation made previous here
+  // (it keeps verifying for 24 hours, unless revoked).
+  const tokenKids = { current: null, previous: null };
+
   function updateSecretState(kid) {
+    tokenKids.current = kid || null;
     const tag = $("st-secret-state");
     tag.textContent = kid ? `kid ${kid}` : "none yet";
     tag.className = `badge ${kid ? "badge-ok" : "badge-neutral"}`;
+    show($("st-revoke-secret"), Boolean(kid));
+    const previous = $("st-revoke-previous");
+    previous.textContent = tokenKids.previous ? `Revoke previous secret (kid ${tokenKids.previous})…` : "";
+    show(previous, Boolean(tokenKids.previous));
   }
 
   function fillTokenSettings(settings) {
@@ -686,14 +737,21 @@
     $("st-secret-value").textContent = "";
     show($("st-secret-shown"), false);
     setText($("err-st-secret"), "");
+    $("st-secret-status").textContent = "";
+    tokenKids.previous = null;
   }
 
   // POST .../custom-auth/token-secret: the secret is shown here once, never stored in the page.
   async function onNewTokenSecret() {
     const bot = state.botId;
     const button = $("st-new-secret");
-    const replacing = $("st-secret-state").classList.contains("badge-ok");
-    if (replacing && !window.confirm("Make a new token secret? Tokens signed with the current one keep verifying for 24 hours.")) return;
+    const replacing = tokenKids.current;
+    if (replacing && !await confirmAction({
+      title: "Make a new token secret?",
+      body: `It replaces the current secret (kid ${replacing}). Tokens signed with the current one keep verifying for 24 hours, ` +
+        "unless you revoke it.",
+      confirm: "Make a new secret",
+    })) return;
     hideTokenSecret();
     button.disabled = true;
     try {
@@ -702,6 +760,7 @@
       $("st-secret-kid").textContent = made.kid;
       $("st-secret-value").textContent = made.secret;
       show($("st-secret-shown"), true);
+      tokenKids.previous = replacing;
       updateSecretState(made.kid);
     } catch (err) {
       if (err.status !== 401 && bot === state.botId) setText($("err-st-secret"), `No secret was made: ${err.message}`);
@@ -710,11 +769,58 @@
     }
   }
 
+  // DELETE .../custom-auth/token-secret/{kid}: a leaked secret stops verifying at once.
+  async function onRevokeTokenSecret(which) {
+    const bot = state.botId;
+    const kid = tokenKids[which];
+    if (!kid || !await confirmAction({
+      title: `Revoke the token secret ${kid}?`,
+      body: "From the next widget open on, a token naming this kid is refused (unknown_kid) and its visitor falls back. " +
+        (which === "current" ? "The bot then has no current secret until you make a new one. " : "") + "This cannot be undone.",
+      confirm: "Revoke secret",
+    })) return;
+    setText($("err-st-secret"), "");
+    try {
+      await api("DELETE", `/v1/bots/${enc(bot)}/custom-auth/token-secret/${enc(kid)}`);
+    } catch (err) {
+      if (err.status === 401 || bot !== state.botId) return;
+      if (err.code !== "token_secret_not_found") {
+        setText($("err-st-secret"), `The secret was not revoked: ${err.message}`);
+        return;
+      }
+    }
+    if (bot !== state.botId) return;
+    if (which === "previous") tokenKids.previous = null;
+    else show($("st-secret-shown"), false);
+    updateSecretState(which === "current" ? null : tokenKids.current);
+    const status = $("st-secret-status");
+    status.className = "status status-ok";
+    status.textContent = `Revoked: tokens naming kid ${kid} are refused.`;
+  }
+
+  // ---------------------------------------------------------------- Confirmations
+
+  // Resolves true when the admin confirms in the dialog, false when they cancel (or press Escape).
+  function confirmAction({ title, body, confirm }) {
+    const dialog = $("confirm-dialog");
+    $("confirm-title").textContent = title;
+    $("confirm-body").textContent = body;
+    $("confirm-ok").textContent = confirm;
+    dialog.returnValue = "";
+    const opener = document.activeElement;
+    dialog.showModal();
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => {
+        if (opener && opener.focus) opener.focus();
+        resolve(dialog.returnValue === "confirm");
+      }, { once: true });
+    });
+  }
+
   // The Testing panel's view of a pasted JWT: header, claims (decoded without trusting them), the failed check.
   function renderTokenView(r) {
     const token = r.token;
-    const grid = document.querySelector("#test-result > .result-grid");
-    if (grid) show(grid, !token);
+    show($("test-exchange"), !token);
     show($("test-token"), Boolean(token));
     if (!token) return;
     $("test-token-check").textContent = token.failed_check
@@ -782,7 +888,7 @@
 
   // ---------------------------------------------------------------- Webhooks to the business (issue 14)
 
-  const webhook = { botId: null, seq: 0, cursor: null };
+  const webhook = { botId: null, seq: 0, cursor: null, enabled: false };
   const DELIVERY_KINDS = { delivered: "ok", pending: "info", dead: "warn" };
 
   function webhookEventBoxes() {
@@ -796,6 +902,8 @@
     show($("webhook-card"), false);
     show($("wh-secret-shown"), false);
     $("wh-secret-value").textContent = "";
+    setText($("wh-secret-previous"), "");
+    setText($("err-wh-secret"), "");
     clearWebhookErrors();
     $("wh-status").textContent = "";
     $("wh-deliveries-body").replaceChildren();
@@ -811,6 +919,60 @@
     $("wh-url").value = w.url || "";
     for (const box of webhookEventBoxes()) box.checked = w.events.includes(box.value);
     $("wh-secret-state").textContent = w.signing_secret_set ? "set" : "none yet";
+    $("wh-secret-state").className = `badge ${w.signing_secret_set ? "badge-ok" : "badge-neutral"}`;
+    webhook.enabled = w.enabled;
+  }
+
+  function showSigningSecret(secret, previousUntil) {
+    $("wh-secret-value").textContent = secret;
+    setText($("wh-secret-previous"), previousUntil
+      ? `The previous secret keeps signing too until ${fmtTime(previousUntil)}.` : "");
+    show($("wh-secret-shown"), true);
+  }
+
+  // POST .../custom-auth/signing-secret: a new secret, shown once; the previous one keeps signing for 24 hours.
+  async function onRotateSigningSecret() {
+    const bot = state.botId;
+    const replacing = $("wh-secret-state").textContent === "set";
+    if (!await confirmAction({
+      title: replacing ? "Make a new signing secret?" : "Make a signing secret?",
+      body: replacing
+        ? "Webhooks and identity calls are then signed with the new secret, and with the current one as well for 24 hours: " +
+          "switch your server to the new secret within that time. The new secret is shown once."
+        : "Webhooks and identity calls are then signed with it (Doorman-Signature). It is shown once.",
+      confirm: replacing ? "Make a new secret" : "Make a secret",
+    })) return;
+    const button = $("wh-rotate-secret");
+    button.disabled = true;
+    setText($("err-wh-secret"), "");
+    try {
+      const made = await api("POST", `/v1/bots/${enc(bot)}/custom-auth/signing-secret`);
+      if (bot !== state.botId) return;
+      showSigningSecret(made.signing_secret, made.previous_valid_until);
+      $("wh-secret-state").textContent = "set";
+      $("wh-secret-state").className = "badge badge-ok";
+    } catch (err) {
+      if (err.status !== 401 && bot === state.botId) setText($("err-wh-secret"), `No secret was made: ${err.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // POST .../webhook/deliveries/{id}/retry: a dead delivery goes out again (the same body and id).
+  async function onRetryDelivery(delivery, button) {
+    const bot = state.botId;
+    button.disabled = true;
+    try {
+      await api("POST", `/v1/bots/${enc(bot)}/webhook/deliveries/${enc(delivery.delivery_id)}/retry`);
+      if (bot !== state.botId) return;
+      button.replaceWith(h("span", { class: "status status-ok", dataset: { testid: "wh-retried" } }, "Sent again"));
+      setTimeout(() => { if (bot === state.botId) loadDeliveries(true); }, 1500);
+    } catch (err) {
+      if (err.status === 401 || bot !== state.botId) return;
+      button.disabled = false;
+      button.replaceWith(h("span", { class: "field-error", role: "alert" },
+        err.code === "invalid_state" ? "Not dead any more: refresh the log." : `Not retried: ${err.message}`));
+    }
   }
 
   async function loadWebhook() {
@@ -845,10 +1007,7 @@
       const w = await api("PUT", `/v1/bots/${enc(bot)}/webhook`, body);
       if (bot !== state.botId) return;
       fillWebhook(w);
-      if (w.signing_secret) {  // made now, shown this once: it is never shown again
-        $("wh-secret-value").textContent = w.signing_secret;
-        show($("wh-secret-shown"), true);
-      }
+      if (w.signing_secret) showSigningSecret(w.signing_secret, null);  // made now, shown this once: never again
       $("wh-status").textContent = "Saved.";
     } catch (err) {
       if (err.status === 401 || bot !== state.botId) return;
@@ -870,6 +1029,12 @@
   }
 
   function deliveryRow(d) {
+    let action = null;
+    if (d.status === "dead") {
+      action = h("button", { type: "button", class: "btn btn-small", dataset: { testid: "wh-retry" },
+        "aria-label": `Retry the ${d.type} delivery ${d.delivery_id}` }, "Retry");
+      action.addEventListener("click", () => onRetryDelivery(d, action));
+    }
     return h("tr", { dataset: { testid: "wh-delivery", status: d.status, type: d.type } },
       timeCell(d.created_at),
       h("td", { class: "mono small nowrap" }, d.type),
@@ -877,7 +1042,8 @@
       h("td", { class: "num" }, String(d.attempts)),
       h("td", { class: "small" }, dash(d.last_error)),
       d.delivered_at ? timeCell(d.delivered_at) : h("td", {}, dash(null)),
-      h("td", { class: "mono small" }, d.delivery_id));
+      h("td", { class: "mono small" }, d.delivery_id),
+      h("td", {}, action));
   }
 
   async function loadDeliveries(fresh) {
@@ -894,7 +1060,9 @@
       else $("wh-deliveries-body").append(...rows);
       webhook.cursor = page.next_cursor;
       show($("wh-more"), Boolean(page.next_cursor));
-      setText($("wh-deliveries-state"), $("wh-deliveries-body").children.length ? "" : "No deliveries yet.");
+      setText($("wh-deliveries-state"), $("wh-deliveries-body").children.length ? "" : webhook.enabled
+        ? "No deliveries yet: each event the webhook takes is listed here as it is sent."
+        : "No deliveries: turn the webhook on to have Doorman send events to your server.");
     } catch (err) {
       if (err.status === 401 || seq !== webhook.seq) return;
       setText($("wh-deliveries-state"), `The delivery log could not be loaded: ${err.message}`);
@@ -905,6 +1073,7 @@
     $("webhook-form").addEventListener("submit", onWebhookSubmit);
     $("wh-refresh").addEventListener("click", () => loadDeliveries(true));
     $("wh-more").addEventListener("click", () => loadDeliveries(false));
+    $("wh-rotate-secret").addEventListener("click", onRotateSigningSecret);
   }
 
   // ---------------------------------------------------------------- Testing panel
@@ -944,7 +1113,11 @@
     }
     const button = $("test-send");
     button.disabled = true;
-    $("test-status").textContent = "Calling your Authentication URL…";
+    // A new run clears the last verdict: what shows is always this run's.
+    show($("test-result"), false);
+    show($("test-empty"), false);
+    $("test-result").setAttribute("aria-busy", "true");
+    $("test-status").textContent = state.savedSource === "signed_token" ? "Checking the token…" : "Calling your Authentication URL…";
     try {
       const result = await api("POST", `/v1/bots/${enc(bot)}/custom-auth/test`, body);
       if (bot !== state.botId) return;
@@ -952,6 +1125,7 @@
     } catch (err) {
       if (err.status === 401 || bot !== state.botId) return;
       show($("test-result"), false);
+      show($("test-empty"), true);
       const top = $("test-form-errors");
       for (const f of err.fields) {
         if (f.field === "access_token") setText($("err-test-access_token"), cleanMessage(f.message));
@@ -969,22 +1143,90 @@
       top.hidden = !top.childElementCount;
     } finally {
       button.disabled = false;
+      $("test-result").removeAttribute("aria-busy");
       $("test-status").textContent = "";
     }
   }
 
   // What a real widget open would get today: the verifier's own decision, run dry by a verifier.
+  const REASON_WORDS = {
+    ca_disabled: "Custom Authentication is off for this bot",
+    domain_not_allowed: "the site is not on the bot's domain whitelist",
+    missing_token: "the widget was opened without an access token",
+    auth_rejected: "the token was refused",
+    auth_unavailable: "the identity check could not be made in time",
+    invalid_response: "the answer could not be understood",
+    destination_blocked: "Doorman will not call that address",
+    internal_error: "something went wrong inside Doorman",
+    busy: "Doorman was too busy",
+    misconfigured: "a saved setting cannot be used as it is",
+  };
+
   function visitorOutcomeText(outcome, origin) {
     if (!outcome) return "";
-    const who = origin ? `A visitor on ${origin}` : "A visitor (no site given)";
+    const who = origin ? `A visitor on ${origin}` : "A visitor";
     if (outcome.status === "verified") return `${who} would be verified.`;
     // Not "gets the form": what a visitor who falls back is offered is the bot's collect_information mode.
-    return `${who} would not be verified: ${outcome.reason}${outcome.detail ? ` (${outcome.detail})` : ""}.`;
+    if (outcome.reason === "domain_not_allowed" && !origin) {
+      return "A visitor would not be verified: the domain whitelist is on, and only a site on it may open the widget. " +
+        "Fill in “Visitor's site” to check a site.";
+    }
+    return `${who} would not be verified: ${outcome.detail || REASON_WORDS[outcome.reason] || outcome.reason}.`;
+  }
+
+  // The part that failed, in plain words.
+  function failureTitle(r) {
+    const failure = r.failure || {};
+    const detail = String(failure.detail || "");
+    if (r.token) {
+      return failure.reason === "auth_unavailable"
+        ? "Your JWKS URL could not be read, so the token could not be checked"
+        : `The signed token failed a check: ${r.token.failed_check || failure.reason}`;
+    }
+    if (!r.request && !r.token && r.identity_source === "auth_url") {  // a widget token: the pushed identity
+      return `The widget token was not accepted: ${detail || REASON_WORDS[failure.reason]}`;
+    }
+    const answered = r.response && r.response.status >= 200 && r.response.status <= 299;
+    const status = !r.response ? "" : answered ? " (it answered “status”: false)" : ` (HTTP ${r.response.status})`;
+    switch (failure.reason) {
+      case "auth_rejected":
+        return `Your Authentication URL refused the token${status}`;
+      case "auth_unavailable":
+        return r.response ? `Your Authentication URL is unavailable${status}` : `Your Authentication URL did not answer: ${detail}`;
+      case "invalid_response":
+        return `Your Authentication URL's answer was not understood${status}`;
+      case "destination_blocked":
+        return "Doorman will not call your Authentication URL";
+      case "misconfigured":
+        return "A saved setting cannot be used as it is";
+      default:
+        return detail ? detail.charAt(0).toUpperCase() + detail.slice(1) : `Failed: ${failure.reason}`;
+    }
+  }
+
+  // What the business's endpoint said: a message in its JSON answer, or the start of its text.
+  function businessSaid(response) {
+    if (!response || !response.body || !response.body.trim()) return null;
+    let document = null;
+    try {
+      document = JSON.parse(response.body);
+    } catch (_) {
+      return response.body.trim().slice(0, 300);
+    }
+    if (document && typeof document === "object") {
+      for (const key of ["message", "error_description", "error", "detail", "reason"]) {
+        const value = document[key];
+        if (typeof value === "string" && value.trim()) return value.trim().slice(0, 300);
+        if (value && typeof value === "object" && typeof value.message === "string") return value.message.slice(0, 300);
+      }
+    }
+    return null;
   }
 
   function renderTestResult(r) {
     const verdict = $("test-verdict");
     verdict.className = `verdict ${r.ok ? "verdict-ok" : "verdict-fail"}`;
+    const said = r.ok ? null : businessSaid(r.response);
     if (r.ok) {
       const identity = r.identity || {};
       const who = identity.name || identity.identifier || "";
@@ -996,21 +1238,29 @@
       setText($("test-verdict-hint"), "");
     } else {
       const failure = r.failure || {};
-      setText($("test-verdict-title"), `Failed: ${failure.reason || "unknown"}`);
-      setText($("test-verdict-detail"), failure.detail || "");
+      const title = failureTitle(r);
+      setText($("test-verdict-title"), title);
+      // The precise detail, unless the title or the quote already says it.
+      const detail = String(failure.detail || "");
+      const extra = detail && !said && !title.toLowerCase().includes(detail.toLowerCase().replace(/^the authentication url /, ""));
+      setText($("test-verdict-detail"), extra ? `Doorman's note: ${detail}` : "");
       setText($("test-verdict-hint"), failure.hint || "");
     }
+    show($("test-said"), Boolean(said));
+    $("test-said-who").textContent = r.token ? "" : "Your endpoint said:";
+    $("test-said-text").textContent = said ? `“${said}”` : "";
     setText($("test-visitor"), visitorOutcomeText(r.visitor_outcome, $("test-origin").value.trim()));
-    setText($("test-meta"), `${r.elapsed_ms} ms`);
+    setText($("test-meta"), `${r.elapsed_ms} ms` + (r.ok ? "" : ` · reason code ${(r.failure || {}).reason}`));
 
-    const req = r.request || {};
-    $("test-request-line").textContent = `${req.method || "POST"} ${req.url || ""}`;
-    $("test-request").textContent = pretty({ headers: req.headers || {}, body: req.body || {} });
+    const req = r.request;
+    $("test-request-line").textContent = req ? `${req.method} ${req.url}` : "No call was made.";
+    $("test-request").textContent = req ? pretty({ headers: req.headers, body: req.body }) : "";
+    show($("test-request"), Boolean(req));
 
     const resp = r.response;
     const headerBody = $("test-response-headers").tBodies[0];
     if (!resp) {
-      $("test-response-line").textContent = "No response: the call did not get an answer.";
+      $("test-response-line").textContent = req ? "No response: the call did not get an answer." : "No response.";
       headerBody.replaceChildren();
       show($("test-response-headers"), false);
       show($("test-response-body"), false);
@@ -1026,8 +1276,12 @@
         ? `Truncated: showing the first ${resp.body.length.toLocaleString()} characters of a ${resp.body_bytes.toLocaleString()}-byte body.`
         : "");
     }
-    $("test-identity").textContent = r.identity ? pretty(r.identity) : "None: nothing would be stored.";
+    // A failed run stores nothing: no identity block at all.
+    $("test-identity").textContent = r.identity ? pretty(r.identity) : "";
+    show($("test-identity-card"), Boolean(r.identity));
+    $("test-raw-summary").textContent = r.token ? "The token as read" : req ? "The raw exchange: request as sent, response" : "Details";
     renderTokenView(r);
+    show($("test-empty"), false);
     show($("test-result"), true);
   }
 
@@ -1170,6 +1424,7 @@
   function renderLifecycle(c) {
     lifecycleContact = { bot: state.botId, contactId: c.contact_id };
     setText($("contact-lifecycle-error"), "");
+    $("contact-lifecycle-status").textContent = "";
     // The impersonation warning: a verified identity took over a contact a visitor made through the form.
     const warning = $("contact-takeover");
     const typed = Object.entries(c.typed || {});
@@ -1259,7 +1514,37 @@
     }
   }
 
+  // POST .../contacts/{id}/revoke: every session of the contact ends (its widget shows it signed out).
+  async function onRevokeSessions() {
+    const target = lifecycleContact;
+    if (!target || !await confirmAction({
+      title: "End all of this contact's sessions?",
+      body: "Every open widget session verified as this contact (or made by its form) ends now, on every gateway: " +
+        "its chat shows the visitor signed out. The contact itself is kept.",
+      confirm: "End sessions",
+    })) return;
+    const button = $("contact-revoke");
+    button.disabled = true;
+    setText($("contact-lifecycle-error"), "");
+    const status = $("contact-lifecycle-status");
+    status.className = "status";
+    status.textContent = "";
+    try {
+      const done = await api("POST", `/v1/bots/${enc(target.bot)}/contacts/${enc(target.contactId)}/revoke`);
+      if (lifecycleContact !== target) return;
+      status.className = "status status-ok";
+      status.textContent = done.ended
+        ? `${done.ended} session${done.ended === 1 ? "" : "s"} ended.`
+        : "No session was open: nothing to end.";
+    } catch (err) {
+      if (err.status !== 401) setText($("contact-lifecycle-error"), `The sessions were not ended: ${err.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   function initLifecycle() {
+    $("contact-revoke").addEventListener("click", onRevokeSessions);
     $("contact-export").addEventListener("click", onExportContact);
     $("contact-erase").addEventListener("click", onEraseContact);
     $("erase-dialog").addEventListener("close", onEraseDialogClose);
@@ -1325,11 +1610,13 @@
       h("td", {}, statusBadge(e.status), ...graceMarks(e), ended),
       h("td", {}, e.reason ? h("code", { class: "reason" }, e.reason) : dash(null)),
       h("td", { class: "detail" }, e.detail || !e.origin ? dash(e.detail) : null,
-        e.origin ? h("span", { class: "muted small block" }, `from ${e.origin}`) : null, change),
+        e.origin ? h("span", { class: "muted small block" }, `from ${e.origin}`) : null, change,
+        // Set only when the whitelist came from the business's API and that read had a problem (stale, missing).
+        e.whitelist_note ? h("span", { class: "small block", dataset: { testid: "event-whitelist-note" } },
+          `whitelist API: ${e.whitelist_note}`) : null),
       h("td", { class: "num" }, dash(e.auth_http_status)),
       h("td", { class: "num" }, ms(e.auth_latency_ms)),
-      h("td", { class: "num" }, ms(e.latency_ms)),
-      h("td", { class: "small" }, dash(e.whitelist_note)));
+      h("td", { class: "num" }, ms(e.latency_ms)));
   }
 
   // ---------------------------------------------------------------- wiring
@@ -1351,6 +1638,8 @@
     $("settings-form").addEventListener("change", onSettingsInput);
     $("test-form").addEventListener("submit", onTestSubmit);
     $("st-new-secret").addEventListener("click", onNewTokenSecret);
+    $("st-revoke-secret").addEventListener("click", () => onRevokeTokenSecret("current"));
+    $("st-revoke-previous").addEventListener("click", () => onRevokeTokenSecret("previous"));
     $("breaker-refresh").addEventListener("click", loadBreaker);
     $("contacts-search").addEventListener("submit", (event) => {
       event.preventDefault();

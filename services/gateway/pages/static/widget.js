@@ -493,9 +493,12 @@
     formError.hidden = true;
     form.appendChild(formError);
 
+    // The buttons stick to the bottom of the scrolling body: never hidden behind the footer, however long the
+    // errors make the form.
+    var actions = el("div", "dm-actions");
     var submit = el("button", "dm-button dm-submit", STRINGS.submit);
     submit.type = "submit";
-    form.appendChild(submit);
+    actions.appendChild(submit);
 
     var skip = null;
     if (skippable) {
@@ -504,8 +507,9 @@
       skip.addEventListener("click", function () {
         if (!sending) showAnonymous();
       });
-      form.appendChild(skip);
+      actions.appendChild(skip);
     }
+    form.appendChild(actions);
 
     function setFieldError(key, message) {
       var f = fields[key];
