@@ -226,3 +226,22 @@ def test_codes_page_quotes_what_the_visitor_reads() -> None:
 
     page = _codes_page()["Fallback reasons"]
     assert {reason.value: message for reason, message in VISITOR_MESSAGES.items()} == page
+
+
+# -- code paths the docs name exist -----------------------------------------------------------------
+
+CODE_PATH = re.compile(r"`((?:services|shared|doorman|tests|scripts|deploy|bench|docs)/[\w./-]+?)(?::[\w.]+)?`")
+
+
+def test_every_path_the_docs_name_exists() -> None:
+    """A module moved or renamed leaves no doc pointing at where it was (a file the project makes when it runs,
+    git-ignored, such as deploy/.env, counts as named on purpose)."""
+    missing = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for number, line in enumerate(doc.read_text().splitlines(), 1):
+            for match in CODE_PATH.finditer(line):
+                path = match[1].rstrip(".")
+                ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, check=False).returncode == 0
+                if not (ROOT / path).exists() and not ignored:
+                    missing.append(f"{doc.relative_to(ROOT)}:{number}: {path}")
+    assert not missing, missing
