@@ -245,3 +245,14 @@ def test_every_path_the_docs_name_exists() -> None:
                 if not (ROOT / path).exists() and not ignored:
                     missing.append(f"{doc.relative_to(ROOT)}:{number}: {path}")
     assert not missing, missing
+
+
+def test_the_readmes_layout_names_every_module() -> None:
+    """The README's Layout is the map of the tree: every module of the services, shared/ and the CLI is on it."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    layout = layout.split("```")[1]
+    modules = [p for folder in ("services", "shared", "doorman") for p in (ROOT / folder).rglob("*.py")
+               if p.name != "__init__.py" and "migrations" not in p.parts]
+    missing = [str(p.relative_to(ROOT)) for p in modules if not re.search(rf"\b{re.escape(p.stem)}\b", layout)]
+    assert not missing, f"not on the README's Layout: {missing}"
