@@ -11,6 +11,8 @@ A URL's origin (where a stored secret may be sent, :func:`url_origin`) uses the 
 
 from __future__ import annotations
 
+import functools
+
 import ipaddress
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -95,6 +97,7 @@ def host_from_origin(origin: str | None) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and asked on every call a bot's secret goes with: its URLs repeat
 def url_origin(url: str) -> str | None:
     """Where a request to an http(s) URL goes, as ``scheme://host:port`` in one spelling: the host as
     :func:`normalise_host` writes it (IP literals in their canonical form), the scheme's default port
