@@ -75,8 +75,16 @@ class Event(BaseModel):
     bot_id: UUID
 
 
-class WidgetOpened(Event):
-    event_type: ClassVar[str] = "widget.opened"
+class Visitor(BaseModel):
+    """Who a widget open says the visitor is, as the embed sent it: the Testing panel's sample visitor has
+    the same shape (:class:`shared.panel.PanelRequest`). Forwarded to the business, never trusted.
+
+    The access token is a SecretStr in memory (repr() and logs see '**********'), and sealed with the key ring
+    on the wire: {"sealed": "<Fernet token>"} (encode and decode with the key ring in the context, ``KEY_RING``),
+    so the broker, its delay and dead-letter queues, and whoever reads them hold only ciphertext. Only the
+    gateway (which seals) and the verifier (which opens) hold the key ring for it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     origin: str | None = None
     access_token: SecretStr | None = None
@@ -85,12 +93,7 @@ class WidgetOpened(Event):
     name: str | None = None
     phone_number: str | None = None
     external_workspace_id: str | None = None  # the embed's data-external-workspace-id: forwarded when selected, never trusted
-    deadline_at: datetime
 
-    # The access token is a SecretStr in memory (repr() and logs see '**********'), and sealed with the key ring
-    # on the wire: {"sealed": "<Fernet token>"} (encode and decode with ``secrets``), so the broker, its delay
-    # and dead-letter queues, and whoever reads them hold only ciphertext. Only the gateway (which seals) and
-    # the verifier (which opens) hold the key ring for it.
     @field_serializer("access_token", when_used="json")
     def _sealed_on_the_wire(self, token: SecretStr | None, info: SerializationInfo) -> dict[str, str] | None:
         if token is None:
@@ -113,6 +116,19 @@ class WidgetOpened(Event):
             return _key_ring(info).decrypt(value["sealed"].encode())
         except InvalidToken:
             raise ValueError("no key of DOORMAN_SECRET_KEY opens this access token") from None
+
+    def described(self) -> dict[str, str | None]:
+        """What the embed said about the visitor, as the Authentication URL's request carries it (no token)."""
+        return {field: getattr(self, field) for field in VISITOR_FIELDS}
+
+
+VISITOR_FIELDS = ("user_id", "email", "name", "phone_number", "external_workspace_id")
+
+
+class WidgetOpened(Event, Visitor):
+    event_type: ClassVar[str] = "widget.opened"
+
+    deadline_at: datetime
 
 
 def _key_ring(info: SerializationInfo | ValidationInfo) -> Secrets:

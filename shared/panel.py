@@ -3,8 +3,8 @@
 The gateway calls no business (it holds no outbound client): it sends the sample visitor to
 ``P.verifier.testing`` and shows the verifier's :class:`TestResult` as ``POST
 /v1/bots/{bot_id}/custom-auth/test`` answers it. The verifier loads the bot's settings itself and does
-a dry run of a widget open (services/verifier/testing.py). The sample's access token travels sealed with
-the key ring, as a widget open's does: the broker never holds it readable.
+a dry run of a widget open (services/verifier/testing.py). The sample visitor has a widget open's
+shape, its access token sealed with the key ring as a widget open's is: the broker never holds it readable.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any, Literal
 from uuid import UUID
 
 from aio_pika.abc import AbstractChannel, AbstractQueue
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from shared.crypto import Secrets
-from shared.events import FallbackReason, IdentifyMethod, Identity
+from shared.events import KEY_RING, FallbackReason, IdentifyMethod, Identity, Visitor
 from shared.messaging import Topology
 
 TESTING_QUEUE = "verifier.testing"
@@ -35,29 +35,32 @@ async def declare_queue(channel: AbstractChannel, topology: Topology) -> Abstrac
     })
 
 
-class PanelRequest(BaseModel):
-    """A sample visitor to try with the bot's current settings, as the gateway validated it."""
+class PanelRequest(Visitor):
+    """A sample visitor to try with the bot's current settings, as the gateway validated it: a widget open's
+    visitor (:class:`shared.events.Visitor`: its access token sealed on the wire) and the bot."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+    access_token: SecretStr  # type: ignore[assignment]  # the panel always tries a token
     bot_id: UUID
-    sealed_access_token: str  # a Fernet token under the key ring (Secrets.encrypt): open with :meth:`access_token`
-    user_id: str | None = None
-    email: str | None = None
-    name: str | None = None
-    phone_number: str | None = None
-    external_workspace_id: str | None = None
-    origin: str | None = None
     # How long the asker waits. The broker drops a request nobody took within it (its expiration), and the run is
     # bounded by it: no replica's clock is compared with another's.
     patience_seconds: float = Field(gt=0, le=MAX_PATIENCE_SECONDS)
 
+    @model_validator(mode="before")
     @classmethod
-    def sealed(cls, secrets: Secrets, *, access_token: str, **sample: Any) -> PanelRequest:
-        return cls(sealed_access_token=secrets.encrypt(access_token).decode(), **sample)
+    def _from_an_older_gateway(cls, data: Any) -> Any:
+        """Rolling upgrade (verifiers first): a gateway from before this release sends the sealed token as
+        ``sealed_access_token``. Remove in the release after this one."""
+        if isinstance(data, dict) and "sealed_access_token" in data and "access_token" not in data:
+            data = {**data, "access_token": {"sealed": data["sealed_access_token"]}}
+            del data["sealed_access_token"]
+        return data
 
-    def access_token(self, secrets: Secrets) -> str:
-        return secrets.decrypt(self.sealed_access_token.encode())
+    def on_the_wire(self, secrets: Secrets) -> bytes:
+        return self.model_dump_json(context={KEY_RING: secrets}).encode()
+
+    @classmethod
+    def off_the_wire(cls, body: bytes, secrets: Secrets) -> PanelRequest:
+        return cls.model_validate_json(body, context={KEY_RING: secrets})
 
 
 # --- the answer: what POST /v1/bots/{bot_id}/custom-auth/test returns ------------------------------

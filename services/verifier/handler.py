@@ -34,9 +34,6 @@ log = structlog.get_logger("doorman.verifier")
 BOTS = BotLabel()
 
 LoadConfig = Callable[[UUID], Awaitable[AuthConfig | None]]
-VISITOR_FIELDS = ("user_id", "email", "name", "phone_number", "external_workspace_id")
-
-
 OUTCOME_NAMESPACE = UUID("6b1f9a52-4c1e-4a53-9c3e-2f0d7c1e8a10")
 
 
@@ -138,7 +135,7 @@ async def decide(
         call = await call_identity(
             http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
             access_token=event.access_token.get_secret_value(), request_fields=config.request_fields,
-            visitor={f: getattr(event, f) for f in VISITOR_FIELDS}, signing_secrets=config.signing_secrets(),
+            visitor=event.described(), signing_secrets=config.signing_secrets(),
             tenant=event.bot_id,
         )
     facts = CallFacts(

@@ -29,7 +29,7 @@ from shared.panel import (
 )
 
 from .discovery import Discovery
-from .handler import VISITOR_FIELDS, Decision, decide
+from .handler import Decision, decide
 from .identity import IdentityCall, call_identity, describe
 from .jwks import JwksCache
 from .oidc import call_provider
@@ -82,7 +82,7 @@ async def _dry_run(
     token (``dmw_``) is only checked, never taken."""
     event = WidgetOpened(
         correlation_id="testing-panel", session_id="testing-panel", bot_id=sample.bot_id, origin=sample.origin,
-        access_token=token, **{f: getattr(sample, f) for f in VISITOR_FIELDS},
+        access_token=token, **sample.described(),
         deadline_at=utcnow() + timedelta(minutes=1),
     )
     whitelist = ApiWhitelist(http)
@@ -183,7 +183,7 @@ async def _decided_without_call(pool: asyncpg.Pool, bot_id: UUID, config: AuthCo
 
 async def run_test(pool: asyncpg.Pool, http: OutboundClient, config: AuthConfig, sample: PanelRequest,
                    secrets: Secrets) -> TestResult:
-    token = sample.access_token(secrets)
+    token = sample.access_token.get_secret_value()
     pushed = PushedIdentities(pool, secrets, dry_run=True)  # a widget token is checked, never taken
     if config.identity_source == "signed_token":
         return await run_token_test(pool, http, config, sample, token, pushed)
@@ -217,14 +217,14 @@ async def _call(http: OutboundClient, config: AuthConfig, sample: PanelRequest, 
     return await call_identity(
         http, auth_url=config.auth_url, identify_method=config.identify_method, header_token=config.header_token,
         access_token=token, request_fields=config.request_fields,
-        visitor={f: getattr(sample, f) for f in VISITOR_FIELDS}, signing_secrets=config.signing_secrets(),
+        visitor=sample.described(), signing_secrets=config.signing_secrets(),
     )
 
 
 async def answer(body: bytes, *, pool: asyncpg.Pool, http: OutboundClient, secrets: Secrets) -> bytes | None:
     """A gateway's request (:class:`shared.panel.PanelRequest`) -> its :class:`shared.panel.PanelAnswer`, or
     None when the run outlasts the gateway's patience (it is stopped then: the gateway answered 503 already)."""
-    sample = PanelRequest.model_validate_json(body)
+    sample = PanelRequest.off_the_wire(body, secrets)
     try:
         async with asyncio.timeout(sample.patience_seconds):
             reply = await _answer(pool, http, sample, secrets)

@@ -21,9 +21,9 @@ async def run_test(ask: Asker, topology: Topology, secrets: Secrets, bot_id: UUI
                    patience: float) -> TestResult:
     """The verifier's dry run of ``sample`` with the bot's current settings; 503 ``verifier_unavailable``
     when no verifier answers within ``patience`` seconds."""
-    request = PanelRequest.sealed(secrets, bot_id=bot_id, patience_seconds=patience, **sample.model_dump())
+    request = PanelRequest(bot_id=bot_id, patience_seconds=patience, **sample.model_dump())
     try:
-        body = await ask.ask(topology.queue(TESTING_QUEUE), request.model_dump_json().encode(), timeout=patience,
+        body = await ask.ask(topology.queue(TESTING_QUEUE), request.on_the_wire(secrets), timeout=patience,
                              kind=REQUEST_TYPE)
     except Unanswered:
         raise _unavailable(patience) from None
