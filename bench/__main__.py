@@ -189,7 +189,7 @@ async def profile(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Doorman's benchmark: one run, one table (bench/results/latest.json).")
     parser.add_argument("--quick", action="store_true", help="about two minutes: shorter phases, 1,000 streams")
     parser.add_argument("--only", help="comma-separated test numbers to run (1-8), e.g. --only 2,5")
     parser.add_argument("--profile", action="store_true", help="record py-spy profiles under load instead")
