@@ -204,7 +204,7 @@ if _ATTEMPT is None:  # pragma: no cover - a different aio-pika: fail at start, 
 async def connection(url: str, name: str) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
     """A robust connection to the broker at ``url``: one address, or several comma-separated
     (the nodes of a cluster; see :class:`FailoverConnection`)."""
-    # Reconnect every second (not aio-pika's 5 s): the gateway refuses widget opens meanwhile.
+    # Reconnect every second (not aio-pika's 5 s): the gateway holds widget opens in the database meanwhile.
     conn = FailoverConnection(broker_urls(url), client_properties={"connection_name": name}, reconnect_interval=1)
     try:
         await conn.connect(timeout=CONNECT_TIMEOUT)
@@ -266,6 +266,21 @@ class Publisher:
         for event in events:
             by_type.setdefault(event.event_type, []).append(event)
         await asyncio.gather(*(self._one(group, routing_key or event_type) for event_type, group in by_type.items()))
+
+    def sealed(self, events: Sequence[Event]) -> list[bytes]:
+        """Each event's message body as it goes on the wire (access tokens sealed): what an outbox keeps
+        for :meth:`stored` to publish later, with no key ring."""
+        return [encode([event], secrets=self._secrets) for event in events]
+
+    async def stored(self, event_type: str, bodies: Sequence[bytes], headers: dict[str, int | str] | None = None) -> None:
+        """Publish bodies from :meth:`sealed` (events of ``event_type``) as one message, confirmed."""
+        message = aio_pika.Message(
+            body=b"[" + b",".join(bodies) + b"]", content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT, type=event_type, message_id=uuid4().hex,
+            headers=headers or {},
+        )
+        with PUBLISH_SECONDS.labels(event_type).time():
+            await self._exchange.publish(message, event_type, mandatory=True, timeout=self._timeout)
 
     async def _one(self, events: list[Event], routing_key: str) -> None:
         with PUBLISH_SECONDS.labels(events[0].event_type).time():

@@ -14,6 +14,10 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20)
 
 SESSIONS_OPENED = Counter("doorman_sessions_opened_total", "Widget opens accepted (202) by the gateway")
 SESSIONS_REFUSED = Counter("doorman_sessions_refused_total", "Widget opens refused by the gateway", ["reason"])
+OPENS_HELD = Counter("doorman_opens_held_total",
+                     "Widget opens accepted while the broker was away: their events held in the database")
+OPENS_REPUBLISHED = Counter("doorman_opens_republished_total",
+                            "Held widget opens published by a gateway's sweeper once the broker was back")
 WAITING_STREAMS = Gauge("doorman_waiting_streams", "Widgets waiting on an outcome stream on this gateway")
 OUTCOMES = Counter("doorman_outcomes_total",
                    "Sessions resolved, by outcome (verified, fallback, or ended while still pending)", ["status", "reason"])

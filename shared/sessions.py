@@ -6,8 +6,12 @@ transition                 who         how
 open (pending)             gateway     :func:`open_sessions`, a batch per round trip
 open refused as ``busy``   gateway     :func:`open_sessions` with ``busy``: stored
                                        already resolved, never published
-undo an open               gateway     :func:`forget_sessions` (its event was not
-                                       confirmed: nothing half-accepted)
+hold an open's event       gateway     :func:`hold_unpublished`: its publish failed (the
+                                       broker is away), so the row keeps the event
+publish what is held       gateway     :func:`held_opens` then :func:`published`, in
+                                       the sweeper's transaction (see below)
+undo an open               gateway     :func:`forget_sessions` (neither published nor
+                                       held: nothing half-accepted)
 watch from another         gateway     :func:`watch_session` (the stream is not on the
 replica                                replica that opened it)
 resolve                    contacts    :func:`resolve_sessions`, first outcome wins
@@ -23,6 +27,11 @@ erase a contact            gateway     :func:`erase_contact_details`: its sessio
 prune                      contacts    :func:`prune`, after the retention period
 =========================  ==========  ================================================
 
+A session row is the outbox of its ``widget.opened`` event: ``unpublished`` holds the event's message body
+(its access token sealed, as on the wire) only while a pending session waits for the broker. Every transition
+that ends a session (resolve, expire, end) clears it in the same statement, so a session that ended before
+its publish is never published, and nothing holds a token longer than the session waits.
+
 The verifier only reads: :func:`not_pending` on redeliveries and retries. What the widget is told of a
 session is :mod:`shared.widget_view`; the gateway reads it (services/gateway/widget/views.py).
 
@@ -35,7 +44,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -112,10 +121,52 @@ async def open_sessions(conn: asyncpg.Connection | asyncpg.Pool, new: Sequence[N
 
 
 async def forget_sessions(conn: asyncpg.Connection | asyncpg.Pool, session_ids: Sequence[str]) -> None:
-    """Undo :func:`open_sessions` when the events could not be published: nothing half-accepted."""
+    """Undo :func:`open_sessions` when the events could be neither published nor held: nothing half-accepted."""
     await conn.execute(
         "DELETE FROM widget_sessions WHERE session_id = ANY($1::text[]) AND status = 'pending'", list(session_ids),
     )
+
+
+# -- hold: the open's event waits in its row while the broker is away ---------------------------------
+
+
+async def hold_unpublished(conn: asyncpg.Connection | asyncpg.Pool, bodies: Mapping[str, bytes]) -> set[str]:
+    """Keep each pending session's event body (session id -> body, its access token sealed) in its row, in one
+    statement; returns the sessions that hold one (a session resolved meanwhile, its event having reached the
+    broker after all, holds nothing)."""
+    rows = await conn.fetch(
+        """UPDATE widget_sessions s SET unpublished = u.body
+           FROM unnest($1::text[], $2::bytea[]) AS u(session_id, body)
+           WHERE s.session_id = u.session_id AND s.status = 'pending'
+           RETURNING s.session_id""",
+        list(bodies), list(bodies.values()),
+    )
+    return {r["session_id"] for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    session_id: str
+    body: bytes
+
+
+async def held_opens(conn: asyncpg.Connection, limit: int) -> list[Held]:
+    """Up to ``limit`` held events of sessions still pending and within their deadline (the soonest due first),
+    locked for the caller's transaction; rows another sweeper holds are skipped. A session past its deadline is
+    left to the overdue sweeper, which ends it and clears what it held."""
+    rows = await conn.fetch(
+        """SELECT session_id, unpublished FROM widget_sessions
+           WHERE unpublished IS NOT NULL AND status = 'pending' AND deadline_at > now()
+           ORDER BY deadline_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
+        limit,
+    )
+    return [Held(r["session_id"], r["unpublished"]) for r in rows]
+
+
+async def published(conn: asyncpg.Connection, session_ids: Sequence[str]) -> None:
+    """The broker confirmed these held events: clear them (in the transaction that locked them)."""
+    await conn.execute("UPDATE widget_sessions SET unpublished = NULL WHERE session_id = ANY($1::text[])",
+                       list(session_ids))
 
 
 # -- read -----------------------------------------------------------------------------------------------
@@ -185,7 +236,7 @@ _RESOLVE = f"""
 UPDATE widget_sessions s SET
     status = u.status, reason = u.reason, detail = u.detail, contact_id = u.contact_id, resolved_at = now(),
     auth_http_status = u.auth_http_status, auth_latency_ms = u.auth_latency_ms, whitelist_note = u.whitelist_note,
-    degraded = u.degraded, circuit_open = u.circuit_open,
+    degraded = u.degraded, circuit_open = u.circuit_open, unpublished = NULL,
     collect_information = {_CAPTURE_MODE.format(status="u.status")}
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::int[], $7::real[], $8::text[],
             $9::bool[], $10::bool[])
@@ -226,7 +277,7 @@ async def resolve_sessions(conn: asyncpg.Connection, outcomes: Sequence[Outcome]
 
 _EXPIRE = f"""
     UPDATE widget_sessions s
-    SET status = 'fallback', reason = $1, detail = $2, resolved_at = now(),
+    SET status = 'fallback', reason = $1, detail = $2, resolved_at = now(), unpublished = NULL,
         collect_information = {_CAPTURE_MODE.format(status="'fallback'")}
     WHERE s.session_id = ANY(ARRAY({{candidates}})) AND s.status = 'pending'
     RETURNING s.session_id, s.bot_id, s.watcher, s.collect_information
@@ -295,6 +346,7 @@ class Ended:
 # a racing outcome finds the session no longer pending and changes nothing; a racing watcher is returned.
 _END = """
 UPDATE widget_sessions s SET status = 'ended', ended_at = now(), ended_by = $2, resolved_at = coalesce(s.resolved_at, now()),
+       unpublished = NULL,
        detail = CASE WHEN old.status = 'pending' THEN $3 ELSE s.detail END
 FROM (SELECT session_id, status FROM widget_sessions WHERE {which} AND status <> 'ended'
       ORDER BY session_id FOR UPDATE) old

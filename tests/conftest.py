@@ -192,9 +192,10 @@ async def strict_stack(database_url: str, broker_prefix: Callable[[], str], secr
     default): its verifier answers ``destination_blocked`` for the fake business on 127.0.0.1.
 
     It runs no sweepers: one deployment per database is what they assume, and this stack's would publish the
-    other stack's unpublished webhook deliveries on its own broker prefix, to a worker that refuses 127.0.0.1."""
+    other stack's unpublished webhook deliveries (or held widget opens) on its own broker prefix, to a worker that
+    refuses 127.0.0.1."""
     config = {**service_config(database_url, broker_prefix(), secret_key), "allow_private_networks": False,
-              "contacts_sweepers": False}
+              "contacts_sweepers": False, "gateway_sweepers": False}
     async with running_stack(config) as running:
         yield running
 

@@ -7,6 +7,7 @@ the API document (:mod:`.openapi`). Each route declares who may call it; :func:`
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
@@ -15,7 +16,7 @@ from aiohttp import web
 from shared import db, messaging, rpc
 from shared.batching import Batcher
 from shared.health import health_routes
-from shared.service import background
+from shared.service import background, every
 from shared.sessions import EXPIRE_GRACE_SECONDS, new_replica_id
 
 from . import access, openapi
@@ -25,7 +26,7 @@ from .keys import ASK, DESTINATIONS, HUB, LIMITS, OPENS, POOL, PUBLISH, SECRETS,
 from .pages import browser
 from .settings import GatewaySettings
 from .widget import api as widget_api
-from .widget import opening
+from .widget import held, opening
 from .widget.admission import Admission, watch_lag
 from .widget.outcomes import OutcomeHub, consume_outcomes, tick_forever
 from .widget.ratelimit import WidgetLimits
@@ -82,6 +83,8 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
         background(tick_forever(hub, partial(session_views, app[POOL]), poll_seconds=s.sse_poll_seconds,
                                 forget_after=s.session_deadline_seconds + EXPIRE_GRACE_SECONDS + 5)),
         background(watch_lag(hub.admission)),
+        background(every(held.EVERY, partial(held.republish, app[POOL], publish), failed="held opens not published"))
+        if s.gateway_sweepers else nullcontext(),
     ):
         app[PUBLISH] = publish
         app[ASK] = ask

@@ -35,6 +35,9 @@ class GatewaySettings(SecretKeySettings, DestinationSettings):
     admission_max_in_flight: int = Field(20_000, ge=1, description="opens of this replica without an outcome, at most")
     open_batch_max: int = Field(256, ge=1, le=5000, description="most opens stored and published in one round trip")
     open_flushes: int = Field(2, ge=1, le=64, description="open batches in flight at once")
+    gateway_sweepers: bool = Field(True, description=(
+        "publish here the widget opens held in the database while the broker was away; every replica may (rows are "
+        "locked with SKIP LOCKED), at least one of a deployment must"))
     widget_body_max_bytes: int = Field(16 * 1024, description="the largest widget API body (413 beyond)")
     # Many visitors can share one address (a carrier's NAT puts thousands of phones behind a few IPv4
     # addresses): the per-client limit stops one runaway script, the per-bot one protects a business,

@@ -79,6 +79,9 @@ class Result:
     fault_503: int = 0
     fault_open_ms: tuple[int, int, int] = (0, 0, 0)  # p50, p99, max
     fault_outcome_s: tuple[float, float] = (0.0, 0.0)  # p50, p99 of accepted opens, open to outcome
+    # The widget's time to an answer: from sending its open to its outcome (verified or fallback; a 503 is its
+    # answer too). A session the visitor ended while pending had no answer to wait for: not counted.
+    fault_answer_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # p50, p99, max
     replicas: dict[str, int] = field(default_factory=dict)  # broker cluster: members of each work queue
     failovers: int = 0  # broker cluster: service connections that moved to another node during the fault
     # With `webhooks`: every bot's webhook on (all events); what was recorded, and how it reached the endpoint.
@@ -104,6 +107,7 @@ class Cluster:
     webhook_ok: list[str] = field(default_factory=list)  # delivery ids the webhook endpoint answered 2xx, in order
     outage: tuple[datetime, datetime] | None = None  # when it went down and came back
     samples: list[tuple[float, float, int]] = field(default_factory=list)  # open: (sent at, seconds, status)
+    sent: dict[str, float] = field(default_factory=dict)  # accepted session -> when its open was sent (epoch s)
     window: tuple[float, float] | None = None  # when the fault struck (epoch seconds), for the latencies
     replicas: dict[str, int] = field(default_factory=dict)  # broker cluster: members of each work queue
 
@@ -276,6 +280,7 @@ async def drive(cluster: Cluster, http: aiohttp.ClientSession, bots: list[tuple[
                 if resp.status == 202:
                     session_id = (await resp.json())["session_id"]
                     accepted[session_id] = (bot, token)
+                    cluster.sent[session_id] = sent
                 elif resp.status == 503:
                     result.refused_503 += 1
                 else:
@@ -345,7 +350,8 @@ async def count(cluster: Cluster, pool: asyncpg.Pool, accepted: dict[str, tuple[
     sessions = list(accepted)
     rows = await pool.fetch(
         """SELECT session_id, status, reason, resolved_at > deadline_at AS late, degraded, created_at, resolved_at,
-                  contact_id IS NOT NULL AND reason IS NULL AS was_verified
+                  contact_id IS NOT NULL AND reason IS NULL AS was_verified,
+                  ended_at IS NOT NULL AND resolved_at = ended_at AS ended_while_pending
            FROM widget_sessions WHERE session_id = ANY($1)""",
         sessions)
     by_id = {r["session_id"]: r for r in rows}
@@ -398,7 +404,7 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def count_window(cluster: Cluster, rows: list[asyncpg.Record], result: Result) -> None:
-    """What visitors saw while the fault struck: refusals, open latency, time to outcome."""
+    """What visitors saw while the fault struck: refusals, open latency, time to outcome, time to an answer."""
     start, end = cluster.window or (float("-inf"), float("inf"))
     samples = [(seconds, status) for sent, seconds, status in cluster.samples if start <= sent <= end]
     result.fault_opens = len(samples)
@@ -408,6 +414,12 @@ def count_window(cluster: Cluster, rows: list[asyncpg.Record], result: Result) -
     outcomes = [(r["resolved_at"] - r["created_at"]).total_seconds() for r in rows
                 if r["resolved_at"] is not None and start <= r["created_at"].timestamp() <= end]
     result.fault_outcome_s = (round(_quantile(outcomes, 0.5), 2), round(_quantile(outcomes, 0.99), 2))
+    answers = [r["resolved_at"].timestamp() - cluster.sent[r["session_id"]] for r in rows
+               if r["resolved_at"] is not None and not r["ended_while_pending"]
+               and start <= cluster.sent[r["session_id"]] <= end]
+    answers += [seconds for seconds, status in samples if status == 503]
+    result.fault_answer_s = (round(_quantile(answers, 0.5), 2), round(_quantile(answers, 0.99), 2),
+                             round(max(answers, default=0.0), 2))
 
 
 def count_outage(outage: tuple[datetime, datetime], accepted: dict[str, tuple[str, str]],
@@ -503,6 +515,7 @@ def table(results: list[Result]) -> str:
     head = ("fault", "accepted", "503", "errors", "half-accepted", "verified", "fallback",
             "ended (logged out; while pending)", "lost", "lost contacts", "duplicated", "late", "dead letters",
             "webhooks", "during the fault: 503 / opens", "open ms p50/p99/max", "to outcome s p50/p99",
+            "widget's answer s p50/p99/max",
             "connections failed over", "s")
     rows = [(r.fault, r.accepted, r.refused_503, r.other_errors, r.half_accepted,
              f"{r.verified} ({r.degraded} degraded)" if r.degraded else r.verified,
@@ -510,6 +523,7 @@ def table(results: list[Result]) -> str:
              f"{r.ended} ({r.logged_out}; {r.ended_while_pending} pending)", r.lost_sessions, r.lost_contacts,
              r.duplicated, r.late, r.dead_letters, _webhooks(r), f"{r.fault_503} / {r.fault_opens}",
              "/".join(str(v) for v in r.fault_open_ms), "/".join(str(v) for v in r.fault_outcome_s),
+             "/".join(str(v) for v in r.fault_answer_s),
              r.failovers if r.replicas else "-", r.seconds)
             for r in results]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

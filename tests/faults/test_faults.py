@@ -110,6 +110,9 @@ async def test_nothing_lost_nothing_duplicated(
     assert result.lost_contacts == 0, result
     assert result.duplicated == 0, result
     assert result.logged_out > 0 and result.not_ended == 0 and result.ended >= result.logged_out, result
+    if fault is restart_rabbitmq:
+        # PostgreSQL stays up: every open is stored and answered, its event held until the broker is back.
+        assert result.refused_503 == 0 and result.fault_opens > 0, result
     if fault is poison:
         assert result.dead_letters == POISON, result
     else:
@@ -195,3 +198,4 @@ async def test_a_broker_node_lost_loses_nothing(
     assert result.dead_letters == 0, result
     assert result.degraded == 0, result
     assert result.failovers >= 1, result  # the gateway's connection, at least, moved to a live node
+    assert result.refused_503 == 0 and result.fault_opens > 0, result  # opens held while the quorum elected

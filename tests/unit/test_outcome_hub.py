@@ -59,6 +59,20 @@ async def test_only_sessions_opened_here_feed_admission_less_the_business_time()
     assert hub.in_flight == 0 and len(admission.delays) == 1 and admission.delays[0] < 0
 
 
+async def test_an_open_held_for_the_broker_counts_in_flight_but_its_delay_is_no_queue() -> None:
+    admission = RecordingAdmission()
+    hub = OutcomeHub("gw-test", admission)
+    hub.opened(["held", "published"])
+    hub.held(["held", "never-opened-here"])
+    assert hub.in_flight == 2  # admission control bounds the backlog with it
+    hub.resolved(told("held"))  # its delay is the broker's absence
+    hub.resolved(told("published"))
+    assert hub.in_flight == 0 and len(admission.delays) == 1
+    hub.opened(["held"])  # a session id is never reused; were it, it would count as any other
+    hub.resolved(told("held"))
+    assert len(admission.delays) == 2
+
+
 async def test_the_tick_rereads_long_waiters_in_one_query_and_pings_streams() -> None:
     hub = OutcomeHub("gw-test", RecordingAdmission(), ping_seconds=0.0)
     resolved_meanwhile, still_pending = hub.watch("lost"), hub.watch("slow")

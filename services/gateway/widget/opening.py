@@ -2,9 +2,17 @@
 
 Every ``POST /v1/widget/sessions`` hands its open to one :class:`~shared.batching.Batcher`;
 each flush records the waiting opens in one statement, then publishes their
-``widget.opened`` events in one confirmed message. A request is answered only after
-both: nothing is accepted that is not stored and confirmed. If the broker does not
-confirm, the batch's pending rows are deleted and each of its requests gets 503.
+``widget.opened`` events in one confirmed message: on the happy path, nothing more.
+
+The session row is the outbox of its event. If the broker does not confirm (or the publisher
+already knows the broker is away: no waiting for a confirm that cannot come), the batch's
+event bodies, access tokens sealed as on the wire, are kept in their rows in one more
+statement (:func:`shared.sessions.hold_unpublished`) and the opens are answered as accepted:
+their outcomes come once the broker is back, when a gateway's sweeper (:mod:`.held`) publishes
+them, or as ``fallback`` at their deadline. Only when the database cannot hold them either are
+the batch's pending rows deleted and its requests answered 503. Held opens stay in the
+outcome hub, so admission control counts them (``admission_max_in_flight`` bounds the backlog).
+
 Opens refused by admission control are stored already resolved as ``fallback(busy)``
 in the same statement, and published to no one.
 """
@@ -20,8 +28,8 @@ import structlog
 
 from shared.events import WidgetOpened
 from shared.messaging import Publisher
-from shared.metrics import SESSIONS_OPENED, SESSIONS_REFUSED
-from shared.sessions import NewSession, forget_sessions, open_sessions
+from shared.metrics import OPENS_HELD, SESSIONS_OPENED, SESSIONS_REFUSED
+from shared.sessions import NewSession, forget_sessions, hold_unpublished, open_sessions
 
 from .outcomes import OutcomeHub
 
@@ -29,9 +37,9 @@ log = structlog.get_logger("doorman.gateway.opening")
 
 
 class Opened(enum.Enum):
-    pending = "pending"  # stored and its event confirmed: the pipeline decides it
+    pending = "pending"  # stored, its event confirmed or held for the broker: the pipeline decides it
     unknown_bot = "unknown_bot"
-    unavailable = "unavailable"  # the broker did not confirm: nothing stored
+    unavailable = "unavailable"  # neither confirmed nor held (the database is away too): nothing stored
 
 
 @dataclass(frozen=True)
@@ -53,20 +61,11 @@ async def flush(
 ) -> list[Opened | Busy]:
     stored = await open_sessions(pool, [o.session for o in opens])
     events = [o.event for o in opens if o.event is not None and o.session.session_id in stored]
-    published = True
+    accepted = True
     if events:
         ids = [e.session_id for e in events]
         hub.opened(ids)  # before the publish: an outcome may come back before this function returns
-        try:
-            await publish.many(events)
-        except Exception as exc:
-            hub.forget(ids)
-            await forget_sessions(pool, ids)
-            published = False
-            SESSIONS_REFUSED.labels("broker_unavailable").inc(len(ids))
-            log.error("widget opens not published", error=type(exc).__name__, opens=len(ids))
-        else:
-            SESSIONS_OPENED.inc(len(ids))
+        accepted = await _publish_or_hold(events, ids, pool=pool, publish=publish, hub=hub)
     results: list[Opened | Busy] = []
     for o in opens:
         if o.session.session_id not in stored:
@@ -74,8 +73,34 @@ async def flush(
         elif o.event is None:
             results.append(Busy(stored[o.session.session_id]))
         else:
-            results.append(Opened.pending if published else Opened.unavailable)
+            results.append(Opened.pending if accepted else Opened.unavailable)
     busy = sum(isinstance(r, Busy) for r in results)
     if busy:
         SESSIONS_REFUSED.labels("busy").inc(busy)
     return results
+
+
+async def _publish_or_hold(
+    events: list[WidgetOpened], ids: list[str], *, pool: asyncpg.Pool, publish: Publisher, hub: OutcomeHub,
+) -> bool:
+    """Publish the events, or hold them in their rows for the sweeper; False when neither could be done
+    (the rows are deleted). Raises only when the database cannot even delete them (the caller answers 503)."""
+    try:
+        if not publish.ready:
+            raise ConnectionError("the broker is away")
+        await publish.many(events)
+    except Exception as exc:
+        try:
+            held = await hold_unpublished(pool, dict(zip(ids, publish.sealed(events), strict=True)))
+        except Exception as hold_exc:
+            hub.forget(ids)
+            await forget_sessions(pool, ids)
+            SESSIONS_REFUSED.labels("broker_unavailable").inc(len(ids))
+            log.error("widget opens neither published nor held", error=type(exc).__name__,
+                      hold_error=type(hold_exc).__name__, opens=len(ids))
+            return False
+        hub.held(list(held))
+        OPENS_HELD.inc(len(held))
+        log.warning("widget opens held for the broker", error=type(exc).__name__, opens=len(ids), kept=len(held))
+    SESSIONS_OPENED.inc(len(ids))
+    return True

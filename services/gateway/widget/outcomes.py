@@ -52,6 +52,7 @@ class OutcomeHub:
         self.replica = replica
         self.admission = admission
         self._opened: dict[str, float] = {}  # session id -> when this replica opened it (monotonic)
+        self._held: set[str] = set()  # of those, the ones whose event waited in the database for the broker
         self._waiting: dict[str, _Waiting] = {}
         self._recent: OrderedDict[str, tuple[float, View]] = OrderedDict()  # told before anyone asked
         self._recent_seconds = recent_seconds
@@ -72,9 +73,15 @@ class OutcomeHub:
         for session_id in session_ids:
             self._opened[session_id] = now
 
+    def held(self, session_ids: Sequence[str]) -> None:
+        """These opens wait in the database for the broker: still in flight (admission control counts them),
+        but their delay measures the broker's absence, not a queue in the pipeline, so it is not observed."""
+        self._held.update(s for s in session_ids if s in self._opened)
+
     def forget(self, session_ids: Sequence[str]) -> None:
         for session_id in session_ids:
             self._opened.pop(session_id, None)
+            self._held.discard(session_id)
 
     def pending_here(self, session_id: str) -> bool:
         return session_id in self._opened
@@ -118,7 +125,10 @@ class OutcomeHub:
         """An outcome, or an end (``ended``: the visitor logged out or was revoked, whichever replica
         was asked): a waiting stream gets it, and a later question here is answered with it."""
         opened_at = self._opened.pop(told.session_id, None)
-        if opened_at is not None and told.status != "ended":  # a logout says nothing about the pipeline's delay
+        held = told.session_id in self._held
+        self._held.discard(told.session_id)
+        # A logout says nothing about the pipeline's delay, nor does an open that waited for the broker.
+        if opened_at is not None and told.status != "ended" and not held:
             # The pipeline's own delay: open to outcome, minus the time the business took to answer.
             business = (told.facts.auth_latency_ms or 0.0) / 1000
             self.admission.observe(time.monotonic() - opened_at - business)
@@ -151,8 +161,7 @@ class OutcomeHub:
             await self._ping()
         while self._recent and next(iter(self._recent.values()))[0] < now - self._recent_seconds:
             self._recent.popitem(last=False)
-        for session_id in [s for s, at in self._opened.items() if at < now - forget_after]:
-            del self._opened[session_id]
+        self.forget([s for s, at in self._opened.items() if at < now - forget_after])
         overdue = [s for s, w in self._waiting.items() if w.since < now - poll_seconds]
         if not overdue:
             return
