@@ -49,6 +49,7 @@ from services.gateway.settings import GatewaySettings
 from tests import api_formats  # noqa: F401 - registers the document's own formats with Schemathesis
 from tests.conftest import ADMIN_TOKEN, Stack, admin_headers, await_outcome, create_bot, open_session
 from tests.fake_customer import FakeCustomerAPI, verified
+from tests.waits import wait_until
 
 MAX_EXAMPLES = 25  # per operation; the whole file runs in about a minute
 STATEFUL_EXAMPLES = 60  # scenarios of linked calls
@@ -86,13 +87,12 @@ async def _collected_contact(stack: Stack, bot_id: str, session_id: str, form: d
         before = {c["contact_id"] for c in (await resp.json())["contacts"]}
     async with stack.http.post(f"{stack.gateway.url}/v1/widget/sessions/{session_id}/contact", json=form) as resp:
         assert resp.status == 202, await resp.text()
-    for _ in range(100):
+
+    async def made() -> str | None:
         async with stack.http.get(f"{stack.gateway.url}/v1/bots/{bot_id}/contacts", headers=admin_headers()) as resp:
-            new = [c["contact_id"] for c in (await resp.json())["contacts"] if c["contact_id"] not in before]
-        if new:
-            return new[0]
-        await asyncio.sleep(0.1)
-    raise AssertionError("the collected contact never appeared")
+            return next((c["contact_id"] for c in (await resp.json())["contacts"] if c["contact_id"] not in before), None)
+
+    return await wait_until(made, what="the collected contact")
 
 
 @pytest.fixture(scope="module")
