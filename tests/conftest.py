@@ -93,7 +93,8 @@ def secret_key() -> str:
 async def serving_business() -> AsyncIterator[FakeCustomerAPI]:
     """A fake business on 127.0.0.1, on a port of its own (so a host:port of its own)."""
     api = FakeCustomerAPI()
-    runner = web.AppRunner(api.app(), access_log=None)
+    # An answer still hanging when the business closes is cancelled at once (aiohttp would wait up to 60 s for it).
+    runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=0.1)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     api.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
