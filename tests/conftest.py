@@ -31,6 +31,7 @@ from services.verifier.settings import VerifierSettings
 from shared import db, messaging, sessions
 from shared.logging import configure
 from tests.fake_customer import FakeCustomerAPI
+from tests.waits import _webhook_listeners, wait_until  # noqa: F401 (a session fixture)
 
 ADMIN_TOKEN = "test-admin-token-" + secrets.token_hex(8)
 AMQP_URL = os.environ.get("DOORMAN_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -92,7 +93,8 @@ def secret_key() -> str:
 async def serving_business() -> AsyncIterator[FakeCustomerAPI]:
     """A fake business on 127.0.0.1, on a port of its own (so a host:port of its own)."""
     api = FakeCustomerAPI()
-    runner = web.AppRunner(api.app(), access_log=None)
+    # An answer still hanging when the business closes is cancelled at once (aiohttp would wait up to 60 s for it).
+    runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=0.1)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     api.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
@@ -282,31 +284,28 @@ class Published:
 async def wait_for_consumers(prefix: str, expected: dict[str, int], timeout: float = 30) -> None:
     """Until each named work queue has exactly the expected number of consumers."""
     topology = messaging.Topology(prefix)
-    deadline = asyncio.get_running_loop().time() + timeout
     async with await aio_pika.connect(AMQP_URL) as conn:
         channel = await conn.channel()
         await messaging.declare(channel, topology)
-        while True:
-            counts = {}
+
+        async def as_expected() -> bool:
+            found = {}
             for name in expected:
                 q = await channel.declare_queue(topology.queue(name), passive=True)
-                counts[name] = q.declaration_result.consumer_count
-            if counts == expected:
-                return
-            assert asyncio.get_running_loop().time() < deadline, f"consumers never came up: {counts}"
-            await asyncio.sleep(0.1)
+                found[name] = q.declaration_result.consumer_count
+            return found == expected
+
+        await wait_until(as_expected, timeout, f"consumers {expected}")
 
 
 async def wait_ready(url: str, timeout: float = 30) -> None:
     """Until a gateway process answers /readyz with 200."""
-    deadline = asyncio.get_running_loop().time() + timeout
     async with aiohttp.ClientSession() as http:
-        while True:
+        async def ready() -> bool:
             try:
                 async with http.get(f"{url}/readyz") as resp:
-                    if resp.status == 200:
-                        return
+                    return resp.status == 200
             except aiohttp.ClientError:
-                pass
-            assert asyncio.get_running_loop().time() < deadline, "gateway not ready"
-            await asyncio.sleep(0.1)
+                return False
+
+        await wait_until(ready, timeout, f"{url}/readyz to answer 200")

@@ -74,7 +74,7 @@ class FakeCustomerAPI:
         else:
             return web.Response(status=404)
         if answer.delay:
-            await asyncio.sleep(answer.delay)
+            await asyncio.sleep(answer.delay)  # time is the subject: a business this slow to answer
         payload = answer.body if answer.body is not None else json.dumps(answer.json).encode()
         return web.Response(status=answer.status, body=payload, content_type=answer.content_type)
 

@@ -23,6 +23,7 @@ from shared.events import utcnow
 from tests.conftest import Stack, admin_headers, await_outcome, create_bot, open_session, store_pending
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 from tests.integration.test_widget_wait import refusing_every_open
+from tests.waits import wait_until, webhooks_heard
 
 SHOP = "https://shop.example.com"
 BUSINESS_NOTE = "<script>secret-internal-note</script>"  # the business's words: for the activity log only
@@ -91,11 +92,9 @@ async def _form(stack: Stack, session_id: str, typed: dict[str, str]) -> None:
     """The visitor sends the Collect Information form; returns once the contacts service linked its contact."""
     async with stack.http.post(f"{stack.gateway.url}/v1/widget/sessions/{session_id}/contact", json=typed) as resp:
         assert resp.status == 202, await resp.text()
-    deadline = asyncio.get_running_loop().time() + 10
-    while not await stack.pool.fetchval(
-            "SELECT collected_contact_id IS NOT NULL FROM widget_sessions WHERE session_id = $1", session_id):
-        assert asyncio.get_running_loop().time() < deadline, "the form's contact was never recorded"
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: stack.pool.fetchval(
+        "SELECT collected_contact_id IS NOT NULL FROM widget_sessions WHERE session_id = $1", session_id),
+        what="the form's contact")
 
 
 async def every_shape(stack: Stack, strict: Stack, customer_api: FakeCustomerAPI) -> Shapes:
@@ -107,6 +106,7 @@ async def every_shape(stack: Stack, strict: Stack, customer_api: FakeCustomerAPI
 
     await _admin(stack, "PUT", f"/v1/bots/{shapes.bot}/webhook",
                  {"url": customer_api.responder(_webhook), "events": WEBHOOK_EVENTS, "enabled": True})
+    await webhooks_heard(shapes.bot)
     await _admin(stack, "PUT", f"/v1/bots/{shapes.bot}/custom-auth", {
         "enabled": True, "auth_url": customer_api.responder(business), "identify_method": "email",
         "domain_whitelist": {"enabled": True, "source": "manual", "domains": ["shop.example.com"]},
@@ -180,13 +180,11 @@ async def every_shape(stack: Stack, strict: Stack, customer_api: FakeCustomerAPI
 
 async def delivery_statuses(stack: Stack, shapes: Shapes, wanted: set[str]) -> dict[str, Any]:
     """The bot's delivery log, once it holds deliveries in each ``wanted`` status (bounded wait)."""
-    deadline = asyncio.get_running_loop().time() + 15
-    while True:
+    async def holding() -> dict[str, Any] | None:
         page = await _admin(stack, "GET", f"/v1/bots/{shapes.bot}/webhook/deliveries?limit=100")
-        if wanted <= {d["status"] for d in page["deliveries"]}:
-            return page
-        assert asyncio.get_running_loop().time() < deadline, page
-        await asyncio.sleep(0.1)
+        return page if wanted <= {d["status"] for d in page["deliveries"]} else None
+
+    return await wait_until(holding, 15, f"deliveries {sorted(wanted)}")
 
 
 async def erase(stack: Stack, shapes: Shapes) -> None:

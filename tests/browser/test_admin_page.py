@@ -20,6 +20,7 @@ from tests.conftest import (
     ADMIN_TOKEN, Stack, await_outcome, create_bot, open_session, service_config, start_gateway, verify_once,
 )
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.usefixtures("no_csp_violations")
 
@@ -371,13 +372,11 @@ async def test_testing_panel_says_when_no_verifier_answers(page: Page, database_
 
 async def wait_for_contacts(stack: Stack, bot: str, count: int, timeout: float = 10) -> None:
     """The Collect Information form is written asynchronously; wait (bounded) for it."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def counted() -> bool:
         _, page = await api(stack, "GET", f"/v1/bots/{bot}/contacts")
-        if len(page["contacts"]) >= count:
-            return
-        assert asyncio.get_running_loop().time() < deadline, page
-        await asyncio.sleep(0.05)
+        return len(page["contacts"]) >= count
+
+    await wait_until(counted, timeout, f"{count} contacts")
 
 
 async def test_contacts_search_and_details(page: Page, stack: Stack, customer_api: FakeCustomerAPI) -> None:

@@ -4,7 +4,6 @@ dialog), against the running stack."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 from uuid import UUID
@@ -15,6 +14,7 @@ from playwright.async_api import Page, expect
 from tests.browser.conftest import open_admin, screenshot
 from tests.conftest import Stack, admin_headers, create_bot, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.usefixtures("no_csp_violations")
 
@@ -26,11 +26,8 @@ async def contact_status(stack: Stack, bot: str, contact_id: str) -> int:
 
 async def wait_for_contact(stack: Stack, bot: str, **where: Any) -> dict[str, Any]:
     [(column, value)] = where.items()
-    deadline = asyncio.get_running_loop().time() + 10
-    while (row := await stack.pool.fetchrow(f"SELECT * FROM contacts WHERE bot_id = $1 AND {column} = $2",
-                                            UUID(bot), value)) is None:
-        assert asyncio.get_running_loop().time() < deadline, f"no contact with {where}"
-        await asyncio.sleep(0.05)
+    row = await wait_until(lambda: stack.pool.fetchrow(f"SELECT * FROM contacts WHERE bot_id = $1 AND {column} = $2",
+                                                       UUID(bot), value), what=f"a contact with {where}")
     return dict(row)
 
 

@@ -8,7 +8,6 @@ same page: each is verified as themselves, by the business's answer for their ow
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -17,6 +16,7 @@ from playwright.async_api import Locator, Page, Request, expect
 from tests.browser.conftest import HostPage
 from tests.conftest import Stack, create_bot
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
+from tests.waits import wait_until
 
 PEOPLE = {
     "tok-alice-1": {"id": "alice", "name": "Alice Adams", "email": "alice@example.com", "phone_number": "+84912000001"},
@@ -53,10 +53,7 @@ async def sessions_of(stack: Stack, bot_id: str) -> list[dict[str, Any]]:
 
 
 async def until(check: Any, timeout: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "never came true"
-        await asyncio.sleep(0.05)
+    await wait_until(check, timeout, getattr(check, "__name__", "the condition"))
 
 
 async def test_log_in_log_out_and_log_in_as_another_on_the_same_page(

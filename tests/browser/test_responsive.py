@@ -4,7 +4,6 @@ nothing. Nothing on a page asks for a file the gateway does not have (the favico
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
@@ -21,7 +20,9 @@ from tests.browser.conftest import (
 )
 from tests.browser.test_widget import open_widget, settle
 from tests.conftest import Stack, create_bot, verify_once
+from tests.browser.test_webhooks import refreshed_until
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
+from tests.waits import webhooks_heard
 
 WIDTHS = [360, 1280]
 
@@ -77,7 +78,7 @@ async def test_every_admin_screen_fits_and_is_accessible(
     hook = customer_api.endpoint(Answer(status=410, json={}))
     assert (await api(stack, "PUT", f"/v1/bots/{bot}/webhook",
                       {"enabled": True, "url": hook, "events": ["contact.created", "session.fell_back"]}))[0] == 200
-    await asyncio.sleep(0.3)
+    await webhooks_heard(bot)
     for _ in people:
         assert (await verify_once(stack, bot, access_token="t", origin="https://shop.example.com"))["status"] == "verified"
     assert (await verify_once(stack, bot, origin="https://elsewhere.example"))["status"] == "fallback"
@@ -95,11 +96,7 @@ async def test_every_admin_screen_fits_and_is_accessible(
     await page.goto(f"{stack.gateway.url}/admin#bot={bot}")
     await expect(page.get_by_test_id("settings-form")).to_be_visible()
     await expect(page.get_by_test_id("webhook-card")).to_be_visible()
-    for _ in range(60):
-        await page.get_by_test_id("wh-refresh").click()
-        if await page.get_by_test_id("wh-retry").count():
-            break
-        await asyncio.sleep(0.25)
+    await refreshed_until(page, "dead")
     await expect(page.get_by_test_id("wh-retry").first).to_be_visible()
     await check(page, axe_source, "settings (Authentication URL)")
     await page.get_by_role("button", name="New signing secret…").click()

@@ -3,7 +3,6 @@ field errors, and the delivery log filling in as the fake business receives deli
 
 from __future__ import annotations
 
-import asyncio
 from uuid import uuid4
 
 import pytest
@@ -13,6 +12,7 @@ from shared.signing import verify
 from tests.browser.conftest import api, open_admin, screenshot
 from tests.conftest import Stack, verify_once
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
+from tests.waits import wait_until, webhooks_heard
 
 pytestmark = pytest.mark.usefixtures("no_csp_violations")
 
@@ -64,22 +64,19 @@ async def test_turn_the_webhook_on_and_watch_deliveries(page: Page, stack: Stack
     assert secret not in str(stored)
 
     # A visitor verifies: contact.created is delivered, signed with the secret the page showed.
-    await asyncio.sleep(0.3)
+    await webhooks_heard(bot_id)
     outcome = await verify_once(stack, bot_id, access_token="tok")
     assert outcome["status"] == "verified"
-    for _ in range(100):
-        if customer_api.received(hook):
-            break
-        await asyncio.sleep(0.1)
-    [call] = customer_api.received(hook)
+    [call] = await wait_until(lambda: customer_api.received(hook), what="the delivery")
     assert verify(secret, call.headers, call.raw)
 
+    async def delivered() -> bool:
+        _, log = await api(stack, "GET", f"/v1/bots/{bot_id}/webhook/deliveries")
+        return [d["status"] for d in log["deliveries"]] == ["delivered"]
+
+    await wait_until(delivered, what="the delivery recorded as delivered")
     rows = page.get_by_test_id("wh-delivery")
-    for _ in range(20):
-        await page.get_by_test_id("wh-refresh").click()
-        if await rows.count() == 1 and await rows.first.get_attribute("data-status") == "delivered":
-            break
-        await asyncio.sleep(0.2)
+    await page.get_by_test_id("wh-refresh").click()
     await expect(rows).to_have_count(1)
     await expect(rows.first).to_have_attribute("data-status", "delivered")
     await expect(rows.first).to_contain_text("contact.created")
@@ -94,15 +91,15 @@ async def test_turn_the_webhook_on_and_watch_deliveries(page: Page, stack: Stack
     assert secret not in await page.content()
 
 
-async def refreshed_until(page: Page, status: str, tries: int = 60) -> None:
-    """Refresh the delivery log (bounded) until its newest row has ``status``."""
+async def refreshed_until(page: Page, status: str) -> None:
+    """Refresh the delivery log until its newest row has ``status``."""
     rows = page.get_by_test_id("wh-delivery")
-    for _ in range(tries):
+
+    async def newest_has_status() -> bool:
         await page.get_by_test_id("wh-refresh").click()
-        if await rows.count() and await rows.first.get_attribute("data-status") == status:
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"no {status} delivery in the log")
+        return bool(await rows.count()) and await rows.first.get_attribute("data-status") == status
+
+    await wait_until(newest_has_status, timeout=15, what=f"a {status} delivery in the log")
 
 
 async def test_retry_a_dead_delivery_and_rotate_the_signing_secret(
@@ -118,7 +115,7 @@ async def test_retry_a_dead_delivery_and_rotate_the_signing_secret(
     status, _ = await api(stack, "PUT", f"/v1/bots/{bot_id}/webhook",
                           {"enabled": True, "url": hook, "events": ["contact.created"]})
     assert status == 200
-    await asyncio.sleep(0.3)
+    await webhooks_heard(bot_id)
     assert (await verify_once(stack, bot_id, access_token="tok"))["status"] == "verified"
 
     await open_admin(page, stack, bot_id, "settings")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import uuid
@@ -19,6 +18,7 @@ from shared.widget_view import VISITOR_MESSAGES
 from tests.browser.conftest import HostPage, screenshot
 from tests.conftest import Stack, create_bot
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
+from tests.waits import wait_until
 
 TOKEN = "tok-" + uuid.uuid4().hex + "-secret"
 
@@ -110,13 +110,7 @@ async def settle(dialog: Locator) -> None:
 
 async def wait_for(stack: Stack, query: str, *args: Any, timeout: float = 10) -> Any:
     """Poll the database (bounded) until ``query`` returns a row."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        row = await stack.pool.fetchrow(query, *args)
-        if row is not None:
-            return row
-        assert asyncio.get_running_loop().time() < deadline, f"nothing for {query} {args}"
-        await asyncio.sleep(0.05)
+    return await wait_until(lambda: stack.pool.fetchrow(query, *args), timeout, f"a row for {query} {args}")
 
 
 async def test_verified_visitor_is_greeted_and_the_token_stays_secret(

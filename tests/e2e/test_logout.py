@@ -21,13 +21,15 @@ from services.gateway.keys import HUB
 from tests.conftest import Stack, admin_headers, await_outcome, create_bot, open_session, start_gateway
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 from tests.integration.test_workspaces import workspace_with_key
+from tests.waits import wait_until
 
 SLOW = 0.8  # the business takes this long to answer (within the tests' 1 s timeout): pending meanwhile
 
 
-async def read_stream(http: aiohttp.ClientSession, gateway_url: str, session_id: str,
-                      timeout: float = 15) -> list[tuple[str, dict[str, Any]]]:
-    """Every event of the session's stream until it ends: (name, data)."""
+async def read_stream(http: aiohttp.ClientSession, gateway_url: str, session_id: str, timeout: float = 15,
+                      waiting: asyncio.Event | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Every event of the session's stream until it ends: (name, data). ``waiting`` is set on the stream's
+    first comment: the gateway sends it once the stream waits (watched, on a replica other than the opener)."""
     events: list[tuple[str, dict[str, Any]]] = []
     name = ""
     async with http.get(f"{gateway_url}/v1/widget/sessions/{session_id}/events",
@@ -35,7 +37,9 @@ async def read_stream(http: aiohttp.ClientSession, gateway_url: str, session_id:
         assert resp.status == 200, await resp.text()
         async for raw in resp.content:
             line = raw.decode().rstrip("\r\n")
-            if line.startswith("event:"):
+            if line.startswith(":") and waiting is not None:
+                waiting.set()
+            elif line.startswith("event:"):
                 name = line.partition(":")[2].strip()
             elif line.startswith("data:"):
                 events.append((name, json.loads(line.partition(":")[2].strip())))
@@ -64,28 +68,34 @@ async def revoke(stack: Stack, bot_id: str, contact_id: str, token: str | None =
         return resp.status, await resp.json()
 
 
+async def _resolved(http: aiohttp.ClientSession, gateway_url: str, session_id: str) -> dict[str, Any] | None:
+    view = await read(http, gateway_url, session_id)
+    return view if view["status"] != "pending" else None
+
+
+async def _ended(http: aiohttp.ClientSession, gateway_url: str, session_id: str) -> dict[str, Any] | None:
+    view = await read(http, gateway_url, session_id)
+    return view if view["status"] == "ended" else None
+
+
 def assert_ended(view: dict[str, Any], session_id: str) -> None:
     assert view["session_id"] == session_id and view["status"] == "ended"
     assert view["contact"] is None and view["fallback"] is None and view["collect_information"] is None
 
 
-async def stream_is_waiting(stack: Stack, session_id: str, replica: str | None = None) -> None:
-    """Until the stream is connected (and, on another replica than the opener, recorded as watcher)."""
-    for _ in range(100):
-        watcher = await stack.pool.fetchval("SELECT watcher FROM widget_sessions WHERE session_id = $1", session_id)
-        if replica is None or watcher == replica:
-            await asyncio.sleep(0.1 if replica is None else 0)
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the stream never started waiting")
+async def waiting_stream(http: aiohttp.ClientSession, gateway_url: str, session_id: str) -> asyncio.Task[Any]:
+    """The session's stream, read in the background (:func:`read_stream`), once it waits."""
+    waiting = asyncio.Event()
+    stream = asyncio.create_task(read_stream(http, gateway_url, session_id, waiting=waiting))
+    await asyncio.wait_for(waiting.wait(), 10)
+    return stream
 
 
 async def test_logout_of_a_pending_session_is_final(stack: Stack, customer_api: FakeCustomerAPI) -> None:
     url = customer_api.endpoint(Answer(json={"status": True, "data": {"id": "late-1", "name": "Late Lee"}}, delay=SLOW))
     bot_id = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=url)
     session_id = await open_session(stack.http, stack.gateway.url, {"bot_id": bot_id, "access_token": "t"})
-    stream = asyncio.create_task(read_stream(stack.http, stack.gateway.url, session_id))
-    await stream_is_waiting(stack, session_id)
+    stream = await waiting_stream(stack.http, stack.gateway.url, session_id)
 
     started = time.monotonic()
     assert await end(stack.http, stack.gateway.url, session_id) == 204
@@ -97,13 +107,10 @@ async def test_logout_of_a_pending_session_is_final(stack: Stack, customer_api: 
     assert await end(stack.http, stack.gateway.url, session_id) == 204  # ending again: still 204
 
     # The business answers after the logout: the contact is made, the session stays ended.
-    for _ in range(100):
-        contact = await stack.pool.fetchrow("SELECT contact_id, name FROM contacts WHERE bot_id = $1", bot_id)
-        if contact:
-            break
-        await asyncio.sleep(0.1)
-    assert contact is not None and contact["name"] == "Late Lee"
-    await asyncio.sleep(0.3)  # the contacts service recorded the verification in the same transaction
+    contact = await wait_until(lambda: stack.pool.fetchrow("SELECT contact_id, name FROM contacts WHERE bot_id = $1",
+                                                           bot_id), what="the late contact")
+    assert contact["name"] == "Late Lee"
+    # The contacts service recorded the verification in the same transaction: the session is as it will stay.
     row = await stack.pool.fetchrow(
         "SELECT status, contact_id, ended_by, ended_at, detail FROM widget_sessions WHERE session_id = $1", session_id)
     assert row["status"] == "ended" and row["contact_id"] is None and row["ended_by"] == "visitor"
@@ -165,8 +172,10 @@ async def test_a_stream_on_another_replica_gets_ended(stack: Stack, customer_api
         second = await start_gateway(es, stack.config)
         for opener, streamer, ender in ((stack.gateway, second, stack.gateway), (stack.gateway, stack.gateway, second)):
             session_id = await open_session(stack.http, opener.url, {"bot_id": bot_id, "access_token": "t"})
-            stream = asyncio.create_task(read_stream(stack.http, streamer.url, session_id))
-            await stream_is_waiting(stack, session_id, None if streamer is opener else streamer.app[HUB].replica)
+            stream = await waiting_stream(stack.http, streamer.url, session_id)
+            if streamer is not opener:
+                assert await stack.pool.fetchval("SELECT watcher FROM widget_sessions WHERE session_id = $1",
+                                                 session_id) == streamer.app[HUB].replica
             started = time.monotonic()
             assert await end(stack.http, ender.url, session_id) == 204
             events = await stream
@@ -186,11 +195,7 @@ async def test_revoke_ends_every_session_of_the_contact(stack: Stack, customer_a
         for gateway in (stack.gateway, second, second):
             session_id = await open_session(stack.http, gateway.url, {"bot_id": bot_id, "access_token": "t"})
             # Read by polling only: each opener remembers the outcome in memory, unasked.
-            for _ in range(100):
-                view = await read(stack.http, gateway.url, session_id)
-                if view["status"] != "pending":
-                    break
-                await asyncio.sleep(0.05)
+            view = await wait_until(lambda: _resolved(stack.http, gateway.url, session_id), what="the outcome")
             assert view["status"] == "verified"
             sessions.append(session_id)
         contact_id = view["contact"]["contact_id"]
@@ -199,10 +204,11 @@ async def test_revoke_ends_every_session_of_the_contact(stack: Stack, customer_a
         status, body = await revoke(stack, bot_id, contact_id)
         assert (status, body) == (200, {"ended": 2})
         assert await revoke(stack, bot_id, contact_id) == (200, {"ended": 0})
-        await asyncio.sleep(0.3)  # the notifications reach the other replica
         for session_id in sessions:
             for gateway in (stack.gateway, second):
-                assert_ended(await read(stack.http, gateway.url, session_id), session_id)
+                # Each opener remembered the outcome in memory: until its replica is told, it would say verified.
+                view = await wait_until(lambda: _ended(stack.http, gateway.url, session_id), what="ended everywhere")
+                assert_ended(view, session_id)
                 events = await read_stream(stack.http, gateway.url, session_id)
                 assert [name for name, _ in events] == ["ended"], (gateway.url, events)
         by = await stack.pool.fetch(
@@ -222,12 +228,8 @@ async def test_revoke_a_collected_contact_and_unknown_ones(stack: Stack) -> None
     async with stack.http.post(f"{stack.gateway.url}/v1/widget/sessions/{session_id}/contact",
                                json={"email": "typed@example.com"}) as resp:
         assert resp.status == 202
-    for _ in range(100):
-        contact_id = await stack.pool.fetchval(
-            "SELECT collected_contact_id FROM widget_sessions WHERE session_id = $1", session_id)
-        if contact_id:
-            break
-        await asyncio.sleep(0.05)
+    contact_id = await wait_until(lambda: stack.pool.fetchval(
+        "SELECT collected_contact_id FROM widget_sessions WHERE session_id = $1", session_id), what="the form's contact")
     assert await revoke(stack, bot_id, str(contact_id)) == (200, {"ended": 1})
     assert_ended(await read(stack.http, stack.gateway.url, session_id), session_id)
 

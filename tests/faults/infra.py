@@ -22,7 +22,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+from tests.waits import wait_until
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), Path("/usr/lib/postgresql/15/bin"))
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -49,19 +52,16 @@ async def _run(cmd: list[str], timeout: float = 60) -> str:
 
 
 async def wait_port(port: int, *, up: bool = True, timeout: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def as_wanted() -> bool:
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
             is_up = True
         except OSError:
             is_up = False
-        if is_up == up:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"port {port} did not go {'up' if up else 'down'} in {timeout}s")
-        await asyncio.sleep(0.1)
+        return is_up == up
+
+    await wait_until(as_wanted, timeout, f"port {port} to go {'up' if up else 'down'}")
 
 
 def _chown_tree(path: Path, user: str) -> None:
@@ -130,9 +130,10 @@ class RabbitNode:
         self.running = False
         await wait_port(self.port, up=False)
 
-    async def restart(self, down_for: float = 1.0) -> None:
+    async def restart(self, while_down: Callable[[], Awaitable[object]]) -> None:
+        """Stop; start again once ``while_down`` returned (what must be seen while it is down)."""
         await self.stop()
-        await asyncio.sleep(down_for)
+        await while_down()
         await self.start()
 
     async def destroy(self) -> None:
@@ -209,9 +210,10 @@ class PgCluster:
     async def stop(self, mode: str = "immediate") -> None:
         await _run(_as_user("postgres", str(PG_BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-m", mode, "-w", "stop"))
 
-    async def restart(self, down_for: float = 1.0) -> None:
-        await self.stop()  # immediate: like a crash
-        await asyncio.sleep(down_for)
+    async def restart(self, while_down: Callable[[], Awaitable[object]]) -> None:
+        """Stop (immediate: like a crash); start again once ``while_down`` returned."""
+        await self.stop()
+        await while_down()
         await self.start()
 
     async def destroy(self) -> None:

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from shared import messaging
 from shared.logging import session_ref
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 from tests.faults.infra import PgCluster, RabbitCluster, RabbitNode, Service, free_port
+from tests.waits import wait_until
 
 FULL = bool(os.environ.get("DOORMAN_FAULTS_FULL"))
 RATE = float(os.environ.get("DOORMAN_FAULTS_RATE", 80 if FULL else 30))  # widget opens per second
@@ -130,37 +131,58 @@ class Cluster:
             "DOORMAN_WEBHOOK_MAX_ATTEMPTS": "40", "DOORMAN_WEBHOOK_TIMEOUT_SECONDS": "2",
         }
 
-    async def start(self, *, verifiers: int = 2, contacts: int = 2, gateway_first: bool = False) -> None:
+    async def start(self, *, verifiers: int = 2, contacts: int = 2, gateway_first: bool = False,
+                    before_workers: Callable[[], Awaitable[None]] | None = None) -> None:
         """``gateway_first``: the gateway declares the queues before the workers start, so on a
         broker cluster their leaders are on the gateway's node (quorum queues start on the
-        declaring connection's node)."""
+        declaring connection's node). ``before_workers`` runs once the gateway is ready, before the
+        workers start."""
         env = self.env()
         self.services = {
             name: [Service(name, env, self.log_dir, i) for i in range(count)]
             for name, count in (("gateway", 1), ("verifier", verifiers), ("contacts", contacts))
         }
-        if gateway_first:
+        if gateway_first or before_workers:
             await self.services["gateway"][0].start()
             await self.wait_ready(workers=False)
+        if before_workers:
+            await before_workers()
         await asyncio.gather(*(s.start() for group in self.services.values() for s in group if s.proc is None))
         await self.wait_ready()
 
+    async def _ready(self, http: aiohttp.ClientSession) -> bool:
+        try:
+            async with http.get(f"{self.gateway_url}/readyz") as resp:
+                return resp.status == 200
+        except aiohttp.ClientError:
+            return False
+
     async def wait_ready(self, timeout: float = 60, *, workers: bool = True) -> None:
-        deadline = time.monotonic() + timeout
-        expected = {messaging.VERIFIER_QUEUE: len(self.services["verifier"]),
-                    messaging.CONTACTS_QUEUE: len(self.services["contacts"])} if workers else {}
         async with aiohttp.ClientSession() as http:
-            while True:
+            await wait_until(lambda: self._ready(http), timeout, "the gateway's /readyz to answer 200")
+        if workers:
+            await self.wait_consumers({name: len(self.services[name]) for name in ("verifier", "contacts")}, timeout)
+
+    async def wait_unready(self, timeout: float = 60) -> None:
+        """Until the gateway's /readyz says a dependency is gone (an outage seen by the stack)."""
+        async with aiohttp.ClientSession() as http:
+            async def unready() -> bool:
+                return not await self._ready(http)
+
+            await wait_until(unready, timeout, "the gateway's /readyz to see the outage")
+
+    async def wait_consumers(self, expected: dict[str, int], timeout: float = 60) -> None:
+        """Until the work queue of each service ("verifier", "contacts") has exactly the expected consumers."""
+        queues = {"verifier": messaging.VERIFIER_QUEUE, "contacts": messaging.CONTACTS_QUEUE}
+        async with aiohttp.ClientSession() as http:
+            async def counted() -> bool:
                 try:
-                    async with http.get(f"{self.gateway_url}/readyz") as resp:
-                        gateway_ready = resp.status == 200
-                    consumers = {name: (await self.queue_info(http, name))["consumers"] for name in expected}
+                    return all([(await self.queue_info(http, queues[name]))["consumers"] == count
+                                for name, count in expected.items()])
                 except (aiohttp.ClientError, KeyError):
-                    gateway_ready, consumers = False, {}
-                if gateway_ready and consumers == expected:
-                    return
-                assert time.monotonic() < deadline, f"stack not ready: gateway={gateway_ready} consumers={consumers}"
-                await asyncio.sleep(0.2)
+                    return False
+
+            await wait_until(counted, timeout, f"consumers {expected}")
 
     async def queue_info(self, http: aiohttp.ClientSession, name: str) -> dict[str, Any]:
         queue = messaging.Topology(self.prefix).queue(name) if "." in name and not name.startswith(self.prefix) else name
@@ -205,8 +227,6 @@ async def make_bots(cluster: Cluster, http: aiohttp.ClientSession, *, hanging: i
                          {"url": webhook_endpoint(cluster), "enabled": True,
                           "events": ["contact.created", "contact.updated", "contact.erased", "session.fell_back"]})
         bots.append((bot["bot_id"], hangs))
-    if webhooks:
-        await asyncio.sleep(0.5)  # every contacts replica hears of the webhooks (LISTEN/NOTIFY)
     return bots
 
 
@@ -223,7 +243,7 @@ def webhook_endpoint(cluster: Cluster) -> str:
 async def webhook_endpoint_down(cluster: Cluster) -> None:
     """The business's webhook endpoint answers 503 to every delivery for OUTAGE_SECONDS."""
     cluster.webhook_down = True
-    await asyncio.sleep(OUTAGE_SECONDS)
+    await asyncio.sleep(OUTAGE_SECONDS)  # time is the subject: an outage of this length
     cluster.webhook_down = False
 
 
@@ -232,12 +252,13 @@ async def count_webhooks(pool: asyncpg.Pool, bots: list[tuple[str, bool]], answe
     """Once no delivery is pending (or ``timeout``): every recorded delivery answered 2xx by the endpoint under
     its own id; every contact announced as created and every fallback as fell back, once each."""
     ids = [bot for bot, _ in bots]
-    deadline = time.monotonic() + timeout
-    while await pool.fetchval(
-            "SELECT count(*) FROM webhook_deliveries WHERE bot_id = ANY($1::uuid[]) AND status = 'pending'", ids):
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.5)
+
+    async def none_pending() -> bool:
+        return not await pool.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE bot_id = ANY($1::uuid[]) AND status = 'pending'", ids)
+
+    with suppress(TimeoutError):  # what is still pending is counted as lost
+        await wait_until(none_pending, timeout, "no delivery pending")
     rows = await pool.fetch("SELECT delivery_id, status, attempts FROM webhook_deliveries WHERE bot_id = ANY($1::uuid[])",
                             ids)
     ok = Counter(answered)
@@ -290,6 +311,7 @@ async def drive(cluster: Cluster, http: aiohttp.ClientSession, bots: list[tuple[
         finally:
             cluster.samples.append((sent, time.time() - sent, status))
         if session_id is not None and n % LOGOUT_EVERY == 0:
+            # time is the subject: 0 to 0.8 s after the open, so that some log out pending and some resolved
             await asyncio.sleep(n // LOGOUT_EVERY % 5 * 0.2)
             try:
                 async with http.delete(f"{cluster.gateway_url}/v1/widget/sessions/{session_id}",
@@ -307,7 +329,7 @@ async def drive(cluster: Cluster, http: aiohttp.ClientSession, bots: list[tuple[
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         n += 1
-        await asyncio.sleep(max(0.0, started + n * interval - time.monotonic()))
+        await asyncio.sleep(max(0.0, started + n * interval - time.monotonic()))  # time is the subject: RATE per second
     await asyncio.gather(*tasks)
     return accepted
 
@@ -317,20 +339,18 @@ async def settle(cluster: Cluster, pool: asyncpg.Pool, sessions: list[str], time
     topology = messaging.Topology(cluster.prefix)
     queues = [q for name in messaging.WORK_QUEUES
               for q in (topology.queue(name), *topology.retry_queues(name, RETRY_DELAYS[name]))]
-    deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
-        while True:
+        async def settled() -> bool:
             try:
                 pending = await pool.fetchval(
                     "SELECT count(*) FROM widget_sessions WHERE session_id = ANY($1) AND status = 'pending'", sessions)
                 backlog = sum([(await cluster.queue_info(http, q)).get("messages", 0) for q in queues])
             except (OSError, aiohttp.ClientError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                pending = backlog = -1  # a dependency is still coming back
-            if pending == 0 and backlog == 0:
-                return
-            if time.monotonic() > deadline:
-                return  # what is still pending is counted as lost
-            await asyncio.sleep(0.5)
+                return False  # a dependency is still coming back
+            return pending == 0 and backlog == 0
+
+        with suppress(TimeoutError):  # what is still pending is counted as lost
+            await wait_until(settled, timeout, "every session resolved and the queues empty")
 
 
 def _log_lines(cluster: Cluster, service: str) -> list[dict[str, Any]]:
@@ -451,7 +471,7 @@ async def business_down(cluster: Cluster) -> None:
     """The business's API answers 503 to every identity call for OUTAGE_SECONDS."""
     down = datetime.now(UTC)
     cluster.api_down = True
-    await asyncio.sleep(OUTAGE_SECONDS)
+    await asyncio.sleep(OUTAGE_SECONDS)  # time is the subject: an outage of this length
     cluster.api_down = False
     cluster.outage = (down, datetime.now(UTC))
 
@@ -471,6 +491,7 @@ async def dead_letters(cluster: Cluster, settle_for: float = 2.0) -> int:
                 last, stable_since = total, time.monotonic()
             elif time.monotonic() - stable_since >= settle_for:
                 return total
+            # time is the subject: the count must hold still for settle_for (the broker's figures come late)
             await asyncio.sleep(0.2)
 
 
@@ -482,21 +503,32 @@ async def run(name: str, cluster: Cluster, fault: Fault | None, *, hanging: int 
               gateway_first: bool = False, webhooks: bool = False) -> Result:
     result = Result(fault=name)
     started = time.monotonic()
-    await cluster.start(verifiers=verifiers, contacts=contacts, gateway_first=gateway_first)
     codes: list[int | None] = []
     try:
         async with AsyncExitStack() as es:
             http = await es.enter_async_context(aiohttp.ClientSession())
-            bots = await make_bots(cluster, http, hanging=hanging, grace=grace, webhooks=webhooks)
+            bots: list[tuple[str, bool]] = []
+
+            async def make() -> None:
+                # Before the workers start: a contacts service loads the bots with a webhook as it starts.
+                bots.extend(await make_bots(cluster, http, hanging=hanging, grace=grace, webhooks=webhooks))
+
+            await cluster.start(verifiers=verifiers, contacts=contacts, gateway_first=gateway_first, before_workers=make)
             recovered = asyncio.Event()
             logged_out: set[str] = set()
             load = asyncio.create_task(drive(cluster, http, bots, result, recovered, returning, logged_out))
             if fault is not None:
-                await asyncio.sleep(DURATION / 3)
+                third = round(RATE * DURATION / 3)  # a third of the run's opens
+
+                async def answered(count: int) -> None:
+                    await wait_until(lambda: len(cluster.samples) >= count or load.done(), DURATION + 60,
+                                     f"{count} opens answered")
+
+                await answered(third)
                 struck = time.time()
                 await fault(cluster)
                 cluster.window = (struck, time.time() + 3)
-                await asyncio.sleep(DURATION / 3)  # keep the load on after the fault: recovery is measured too
+                await answered(len(cluster.samples) + third)  # keep the load on after the fault: recovery is measured too
             recovered.set()
             accepted = await load
             pool = await es.enter_async_context(asyncpg.create_pool(cluster.pg.url(cluster.database), min_size=1, max_size=2))

@@ -18,6 +18,7 @@ from yarl import URL
 from shared import messaging
 from tests.conftest import AMQP_URL
 from tests.faults.infra import RabbitNode, free_port
+from tests.waits import wait_until
 
 
 def _dead_url() -> str:
@@ -81,12 +82,14 @@ async def test_fails_over_when_its_node_stops_and_resumes_publishing_and_consumi
             assert URL(str(conn.url)).port == URL(AMQP_URL).port, "not failed over to the live node"
 
             # Confirmed publishing resumes on B, and the restored consumer gets the message.
-            for _ in range(50):
+            async def published() -> bool:
                 try:
                     await exchange.publish(aio_pika.Message(b"after"), "widget.opened", mandatory=True, timeout=5)
-                    break
                 except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError):
-                    await asyncio.sleep(0.2)
+                    return False
+                return True
+
+            await wait_until(published, 20, "a confirmed publish on the live node")
             assert await asyncio.wait_for(received.get(), 10) == b"after"
     finally:
         if not rabbit.running:

@@ -7,7 +7,6 @@ RabbitMQ node and its own bots in the suite's own PostgreSQL cluster.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from pathlib import Path
 from uuid import uuid4
@@ -19,28 +18,35 @@ import pytest
 from shared import messaging
 from tests.fake_customer import FakeCustomerAPI
 from tests.faults.conftest import RESULTS
-from tests.faults.infra import PgCluster, RabbitCluster, RabbitNode
+from tests.faults.infra import PgCluster, RabbitCluster, RabbitNode, Service
 from tests.faults.scenario import FULL, OUTAGE_SECONDS, Cluster, Fault, business_down, run, webhook_endpoint_down
+from tests.waits import wait_until
+
+
+async def kill_and_start(cluster: Cluster, *services: Service) -> None:
+    """kill -9 ``services``; once they are gone and the broker has dropped their consumers (their unacked
+    messages back in the queues), start them again."""
+    for service in services:
+        service.kill9()
+    for service in services:
+        assert service.proc is not None
+        await service.proc.wait()
+    await cluster.wait_consumers({name: len([s for s in cluster.services[name] if s not in services])
+                                  for name in ("verifier", "contacts")})
+    for service in services:
+        await service.start()
 
 
 async def kill_verifier(cluster: Cluster) -> None:
-    cluster.services["verifier"][0].kill9()
-    await asyncio.sleep(1)
-    await cluster.services["verifier"][0].start()
+    await kill_and_start(cluster, cluster.services["verifier"][0])
 
 
 async def kill_contacts(cluster: Cluster) -> None:
-    cluster.services["contacts"][0].kill9()
-    await asyncio.sleep(1)
-    await cluster.services["contacts"][0].start()
+    await kill_and_start(cluster, cluster.services["contacts"][0])
 
 
 async def kill_every_worker(cluster: Cluster) -> None:
-    for service in (*cluster.services["verifier"], *cluster.services["contacts"]):
-        service.kill9()
-    await asyncio.sleep(1)
-    for service in (*cluster.services["verifier"], *cluster.services["contacts"]):
-        await service.start()
+    await kill_and_start(cluster, *cluster.services["verifier"], *cluster.services["contacts"])
 
 
 async def rolling_restart(cluster: Cluster) -> None:
@@ -52,11 +58,11 @@ async def rolling_restart(cluster: Cluster) -> None:
 
 
 async def restart_rabbitmq(cluster: Cluster) -> None:
-    await cluster.rabbit.restart(down_for=1)
+    await cluster.rabbit.restart(while_down=cluster.wait_unready)
 
 
 async def restart_postgresql(cluster: Cluster) -> None:
-    await cluster.pg.restart(down_for=1)
+    await cluster.pg.restart(while_down=cluster.wait_unready)
 
 
 POISON = 3
@@ -137,7 +143,6 @@ async def test_nothing_lost_nothing_duplicated(
 
 
 # A RabbitMQ cluster of three, every service given all three addresses: lose the node leading a work queue.
-NODE_DOWN_SECONDS = 5.0
 MANAGEMENT_AUTH = {"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}
 
 
@@ -156,20 +161,33 @@ async def work_queue_leader(cluster: Cluster) -> str:
     return leader
 
 
+async def new_leader(cluster: Cluster, lost: str) -> None:
+    """Until the verifier's work queue is led by another node than ``lost`` (the cluster failed over)."""
+    async with aiohttp.ClientSession() as http:
+        async def elsewhere() -> bool:
+            try:
+                leader = (await cluster.queue_info(http, messaging.VERIFIER_QUEUE)).get("leader")
+            except (aiohttp.ClientError, ValueError):
+                return False  # the management API of the node asked is itself catching up
+            return leader not in (None, lost)
+
+        await wait_until(elsewhere, 60, f"a leader other than {lost} for the verifier's queue")
+
+
 async def kill_leader_node(cluster: Cluster) -> None:
-    """kill -9 the node leading the verifier's queue; after NODE_DOWN_SECONDS it boots and rejoins."""
+    """kill -9 the node leading the verifier's queue; once another node leads it, it boots and rejoins."""
     assert isinstance(cluster.rabbit, RabbitCluster)
     node = cluster.rabbit.node(await work_queue_leader(cluster))
     await node.kill9()
-    await asyncio.sleep(NODE_DOWN_SECONDS)
+    await new_leader(cluster, node.name)
     await node.start()
 
 
 async def restart_leader_node(cluster: Cluster) -> None:
-    """Stop (rabbitmqctl stop) the node leading the verifier's queue, start it again."""
+    """Stop (rabbitmqctl stop) the node leading the verifier's queue; once another node leads it, start it again."""
     assert isinstance(cluster.rabbit, RabbitCluster)
     node = cluster.rabbit.node(await work_queue_leader(cluster))
-    await node.restart(down_for=NODE_DOWN_SECONDS)
+    await node.restart(while_down=lambda: new_leader(cluster, node.name))
 
 
 CLUSTER_SCENARIOS: list[tuple[str, Fault]] = [

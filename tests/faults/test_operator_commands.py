@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 
 import aio_pika
@@ -11,6 +10,7 @@ from doorman.ops import QueueSettings, declare_all, queue_stats, set_dead_letter
 from shared import messaging
 from shared.settings import DoormanSettings
 from tests.faults.infra import RabbitNode
+from tests.waits import wait_until
 
 
 async def test_queue_stats_show_ready_unacked_consumers_retries_and_dead_letters(rabbit: RabbitNode) -> None:
@@ -28,16 +28,14 @@ async def test_queue_stats_show_ready_unacked_consumers_retries_and_dead_letters
         taken = await held.get(no_ack=False)  # one in flight, unacknowledged
 
         expected = [work, 2, 1, 0, 1]  # queue, ready, unacked, retrying, dead letters
-        deadline = asyncio.get_running_loop().time() + 15
-        while True:
+
+        async def counted() -> bool:
             stats = {s.queue: s for s in await queue_stats(settings)}
             verifier, contacts = stats[work], stats[topology.queue(messaging.CONTACTS_QUEUE)]
             got = [verifier.queue, verifier.ready, verifier.unacked, verifier.retrying, verifier.dead_letters]
-            if got == expected and contacts.retrying == 1:
-                assert contacts.consumers == 0
-                break
-            assert asyncio.get_running_loop().time() < deadline, (got, contacts)
-            await asyncio.sleep(0.2)
+            return got == expected and contacts.retrying == 1 and contacts.consumers == 0
+
+        await wait_until(counted, 15, f"the management API to count {expected}")
         await taken.ack()
 
 
@@ -56,8 +54,8 @@ async def test_dlq_ttl_sets_the_expiry_policy_through_the_management_api(rabbit:
 
         assert (done.set_with, done.requeued) == ("the management API", 1)
 
-        deadline = asyncio.get_running_loop().time() + 20
-        while (await channel.declare_queue(dlq, passive=True)).declaration_result.message_count:
-            assert asyncio.get_running_loop().time() < deadline, "the dead letter never expired"
-            await asyncio.sleep(0.1)
+        async def expired() -> bool:
+            return not (await channel.declare_queue(dlq, passive=True)).declaration_result.message_count
+
+        await wait_until(expired, 20, "the dead letter to expire")
     assert done.policy.name in await rabbit.ctl("list_policies")

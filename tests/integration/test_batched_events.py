@@ -7,7 +7,6 @@ one goes to the dead-letter queue, alone.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
 from uuid import UUID, uuid4
@@ -22,6 +21,7 @@ from shared.metrics import CONSUMER_IN_FLIGHT
 from tests.conftest import AMQP_URL, Stack, await_outcome, create_bot, store_pending
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 from tests.integration.test_failures import dead_letters
+from tests.waits import wait_until
 
 
 async def publish_one_message(stack: Stack, events: Sequence[Event]) -> None:
@@ -47,10 +47,7 @@ async def settled(queue: str, timeout: float = 10) -> None:
     """Until the in-process consumer of ``queue`` holds no message (each acked after every event of
     it was settled, dead-letter copies confirmed included)."""
     gauge = CONSUMER_IN_FLIGHT.labels(queue)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while gauge._value.get() != 0:
-        assert asyncio.get_running_loop().time() < deadline, f"{queue}: messages still in flight"
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: gauge._value.get() == 0, timeout, f"{queue} to hold no message in flight")
 
 
 async def pending_sessions(stack: Stack, bots: Sequence[str]) -> list[str]:

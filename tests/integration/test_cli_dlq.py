@@ -15,7 +15,7 @@ from shared import messaging
 from tests.conftest import AMQP_URL, Stack, await_outcome, create_bot, service_env
 from tests.fake_customer import FakeCustomerAPI, verified
 from tests.integration.test_batched_events import purge_dead_letters
-from tests.integration.test_webhooks import wait_until
+from tests.waits import wait_until
 
 QUEUE = messaging.VERIFIER_QUEUE
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from tests.conftest import Stack, admin_headers, create_bot, verify_once
 from tests.fake_customer import FakeCustomerAPI, verified
+from tests.waits import wait_until
 
 
 async def submit(stack: Stack, session_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -17,13 +17,9 @@ async def submit(stack: Stack, session_id: str, body: dict[str, Any]) -> tuple[i
 
 async def contact_where(stack: Stack, bot: str, condition: str, *args: Any, timeout: float = 10) -> dict[str, Any]:
     """Wait (bounded) until the contacts service has written a matching contact."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        row = await stack.pool.fetchrow(f"SELECT * FROM contacts WHERE bot_id = $1 AND {condition}", bot, *args)
-        if row is not None:
-            return dict(row)
-        assert asyncio.get_running_loop().time() < deadline, f"no contact where {condition} {args}"
-        await asyncio.sleep(0.05)
+    row = await wait_until(lambda: stack.pool.fetchrow(f"SELECT * FROM contacts WHERE bot_id = $1 AND {condition}", bot, *args),
+                           timeout, f"a contact where {condition} {args}")
+    return dict(row)
 
 
 async def test_form_on_a_fallback_session_makes_a_non_verified_contact(stack: Stack) -> None:
@@ -72,11 +68,8 @@ async def test_form_never_overwrites_a_verified_contact(stack: Stack, customer_a
     assert (await submit(stack, fallback["session_id"], {"name": "Impostor", "email": "REAL@example.com"}))[0] == 202
 
     await contact_where(stack, bot, "identifier = $2", "real@example.com")
-    deadline = asyncio.get_running_loop().time() + 10
-    while await stack.pool.fetchval("SELECT collected_contact_id FROM widget_sessions WHERE session_id = $1",
-                                    fallback["session_id"]) is None:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: stack.pool.fetchval("SELECT collected_contact_id FROM widget_sessions WHERE session_id = $1",
+                                                 fallback["session_id"]), what="the form's contact linked")
     [contact] = await stack.pool.fetch("SELECT * FROM contacts WHERE bot_id = $1", bot)
     assert (contact["verified"], contact["name"]) == (True, "Real Name")
 

@@ -7,7 +7,6 @@ tested on the fault suite's own node, tests/faults/test_operator_commands.py).""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from collections.abc import Callable
 
@@ -17,6 +16,7 @@ from doorman.ops import dead_letter_policy, declare_all, set_dead_letter_ttl
 from shared import messaging
 from shared.settings import DoormanSettings
 from tests.conftest import AMQP_URL
+from tests.waits import wait_until
 
 
 async def message_count(channel: aio_pika.abc.AbstractChannel, queue: str) -> int:
@@ -24,10 +24,10 @@ async def message_count(channel: aio_pika.abc.AbstractChannel, queue: str) -> in
 
 
 async def until(channel: aio_pika.abc.AbstractChannel, queue: str, count: int, timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (found := await message_count(channel, queue)) != count:
-        assert asyncio.get_running_loop().time() < deadline, f"{queue}: {found} message(s), never {count}"
-        await asyncio.sleep(0.1)
+    async def counted() -> bool:
+        return await message_count(channel, queue) == count
+
+    await wait_until(counted, timeout, f"{queue} to hold {count} message(s)")
 
 
 async def test_a_dead_letter_expires_and_nothing_else_does(broker_prefix: Callable[[], str]) -> None:

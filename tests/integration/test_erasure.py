@@ -4,7 +4,6 @@ replayed, late), while a new verification makes a new contact."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -20,8 +19,9 @@ from tests.conftest import (AMQP_URL, Published, Stack, admin_headers, await_out
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
 from tests.integration.test_collect_information import contact_where, submit
 from tests.integration.test_identity_push import push
-from tests.integration.test_webhooks import by_type, deliveries, open_and_wait, wait_until, webhook_bot
+from tests.integration.test_webhooks import by_type, deliveries, open_and_wait, webhook_bot
 from tests.integration.test_workspaces import workspace_with_key
+from tests.waits import wait_until
 
 
 async def api(stack: Stack, method: str, path: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
@@ -40,10 +40,8 @@ async def publish(stack: Stack, event: Event) -> None:
 
 async def processed(stack: Stack, event_id: UUID, timeout: float = 10) -> None:
     """Until the contacts service has committed the event (its inbox records it in the same transaction)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await stack.pool.fetchval("SELECT true FROM processed_events WHERE event_id = $1", event_id):
-        assert asyncio.get_running_loop().time() < deadline, "the event was never recorded"
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: stack.pool.fetchval("SELECT true FROM processed_events WHERE event_id = $1", event_id),
+                     timeout, f"event {event_id} to be recorded")
 
 
 def verified_again(bot: str, session_id: str, row: dict[str, Any], *, observed_at: Any,

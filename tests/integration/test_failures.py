@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from uuid import uuid4
 
@@ -21,6 +20,7 @@ from tests.conftest import (
     store_pending, AMQP_URL, Stack, admin_headers, await_outcome, create_bot, logged_detail, verify_once,
 )
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
+from tests.waits import wait_until
 
 
 async def dead_letters(prefix: str, queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
@@ -28,15 +28,15 @@ async def dead_letters(prefix: str, queue: str) -> list[aio_pika.abc.AbstractInc
     async with await aio_pika.connect(AMQP_URL) as conn:
         channel = await conn.channel()
         dlq = await channel.declare_queue(topology.dead_letter_queue(queue), passive=True)
-        found = []
-        deadline = asyncio.get_running_loop().time() + 10
-        while not found and asyncio.get_running_loop().time() < deadline:
+        found: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+        async def drained() -> list[aio_pika.abc.AbstractIncomingMessage]:
             while (message := await dlq.get(fail=False)) is not None:
                 await message.ack()
                 found.append(message)
-            if not found:
-                await asyncio.sleep(0.05)
-        return found
+            return found
+
+        return await wait_until(drained, what=f"a dead letter of {queue}")
 
 
 async def test_unreadable_header_token_ends_in_internal_error_and_dead_letter(stack: Stack, customer_api: FakeCustomerAPI) -> None:
@@ -172,10 +172,8 @@ async def test_a_replayed_dead_letter_of_a_resolved_session_calls_no_one(stack: 
     await replay(DoormanSettings(amqp_url=AMQP_URL, amqp_prefix=prefix), messaging.VERIFIER_QUEUE)
 
     assert "replayed 1 message(s)" in capsys.readouterr().out
-    deadline_at = asyncio.get_running_loop().time() + 10
-    while skipped._value.get() == before:  # the verifier runs in this process
-        assert asyncio.get_running_loop().time() < deadline_at, "the replayed event was never skipped"
-        await asyncio.sleep(0.02)
+    # The verifier runs in this process.
+    await wait_until(lambda: skipped._value.get() != before, what="the replayed event to be skipped")
     assert customer_api.received(url) == []
 
 
@@ -201,10 +199,7 @@ async def test_a_hanging_business_holds_at_most_its_share_of_calls(customer_api:
     fast = customer_api.endpoint(verified(id="1"))
     async with outbound_client(allow_private=True, timeout=5, max_body=65536, limit_per_host=2) as http:
         stuck = [aio.create_task(http.request("POST", hanging, headers={}, json={})) for _ in range(2)]
-        deadline = aio.get_running_loop().time() + 5
-        while len(customer_api.received(hanging)) < 2:  # both calls have reached the business
-            assert aio.get_running_loop().time() < deadline
-            await aio.sleep(0.01)
+        await wait_until(lambda: len(customer_api.received(hanging)) >= 2, 5, "both calls to reach the business")
         try:
             with pytest.raises(HostBusy):
                 await http.request("POST", hanging, headers={}, json={})
@@ -229,10 +224,7 @@ async def test_a_business_already_at_its_call_cap_ends_the_open_without_retries(
                          deadline_at=utcnow() + timedelta(seconds=30))
     async with outbound_client(allow_private=True, timeout=1, max_body=65536, limit_per_host=1) as http:
         stuck = aio.create_task(http.request("POST", hanging, headers={}, json={}, tenant=event.bot_id))
-        deadline = aio.get_running_loop().time() + 5
-        while not customer_api.received(hanging):
-            assert aio.get_running_loop().time() < deadline
-            await aio.sleep(0.01)
+        await wait_until(lambda: customer_api.received(hanging), 5, "the call to reach the business")
         try:
             busy = await decide(event, _config(hanging), http=http, whitelist=ApiWhitelist(http))
         finally:

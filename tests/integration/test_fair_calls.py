@@ -22,6 +22,7 @@ from tests.conftest import (
     AUTH_TIMEOUT, Stack, admin_headers, await_outcome, create_bot, open_session, running_stack, service_config,
 )
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
+from tests.waits import wait_until
 
 CAP = 8
 MIN_FAILURES = VerifierSettings.model_fields["breaker_min_failures"].default
@@ -57,13 +58,6 @@ async def activity(stack: Stack, bot_id: str) -> dict[str, dict[str, Any]]:
         params["cursor"] = page["next_cursor"]
 
 
-async def until(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.01)
-
-
 async def test_a_bot_whose_calls_hang_leaves_the_other_bots_on_its_host_their_calls(
         fair_stack: Stack, business: FakeCustomerAPI) -> None:
     hanging = business.endpoint(Answer(json={}, delay=AUTH_TIMEOUT * 3))  # never answers within the call timeout
@@ -74,7 +68,7 @@ async def test_a_bot_whose_calls_hang_leaves_the_other_bots_on_its_host_their_ca
                              header_token="Bearer b")
 
     opens_a = await open_many(fair_stack, [{"bot_id": bot_a, "access_token": f"a-{i}"} for i in range(80)])
-    await until(lambda: len(business.received(hanging)) >= CAP, "bot A's calls never filled the host")
+    await wait_until(lambda: len(business.received(hanging)) >= CAP, what="bot A's calls to fill the host")
     opens_b = await open_many(fair_stack, [{"bot_id": bot_b, "access_token": f"b-{i}"} for i in range(10)])
 
     seen_b = await outcomes(fair_stack, opens_b)
@@ -140,7 +134,7 @@ async def test_the_client_gives_a_bot_below_its_share_the_slot_of_another_bots_c
                                max_wait=0.1) as http:
         stuck = [asyncio.create_task(http.request("POST", hanging, headers={}, json={}, tenant="a")) for _ in range(2)]
         try:
-            await until(lambda: len(customer_api.received(hanging)) == 2, "bot a's calls never reached the business")
+            await wait_until(lambda: len(customer_api.received(hanging)) == 2, what="bot a's calls to reach the business")
             with pytest.raises(HostBusy, match=NO_SLOT):
                 await http.request("POST", hanging, headers={}, json={}, tenant="a")
             assert (await http.request("POST", fast, headers={}, json={}, tenant="b")).status == 200

@@ -25,6 +25,7 @@ import asyncpg
 import pytest
 
 from doorman.migrate import migrate
+from doorman.ops import RETRY_DELAYS
 from services.gateway.keys import HUB, PUBLISH
 from services.gateway.widget import held
 from shared import messaging, sessions
@@ -43,7 +44,7 @@ from tests.conftest import (
     store_pending,
 )
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
-from tests.integration.test_webhooks import wait_until
+from tests.waits import stages_idle, wait_until
 
 
 async def fresh_database() -> str:
@@ -99,6 +100,18 @@ def tokens_called(customer_api: FakeCustomerAPI, url: str) -> Counter[str]:
     return Counter(r.body["access_token"] for r in customer_api.received(url))
 
 
+async def pipeline_idle(stack: Stack) -> None:
+    """Until no open is held and the verifier and contacts stages have nothing left: whatever a second copy of
+    an open would do is done."""
+    await wait_until(lambda: _none_held(stack), what="no open held")
+    await stages_idle(AMQP_URL, stack.config["amqp_prefix"], (messaging.VERIFIER_QUEUE, messaging.CONTACTS_QUEUE),
+                      RETRY_DELAYS)  # the stages' own (this stack sets none)
+
+
+async def _none_held(stack: Stack) -> bool:
+    return not await stack.pool.fetchval("SELECT count(*) FROM widget_sessions WHERE unpublished IS NOT NULL")
+
+
 async def post_open(stack: Stack, gateway_url: str, body: dict[str, Any], wait: float | None = None) -> tuple[int, Any]:
     params = {"wait": str(wait)} if wait is not None else None
     async with stack.http.post(f"{gateway_url}/v1/widget/sessions", json=body, params=params) as resp:
@@ -116,7 +129,8 @@ async def test_opens_accepted_while_the_broker_path_is_cut_are_held_sealed_then_
         waiting = asyncio.create_task(post_open(stack, stack.gateway.url, {"bot_id": bot, "access_token": tokens[0] + "w"},
                                                 wait=15))
         bodies = {s: await held_body(stack, s) for s in ids}
-        await asyncio.sleep(1)  # the sweeper tries meanwhile: still unroutable, nothing is lost
+        # For a second the sweeper tries (every 0.5 s) with the path still cut: nothing is lost, ?wait keeps waiting.
+        await asyncio.sleep(1)  # time is the subject: a second of the broker path being away
         assert not waiting.done()  # ?wait keeps waiting: no outcome yet
         assert stack.gateway.app[HUB].in_flight >= len(ids)  # admission control counts them
     # Held while the path was cut: only the sealed token, which the key ring opens.
@@ -134,7 +148,7 @@ async def test_opens_accepted_while_the_broker_path_is_cut_are_held_sealed_then_
     status, answer = await waiting
     assert status == 200 and answer["status"] == "verified", answer  # the widget's ?wait got its outcome
     assert [await held_body(stack, s) for s in ids] == [None] * len(ids)  # cleared once published
-    await asyncio.sleep(1)  # a second publish would have been handled by now
+    await pipeline_idle(stack)  # a second publish would have been handled by now
     called = tokens_called(customer_api, url)
     assert all(called[t] == 1 for t in tokens), called  # published once each: one call, one outcome
 
@@ -153,7 +167,7 @@ async def test_an_open_ended_while_held_is_never_published(
             assert resp.status == 204
         assert await held_body(stack, ended) is None  # the end cleared it, token and all
     assert (await await_outcome(stack.http, stack.gateway.url, later))["status"] == "verified"  # the sweeper ran
-    await asyncio.sleep(1)
+    await pipeline_idle(stack)
     assert tokens_called(customer_api, url)[gone] == 0
     assert await stack.pool.fetchval("SELECT status FROM widget_sessions WHERE session_id = $1", ended) == "ended"
 
@@ -177,7 +191,7 @@ async def test_a_held_open_that_reached_the_broker_after_all_has_one_outcome(
     await publish.many([event])  # the copy the broker kept; the sweeper sends the held one within half a second
     await wait_until(lambda: _cleared(stack, event.session_id), what="the held copy published (or cleared)")
     row = await wait_until(lambda: _resolved(stack, event.session_id), what="the outcome")
-    await asyncio.sleep(1.5)  # both copies handled by now
+    await pipeline_idle(stack)  # both copies handled by now
     again = await _resolved(stack, event.session_id)
     assert row["status"] == again["status"] == "verified"
     assert again["resolved_at"] == row["resolved_at"]  # the later copy changed nothing

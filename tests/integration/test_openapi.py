@@ -16,6 +16,7 @@ from referencing.jsonschema import DRAFT202012
 
 from tests.conftest import Stack, admin_headers, await_outcome, create_bot, open_session
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
+from tests.waits import wait_until, webhooks_heard
 
 DOC_URI = "urn:doorman:openapi"
 SKIPPED_METHODS = {"HEAD", "OPTIONS", "*"}
@@ -374,7 +375,6 @@ async def test_erasure_and_export_match(stack: Stack, doc: dict[str, Any], custo
 
 
 async def test_webhook_and_its_deliveries_match(stack: Stack, doc: dict[str, Any], customer_api: FakeCustomerAPI) -> None:
-    import asyncio
 
     bot_id = await create_bot(stack.http, stack.gateway.url, enabled=True,
                               auth_url=customer_api.endpoint(verified(id="oa-hook", name="Hooked")))
@@ -387,14 +387,15 @@ async def test_webhook_and_its_deliveries_match(stack: Stack, doc: dict[str, Any
     assert {f["field"] for f in body["error"]["fields"]} == {"url", "events"}
     await call(stack, doc, "PUT", "/v1/bots/{bot_id}/webhook", 404, bot_id=uuid4(), json={"enabled": False})
     await call(stack, doc, "GET", "/v1/bots/{bot_id}/webhook", 401, admin=False, bot_id=bot_id)
-    await asyncio.sleep(0.2)  # the contacts service hears of the webhook
+    await webhooks_heard(bot_id)
     await await_outcome(stack.http, stack.gateway.url,
                         await open_session(stack.http, stack.gateway.url, {"bot_id": bot_id, "access_token": "t"}))
-    for _ in range(100):
+
+    async def delivered() -> dict[str, Any] | None:
         page = await call(stack, doc, "GET", "/v1/bots/{bot_id}/webhook/deliveries", 200, bot_id=bot_id)
-        if page["deliveries"] and page["deliveries"][0]["status"] == "delivered":
-            break
-        await asyncio.sleep(0.1)
-    assert page["deliveries"][0]["type"] == "contact.created" and page["deliveries"][0]["status"] == "delivered"
+        return page if page["deliveries"] and page["deliveries"][0]["status"] == "delivered" else None
+
+    page = await wait_until(delivered, what="the delivery")
+    assert page["deliveries"][0]["type"] == "contact.created"
     await call(stack, doc, "GET", "/v1/bots/{bot_id}/webhook/deliveries", 422, bot_id=bot_id, query={"limit": "0"})
     await call(stack, doc, "GET", "/v1/bots/{bot_id}/webhook/deliveries", 404, bot_id=uuid4())

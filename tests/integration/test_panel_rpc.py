@@ -20,6 +20,7 @@ from tests.conftest import (
     service_config, start_gateway,
 )
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
+from tests.waits import wait_until
 
 ANSWER_SECONDS = 1.5  # the gateway's DOORMAN_VERIFIER_ANSWER_SECONDS in these tests (10 by default)
 
@@ -98,7 +99,7 @@ async def test_a_backlog_of_widget_opens_does_not_delay_the_panel(
                                 auth_url=customer_api.endpoint(verified(id="panel-fast")))
         await asyncio.gather(*(open_session(stack.http, stack.gateway.url, {"bot_id": slow, "access_token": f"o-{i}"})
                                for i in range(opens)))
-        await _until(lambda: len(hanging.received(slow_url)) >= 1)  # the verifier is busy with the first open
+        await wait_until(lambda: hanging.received(slow_url), what="the verifier to be busy with the first open")
 
         status, result, took = await run_panel(stack.http, stack.gateway.url, fast)
 
@@ -107,10 +108,3 @@ async def test_a_backlog_of_widget_opens_does_not_delay_the_panel(
         waiting = await stack.pool.fetchval(
             "SELECT count(*) FROM widget_sessions WHERE bot_id = $1 AND status = 'pending'", UUID(slow))
         assert waiting >= opens - 5, f"the backlog was gone ({waiting} opens left): the test proved nothing"
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        await asyncio.sleep(0.05)

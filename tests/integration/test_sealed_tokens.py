@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from tests.conftest import AMQP_URL, Stack, await_outcome, create_bot, open_sess
 from tests.fake_customer import FakeCustomerAPI, verified
 from tests.integration.test_batched_events import purge_dead_letters, settled
 from tests.integration.test_failures import dead_letters
+from tests.waits import wait_until
 
 
 @asynccontextmanager
@@ -42,16 +42,14 @@ async def tapped(stack: Stack, routing_key: str) -> AsyncIterator[aio_pika.abc.A
 async def message_naming(tap: aio_pika.abc.AbstractQueue, session_id: str,
                          timeout: float = 10) -> aio_pika.abc.AbstractIncomingMessage:
     """The tapped message carrying the event of ``session_id`` (alone, or in a batch)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        message = await tap.get(fail=False)
-        if message is not None:
+    async def naming() -> aio_pika.abc.AbstractIncomingMessage | None:
+        while (message := await tap.get(fail=False)) is not None:
             await message.ack()
             if session_id.encode() in message.body:
                 return message
-        else:
-            assert asyncio.get_running_loop().time() < deadline, "the widget.opened message never came"
-            await asyncio.sleep(0.05)
+        return None
+
+    return await wait_until(naming, timeout, "the widget.opened message")
 
 
 def readable_in(message: aio_pika.abc.AbstractIncomingMessage, token: str) -> bool:

@@ -4,7 +4,6 @@ broker with a stage of the test's own (no database)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from uuid import uuid4
 
@@ -16,6 +15,7 @@ from shared.consumer import consuming
 from shared.events import ContactCollected, Event, FallbackReason, IdentityVerified, SessionFellBack, WebhookDue
 from shared.stages import RetryPolicy, Stage
 from tests.conftest import AMQP_URL
+from tests.waits import wait_until
 
 BOT = uuid4()
 
@@ -44,13 +44,6 @@ class Emits:
         self.events.extend(events)
 
 
-async def until(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.02)
-
-
 async def run(prefix: str, stage: Stage, events: list[Event], done: Callable[[], bool]) -> None:
     topology = messaging.Topology(prefix)
     async with (
@@ -59,7 +52,7 @@ async def run(prefix: str, stage: Stage, events: list[Event], done: Callable[[],
         consuming(conn, topology, stage, prefetch=len(events) * 2),
     ):
         await publish.many(events)
-        await until(done, "the stage never emitted it all")
+        await wait_until(done, what="the stage to emit it all")
 
 
 def contacts_stage(handle: Callable, give_up: Callable, emit: Emits, **options: object) -> Stage:

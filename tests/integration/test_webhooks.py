@@ -5,10 +5,8 @@ Doorman-Delivery, retried with back-off, dead for good on a 4xx, and never in th
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -17,11 +15,14 @@ import pytest
 
 from shared import messaging, webhook_outbox
 from shared.events import WebhookDue
+from shared.metrics import CONSUMER_IN_FLIGHT
 from shared.signing import DELIVERY, SIGNATURE, TIMESTAMP, verify
-from tests.conftest import (AMQP_URL, SESSION_DEADLINE, Stack, admin_headers, await_outcome, create_bot,
-                            open_session)
+from tests.conftest import (AMQP_URL, SESSION_DEADLINE, WEBHOOK_RETRY_DELAYS, Stack, admin_headers, await_outcome,
+                            create_bot, open_session)
 from tests.fake_customer import Answer, FakeCustomerAPI, Recorded, verified
+from tests.integration.test_batched_events import settled
 from tests.integration.test_workspaces import workspace_with_key
+from tests.waits import stages_idle, wait_until, webhooks_heard
 
 ALL = ["contact.created", "contact.updated", "contact.erased", "session.fell_back"]
 
@@ -41,16 +42,11 @@ async def deliveries(stack: Stack, bot_id: str, **query: Any) -> dict[str, Any]:
         return await resp.json()
 
 
-async def wait_until(check: Callable[[], Any], timeout: float = 15, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if inspect.isawaitable(found):
-            found = await found
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
+async def no_delivery_left(stack: Stack) -> None:
+    """Until no webhook delivery waits anywhere: none queued, none backing off in a retry queue, none in the
+    hands of the in-process verifier's webhook stage."""
+    await stages_idle(AMQP_URL, stack.config["amqp_prefix"], (messaging.WEBHOOK_QUEUE,),
+                      {messaging.WEBHOOK_QUEUE: WEBHOOK_RETRY_DELAYS})
 
 
 def by_type(received: list[Recorded], type_: str) -> list[Recorded]:
@@ -73,7 +69,7 @@ async def webhook_bot(stack: Stack, customer_api: FakeCustomerAPI, hook_url: str
     bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url=identity_url(customer_api))
     made = await put_webhook(stack, bot, {"url": hook_url, "events": events, "enabled": True})
     assert made["signing_secret"].startswith("whsec_") and made["signing_secret_set"] is True
-    await asyncio.sleep(0.2)  # the contacts service hears of it (LISTEN/NOTIFY)
+    await webhooks_heard(bot)  # the contacts service heard of it (LISTEN/NOTIFY)
     return bot, made["signing_secret"]
 
 
@@ -211,13 +207,20 @@ async def test_only_the_chosen_events_and_nothing_when_disabled(stack: Stack, cu
     await open_and_wait(stack, bot, "ok-carol")
     await open_and_wait(stack, bot, "forged")
     await wait_until(lambda: by_type(customer_api.received(hook), "session.fell_back"), what="session.fell_back")
+    # Disabled: no wait for the contacts service to hear, since recording a delivery reads the webhook row itself.
     await put_webhook(stack, bot, {"url": hook, "events": ALL, "enabled": False})
-    await asyncio.sleep(0.2)
     await open_and_wait(stack, bot, "ok-dave")
     await open_and_wait(stack, bot, "forged")
-    await asyncio.sleep(1)
-    assert [r.body["type"] for r in customer_api.received(hook)] == ["session.fell_back"]
-    assert len((await deliveries(stack, bot))["deliveries"]) == 1
+    # Each outcome was written in the transaction that would have recorded its delivery. A marker after them, on
+    # again: its fall-back is the only other POST, so the two opens made none.
+    await put_webhook(stack, bot, {"url": hook, "events": ["session.fell_back"], "enabled": True})
+    await webhooks_heard(bot)
+    marker = await open_and_wait(stack, bot, "forged")
+    calls = await wait_until(lambda: len(customer_api.received(hook)) >= 2 and customer_api.received(hook),
+                             what="the marker's fall-back")
+    assert [(r.body["type"], r.body["data"]["session_id"]) for r in calls][1:] == [("session.fell_back",
+                                                                                  marker["session_id"])]
+    assert len((await deliveries(stack, bot))["deliveries"]) == 2
 
 
 async def test_a_retry_after_a_500_carries_the_same_delivery_id(stack: Stack, customer_api: FakeCustomerAPI) -> None:
@@ -232,7 +235,7 @@ async def test_a_retry_after_a_500_carries_the_same_delivery_id(stack: Stack, cu
         assert verify(secret, call.headers, call.raw)
     [log] = await wait_until(lambda: _all_delivered(stack, bot, 1), what="delivered")
     assert log["attempts"] == 3 and log["delivery_id"] == calls[0].headers[DELIVERY]
-    await asyncio.sleep(1.5)
+    await no_delivery_left(stack)
     assert len(customer_api.received(hook)) == 3  # delivered: no more
 
 
@@ -247,7 +250,7 @@ async def test_a_4xx_is_dead_for_good(stack: Stack, customer_api: FakeCustomerAP
 
     [log] = await wait_until(dead, what="dead")
     assert log["attempts"] == 1 and log["last_error"] == "HTTP 410" and log["delivered_at"] is None
-    await asyncio.sleep(2)
+    await no_delivery_left(stack)
     assert len(customer_api.received(hook)) == 1  # no retry
 
 
@@ -288,7 +291,7 @@ async def test_deliveries_survive_a_publish_failure(stack: Stack, customer_api: 
         await queue.unbind(topology.exchange, routing_key=WebhookDue.event_type)
         try:
             await open_and_wait(stack, bot, "ok-hank")
-            await asyncio.sleep(1)
+            await settled(messaging.CONTACTS_QUEUE)  # its publish, after the commit, was tried (and failed)
             row = await stack.pool.fetchrow("SELECT published_at, status FROM webhook_deliveries WHERE bot_id = $1",
                                             UUID(bot))
             assert row is not None and row["published_at"] is None and row["status"] == "pending"
@@ -436,5 +439,5 @@ async def test_a_dead_delivery_retried_through_the_api_is_delivered(stack: Stack
     # Delivered: a retry is refused, and nothing more is sent.
     status, body = await retry(stack, bot, dead["delivery_id"])
     assert status == 409 and body["error"]["code"] == "invalid_state"
-    await asyncio.sleep(0.5)
+    await no_delivery_left(stack)
     assert len(customer_api.received(hook)) == 2

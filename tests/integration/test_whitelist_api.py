@@ -15,6 +15,7 @@ from services.verifier.outbound import OutboundClient, outbound_client
 from services.verifier.whitelist import ApiWhitelist, WhitelistLookup
 from shared.auth_config import WHITELIST_API_URL, BoundSecret, NotBound
 from tests.fake_customer import Answer, FakeCustomerAPI
+from tests.waits import wait_until
 
 TTL = 100.0
 RETRY = 10.0
@@ -50,14 +51,6 @@ class RecordingLog:
 
     def named(self, event: str) -> list[dict[str, Any]]:
         return [kw for _, name, kw in self.events if name == event]
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -153,11 +146,7 @@ async def test_refresh_ahead_answers_at_once_with_one_background_request(
         results.append(await wl.lookup(b, url, token(url)))
         return results[-1].domains == B
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while not await refreshed():
-        assert loop.time() < deadline, "background refresh never landed"
-        await asyncio.sleep(0.01)
+    await wait_until(refreshed, 5, "the background refresh to land")
     assert results[-1] == WhitelistLookup(B, None)
     assert len(customer_api.received(url)) == 2
 
@@ -246,7 +235,7 @@ async def test_failed_background_refresh_keeps_list_without_note_until_expiry(
     await wl.lookup(b, url, token(url))
     clock.advance(TTL - RETRY / 2)  # refresh-ahead window, expiry sooner than retry_after_failure
     assert await wl.lookup(b, url, token(url)) == WhitelistLookup(A, None)
-    await eventually(lambda: bool(logs.named("whitelist_fetch_failed")))
+    await wait_until(lambda: logs.named("whitelist_fetch_failed"), 5, "whitelist_fetch_failed to be logged")
     assert await wl.lookup(b, url, token(url)) == WhitelistLookup(A, None)  # not expired: no note, no retry
     clock.advance(RETRY / 2)  # expired, but the failure is too recent to retry
     assert await wl.lookup(b, url, token(url)) == WhitelistLookup(A, "stale: the whitelist API answered HTTP 500")
@@ -323,6 +312,6 @@ async def test_close_cancels_background_refresh(http: OutboundClient, clock: Fak
     await cache.lookup(b, url, None)
     clock.advance(TTL * 0.9)
     await cache.lookup(b, url, None)
-    await eventually(lambda: len(customer_api.received(url)) == 2)
+    await wait_until(lambda: len(customer_api.received(url)) == 2, 5, "a second call to the business")
     await cache.close()
     assert await cache.lookup(b, url, None) == WhitelistLookup(A, None)  # refresh never landed; no new one after close

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,6 +11,7 @@ from shared.sessions import BUSY_DETAIL
 from shared.widget_view import VISITOR_MESSAGES
 from tests.conftest import Stack, admin_headers, await_outcome, create_bot
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
+from tests.waits import wait_until
 
 BUSY = {"reason": "busy", "detail": VISITOR_MESSAGES["busy"]}  # the widget's; the activity log keeps BUSY_DETAIL
 
@@ -117,11 +117,8 @@ async def test_a_refused_open_is_a_busy_fallback_at_once(stack: Stack, customer_
         assert resp.status == 202, await resp.text()
         assert (await resp.json())["status"] == "accepted"
     assert (await read(stack, session_id))["collected"] is True
-    deadline = asyncio.get_running_loop().time() + 10
-    while (contact_id := await stack.pool.fetchval(
-            "SELECT collected_contact_id FROM widget_sessions WHERE session_id = $1", session_id)) is None:
-        assert asyncio.get_running_loop().time() < deadline, "the form's contact was never made"
-        await asyncio.sleep(0.05)
+    contact_id = await wait_until(lambda: stack.pool.fetchval(
+        "SELECT collected_contact_id FROM widget_sessions WHERE session_id = $1", session_id), what="the form's contact")
     contact = await stack.pool.fetchrow("SELECT * FROM contacts WHERE contact_id = $1", contact_id)
     assert (str(contact["bot_id"]), contact["identifier"]) == (bot, "busy@example.com")
     assert contact["verified"] is False and contact["name"] == "Busy Visitor"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
+import pytest
+
+from services.gateway.widget import outcomes
 from services.gateway.widget.admission import Admission
 from services.gateway.widget.outcomes import PING, OutcomeHub
 from shared.events import CallFacts, SessionResolved
@@ -96,15 +100,18 @@ async def test_the_tick_rereads_long_waiters_in_one_query_and_pings_streams() ->
     assert still_pending.cancelled()
 
 
-async def test_the_tick_forgets_what_it_opened_long_ago() -> None:
+async def test_the_tick_forgets_what_it_opened_long_ago(monkeypatch: pytest.MonkeyPatch) -> None:
     hub = OutcomeHub("gw-test", RecordingAdmission(), ping_seconds=3600)
     hub.opened(["old"])
-    await asyncio.sleep(0.01)
 
     async def nothing(_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         raise AssertionError("no one waits: nothing to read")
 
-    await hub.tick(nothing, poll_seconds=60, forget_after=0.005)
+    await hub.tick(nothing, poll_seconds=60, forget_after=60)
+    assert hub.in_flight == 1  # opened just now: still counted
+    two_minutes_on = time.monotonic() + 120
+    monkeypatch.setattr(outcomes, "time", SimpleNamespace(monotonic=lambda: two_minutes_on))
+    await hub.tick(nothing, poll_seconds=60, forget_after=60)
     assert hub.in_flight == 0
 
 
