@@ -36,10 +36,16 @@ function account(id) {
   };
 }
 
+// SIGNING_KEY (a private JWK, JSON): the key the provider signs with, so a test can sign what the provider would
+// not (a logout token with a wrong claim) with a key the provider's JWKS publishes. Else one is made.
 function signingKey() {
+  if (process.env.SIGNING_KEY) return JSON.parse(process.env.SIGNING_KEY);
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   return { ...privateKey.export({ format: 'jwk' }), kid: 'test-rs256', alg: 'RS256', use: 'sig' };
 }
+
+// BACKCHANNEL_LOGOUT_URIS (JSON: client_id -> URI): where the provider posts each client's logout tokens.
+const BACKCHANNEL = JSON.parse(process.env.BACKCHANNEL_LOGOUT_URIS ?? '{}');
 
 function configuration() {
   return {
@@ -50,7 +56,7 @@ function configuration() {
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
       backchannel_logout_session_required: true,
-      ...(process.env.BACKCHANNEL_LOGOUT_URI ? { backchannel_logout_uri: process.env.BACKCHANNEL_LOGOUT_URI } : {}),
+      ...(BACKCHANNEL[c.client_id] ? { backchannel_logout_uri: BACKCHANNEL[c.client_id] } : {}),
     })),
     findAccount: async (ctx, id) => account(id),
     claims: {
