@@ -20,6 +20,8 @@ export const CLIENTS = [
   { client_id: 'another-app', client_secret: 'another-app-secret-0123456789' },
 ];
 const REDIRECT_URI = 'https://shop.example.com/callback';
+// REDIRECT_URIS (JSON list): more redirect URIs for every client (a test's own site, signing users in in a browser).
+const REDIRECT_URIS = [REDIRECT_URI, ...JSON.parse(process.env.REDIRECT_URIS ?? '[]')];
 
 const ACCOUNTS = {
   alice: { email: 'alice@example.com', name: 'Alice Nguyen', phone_number: '+84912345678', metadata: { plan: 'gold' } },
@@ -51,7 +53,8 @@ function configuration() {
   return {
     clients: CLIENTS.map((c) => ({
       ...c,
-      redirect_uris: [REDIRECT_URI],
+      redirect_uris: REDIRECT_URIS,
+      post_logout_redirect_uris: REDIRECT_URIS,
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
