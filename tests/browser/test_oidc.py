@@ -10,7 +10,6 @@ for the tokens (a confidential client, as a real site does) and serves the page 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import html
@@ -19,7 +18,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -34,14 +32,14 @@ from tests.openid_provider import BOT_CLIENT, OpenIDProvider, running_provider
 
 CHECK_SECONDS = 1  # how often the shop's widget re-reads a verified session (30 by default)
 # The shop's script: Doorman.init with a fresh-token source (the shop's backend) and the check interval.
-HOST_JS = """
-window.Doorman.init({
-  sessionCheckSeconds: %d,
-  getFreshToken: function () {
-    return fetch("/fresh-token", {cache: "no-store"}).then(function (r) { return r.ok ? r.text() : null; });
-  }
-});
-""" % CHECK_SECONDS
+HOST_JS = f"""
+window.Doorman.init({{
+  sessionCheckSeconds: {CHECK_SECONDS},
+  getFreshToken: function () {{
+    return fetch("/fresh-token", {{cache: "no-store"}}).then(function (r) {{ return r.ok ? r.text() : null; }});
+  }}
+}});
+"""
 
 
 @dataclass

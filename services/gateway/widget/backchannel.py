@@ -10,6 +10,7 @@ Every answer carries ``Cache-Control: no-store``; a token that is not valid for 
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl
 from uuid import UUID, uuid4
@@ -75,7 +76,7 @@ class LogoutDone(TypedDict):
 class _Invalid(web.HTTPBadRequest):
     def __init__(self, description: str) -> None:
         body: LogoutError = {"error": "invalid_request", "error_description": description}
-        super().__init__(text=web.json_response(body).text, content_type="application/json", headers=NO_STORE)
+        super().__init__(text=json.dumps(body), content_type="application/json", headers=NO_STORE)
 
 
 @routes.post("/v1/bots/{bot_id}/oidc/backchannel-logout", "backchannelLogout",
