@@ -159,6 +159,12 @@ class IdentityVerified(Event):
     # Verified from the outage grace cache: the Authentication URL was unavailable and this token was
     # verified within the bot's outage_grace_seconds (then observed_at is when it was).
     degraded: bool = False
+    # Verified through the bot's OpenID Provider: who it says signed in (its sub) and, when it told, its session
+    # id (sid). A back-channel logout token naming either ends the session.
+    provider_sub: str | None = None
+    provider_sid: str | None = None
+    # When the identity stops being good: the signed token's exp, or the introspected token's; None when unknown.
+    identity_expires_at: datetime | None = None
 
 
 class SessionFellBack(Event):

@@ -78,6 +78,7 @@ class Operation:
     auth: Auth
     body: type[BaseModel] | None = None  # the JSON request body
     query: type[BaseModel] | None = None  # the query parameters
+    form: type[BaseModel] | None = None  # an application/x-www-form-urlencoded request body
 
 
 def operation_of(handler: object) -> Operation | None:
@@ -107,11 +108,11 @@ class Routes:
 
     def route(self, method: str, path: str, operation_id: str, summary: str, *, auth: Auth, tag: str,
               responses: Responses, body: type[BaseModel] | None = None,
-              query: type[BaseModel] | None = None) -> Callable[[H], H]:
+              query: type[BaseModel] | None = None, form: type[BaseModel] | None = None) -> Callable[[H], H]:
         operation = Operation(
             operation_id, summary, tag,
             {status: r if isinstance(r, Response) else Response(*r) for status, r in responses.items()}, auth,
-            body, query,
+            body, query, form,
         )
 
         def declare(handler: H) -> H:

@@ -22,6 +22,8 @@ link the form's contact    contacts    :func:`link_collected`
 end (logout)               gateway     :func:`end_session`: any status but ``ended``;
                                        final (a later outcome changes nothing)
 end a contact's sessions   gateway     :func:`end_contact_sessions` (revocation)
+end a provider login's     gateway     :func:`end_provider_sessions` (back-channel
+sessions                               logout: by the provider's sub or sid)
 erase a contact            gateway     :func:`erase_contact_details`: its sessions' free-text
                                        ``detail`` (their link goes with the contact's row)
 prune                      contacts    :func:`prune`, after the retention period
@@ -59,7 +61,8 @@ EXPIRE_GRACE_SECONDS = 2.0
 EXPIRED_DETAIL = "the session was not resolved in time"
 BUSY_DETAIL = "Doorman is too busy to verify visitors right now"
 TERMINAL_STATUSES = ("verified", "fallback", "ended")  # every accepted open ends in exactly one of these
-ENDED_DETAIL = {"visitor": "the visitor logged out", "revoked": "the contact's sessions were revoked"}
+ENDED_DETAIL = {"visitor": "the visitor logged out", "revoked": "the contact's sessions were revoked",
+                "backchannel_logout": "the visitor logged out at the OpenID Provider (back-channel logout)"}
 
 # -- ids ------------------------------------------------------------------------------------------
 
@@ -209,6 +212,9 @@ class Outcome:
     contact_id: UUID | None = None
     facts: CallFacts = CallFacts()
     degraded: bool = False  # verified from the outage grace
+    provider_sub: str | None = None  # verified through an OpenID Provider: its sub and session id (logout finds them)
+    provider_sid: str | None = None
+    identity_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -236,16 +242,17 @@ _RESOLVE = f"""
 UPDATE widget_sessions s SET
     status = u.status, reason = u.reason, detail = u.detail, contact_id = u.contact_id, resolved_at = now(),
     auth_http_status = u.auth_http_status, auth_latency_ms = u.auth_latency_ms, whitelist_note = u.whitelist_note,
-    degraded = u.degraded, circuit_open = u.circuit_open, unpublished = NULL,
+    degraded = u.degraded, circuit_open = u.circuit_open, provider_sub = u.provider_sub, provider_sid = u.provider_sid,
+    identity_expires_at = u.identity_expires_at, unpublished = NULL,
     collect_information = {_CAPTURE_MODE.format(status="u.status")}
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::int[], $7::real[], $8::text[],
-            $9::bool[], $10::bool[])
+            $9::bool[], $10::bool[], $11::text[], $12::text[], $13::timestamptz[])
     AS u(session_id, status, reason, detail, contact_id, auth_http_status, auth_latency_ms, whitelist_note,
-         degraded, circuit_open)
+         degraded, circuit_open, provider_sub, provider_sid, identity_expires_at)
 LEFT JOIN contacts c ON c.contact_id = u.contact_id
 WHERE s.session_id = u.session_id AND s.status = 'pending'
 RETURNING s.session_id, s.bot_id, s.status, s.reason, s.watcher, s.created_at, s.resolved_at,
-          s.collected_at IS NOT NULL AS collected, s.collect_information, s.degraded,
+          s.collected_at IS NOT NULL AS collected, s.collect_information, s.degraded, s.identity_expires_at,
           c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified
 """
 
@@ -263,7 +270,8 @@ async def resolve_sessions(conn: asyncpg.Connection, outcomes: Sequence[Outcome]
         list(first), [o.status for o in chosen], [o.reason for o in chosen], [o.detail for o in chosen],
         [o.contact_id for o in chosen], [o.facts.auth_http_status for o in chosen],
         [o.facts.auth_latency_ms for o in chosen], [o.facts.whitelist_note for o in chosen],
-        [o.degraded for o in chosen], [o.facts.circuit_open for o in chosen],
+        [o.degraded for o in chosen], [o.facts.circuit_open for o in chosen], [o.provider_sub for o in chosen],
+        [o.provider_sid for o in chosen], [o.identity_expires_at for o in chosen],
     )
     return [
         Resolved(r["session_id"], r["bot_id"], r["status"], r["reason"], r["watcher"],
@@ -325,7 +333,7 @@ async def expire_overdue(
 
 # -- end: the visitor logged out, or the contact's sessions were revoked --------------------------------
 
-EndedBy = Literal["visitor", "revoked"]
+EndedBy = Literal["visitor", "revoked", "backchannel_logout"]
 
 
 @dataclass(frozen=True)
@@ -380,6 +388,16 @@ async def end_contact_sessions(conn: asyncpg.Connection | asyncpg.Pool, bot_id: 
     return _ended(rows)
 
 
+async def end_provider_sessions(conn: asyncpg.Connection | asyncpg.Pool, bot_id: UUID, *, sub: str | None,
+                                sid: str | None) -> list[Ended]:
+    """A back-channel logout: end the bot's sessions not already ended that were verified for the OpenID Provider's
+    ``sub`` (whatever their sid), or, given only ``sid``, those carrying that provider session id."""
+    which = "bot_id = $1 AND provider_sub = $4" if sub is not None else "bot_id = $1 AND provider_sid = $4"
+    rows = await conn.fetch(_END.format(which=which), bot_id, "backchannel_logout", ENDED_DETAIL["backchannel_logout"],
+                            sub if sub is not None else sid)
+    return _ended(rows)
+
+
 # -- erase: the contact's personal data goes, its sessions stay in the activity log pointing at no one ----
 
 # Its sessions: verified as the contact, or the form that made or updated it ($1 bot, $2 contact).
@@ -387,11 +405,12 @@ OF_CONTACT = "s.bot_id = $1 AND (s.contact_id = $2 OR s.collected_contact_id = $
 
 
 async def erase_contact_details(conn: asyncpg.Connection, bot_id: UUID, contact_id: UUID) -> list[str]:
-    """Clear the free-text ``detail`` (it may quote the business's answer) of the contact's sessions, in the
-    erasure's transaction; returns their ids. Their status, reason and timings stay; deleting the contact's row
+    """Clear the free-text ``detail`` (it may quote the business's answer) and the OpenID Provider's sub and sid of
+    the contact's sessions, in the erasure's transaction; returns their ids. Their status, reason and timings stay; deleting the contact's row
     then unlinks them (ON DELETE SET NULL)."""
-    rows = await conn.fetch(f"UPDATE widget_sessions s SET detail = NULL WHERE {OF_CONTACT} RETURNING s.session_id",
-                            bot_id, contact_id)
+    rows = await conn.fetch(
+        f"""UPDATE widget_sessions s SET detail = NULL, provider_sub = NULL, provider_sid = NULL
+            WHERE {OF_CONTACT} RETURNING s.session_id""", bot_id, contact_id)
     return [r["session_id"] for r in rows]
 
 

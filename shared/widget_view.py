@@ -8,6 +8,7 @@ activity log only.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -78,6 +79,11 @@ class SessionView(TypedDict):
     degraded: Annotated[bool, Field(description=(
         "verified from the outage grace: the Authentication URL was unavailable and this access token was "
         "verified within the bot's `outage_grace_seconds`"))]
+    identity_expires_at: Annotated[datetime | None, Field(description=(
+        "set when verified and the identity's end is known: the signed token's `exp`, or the `exp` the OpenID "
+        "Provider's introspection gave. The widget asks the host page for a fresh token (`getFreshToken`) about a "
+        "minute before, and ends the session if none comes; the server does not end it at that time. Null otherwise "
+        "(an Authentication URL, userinfo, a pushed identity)"))]
 
 
 def widget_view(row: asyncpg.Record | dict[str, Any]) -> SessionView:
@@ -94,7 +100,8 @@ def widget_view(row: asyncpg.Record | dict[str, Any]) -> SessionView:
     )
     return {"session_id": row["session_id"], "status": row["status"], "contact": contact, "fallback": fallback,
             "collected": row["collected"], "collect_information": _mode(row["status"], row["collect_information"]),
-            "degraded": row["degraded"]}
+            "degraded": row["degraded"],
+            "identity_expires_at": row["identity_expires_at"] if row["status"] == "verified" else None}
 
 
 def _mode(status: str, captured: str | None) -> CollectInformation | None:
@@ -109,10 +116,11 @@ def fallback_view(session_id: str, reason: FallbackReason, collect_information: 
     """The view of a session that fell back before any contact or form: a busy refusal, an expiry."""
     return {"session_id": session_id, "status": "fallback", "contact": None,
             "fallback": {"reason": reason, "detail": VISITOR_MESSAGES[reason]}, "collected": False,
-            "collect_information": _mode("fallback", collect_information), "degraded": False}
+            "collect_information": _mode("fallback", collect_information), "degraded": False,
+            "identity_expires_at": None}
 
 
 def ended_view(session_id: str, collected: bool = False) -> SessionView:
     """An ended session: nothing of the visitor (no contact, no fallback, no form to offer)."""
     return {"session_id": session_id, "status": "ended", "contact": None, "fallback": None, "collected": collected,
-            "collect_information": None, "degraded": False}
+            "collect_information": None, "degraded": False, "identity_expires_at": None}

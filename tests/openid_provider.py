@@ -3,7 +3,8 @@ installed from its lock file (``npm ci``) when its ``node_modules`` is missing.
 
 :func:`running_provider` starts it on a free port of 127.0.0.1; :meth:`OpenIDProvider.login` signs a user in with
 a real authorization-code flow (PKCE S256) through its development login pages over HTTP and returns the access
-token the client got; :meth:`OpenIDProvider.down` takes it off the network and back (its state kept).
+token the client got; :meth:`OpenIDProvider.down` takes it off the network and back (its state kept); :meth:`OpenIDProvider.logout` logs
+the user out there (RP-initiated logout), which makes it post logout tokens to the clients' back-channel URIs.
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ def install() -> None:
     subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE, check=True, timeout=300)
 
 
+@dataclass(frozen=True)
+class Login:
+    """A user signed in at the provider: the tokens the site got, and the browser's cookies (its session there)."""
+
+    access_token: str
+    id_token: str
+    browser: aiohttp.CookieJar
+    client_id: str
+
+
 @dataclass
 class OpenIDProvider:
     issuer: str
@@ -63,7 +74,13 @@ class OpenIDProvider:
 
     async def login(self, user: str, client_id: str = BOT_CLIENT, *, scope: str = SCOPE) -> str:
         """``user`` signs in to ``client_id``'s site (login, then consent); the access token the site got."""
-        jar = aiohttp.CookieJar(unsafe=True)  # the provider's session cookies, on an IP address
+        return (await self.sign_in(user, client_id, scope=scope)).access_token
+
+    async def sign_in(self, user: str, client_id: str = BOT_CLIENT, *, scope: str = SCOPE,
+                      browser: aiohttp.CookieJar | None = None) -> Login:
+        """As :meth:`login`, keeping the user's session at the provider (``browser``: the cookies of an earlier
+        sign-in, so a second client joins the same session), for :meth:`logout`."""
+        jar = browser if browser is not None else aiohttp.CookieJar(unsafe=True)  # cookies on an IP address
         async with aiohttp.ClientSession(cookie_jar=jar) as http:
             meta = await self.discovery(http)
             verifier = secrets.token_urlsafe(48)
@@ -79,7 +96,22 @@ class OpenIDProvider:
                                        "redirect_uri": self.redirect_uri, "code_verifier": verifier}) as resp:
                 tokens = await resp.json()
                 assert resp.status == 200, tokens
-        return str(tokens["access_token"])
+        return Login(str(tokens["access_token"]), str(tokens["id_token"]), jar, client_id)
+
+    async def logout(self, login: Login) -> None:
+        """The user logs out at the provider (RP-initiated logout, confirmed on its page): it ends their session there
+        and posts a logout token to the back-channel logout URI of each client in that session, before answering."""
+        async with aiohttp.ClientSession(cookie_jar=login.browser) as http:
+            meta = await self.discovery(http)
+            async with http.get(meta["end_session_endpoint"], params={"client_id": login.client_id}) as resp:
+                page = await resp.text()
+                assert resp.status == 200, page
+            action = re.search(r'<form id="op.logoutForm" method="post" action="([^"]+)"', page)
+            xsrf = re.search(r'name="xsrf" value="([^"]+)"', page)
+            assert action and xsrf, page
+            async with http.post(urljoin(meta["end_session_endpoint"], unescape(action.group(1))),
+                                 data={"xsrf": xsrf.group(1), "logout": "yes"}, allow_redirects=False) as resp:
+                assert resp.status in (200, 302, 303), await resp.text()
 
     async def _interact(self, http: aiohttp.ClientSession, url: str, user: str, state: str) -> str:
         """Follow the provider's redirects, filling in its login and consent forms, to the code it sends back."""
@@ -134,7 +166,8 @@ class OpenIDProvider:
 
 @asynccontextmanager
 async def running_provider(**env: str) -> AsyncIterator[OpenIDProvider]:
-    """The provider on a free port of 127.0.0.1 (``env``: e.g. ``ACCESS_TOKEN_TTL``, ``BACKCHANNEL_LOGOUT_URI``)."""
+    """The provider on a free port of 127.0.0.1 (``env``: e.g. ``ACCESS_TOKEN_TTL``, ``BACKCHANNEL_LOGOUT_URIS``,
+    ``SIGNING_KEY``: see provider.js)."""
     await asyncio.to_thread(install)
     node = shutil.which("node")
     assert node is not None, "the OpenID Provider tests need Node.js"

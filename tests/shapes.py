@@ -170,6 +170,17 @@ async def every_shape(stack: Stack, strict: Stack, customer_api: FakeCustomerAPI
     async with stack.http.delete(f"{stack.gateway.url}/v1/widget/sessions/{ending}") as resp:
         assert resp.status == 204
     s["ended while pending"] = ending
+    # Verified through an OpenID Provider (its sub recorded, the token's exp known), then ended by its back-channel
+    # logout: as the contacts service and the logout endpoint write them.
+    for what, sub in (("verified, identity expires", "provider-sub-kept"),
+                      ("ended by a back-channel logout", "provider-sub-ended")):
+        s[what] = sessions.new_session_id(sessions.new_replica_id())
+        assert await store_pending(stack.pool, s[what], shapes.bot, deadline_at=now + timedelta(hours=1))
+        async with stack.pool.acquire() as conn, conn.transaction():
+            await sessions.resolve_sessions(conn, [sessions.Outcome(
+                s[what], "verified", provider_sub=sub, provider_sid="sid-1",
+                identity_expires_at=now + timedelta(minutes=5))])
+    assert len(await sessions.end_provider_sessions(stack.pool, shapes.bot, sub="provider-sub-ended", sid=None)) == 1
 
     erased = await _visit(stack, shapes.bot, access_token="good-erased")
     s["verified, its contact erased"] = erased["session_id"]

@@ -49,7 +49,8 @@ async def record(events: Sequence[Event], *, pool: asyncpg.Pool, publish: Publis
                                             detail=ERASED_DETAIL, facts=e.facts))
                     continue
                 outcomes.append(Outcome(e.session_id, "verified", contact_id=contact_id, facts=e.facts,
-                                        degraded=e.degraded))
+                                        degraded=e.degraded, provider_sub=e.provider_sub, provider_sid=e.provider_sid,
+                                        identity_expires_at=e.identity_expires_at))
             elif isinstance(e, SessionFellBack):
                 outcomes.append(Outcome(e.session_id, "fallback", reason=e.reason.value, detail=e.detail, facts=e.facts))
         resolved = await resolve_sessions(conn, outcomes)

@@ -18,6 +18,7 @@ from shared.logging import session_ref
 from shared.messaging import Publisher
 from shared.metrics import OUTCOMES, SWEPT
 from shared.service import background, every
+from shared.logout import forget_seen
 from shared.sessions import expire_overdue, prune
 from shared.webhook_outbox import Outbox
 
@@ -49,6 +50,7 @@ async def housekeeping(
     async def pruned() -> None:
         if n := await prune(pool, retention):
             log.info("old sessions pruned", deleted=n)
+        await forget_seen(pool)  # back-channel logout tokens' jtis, once too old to be replayed
 
     async with (
         background(every(sweep_every, partial(sweep, pool, publish, outbox), failed="sweep failed")),

@@ -26,7 +26,7 @@ from .keys import ASK, DESTINATIONS, HUB, LIMITS, OPENS, POOL, PUBLISH, SECRETS,
 from .pages import browser
 from .settings import GatewaySettings
 from .widget import api as widget_api
-from .widget import held, opening
+from .widget import backchannel, held, opening
 from .widget.admission import Admission, watch_lag
 from .widget.outcomes import OutcomeHub, consume_outcomes, tick_forever
 from .widget.ratelimit import WidgetLimits
@@ -78,7 +78,7 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     async with (
         messaging.connection(s.amqp_url.get_secret_value(), f"doorman-gateway-{hub.replica}") as conn,
         messaging.publisher(conn, topology, secrets=app[SECRETS]) as publish,  # seals widget opens' access tokens
-        rpc.asking(conn) as ask,  # the Testing panel runs in a verifier: asked over the broker
+        rpc.asking(conn) as ask,  # the Testing panel and logout tokens are checked in a verifier: asked over the broker
         consume_outcomes(conn, topology, hub),
         background(tick_forever(hub, partial(session_views, app[POOL]), poll_seconds=s.sse_poll_seconds,
                                 forget_after=s.session_deadline_seconds + EXPIRE_GRACE_SECONDS + 5)),
@@ -115,6 +115,7 @@ def init_app(settings: GatewaySettings) -> web.Application:
     app.cleanup_ctx.extend([_database, _broker])
     app.on_startup.append(openapi.publish)
     app.add_routes(widget_api.routes)  # public
+    app.add_routes(backchannel.routes)  # public: the bots' OpenID Providers
     app.add_routes(bots.routes)  # the admin API
     app.add_routes(workspaces.routes)
     app.add_routes(identities.routes)

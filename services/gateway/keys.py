@@ -23,6 +23,6 @@ PUBLISH = web.AppKey("publish", Publisher)
 HUB = web.AppKey("hub", OutcomeHub)
 SECRETS = web.AppKey("secrets", Secrets)
 DESTINATIONS = web.AppKey("destinations", Destinations)  # the URLs a verifier would call: checked when saved
-ASK = web.AppKey("ask", Asker)  # requests to the verifiers (the Testing panel)
+ASK = web.AppKey("ask", Asker)  # requests to the verifiers (the Testing panel, back-channel logout tokens)
 LIMITS = web.AppKey("limits", WidgetLimits)
 OPENS = web.AppKey("opens", Batcher[Open, Opened | Busy])  # hand an open in; see .opening

@@ -28,6 +28,7 @@ from .keys import SETTINGS
 REF_TEMPLATE = "#/components/schemas/{model}"
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
+FORM = "application/x-www-form-urlencoded"
 DOCUMENT = web.AppKey("openapi", bytes)
 
 TAGS = [
@@ -192,9 +193,11 @@ def _operation(path: str, op: Operation, components: _Components, widget_body_li
         out["parameters"] = parameters
     if op.body is not None:
         out["requestBody"] = {"required": True, "content": {JSON: {"schema": components.ref(op.body)}}}
+    if op.form is not None:
+        out["requestBody"] = {"required": True, "content": {FORM: {"schema": components.ref(op.form)}}}
     out["security"] = SECURITY[op.auth]
     responses = {**op.responses, **AUTH_RESPONSES[op.auth]}
-    limit = widget_body_limit if path.startswith("/v1/widget/") else ADMIN_BODY_MAX_BYTES
+    limit = widget_body_limit if op.auth == "public" else ADMIN_BODY_MAX_BYTES  # public: the widget API's limit
     out["responses"] = {str(status): _response(status, responses[status], components, limit)
                         for status in sorted(responses)}
     return out

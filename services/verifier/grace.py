@@ -145,6 +145,7 @@ class GraceCache:
             event_id=outcome.event_id, correlation_id=outcome.correlation_id, session_id=outcome.session_id,
             bot_id=outcome.bot_id, identify_method=config.identify_method, identity=identity, observed_at=observed_at,
             facts=outcome.facts, degraded=True,
+            provider_sub=identity.id if config.identity_source == "oidc" else None,  # a back-channel logout finds it
         )
 
     async def prune(self) -> int:

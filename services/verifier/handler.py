@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from uuid import UUID, uuid5
 
 import asyncpg
@@ -61,10 +62,14 @@ async def _whitelist_check(event: WidgetOpened, config: AuthConfig, whitelist: A
     return origin_allowed(event.origin, lookup.domains), lookup.note, "this site's domain is not on the whitelist your API returned"
 
 
-def _verified(event: WidgetOpened, config: AuthConfig, identity: Identity, facts: CallFacts) -> IdentityVerified:
+def _verified(event: WidgetOpened, config: AuthConfig, identity: Identity, facts: CallFacts, *,
+              sid: str | None = None, expires_at: float | None = None) -> IdentityVerified:
+    """``sid``: the OpenID Provider's session id for the login; ``expires_at``: the token's exp, when known."""
     return IdentityVerified(
         event_id=outcome_id(event), correlation_id=event.correlation_id, session_id=event.session_id, bot_id=event.bot_id,
         identify_method=config.identify_method, identity=identity, observed_at=utcnow(), facts=facts,
+        provider_sub=identity.id if config.identity_source == "oidc" else None, provider_sid=sid,
+        identity_expires_at=datetime.fromtimestamp(expires_at, UTC) if expires_at is not None else None,
     )
 
 
@@ -126,7 +131,7 @@ async def decide(
         if token.failure is not None:
             return _failed(event, token.failure, facts)
         assert token.identity is not None
-        return Decision(_verified(event, config, token.identity, facts))
+        return Decision(_verified(event, config, token.identity, facts, expires_at=token.expires_at))
     if config.identity_source == "oidc":
         call = await call_provider(http, config, access_token=event.access_token.get_secret_value(),
                                    discovery=discovery or Discovery(http), tenant=event.bot_id)
@@ -148,7 +153,7 @@ async def decide(
         outcome = _fallback(event, call.failure.reason, call.failure.detail, facts)
     else:
         assert call.identity is not None
-        outcome = _verified(event, config, call.identity, facts)
+        outcome = _verified(event, config, call.identity, facts, sid=call.sid, expires_at=call.expires_at)
     # Remembered, marked refused, or verified from the outage grace, as the failure's kind says (failures.py).
     if grace is not None:
         outcome = await grace.after_call(event, config, outcome, call.failure)

@@ -96,6 +96,8 @@ class IdentityCall:
     elapsed_ms: float
     method: str = "POST"
     url: str = ""  # where it went (the Authentication URL, or the OpenID Provider's endpoint)
+    sid: str | None = None  # an OpenID Provider's session id for the login, when its answer gave one
+    expires_at: float | None = None  # when the verified token expires (seconds since 1970), when the answer said
 
 
 def failed_call(kind: Kind, exc: BaseException, what: str = "the Authentication URL") -> str:

@@ -4,7 +4,9 @@
   publishes its outcome, and :mod:`.failures` says what each way of failing gets (a retry, the breaker's count,
   the outage grace);
 * webhook deliveries (:func:`deliveries`): :func:`.webhooks.deliver`, on capacity of their own;
-* the Testing panel (:func:`testing_panel`): :func:`.testing.answer`, for the gateways, which call no one.
+* the Testing panel (:func:`testing_panel`): :func:`.testing.answer`, for the gateways, which call no one;
+* back-channel logout tokens (:func:`logout_tokens`): :func:`.logout.answer` checks them against the provider's keys,
+  for the gateways.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from functools import partial
 import aio_pika
 import asyncpg
 
-from shared import db, messaging, panel, rpc
+from shared import db, logout as logout_contract, messaging, panel, rpc
 from shared.batching import Batcher
 from shared.consumer import consuming
 from shared.crypto import Secrets
@@ -24,7 +26,7 @@ from shared.events import Event, WebhookDue, WidgetOpened
 from shared.service import health_server
 from shared.stages import RetryPolicy, Stage
 
-from . import testing, webhooks
+from . import logout, testing, webhooks
 from .breaker import BreakerPolicy
 from .breaker_log import breaker_client
 from .config import ConfigCache, cached_config
@@ -56,6 +58,7 @@ async def running(settings: VerifierSettings, *, health_host: str = "127.0.0.1")
         consuming(conn, topology, open_stage, prefetch=settings.verifier_prefetch, secrets=secrets),
         consuming(conn, topology, delivery_stage, prefetch=settings.webhook_prefetch),
         testing_panel(settings, conn, topology, pool, secrets),
+        logout_tokens(settings, conn, topology, pool, secrets),
     ):
         yield port
 
@@ -140,6 +143,18 @@ async def testing_panel(settings: VerifierSettings, conn: aio_pika.abc.AbstractC
                       partial(testing.answer, pool=pool, http=http, secrets=secrets), prefetch=settings.testing_concurrency),
     ):
         yield
+
+
+@asynccontextmanager
+async def logout_tokens(settings: VerifierSettings, conn: aio_pika.abc.AbstractConnection, topology: messaging.Topology,
+                        pool: asyncpg.Pool, secrets: Secrets) -> AsyncIterator[None]:
+    """Back-channel logout tokens, asked by the gateways over the broker as the Testing panel is: a queue, channel and
+    outbound client of their own; the providers' discovery documents and JWKS cached across requests."""
+    async with _business_client(settings, settings.testing_concurrency, settings.auth_timeout_seconds) as http:
+        answer = partial(logout.answer, pool=pool, secrets=secrets, jwks=JwksCache(http), discovery=Discovery(http))
+        async with rpc.answering(conn, partial(logout_contract.declare_queue, topology=topology), answer,
+                                 prefetch=settings.testing_concurrency):
+            yield
 
 
 def _breaker_policy(settings: VerifierSettings) -> BreakerPolicy:

@@ -33,6 +33,7 @@ from .identity import IdentityCall, failed_call
 from .oidc_answers import ProviderMetadata, read_introspection, read_userinfo, shown
 from .tokens import TokenRejected, identity_from_claims
 
+MAX_SID = 255  # characters of a provider's session id kept on a session
 BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token: what an Authorization header can carry
 
 
@@ -112,8 +113,14 @@ def _identity(claims: Mapping[str, Any], config: AuthConfig, source: str) -> Ide
         raise AuthFailure(Kind.INVALID_ANSWER, f"the {source} answer: {exc}") from None
 
 
+@dataclass(frozen=True)
+class _Verified:
+    identity: Identity
+    claims: Mapping[str, Any]  # the answer the identity came from (introspection's, merged with userinfo's if asked)
+
+
 async def _verify(http: OutboundClient, sent: _Sent, config: AuthConfig, token: str, discovery: Discovery,
-                  tenant: Hashable) -> Identity:
+                  tenant: Hashable) -> _Verified:
     oidc = config.oidc
     if oidc is None:
         raise AuthFailure(Kind.MISCONFIGURED, "oidc: no OpenID Provider is set; save the bot's oidc settings")
@@ -122,10 +129,11 @@ async def _verify(http: OutboundClient, sent: _Sent, config: AuthConfig, token: 
                                               "(RFC 6750); the provider was not asked")
     metadata = await discovery.metadata(oidc.issuer, tenant=tenant)
     if oidc.method == "userinfo":
-        return _identity(await _userinfo(http, sent, metadata, token, tenant), config, "userinfo")
+        claims = await _userinfo(http, sent, metadata, token, tenant)
+        return _Verified(_identity(claims, config, "userinfo"), claims)
     introspected = await _introspect(http, sent, oidc, metadata, token, tenant)
     try:
-        return identity_from_claims(introspected, config, DEFAULT_CLAIMS)
+        return _Verified(identity_from_claims(introspected, config, DEFAULT_CLAIMS), introspected)
     except TokenRejected as exc:
         if exc.code != "missing_claim":
             raise AuthFailure(Kind.INVALID_ANSWER, f"the introspection answer: {exc}") from None
@@ -134,7 +142,20 @@ async def _verify(http: OutboundClient, sent: _Sent, config: AuthConfig, token: 
     if "sub" in introspected and introspected["sub"] != userinfo["sub"]:
         raise AuthFailure(Kind.INVALID_ANSWER, (
             f"userinfo's sub {shown(userinfo['sub'])} is not the introspected token's {shown(introspected['sub'])}"))
-    return _identity({**introspected, **userinfo}, config, "userinfo")
+    merged = {**introspected, **userinfo}
+    return _Verified(_identity(merged, config, "userinfo"), {**merged, "exp": introspected.get("exp")})
+
+
+def _sid(claims: Mapping[str, Any]) -> str | None:
+    """The provider's session id, when its answer gives one Doorman can match a logout token's against."""
+    sid = claims.get("sid")
+    return sid if isinstance(sid, str) and 0 < len(sid) <= MAX_SID else None
+
+
+def _expires_at(claims: Mapping[str, Any]) -> float | None:
+    """The token's exp as introspection gave it (read_introspection checked it is a time); userinfo gives none."""
+    exp = claims.get("exp")
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
 async def call_provider(http: OutboundClient, config: AuthConfig, *, access_token: str, discovery: Discovery,
@@ -142,12 +163,17 @@ async def call_provider(http: OutboundClient, config: AuthConfig, *, access_toke
     """The visitor's identity from the provider, or why not; ``tenant``: the bot, for its share of call slots."""
     sent = _Sent()
     started = time.perf_counter()
-    identity: Identity | None = None
+    verified: _Verified | None = None
     failure: AuthFailure | None = None
     try:
-        identity = await _verify(http, sent, config, access_token, discovery, tenant)
+        verified = await _verify(http, sent, config, access_token, discovery, tenant)
     except AuthFailure as exc:
         failure = exc
     elapsed = (time.perf_counter() - started) * 1000
-    return IdentityCall(sent.headers, sent.body, sent.response, identity, failure, elapsed, method=sent.method,
-                        url=sent.url)
+    if verified is None:
+        return IdentityCall(sent.headers, sent.body, sent.response, None, failure, elapsed, method=sent.method,
+                            url=sent.url)
+    method = config.oidc.method if config.oidc else None
+    return IdentityCall(sent.headers, sent.body, sent.response, verified.identity, None, elapsed, method=sent.method,
+                        url=sent.url, sid=_sid(verified.claims),
+                        expires_at=_expires_at(verified.claims) if method == "introspection" else None)

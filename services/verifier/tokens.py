@@ -112,7 +112,7 @@ def read_claims(token: str) -> dict[str, Any]:
     return _segment(token, 1, "payload", str)
 
 
-def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
+def numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
     """The time claim ``name`` in seconds since 1970, None when absent; TokenRejected(invalid_claim)
     when it is not a NumericDate Doorman can compare and show (finite, 1970 to 9999)."""
     if name not in claims:
@@ -127,7 +127,7 @@ def check_claims(claims: Mapping[str, Any], config: AuthConfig, bot_id: UUID, *,
     """Every check after the signature, in the module docstring's order; the Identity the claims map to."""
     settings = config.signed_token
     now = time.time() if now is None else now
-    exp, nbf, iat = (_numeric_date(claims, name) for name in ("exp", "nbf", "iat"))
+    exp, nbf, iat = (numeric_date(claims, name) for name in ("exp", "nbf", "iat"))
     if exp is None:
         raise TokenRejected("expired", "the token has no exp claim")
     if exp <= now - LEEWAY_SECONDS:
@@ -235,6 +235,7 @@ class TokenCheck:
     failure: AuthFailure | None
     code: str | None
     elapsed_ms: float
+    expires_at: float | None = None  # the verified token's exp (seconds since 1970)
 
 
 async def check_token(token: str, config: AuthConfig, bot_id: UUID, *, jwks: JwksCache,
@@ -256,4 +257,5 @@ async def check_token(token: str, config: AuthConfig, bot_id: UUID, *, jwks: Jwk
         code, failure = "misconfigured", exc
         if exc.kind is not Kind.MISCONFIGURED:  # the provider did not answer: its keys could not be fetched
             code = "jwks_unavailable"
-    return TokenCheck(identity, failure, code, (time.perf_counter() - started) * 1000)
+    expires_at = numeric_date(read_claims(token), "exp") if identity is not None else None  # verified: a time
+    return TokenCheck(identity, failure, code, (time.perf_counter() - started) * 1000, expires_at)

@@ -28,6 +28,7 @@ async def load_all(page: Page, more: str) -> None:
     button = page.get_by_test_id(more)
     while await button.is_visible():
         await button.click()
+        await expect(button).to_be_enabled()  # the page loaded: the button is hidden now if it was the last
 
 
 async def every_row(page: Page, tab: str, row: str, more: str, count: int) -> None:

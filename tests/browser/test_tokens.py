@@ -69,7 +69,7 @@ async def test_identity_source_settings_save_and_the_token_secret_shows_once(pag
     await page.get_by_role("button", name="Save", exact=True).click()  # RS256 needs a JWKS URL: said next to it
     await expect(page.get_by_test_id("err-st-jwks_url")).to_contain_text("jwks_url or issuer is required for RS256")
     await page.get_by_label("JWKS URL").fill("https://shop.example.com/.well-known/jwks.json")
-    await page.get_by_label("Issuer").fill("https://shop.example.com")
+    await page.get_by_label("Issuer (optional)").fill("https://shop.example.com")
     await page.get_by_label("Maximum lifetime (seconds)").fill("600")
     await page.get_by_test_id("st-claim-id").fill("uid")
     await page.get_by_test_id("st-claim-email").fill("mail")

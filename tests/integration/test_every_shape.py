@@ -31,7 +31,7 @@ async def test_the_activity_log_answers_every_shape_under_each_filter(
     assert set(shapes.sessions.values()) <= set(events), "a stored session is missing from the activity log"
     assert {e["reason"] for e in events.values()} >= {r.value for r in FallbackReason}
     assert {e["status"] for e in events.values()} == set(STATUSES)
-    assert {e["ended_by"] for e in events.values()} == {None, "visitor", "revoked"}
+    assert {e["ended_by"] for e in events.values()} == {None, "visitor", "revoked", "backchannel_logout"}
     assert {(e["identity_change"] or {}).get("kind") for e in events.values()} == {
         None, "identity_changed", "took_over_unverified"}
     assert events[shapes.sessions["verified degraded"]]["degraded"] is True
@@ -78,6 +78,7 @@ async def test_the_widget_view_of_every_session(stack: Stack, doc: dict[str, Any
         if view["status"] == "fallback":
             assert view["fallback"]["detail"] == VISITOR_MESSAGES[view["fallback"]["reason"]], what
         assert "secret-internal-note" not in str(view) and "127.0.0.1" not in str(view), what
+        assert (view["identity_expires_at"] is not None) == (what == "verified, identity expires"), (what, view)
 
 
 async def test_webhook_deliveries_in_each_status(stack: Stack, doc: dict[str, Any], shapes: Shapes) -> None:  # noqa: F811

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.conftest import (
@@ -292,3 +294,21 @@ async def test_a_discovery_document_for_another_issuer_is_not_used(stack: Stack)
         assert outcome["fallback"]["reason"] == "misconfigured", outcome
         assert "issuer" in await logged_detail(stack, bot, session_id)
 
+
+
+async def test_an_introspected_tokens_expiry_is_the_views_identity_expires_at(
+        stack: Stack, provider: OpenIDProvider) -> None:
+    """Introspection says when the access token expires: the view says so (the widget refreshes before then);
+    userinfo does not, so the view's identity_expires_at is null there."""
+    introspecting = await create_bot(stack.http, stack.gateway.url, **oidc_settings(provider, "introspection"))
+    userinfo = await create_bot(stack.http, stack.gateway.url, **oidc_settings(provider, "userinfo"))
+    token = await provider.login("alice")
+    basic = aiohttp.encode_basic_auth(BOT_CLIENT, provider.secrets[BOT_CLIENT])
+    async with stack.http.post(f"{provider.issuer}/token/introspection", data={"token": token},
+                               headers={"Authorization": basic}) as resp:
+        exp = (await resp.json())["exp"]
+
+    outcome, _ = await visit(stack, introspecting, token)
+    assert datetime.fromisoformat(outcome["identity_expires_at"]).timestamp() == exp, outcome
+    outcome, _ = await visit(stack, userinfo, token)
+    assert (outcome["status"], outcome["identity_expires_at"]) == ("verified", None), outcome

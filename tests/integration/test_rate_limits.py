@@ -117,3 +117,18 @@ def test_rate_limit_storage_setting_is_checked(stack: Stack) -> None:
         GatewaySettings(**{**stack.config, "rate_limit_storage": "memcached://user:hunter2@x:11211"})
     # What `doorman` prints of a bad setting (errors without their input) does not repeat the password.
     assert "hunter2" not in str(refused.value.errors(include_input=False))
+
+
+async def test_back_channel_logout_posts_are_limited_per_client(stack: Stack) -> None:
+    """The logout endpoint is public: a client posting made-up logout tokens runs into the per-client limit, and its
+    429 is not cached either."""
+    config = {**stack.config, "rate_limit_opens_per_client": "2/minute"}
+    bot = await create_bot(stack.http, stack.gateway.url)
+    async with AsyncExitStack() as es:
+        gateway = await start_gateway(es, config)
+        answers = []
+        for _ in range(3):
+            async with stack.http.post(f"{gateway.url}/v1/bots/{bot}/oidc/backchannel-logout",
+                                       data={"logout_token": "a.b.c"}) as resp:
+                answers.append((resp.status, resp.headers.get("Cache-Control")))
+        assert answers == [(400, "no-store"), (400, "no-store"), (429, "no-store")]

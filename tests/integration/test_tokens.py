@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import time
+from datetime import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -564,3 +565,18 @@ async def test_an_invalid_identifier_claim_is_named() -> None:
     token = jwt.encode(claims(str(bot), phone_number="not a phone"), "s" * 40, algorithm="HS256", headers={"kid": "k"})
     result = await check_token(token, config, bot, jwks=None)  # type: ignore[arg-type]
     assert result.code == "invalid_claim" and "claim 'phone_number'" in result.failure.detail  # type: ignore[union-attr]
+
+
+async def test_the_view_says_when_a_signed_tokens_identity_expires(stack: Stack, bots: Bots,
+                                                                    customer_api: FakeCustomerAPI) -> None:
+    """identity_expires_at is the token's exp: the widget asks the host page for a fresh token before then. An
+    Authentication URL's identity has none."""
+    payload = claims(bots.hs)
+    outcome = await verify_once(stack, bots.hs, access_token=bots.hs_token(payload))
+    assert outcome["status"] == "verified", outcome
+    assert datetime.fromisoformat(outcome["identity_expires_at"]).timestamp() == payload["exp"], outcome
+
+    auth_url_bot = await create_bot(stack.http, stack.gateway.url, enabled=True,
+                                    auth_url=customer_api.endpoint(verified(id="no-expiry")))
+    outcome = await verify_once(stack, auth_url_bot, access_token="opaque")
+    assert (outcome["status"], outcome["identity_expires_at"]) == ("verified", None), outcome

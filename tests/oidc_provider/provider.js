@@ -20,6 +20,8 @@ export const CLIENTS = [
   { client_id: 'another-app', client_secret: 'another-app-secret-0123456789' },
 ];
 const REDIRECT_URI = 'https://shop.example.com/callback';
+// REDIRECT_URIS (JSON list): more redirect URIs for every client (a test's own site, signing users in in a browser).
+const REDIRECT_URIS = [REDIRECT_URI, ...JSON.parse(process.env.REDIRECT_URIS ?? '[]')];
 
 const ACCOUNTS = {
   alice: { email: 'alice@example.com', name: 'Alice Nguyen', phone_number: '+84912345678', metadata: { plan: 'gold' } },
@@ -36,21 +38,28 @@ function account(id) {
   };
 }
 
+// SIGNING_KEY (a private JWK, JSON): the key the provider signs with, so a test can sign what the provider would
+// not (a logout token with a wrong claim) with a key the provider's JWKS publishes. Else one is made.
 function signingKey() {
+  if (process.env.SIGNING_KEY) return JSON.parse(process.env.SIGNING_KEY);
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   return { ...privateKey.export({ format: 'jwk' }), kid: 'test-rs256', alg: 'RS256', use: 'sig' };
 }
+
+// BACKCHANNEL_LOGOUT_URIS (JSON: client_id -> URI): where the provider posts each client's logout tokens.
+const BACKCHANNEL = JSON.parse(process.env.BACKCHANNEL_LOGOUT_URIS ?? '{}');
 
 function configuration() {
   return {
     clients: CLIENTS.map((c) => ({
       ...c,
-      redirect_uris: [REDIRECT_URI],
+      redirect_uris: REDIRECT_URIS,
+      post_logout_redirect_uris: REDIRECT_URIS,
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
       backchannel_logout_session_required: true,
-      ...(process.env.BACKCHANNEL_LOGOUT_URI ? { backchannel_logout_uri: process.env.BACKCHANNEL_LOGOUT_URI } : {}),
+      ...(BACKCHANNEL[c.client_id] ? { backchannel_logout_uri: BACKCHANNEL[c.client_id] } : {}),
     })),
     findAccount: async (ctx, id) => account(id),
     claims: {

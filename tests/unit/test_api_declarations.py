@@ -97,6 +97,9 @@ def test_links_lead_to_operations_and_name_what_those_take() -> None:
         build_document(app)
 
 
+BACKCHANNEL_LOGOUT = "/v1/bots/{bot_id}/oidc/backchannel-logout"
+
+
 def test_every_route_says_who_may_call_it_and_the_document_says_the_same() -> None:
     from services.gateway.access import undeclared
     from services.gateway.openapi import AUTH_RESPONSES, SECURITY
@@ -113,8 +116,10 @@ def test_every_route_says_who_may_call_it_and_the_document_says_the_same() -> No
     assert audiences[("POST", "/v1/workspaces")] == audiences[("GET", "/v1/workspaces")] == "operator"
     assert audiences[("GET", "/v1/bots")] == audiences[("POST", "/v1/workspaces/{workspace_id}/api-keys")] == "workspace"
     assert audiences[("POST", "/v1/widget/sessions")] == audiences[("GET", "/admin")] == "public"
-    assert {a for (_, path), a in audiences.items() if path.startswith(("/v1/bots", "/v1/workspaces"))} == {
-        "workspace", "operator"}
+    # The one public route under /v1/bots: the bot's OpenID Provider posts it (its logout token is the credential).
+    assert audiences[("POST", BACKCHANNEL_LOGOUT)] == "public"
+    assert {a for (_, path), a in audiences.items()
+            if path.startswith(("/v1/bots", "/v1/workspaces")) and path != BACKCHANNEL_LOGOUT} == {"workspace", "operator"}
 
     async def forgotten(_: web.Request) -> web.Response:
         return web.Response()

@@ -19,20 +19,23 @@ from shared.widget_view import VISITOR_MESSAGES, SessionView, fallback_view, wid
 def _row(**overrides: Any) -> dict[str, Any]:
     row = {"session_id": "s" * 43, "status": "pending", "reason": None, "collected": False,
            "deadline_at": datetime.now(UTC) + timedelta(seconds=5), "contact_id": None, "name": None, "email": None,
-           "phone_number": None, "avatar": None, "verified": None, "collect_information": None, "degraded": False}
+           "phone_number": None, "avatar": None, "verified": None, "collect_information": None, "degraded": False,
+           "identity_expires_at": None}
     return {**row, **overrides}
 
 
 @pytest.mark.parametrize("view", [
     widget_view(_row()),
     widget_view(_row(status="verified", contact_id=uuid4(), name="Ann", email="ann@example.com", verified=True)),
+    widget_view(_row(status="verified", contact_id=uuid4(), name="Ann", verified=True,
+                     identity_expires_at=datetime.now(UTC) + timedelta(minutes=5))),
     widget_view(_row(status="fallback", reason="auth_rejected", collected=True)),
     fallback_view("s" * 43, FallbackReason.internal_error),
     busy_view("s" * 43),
     widget_view(_row(status="fallback", reason="ca_disabled", collect_information="off")),
     busy_view("s" * 43, "optional"),
     widget_view(_row(status="ended", contact_id=uuid4(), name="Ann", verified=True, degraded=True)),
-], ids=["pending", "verified", "fallback", "expired", "busy", "fallback-off", "busy-optional", "ended"])
+], ids=["pending", "verified", "verified-expiring", "fallback", "expired", "busy", "fallback-off", "busy-optional", "ended"])
 def test_session_views_are_what_the_document_says(view: SessionView) -> None:
     """As the widget receives it (the gateway's JSON): exactly the documented keys, each of its type."""
     parsed = TypeAdapter(SessionView).validate_json(dumps(view))

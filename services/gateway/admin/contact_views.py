@@ -143,9 +143,10 @@ class AuthEvent(View):
     circuit_open: bool = Field(description=(
         "the Authentication URL was not called: the bot's circuit breaker for its host was open (its calls kept "
         "failing)"))
-    ended_by: Literal["visitor", "revoked"] | None = Field(None, description=(
-        "status `ended`: the visitor logged out, or the contact's sessions were revoked; `reason` and `resolved_at` "
-        "still say how it had gone before (a session ended while pending has no reason)"))
+    ended_by: Literal["visitor", "revoked", "backchannel_logout"] | None = Field(None, description=(
+        "status `ended`: the visitor logged out, the contact's sessions were revoked, or the visitor logged out at "
+        "the bot's OpenID Provider, which told Doorman through back-channel logout; `reason` and `resolved_at` still "
+        "say how it had gone before (a session ended while pending has no reason)"))
     ended_at: datetime | None = None
     identity_change: ContactHistoryEntry | None = Field(None, description=(
         "`identity_changed` or `took_over_unverified`, when this session's verification changed who its contact "

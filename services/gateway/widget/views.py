@@ -15,7 +15,7 @@ from shared.sessions import EXPIRE_GRACE_SECONDS, expire_overdue
 from shared.widget_view import SessionView, fallback_view, widget_view
 
 _VIEW_COLUMNS = """s.session_id, s.status, s.reason, s.deadline_at, s.collected_at IS NOT NULL AS collected,
-                   s.collect_information, s.degraded,
+                   s.collect_information, s.degraded, s.identity_expires_at,
                    c.contact_id, c.name, c.email, c.phone_number, c.avatar, c.verified"""
 _SESSION_VIEWS = f"""SELECT {_VIEW_COLUMNS} FROM widget_sessions s LEFT JOIN contacts c USING (contact_id)
                      WHERE s.session_id = ANY($1::text[])"""

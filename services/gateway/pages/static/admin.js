@@ -443,6 +443,11 @@
     ["signed_token.max_lifetime_seconds", "err-st-max_lifetime_seconds", "st-max-lifetime"],
     ["signed_token.claims", "err-st-claims", null],
     ["signed_token", "err-st-jwks_url", "st-jwks-url"],  // "jwks_url is required for RS256"
+    ["oidc.issuer", "err-oidc-issuer", "oidc-issuer"],
+    ["oidc.client_id", "err-oidc-client_id", "oidc-client-id"],
+    ["oidc.client_secret", "err-oidc-client_secret", "oidc-client-secret"],
+    ["oidc", "err-oidc-issuer", "oidc-issuer"],  // "required when the identity source is 'oidc'"
+    ["accepted_clients", "err-accepted_clients", "oidc-accepted-clients"],
     ["collect_information", "err-collect_information", "ci-mode"],
     ["outage_grace_seconds", "err-outage_grace_seconds", "ca-outage-grace"],
   ];
@@ -508,6 +513,7 @@
     $("wl-api-url").value = wl.api_url || "";
     updateSourceFields();
     fillTokenSettings(settings);
+    fillOidcSettings(settings);
     fillCollectInformation(settings);
     fillGrace(settings);
   }
@@ -571,7 +577,7 @@
     body.outage_grace_seconds = graceSeconds();
     if ($("ca-clear-token").checked) body.header_token = null;
     else if ($("ca-header-token").value !== "") body.header_token = $("ca-header-token").value;
-    Object.assign(body, tokenSettingsBody());
+    Object.assign(body, tokenSettingsBody(), oidcSettingsBody());
     return body;
   }
 
@@ -639,7 +645,7 @@
     try {
       const saved = await api("PUT", `/v1/bots/${enc(bot)}/custom-auth`, body);
       if (bot !== state.botId) return;
-      fillSettings(saved);  // clears the header token input: the token never stays in the page
+      fillSettings(saved);  // clears the header token and client secret inputs: secrets never stay in the page
       state.savedSource = saved.identity_source;
       applyTestSources();
       status.className = "status status-ok";
@@ -704,7 +710,8 @@
 
   function fillTokenSettings(settings) {
     const st = settings.signed_token || {};
-    $(settings.identity_source === "signed_token" ? "ids-signed-token" : "ids-auth-url").checked = true;
+    const radio = { signed_token: "ids-signed-token", oidc: "ids-oidc" }[settings.identity_source] || "ids-auth-url";
+    $(radio).checked = true;
     $("st-algorithm").value = st.algorithm || "HS256";
     $("st-jwks-url").value = st.jwks_url || "";
     $("st-issuer").value = st.issuer || "";
@@ -730,6 +737,39 @@
     const lifetime = $("st-max-lifetime").value.trim();
     if (lifetime) signed.max_lifetime_seconds = Number(lifetime);
     return { identity_source: identitySourceValue(), signed_token: signed };
+  }
+
+  // ---------------------------------------------------------------- Identity source: the business's OpenID Provider
+
+  // The form always carries the stored OpenID Provider (as shown, whichever source is chosen), so saving a bot
+  // from this page never drops it; the client secret is write-only: sent only when typed (absent keeps it).
+  function fillOidcSettings(settings) {
+    const oidc = settings.oidc || {};
+    $("oidc-issuer").value = oidc.issuer || "";
+    $("oidc-method").value = oidc.method || "introspection";
+    $("oidc-client-id").value = oidc.client_id || "";
+    $("oidc-client-secret").value = "";
+    const isSet = Boolean(oidc.client_secret_set);
+    $("oidc-client-secret").placeholder = isSet ? "set — leave empty to keep" : "not set";
+    const tag = $("oidc-secret-state");
+    tag.textContent = isSet ? "set" : "not set";
+    tag.className = `badge ${isSet ? "badge-ok" : "badge-neutral"}`;
+    const accepted = settings.accepted_clients || [];
+    // The default ([client_id]) is shown as empty: it follows the client id.
+    const isDefault = accepted.length === 1 && accepted[0] === oidc.client_id;
+    $("oidc-accepted-clients").value = isDefault ? "" : accepted.join("\n");
+    $("oidc-logout-uri").textContent = `${location.origin}/v1/bots/${state.botId}/oidc/backchannel-logout`;
+  }
+
+  function oidcSettingsBody() {
+    const issuer = $("oidc-issuer").value.trim();
+    const clientId = $("oidc-client-id").value.trim();
+    if (identitySourceValue() !== "oidc" && !issuer && !clientId) return {};  // none stored, none typed
+    const oidc = { issuer, method: $("oidc-method").value, client_id: clientId };
+    const secret = $("oidc-client-secret").value;
+    if (secret !== "") oidc.client_secret = secret;
+    const accepted = $("oidc-accepted-clients").value.split("\n").map((line) => line.trim()).filter(Boolean);
+    return accepted.length ? { oidc, accepted_clients: accepted } : { oidc };
   }
 
   function hideTokenSecret() {
@@ -1117,7 +1157,8 @@
     show($("test-result"), false);
     show($("test-empty"), false);
     $("test-result").setAttribute("aria-busy", "true");
-    $("test-status").textContent = state.savedSource === "signed_token" ? "Checking the token…" : "Calling your Authentication URL…";
+    $("test-status").textContent = { signed_token: "Checking the token…", oidc: "Asking your OpenID Provider…" }[state.savedSource]
+      || "Calling your Authentication URL…";
     try {
       const result = await api("POST", `/v1/bots/${enc(bot)}/custom-auth/test`, body);
       if (bot !== state.botId) return;
@@ -1594,7 +1635,10 @@
     return value === null || value === undefined ? dash(null) : String(Math.round(value));
   }
 
-  const ENDED_BY = { visitor: "by the visitor (logged out)", revoked: "by a revocation of the contact's sessions" };
+  const ENDED_BY = {
+    visitor: "by the visitor (logged out)", revoked: "by a revocation of the contact's sessions",
+    backchannel_logout: "by a logout at your OpenID Provider (back-channel logout)",
+  };
 
   function eventRow(e) {
     const ended = e.status === "ended" && e.ended_by

@@ -8,6 +8,9 @@
  *
  * For single-page sites: window.Doorman.identify(accessToken, fields?) after an in-page login or a token
  * refresh, window.Doorman.logout() when the visitor logs out (see the block "logout and re-identification").
+ * window.Doorman.init({getFreshToken, sessionCheckSeconds}): a function giving a fresh access token (or a
+ * promise of one), asked about a minute before the verified identity expires; and how often a verified
+ * session is re-read, to show a visitor signed out elsewhere (see the block "freshness and logout elsewhere").
  *
  * No other globals, no dependencies, no build step. Works under a strict Content-Security-Policy that
  * allows only the gateway's origin: styles come from GATEWAY/widget.css (no inline style), the DOM
@@ -61,6 +64,9 @@
   // awaited on the event stream (or by polling). A refusal as busy comes back at once.
   var OPEN_WAIT_SECONDS = 3;
   var POLL_INTERVAL_MS = 1000;
+  var REFRESH_BEFORE_MS = 60000; // ask the host page for a fresh token this long before the identity expires
+  var SESSION_CHECK_SECONDS = 30; // a verified session is re-read this often (and when the page is shown again)
+  var MAX_TIMER_MS = 2147483647; // setTimeout's longest delay
   var POLL_GIVE_UP_MS = 30000;
   var STREAM_GIVE_UP_MS = 30000;
   var SVG_NS = "http://www.w3.org/2000/svg";
@@ -312,6 +318,7 @@
   // ---- the session: open, then wait for its one outcome -------------------------------------
   function start() {
     stopWaiting();
+    stopWatching();
     var gen = ++generation;
     sessionId = null;
     started = true;
@@ -406,6 +413,7 @@
   function resolve(view) {
     if (view.status === "verified") {
       showVerified(view.contact);
+      watchVerified(view);
     } else if (view.status === "fallback") {
       if (view.collected) showThanks(null);
       else if (view.collect_information === "off") showAnonymous(whyNotRecognised(view));
@@ -654,6 +662,7 @@
   // either way: a visitor who logs out is logged out here even when the network is away.
   function endSession() {
     stopWaiting();
+    stopWatching();
     generation++;
     var ending = sessionId;
     sessionId = null;
@@ -735,7 +744,109 @@
     return ended;
   }
 
-  window.Doorman = Object.freeze({ identify: identify, logout: logout });
+  // ---- freshness and logout elsewhere ----------------------------------------------------------------
+  // A verified view may say when its identity expires (identity_expires_at: the signed token's or the
+  // introspected token's exp). About a minute before, the host page's getFreshToken() is asked for a new token
+  // and a new session opened with it, the visitor's other fields kept, with no page reload; with no token, the
+  // session is ended and the visitor shown signed out. Meanwhile the session is re-read every
+  // sessionCheckSeconds and when the page is shown again: ended elsewhere (a back-channel logout at the
+  // business's OpenID Provider, a revocation) shows the visitor signed out.
+  var options = { getFreshToken: null, sessionCheckSeconds: SESSION_CHECK_SECONDS };
+  var freshTimer = null;
+  var checkTimer = null;
+  var watched = null; // {gen, id} of the verified session being watched
+
+  function stopWatching() {
+    if (freshTimer !== null) clearTimeout(freshTimer);
+    if (checkTimer !== null) clearTimeout(checkTimer);
+    freshTimer = checkTimer = null;
+    watched = null;
+  }
+
+  function watchVerified(view) {
+    stopWatching();
+    watched = { gen: generation, id: sessionId };
+    var expires = view.identity_expires_at ? Date.parse(view.identity_expires_at) : NaN;
+    if (!isNaN(expires)) {
+      var delay = Math.min(Math.max(expires - REFRESH_BEFORE_MS - Date.now(), 0), MAX_TIMER_MS);
+      var gen = generation;
+      freshTimer = setTimeout(function () {
+        freshTimer = null;
+        if (gen === generation) refresh(gen);
+      }, delay);
+    }
+    scheduleCheck();
+  }
+
+  function scheduleCheck() {
+    if (checkTimer !== null) clearTimeout(checkTimer);
+    checkTimer = setTimeout(function () {
+      checkTimer = null;
+      checkSession();
+    }, options.sessionCheckSeconds * 1000);
+  }
+
+  function checkSession() {
+    if (!watched || watched.gen !== generation) return;
+    var gen = generation;
+    request("GET", sessionPath()).then(function (res) {
+      if (gen !== generation) return;
+      if (res.status === 200 && res.data && res.data.status === "ended") {
+        signedOut();
+        return;
+      }
+      scheduleCheck();
+    }, function () {
+      if (gen === generation) scheduleCheck(); // the network blinked: ask again later
+    });
+  }
+
+  function signedOut() {
+    stopWatching();
+    stopWaiting();
+    generation++;
+    sessionId = null;
+    forgetVisitor();
+    showEnded();
+  }
+
+  // The host page's fresh token, or null: getFreshToken may return it or a promise of it, throw or reject.
+  function freshToken() {
+    if (typeof options.getFreshToken !== "function") return Promise.resolve(null);
+    try {
+      return Promise.resolve(options.getFreshToken()).then(given, function () { return null; });
+    } catch (e) {
+      return Promise.resolve(null);
+    }
+  }
+
+  function refresh(gen) {
+    freshToken().then(function (token) {
+      if (gen !== generation) return; // the visitor logged out or was re-identified meanwhile
+      if (token === null) {
+        endSession();
+        forgetVisitor();
+        showEnded();
+        return;
+      }
+      endSession();
+      embed.access_token = token; // the same visitor, a fresh proof: the other fields stay
+      restart();
+    });
+  }
+
+  function init(settings) {
+    var chosen = settings && typeof settings === "object" ? settings : {};
+    if (typeof chosen.getFreshToken === "function") options.getFreshToken = chosen.getFreshToken;
+    var seconds = Number(chosen.sessionCheckSeconds);
+    if (isFinite(seconds) && seconds >= 1) options.sessionCheckSeconds = seconds;
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible" && watched) checkSession();
+  });
+
+  window.Doorman = Object.freeze({ init: init, identify: identify, logout: logout });
 
   // ---- open / close -----------------------------------------------------------------------------
   function open() {
