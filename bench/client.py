@@ -58,7 +58,9 @@ class Conn:
 
     async def read_body(self, head: bytes) -> bytes:
         i = head.find(b"\r\ncontent-length:")
-        if i >= 0:
+        if head[9:12] in (b"204", b"304"):  # no body, whatever the headers say (RFC 9110 6.4.1)
+            body = b""
+        elif i >= 0:
             n = int(head[i + 17:head.index(b"\r\n", i + 2)])
             body = await self.reader.readexactly(n)
         elif b"\r\ntransfer-encoding: chunked" in head:

@@ -109,8 +109,9 @@ class Stack:
         self.channel = await self.amqp.channel()
         await messaging.declare(self.channel, self.topology)
 
-    async def start(self, role: str) -> Child:
-        child = python_child(role, ["doorman.cli", role], self.env(), self.log_dir)
+    async def start(self, role: str, env: dict[str, str] | None = None) -> Child:
+        """Start a service process; ``env`` overrides some of its variables (a second gateway's port)."""
+        child = python_child(role, ["doorman.cli", role], {**self.env(), **(env or {})}, self.log_dir)
         await child.start()
         self.children.append(child)
         return child

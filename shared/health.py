@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
@@ -10,7 +11,7 @@ from aiohttp import web
 from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
-from shared.metrics import DB_POOL, exposition
+from shared.metrics import ASYNCIO_TASKS, DB_POOL, exposition
 from shared.routes import Routes
 
 Check = Callable[[], Awaitable[dict[str, bool]]]
@@ -45,7 +46,9 @@ def health_routes(*, ready: Check, pool: Callable[[], asyncpg.Pool | None] | Non
         readiness: Readiness = {"status": "ok" if ok else "unavailable", "checks": checks}
         return web.json_response(readiness, status=200 if ok else 503)
 
-    def pool_usage() -> None:
+    def at_scrape() -> None:
+        """What is read at scrape time: the process's asyncio tasks and its database pool's usage."""
+        ASYNCIO_TASKS.set(len(asyncio.all_tasks()))
         p = pool() if pool else None
         if p is not None:
             size, idle = p.get_size(), p.get_idle_size()
@@ -55,7 +58,7 @@ def health_routes(*, ready: Check, pool: Callable[[], asyncpg.Pool | None] | Non
 
     @routes.unlisted("GET", "/metrics", auth="public")
     async def metrics(_: web.Request) -> web.Response:
-        body, content_type = exposition(pool_usage)
+        body, content_type = exposition(at_scrape)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     return list(routes)

@@ -44,6 +44,8 @@ BATCH_ITEMS = Histogram("doorman_batch_items", "Items per flush (opens per INSER
 ADMISSION_REFUSING = Gauge("doorman_admission_refusing", "1 while this gateway refuses new opens as busy")
 ADMISSION_DELAY = Gauge("doorman_admission_pipeline_delay_seconds",
                         "Quickest open-to-outcome (less the business's call) of the last interval")
+ASYNCIO_TASKS = Gauge("doorman_asyncio_tasks",
+                      "asyncio tasks alive in this process, counted at each scrape (a count that only grows is a leak)")
 SWEPT = Counter("doorman_sessions_swept_total", "Overdue sessions ended as internal_error by the sweeper")
 # Verifying through the business's outage (services/verifier/breaker.py, grace.py). `host` is an
 # Authentication URL's host:port, capped like the bot label (BotLabel) at the first 200 a process sees. A breaker
