@@ -26,7 +26,8 @@ async def test_metrics_count_the_asyncio_tasks_alive_at_scrape_time() -> None:
     app.add_routes(health_routes(ready=_ready))
     async with TestClient(TestServer(app)) as client:
         before = _tasks(await (await client.get("/metrics")).text())
-        parked = [asyncio.create_task(asyncio.sleep(60)) for _ in range(25)]
+        never = asyncio.Event()
+        parked = [asyncio.create_task(never.wait()) for _ in range(25)]
         try:
             during = _tasks(await (await client.get("/metrics")).text())
         finally:
