@@ -90,6 +90,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["e2e"] = await scenarios.end_to_end(ctx)
                 results["ratios"]["e2e_signed_token_vs_callback"] = round(
                     results["e2e"]["saturation_signed_token"]["per_second"] / results["e2e"]["saturation"]["per_second"], 3)
+                if oidc_sat := results["e2e"]["saturation_oidc"]:
+                    results["ratios"]["e2e_oidc_userinfo_vs_callback"] = round(
+                        oidc_sat["per_second"] / results["e2e"]["saturation"]["per_second"], 3)
             if "3" in only:
                 results["direct"] = await scenarios.direct_baseline(ctx)
                 if "e2e" in results:

@@ -57,6 +57,19 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
             add("2", "  signed token: latency p50/p99 ms", f"{_fmt(t['p50_ms'])} / {_fmt(t['p99_ms'])}", "", None)
             add("2", "  CPU ms per open, whole box / verifier: token vs callback",
                 f"{_cpu(t, 'total')} / {_cpu(t, 'verifier')} vs {_cpu(s, 'total')} / {_cpu(s, 'verifier')}", "", None)
+        if o := e.get("saturation_oidc"):
+            add("2", f"e2e OpenID Connect opens resolved/s (userinfo at the provider; c={o['concurrency']})",
+                _fmt(o["per_second"]), "", None)
+            add("2", "  ratio OIDC userinfo / callback (same run; includes the provider's own CPU)",
+                _fmt(r["ratios"].get("e2e_oidc_userinfo_vs_callback")), "", None)
+            add("2", "  OIDC: of which verified, per s; latency p50/p99 ms",
+                f"{_fmt(o.get('verified_per_second'))}; {_fmt(o['p50_ms'])} / {_fmt(o['p99_ms'])}", "", None)
+            add("2", "  OIDC: opens not verified (by outcome)", _not_verified_by_outcome(o), "", None)
+            add("2", "  OIDC: provider (1 Node.js process, same cores) cores busy",
+                _fmt((o.get("cpu_cores") or {}).get("provider")), "", None)
+            add("2", "  CPU ms per open, whole box / verifier / provider: OIDC vs callback",
+                f"{_cpu(o, 'total')} / {_cpu(o, 'verifier')} / {_cpu(o, 'provider')} vs "
+                f"{_cpu(s, 'total')} / {_cpu(s, 'verifier')}", "", None)
         if w := e.get("saturation_wait"):
             add("2", f"e2e with ?wait={w['wait_seconds']:g}, resolved/s (c={w['concurrency']})", _fmt(w["per_second"]), "", None)
             answered = w.get("answered", {})
@@ -65,8 +78,7 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
         add("2", f"open->outcome at {f['offered_per_second']:.0f}/s: p50/p95/p99 ms",
             f"{_fmt(f.get('p50_ms'))} / {_fmt(f.get('p95_ms'))} / {_fmt(f.get('p99_ms'))}", "p99 <= 100",
             _met(f.get("p99_ms"), 100, at_least=False))
-        bad = sum(v for k, v in f.get("outcomes", {}).items() if k != "verified") + sum(f.get("errors", {}).values())
-        add("2", "  (achieved rate; non-verified or failed)", f"{_fmt(f.get('per_second'))}/s; {bad}", "", None)
+        add("2", "  (achieved rate; non-verified or failed)", f"{_fmt(f.get('per_second'))}/s; {_not_verified(f)}", "", None)
     if d := r.get("direct"):
         add("3", "direct single-process reference, resolved/s", _fmt(d["saturation"]["per_second"]), "", None)
         df = d["fixed"]
@@ -109,6 +121,20 @@ def _cpu(phase: dict[str, Any], who: str) -> str:
     return _fmt((phase.get("cpu_ms_per_open") or {}).get(who))
 
 
+def _not_verified(phase: dict[str, Any]) -> int:
+    """Opens of a phase that ended in anything but ``verified``, client-side errors included."""
+    return (sum(v for k, v in phase.get("outcomes", {}).items() if k != "verified")
+            + sum(phase.get("errors", {}).values()))
+
+
+def _not_verified_by_outcome(phase: dict[str, Any]) -> str:
+    """``_not_verified`` with its split, e.g. ``217 (busy 200, auth_unavailable 17)``."""
+    split = {k.removeprefix("fallback:"): v for k, v in phase.get("outcomes", {}).items() if k != "verified"}
+    split |= phase.get("errors", {})
+    detail = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(split.items()) if v)
+    return f"{_fmt(_not_verified(phase))}" + (f" ({detail})" if detail else "")
+
+
 def _busy(db: dict[str, Any]) -> str:
     return f"{_fmt(db['by_outcome'].get('fallback:busy', 0))} of {_fmt(db['sessions'])}"
 
@@ -149,8 +175,9 @@ def table(r: dict[str, Any]) -> str:
     for name, cores in _cores(r):
         if cores:
             lines.append(f"cores busy during {name}: " + ", ".join(f"{k} {v}" for k, v in cores.items() if v))
-    lines.append("Client (this process), RabbitMQ, PostgreSQL, the fake customer API and every service share the "
-                 f"{r['machine']['cores']} cores: figures are for this whole box, not one service alone.")
+    provider = ", the OpenID Provider (test 2's OIDC variant)" if (r.get("e2e") or {}).get("saturation_oidc") else ""
+    lines.append(f"Client (this process), RabbitMQ, PostgreSQL, the fake customer API{provider} and every service share "
+                 f"the {r['machine']['cores']} cores: figures are for this whole box, not one service alone.")
     return "\n".join(lines)
 
 
@@ -161,6 +188,7 @@ def _cores(r: dict[str, Any]) -> list[tuple[str, dict[str, float] | None]]:
         ("post alone at saturation", (post.get("gateway_alone") or {}).get("cpu_cores")),
         ("post combined at saturation", (post.get("gateway") or {}).get("cpu_cores")),
         ("e2e at saturation", (e2e.get("saturation") or {}).get("cpu_cores")),
+        ("e2e OIDC at saturation", (e2e.get("saturation_oidc") or {}).get("cpu_cores")),
         ("direct at saturation", (direct.get("saturation") or {}).get("cpu_cores")),
         ("scale at saturation", scale.get("cpu_cores")),
         ("overload's offered window", over.get("cpu_cores")),

@@ -25,6 +25,7 @@ from services.contacts.repository import UPSERT_VERIFIED
 from shared import messaging
 from shared.events import IdentifyMethod, Identity, IdentityVerified, utcnow
 
+from . import oidc
 from .client import (Pool, Run, closed_loop, direct_op, doorman_open_op, doorman_wait_op, hold_streams, open_loop,
                      percentile, post_op)
 from .procs import Child, CpuMeter, RssSampler, python_child, rss_bytes, tcp_counters
@@ -261,14 +262,16 @@ async def stages(stack: Stack, since: datetime) -> dict[str, Any]:
             "identity_call_ms_p50_p99": r(row["auth"])}
 
 
-async def e2e_saturation(ctx: Context, label: str, seconds: float, op=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+async def e2e_saturation(ctx: Context, label: str, seconds: float, op=None,  # type: ignore[no-untyped-def]
+                         extra: tuple[Child, ...] = ()) -> dict[str, Any]:
     """Opens resolved per second, closed loop (each widget opens, waits for its outcome, opens again);
-    ``op`` defaults to the widget's whole flow (POST, then the SSE stream)."""
+    ``op`` defaults to the widget's whole flow (POST, then the SSE stream); ``extra``: more processes
+    whose CPU counts (an OpenID Provider)."""
     pool = ctx.gateway_pool()
     since = datetime.now(UTC)
     pids = {c.role: [x.pid for x in ctx.stack.running(c.role)] for c in ctx.stack.children}
     async with DbMeter(ctx.stack) as dbm, RssSampler(pids) as rss:
-        with CpuMeter.of(ctx.metered()) as cpu:
+        with CpuMeter.of(ctx.metered(*extra)) as cpu:
             run = await closed_loop(pool, op or ctx.e2e_op(), concurrency=ctx.plan.e2e_concurrency, seconds=seconds,
                                     warmup=ctx.plan.warmup)
         pool.close()
@@ -307,6 +310,9 @@ async def end_to_end(ctx: Context) -> dict[str, Any]:
     say("2. end to end at saturation, signed identity tokens (HS256 JWTs, no call to the business)")
     sat_token = await e2e_signed_token_saturation(ctx)
     await ctx.stack.quiet()
+    say("2. end to end at saturation, OpenID Connect (userinfo at a real provider: one Node.js process, same cores)")
+    sat_oidc = await e2e_oidc_saturation(ctx)
+    await ctx.stack.quiet()
     say(f"2. end to end at saturation, one-request mode: POST ?wait={plan.wait_seconds:g}, the stream only on a 202")
     sat_wait = await e2e_wait_saturation(ctx)
     await ctx.stack.quiet()
@@ -314,7 +320,8 @@ async def end_to_end(ctx: Context) -> dict[str, Any]:
     fixed = await fixed_rate(ctx, plan.fixed_rate, plan.fixed_seconds)
     say(f"   p50 {fixed.get('p50_ms')} ms, p99 {fixed.get('p99_ms')} ms")
     await ctx.stack.quiet()
-    return {"saturation": sat, "saturation_signed_token": sat_token, "saturation_wait": sat_wait, "fixed": fixed}
+    return {"saturation": sat, "saturation_signed_token": sat_token, "saturation_oidc": sat_oidc,
+            "saturation_wait": sat_wait, "fixed": fixed}
 
 
 async def e2e_signed_token_saturation(ctx: Context) -> dict[str, Any]:
@@ -343,10 +350,42 @@ async def e2e_signed_token_saturation(ctx: Context) -> dict[str, Any]:
         token = jwt.encode({"sub": f"v-{n}", "name": f"Visitor {n}", "aud": bot, "iat": now, "exp": now + 3600},
                            secret["secret"], algorithm="HS256", headers={"kid": secret["kid"]})
         bodies.append(json.dumps({"bot_id": bot, "access_token": token}).encode())
-    return await e2e_saturation(ctx, "signed token 1+1", plan.e2e_seconds, signed_token_open_op(bodies))
+    return await e2e_saturation(ctx, "signed token 1+1", plan.e2e_seconds, prepared_open_op(bodies))
 
 
-def signed_token_open_op(bodies: list[bytes]):  # type: ignore[no-untyped-def]
+async def e2e_oidc_saturation(ctx: Context) -> dict[str, Any] | None:
+    """As the saturation above (same bots count, visitors, concurrency and client), with bots whose
+    identity source is ``oidc``, method ``userinfo``, at a real OpenID Provider (bench/oidc.py: the
+    tests' pinned panva oidc-provider, one Node.js process on the same cores, its CPU counted as
+    ``provider``). Each visitor signs in there before the timed phase; each open's access token is
+    then checked at the provider's userinfo endpoint (discovery is cached per issuer). None when
+    Node.js or the provider's packages are missing (said, not installed)."""
+    if why := oidc.missing():
+        say(f"   skipped: {why}")
+        return None
+    stack, plan = ctx.stack, ctx.plan
+    async with oidc.running(stack.env(), stack.log_dir) as (provider, op):
+        bots = []
+        for i in range(plan.bots):
+            bot = (await stack.admin("POST", "/v1/bots", {"name": f"bench oidc {i}"}))["bot_id"]
+            await stack.admin("PUT", f"/v1/bots/{bot}/custom-auth", {
+                "enabled": True, "identity_source": "oidc", "identify_method": "id", "request_fields": [],
+                "oidc": {"issuer": op.issuer, "method": "userinfo", "client_id": oidc.BOT_CLIENT},
+            })
+            bots.append(bot)
+        started = time.monotonic()
+        tokens = await oidc.access_tokens(op, [f"v-{n}" for n in range(plan.visitors)])
+        signed_in = time.monotonic() - started
+        say(f"   {len(tokens)} visitors signed in at the provider in {signed_in:.1f} s (before the timed phase)")
+        sat = await e2e_saturation(ctx, "OpenID Connect userinfo 1+1", plan.e2e_seconds,
+                                   prepared_open_op(oidc.open_bodies(bots, tokens)), extra=(provider,))
+    # A busy or deadline fallback also ends an open (and counts in per_second): say how many were verified.
+    verified = round(sat["outcomes"].get("verified", 0) / sat["seconds"], 1) if sat["seconds"] else None
+    return {**sat, "verified_per_second": verified, "visitors_signed_in": len(tokens),
+            "sign_in_seconds": round(signed_in, 1)}
+
+
+def prepared_open_op(bodies: list[bytes]):  # type: ignore[no-untyped-def]
     """The widget's whole flow (POST, then the SSE stream to its outcome) with pre-made bodies."""
     from .client import loads, stream_outcome
 

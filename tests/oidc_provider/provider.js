@@ -14,6 +14,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { createServer } from 'node:http';
 
 import Provider from 'oidc-provider';
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
 
 export const CLIENTS = [
   { client_id: 'doorman-bot', client_secret: 'doorman-bot-secret-0123456789' },
@@ -49,6 +50,11 @@ function signingKey() {
 // BACKCHANNEL_LOGOUT_URIS (JSON: client_id -> URI): where the provider posts each client's logout tokens.
 const BACKCHANNEL = JSON.parse(process.env.BACKCHANNEL_LOGOUT_URIS ?? '{}');
 
+// MEMORY_STORE=unbounded: keep every session, grant and token (in a Map, for the process's life). The library's
+// development store keeps only its latest 1,000 entries and a sign-in writes about eight, so a token older than some
+// 150 sign-ins is forgotten (userinfo answers 401): enough for a test, not for the bench's 1,000 signed-in visitors.
+const STORE = process.env.MEMORY_STORE === 'unbounded' ? new Map() : undefined;
+
 function configuration() {
   return {
     clients: CLIENTS.map((c) => ({
@@ -80,6 +86,7 @@ function configuration() {
       backchannelLogout: { enabled: true },
     },
     ttl: { AccessToken: Number(process.env.ACCESS_TOKEN_TTL ?? 3600) },
+    ...(STORE ? { adapter: (model) => new MemoryAdapter(model, STORE) } : {}),
     // Its SSRF guard refuses loopback, where the tests' Doorman listens: drop it (tests only).
     fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
   };
