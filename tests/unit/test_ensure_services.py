@@ -21,9 +21,13 @@ import pytest
 
 PYTHON = getattr(sys, "_base_executable", sys.executable)  # the interpreter itself, not a venv's or a shim
 ROOT = Path(__file__).resolve().parents[2]
-SYSTEM_TOOLS = ("bash", "cat", "ls", "head", "mv", "seq", "sleep", "id", "printf", "env", "mkdir", "chmod")
+SYSTEM_TOOLS = ("bash", "cat", "ls", "head", "mv", "seq", "sleep", "id", "printf", "env", "mkdir", "chmod", "timeout",
+                "od", "kill")
 
 LISTENER = 'exec python3 -c "import socket,time; s=socket.socket(); s.bind((\'127.0.0.1\', $PORT)); s.listen(); time.sleep(60)"'
+# A broker: the first byte of Connection.Start (a method frame) answers the AMQP protocol header.
+BROKER = ('exec python3 -c "import socket,time\ns=socket.socket(); s.bind((\'127.0.0.1\', $PORT)); s.listen()\n'
+          'while True:\n c=s.accept()[0]; c.recv(8); c.sendall(bytes([1])); c.close()"')
 
 APT_GET = """\
 #!/usr/bin/env bash
@@ -44,7 +48,7 @@ EOF
       cat > "$STANDINS/rabbitmq-server" <<'EOF'
 #!/usr/bin/env bash
 echo "rabbitmq-server $*" >> "$CALLS"
-PORT=$DOORMAN_AMQP_PORT; (LISTENER) >/dev/null 2>&1 & echo $! >> "$PIDS"
+PORT=$DOORMAN_AMQP_PORT; (BROKER) >/dev/null 2>&1 & echo $! >> "$PIDS"
 EOF
       chmod +x "$STANDINS/rabbitmq-server";;
     redis-server)
@@ -56,7 +60,7 @@ EOF
       chmod +x "$STANDINS/redis-server";;
   esac
 done
-""".replace("LISTENER", LISTENER)
+""".replace("LISTENER", LISTENER).replace("BROKER", BROKER)
 
 
 def _free_port() -> int:
@@ -83,6 +87,15 @@ def bare_machine(tmp_path: Path) -> dict[str, str]:
         "DOORMAN_REDIS_PORT": str(_free_port()), "HOME": str(tmp_path),
         "DOORMAN_PYTHON": PYTHON,
     }
+
+
+def _listener(port: int) -> subprocess.Popen[str]:
+    """A process listening on 127.0.0.1:``port`` that answers nothing; returned once it listens."""
+    proc = subprocess.Popen([PYTHON, "-c", "import socket,time; s=socket.socket(); "
+                             f"s.bind(('127.0.0.1', {port})); s.listen(); print('up', flush=True); time.sleep(60)"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "up\n"
+    return proc
 
 
 def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -128,6 +141,46 @@ def test_a_machine_with_all_three_running_is_left_alone(bare_machine: dict[str, 
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and not Path(bare_machine["CALLS"]).exists()
+
+
+# rabbitmqctl stop: the silent broker (the listener the test started, its pid in $SILENT) goes away.
+RABBITMQCTL = """\
+#!/usr/bin/env bash
+echo "rabbitmqctl $*" >> "$CALLS"
+[ "$1" = stop ] && kill "$(cat "$SILENT")"
+"""
+
+
+def test_a_broker_that_takes_connections_but_answers_nothing_is_restarted(bare_machine: dict[str, str]) -> None:
+    """RabbitMQ's port open, its AMQP handshake unanswered: the script stops it and starts it again."""
+    standins = Path(bare_machine["STANDINS"])
+    for name, text in (("rabbitmqctl", RABBITMQCTL),
+                       ("rabbitmq-server", APT_GET.split("cat > \"$STANDINS/rabbitmq-server\" <<'EOF'\n")[1]
+                        .split("EOF")[0].replace("LISTENER", LISTENER).replace("BROKER", BROKER))):
+        (standins / name).write_text(text)
+        (standins / name).chmod(0o755)
+    for tool in ("pg_ctlcluster", "redis-server"):
+        (standins / tool).write_text("#!/usr/bin/env bash\n")
+        (standins / tool).chmod(0o755)
+    env = {**bare_machine, "SILENT": str(Path(bare_machine["PIDS"]).with_name("silent"))}
+    silent = _listener(int(env["DOORMAN_AMQP_PORT"]))
+    listeners = [_listener(int(env[name])) for name in ("DOORMAN_PG_PORT", "DOORMAN_REDIS_PORT")]
+    try:
+        Path(env["SILENT"]).write_text(str(silent.pid))
+        done = _run(env)
+        assert done.returncode == 0, done.stderr
+        assert "does not answer the AMQP handshake within 10 s: restarting it" in done.stdout
+        assert Path(env["CALLS"]).read_text().splitlines() == ["rabbitmqctl stop", "rabbitmq-server -detached"]
+        assert _run(env).stdout == ""  # the new one answers: left alone
+    finally:
+        for proc in (silent, *listeners):
+            proc.kill()
+        pids = Path(env["PIDS"])
+        for pid in pids.read_text().split() if pids.exists() else []:
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
 
 BROWSER_APT_GET = """\
