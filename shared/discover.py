@@ -53,7 +53,7 @@ class _View(BaseModel):
 
 
 class ProviderSummary(_View):
-    """What the document publishes that matters to Doorman (a value of the wrong type is shown as absent)."""
+    """What the document publishes that matters to Doorman (a value of the wrong type, or too long, shows as absent)."""
 
     issuer: str | None = Field(description="the issuer the document names, exactly as it spells it")
     userinfo_endpoint: str | None
