@@ -1,8 +1,8 @@
 """The gateway's composition root: ``init_app(settings)`` wires everything, nothing at import.
 
 Its routes, by audience, each one hop from here: the public widget API (:mod:`.widget.api`), the admin API
-(:mod:`.admin`: bots, workspaces, identities, erasure, webhooks), the pages (:mod:`.pages.browser`), health and
-the API document (:mod:`.openapi`). Each route declares who may call it; :func:`edge` enforces it."""
+(:mod:`.admin`: bots, the Discover action, workspaces, identities, erasure, webhooks), the pages
+(:mod:`.pages.browser`), health and the API document (:mod:`.openapi`). Each route declares who may call it; :func:`edge` enforces it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from shared.service import background, every
 from shared.sessions import EXPIRE_GRACE_SECONDS, new_replica_id
 
 from . import access, openapi
-from .admin import bots, erasure, identities, webhooks, workspaces
+from .admin import bots, discover, erasure, identities, webhooks, workspaces
 from .http_errors import as_json_error
 from .keys import ASK, DESTINATIONS, HUB, LIMITS, OPENS, POOL, PUBLISH, SECRETS, SETTINGS
 from .pages import browser
@@ -117,6 +117,7 @@ def init_app(settings: GatewaySettings) -> web.Application:
     app.add_routes(widget_api.routes)  # public
     app.add_routes(backchannel.routes)  # public: the bots' OpenID Providers
     app.add_routes(bots.routes)  # the admin API
+    app.add_routes(discover.routes)
     app.add_routes(workspaces.routes)
     app.add_routes(identities.routes)
     app.add_routes(erasure.routes)

@@ -334,6 +334,13 @@ class TestRequest(Strict):
         "decision uses it; omitted: decided as an open without an Origin header"))] | None = None
 
 
+class DiscoverIssuer(Strict):
+    """The Discover action: the OpenID Provider whose discovery document to read."""
+
+    issuer: IssuerUrl | None = Field(None, description=(
+        "the issuer to try, as it would be saved in `oidc.issuer` (same rules); absent: the bot's saved one"))
+
+
 def _blank_is_none(value: object) -> object:
     return None if isinstance(value, str) and not value.strip(WHITESPACE) else value
 

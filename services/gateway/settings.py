@@ -54,7 +54,9 @@ class GatewaySettings(SecretKeySettings, DestinationSettings):
         "hold a password"))
     verifier_answer_seconds: float = Field(
         10.0, gt=0, le=MAX_PATIENCE_SECONDS,
-        description="how long the Testing panel waits for a verifier to run it before answering 503 verifier_unavailable",
+        description=(
+            "how long the Testing panel (and the Discover action) waits for a verifier to run it before answering 503 "
+            "verifier_unavailable"),
     )
     trust_forwarded_for: bool = Field(False, description="behind a proxy: take the client address from X-Forwarded-For")
     demo_api_url: str | None = Field(None, description=(

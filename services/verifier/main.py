@@ -4,7 +4,8 @@
   publishes its outcome, and :mod:`.failures` says what each way of failing gets (a retry, the breaker's count,
   the outage grace);
 * webhook deliveries (:func:`deliveries`): :func:`.webhooks.deliver`, on capacity of their own;
-* the Testing panel (:func:`testing_panel`): :func:`.testing.answer`, for the gateways, which call no one;
+* the Testing panel and the Discover action (:func:`testing_panel`): :func:`.testing.answer` and
+  :func:`.discover.answer`, for the gateways, which call no one;
 * back-channel logout tokens (:func:`logout_tokens`): :func:`.logout.answer` checks them against the provider's keys,
   for the gateways.
 """
@@ -18,7 +19,7 @@ from functools import partial
 import aio_pika
 import asyncpg
 
-from shared import db, logout as logout_contract, messaging, panel, rpc
+from shared import db, discover as discover_contract, logout as logout_contract, messaging, panel, rpc
 from shared.batching import Batcher
 from shared.consumer import consuming
 from shared.crypto import Secrets
@@ -26,7 +27,7 @@ from shared.events import Event, WebhookDue, WidgetOpened
 from shared.service import health_server
 from shared.stages import RetryPolicy, Stage
 
-from . import logout, testing, webhooks
+from . import discover, logout, testing, webhooks
 from .breaker import BreakerPolicy
 from .breaker_log import breaker_client
 from .config import ConfigCache, cached_config
@@ -136,11 +137,14 @@ async def testing_panel(settings: VerifierSettings, conn: aio_pika.abc.AbstractC
                         pool: asyncpg.Pool, secrets: Secrets) -> AsyncIterator[None]:
     """The Testing panel, asked by the gateways over the broker: requests on a queue, channel and prefetch of its
     own, answered through direct reply-to, never behind widget opens; with an outbound client of its own too, so
-    a business whose widget opens fill its slots can still be tested."""
+    a business whose widget opens fill its slots can still be tested. The admin page's Discover action (an OpenID
+    Provider's discovery document read afresh) is asked the same way, on a queue of its own, with that client."""
     async with (
         _business_client(settings, settings.testing_concurrency, settings.auth_timeout_seconds) as http,
         rpc.answering(conn, partial(panel.declare_queue, topology=topology),
                       partial(testing.answer, pool=pool, http=http, secrets=secrets), prefetch=settings.testing_concurrency),
+        rpc.answering(conn, partial(discover_contract.declare_queue, topology=topology),
+                      partial(discover.answer, http=http), prefetch=settings.testing_concurrency),
     ):
         yield
 

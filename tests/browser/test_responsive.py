@@ -22,6 +22,7 @@ from tests.browser.test_widget import open_widget, settle
 from tests.conftest import Stack, create_bot, verify_once
 from tests.browser.test_webhooks import refreshed_until
 from tests.fake_customer import Answer, FakeCustomerAPI, verified
+from tests.integration.test_oidc import fake_issuer
 from tests.waits import webhooks_heard
 
 WIDTHS = [360, 1280]
@@ -141,6 +142,19 @@ async def test_every_admin_screen_fits_and_is_accessible(
         await page.get_by_role("tab", name=tab).click()
         await expect(page.get_by_test_id(state)).to_contain_text("yet")
         await check(page, axe_source, f"{tab.lower()} (empty)")
+
+    # A bot verifying at an OpenID Provider: Discover's result (long URLs), its raw document unfolded.
+    issuer = fake_issuer(customer_api, **{name: f"{customer_api.url}/realms/shop/protocol/openid-connect/{name}" for name in (
+        "userinfo_endpoint", "introspection_endpoint", "jwks_uri", "end_session_endpoint")})
+    oidc_bot = await create_bot(stack.http, stack.gateway.url, enabled=False, identity_source="oidc",
+                                oidc={"issuer": issuer, "method": "userinfo", "client_id": "doorman"})
+    await page.goto(f"{stack.gateway.url}/admin#bot={oidc_bot}")
+    await expect(page.get_by_test_id("wh-deliveries-state")).to_contain_text("No deliveries")  # the last bot's gone
+    await page.get_by_role("button", name="Discover").click()
+    await expect(page.get_by_test_id("oidc-discover-verdict")).to_have_class("verdict verdict-ok")
+    await page.get_by_text("The discovery document as published").click()
+    await expect(page.get_by_test_id("oidc-document")).to_be_visible()
+    await check(page, axe_source, "settings (OpenID Provider, discovered)")
 
     # The favicon the page links is served.
     icon = await page.evaluate("() => document.querySelector('link[rel=icon]').href")

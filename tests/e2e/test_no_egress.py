@@ -3,9 +3,9 @@
 The gateway runs as a real process (``doorman gateway``) in a network namespace of its own: a loopback and a
 veth link to the host, on which the host forwards only the broker's and the database's ports. The verifier
 runs outside, in the host's namespace, as do the business (on the host's 127.0.0.1) and this test. The
-Testing panel still shows the business's answer (the verifier called it), while from inside the
-gateway's namespace the business cannot be reached at all: had the gateway called it, the panel would
-show a connection failure.
+Testing panel still shows the business's answer (the verifier called it), and Discover the business's OpenID
+Provider's discovery document (the verifier read it), while from inside the gateway's namespace the business cannot
+be reached at all: had the gateway called it, the panel would show a connection failure.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from services.verifier.main import running as verifier_running
 from services.verifier.settings import VerifierSettings
 from tests.conftest import admin_headers, create_bot, service_config, service_env, wait_ready
 from tests.fake_customer import FakeCustomerAPI, verified
+from tests.integration.test_oidc import fake_issuer
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2 (ip netns) to isolate the gateway")
@@ -163,6 +164,13 @@ async def test_the_gateway_reaches_no_business_and_the_panel_still_answers(
         assert result["ok"] is True, result["failure"]
         assert result["identity"]["identifier"] == "answered-through-the-verifier"
         assert len(customer_api.received(url)) == 1
+
+        issuer = fake_issuer(customer_api, userinfo_endpoint=f"{customer_api.url}/userinfo")
+        async with http.post(f"{gateway}/v1/bots/{bot_id}/custom-auth/oidc/discover", json={"issuer": issuer},
+                             headers=admin_headers()) as resp:
+            assert resp.status == 200, await resp.text()
+            discovered = await resp.json()
+        assert discovered["ok"] is True and discovered["provider"]["issuer"] == issuer, discovered
         # From where the gateway runs, the business is nowhere: not on the loopback, not through the host's
         # end of the link. The broker is (the probe itself works).
         assert await reaches(ns, ns.host_address, BROKER_PORT)

@@ -72,6 +72,8 @@ OPERATION_IDS = [op.operation_id for _, _, op in operations(init_app(GatewaySett
 # makes (NUL, percent sign, non-ASCII, an id with a slash) must be answered 404, never 5xx.
 ODD_SESSION_IDS = ["a\x00b", "%", "é", "a/b", " "]
 STREAM = "streamSession"  # text/event-stream: Schemathesis checks each event, and _check_stream how many
+SETTINGS = "PUT /v1/bots/{bot_id}/custom-auth"  # the operations whose bodies name URLs the verifier would call
+DISCOVER = "POST /v1/bots/{bot_id}/custom-auth/oidc/discover"
 
 
 @dataclass
@@ -165,14 +167,15 @@ async def api_schema(stack: Stack) -> Any:
 
 def _confine_urls(case: schemathesis.Case, world: World) -> None:
     """Point every URL a fuzzed settings body would store at the fake business API (loopback only): the
-    Authentication URL, the whitelist API, the JWKS and the OpenID Provider's issuer (its discovery document).
+    Authentication URL, the whitelist API, the JWKS and the OpenID Provider's issuer (its discovery document); and
+    the issuer the Discover action reads.
 
     Mirrors the gateway's own URL check (yarl, stripped, http/https with a host): whatever it would
     accept keeps its shape but targets ``world.customer``; whatever it would refuse is left alone,
     so valid cases stay valid and invalid ones invalid. Without this a stored ``auth_url`` or
     ``api_url`` could make the Testing panel or the verifier call (and resolve) any host.
     """
-    if case.operation.label != "PUT /v1/bots/{bot_id}/custom-auth" or not isinstance(case.body, dict):
+    if case.operation.label not in (SETTINGS, DISCOVER) or not isinstance(case.body, dict):
         return
 
     def confine(value: Any) -> Any:
@@ -189,8 +192,9 @@ def _confine_urls(case: schemathesis.Case, world: World) -> None:
         except (ValueError, TypeError):
             return str(world.customer)  # safety first: never leave an outside host in place
 
-    if "auth_url" in case.body:
-        case.body["auth_url"] = confine(case.body["auth_url"])
+    for key in ("auth_url", "issuer"):  # the settings' auth_url, Discover's issuer
+        if key in case.body:
+            case.body[key] = confine(case.body[key])
     for name, key in (("domain_whitelist", "api_url"), ("signed_token", "jwks_url"), ("signed_token", "issuer"),
                       ("oidc", "issuer")):
         nested = case.body.get(name)

@@ -14,6 +14,7 @@ from pydantic import TypeAdapter
 
 from services.gateway.admin.views import WidgetToken
 from services.gateway.schemas import CustomAuthSettingsIn
+from shared.discover import DiscoverResult
 from services.verifier.answer import parse_identity_response
 from services.verifier.failures import AuthFailure
 from shared.events import IdentifyMethod
@@ -28,6 +29,7 @@ CHECKS: dict[str, Callable[[Any], object]] = {
     "custom-auth-settings": CustomAuthSettingsIn.model_validate,  # a PUT body the API accepts
     "widget-token": WidgetToken.model_validate,  # what an identity push answers
     "session-view": TypeAdapter(SessionView).validate_python,  # what the widget API answers (no field missing or extra)
+    "discover-result": DiscoverResult.model_validate,  # what the OpenID Provider's Discover action answers
 }
 
 

@@ -141,18 +141,23 @@ def _refuse_blocked_urls(destinations: Destinations, body: CustomAuthSettingsIn)
             "signed_token.jwks_url": token.jwks_url}
     issuers = {"oidc.issuer": body.oidc.issuer if body.oidc else None,
                "signed_token.issuer": token.issuer if token.discovers_keys else None}  # discovery is read there
-    problems: list[FieldError] = []
-    for field, url in {**urls, **issuers}.items():
-        if url:
-            try:
-                destinations.check_url(url)
-            except DestinationBlocked as exc:
-                problems.append({"field": field, "message": f"Doorman will not call this URL: {exc}"})
-                continue
-            if field in issuers and URL(url).scheme != "https" and not destinations.allow_private:
-                problems.append({"field": field, "message": "an issuer is an https:// URL"})
+    problems: list[FieldError] = [
+        {"field": field, "message": problem} for field, url in {**urls, **issuers}.items()
+        if url and (problem := refused_url(destinations, url, issuer=field in issuers))
+    ]
     if problems:
         raise error(422, "invalid_body", "the request body is not valid", fields=problems)
+
+
+def refused_url(destinations: Destinations, url: str, *, issuer: bool = False) -> str | None:
+    """Why the verifier would never call ``url`` (from the URL alone), as a field's message; None when it may."""
+    try:
+        destinations.check_url(url)
+    except DestinationBlocked as exc:
+        return f"Doorman will not call this URL: {exc}"
+    if issuer and URL(url).scheme != "https" and not destinations.allow_private:
+        return "an issuer is an https:// URL"
+    return None
 
 
 @routes.post("/v1/bots/{bot_id}/custom-auth/test", "testCustomAuth", "Run the Testing panel",

@@ -24,6 +24,7 @@
     events: { seq: 0, cursor: null },
     contactSeq: 0,
     lastContact: null,
+    discovered: null,    // the Discover action's last result, for the issuer in the form
   };
 
   // ---------------------------------------------------------------- API
@@ -759,6 +760,7 @@
     const isDefault = accepted.length === 1 && accepted[0] === oidc.client_id;
     $("oidc-accepted-clients").value = isDefault ? "" : accepted.join("\n");
     $("oidc-logout-uri").textContent = `${location.origin}/v1/bots/${state.botId}/oidc/backchannel-logout`;
+    resetDiscover();
   }
 
   function oidcSettingsBody() {
@@ -770,6 +772,98 @@
     if (secret !== "") oidc.client_secret = secret;
     const accepted = $("oidc-accepted-clients").value.split("\n").map((line) => line.trim()).filter(Boolean);
     return accepted.length ? { oidc, accepted_clients: accepted } : { oidc };
+  }
+
+  // ---------------------------------------------------------------- OpenID Provider: Discover
+
+  // What the provider publishes, field by field: [field, label, value shown, or what its absence means].
+  const DISCOVERED_ROWS = [
+    ["issuer", "Issuer", (p, r) => p.issuer === null ? "none named"
+      : `${p.issuer} (${r.issuer_matches ? "exactly the issuer you entered" : "not the issuer you entered"})`],
+    ["userinfo_endpoint", "Userinfo endpoint", (p) => p.userinfo_endpoint || "none published"],
+    ["introspection_endpoint", "Introspection endpoint", (p) => p.introspection_endpoint
+      || "none: this provider publishes no introspection endpoint, so use userinfo"],
+    ["introspection_auth_methods", "Introspection accepts", (p) => p.introspection_auth_methods.join(", ") || "no client authentication method"],
+    ["jwks_uri", "Keys (JWKS)", (p) => p.jwks_uri || "none published"],
+    ["signing_algs", "Signing algorithms", (p) => p.signing_algs.join(", ") || "none published"],
+    ["end_session_endpoint", "Logout page", (p) => p.end_session_endpoint || "none published"],
+    ["backchannel_logout_supported", "Back-channel logout", (p) => p.backchannel_logout_supported
+      ? "supported: paste the back-channel logout URI below into your provider" : "not announced by this provider"],
+  ];
+
+  function resetDiscover() {
+    state.discovered = null;
+    show($("oidc-discovered"), false);
+    $("oidc-discover-status").textContent = "";
+    $("oidc-discover-error").replaceChildren();
+    show($("oidc-discover-error"), false);
+  }
+
+  async function onDiscover() {
+    const bot = state.botId;
+    const issuer = $("oidc-issuer").value.trim();
+    resetDiscover();
+    setText($("err-oidc-issuer"), "");
+    $("oidc-issuer").removeAttribute("aria-invalid");
+    const button = $("oidc-discover");
+    button.disabled = true;
+    $("oidc-discover-status").textContent = "Reading your provider's discovery document…";
+    try {
+      // No issuer typed: the saved one is read.
+      const result = await api("POST", `/v1/bots/${enc(bot)}/custom-auth/oidc/discover`, issuer ? { issuer } : {});
+      if (bot !== state.botId) return;
+      state.discovered = result;
+      renderDiscovered();
+    } catch (err) {
+      if (err.status === 401 || bot !== state.botId) return;
+      const issuerErrors = err.fields.filter((f) => f.field === "issuer").map((f) => cleanMessage(f.message));
+      if (issuerErrors.length) {
+        const said = issuerErrors.join(" ");
+        setText($("err-oidc-issuer"), said.charAt(0).toUpperCase() + said.slice(1));
+        $("oidc-issuer").setAttribute("aria-invalid", "true");
+        $("oidc-issuer").focus();
+      } else if (err.code === "verifier_unavailable") {
+        // The document is read by a verifier service (the gateway calls no one itself): none answered in time.
+        addError($("oidc-discover-error"), "Discover could not run: no verifier service answered. The verifier is the " +
+          "part of Doorman that calls your provider; check that it is running, then try again.");
+      } else {
+        addError($("oidc-discover-error"), err.message);
+      }
+      show($("oidc-discover-error"), $("oidc-discover-error").childElementCount > 0);
+    } finally {
+      button.disabled = false;
+      if (bot === state.botId) $("oidc-discover-status").textContent = "";
+    }
+  }
+
+  // Each method's meaning for this provider, the one chosen in "Check tokens with" first.
+  function renderDiscoverMethods() {
+    const r = state.discovered;
+    if (!r) return;
+    const chosen = $("oidc-method").value;
+    const order = chosen === "userinfo" ? ["userinfo", "introspection"] : ["introspection", "userinfo"];
+    $("oidc-discover-methods").replaceChildren(...order.map((method) => h("li",
+      { class: method === chosen ? "chosen" : undefined, dataset: { method } },
+      `${r[method].usable ? "✓" : "✕"} ${method}${method === chosen ? " (your choice)" : ""}: ${r[method].why}`)));
+  }
+
+  function renderDiscovered() {
+    const r = state.discovered;
+    $("oidc-discover-verdict").className = `verdict ${r.ok ? "verdict-ok" : "verdict-fail"}`;
+    setText($("oidc-discover-title"), r.verdict);
+    setText($("oidc-discover-detail"), r.ok ? "" : `Doorman's note: ${r.detail || ""}`);
+    renderDiscoverMethods();
+    const status = r.http_status === null ? "no answer" : `HTTP ${r.http_status}`;
+    setText($("oidc-discover-meta"), `${r.document_url} · ${status} · ${r.elapsed_ms} ms` + (r.ok ? "" : ` · ${r.failure}`));
+    const provider = r.provider;
+    $("oidc-found").replaceChildren(...(provider ? DISCOVERED_ROWS : []).flatMap(([field, label, value]) =>
+      [h("dt", {}, label), h("dd", { dataset: { testid: `found-${field}` } }, value(provider, r))]));
+    show($("oidc-found"), Boolean(provider));
+    $("oidc-document-url").textContent = `GET ${r.document_url}`;
+    $("oidc-document").textContent = r.document === null ? "(no answer)" : r.document ? prettyText(r.document) : "(empty body)";
+    setText($("oidc-document-truncated"), r.document_truncated
+      ? `Truncated: showing the first ${r.document.length.toLocaleString()} characters.` : "");
+    show($("oidc-discovered"), true);
   }
 
   function hideTokenSecret() {
@@ -1681,6 +1775,9 @@
     $("settings-form").addEventListener("input", onSettingsInput);
     $("settings-form").addEventListener("change", onSettingsInput);
     $("test-form").addEventListener("submit", onTestSubmit);
+    $("oidc-discover").addEventListener("click", onDiscover);
+    $("oidc-issuer").addEventListener("input", resetDiscover);  // a result is for the issuer it was read for
+    $("oidc-method").addEventListener("change", renderDiscoverMethods);
     $("st-new-secret").addEventListener("click", onNewTokenSecret);
     $("st-revoke-secret").addEventListener("click", () => onRevokeTokenSecret("current"));
     $("st-revoke-previous").addEventListener("click", () => onRevokeTokenSecret("previous"));
