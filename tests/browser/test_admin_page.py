@@ -349,11 +349,11 @@ async def test_a_new_test_run_clears_the_last_verdict(page: Page, stack: Stack, 
     await expect(page.get_by_test_id("test-status")).to_have_text("")
 
 
-async def test_testing_panel_says_when_no_verifier_answers(page: Page, database_url: str, broker_prefix: Any,
+async def test_testing_panel_says_when_no_verifier_answers(page: Page, database_url: str, fresh_prefix: Any,
                                                           secret_key: str, customer_api: FakeCustomerAPI) -> None:
     """A gateway whose broker prefix no verifier serves: the test cannot run, and the panel says why."""
     async with AsyncExitStack() as es:
-        gateway = await start_gateway(es, {**service_config(database_url, broker_prefix(), secret_key),
+        gateway = await start_gateway(es, {**service_config(database_url, fresh_prefix(), secret_key),
                                            "verifier_answer_seconds": 1})
         http = await es.enter_async_context(aiohttp.ClientSession())
         alone = Stack(config={}, gateway=gateway, pool=None, http=http)  # type: ignore[arg-type]  # no database reads

@@ -29,8 +29,8 @@ HEADER_TOKEN = "Bearer header-" + secrets.token_hex(12)
 
 
 @pytest.fixture
-async def processes(database_url: str, broker_prefix: Any, secret_key: str, tmp_path: Path) -> Any:
-    config = {**service_config(database_url, broker_prefix(), secret_key), "gateway_port": free_port(),
+async def processes(database_url: str, fresh_prefix: Any, secret_key: str, tmp_path: Path) -> Any:
+    config = {**service_config(database_url, fresh_prefix(), secret_key), "gateway_port": free_port(),
               "log_level": "debug"}
     env = service_env(config)
     logs, procs = [], []

@@ -142,9 +142,9 @@ async def gateway_process(ns: Namespace, config: dict[str, Any], log: Path) -> A
 
 
 async def test_the_gateway_reaches_no_business_and_the_panel_still_answers(
-        database_url: str, broker_prefix: Callable[[], str], secret_key: str, customer_api: FakeCustomerAPI,
+        database_url: str, fresh_prefix: Callable[[], str], secret_key: str, customer_api: FakeCustomerAPI,
         tmp_path: Path) -> None:
-    config = service_config(database_url, broker_prefix(), secret_key)
+    config = service_config(database_url, fresh_prefix(), secret_key)
     url = customer_api.endpoint(verified(id="answered-through-the-verifier"))
     business = URL(url)
     async with AsyncExitStack() as es:

@@ -27,9 +27,9 @@ IDENTIFIERS_PER_BOT = 5
 
 
 @pytest.fixture
-async def replicas(database_url: str, broker_prefix: Callable[[], str], secret_key: str,
+async def replicas(database_url: str, fresh_prefix: Callable[[], str], secret_key: str,
                    tmp_path: Path) -> AsyncIterator[tuple[dict[str, Any], list[Path]]]:
-    config = service_config(database_url, broker_prefix(), secret_key)
+    config = service_config(database_url, fresh_prefix(), secret_key)
     env = service_env(config)
     logs: list[Path] = []
     procs = []

@@ -45,8 +45,8 @@ def health_port(log: Path) -> int:
 
 
 @pytest.fixture
-async def cluster(database_url: str, broker_prefix: Any, secret_key: str, tmp_path: Path) -> Any:
-    config = service_config(database_url, broker_prefix(), secret_key)
+async def cluster(database_url: str, fresh_prefix: Any, secret_key: str, tmp_path: Path) -> Any:
+    config = service_config(database_url, fresh_prefix(), secret_key)
     procs, gateways, workers, logs = [], [], [], []
     for index, service in enumerate(["gateway"] * 3 + ["verifier"] * 2 + ["contacts"] * 2):
         port = free_port()

@@ -75,9 +75,9 @@ def attributes(span: Span) -> dict[str, Any]:
 
 
 async def test_one_trace_from_widget_open_to_outcome_and_no_session_id_in_a_span(
-    database_url: str, broker_prefix: Any, secret_key: str, tmp_path: Path, customer_api: FakeCustomerAPI,
+    database_url: str, fresh_prefix: Any, secret_key: str, tmp_path: Path, customer_api: FakeCustomerAPI,
 ) -> None:
-    config = {**service_config(database_url, broker_prefix(), secret_key), "gateway_port": free_port(), "tracing": True}
+    config = {**service_config(database_url, fresh_prefix(), secret_key), "gateway_port": free_port(), "tracing": True}
     logs = [tmp_path / f"{s}.log" for s in ("gateway", "verifier")]
     url = f"http://127.0.0.1:{config['gateway_port']}"
     topology = messaging.Topology(config["amqp_prefix"])

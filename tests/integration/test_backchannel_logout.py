@@ -249,8 +249,8 @@ async def test_a_logout_token_naming_only_a_sid_ends_only_the_session_of_that_pr
 
 
 async def test_with_no_verifier_the_logout_endpoint_says_when_to_send_it_again(
-        database_url: str, broker_prefix: Callable[[], str], secret_key: str) -> None:
-    async with gateway_alone(service_config(database_url, broker_prefix(), secret_key)) as (gateway, http):
+        database_url: str, fresh_prefix: Callable[[], str], secret_key: str) -> None:
+    async with gateway_alone(service_config(database_url, fresh_prefix(), secret_key)) as (gateway, http):
         bot = await create_bot(http, gateway.url)
         started = time.monotonic()
         async with http.post(f"{gateway.url}/v1/bots/{bot}/oidc/backchannel-logout",

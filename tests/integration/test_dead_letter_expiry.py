@@ -30,8 +30,8 @@ async def until(channel: aio_pika.abc.AbstractChannel, queue: str, count: int, t
     await wait_until(counted, timeout, f"{queue} to hold {count} message(s)")
 
 
-async def test_a_dead_letter_expires_and_nothing_else_does(broker_prefix: Callable[[], str]) -> None:
-    prefix = broker_prefix()
+async def test_a_dead_letter_expires_and_nothing_else_does(fresh_prefix: Callable[[], str]) -> None:
+    prefix = fresh_prefix()
     topology = messaging.Topology(prefix)
     ttl_seconds = 5.0
     settings = DoormanSettings(amqp_url=AMQP_URL, amqp_prefix=prefix, dead_letter_ttl_days=ttl_seconds / 86_400)

@@ -29,8 +29,8 @@ MIN_FAILURES = VerifierSettings.model_fields["breaker_min_failures"].default
 
 
 @pytest.fixture(scope="module")
-async def fair_stack(database_url: str, broker_prefix: Callable[[], str], secret_key: str) -> AsyncIterator[Stack]:
-    config = {**service_config(database_url, broker_prefix(), secret_key), "auth_max_connections_per_host": CAP}
+async def fair_stack(database_url: str, module_prefix: Callable[[], str], secret_key: str) -> AsyncIterator[Stack]:
+    config = {**service_config(database_url, module_prefix(), secret_key), "auth_max_connections_per_host": CAP}
     async with running_stack(config) as stack:
         yield stack
 

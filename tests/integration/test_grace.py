@@ -32,8 +32,8 @@ OPEN_SECONDS = 3.0
 
 
 @pytest.fixture(scope="module")
-async def grace_stack(database_url: str, broker_prefix: Callable[[], str], secret_key: str) -> AsyncIterator[Stack]:
-    config = {**service_config(database_url, broker_prefix(), secret_key),
+async def grace_stack(database_url: str, module_prefix: Callable[[], str], secret_key: str) -> AsyncIterator[Stack]:
+    config = {**service_config(database_url, module_prefix(), secret_key),
               "breaker_min_failures": 3, "breaker_open_seconds": OPEN_SECONDS}
     async with running_stack(config) as stack:
         yield stack

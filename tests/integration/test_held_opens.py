@@ -62,11 +62,11 @@ async def drop_database(url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-async def held_stack(broker_prefix: Callable[[], str], secret_key: str) -> AsyncIterator[Stack]:
+async def held_stack(module_prefix: Callable[[], str], secret_key: str) -> AsyncIterator[Stack]:
     """A stack on a database of its own: no other deployment's sweeper publishes what it holds, nor it theirs."""
     url = await fresh_database()
     try:
-        async with running_stack(service_config(url, broker_prefix(), secret_key)) as stack:
+        async with running_stack(service_config(url, module_prefix(), secret_key)) as stack:
             yield stack
     finally:
         await drop_database(url)
@@ -225,11 +225,11 @@ async def test_admission_control_bounds_the_backlog(held_stack: Stack, customer_
             assert (await await_outcome(stack.http, stack.gateway.url, answer["session_id"]))["status"] == "verified"
 
 
-async def test_two_sweepers_publish_each_held_open_once(broker_prefix: Callable[[], str], secret_key: str) -> None:
+async def test_two_sweepers_publish_each_held_open_once(fresh_prefix: Callable[[], str], secret_key: str) -> None:
     """Two gateways' sweepers on one database (and no other), their own broker connections, a small chunk each:
     every held open reaches the verifier's queue exactly once, marked replayed, and is cleared."""
     url = await fresh_database()
-    topology = messaging.Topology(broker_prefix())
+    topology = messaging.Topology(fresh_prefix())
     ring = Secrets(secret_key)
     try:
         async with AsyncExitStack() as es:
@@ -265,12 +265,12 @@ async def test_two_sweepers_publish_each_held_open_once(broker_prefix: Callable[
         await drop_database(url)
 
 
-async def test_with_postgresql_away_an_open_is_refused_503(broker_prefix: Callable[[], str], secret_key: str,
+async def test_with_postgresql_away_an_open_is_refused_503(fresh_prefix: Callable[[], str], secret_key: str,
                                                            customer_api: FakeCustomerAPI) -> None:
     """Nothing to hold an open in: 503 with Retry-After, and nothing published."""
     url = await fresh_database()
     name = url.rsplit("/", 1)[1]
-    config = service_config(url, broker_prefix(), secret_key)
+    config = service_config(url, fresh_prefix(), secret_key)
     admin = await asyncpg.connect(f"{PG_ROOT}/postgres")
     try:
         async with AsyncExitStack() as es:

@@ -135,8 +135,8 @@ async def test_a_bad_body_is_refused_field_by_field(
 
 
 async def test_with_no_verifier_running_discover_says_so(
-        database_url: str, broker_prefix: Callable[[], str], secret_key: str) -> None:
-    async with gateway_alone(service_config(database_url, broker_prefix(), secret_key)) as (gateway, http):
+        database_url: str, fresh_prefix: Callable[[], str], secret_key: str) -> None:
+    async with gateway_alone(service_config(database_url, fresh_prefix(), secret_key)) as (gateway, http):
         bot = await create_bot(http, gateway.url)
         started = time.monotonic()
         status, body = await discover(http, gateway.url, bot, {"issuer": "https://id.example.com"})

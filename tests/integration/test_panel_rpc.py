@@ -47,10 +47,10 @@ def assert_unavailable(status: int, body: Any) -> None:
     assert "verifier" in body["error"]["message"]
 
 
-async def test_with_no_verifier_running_the_panel_says_so(database_url: str, broker_prefix: Callable[[], str],
+async def test_with_no_verifier_running_the_panel_says_so(database_url: str, fresh_prefix: Callable[[], str],
                                                           secret_key: str, customer_api: FakeCustomerAPI) -> None:
     url = customer_api.endpoint(verified(id="nobody-asked"))
-    async with gateway_alone(service_config(database_url, broker_prefix(), secret_key)) as (gateway, http):
+    async with gateway_alone(service_config(database_url, fresh_prefix(), secret_key)) as (gateway, http):
         bot_id = await create_bot(http, gateway.url, enabled=True, auth_url=url)
         status, body, took = await run_panel(http, gateway.url, bot_id)
     assert_unavailable(status, body)
@@ -59,10 +59,10 @@ async def test_with_no_verifier_running_the_panel_says_so(database_url: str, bro
 
 
 async def test_a_verifier_that_does_not_answer_in_time_is_unavailable(
-        database_url: str, broker_prefix: Callable[[], str], secret_key: str, customer_api: FakeCustomerAPI) -> None:
+        database_url: str, fresh_prefix: Callable[[], str], secret_key: str, customer_api: FakeCustomerAPI) -> None:
     """The panel's queue is there and a consumer takes the request, but never answers: the gateway waits
     DOORMAN_VERIFIER_ANSWER_SECONDS, not for ever."""
-    prefix = broker_prefix()
+    prefix = fresh_prefix()
     url = customer_api.endpoint(verified(id="never-answered"))
     taken: list[aio_pika.abc.AbstractIncomingMessage] = []
     async with (
@@ -85,11 +85,11 @@ async def test_a_verifier_that_does_not_answer_in_time_is_unavailable(
 
 
 async def test_a_backlog_of_widget_opens_does_not_delay_the_panel(
-        database_url: str, broker_prefix: Callable[[], str], secret_key: str, customer_api: FakeCustomerAPI) -> None:
+        database_url: str, fresh_prefix: Callable[[], str], secret_key: str, customer_api: FakeCustomerAPI) -> None:
     """The verifier decides one open at a time here, and each open waits out the call timeout of a business
     that hangs (then retries): the opens queue up for many seconds. The panel has a queue, a channel and an
     outbound client of its own, so it answers at once all the same."""
-    config = {**service_config(database_url, broker_prefix(), secret_key), "verifier_prefetch": 1,
+    config = {**service_config(database_url, fresh_prefix(), secret_key), "verifier_prefetch": 1,
               "verifier_concurrency": 1, "session_deadline_seconds": 60}
     opens = 20
     async with serving_business() as hanging, running_stack(config) as stack:

@@ -18,8 +18,8 @@ TUNED = {"verifier_retry_delays": "0.3", "verifier_max_attempts": 2, "contacts_r
 
 
 @pytest.fixture(scope="module")
-async def tuned_stack(database_url: str, broker_prefix: Callable[[], str], secret_key: str) -> AsyncIterator[Stack]:
-    config = {**service_config(database_url, broker_prefix(), secret_key), **TUNED}
+async def tuned_stack(database_url: str, module_prefix: Callable[[], str], secret_key: str) -> AsyncIterator[Stack]:
+    config = {**service_config(database_url, module_prefix(), secret_key), **TUNED}
     async with running_stack(config) as stack:
         yield stack
     # The session's clean-up deletes the default delay queues; these are named by the settings.

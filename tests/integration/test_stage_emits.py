@@ -62,7 +62,7 @@ def contacts_stage(handle: Callable, give_up: Callable, emit: Emits, **options: 
                  retry=RetryPolicy((0.1,), max_attempts=3), give_up=give_up, emit=emit, **options)  # type: ignore[arg-type]
 
 
-async def test_what_a_batch_returns_is_emitted_before_the_ack(broker_prefix: Callable[[], str]) -> None:
+async def test_what_a_batch_returns_is_emitted_before_the_ack(fresh_prefix: Callable[[], str]) -> None:
     """The first emit fails: the events were not acked, so they are handled again (one at a time) and emitted."""
     events = [fell_back(n) for n in range(5)]
     emit, batches, singles = Emits(failures=1), [], []
@@ -76,7 +76,7 @@ async def test_what_a_batch_returns_is_emitted_before_the_ack(broker_prefix: Cal
         return announced(event)
 
     stage = contacts_stage(one, give_up=one, emit=emit, batch=batch, batch_size=10)
-    await run(broker_prefix(), stage, events, lambda: len(emit.events) == len(events))
+    await run(fresh_prefix(), stage, events, lambda: len(emit.events) == len(events))
     assert sorted(e.session_id for e in emit.events) == sorted(e.session_id for e in events)
     assert all(isinstance(e, WebhookDue) for e in emit.events)
     assert sum(batches) >= 1 and sorted(singles) == sorted(e.event_id for e in events)
@@ -84,8 +84,8 @@ async def test_what_a_batch_returns_is_emitted_before_the_ack(broker_prefix: Cal
 
 @pytest.mark.parametrize("batched", [False, True], ids=["one by one", "batched"])
 async def test_what_a_give_up_returns_is_emitted_and_the_event_dead_lettered(
-        broker_prefix: Callable[[], str], batched: bool) -> None:
-    prefix = broker_prefix()
+        fresh_prefix: Callable[[], str], batched: bool) -> None:
+    prefix = fresh_prefix()
     event, emit = fell_back(0), Emits()
 
     async def broken(_: object) -> None:
