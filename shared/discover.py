@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.messaging import Topology
-from shared.panel import MAX_PATIENCE_SECONDS
+from shared.panel import MAX_PATIENCE_SECONDS, declare_request_queue
 
 DISCOVER_QUEUE = "verifier.discover"
 REQUEST_TYPE = "discover.requested"
@@ -25,11 +25,8 @@ DOCUMENT_SHOWN = 16384  # characters of the document echoed back
 
 
 async def declare_queue(channel: AbstractChannel, topology: Topology) -> AbstractQueue:
-    """The request queue, declared by each verifier, as the Testing panel's (:func:`shared.panel.declare_queue`):
-    gone with the last verifier, whatever no verifier took within the longest patience dropped."""
-    return await channel.declare_queue(topology.queue(DISCOVER_QUEUE), durable=True, auto_delete=True, arguments={
-        "x-message-ttl": MAX_PATIENCE_SECONDS * 1000,
-    })
+    """The request queue, declared by each verifier as the Testing panel's is."""
+    return await declare_request_queue(channel, topology, DISCOVER_QUEUE)
 
 
 class DiscoverRequest(BaseModel):

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.crypto import Secrets
 from shared.messaging import Topology
-from shared.panel import MAX_PATIENCE_SECONDS
+from shared.panel import MAX_PATIENCE_SECONDS, declare_request_queue
 
 LOGOUT_QUEUE = "verifier.backchannel_logout"
 REQUEST_TYPE = "backchannel_logout.requested"
@@ -27,11 +27,8 @@ SEEN_FOR_SECONDS = 600  # a jti is refused again for 10 minutes (a token's iat m
 
 
 async def declare_queue(channel: AbstractChannel, topology: Topology) -> AbstractQueue:
-    """The request queue, declared by each verifier, as the Testing panel's (:func:`shared.panel.declare_queue`):
-    gone with the last verifier, whatever no verifier took within the longest patience dropped."""
-    return await channel.declare_queue(topology.queue(LOGOUT_QUEUE), durable=True, auto_delete=True, arguments={
-        "x-message-ttl": MAX_PATIENCE_SECONDS * 1000,
-    })
+    """The request queue, declared by each verifier as the Testing panel's is."""
+    return await declare_request_queue(channel, topology, LOGOUT_QUEUE)
 
 
 class _Message(BaseModel):

@@ -24,15 +24,20 @@ REQUEST_TYPE = "testing.requested"
 MAX_PATIENCE_SECONDS = 60  # the longest a gateway may wait for an answer (DOORMAN_VERIFIER_ANSWER_SECONDS)
 
 
-async def declare_queue(channel: AbstractChannel, topology: Topology) -> AbstractQueue:
-    """The panel's request queue, declared by each verifier: a classic queue of its own (never behind widget
-    opens), gone with the last verifier (a gateway's request then has nowhere to go: answered 503 at once),
-    and whatever no verifier took within the longest patience is dropped (each request also expires with its
-    own asker's patience). Durable only because RabbitMQ 4 deprecates transient shared queues: the requests
-    themselves are transient."""
-    return await channel.declare_queue(topology.queue(TESTING_QUEUE), durable=True, auto_delete=True, arguments={
+async def declare_request_queue(channel: AbstractChannel, topology: Topology, name: str) -> AbstractQueue:
+    """A request queue a verifier answers (the panel's, Discover's, the logout tokens'), declared by each verifier:
+    a classic queue of its own (never behind widget opens), gone with the last verifier (a gateway's request then
+    has nowhere to go: answered 503 at once), and whatever no verifier took within the longest patience is dropped
+    (each request also expires with its own asker's patience). Durable only because RabbitMQ 4 deprecates
+    transient shared queues: the requests themselves are transient."""
+    return await channel.declare_queue(topology.queue(name), durable=True, auto_delete=True, arguments={
         "x-message-ttl": MAX_PATIENCE_SECONDS * 1000,
     })
+
+
+async def declare_queue(channel: AbstractChannel, topology: Topology) -> AbstractQueue:
+    """The panel's request queue."""
+    return await declare_request_queue(channel, topology, TESTING_QUEUE)
 
 
 class PanelRequest(Visitor):

@@ -98,6 +98,16 @@ def _listener(port: int) -> subprocess.Popen[str]:
     return proc
 
 
+def _stop_started(env: dict[str, str]) -> None:
+    """Stop what the stand-in services started (their pids in $PIDS)."""
+    pids = Path(env["PIDS"])
+    for pid in pids.read_text().split() if pids.exists() else []:
+        try:
+            os.kill(int(pid), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
 def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(ROOT / "scripts" / "ensure-services")], env=env, capture_output=True, text=True,
                           timeout=60, check=False)
@@ -126,12 +136,7 @@ def test_a_bare_machine_gets_all_three_installed_configured_and_started(bare_mac
         assert Path(bare_machine["CALLS"]).read_text().splitlines() == calls
         assert (Path(bare_machine["DOORMAN_PG_ETC"]) / "15" / "main" / "pg_hba.conf").read_text().splitlines() == hba
     finally:
-        pids = Path(bare_machine["PIDS"])
-        for pid in pids.read_text().split() if pids.exists() else []:
-            try:
-                os.kill(int(pid), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        _stop_started(bare_machine)
 
 
 def test_a_machine_with_all_three_running_is_left_alone(bare_machine: dict[str, str]) -> None:
@@ -176,12 +181,7 @@ def test_a_broker_that_takes_connections_but_answers_nothing_is_restarted(bare_m
     finally:
         for proc in (silent, *listeners):
             proc.kill()
-        pids = Path(env["PIDS"])
-        for pid in pids.read_text().split() if pids.exists() else []:
-            try:
-                os.kill(int(pid), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        _stop_started(env)
 
 
 BROWSER_APT_GET = """\
