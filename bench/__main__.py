@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import machine, report, scenarios
-from .client import closed_loop
+from .client import CLIENT_PATHS, closed_loop
 from .procs import ROOT, python_child
 from .scenarios import Context, Plan, say
 from .stack import Stack, free_port, overrides
@@ -116,10 +116,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["streams"] = await scenarios.waiting_streams(ctx)
             if "8" in only:
                 rate, source = overload_rate(args, plan, results)
-                results["overload"] = await scenarios.overload(ctx, rate, source)
+                results["overload"] = {}
+                for path in args.overload_paths:
+                    results["overload"][path] = await scenarios.overload(ctx, rate, source, path)
                 if "e2e" in results:
-                    results["ratios"]["overload_goodput_vs_e2e"] = round(
-                        results["overload"]["goodput_per_second"] / results["e2e"]["saturation"]["per_second"], 3)
+                    results["ratios"]["overload_goodput_vs_e2e"] = {
+                        path: round(o["goodput_per_second"] / results["e2e"]["saturation"]["per_second"], 3)
+                        for path, o in results["overload"].items()}
     finally:
         say("stopping everything this run started")
         try:
@@ -191,6 +194,13 @@ async def profile(ctx: Context, args: argparse.Namespace) -> None:
     print(text)
 
 
+def _client_paths(text: str) -> list[str]:
+    paths = [p.strip() for p in text.split(",") if p.strip()]
+    if not paths or set(paths) - set(CLIENT_PATHS):
+        raise argparse.ArgumentTypeError(f"client paths are {', '.join(CLIENT_PATHS)}")
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Doorman's benchmark: one run, one table (bench/results/latest.json).")
     parser.add_argument("--quick", action="store_true", help="about two minutes: shorter phases, 1,000 streams")
@@ -201,6 +211,9 @@ def main() -> None:
     parser.add_argument("--overload-rate", type=float,
                         help="opens/s for test 8 (default: twice the e2e saturation measured by test 2, "
                              "700 when test 2 does not run)")
+    parser.add_argument("--overload-paths", default=",".join(CLIENT_PATHS), type=_client_paths,
+                        help="test 8's client paths, comma-separated, each its own overload run (default: "
+                             "wait,sse,poll: POST ?wait=3 as widget.js, POST then the stream, POST then polling GET)")
     parser.add_argument("--keep-database", action="store_true", help="do not drop the run's database")
     parser.add_argument("--output", type=Path, help="default: bench/results/latest.json (profile.json with --profile)")
     args = parser.parse_args()

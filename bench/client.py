@@ -117,6 +117,11 @@ class Pool:
 
 Op = Callable[[Conn, int], Awaitable[str]]  # returns an outcome label ("verified", "http-503", ...)
 
+# The widget's three ways to an outcome: POST ?wait=3 (then the stream on a 202, as widget.js does),
+# POST then the SSE stream, POST then polling GET every POLL_EVERY seconds.
+CLIENT_PATHS = ("wait", "sse", "poll")
+POLL_EVERY = 0.2
+
 
 def open_body(bot_id: str, i: int, visitors: int = 1000) -> bytes:
     return dumps({"bot_id": bot_id, "access_token": f"tok-{i % visitors}"})
@@ -174,6 +179,26 @@ def doorman_wait_op(bot_for: Callable[[int], str], wait: float, answered: Counte
         if status != 202:
             return f"http-{status}"
         return await stream_outcome(conn, loads(body)["session_id"].encode())
+    return op
+
+
+def doorman_poll_op(bot_for: Callable[[int], str], every: float) -> Op:
+    """The documented two-request path without a stream: POST the open, then ``GET`` the session every
+    ``every`` seconds until it is no longer ``pending`` (what a server-side renderer or a mobile app
+    without SSE does)."""
+    async def op(conn: Conn, i: int) -> str:
+        status, body = await conn.request(b"POST", b"/v1/widget/sessions", open_body(bot_for(i), i))
+        if status not in (200, 202):
+            return f"http-{status}"
+        view = loads(body)
+        path = b"/v1/widget/sessions/%s" % view["session_id"].encode()
+        while view.get("status") == "pending":
+            await asyncio.sleep(every)
+            status, body = await conn.request(b"GET", path)
+            if status != 200:
+                return f"poll-http-{status}"
+            view = loads(body)
+        return outcome_label(view)
     return op
 
 

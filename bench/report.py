@@ -112,8 +112,9 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
         add("7", "e2e resolved/s, 2 verifiers + 2 contacts", _fmt(so["per_second"]), "", None)
         if r.get("e2e"):
             add("7", "  ratio 2+2 / 1+1", _fmt(r["ratios"]["scale_out"]), "", None)
-    if o := r.get("overload"):
-        _overload_rows(add, o, r["ratios"].get("overload_goodput_vs_e2e"))
+    goodput_ratios = r["ratios"].get("overload_goodput_vs_e2e") or {}
+    for path, o in (r.get("overload") or {}).items():
+        _overload_rows(add, o, goodput_ratios.get(path))
     return out
 
 
@@ -139,9 +140,13 @@ def _busy(db: dict[str, Any]) -> str:
     return f"{_fmt(db['by_outcome'].get('fallback:busy', 0))} of {_fmt(db['sessions'])}"
 
 
+PATH_NAMES = {"wait": "POST ?wait=3 (widget.js)", "sse": "POST + SSE stream", "poll": "POST + polling GET"}
+
+
 def _overload_rows(add, o: dict[str, Any], goodput_ratio: float | None) -> None:  # type: ignore[no-untyped-def]
     t, c = o["time_to_answer"], o["counts"]
-    add("8", f"overload: offered {o['offered_per_second']:.0f} opens/s for {o['seconds']:g} s ({o['rate_source']})",
+    add("8", f"overload, {PATH_NAMES[o['path']]}: offered {o['offered_per_second']:.0f} opens/s for {o['seconds']:g} s "
+             f"({o['rate_source']})",
         _fmt(o["offered"]), "", None)
     add("8", "  time to an answer p50/p95/p99 ms", f"{_fmt(t['p50_ms'])} / {_fmt(t['p95_ms'])} / {_fmt(t['p99_ms'])}",
         "p99 <= 2000", _met(t["p99_ms"], 2000, at_least=False))
@@ -191,7 +196,7 @@ def _cores(r: dict[str, Any]) -> list[tuple[str, dict[str, float] | None]]:
         ("e2e OIDC at saturation", (e2e.get("saturation_oidc") or {}).get("cpu_cores")),
         ("direct at saturation", (direct.get("saturation") or {}).get("cpu_cores")),
         ("scale at saturation", scale.get("cpu_cores")),
-        ("overload's offered window", over.get("cpu_cores")),
+        *((f"overload's offered window ({path})", o.get("cpu_cores")) for path, o in over.items()),
     ]
 
 

@@ -26,8 +26,8 @@ from shared import messaging
 from shared.events import IdentifyMethod, Identity, IdentityVerified, utcnow
 
 from . import oidc
-from .client import (Pool, Run, closed_loop, direct_op, doorman_open_op, doorman_wait_op, hold_streams, open_loop,
-                     percentile, post_op)
+from .client import (CLIENT_PATHS, POLL_EVERY, Pool, Run, closed_loop, direct_op, doorman_open_op, doorman_poll_op,
+                     doorman_wait_op, hold_streams, open_loop, percentile, post_op)
 from .procs import Child, CpuMeter, RssSampler, python_child, rss_bytes, tcp_counters
 from .stack import DbMeter, Stack, free_port
 
@@ -97,6 +97,16 @@ class Context:
         """What widget.js does: POST ?wait=3, the stream only when the outcome is not in the answer."""
         bots = self.bots
         return doorman_wait_op(lambda i: bots[i % len(bots)], WIDGET_WAIT_SECONDS, answered)
+
+    def client_op(self, path: str, answered: Counter | None = None):  # type: ignore[no-untyped-def]
+        """One of the widget's three ways to an outcome (``CLIENT_PATHS``): ``wait`` is ``widget_op``,
+        ``sse`` is POST then the stream, ``poll`` is POST then ``GET`` every ``POLL_EVERY`` seconds."""
+        bots = self.bots
+        if path == "wait":
+            return self.widget_op(answered)
+        if path == "sse":
+            return doorman_open_op(lambda i: bots[i % len(bots)])
+        return doorman_poll_op(lambda i: bots[i % len(bots)], POLL_EVERY)
 
     def rss(self) -> dict[str, float]:
         out = {}
@@ -680,9 +690,10 @@ async def cpu_for(children: list[Child], seconds: float) -> CpuMeter:
     return cpu
 
 
-async def overload(ctx: Context, rate: float, source: str) -> dict[str, Any]:
-    """The widget's whole flow as widget.js runs it (POST ?wait=3, then the SSE stream only if the
-    outcome was not in the answer), offered open loop at
+async def overload(ctx: Context, rate: float, source: str, path: str = "wait") -> dict[str, Any]:
+    """One client path's whole flow (``path``, one of ``CLIENT_PATHS``: ``wait`` is widget.js's POST
+    ?wait=3 then the SSE stream only if the outcome was not in the answer; ``sse`` POST then the
+    stream; ``poll`` POST then GET every 0.2 s), offered open loop at
     ``rate`` for the plan's overload seconds. Measures how each open was answered, the time to an
     answer, the verified outcomes finished inside the window per second (goodput), the CPU per
     component over the window (and with the drain), the kernel's TCP counters (connections that
@@ -691,21 +702,22 @@ async def overload(ctx: Context, rate: float, source: str) -> dict[str, Any]:
     plan, stack = ctx.plan, ctx.stack
     assert stack.pool is not None
     await stack.quiet(timeout=plan.settle_timeout)
-    say(f"8. overload: {rate:.0f} opens/s ({source}) for {plan.overload_seconds:g} s, open loop, whole widget flow")
+    say(f"8. overload ({path}): {rate:.0f} opens/s ({source}) for {plan.overload_seconds:g} s, open loop, whole flow")
     answered: Counter = Counter()
     since = await stack.pool.fetchval("SELECT clock_timestamp()")
     pool = ctx.gateway_pool()
     tcp_before = tcp_counters()
     with CpuMeter.of(ctx.metered()) as phase_cpu:
         runs, cpu = await asyncio.gather(
-            open_loop(pool, ctx.widget_op(answered), rate=rate, seconds=plan.overload_seconds, drain_timeout=plan.overload_drain),
+            open_loop(pool, ctx.client_op(path, answered), rate=rate, seconds=plan.overload_seconds,
+                      drain_timeout=plan.overload_drain),
             cpu_for(ctx.metered(), plan.overload_seconds))
     tcp_after = tcp_counters()
     pool.close()
     run = runs.get("all") or Run(plan.overload_seconds)
     verified_in_window = run.in_window["verified"]
     out: dict[str, Any] = {
-        "offered_per_second": rate, "rate_source": source, "seconds": plan.overload_seconds,
+        "path": path, "offered_per_second": rate, "rate_source": source, "seconds": plan.overload_seconds,
         "post_answered": dict(answered),
         "offered": int(rate * plan.overload_seconds), "counts": overload_counts(run),
         "time_to_answer": time_to_answer(run),

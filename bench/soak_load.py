@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 
 import jwt
 
-from .client import Conn, Pool, dumps, loads, outcome_label
+from .client import CLIENT_PATHS as PATHS
+from .client import POLL_EVERY, Conn, Pool, dumps, loads, outcome_label
 
 WAIT = b"/v1/widget/sessions?wait=3"
 OPEN = b"/v1/widget/sessions"
-PATHS = ("wait", "sse", "poll")
-POLL_EVERY = 0.2
 ANSWER_TIMEOUT = 30.0  # the sessions' deadline is 15 s: a working stack answers every open well before
 LOGOUT_EVERY = 10
 REFUSED_EVERY = 25
