@@ -609,7 +609,12 @@ async def waiting_streams(ctx: Context) -> dict[str, Any]:
         "UPDATE widget_sessions SET status = 'fallback', reason = 'internal_error', detail = 'bench', resolved_at = now() "
         "WHERE bot_id = $1 AND status = 'pending'", bot)
     await asyncio.sleep(3.0)
+    plain = await _plain_streams(ctx, n)
     return {
+        "plain": plain,
+        "gateway_kb_per_stream_above_plain": (
+            round((rss.peak["gateway"] - rss_before) / 1024 / max(1, len(conns)) - plain["kb_per_stream"], 1)
+            if plain["held"] else None),
         "streams": n, "open": held, "problems": dict(problems),
         "connect_seconds": round(took, 1), "gateway_rss_before_mb": round(rss_before / MB, 1),
         "gateway_rss_peak_mb": round(rss.peak["gateway"] / MB, 1),
@@ -618,6 +623,31 @@ async def waiting_streams(ctx: Context) -> dict[str, Any]:
         "cpu_cores_while_connecting": connect_cpu.cores(), "cpu_cores_while_holding": hold_cpu.cores(),
         "gateway_rss_after_mb": round(rss_bytes(gateway.pid) / MB, 1),
     }
+
+
+async def _plain_streams(ctx: Context, n: int) -> dict[str, Any]:
+    """Reference 6: a plain aiohttp server (bench/plain.py) holding ``n`` streams the same way, one
+    connection and request each, one future per stream: what aiohttp itself costs per waiting widget."""
+    async with reference_server(ctx, "plain", ["bench.plain"]) as (plain, pool, port):
+        say(f"6. plain aiohttp holding {n} streams")
+        rss_before = rss_bytes(plain.pid)
+        conns, problems, _ = await hold_streams("127.0.0.1", port, [f"s{i}" for i in range(n)],
+                                                timeout=ctx.plan.streams_timeout)
+        held, started = 0, time.monotonic()
+        conn = await pool.acquire()
+        while time.monotonic() - started < ctx.plan.streams_timeout:
+            held = json.loads((await conn.request(b"GET", b"/held"))[1])["held"]
+            if held >= n:
+                break
+            await asyncio.sleep(0.25)
+        pool.release(conn)
+        async with RssSampler({"plain": [plain.pid]}) as rss:
+            await asyncio.sleep(2.0)
+        for c in conns:
+            c.close()
+    return {"held": held, "problems": dict(problems), "rss_before_mb": round(rss_before / MB, 1),
+            "rss_peak_mb": round(rss.peak["plain"] / MB, 1),
+            "kb_per_stream": round((rss.peak["plain"] - rss_before) / 1024 / max(1, len(conns)), 1)}
 
 
 # -- 7. scale-out ---------------------------------------------------------------------------------------------
