@@ -109,18 +109,34 @@ class Soak:
                 await asyncio.sleep(every)
 
     async def sample(self, http: aiohttp.ClientSession) -> None:
+        self.samples.extend(await self._read(http))
+        self.load.append((round(self.now(), 1), os.getloadavg()[0]))
+
+    async def at_rest(self, times: int = 3, every: float = 1.0) -> list[Sample]:
+        """Every live process with no load in hand: ``times`` readings ``every`` seconds apart, each
+        process's lowest count kept (a reading may catch the metrics request's own handler)."""
+        readings: list[Sample] = []
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+            for i in range(times):
+                readings.extend(await self._read(http))
+                if i + 1 < times:
+                    await asyncio.sleep(every)
+        return soak_checks.lowest(readings)
+
+    async def _read(self, http: aiohttp.ClientSession) -> list[Sample]:
         live = [p for p in self.procs if p.child.alive]
         tasks = await asyncio.gather(*(_tasks(http, p.port) for p in live))
         sockets = _tcp_sockets()
         t = self.now()
+        out = []
         for proc, n in zip(live, tasks):
             pid = proc.child.pid
             mine = [sockets[i] for i in _socket_inodes(pid) if i in sockets]
             listening = {port for state, port in mine if state == LISTEN}
-            self.samples.append(Sample(
+            out.append(Sample(
                 t, proc.key, _vm_rss(pid), _fd_count(pid), conns=sum(1 for state, _ in mine if state != LISTEN),
                 tasks=n, inbound=sum(1 for state, port in mine if state == ESTABLISHED and port in listening)))
-        self.load.append((round(t, 1), os.getloadavg()[0]))
+        return out
 
     # -- erasures ----------------------------------------------------------------------------------
 
@@ -337,6 +353,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["saturation_per_second"] = round(sat, 1)
             rate, source = round(sat * args.fraction, 1), f"{args.fraction:g} x saturation {sat:.0f}/s"
             await stack.quiet(timeout=120)
+        rest_before = await soak.at_rest()  # after the saturation phase has been worked off: nothing in hand
         result.update(rate=rate, rate_source=source, load_average_before=os.getloadavg())
         say(f"soak: {rate:g} opens/s ({source}) for {args.minutes:g} min; "
             f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
@@ -360,6 +377,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         say("draining: queues empty, no session pending, webhook deliveries settled")
         result["quiet"] = await stack.quiet(timeout=120)
         result["webhooks_settled"] = await _webhooks_settled(stack, 120)
+        result["at_rest"] = {"before": [asdict(x) for x in rest_before],
+                             "after": [asdict(x) for x in await soak.at_rest()]}
         result.update(await _checks(stack, record, soak, fast_port))
         result.update(
             offered=offered, accepted=record.accepted, unanswered=record.unanswered,

@@ -12,6 +12,7 @@ from aiohttp import web
 from bench.client import Conn, hold_streams
 from bench.plain import make_app
 from bench.report import rows
+from tests.waits import wait_until
 
 
 async def _held(port: int) -> int:
@@ -22,6 +23,10 @@ async def _held(port: int) -> int:
         conn.close()
 
 
+async def _is_five(port: int) -> bool:
+    return await _held(port) == 5
+
+
 async def test_the_plain_reference_holds_every_stream_and_sends_nothing_until_it_goes() -> None:
     runner = web.AppRunner(make_app())
     await runner.setup()
@@ -29,9 +34,7 @@ async def test_the_plain_reference_holds_every_stream_and_sends_nothing_until_it
     port = runner.addresses[0][1]
     try:
         conns, problems, _ = await hold_streams("127.0.0.1", port, [f"s{i}" for i in range(5)])
-        async with asyncio.timeout(5):
-            while await _held(port) < 5:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: _is_five(port), 5, "5 streams held")
         assert not problems
         with pytest.raises(TimeoutError):  # nothing sent: a widget still waiting
             async with asyncio.timeout(0.2):

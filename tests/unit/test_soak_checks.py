@@ -12,9 +12,11 @@ from bench.soak_checks import (
     Life,
     Sample,
     Windows,
+    at_rest,
     disagreements,
     latency_windows,
     levels,
+    lowest,
     passed,
     verdicts,
     webhook_checks,
@@ -194,3 +196,38 @@ def test_the_verdicts_read_the_json_form_too() -> None:
     as_json = copy.deepcopy(result)
     as_json["levels"] = {p: {m: asdict(lv) if lv else None for m, lv in ms.items()} for p, ms in result["levels"].items()}
     assert verdicts(as_json) == verdicts(result)
+
+
+def _rest(proc: str, tasks: int, *, fds: int = 50, conns: int = 20, inbound: int = 0) -> dict[str, Any]:
+    return {"t": 0.0, "proc": proc, "rss": 80 * MB, "fds": fds, "conns": conns, "tasks": tasks, "inbound": inbound}
+
+
+def _at_rest(after_tasks: int) -> dict[str, Any]:
+    return {"before": [_rest("gateway#1.1", 24, inbound=3), _rest("verifier#1.1", 16)],
+            "after": [_rest("gateway#1.2", 27, inbound=3), _rest("verifier#1.2", after_tasks)]}
+
+
+def test_tasks_that_follow_the_work_in_hand_are_judged_at_rest_not_under_load() -> None:
+    busy = series("verifier#1.2", tasks=lambda t: 60 if int(t) % 20 < 10 else 16 + t / 4, start=74.0)
+    lives = {"verifier#1.2": Life("verifier", 74.0)}
+    noisy = levels(busy, lives, 180.0, W)
+    assert noisy["verifier#1.2"]["tasks"].grew  # type: ignore[union-attr]
+    # Without readings at rest the floor under load is the verdict; with them, it is shown only.
+    assert failed(steady(levels=noisy)) == ["asyncio tasks less clients' connections: floor not grown"]
+    assert failed(steady(levels=noisy, at_rest=_at_rest(17))) == []
+    shown = [v for v in verdicts(steady(levels=noisy, at_rest=_at_rest(17))) if v.criterion.startswith("asyncio")]
+    assert [v.met for v in shown] == [None]
+
+
+def test_counts_left_behind_at_rest_fail() -> None:
+    result = steady(at_rest=_at_rest(40))  # 16 tasks at rest before, 40 after: 24 left behind
+    assert failed(result) == ["at rest after the run vs before: fds, connections, tasks per role, less clients' connections"]
+    rest = next(v for v in verdicts(result) if v.criterion.startswith("at rest"))
+    assert rest.value.startswith("1 of 6 grew; verifier tasks 16->40")
+
+
+def test_at_rest_the_lowest_of_several_readings_counts() -> None:
+    readings = [Sample(0.0, "gateway#1.1", 80 * MB, 60, 30, 40), Sample(1.0, "gateway#1.1", 80 * MB, 50, 20, 30),
+                Sample(2.0, "gateway#1.1", 80 * MB, 55, 20, 31)]
+    assert lowest(readings) == [readings[1]]
+    assert at_rest(readings[1:2], readings[2:3]) == {"gateway": {"fds": (50, 55), "conns": (20, 20), "tasks": (30, 31)}}
