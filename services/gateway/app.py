@@ -22,7 +22,7 @@ from shared.sessions import EXPIRE_GRACE_SECONDS, new_replica_id
 from . import access, openapi
 from .admin import bots, discover, erasure, identities, webhooks, workspaces
 from .http_errors import as_json_error
-from .keys import ASK, DESTINATIONS, HUB, LIMITS, OPENS, POOL, PUBLISH, SECRETS, SETTINGS
+from .keys import ASK, DESTINATIONS, HUB, LIMITS, OPENS, POOL, PUBLISH, SECRETS, SETTINGS, VIEWS
 from .pages import browser
 from .settings import GatewaySettings
 from .widget import api as widget_api
@@ -30,7 +30,7 @@ from .widget import backchannel, held, opening
 from .widget.admission import Admission, watch_lag
 from .widget.outcomes import OutcomeHub, consume_outcomes, tick_forever
 from .widget.ratelimit import WidgetLimits
-from .widget.views import session_views
+from .widget.views import session_views, view_reader
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -68,6 +68,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     async with db.pool(s.database_url.get_secret_value(), min_size=s.db_pool_min, max_size=s.db_pool_max) as pool:
         app[POOL] = pool
+        app[VIEWS] = view_reader(pool)
         yield
 
 

@@ -14,6 +14,7 @@ from shared.batching import Batcher
 
 from .widget.opening import Busy, Open, Opened
 from .widget.outcomes import OutcomeHub
+from .widget.views import ViewReader
 from .widget.ratelimit import WidgetLimits
 from .settings import GatewaySettings
 
@@ -26,3 +27,4 @@ DESTINATIONS = web.AppKey("destinations", Destinations)  # the URLs a verifier w
 ASK = web.AppKey("ask", Asker)  # requests to the verifiers (the Testing panel, back-channel logout tokens)
 LIMITS = web.AppKey("limits", WidgetLimits)
 OPENS = web.AppKey("opens", Batcher[Open, Opened | Busy])  # hand an open in; see .opening
+VIEWS = web.AppKey("views", ViewReader)  # a session's view, read with the other requests' (.views.view_reader)

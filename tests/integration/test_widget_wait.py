@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -130,3 +131,43 @@ async def test_a_refused_open_is_a_busy_fallback_at_once(stack: Stack, customer_
         events = (await resp.json())["events"]
     assert {e["session_id"] for e in events} == {session_id, waited["session_id"]}
     assert all((e["status"], e["detail"]) == ("fallback", BUSY_DETAIL) for e in events)
+
+
+async def test_a_refused_opens_stream_answers_from_memory_until_its_form_is_sent(stack: Stack) -> None:
+    """Under overload most opens are refused: reading each one's row back for its stream (a watcher write, then a
+    read) would make a refusal cost more than a verification. The gateway that refused it remembers its view."""
+    bot = await create_bot(stack.http, stack.gateway.url, enabled=True, auth_url="https://shop.example.com/auth")
+    with refusing_every_open(stack):
+        status, created = await open_with(stack, {"bot_id": bot, "access_token": "tok"})
+    assert status == 202, created
+    session_id = created["session_id"]
+
+    view = await await_outcome(stack.http, stack.gateway.url, session_id)
+
+    assert (view["status"], view["fallback"], view["collected"]) == ("fallback", BUSY, False)
+    watcher = await stack.pool.fetchval("SELECT watcher FROM widget_sessions WHERE session_id = $1", session_id)
+    assert watcher is None  # the stream did not look the session up: it was answered from the refusal itself
+
+    async with stack.http.post(f"{stack.gateway.url}/v1/widget/sessions/{session_id}/contact",
+                               json={"name": "Busy Visitor", "email": "busy@example.com"}) as resp:
+        assert resp.status == 202, await resp.text()
+    # The form changed the view: the stream no longer answers from what was remembered.
+    after = await await_outcome(stack.http, stack.gateway.url, session_id)
+    assert (after["status"], after["collected"]) == ("fallback", True)
+    assert after == await read(stack, session_id)
+
+
+async def test_concurrent_reads_each_get_their_own_session(stack: Stack) -> None:
+    """``GET /v1/widget/sessions/{id}`` of many widgets at once is read in shared queries: each still gets its own."""
+    bot = await create_bot(stack.http, stack.gateway.url)  # Custom Authentication off: each open falls back at once
+    opened = [(await open_with(stack, {"bot_id": bot}, wait=5))[1] for _ in range(20)]
+    missing = "0" * 64  # the shape of a session id, but no session has it
+
+    async def get(session_id: str) -> tuple[int, dict[str, Any]]:
+        async with stack.http.get(f"{stack.gateway.url}/v1/widget/sessions/{session_id}") as resp:
+            return resp.status, await resp.json()
+
+    answers = await asyncio.gather(*(get(v["session_id"]) for v in opened * 3), get(missing))
+
+    assert [a for a in answers[:-1]] == [(200, v) for v in opened * 3]
+    assert answers[-1][0] == 404 and answers[-1][1]["error"]["code"] == "session_not_found"

@@ -25,13 +25,13 @@ from shared.sessions import (
 from shared.widget_view import SessionView
 
 from ..http_errors import BODY_ERRORS, RETRY_AFTER, UNAVAILABLE, Error, dumps, error, json_response, read_model, read_query
-from ..keys import HUB, LIMITS, OPENS, POOL, PUBLISH, SETTINGS
+from ..keys import HUB, LIMITS, OPENS, POOL, PUBLISH, SETTINGS, VIEWS
 from ..schemas import CollectedContact, OpenQuery, OpenSession
 from .ending import tell_ended
 from .opening import Busy, Open, Opened
 from .outcomes import OutcomeHub, View
 from .ratelimit import LIMITED
-from .views import busy_view, session_view
+from .views import busy_view
 
 log = structlog.get_logger("doorman.gateway.widget")
 routes = Routes()
@@ -164,6 +164,7 @@ async def collect_contact(request: web.Request) -> web.Response:
         await release_collection(pool, session_id)
         log.error("collected contact not published", error=type(exc).__name__, bot_id=str(bot_id))
         raise error(503, "unavailable", "try again shortly", headers={"Retry-After": "1"}) from None
+    request.app[HUB].changed(session_id)  # now collected: a view remembered here would say otherwise
     log.info("contact collected", session_ref=session_ref(session_id), bot_id=str(bot_id),
              correlation_id=event.correlation_id)
     accepted: ContactAccepted = {"session_id": session_id, "status": "accepted"}
@@ -178,7 +179,7 @@ async def collect_contact(request: web.Request) -> web.Response:
 })
 async def read_session(request: web.Request) -> web.Response:
     await request.app[LIMITS].read_by_client(request)
-    view = await session_view(request.app[POOL], session_id_of(request))
+    view = await request.app[VIEWS](session_id_of(request))
     if view is None:
         raise error(404, "session_not_found", "no session has this id")
     return json_response(view)
@@ -241,7 +242,7 @@ async def stream_session(request: web.Request) -> web.StreamResponse:
             if status is None:
                 raise error(404, "session_not_found", "no session has this id")
             if status != "pending":
-                resolved = await session_view(pool, session_id)
+                resolved = await request.app[VIEWS](session_id)
                 if not future.done():
                     future.set_result(resolved or {})
         stream = web.StreamResponse(headers=SSE_HEADERS)

@@ -14,7 +14,8 @@ the batch's pending rows deleted and its requests answered 503. Held opens stay 
 outcome hub, so admission control counts them (``admission_max_in_flight`` bounds the backlog).
 
 Opens refused by admission control are stored already resolved as ``fallback(busy)``
-in the same statement, and published to no one.
+in the same statement, and published to no one; the outcome hub remembers their view, so their
+streams answer without reading the row back.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from shared.metrics import OPENS_HELD, SESSIONS_OPENED, SESSIONS_REFUSED
 from shared.sessions import NewSession, forget_sessions, hold_unpublished, open_sessions
 
 from .outcomes import OutcomeHub
+from .views import busy_view
 
 log = structlog.get_logger("doorman.gateway.opening")
 
@@ -74,9 +76,11 @@ async def flush(
             results.append(Busy(stored[o.session.session_id]))
         else:
             results.append(Opened.pending if accepted else Opened.unavailable)
-    busy = sum(isinstance(r, Busy) for r in results)
+    busy = {o.session.session_id: busy_view(o.session.session_id, r.collect_information)
+            for o, r in zip(opens, results, strict=True) if isinstance(r, Busy)}
     if busy:
-        SESSIONS_REFUSED.labels("busy").inc(busy)
+        hub.refused(busy)
+        SESSIONS_REFUSED.labels("busy").inc(len(busy))
     return results
 
 

@@ -135,6 +135,18 @@ class OutcomeHub:
         if told.view is not None:
             self._tell(told.session_id, told.view)
 
+    def refused(self, views: Mapping[str, View]) -> None:
+        """Opens refused by admission control, stored already resolved (``fallback(busy)``) and told to no one:
+        a stream here answers from memory, as for an outcome told before anyone asked. Under overload most
+        opens are these, and reading each one's row back (a watcher write, then a read) would make refusing
+        an open cost more than verifying one."""
+        for session_id, view in views.items():
+            self._remember(session_id, view)
+
+    def changed(self, session_id: str) -> None:
+        """The session's view changed here (its form was sent): what was remembered of it is stale."""
+        self._recent.pop(session_id, None)
+
     def _tell(self, session_id: str, view: View) -> None:
         waiting = self._waiting.pop(session_id, None)
         if waiting is None:
