@@ -57,7 +57,8 @@ def _run_worker(module: str, settings_cls: str) -> None:
     mod = importlib.import_module(f"services.{module}.main")
     cls = getattr(importlib.import_module(f"services.{module}.settings"), settings_cls)
     s = _settings(cls)
-    asyncio.run(run_until_signalled(lambda: mod.running(s, health_host=s.health_host), module))  # type: ignore[attr-defined]
+    asyncio.run(run_until_signalled(lambda: mod.running(s, health_host=s.health_host), module,  # type: ignore[attr-defined]
+                                    gc_young_threshold=s.gc_young_threshold))  # type: ignore[attr-defined]
 
 
 def cmd_verifier(_: argparse.Namespace) -> None:

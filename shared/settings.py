@@ -67,6 +67,9 @@ class DoormanSettings(BaseSettings):
     log_json: bool | None = Field(None, description="one JSON object per log line; unset: JSON unless stderr is a terminal")
     health_host: str = Field("127.0.0.1", description="where workers serve /healthz, /readyz, /metrics (0.0.0.0 in pods)")
     tracing: bool = Field(False, description="OpenTelemetry spans (export with OTEL_EXPORTER_OTLP_ENDPOINT)")
+    gc_young_threshold: int = Field(50_000, ge=0, le=10_000_000, description=(
+        "allocations between two young collections of Python's cyclic garbage collector (Python's default: 700), "
+        "what exists once the service has started being frozen out of every collection; 0 keeps Python's defaults"))
     dead_letter_ttl_days: float = Field(
         14.0, gt=0, le=49, description=(
             "dead letters (<queue>.dlq) expire after this many days: a broker policy (`doorman dlq ttl`, "

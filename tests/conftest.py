@@ -196,7 +196,8 @@ class Gateway:
 
 
 async def start_gateway(stack: AsyncExitStack, config: dict[str, Any]) -> Gateway:
-    app = init_app(GatewaySettings(**config))
+    # In the test process itself: freezing its objects for the collector would keep every earlier test's garbage.
+    app = init_app(GatewaySettings(**{**config, "gc_young_threshold": 0}))
     runner = web.AppRunner(app, access_log=None, **SERVER_OPTIONS)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)

@@ -16,7 +16,7 @@ from aiohttp import web
 from shared import db, messaging, rpc
 from shared.batching import Batcher
 from shared.health import health_routes
-from shared.service import background, every
+from shared.service import background, every, tune_gc
 from shared.sessions import EXPIRE_GRACE_SECONDS, new_replica_id
 
 from . import access, openapi
@@ -115,6 +115,7 @@ def init_app(settings: GatewaySettings) -> web.Application:
     )
     app.cleanup_ctx.extend([_database, _broker])
     app.on_startup.append(openapi.publish)
+    app.on_startup.append(_tune_gc)  # last: once the pools, the consumers and the document exist
     app.add_routes(widget_api.routes)  # public
     app.add_routes(backchannel.routes)  # public: the bots' OpenID Providers
     app.add_routes(bots.routes)  # the admin API
@@ -129,6 +130,10 @@ def init_app(settings: GatewaySettings) -> web.Application:
     if undeclared := access.undeclared(app):
         raise ValueError(f"routes declared without who may call them (auth=): {undeclared}")
     return app
+
+
+async def _tune_gc(app: web.Application) -> None:
+    tune_gc(app[SETTINGS].gc_young_threshold)
 
 
 async def _ready(app: web.Application) -> dict[str, bool]:
