@@ -26,7 +26,7 @@ from shared import messaging
 from shared.events import IdentifyMethod, Identity, IdentityVerified, utcnow
 
 from . import oidc
-from .client import (CLIENT_PATHS, POLL_EVERY, Pool, Run, closed_loop, direct_op, doorman_open_op, doorman_poll_op,
+from .client import (POLL_EVERY, Pool, Run, closed_loop, direct_op, doorman_open_op, doorman_poll_op,
                      doorman_wait_op, hold_streams, open_loop, percentile, post_op)
 from .procs import Child, CpuMeter, RssSampler, python_child, rss_bytes, tcp_counters
 from .stack import DbMeter, Stack, free_port
@@ -101,11 +101,11 @@ class Context:
     def client_op(self, path: str, answered: Counter | None = None):  # type: ignore[no-untyped-def]
         """One of the widget's three ways to an outcome (``CLIENT_PATHS``): ``wait`` is ``widget_op``,
         ``sse`` is POST then the stream, ``poll`` is POST then ``GET`` every ``POLL_EVERY`` seconds."""
-        bots = self.bots
         if path == "wait":
             return self.widget_op(answered)
         if path == "sse":
-            return doorman_open_op(lambda i: bots[i % len(bots)])
+            return self.e2e_op()
+        bots = self.bots
         return doorman_poll_op(lambda i: bots[i % len(bots)], POLL_EVERY)
 
     def rss(self) -> dict[str, float]:
