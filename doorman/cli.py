@@ -38,15 +38,14 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 
 
 def cmd_gateway(_: argparse.Namespace) -> None:
-    from aiohttp import web
-
     from services.gateway.app import SERVER_OPTIONS, init_app
+    from services.gateway.listening import serve
     from services.gateway.settings import GatewaySettings
 
     s = _settings(GatewaySettings)
-    # SERVER_OPTIONS go to each connection's request handler (aiohttp passes run_app's extra keywords on).
-    web.run_app(init_app(s), host=s.gateway_host, port=s.gateway_port, access_log=None,  # type: ignore[attr-defined]
-                backlog=s.gateway_backlog, shutdown_timeout=10, print=None, **SERVER_OPTIONS)
+    # SERVER_OPTIONS go to each connection's request handler.
+    asyncio.run(serve(init_app(s), host=s.gateway_host, port=s.gateway_port, backlog=s.gateway_backlog,
+                      shutdown_timeout=10, **SERVER_OPTIONS))
 
 
 def _run_worker(module: str, settings_cls: str) -> None:

@@ -26,6 +26,7 @@ from doorman.ops import all_queues
 from services.contacts.main import running as contacts_running
 from services.contacts.settings import ContactsSettings
 from services.gateway.app import SERVER_OPTIONS, init_app
+from services.gateway.listening import AcceptingSite
 from services.gateway.settings import GatewaySettings
 from services.verifier.main import running as verifier_running
 from services.verifier.settings import VerifierSettings
@@ -201,8 +202,7 @@ async def start_gateway(stack: AsyncExitStack, config: dict[str, Any]) -> Gatewa
     runner = web.AppRunner(app, access_log=None, **SERVER_OPTIONS)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    await AcceptingSite(runner, "127.0.0.1", 0).start()  # the site `doorman gateway` serves on
     return Gateway(f"http://127.0.0.1:{runner.addresses[0][1]}", app)
 
 
