@@ -14,7 +14,6 @@ from typing import Any
 from aiohttp import web
 
 from shared import db, messaging, rpc
-from shared.batching import Batcher
 from shared.health import health_routes
 from shared.service import background, every, tune_gc
 from shared.sessions import EXPIRE_GRACE_SECONDS, new_replica_id
@@ -89,8 +88,8 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     ):
         app[PUBLISH] = publish
         app[ASK] = ask
-        opens = Batcher(partial(opening.flush, pool=app[POOL], publish=publish, hub=hub), name="gateway opens",
-                        max_weight=s.open_batch_max, max_in_flight=s.open_flushes)
+        opens = opening.Opens(partial(opening.flush, pool=app[POOL], publish=publish, hub=hub),
+                              max_weight=s.open_batch_max, max_in_flight=s.open_flushes)
         app[OPENS] = opens
         yield
         await opens.drain()

@@ -10,9 +10,7 @@ from shared.destinations import Destinations
 from shared.messaging import Publisher
 from shared.rpc import Asker
 
-from shared.batching import Batcher
-
-from .widget.opening import Busy, Open, Opened
+from .widget.opening import Opens
 from .widget.outcomes import OutcomeHub
 from .widget.views import ViewReader
 from .widget.ratelimit import WidgetLimits
@@ -26,5 +24,5 @@ SECRETS = web.AppKey("secrets", Secrets)
 DESTINATIONS = web.AppKey("destinations", Destinations)  # the URLs a verifier would call: checked when saved
 ASK = web.AppKey("ask", Asker)  # requests to the verifiers (the Testing panel, back-channel logout tokens)
 LIMITS = web.AppKey("limits", WidgetLimits)
-OPENS = web.AppKey("opens", Batcher[Open, Opened | Busy])  # hand an open in; see .opening
+OPENS = web.AppKey("opens", Opens)  # hand an open in; see .opening
 VIEWS = web.AppKey("views", ViewReader)  # a session's view, read with the other requests' (.views.view_reader)

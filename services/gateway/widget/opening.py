@@ -1,8 +1,9 @@
 """Opening widget sessions, many per round trip.
 
-Every ``POST /v1/widget/sessions`` hands its open to one :class:`~shared.batching.Batcher`;
-each flush records the waiting opens in one statement, then publishes their
-``widget.opened`` events in one confirmed message: on the happy path, nothing more.
+Every ``POST /v1/widget/sessions`` hands its open to :class:`Opens`, one
+:class:`~shared.batching.Batcher` for admitted opens and one for refused ones; each flush records
+the waiting opens in one statement, then publishes their ``widget.opened`` events in one confirmed
+message: on the happy path, nothing more.
 
 The session row is the outbox of its event. If the broker does not confirm (or the publisher
 already knows the broker is away: no waiting for a confirm that cannot come), the batch's
@@ -14,19 +15,21 @@ the batch's pending rows deleted and its requests answered 503. Held opens stay 
 outcome hub, so admission control counts them (``admission_max_in_flight`` bounds the backlog).
 
 Opens refused by admission control are stored already resolved as ``fallback(busy)``
-in the same statement, and published to no one; the outcome hub remembers their view, so their
+by their own batches, and published to no one; the outcome hub remembers their view, so their
 streams answer without reading the row back.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 import structlog
 
+from shared.batching import Batcher
 from shared.events import WidgetOpened
 from shared.messaging import Publisher
 from shared.metrics import OPENS_HELD, SESSIONS_OPENED, SESSIONS_REFUSED
@@ -56,6 +59,25 @@ class Busy:
 class Open:
     session: NewSession
     event: WidgetOpened | None  # None when refused as busy
+    arrived: float = field(default_factory=time.monotonic)  # when its request came in
+
+
+class Opens:
+    """Where a request hands its open: admitted opens to one :class:`~shared.batching.Batcher` (stored,
+    then published), opens refused by admission control to another (stored only). Under overload most
+    opens are refusals: their answer waits for no one's publish, and theirs do not slow the admitted."""
+
+    def __init__(self, flush: Callable[[Sequence[Open]], Awaitable[list[Opened | Busy]]], *, max_weight: int,
+                 max_in_flight: int) -> None:
+        self._admitted = Batcher(flush, name="gateway opens", max_weight=max_weight, max_in_flight=max_in_flight)
+        self._refused = Batcher(flush, name="gateway refusals", max_weight=max_weight, max_in_flight=max_in_flight)
+
+    async def __call__(self, open_: Open) -> Opened | Busy:
+        return await (self._refused if open_.event is None else self._admitted)(open_)
+
+    async def drain(self) -> None:
+        await self._admitted.drain()
+        await self._refused.drain()
 
 
 async def flush(
@@ -66,7 +88,8 @@ async def flush(
     accepted = True
     if events:
         ids = [e.session_id for e in events]
-        hub.opened(ids)  # before the publish: an outcome may come back before this function returns
+        arrived = {o.session.session_id: o.arrived for o in opens}
+        hub.opened(ids, [arrived[i] for i in ids])  # before the publish: an outcome may come back before this returns
         accepted = await _publish_or_hold(events, ids, pool=pool, publish=publish, hub=hub)
     results: list[Opened | Busy] = []
     for o in opens:

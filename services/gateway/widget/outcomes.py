@@ -68,10 +68,13 @@ class OutcomeHub:
         """Sessions this replica opened that have no outcome yet."""
         return len(self._opened)
 
-    def opened(self, session_ids: Sequence[str]) -> None:
+    def opened(self, session_ids: Sequence[str], arrived: Sequence[float] | None = None) -> None:
+        """Sessions opened here, each since ``arrived`` (monotonic; default now): when its request came in,
+        so that admission control's delay includes the wait for the batch that stores it."""
         now = time.monotonic()
-        for session_id in session_ids:
-            self._opened[session_id] = now
+        for session_id, at in zip(session_ids, arrived if arrived is not None else [now] * len(session_ids),
+                                  strict=True):
+            self._opened[session_id] = at
 
     def held(self, session_ids: Sequence[str]) -> None:
         """These opens wait in the database for the broker: still in flight (admission control counts them),
