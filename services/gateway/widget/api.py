@@ -211,6 +211,14 @@ SSE_HEADERS = {
 }
 
 
+def _event(view: View) -> bytes:
+    """The stream's one event for ``view`` (none for ``{}``: the session is gone)."""
+    if not view:
+        return b""
+    name = b"ended" if view.get("status") == "ended" else b"outcome"
+    return b"event: %s\ndata: %s\n\n" % (name, dumps(view).encode())
+
+
 @routes.get("/v1/widget/sessions/{session_id}/events", "streamSession", "Stream a widget session's outcome",
             auth="public", tag="widget", responses={
     200: Response("Server-Sent Events.", stream=Stream(
@@ -245,6 +253,8 @@ async def stream_session(request: web.Request) -> web.StreamResponse:
                 resolved = await request.app[VIEWS](session_id)
                 if not future.done():
                     future.set_result(resolved or {})
+        if future.done():  # known already (an open refused as busy, an outcome told before the question)
+            return web.Response(body=_event(future.result()), headers=SSE_HEADERS)  # the whole stream, one write
         stream = web.StreamResponse(headers=SSE_HEADERS)
         await stream.prepare(request)
         hub.streaming(stream)
@@ -253,10 +263,7 @@ async def stream_session(request: web.Request) -> web.StreamResponse:
             view = await future
         finally:
             hub.done_streaming(stream)
-        if view:
-            name = b"ended" if view.get("status") == "ended" else b"outcome"
-            await stream.write(b"event: %s\ndata: %s\n\n" % (name, dumps(view).encode()))
-        await stream.write_eof()
+        await stream.write_eof(_event(view))  # the event and the stream's end in one write
         return stream
     except ConnectionResetError:  # the visitor left: nothing to tell anyone
         raise asyncio.CancelledError() from None
