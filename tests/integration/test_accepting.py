@@ -90,3 +90,54 @@ async def test_uvloops_own_listener_takes_a_turn_per_connection(stack: Stack) ->
         _on_uvloop, stack.config, bot_id, lambda runner: web.TCPSite(runner, "127.0.0.1", 0, backlog=4096))
     assert turns >= BURST // 2, f"{BURST} new connections took only {turns} turns on uvloop's listener"
     assert statuses == [b"HTTP/1.1 202 Accepted"] * BURST
+
+
+SERVE_WITH_FEW_DESCRIPTORS = """
+import asyncio, os, resource, sys
+import structlog, uvloop
+from aiohttp import web
+from services.gateway.listening import AcceptingSite
+from shared.logging import configure
+
+async def main():
+    configure("info", True)
+    app = web.Application()
+    app.router.add_get("/", lambda request: web.Response(text="ok"))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await AcceptingSite(runner, "127.0.0.1", 0, backlog=512).start()
+    structlog.get_logger("test").info("serving")  # as a gateway has logged by now (and imported what that needs)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1 + 8, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    print(runner.addresses[0][1], flush=True)
+    await asyncio.sleep(120)
+
+uvloop.run(main())
+"""
+
+
+async def test_connections_wait_while_the_gateway_is_out_of_descriptors_and_are_answered() -> None:
+    """Out of file descriptors, the listener stops accepting for a moment (logged) and the connections
+    wait in the kernel's queue; as answered ones close, the rest are accepted and answered: none is dropped."""
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVE_WITH_FEW_DESCRIPTORS, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        port = int(await asyncio.wait_for(proc.stdout.readline(), 30))
+
+        async def fetch() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            answer = await reader.read()
+            writer.close()
+            return answer.split(b"\r\n", 1)[0]
+
+        statuses = await asyncio.wait_for(asyncio.gather(*(fetch() for _ in range(40))), 60)
+        assert statuses == [b"HTTP/1.1 200 OK"] * 40
+    finally:
+        proc.terminate()
+        _, err = await proc.communicate()
+    assert b"accepting connections paused" in err, err.decode()[-2000:]
