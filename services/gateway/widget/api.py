@@ -205,6 +205,7 @@ async def end_widget_session(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+WAITING = b": waiting\n\n"  # every stream's first line (a comment: EventSource ignores it)
 SSE_HEADERS = {
     "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
     "Access-Control-Allow-Origin": "*",
@@ -254,12 +255,13 @@ async def stream_session(request: web.Request) -> web.StreamResponse:
                 if not future.done():
                     future.set_result(resolved or {})
         if future.done():  # known already (an open refused as busy, an outcome told before the question)
-            return web.Response(body=_event(future.result()), headers=SSE_HEADERS)  # the whole stream, one write
+            # The whole stream in one write, as a waiting one reads: the comment line, then the event.
+            return web.Response(body=WAITING + _event(future.result()), headers=SSE_HEADERS)
         stream = web.StreamResponse(headers=SSE_HEADERS)
         await stream.prepare(request)
         hub.streaming(stream)
         try:
-            await stream.write(b": waiting\n\n")  # headers and a first byte now, not at the outcome
+            await stream.write(WAITING)  # headers and a first byte now, not at the outcome
             view = await future
         finally:
             hub.done_streaming(stream)
