@@ -445,6 +445,7 @@ async def _checks(stack: Stack, record: Record, soak: Soak, fast_port: int) -> d
         "duplicated": {"differ": compared["differ"], "streams_with_two_outcomes": record.two_outcomes,
                        "contacts": contacts},
         "webhooks": soak_checks.webhook_checks(received, deliveries, soak.erased),  # type: ignore[arg-type]
+        "webhooks_unknown": soak_checks.unknown_deliveries(received, deliveries, soak.erased),  # type: ignore[arg-type]
     }
 
 

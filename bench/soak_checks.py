@@ -252,6 +252,15 @@ def webhook_checks(received: Sequence[Delivery], stored: Mapping[str, str], eras
     }
 
 
+def unknown_deliveries(received: Sequence[Delivery], stored: Mapping[str, str], erased: Mapping[str, str],
+                       limit: int = 20) -> list[dict[str, str | None]]:
+    """The first ``limit`` deliveries that ``webhook_checks`` counts as ``unknown``, with what each was about
+    (its event type, session, contact, visitor): what a failed row needs to be diagnosed after the run."""
+    first = {r[0]: r for r in received}
+    return [{"delivery_id": d, "event": r[1], "session_id": r[3], "contact_id": r[4], "visitor": r[5]}
+            for d, r in first.items() if d not in stored and r[4] not in erased][:limit]
+
+
 # -- the verdicts --------------------------------------------------------------------------------------
 
 

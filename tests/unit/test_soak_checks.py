@@ -18,6 +18,7 @@ from bench.soak_checks import (
     levels,
     lowest,
     passed,
+    unknown_deliveries,
     verdicts,
     webhook_checks,
 )
@@ -177,6 +178,9 @@ def test_webhooks_not_delivered_unknown_or_unsigned_fail() -> None:
     assert pending["undelivered"] == 1 and failed(steady(webhooks=pending)) == [criterion]
     unknown = webhook_checks([("d9", "contact.updated", True, None, "c9", "b:v-9")], {}, {})
     assert unknown["unknown"] == 1
+    assert unknown_deliveries([("d9", "contact.updated", True, None, "c9", "b:v-9")], {}, {}) == [
+        {"delivery_id": "d9", "event": "contact.updated", "session_id": None, "contact_id": "c9", "visitor": "b:v-9"}]
+    assert unknown_deliveries([("d9", "contact.updated", True, None, "c9", "b:v-9")], {}, {"c9": "b:v-9"}) == []
     assert webhook_checks([("d9", "contact.updated", True, None, "c9", "b:v-9")], {}, {"c9": "b:v-9"})["unknown"] == 0
     unsigned = webhook_checks([("d1", "contact.updated", False, None, "c1", "b:v-1")], {"d1": "delivered"}, {})
     assert failed(steady(webhooks=unsigned)) == [criterion]
