@@ -44,7 +44,10 @@ class _Listener:
         self._connecting: set[asyncio.Task[Any]] = set()
         self._closed = False
         for sock in sockets:
-            loop.add_reader(sock.fileno(), self._accept, sock)
+            self._listen(sock)
+
+    def _listen(self, sock: socket.socket) -> None:
+        self._loop.add_reader(sock.fileno(), self._accept, sock)
 
     def _accept(self, sock: socket.socket) -> None:
         for _ in range(self._backlog):
@@ -75,7 +78,7 @@ class _Listener:
 
     def _resume(self, sock: socket.socket) -> None:
         if not self._closed:
-            self._loop.add_reader(sock.fileno(), self._accept, sock)
+            self._listen(sock)
 
     def close(self) -> None:
         self._closed = True

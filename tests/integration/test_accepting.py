@@ -110,7 +110,7 @@ async def main():
     highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
     resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1 + 8, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     print(runner.addresses[0][1], flush=True)
-    await asyncio.sleep(120)
+    await asyncio.Event().wait()  # until the test terminates it
 
 uvloop.run(main())
 """

@@ -25,10 +25,12 @@ class Pipeline:
 
     def __init__(self) -> None:
         self.publishing = asyncio.Event()
+        self.flushing = asyncio.Event()  # a flush has started
         self.batches: list[list[str]] = []
 
     async def flush(self, opens: Sequence[Open]) -> list[Opened | Busy]:
         self.batches.append(["refused" if o.event is None else "admitted" for o in opens])
+        self.flushing.set()
         if any(o.event is not None for o in opens):
             await self.publishing.wait()
         return [Busy("required") if o.event is None else Opened.pending for o in opens]
@@ -38,7 +40,7 @@ async def test_a_refusal_is_answered_while_an_admitted_opens_publish_waits() -> 
     pipeline = Pipeline()
     opens = Opens(pipeline.flush, max_weight=256, max_in_flight=1)
     admitted = asyncio.ensure_future(opens(an_open(refused=False)))
-    await asyncio.sleep(0)
+    await asyncio.wait_for(pipeline.flushing.wait(), 5)  # the admitted open's flush is under way
     refused: Any = await asyncio.wait_for(opens(an_open(refused=True)), 5)  # the publish still waits
     assert refused == Busy("required")
     assert not admitted.done()

@@ -84,12 +84,12 @@ async def flush(
     opens: Sequence[Open], *, pool: asyncpg.Pool, publish: Publisher, hub: OutcomeHub,
 ) -> list[Opened | Busy]:
     stored = await open_sessions(pool, [o.session for o in opens])
-    events = [o.event for o in opens if o.event is not None and o.session.session_id in stored]
+    admitted = [o for o in opens if o.event is not None and o.session.session_id in stored]
+    events = [o.event for o in admitted if o.event is not None]
     accepted = True
     if events:
         ids = [e.session_id for e in events]
-        arrived = {o.session.session_id: o.arrived for o in opens}
-        hub.opened(ids, [arrived[i] for i in ids])  # before the publish: an outcome may come back before this returns
+        hub.opened(ids, [o.arrived for o in admitted])  # before the publish: an outcome may come back before this returns
         accepted = await _publish_or_hold(events, ids, pool=pool, publish=publish, hub=hub)
     results: list[Opened | Busy] = []
     for o in opens:
