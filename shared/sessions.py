@@ -10,8 +10,9 @@ hold an open's event       gateway     :func:`hold_unpublished`: its publish fai
                                        broker is away), so the row keeps the event
 publish what is held       gateway     :func:`held_opens` then :func:`published`, in
                                        the sweeper's transaction (see below)
-undo an open               gateway     :func:`forget_sessions` (neither published nor
-                                       held: nothing half-accepted)
+undo an open               gateway     :func:`forget_sessions`: answered 503 (neither
+                                       published nor held, or not known to be stored):
+                                       nothing half-accepted
 watch from another         gateway     :func:`watch_session` (the stream is not on the
 replica                                replica that opened it)
 resolve                    contacts    :func:`resolve_sessions`, first outcome wins
@@ -123,11 +124,16 @@ async def open_sessions(conn: asyncpg.Connection | asyncpg.Pool, new: Sequence[N
     return {r["session_id"]: r["collect_information"] for r in rows}
 
 
-async def forget_sessions(conn: asyncpg.Connection | asyncpg.Pool, session_ids: Sequence[str]) -> None:
-    """Undo :func:`open_sessions` when the events could be neither published nor held: nothing half-accepted."""
-    await conn.execute(
-        "DELETE FROM widget_sessions WHERE session_id = ANY($1::text[]) AND status = 'pending'", list(session_ids),
+async def forget_sessions(conn: asyncpg.Connection | asyncpg.Pool, session_ids: Sequence[str], *,
+                          pending_only: bool = True) -> int:
+    """Undo :func:`open_sessions` for opens answered 503: nothing half-accepted. ``pending_only`` when their
+    events may have reached the broker (a session it resolved meanwhile stays); without it, whatever the rows
+    became (nothing was published: a refusal stored as busy goes too). Returns how many rows went."""
+    status = await conn.execute(
+        "DELETE FROM widget_sessions WHERE session_id = ANY($1::text[]) AND (NOT $2 OR status = 'pending')",
+        list(session_ids), pending_only,
     )
+    return int(status.rsplit(" ", 1)[1])
 
 
 # -- hold: the open's event waits in its row while the broker is away ---------------------------------

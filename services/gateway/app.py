@@ -21,7 +21,7 @@ from shared.sessions import EXPIRE_GRACE_SECONDS, new_replica_id
 from . import access, openapi
 from .admin import bots, discover, erasure, identities, webhooks, workspaces
 from .http_errors import as_json_error
-from .keys import ASK, DESTINATIONS, HUB, LIMITS, OPENS, POOL, PUBLISH, SECRETS, SETTINGS, VIEWS
+from .keys import ASK, DESTINATIONS, HUB, LIMITS, OPENS, POOL, PUBLISH, RETRACTIONS, SECRETS, SETTINGS, VIEWS
 from .pages import browser
 from .settings import GatewaySettings
 from .widget import api as widget_api
@@ -75,6 +75,7 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     topology = messaging.Topology(s.amqp_prefix)
     hub = app[HUB]
+    retractions = app[RETRACTIONS]
     async with (
         messaging.connection(s.amqp_url.get_secret_value(), f"doorman-gateway-{hub.replica}") as conn,
         messaging.publisher(conn, topology, secrets=app[SECRETS]) as publish,  # seals widget opens' access tokens
@@ -85,10 +86,12 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
         background(watch_lag(hub.admission)),
         background(every(held.EVERY, partial(held.republish, app[POOL], publish), failed="held opens not published"))
         if s.gateway_sweepers else nullcontext(),
+        background(every(opening.Retractions.EVERY, partial(retractions.sweep, app[POOL]),
+                         failed="opens answered 503 not yet retracted")),  # this replica's own: always
     ):
         app[PUBLISH] = publish
         app[ASK] = ask
-        opens = opening.Opens(partial(opening.flush, pool=app[POOL], publish=publish, hub=hub),
+        opens = opening.Opens(partial(opening.flush, pool=app[POOL], publish=publish, hub=hub, retractions=retractions),
                               max_weight=s.open_batch_max, max_in_flight=s.open_flushes)
         app[OPENS] = opens
         yield
@@ -107,6 +110,7 @@ def init_app(settings: GatewaySettings) -> web.Application:
     app[HUB] = OutcomeHub(new_replica_id(), Admission(
         target=settings.admission_target_seconds, max_in_flight=settings.admission_max_in_flight,
     ))
+    app[RETRACTIONS] = opening.Retractions()
     app[LIMITS] = WidgetLimits(
         per_client=settings.rate_limit_opens_per_client, per_bot=settings.rate_limit_opens_per_bot,
         reads_per_client=settings.rate_limit_reads_per_client, trust_forwarded_for=settings.trust_forwarded_for,

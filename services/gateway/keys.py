@@ -10,7 +10,7 @@ from shared.destinations import Destinations
 from shared.messaging import Publisher
 from shared.rpc import Asker
 
-from .widget.opening import Opens
+from .widget.opening import Opens, Retractions
 from .widget.outcomes import OutcomeHub
 from .widget.views import ViewReader
 from .widget.ratelimit import WidgetLimits
@@ -26,3 +26,4 @@ ASK = web.AppKey("ask", Asker)  # requests to the verifiers (the Testing panel, 
 LIMITS = web.AppKey("limits", WidgetLimits)
 OPENS = web.AppKey("opens", Opens)  # hand an open in; see .opening
 VIEWS = web.AppKey("views", ViewReader)  # a session's view, read with the other requests' (.views.view_reader)
+RETRACTIONS = web.AppKey("retractions", Retractions)  # opens answered 503 whose rows may exist: deleted when the database answers

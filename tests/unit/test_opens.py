@@ -1,4 +1,5 @@
-"""Where an open is handed (services/gateway/widget/opening.py: Opens): a refusal never waits for a publish."""
+"""Where an open is handed (services/gateway/widget/opening.py: Opens): a refusal never waits for a publish.
+What is retracted (Retractions) stays bounded; the retraction itself is tests/integration/test_retractions.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 from uuid import uuid4
 
-from services.gateway.widget.opening import Busy, Open, Opened, Opens
+from services.gateway.widget.opening import Busy, Open, Opened, Opens, Retractions
 from shared.sessions import NewSession
 
 ADMITTED = object()  # stands for the open's WidgetOpened event: this flush only asks whether there is one
@@ -58,3 +59,13 @@ async def test_opens_of_each_kind_still_go_together() -> None:
     assert all(len(set(batch)) == 1 for batch in pipeline.batches)
     assert len(pipeline.batches) <= 4  # the first of each kind alone, then the rest of it in one batch
     await opens.drain()
+
+
+def test_retractions_are_bounded() -> None:
+    """Past its limit (a long database outage under load) the rest are left to the overdue sweeper."""
+    retractions = Retractions(limit=3)
+    retractions.add(["a", "b"], pending_only=False)
+    retractions.add(["c", "d", "e"], pending_only=True)
+    assert len(retractions) == 3
+    retractions.add(["f"], pending_only=False)
+    assert len(retractions) == 3
