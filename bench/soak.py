@@ -76,6 +76,9 @@ class Soak:
         self.restarting: list[float] = []  # [began, ended] of the rolling restart
         self.erased: dict[str, str] = {}  # contact id -> "bot:identifier"
         self.erase_errors: dict[str, int] = {}
+        # Erasures whose answer never came (a timeout, a gateway restarting): the gateway may have done them.
+        # After the run, those whose contact is gone count as erased (its deliveries went with it).
+        self.erase_unanswered: dict[str, str] = {}
         self.clock0 = clock0  # the soak's t = 0 (monotonic); moved when the steady load starts
 
     def now(self) -> float:
@@ -154,11 +157,18 @@ class Soak:
                     if not contacts:
                         continue
                     contact = rng.choice(contacts)
-                    async with http.delete(f"{base}/{contact['contact_id']}") as resp:
-                        if resp.status == 204:
-                            self.erased[contact["contact_id"]] = f"{bot}:{contact['identifier']}"
-                        else:
-                            self.erase_errors[f"http-{resp.status}"] = self.erase_errors.get(f"http-{resp.status}", 0) + 1
+                    visitor = f"{bot}:{contact['identifier']}"
+                    try:
+                        async with http.delete(f"{base}/{contact['contact_id']}") as resp:
+                            if resp.status == 204:
+                                self.erased[contact["contact_id"]] = visitor
+                            else:
+                                self.erase_errors[f"http-{resp.status}"] = self.erase_errors.get(f"http-{resp.status}", 0) + 1
+                                if resp.status >= 500:
+                                    self.erase_unanswered[contact["contact_id"]] = visitor
+                    except (aiohttp.ClientError, TimeoutError):
+                        self.erase_unanswered[contact["contact_id"]] = visitor
+                        raise
                 except (aiohttp.ClientError, TimeoutError, KeyError) as exc:
                     self.erase_errors[type(exc).__name__] = self.erase_errors.get(type(exc).__name__, 0) + 1
 
@@ -435,6 +445,10 @@ async def _checks(stack: Stack, record: Record, soak: Soak, fast_port: int) -> d
            GROUP BY bot_id, identify_method, identifier, external_workspace_id HAVING count(*) > 1) AS twice"""))
     deliveries = {str(r["delivery_id"]): r["status"] for r in await stack.pool.fetch(
         "SELECT delivery_id, status FROM webhook_deliveries")}
+    still = {str(r["contact_id"]) for r in await stack.pool.fetch(
+        "SELECT contact_id FROM contacts WHERE contact_id = ANY($1::uuid[])", list(soak.erase_unanswered))}
+    erased_unanswered = {c: v for c, v in soak.erase_unanswered.items() if c not in still}
+    soak.erased.update(erased_unanswered)
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{fast_port}/webhook/log") as resp:
         received = [tuple(r) for r in await resp.json()]
     by_status = {r["status"]: r["n"] for r in await stack.pool.fetch(
@@ -446,6 +460,7 @@ async def _checks(stack: Stack, record: Record, soak: Soak, fast_port: int) -> d
                        "contacts": contacts},
         "webhooks": soak_checks.webhook_checks(received, deliveries, soak.erased),  # type: ignore[arg-type]
         "webhooks_unknown": soak_checks.unknown_deliveries(received, deliveries, soak.erased),  # type: ignore[arg-type]
+        "erasures_unanswered": {"tried": len(soak.erase_unanswered), "done": len(erased_unanswered)},
     }
 
 
