@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+import aiohttp
 import asyncpg
 
 from doorman.up import wait_ready
@@ -217,12 +218,30 @@ async def _gateway_post(ctx: Context) -> dict[str, Any]:
     """Closed-loop req/s of the gateway's widget-open POST (202 expected), with CPU per component."""
     plan = ctx.plan
     pool = ctx.gateway_pool()
+    before = await _open_batches(ctx)
     with CpuMeter.of(ctx.metered()) as cpu:
         run = await closed_loop(pool, post_op(b"/v1/widget/sessions", ctx.bots[0]),
                                 concurrency=plan.post_concurrency, seconds=plan.post_seconds, warmup=plan.warmup)
     pool.close()
+    after = await _open_batches(ctx)
+    flushes = after[1] - before[1]
     return {**run.summary(), "cpu_cores": cpu.cores(), "cpu_system_share": cpu.system_share(),
-            "cpu_ms_per_request": cpu.ms_per(run.completed)}
+            "cpu_ms_per_request": cpu.ms_per(run.completed),
+            "opens_per_insert": round((after[0] - before[0]) / flushes, 1) if flushes else None}
+
+
+async def _open_batches(ctx: Context) -> tuple[float, float]:
+    """(opens, INSERTs) the gateway has flushed so far, admitted and refused alike (its doorman_batch_items)."""
+    async with aiohttp.ClientSession() as http, http.get(f"{ctx.stack.gateway_url}/metrics") as resp:
+        text = await resp.text()
+    total = [0.0, 0.0]
+    for line in text.splitlines():
+        if line.startswith("doorman_batch_items_") and ('flush="gateway opens"' in line or 'flush="gateway refusals"' in line):
+            if line.startswith("doorman_batch_items_sum"):
+                total[0] += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("doorman_batch_items_count"):
+                total[1] += float(line.rsplit(" ", 1)[1])
+    return total[0], total[1]
 
 
 async def _backlog(ctx: Context) -> dict[str, Any]:
