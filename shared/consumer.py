@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from shared.batching import Batcher
 from shared.crypto import Secrets
 from shared.events import Event, decode, utcnow
-from shared.failures import FailedForGood, is_transient
+from shared.failures import FailedForGood, broker_away, is_transient
 from shared.logging import session_ref
 from shared.messaging import (
     ATTEMPT_HEADER, DEAD_LETTERED_AT_HEADER, FAILURE_HEADER, REPLAYED_HEADER, Topology, declare, declare_retry_queues,
@@ -38,6 +38,7 @@ from shared.metrics import CONSUMER_IN_FLIGHT, DEAD_LETTERS, RETRIES, SKIPPED
 from shared.stages import Action, Emitted, Failure, Retry, Stage, emitted, settle
 
 log = structlog.get_logger("doorman.consumer")
+BROKER_AWAY_PAUSE = 0.5  # seconds an event waits before it is handed back while the broker is away
 
 
 
@@ -194,6 +195,10 @@ class Consumer:
                 else:
                     await self._emit(result)
             except Exception as exc:
+                if broker_away(exc):  # not the event's fault: the broker redelivers it once it is back
+                    log.warning("broker away; redelivering", error=repr(exc), attempt=attempt)
+                    await asyncio.sleep(BROKER_AWAY_PAUSE)  # time is the subject: no hot loop while it comes back
+                    return False
                 failure = Failure.of(exc, transient=is_transient(exc))
                 if failure.transient:
                     log.warning("transient failure", error=repr(exc), attempt=attempt)

@@ -46,6 +46,15 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
 )
 
 
+def broker_away(exc: BaseException) -> bool:
+    """The stage's own broker connection or channel is closed (RabbitMQ restarting, a node lost): nothing is
+    wrong with the event being handled. The consumer lets the broker redeliver it instead of settling it: a
+    settlement that needs the broker (park, give up, dead-letter) could only fail, or, if the channel came
+    back in between, dead-letter an event whose one fault was the broker's blip. A closed channel for a
+    reason of its own (a queue not found, a precondition) is not this."""
+    return isinstance(exc, (aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelInvalidStateError))
+
+
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, _TRANSIENT_TYPES) or _nacked(exc)
 

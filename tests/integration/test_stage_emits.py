@@ -5,14 +5,18 @@ broker with a stage of the test's own (no database)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from uuid import uuid4
 
 import aio_pika
+import aiormq.exceptions
 import pytest
 
 from shared import messaging
 from shared.consumer import consuming
-from shared.events import ContactCollected, Event, FallbackReason, IdentityVerified, SessionFellBack, WebhookDue
+from shared.events import (
+    ContactCollected, Event, FallbackReason, IdentityVerified, SessionFellBack, WebhookDue, utcnow,
+)
 from shared.stages import RetryPolicy, Stage
 from tests.conftest import AMQP_URL
 from tests.waits import wait_until
@@ -101,3 +105,39 @@ async def test_what_a_give_up_returns_is_emitted_and_the_event_dead_lettered(
         channel = await conn.channel()
         dlq = messaging.Topology(prefix).dead_letter_queue(messaging.CONTACTS_QUEUE)
         assert (await channel.declare_queue(dlq, passive=True)).declaration_result.message_count == 1
+
+
+async def test_a_broker_blip_past_the_deadline_is_redelivered_not_dead_lettered(fresh_prefix: Callable[[], str]) -> None:
+    """The stage's channel closes under its emit (a RabbitMQ restart) after the event's deadline has passed:
+    nothing is wrong with the event, so it is redelivered and its own outcome emitted once the broker answers,
+    neither given up nor dead-lettered (CI's "restart RabbitMQ" row counted 5 dead letters this way)."""
+    prefix = fresh_prefix()
+    event, given_up = fell_back(0), []
+
+    class BrokerBlip(Emits):
+        async def __call__(self, events: Sequence[Event]) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise aiormq.exceptions.ChannelInvalidStateError("<RobustChannel> closed")
+            self.events.extend(events)
+
+    emit = BrokerBlip(failures=1)
+
+    async def one(got: Event) -> Event:
+        return announced(got)
+
+    async def give_up(failed: Event) -> Event:
+        given_up.append(failed.event_id)
+        return announced(failed)
+
+    stage = Stage(queue=messaging.CONTACTS_QUEUE,
+                  handles={IdentityVerified: one, SessionFellBack: one, ContactCollected: one},
+                  retry=RetryPolicy((0.1,), max_attempts=3, deadline=lambda _: utcnow() - timedelta(seconds=1)),
+                  give_up=give_up, emit=emit)  # type: ignore[arg-type]
+    await run(prefix, stage, [event], lambda: bool(emit.events))
+    assert [(type(e), e.session_id) for e in emit.events] == [(WebhookDue, event.session_id)]
+    assert given_up == []
+    async with await aio_pika.connect(AMQP_URL) as conn:
+        channel = await conn.channel()
+        dlq = messaging.Topology(prefix).dead_letter_queue(messaging.CONTACTS_QUEUE)
+        assert (await channel.declare_queue(dlq, passive=True)).declaration_result.message_count == 0

@@ -59,13 +59,11 @@ class SweptMemoryStorage(MemoryStorage):
     def __init__(self) -> None:
         super().__init__("async+memory://")
         self.swept_at = -self.SWEEP_EVERY
-        self.sweeps = 0  # sweeps started: what the test counts
 
     async def _MemoryStorage__schedule_expiry(self) -> None:
         if (now := time.monotonic()) - self.swept_at < self.SWEEP_EVERY:
             return
         self.swept_at = now
-        self.sweeps += 1
         await super()._MemoryStorage__schedule_expiry()  # type: ignore[misc]
 
 
