@@ -12,17 +12,11 @@ import argparse
 import asyncio
 import json
 import time
-from pathlib import Path
 
 import aiohttp
 
-from .procs import ROOT
+from .procs import ROOT, cpu_seconds
 from .stack import Stack
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks of 1/100 s
 
 
 def address(n: int) -> str:

@@ -20,6 +20,7 @@ from uuid import UUID, uuid4
 
 import aiohttp
 import asyncpg
+from prometheus_client.parser import text_string_to_metric_families
 
 from doorman.up import wait_ready
 from services.contacts.repository import UPSERT_VERIFIED
@@ -234,14 +235,10 @@ async def _open_batches(ctx: Context) -> tuple[float, float]:
     """(opens, INSERTs) the gateway has flushed so far, admitted and refused alike (its doorman_batch_items)."""
     async with aiohttp.ClientSession() as http, http.get(f"{ctx.stack.gateway_url}/metrics") as resp:
         text = await resp.text()
-    total = [0.0, 0.0]
-    for line in text.splitlines():
-        if line.startswith("doorman_batch_items_") and ('flush="gateway opens"' in line or 'flush="gateway refusals"' in line):
-            if line.startswith("doorman_batch_items_sum"):
-                total[0] += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("doorman_batch_items_count"):
-                total[1] += float(line.rsplit(" ", 1)[1])
-    return total[0], total[1]
+    samples = [s for family in text_string_to_metric_families(text) if family.name == "doorman_batch_items"
+               for s in family.samples if s.labels.get("flush") in ("gateway opens", "gateway refusals")]
+    return (sum(s.value for s in samples if s.name.endswith("_sum")),
+            sum(s.value for s in samples if s.name.endswith("_count")))
 
 
 async def _backlog(ctx: Context) -> dict[str, Any]:

@@ -133,7 +133,7 @@ async def forget_sessions(conn: asyncpg.Connection | asyncpg.Pool, session_ids: 
         "DELETE FROM widget_sessions WHERE session_id = ANY($1::text[]) AND (NOT $2 OR status = 'pending')",
         list(session_ids), pending_only,
     )
-    return int(status.rsplit(" ", 1)[1])
+    return int(status.split()[-1])
 
 
 # -- hold: the open's event waits in its row while the broker is away ---------------------------------

@@ -40,8 +40,7 @@ class CuttingRelay:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            for writer in list(self._connections):
-                writer.close()
+            self.drop_all()
             await self._server.wait_closed()
 
     def arm(self, marker: bytes) -> None:
